@@ -1,0 +1,264 @@
+package protocol
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+	"time"
+
+	jose "github.com/go-jose/go-jose/v4"
+	"github.com/go-jose/go-jose/v4/json"
+	"github.com/sigil-ws/sigil/internal/strictjson"
+)
+
+// Body encryption (spec.md §11). A content key is a 256-bit AES-GCM key with
+// a kid and a scope. Bodies are sealed as JWE compact with the protected
+// header exactly {"alg":"dir","enc":"A256GCM","kid":...}. Content keys reach
+// a client wrapped with ECDH-ES+A256KW to the P-256 key it sent in hello.
+
+// ContentKeySize is the size of every content key in bytes.
+const ContentKeySize = 32
+
+// Scopes of content keys.
+const (
+	ScopeSession       = "session" // the session's own key: every encrypted frame but pub
+	ScopeChannelPrefix = "ch:"     // "ch:<channel>": a channel's key, for pub and its deliveries
+)
+
+// ChannelScope returns the scope of a channel's content key.
+func ChannelScope(channel string) string { return ScopeChannelPrefix + channel }
+
+// ContentKey is a symmetric key for body encryption.
+type ContentKey struct {
+	ID    string // kid
+	Key   []byte // 32 bytes
+	Scope string // ScopeSession or ChannelScope(ch)
+}
+
+// String never prints key material.
+func (k *ContentKey) String() string { return "ContentKey(" + k.ID + ", " + k.Scope + ")" }
+
+// NewContentKey makes a random content key. A nil rand means crypto/rand.
+func NewContentKey(scope string, r io.Reader) (*ContentKey, error) {
+	if r == nil {
+		r = rand.Reader
+	}
+	k := make([]byte, ContentKeySize)
+	if _, err := io.ReadFull(r, k); err != nil {
+		return nil, err
+	}
+	id, err := newUUID(r)
+	if err != nil {
+		return nil, err
+	}
+	return &ContentKey{ID: id, Key: k, Scope: scope}, nil
+}
+
+// ContentKeys looks up content keys by kid. KeyRing implements it.
+type ContentKeys interface {
+	ContentKey(kid string) (*ContentKey, bool)
+}
+
+// KeyRing is a concurrency-safe set of content keys with expiry, used by
+// both ends to keep current and recently rotated keys.
+type KeyRing struct {
+	mu   sync.RWMutex
+	keys map[string]ringEntry
+}
+
+type ringEntry struct {
+	key    *ContentKey
+	expiry time.Time // zero: no expiry
+}
+
+// NewKeyRing returns an empty key ring.
+func NewKeyRing() *KeyRing { return &KeyRing{keys: map[string]ringEntry{}} }
+
+// Add stores k; a zero expiry keeps it until removed.
+func (r *KeyRing) Add(k *ContentKey, expiry time.Time) {
+	r.mu.Lock()
+	r.keys[k.ID] = ringEntry{k, expiry}
+	r.mu.Unlock()
+}
+
+// Expire sets the expiry of key kid (for the grace period after rotation).
+func (r *KeyRing) Expire(kid string, at time.Time) {
+	r.mu.Lock()
+	if e, ok := r.keys[kid]; ok {
+		e.expiry = at
+		r.keys[kid] = e
+	}
+	r.mu.Unlock()
+}
+
+// ContentKey implements ContentKeys. Expired keys are not returned.
+func (r *KeyRing) ContentKey(kid string) (*ContentKey, bool) {
+	r.mu.RLock()
+	e, ok := r.keys[kid]
+	r.mu.RUnlock()
+	if !ok || (!e.expiry.IsZero() && time.Now().After(e.expiry)) {
+		return nil, false
+	}
+	return e.key, true
+}
+
+// SealBody encrypts plaintext (a JSON value) under k as JWE compact.
+func SealBody(k *ContentKey, plaintext []byte) (string, error) {
+	if len(k.Key) != ContentKeySize {
+		return "", errString("content key must be 32 bytes")
+	}
+	enc, err := jose.NewEncrypter(jose.A256GCM, jose.Recipient{Algorithm: jose.DIRECT, Key: k.Key, KeyID: k.ID}, nil)
+	if err != nil {
+		return "", err
+	}
+	obj, err := enc.Encrypt(plaintext)
+	if err != nil {
+		return "", err
+	}
+	return obj.CompactSerialize()
+}
+
+// OpenBody decrypts an enc member. The key must exist in keys and have the
+// given scope. Errors are *Error with CodeBadEnc.
+func OpenBody(enc string, keys ContentKeys, scope string) ([]byte, error) {
+	out, err := openBody(enc, keys, scope)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func openBody(enc string, keys ContentKeys, scope string) ([]byte, *Error) {
+	segs := strings.Split(enc, ".")
+	if len(segs) != 5 || segs[1] != "" {
+		return nil, newErr(CodeBadEnc, "enc must be a JWE compact with alg dir")
+	}
+	hraw, err := decodeSegment([]byte(segs[0]))
+	if err != nil {
+		return nil, newErr(CodeBadEnc, "enc header is not base64url")
+	}
+	h, err := decodeObject(hraw)
+	if err != nil || len(h) != 3 {
+		return nil, newErr(CodeBadEnc, "enc header must be exactly alg, enc and kid")
+	}
+	alg, _, e1 := h.str("alg", true, 16)
+	encAlg, _, e2 := h.str("enc", true, 16)
+	kid, _, e3 := h.str("kid", true, 128)
+	if e1 != nil || e2 != nil || e3 != nil || alg != "dir" || encAlg != "A256GCM" {
+		return nil, newErr(CodeBadEnc, "enc header must be exactly {alg: dir, enc: A256GCM, kid}")
+	}
+	if keys == nil {
+		return nil, newErr(CodeBadEnc, "body encryption was not negotiated for this session")
+	}
+	k, ok := keys.ContentKey(kid)
+	if !ok || k.Scope != scope {
+		return nil, newErr(CodeBadEnc, "enc kid names no current content key for scope %s", quote(scope))
+	}
+	obj, err := jose.ParseEncryptedCompact(enc, []jose.KeyAlgorithm{jose.DIRECT}, []jose.ContentEncryption{jose.A256GCM})
+	if err != nil {
+		return nil, wrapErr(CodeBadEnc, err, "enc does not parse")
+	}
+	plain, err := obj.Decrypt(k.Key)
+	if err != nil {
+		return nil, wrapErr(CodeBadEnc, err, "enc does not decrypt (bad tag or key)")
+	}
+	if _, err := decodeJSONValue(plain); err != nil {
+		return nil, wrapErr(CodeBadEnc, err, "decrypted body is not strict JSON")
+	}
+	return plain, nil
+}
+
+// decodeJSONValue checks that data is one strict JSON value of bounded depth.
+func decodeJSONValue(data []byte) (any, error) {
+	return nil, strictjson.Valid(data, MaxDepth)
+}
+
+// GenerateAgreementKey makes a P-256 key pair for key agreement: the client
+// sends its public half as "ekey" in hello.
+func GenerateAgreementKey(r io.Reader) (*ecdsa.PrivateKey, error) {
+	if r == nil {
+		r = rand.Reader
+	}
+	return ecdsa.GenerateKey(elliptic.P256(), r)
+}
+
+// ParseAgreementJWK decodes a client's "ekey": a public P-256 JWK (kty EC),
+// with no alg other than ECDH-ES+A256KW and no use other than enc.
+func ParseAgreementJWK(data []byte) (*ecdsa.PublicKey, error) {
+	if _, err := decodeObject(data); err != nil {
+		return nil, fmt.Errorf("ekey: %w", err)
+	}
+	var jwk jose.JSONWebKey
+	if err := jwk.UnmarshalJSON(data); err != nil {
+		return nil, fmt.Errorf("ekey: %w", err)
+	}
+	pub, ok := jwk.Key.(*ecdsa.PublicKey)
+	if !ok || pub.Curve != elliptic.P256() {
+		return nil, errString("ekey: must be a public P-256 key")
+	}
+	if (jwk.Algorithm != "" && jwk.Algorithm != string(jose.ECDH_ES_A256KW)) || (jwk.Use != "" && jwk.Use != "enc") {
+		return nil, errString("ekey: alg must be ECDH-ES+A256KW and use enc")
+	}
+	return pub, nil
+}
+
+// AgreementJWK encodes the public half of an agreement key for hello.
+func AgreementJWK(priv *ecdsa.PrivateKey) ([]byte, error) {
+	return json.Marshal(jose.JSONWebKey{Key: &priv.PublicKey, Algorithm: string(jose.ECDH_ES_A256KW), Use: "enc"})
+}
+
+// wrappedKey is the plaintext of a key-wrap JWE: an oct JWK plus its scope.
+type wrappedKey struct {
+	Kty   string `json:"kty"`
+	Kid   string `json:"kid"`
+	K     string `json:"k"`
+	Alg   string `json:"alg"`
+	Scope string `json:"scope"`
+}
+
+// WrapContentKey encrypts k to the client's agreement key with
+// ECDH-ES+A256KW / A256GCM. The plaintext is an oct JWK with a "scope" member.
+func WrapContentKey(k *ContentKey, to *ecdsa.PublicKey) (string, error) {
+	enc, err := jose.NewEncrypter(jose.A256GCM, jose.Recipient{Algorithm: jose.ECDH_ES_A256KW, Key: to}, nil)
+	if err != nil {
+		return "", err
+	}
+	plain, err := json.Marshal(wrappedKey{Kty: "oct", Kid: k.ID, K: b64.EncodeToString(k.Key), Alg: "A256GCM", Scope: k.Scope})
+	if err != nil {
+		return "", err
+	}
+	obj, err := enc.Encrypt(plain)
+	if err != nil {
+		return "", err
+	}
+	return obj.CompactSerialize()
+}
+
+// UnwrapContentKey reverses WrapContentKey with the agreement private key.
+func UnwrapContentKey(jwe string, priv *ecdsa.PrivateKey) (*ContentKey, error) {
+	obj, err := jose.ParseEncryptedCompact(jwe, []jose.KeyAlgorithm{jose.ECDH_ES_A256KW}, []jose.ContentEncryption{jose.A256GCM})
+	if err != nil {
+		return nil, wrapErr(CodeBadEnc, err, "wrapped key does not parse")
+	}
+	plain, err := obj.Decrypt(priv)
+	if err != nil {
+		return nil, wrapErr(CodeBadEnc, err, "wrapped key does not decrypt")
+	}
+	obj2, err := decodeObject(plain)
+	if err != nil || len(obj2) != 5 {
+		return nil, newErr(CodeBadEnc, "wrapped key is not {kty,kid,k,alg,scope}")
+	}
+	var w wrappedKey
+	if err := json.Unmarshal(plain, &w); err != nil || w.Kty != "oct" || w.Alg != "A256GCM" || w.Kid == "" {
+		return nil, newErr(CodeBadEnc, "wrapped key is not an A256GCM oct JWK")
+	}
+	key, err := b64.DecodeString(w.K)
+	if err != nil || len(key) != ContentKeySize {
+		return nil, newErr(CodeBadEnc, "wrapped key must be 32 bytes")
+	}
+	return &ContentKey{ID: w.Kid, Key: key, Scope: w.Scope}, nil
+}

@@ -1,0 +1,93 @@
+package protocol
+
+import (
+	stdjson "encoding/json"
+)
+
+// Bodies of built-in frames (spec.md §8–§9). Every body is strict JSON; a
+// receiver rejects unknown members with CodeBadRequest.
+
+// HelloBody is the body of the first client frame.
+type HelloBody struct {
+	Token string             `json:"token"`          // the session token
+	JWK   stdjson.RawMessage `json:"jwk"`            // the session public key; its thumbprint is cnf.jkt
+	EKey  stdjson.RawMessage `json:"ekey,omitempty"` // optional P-256 agreement key: asks for body encryption
+}
+
+// WelcomeBody is the body of the server's answer to hello.
+type WelcomeBody struct {
+	Session  string   `json:"sid"`           // the session id (the token's sid)
+	Subject  string   `json:"sub"`           // the authenticated subject
+	Roles    []string `json:"roles"`         // the token's roles
+	Expiry   int64    `json:"exp"`           // token expiry, Unix ms
+	Time     int64    `json:"time"`          // server clock, Unix ms, for skew correction
+	Skew     int64    `json:"skew"`          // freshness tolerance, ms
+	Window   int64    `json:"window"`        // how long ids are remembered, ms
+	LastSeq  uint64   `json:"seq"`           // highest seq accepted so far (the hello's)
+	MaxFrame int      `json:"max_frame"`     // size limit for client frames, bytes
+	Key      string   `json:"key,omitempty"` // session content key, wrapped to ekey (JWE)
+}
+
+// ErrorBody is the body of an error frame.
+type ErrorBody struct {
+	Code    Code   `json:"code"`
+	Message string `json:"message"`
+	Ref     string `json:"ref,omitempty"` // id of the offending frame, when known
+}
+
+// DeliverBody is the body of deliver and direct frames: the sender's frame,
+// unchanged, with the sender's public key and subject, vouched for by the
+// server's signature over the whole delivery.
+type DeliverBody struct {
+	Frame string             `json:"frame"`         // the sender's compact JWS, byte for byte
+	JWK   stdjson.RawMessage `json:"jwk"`           // the sender's session public key
+	Sub   string             `json:"sub"`           // the sender's subject
+	Enc   string             `json:"enc,omitempty"` // direct only: the body re-sealed to the recipient's session key
+}
+
+// SubReplyBody is the reply body to sub.
+type SubReplyBody struct {
+	Members []string `json:"members"`       // subjects present in the channel
+	Key     string   `json:"key,omitempty"` // channel content key, wrapped to ekey
+}
+
+// PresenceBody is the reply body to presence, and the body of join/leave.
+type PresenceBody struct {
+	Members []string `json:"members,omitempty"` // reply to presence
+	Sub     string   `json:"sub,omitempty"`     // join/leave: who
+}
+
+// RefreshBody is the body of a client refresh frame.
+type RefreshBody struct {
+	RefreshToken string `json:"refresh_token"`
+}
+
+// RefreshedBody is the body of the server's answer to refresh.
+type RefreshedBody struct {
+	Token        string `json:"token"`
+	Expiry       int64  `json:"exp"` // Unix ms
+	RefreshToken string `json:"refresh_token"`
+}
+
+// ExpiringBody warns that the token expires at Expiry (Unix ms).
+type ExpiringBody struct {
+	Expiry int64 `json:"exp"`
+}
+
+// KeyBody carries a rotated content key: the key frame's ch names the
+// channel (absent for the session key).
+type KeyBody struct {
+	Key string `json:"key"` // wrapped content key (JWE)
+}
+
+// DecodeBody decodes a frame body strictly into v: duplicate and
+// case-variant members are rejected, and so are members v does not have.
+func DecodeBody(body []byte, v any) error {
+	if len(body) == 0 {
+		return errString("body is required")
+	}
+	if err := strictUnknown(body, v); err != nil {
+		return err
+	}
+	return nil
+}

@@ -1,0 +1,330 @@
+package protocol
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"fmt"
+	"io"
+	"sort"
+	"sync"
+
+	jose "github.com/go-jose/go-jose/v4"
+	"github.com/go-jose/go-jose/v4/json"
+)
+
+// Signature algorithms. These two are the whole allow-list: every key is
+// bound to exactly one of them, and a verifier takes the algorithm from the
+// key, never from the frame's header.
+const (
+	EdDSA = jose.EdDSA // Ed25519; the default for servers and Go clients
+	ES256 = jose.ES256 // ECDSA P-256 with SHA-256; for browsers
+)
+
+// algFor returns the one algorithm a public key may be used with.
+func algFor(pub crypto.PublicKey) (jose.SignatureAlgorithm, error) {
+	switch k := pub.(type) {
+	case ed25519.PublicKey:
+		if len(k) != ed25519.PublicKeySize {
+			return "", errString("bad Ed25519 key size")
+		}
+		return EdDSA, nil
+	case *ecdsa.PublicKey:
+		if k.Curve != elliptic.P256() {
+			return "", errString("only the P-256 curve is allowed")
+		}
+		return ES256, nil
+	}
+	return "", errString("key type not allowed (use Ed25519 or P-256)")
+}
+
+// PublicKey is a verification key bound to one algorithm.
+type PublicKey struct {
+	kid string
+	alg jose.SignatureAlgorithm
+	key crypto.PublicKey // ed25519.PublicKey or *ecdsa.PublicKey
+	jkt string           // RFC 7638 thumbprint, computed once
+}
+
+// KeyID returns the key's kid.
+func (k *PublicKey) KeyID() string { return k.kid }
+
+// Algorithm returns the only algorithm this key verifies.
+func (k *PublicKey) Algorithm() jose.SignatureAlgorithm { return k.alg }
+
+// Thumbprint returns the RFC 7638 JWK SHA-256 thumbprint, base64url without
+// padding. A session token's cnf.jkt and a client frame's kid are this value.
+func (k *PublicKey) Thumbprint() string { return k.jkt }
+
+// Key returns the underlying crypto key.
+func (k *PublicKey) Key() crypto.PublicKey { return k.key }
+
+// JWK returns the public key as a JWK with kid, alg and use set.
+func (k *PublicKey) JWK() jose.JSONWebKey {
+	return jose.JSONWebKey{Key: k.key, KeyID: k.kid, Algorithm: string(k.alg), Use: "sig"}
+}
+
+// MarshalJSON encodes the key as a public JWK.
+func (k *PublicKey) MarshalJSON() ([]byte, error) { return k.JWK().MarshalJSON() }
+
+func newPublicKey(pub crypto.PublicKey, kid string) (*PublicKey, error) {
+	alg, err := algFor(pub)
+	if err != nil {
+		return nil, err
+	}
+	jwk := jose.JSONWebKey{Key: pub}
+	tp, err := jwk.Thumbprint(crypto.SHA256)
+	if err != nil {
+		return nil, err
+	}
+	k := &PublicKey{alg: alg, key: pub, jkt: base64.RawURLEncoding.EncodeToString(tp)}
+	k.kid = kid
+	if kid == "" {
+		k.kid = k.jkt
+	}
+	return k, nil
+}
+
+// NewPublicKey wraps an Ed25519 or P-256 public key. An empty kid means the
+// key's thumbprint.
+func NewPublicKey(pub crypto.PublicKey, kid string) (*PublicKey, error) {
+	return newPublicKey(pub, kid)
+}
+
+// ParsePublicJWK decodes a public JWK strictly: Ed25519 (kty OKP) or P-256
+// (kty EC) only, no private members, and an "alg" member, if present, that
+// matches the key type. An absent kid becomes the thumbprint.
+func ParsePublicJWK(data []byte) (*PublicKey, error) {
+	if _, err := decodeObject(data); err != nil {
+		return nil, fmt.Errorf("jwk: %w", err)
+	}
+	var jwk jose.JSONWebKey
+	if err := jwk.UnmarshalJSON(data); err != nil {
+		return nil, fmt.Errorf("jwk: %w", err)
+	}
+	if !jwk.IsPublic() {
+		return nil, errString("jwk: must be a public key")
+	}
+	k, err := newPublicKey(jwk.Key, jwk.KeyID)
+	if err != nil {
+		return nil, fmt.Errorf("jwk: %w", err)
+	}
+	if jwk.Algorithm != "" && jwk.Algorithm != string(k.alg) {
+		return nil, fmt.Errorf("jwk: alg %q does not fit the key type", jwk.Algorithm)
+	}
+	if jwk.Use != "" && jwk.Use != "sig" {
+		return nil, errString("jwk: use must be sig")
+	}
+	return k, nil
+}
+
+// PrivateKey is a signing key bound to one algorithm.
+type PrivateKey struct {
+	pub     *PublicKey
+	key     crypto.Signer
+	signers sync.Map // typ -> jose.Signer
+}
+
+// Public returns the public half.
+func (k *PrivateKey) Public() *PublicKey { return k.pub }
+
+// KeyID returns the key's kid.
+func (k *PrivateKey) KeyID() string { return k.pub.kid }
+
+// Algorithm returns the only algorithm this key signs with.
+func (k *PrivateKey) Algorithm() jose.SignatureAlgorithm { return k.pub.alg }
+
+// String never prints key material.
+func (k *PrivateKey) String() string { return "PrivateKey(" + string(k.pub.alg) + ", " + k.pub.kid + ")" }
+
+// GenerateKey creates a new key pair for alg (EdDSA or ES256). A nil rand
+// means crypto/rand. The kid is the thumbprint.
+func GenerateKey(alg jose.SignatureAlgorithm, r io.Reader) (*PrivateKey, error) {
+	if r == nil {
+		r = rand.Reader
+	}
+	switch alg {
+	case EdDSA:
+		_, priv, err := ed25519.GenerateKey(r)
+		if err != nil {
+			return nil, err
+		}
+		return NewPrivateKey(priv, "")
+	case ES256:
+		priv, err := ecdsa.GenerateKey(elliptic.P256(), r)
+		if err != nil {
+			return nil, err
+		}
+		return NewPrivateKey(priv, "")
+	}
+	return nil, fmt.Errorf("algorithm %q not allowed", alg)
+}
+
+// KeyFromSeed derives a key deterministically from a 32-byte seed. It exists
+// for test vectors and tests; real keys come from GenerateKey.
+func KeyFromSeed(alg jose.SignatureAlgorithm, seed string, kid string) (*PrivateKey, error) {
+	s := sha256.Sum256([]byte(seed))
+	switch alg {
+	case EdDSA:
+		return NewPrivateKey(ed25519.NewKeyFromSeed(s[:]), kid)
+	case ES256:
+		priv, err := ecdsa.ParseRawPrivateKey(elliptic.P256(), s[:])
+		if err != nil {
+			return nil, err
+		}
+		return NewPrivateKey(priv, kid)
+	}
+	return nil, fmt.Errorf("algorithm %q not allowed", alg)
+}
+
+// NewPrivateKey wraps an ed25519.PrivateKey or *ecdsa.PrivateKey (P-256).
+// An empty kid means the thumbprint.
+func NewPrivateKey(priv crypto.Signer, kid string) (*PrivateKey, error) {
+	pub, err := newPublicKey(priv.Public(), kid)
+	if err != nil {
+		return nil, err
+	}
+	return &PrivateKey{pub: pub, key: priv}, nil
+}
+
+// ParsePrivateJWK decodes a private JWK (as written by MarshalPrivateJWK).
+func ParsePrivateJWK(data []byte) (*PrivateKey, error) {
+	var jwk jose.JSONWebKey
+	if err := jwk.UnmarshalJSON(data); err != nil {
+		return nil, fmt.Errorf("jwk: %w", err)
+	}
+	signer, ok := jwk.Key.(crypto.Signer)
+	if !ok || jwk.IsPublic() {
+		return nil, errString("jwk: not a private signing key")
+	}
+	k, err := NewPrivateKey(signer, jwk.KeyID)
+	if err != nil {
+		return nil, err
+	}
+	if jwk.Algorithm != "" && jwk.Algorithm != string(k.pub.alg) {
+		return nil, fmt.Errorf("jwk: alg %q does not fit the key type", jwk.Algorithm)
+	}
+	return k, nil
+}
+
+// MarshalPrivateJWK encodes the private key as a JWK, for key files. Treat
+// the output as a secret.
+func (k *PrivateKey) MarshalPrivateJWK() ([]byte, error) {
+	return json.Marshal(jose.JSONWebKey{Key: k.key, KeyID: k.pub.kid, Algorithm: string(k.pub.alg), Use: "sig"})
+}
+
+// signer returns a cached go-jose signer for typ. The protected header it
+// writes is exactly {"alg","kid","typ"}.
+func (k *PrivateKey) signer(typ string) (jose.Signer, error) {
+	if s, ok := k.signers.Load(typ); ok {
+		return s.(jose.Signer), nil
+	}
+	s, err := jose.NewSigner(jose.SigningKey{
+		Algorithm: k.pub.alg,
+		Key:       jose.JSONWebKey{Key: k.key, KeyID: k.pub.kid, Algorithm: string(k.pub.alg)},
+	}, (&jose.SignerOptions{}).WithType(jose.ContentType(typ)))
+	if err != nil {
+		return nil, err
+	}
+	k.signers.Store(typ, s)
+	return s, nil
+}
+
+// SignCompact signs payload as a compact JWS with header {alg, kid, typ}.
+func (k *PrivateKey) SignCompact(typ string, payload []byte) (string, error) {
+	s, err := k.signer(typ)
+	if err != nil {
+		return "", err
+	}
+	obj, err := s.Sign(payload)
+	if err != nil {
+		return "", err
+	}
+	return obj.CompactSerialize()
+}
+
+// KeySet is a set of public keys by kid: the server's JWKS as a verifier
+// sees it. It is safe for concurrent use once built.
+type KeySet struct {
+	keys map[string]*PublicKey
+}
+
+// NewKeySet builds a key set. Duplicate kids are an error.
+func NewKeySet(keys ...*PublicKey) (*KeySet, error) {
+	ks := &KeySet{keys: make(map[string]*PublicKey, len(keys))}
+	for _, k := range keys {
+		if _, dup := ks.keys[k.kid]; dup {
+			return nil, fmt.Errorf("duplicate kid %q", k.kid)
+		}
+		ks.keys[k.kid] = k
+	}
+	return ks, nil
+}
+
+// Key returns the key with the given kid.
+func (ks *KeySet) Key(kid string) (*PublicKey, bool) {
+	if ks == nil {
+		return nil, false
+	}
+	k, ok := ks.keys[kid]
+	return k, ok
+}
+
+// Keys returns the keys sorted by kid.
+func (ks *KeySet) Keys() []*PublicKey {
+	out := make([]*PublicKey, 0, len(ks.keys))
+	for _, k := range ks.keys {
+		out = append(out, k)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].kid < out[j].kid })
+	return out
+}
+
+// MarshalJSON encodes the set as a JWKS document ({"keys":[...]}).
+func (ks *KeySet) MarshalJSON() ([]byte, error) {
+	var doc struct {
+		Keys []jose.JSONWebKey `json:"keys"`
+	}
+	doc.Keys = []jose.JSONWebKey{}
+	for _, k := range ks.Keys() {
+		doc.Keys = append(doc.Keys, k.JWK())
+	}
+	return json.Marshal(doc)
+}
+
+// ParseKeySet decodes a JWKS document strictly. Every key must carry a kid
+// and an alg from the allow-list that fits its type.
+func ParseKeySet(data []byte) (*KeySet, error) {
+	obj, err := decodeObject(data)
+	if err != nil {
+		return nil, fmt.Errorf("jwks: %w", err)
+	}
+	rawKeys, ok := obj["keys"]
+	if !ok || len(obj) != 1 {
+		return nil, errString("jwks: must be an object with exactly a \"keys\" member")
+	}
+	var list []json.RawMessage
+	if err := json.Unmarshal(rawKeys, &list); err != nil {
+		return nil, fmt.Errorf("jwks: %w", err)
+	}
+	keys := make([]*PublicKey, 0, len(list))
+	for _, raw := range list {
+		k, err := ParsePublicJWK(raw)
+		if err != nil {
+			return nil, fmt.Errorf("jwks: %w", err)
+		}
+		var meta struct {
+			Kid string `json:"kid"`
+			Alg string `json:"alg"`
+		}
+		if err := json.Unmarshal(raw, &meta); err != nil || meta.Kid == "" || meta.Alg == "" {
+			return nil, errString("jwks: every key needs kid and alg")
+		}
+		keys = append(keys, k)
+	}
+	return NewKeySet(keys...)
+}

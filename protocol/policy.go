@@ -1,0 +1,182 @@
+package protocol
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/go-jose/go-jose/v4/json"
+)
+
+// Rule grants an action, optionally narrowed to a channel pattern, to the
+// holders of any of Roles. An empty Roles list grants it to every
+// authenticated session.
+type Rule struct {
+	Action  string   `json:"action"`            // an action name, or "*" for any
+	Channel string   `json:"channel,omitempty"` // a channel pattern; empty matches any frame
+	Roles   []string `json:"roles"`             // any one of these roles suffices
+}
+
+// Policy decides which roles may perform which actions. A frame is allowed
+// if any rule that matches its action and channel grants one of the
+// session's roles; otherwise it is forbidden (default deny). Rule order does
+// not matter.
+//
+// Channel patterns are dot-separated: "*" matches exactly one segment and
+// ">" as the last segment matches one or more segments. "rooms.*" matches
+// "rooms.lobby" but not "rooms" or "rooms.a.b"; "rooms.>" matches both of
+// the latter's longer forms.
+type Policy struct {
+	rules []compiledRule
+}
+
+type compiledRule struct {
+	Rule
+	segs []string
+}
+
+// NewPolicy compiles rules.
+func NewPolicy(rules []Rule) (*Policy, error) {
+	p := &Policy{}
+	for i, r := range rules {
+		if r.Action != "*" && !validAction(r.Action) {
+			return nil, fmt.Errorf("policy rule %d: invalid action %q", i, r.Action)
+		}
+		var segs []string
+		if r.Channel != "" {
+			segs = strings.Split(r.Channel, ".")
+			for j, s := range segs {
+				if s == "" || (s == ">" && j != len(segs)-1) {
+					return nil, fmt.Errorf("policy rule %d: invalid channel pattern %q", i, r.Channel)
+				}
+				if s != "*" && s != ">" && !ValidChannel(s) {
+					return nil, fmt.Errorf("policy rule %d: invalid channel pattern %q", i, r.Channel)
+				}
+			}
+		}
+		if r.Roles == nil {
+			return nil, fmt.Errorf("policy rule %d: roles is required (use [] for any session)", i)
+		}
+		p.rules = append(p.rules, compiledRule{Rule: r, segs: segs})
+	}
+	return p, nil
+}
+
+// ParsePolicy decodes a policy document strictly: {"rules":[{...},...]}.
+func ParsePolicy(data []byte) (*Policy, error) {
+	obj, err := decodeObject(data)
+	if err != nil {
+		return nil, fmt.Errorf("policy: %w", err)
+	}
+	if _, ok := obj["rules"]; !ok || len(obj) != 1 {
+		return nil, errString(`policy: must be an object with exactly a "rules" member`)
+	}
+	var raw []json.RawMessage
+	if err := json.Unmarshal(obj["rules"], &raw); err != nil {
+		return nil, fmt.Errorf("policy: %w", err)
+	}
+	rules := make([]Rule, 0, len(raw))
+	for i, r := range raw {
+		ro, err := decodeObject(r)
+		if err != nil {
+			return nil, fmt.Errorf("policy rule %d: %w", i, err)
+		}
+		for k := range ro {
+			if k != "action" && k != "channel" && k != "roles" {
+				return nil, fmt.Errorf("policy rule %d: unknown member %q", i, k)
+			}
+		}
+		var rule Rule
+		if err := json.Unmarshal(r, &rule); err != nil {
+			return nil, fmt.Errorf("policy rule %d: %w", i, err)
+		}
+		rules = append(rules, rule)
+	}
+	return NewPolicy(rules)
+}
+
+// Rules returns a copy of the policy's rules.
+func (p *Policy) Rules() []Rule {
+	out := make([]Rule, len(p.rules))
+	for i, r := range p.rules {
+		out[i] = r.Rule
+	}
+	return out
+}
+
+// Allow returns nil if roles may perform action on channel (channel may be
+// empty), and an *Error with CodeForbidden otherwise.
+func (p *Policy) Allow(action, channel string, roles []string) error {
+	if p != nil {
+		for i := range p.rules {
+			r := &p.rules[i]
+			if r.Action != "*" && r.Action != action {
+				continue
+			}
+			if r.segs != nil && (channel == "" || !matchChannel(r.segs, channel)) {
+				continue
+			}
+			if len(r.Roles) == 0 || hasAnyRole(roles, r.Roles) {
+				return nil
+			}
+		}
+	}
+	if channel != "" {
+		return newErr(CodeForbidden, "action %q on channel %q is not allowed for this session", action, channel)
+	}
+	return newErr(CodeForbidden, "action %q is not allowed for this session", action)
+}
+
+func hasAnyRole(have, want []string) bool {
+	for _, w := range want {
+		for _, h := range have {
+			if h == w {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func matchChannel(pattern []string, channel string) bool {
+	for i, p := range pattern {
+		if p == ">" {
+			return channel != ""
+		}
+		if channel == "" {
+			return false
+		}
+		seg, rest, found := strings.Cut(channel, ".")
+		if p != "*" && p != seg {
+			return false
+		}
+		if !found {
+			return i == len(pattern)-1
+		}
+		channel = rest
+	}
+	return false
+}
+
+// DefaultPolicy is the policy of the chat demo and a sensible start:
+// every session may ping, refresh, list presence, send direct messages and
+// subscribe/publish in "rooms.>"; everyone may read "announce.>" but only
+// role "announcer" may publish there; role "admin" may do anything.
+func DefaultPolicy() *Policy {
+	p, err := NewPolicy([]Rule{
+		{Action: "*", Roles: []string{"admin"}},
+		{Action: ActPing, Roles: []string{}},
+		{Action: ActRefresh, Roles: []string{}},
+		{Action: ActDM, Roles: []string{"user"}},
+		{Action: ActSub, Channel: "rooms.>", Roles: []string{"user"}},
+		{Action: ActUnsub, Channel: ">", Roles: []string{}},
+		{Action: ActPub, Channel: "rooms.>", Roles: []string{"user"}},
+		{Action: ActPresence, Channel: "rooms.>", Roles: []string{"user"}},
+		{Action: ActSub, Channel: "announce.>", Roles: []string{"user"}},
+		{Action: ActPub, Channel: "announce.>", Roles: []string{"announcer"}},
+		{Action: ActPresence, Channel: "announce.>", Roles: []string{"user"}},
+	})
+	if err != nil {
+		panic(err)
+	}
+	return p
+}

@@ -1,0 +1,180 @@
+package protocol
+
+import (
+	"context"
+	"sync"
+	"time"
+)
+
+// ReplayCheck is one frame's claim to freshness.
+type ReplayCheck struct {
+	Session       string    // sid
+	ID            string    // message id
+	Seq           uint64    // message seq
+	IDExpiry      time.Time // the id may be forgotten after this (ts + skew)
+	SessionExpiry time.Time // session state may be forgotten after this (token exp + skew)
+}
+
+// ReplayStore remembers, per session, the highest accepted seq and the ids
+// seen within the freshness window. Check must be atomic: of two concurrent
+// checks of the same id or seq, at most one succeeds.
+//
+// A verifier calls Check only after the frame's signature has verified, so an
+// attacker cannot poison the state with forged frames.
+type ReplayStore interface {
+	// Check returns an *Error with CodeReplayID if the id was already seen
+	// for the session, CodeReplaySeq if seq is not greater than the last
+	// accepted seq, and otherwise records both and returns nil.
+	Check(ctx context.Context, c ReplayCheck) error
+	// LastSeq returns the highest seq accepted for the session (0 if none).
+	LastSeq(ctx context.Context, session string) (uint64, error)
+}
+
+// MemoryReplayStore is the in-process ReplayStore. The zero value is not
+// usable; call NewMemoryReplayStore.
+type MemoryReplayStore struct {
+	maxIDs int
+	now    func() time.Time
+
+	mu       sync.Mutex
+	sessions map[string]*replaySession
+	checks   int
+}
+
+type replaySession struct {
+	lastSeq uint64
+	expiry  time.Time
+	ids     map[string]time.Time
+	order   []string // insertion order, for bounded eviction
+}
+
+// NewMemoryReplayStore returns a store that keeps at most maxIDs ids per
+// session (0 means 4096). Once full, the oldest id is evicted first: the
+// strictly increasing seq still rejects any replay of an evicted frame. now
+// is the clock used to expire state (nil means time.Now).
+func NewMemoryReplayStore(maxIDs int, now func() time.Time) *MemoryReplayStore {
+	if maxIDs <= 0 {
+		maxIDs = 4096
+	}
+	if now == nil {
+		now = time.Now
+	}
+	return &MemoryReplayStore{maxIDs: maxIDs, now: now, sessions: make(map[string]*replaySession)}
+}
+
+// Check implements ReplayStore.
+func (m *MemoryReplayStore) Check(_ context.Context, c ReplayCheck) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	now := m.now()
+	m.checks++
+	if m.checks%4096 == 0 {
+		m.sweepLocked(now)
+	}
+	s := m.sessions[c.Session]
+	if s == nil {
+		s = &replaySession{ids: make(map[string]time.Time, 8)}
+		m.sessions[c.Session] = s
+	}
+	if c.SessionExpiry.After(s.expiry) {
+		s.expiry = c.SessionExpiry
+	}
+	if exp, seen := s.ids[c.ID]; seen && now.Before(exp) {
+		return &Error{Code: CodeReplayID, Message: "message id already seen", Ref: c.ID}
+	}
+	if c.Seq <= s.lastSeq {
+		return &Error{Code: CodeReplaySeq, Message: "seq must be greater than the last accepted seq", Ref: c.ID}
+	}
+	s.lastSeq = c.Seq
+	// Drop expired ids from the front, then evict the oldest if still full.
+	for len(s.order) > 0 {
+		if exp, ok := s.ids[s.order[0]]; ok && now.Before(exp) && len(s.order) < m.maxIDs {
+			break
+		}
+		delete(s.ids, s.order[0])
+		s.order = s.order[1:]
+	}
+	s.ids[c.ID] = c.IDExpiry
+	s.order = append(s.order, c.ID)
+	return nil
+}
+
+// LastSeq implements ReplayStore.
+func (m *MemoryReplayStore) LastSeq(_ context.Context, session string) (uint64, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if s := m.sessions[session]; s != nil {
+		return s.lastSeq, nil
+	}
+	return 0, nil
+}
+
+// Sweep forgets sessions whose expiry has passed. Check calls it from time
+// to time; servers may also call it from a ticker.
+func (m *MemoryReplayStore) Sweep() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.sweepLocked(m.now())
+}
+
+func (m *MemoryReplayStore) sweepLocked(now time.Time) {
+	for sid, s := range m.sessions {
+		if now.After(s.expiry) {
+			delete(m.sessions, sid)
+		}
+	}
+}
+
+// Len returns the number of sessions with state, for metrics and tests.
+func (m *MemoryReplayStore) Len() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.sessions)
+}
+
+// RevocationChecker answers whether a session token has been revoked, by
+// its jti or by its subject (every token of the subject issued at or before
+// the revocation).
+type RevocationChecker interface {
+	IsRevoked(ctx context.Context, tokenID, subject string, issuedAt time.Time) (bool, error)
+}
+
+// MemoryRevocations is the in-process RevocationChecker. Safe for concurrent use.
+type MemoryRevocations struct {
+	mu       sync.RWMutex
+	tokens   map[string]time.Time // jti -> forget after
+	subjects map[string]time.Time // sub -> revoked at
+}
+
+// NewMemoryRevocations returns an empty revocation list.
+func NewMemoryRevocations() *MemoryRevocations {
+	return &MemoryRevocations{tokens: map[string]time.Time{}, subjects: map[string]time.Time{}}
+}
+
+// RevokeToken revokes one token id; it may be forgotten after until (the
+// token's expiry).
+func (r *MemoryRevocations) RevokeToken(jti string, until time.Time) {
+	r.mu.Lock()
+	r.tokens[jti] = until
+	r.mu.Unlock()
+}
+
+// RevokeSubject revokes every token of sub issued at or before at.
+func (r *MemoryRevocations) RevokeSubject(sub string, at time.Time) {
+	r.mu.Lock()
+	r.subjects[sub] = at
+	r.mu.Unlock()
+}
+
+// IsRevoked implements RevocationChecker.
+func (r *MemoryRevocations) IsRevoked(_ context.Context, jti, sub string, iat time.Time) (bool, error) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	if _, ok := r.tokens[jti]; ok {
+		return true, nil
+	}
+	if at, ok := r.subjects[sub]; ok && !iat.After(at) {
+		return true, nil
+	}
+	return false, nil
+}

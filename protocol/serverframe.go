@@ -1,0 +1,198 @@
+package protocol
+
+import (
+	"sync"
+	"time"
+)
+
+// FrameVerifier verifies server frames on the client side (spec.md §9):
+// form, header and typ, the signature under a JWKS key with its pinned
+// algorithm, strict claims, the session, freshness and replay of ids.
+// Safe for concurrent use.
+type FrameVerifier struct {
+	Keys     *KeySet          // the server's JWKS (required)
+	Session  string           // this client's sid; frames naming another sid are rejected
+	Subject  string           // this client's sub; direct frames to another user are rejected
+	Skew     time.Duration    // freshness tolerance; zero means 30s
+	MaxFrame int              // size limit; zero means 1 MiB
+	Now      func() time.Time // clock, already corrected for server offset; nil means time.Now
+
+	mu   sync.Mutex
+	seen map[string]time.Time // id -> forget after
+	ops  int
+}
+
+// Verify checks a server frame. On success, Body is the plaintext body
+// (server frames are not encrypted as a whole; a direct's re-sealed body
+// is opened by OpenDelivery).
+func (f *FrameVerifier) Verify(frame []byte) (*Message, error) {
+	m, err := f.verify(frame)
+	if err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+func (f *FrameVerifier) verify(frame []byte) (*Message, *Error) {
+	max := f.MaxFrame
+	if max <= 0 {
+		max = 1 << 20
+	}
+	hdr, err := checkForm(frame, max, TypServer)
+	if err != nil {
+		return nil, err
+	}
+	key, ok := f.Keys.Key(hdr.kid)
+	if !ok {
+		return nil, newErr(CodeUnknownKey, "kid %s is not in the server's JWKS", quote(hdr.kid))
+	}
+	payload, err := verifySignature(frame, hdr, key)
+	if err != nil {
+		return nil, err
+	}
+	env, e := decodeEnvelope(payload, false)
+	if e != nil {
+		return nil, wrapErr(CodeBadClaims, e, e.Error())
+	}
+	fail := func(e *Error) (*Message, *Error) {
+		e.Ref = env.ID
+		return nil, e
+	}
+	if env.Enc != "" {
+		return fail(newErr(CodeBadClaims, "server frames carry no enc"))
+	}
+	// Session: a frame for one session names it; broadcasts name none.
+	switch {
+	case env.Session != "":
+		if env.Session != f.Session {
+			return fail(newErr(CodeWrongSession, "frame is for another session"))
+		}
+	case env.Action == ActDeliver || env.Action == ActJoin || env.Action == ActLeave || env.Action == ActKey:
+		if env.Channel == "" {
+			return fail(newErr(CodeWrongSession, "broadcast frame without ch"))
+		}
+	case env.Action == ActDirect:
+		if env.To != f.Subject {
+			return fail(newErr(CodeWrongSession, "direct frame for another user"))
+		}
+	default:
+		return fail(newErr(CodeWrongSession, "frame names no session"))
+	}
+	now := time.Now
+	if f.Now != nil {
+		now = f.Now
+	}
+	skew := f.Skew
+	if skew <= 0 {
+		skew = DefaultSkew
+	}
+	t, ts := now(), env.Time()
+	if ts.Before(t.Add(-skew)) {
+		return fail(newErr(CodeStale, "server frame is stale"))
+	}
+	if ts.After(t.Add(skew)) {
+		return fail(newErr(CodeFuture, "server frame is from the future"))
+	}
+	f.mu.Lock()
+	if f.seen == nil {
+		f.seen = make(map[string]time.Time)
+	}
+	if exp, dup := f.seen[env.ID]; dup && t.Before(exp) {
+		f.mu.Unlock()
+		return fail(newErr(CodeReplayID, "server frame replayed"))
+	}
+	f.seen[env.ID] = ts.Add(skew)
+	f.ops++
+	if f.ops%1024 == 0 {
+		for id, exp := range f.seen {
+			if t.After(exp) {
+				delete(f.seen, id)
+			}
+		}
+	}
+	f.mu.Unlock()
+	if len(env.Body) > 0 {
+		if _, err := decodeJSONValue(env.Body); err != nil {
+			return fail(wrapErr(CodeBadClaims, err, "body is not strict JSON"))
+		}
+	}
+	return &Message{Envelope: *env, Frame: frame}, nil
+}
+
+// Sender is the verified origin of a delivered message.
+type Sender struct {
+	Subject string     // the sender's sub, as vouched by the server and signed by the sender
+	Key     *PublicKey // the sender's session key
+}
+
+// OpenDelivery verifies the sender's frame inside a verified deliver or
+// direct frame, end to end (spec.md §9.3): the sender's frame must be a
+// client frame signed by the enclosed jwk (kid = its thumbprint, algorithm
+// pinned by the key), with strict claims whose sub matches, whose act is pub
+// (deliver, same ch) or dm (direct, to = recipient). keys opens an encrypted
+// body (nil: leave Enc as is). It returns the sender and the sender's message.
+func OpenDelivery(d *Message, keys ContentKeys) (*Sender, *Message, error) {
+	s, m, err := openDelivery(d, keys)
+	if err != nil {
+		return nil, nil, err
+	}
+	return s, m, nil
+}
+
+func openDelivery(d *Message, keys ContentKeys) (*Sender, *Message, *Error) {
+	if d.Action != ActDeliver && d.Action != ActDirect {
+		return nil, nil, newErr(CodeBadRequest, "not a delivery")
+	}
+	var db DeliverBody
+	if err := DecodeBody(d.Body, &db); err != nil || db.Frame == "" || len(db.JWK) == 0 {
+		return nil, nil, newErr(CodeBadClaims, "delivery body must be {frame, jwk, sub[, enc]}")
+	}
+	key, err := ParsePublicJWK(db.JWK)
+	if err != nil {
+		return nil, nil, wrapErr(CodeBadClaims, err, err.Error())
+	}
+	frame := []byte(db.Frame)
+	hdr, perr := checkForm(frame, DefaultMaxFrame*16, TypClient)
+	if perr != nil {
+		return nil, nil, perr
+	}
+	if hdr.kid != key.jkt {
+		return nil, nil, newErr(CodeUnknownKey, "sender frame kid is not the sender key's thumbprint")
+	}
+	bound := &PublicKey{kid: key.jkt, alg: key.alg, key: key.key, jkt: key.jkt}
+	payload, perr := verifySignature(frame, hdr, bound)
+	if perr != nil {
+		return nil, nil, perr
+	}
+	env, e := decodeEnvelope(payload, true)
+	if e != nil {
+		return nil, nil, wrapErr(CodeBadClaims, e, e.Error())
+	}
+	if env.Subject != db.Sub {
+		return nil, nil, &Error{Code: CodeWrongSession, Message: "sender sub does not match the delivery", Ref: env.ID}
+	}
+	switch d.Action {
+	case ActDeliver:
+		if env.Action != ActPub || env.Channel != d.Channel {
+			return nil, nil, &Error{Code: CodeWrongSession, Message: "delivery does not match the sender's publish", Ref: env.ID}
+		}
+	case ActDirect:
+		if env.Action != ActDM || env.To != d.To {
+			return nil, nil, &Error{Code: CodeWrongSession, Message: "direct does not match the sender's dm", Ref: env.ID}
+		}
+	}
+	m := &Message{Envelope: *env, Frame: frame}
+	if env.Enc != "" && keys != nil {
+		enc, scope := env.Enc, ChannelScope(env.Channel)
+		if d.Action == ActDirect {
+			enc, scope = db.Enc, ScopeSession
+		}
+		plain, perr := openBody(enc, keys, scope)
+		if perr != nil {
+			perr.Ref = env.ID
+			return nil, nil, perr
+		}
+		m.Body, m.Encrypted = plain, true
+	}
+	return &Sender{Subject: db.Sub, Key: bound}, m, nil
+}

@@ -1,0 +1,181 @@
+package protocol
+
+import (
+	"bytes"
+	"encoding/base64"
+	"strconv"
+
+	"github.com/sigil-ws/sigil/internal/strictjson"
+)
+
+// Limits that apply to every payload, before and during strict decoding.
+const (
+	// MaxSafeInteger is the largest integer every JSON implementation
+	// represents exactly (2^53-1). ts and seq must not exceed it.
+	MaxSafeInteger = 1<<53 - 1
+	// MaxDepth is the deepest nesting of arrays and objects allowed in a
+	// payload, counting the envelope object itself.
+	MaxDepth = 32
+	// maxStringClaim bounds every string claim except body and enc.
+	maxStringClaim = 256
+)
+
+// rawObject is a JSON object decoded one level deep under the strict rules
+// of internal/strictjson: valid UTF-8, no duplicate or escaped-duplicate
+// member names, bounded depth, numbers in range.
+type rawObject map[string][]byte
+
+// decodeObject validates data strictly and returns its top-level members.
+func decodeObject(data []byte) (rawObject, error) {
+	obj := rawObject{}
+	err := strictjson.Members(data, MaxDepth, func(name, value []byte) error {
+		obj[string(name)] = value
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return obj, nil
+}
+
+type errString string
+
+func (e errString) Error() string { return string(e) }
+
+// str decodes a JSON string member.
+func (o rawObject) str(name string, required bool, max int) (string, bool, error) {
+	raw, ok := o[name]
+	if !ok {
+		if required {
+			return "", false, errString("missing claim " + strconv.Quote(name))
+		}
+		return "", false, nil
+	}
+	s, err := decodeString(raw, name, max)
+	if err != nil {
+		return "", false, err
+	}
+	if required && s == "" {
+		return "", false, errString("claim " + strconv.Quote(name) + " must not be empty")
+	}
+	return s, true, nil
+}
+
+// decodeString decodes a raw JSON string of at most max bytes. A plain
+// string without escapes is taken as is; others go through strictjson.
+func decodeString(raw []byte, name string, max int) (string, error) {
+	var s string
+	if len(raw) >= 2 && raw[0] == '"' && raw[len(raw)-1] == '"' && plainASCII(raw[1:len(raw)-1]) {
+		s = string(raw[1 : len(raw)-1])
+	} else {
+		var err error
+		if s, err = strictjson.String(raw); err != nil {
+			return "", errString("claim " + strconv.Quote(name) + " must be a string")
+		}
+	}
+	if len(s) > max {
+		return "", errString("claim " + strconv.Quote(name) + " is too long")
+	}
+	return s, nil
+}
+
+func plainASCII(b []byte) bool {
+	for _, c := range b {
+		if c < 0x20 || c >= 0x7f || c == '"' || c == '\\' {
+			return false
+		}
+	}
+	return true
+}
+
+// uint decodes a JSON integer in [min, MaxSafeInteger], written canonically:
+// digits only, no sign, fraction, exponent or leading zero.
+func (o rawObject) uint(name string, required bool, min uint64) (uint64, bool, error) {
+	raw, ok := o[name]
+	if !ok {
+		if required {
+			return 0, false, errString("missing claim " + strconv.Quote(name))
+		}
+		return 0, false, nil
+	}
+	n, err := parseCanonicalUint(raw)
+	if err != nil || n < min {
+		return 0, false, errString("claim " + strconv.Quote(name) + " must be an integer in range")
+	}
+	return n, true, nil
+}
+
+func parseCanonicalUint(raw []byte) (uint64, error) {
+	if len(raw) == 0 || len(raw) > 16 || (raw[0] == '0' && len(raw) > 1) {
+		return 0, errString("not a canonical integer")
+	}
+	var n uint64
+	for _, c := range raw {
+		if c < '0' || c > '9' {
+			return 0, errString("not a canonical integer")
+		}
+		n = n*10 + uint64(c-'0')
+	}
+	if n > MaxSafeInteger {
+		return 0, errString("integer out of range")
+	}
+	return n, nil
+}
+
+// isCanonicalUUID reports whether s is a UUID in canonical lowercase
+// 8-4-4-4-12 form (RFC 9562 §4), the only form Sigil accepts for ids.
+func isCanonicalUUID(s string) bool {
+	if len(s) != 36 {
+		return false
+	}
+	for i := 0; i < 36; i++ {
+		c := s[i]
+		switch i {
+		case 8, 13, 18, 23:
+			if c != '-' {
+				return false
+			}
+		default:
+			if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// b64 is the unpadded base64url encoding JOSE uses, in strict mode so that
+// only one encoding of each byte string is accepted.
+var b64 = base64.RawURLEncoding.Strict()
+
+// splitCompact splits a compact JWS into its three segments, checking that
+// each is non-empty unpadded base64url.
+func splitCompact(frame []byte) (h, p, s []byte, ok bool) {
+	i := bytes.IndexByte(frame, '.')
+	if i <= 0 {
+		return nil, nil, nil, false
+	}
+	j := bytes.IndexByte(frame[i+1:], '.')
+	if j <= 0 {
+		return nil, nil, nil, false
+	}
+	j += i + 1
+	if j == len(frame)-1 || bytes.IndexByte(frame[j+1:], '.') >= 0 {
+		return nil, nil, nil, false
+	}
+	h, p, s = frame[:i], frame[i+1:j], frame[j+1:]
+	for _, seg := range [][]byte{h, p, s} {
+		for _, c := range seg {
+			if !(c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+				return nil, nil, nil, false
+			}
+		}
+	}
+	return h, p, s, true
+}
+
+func decodeSegment(seg []byte) ([]byte, error) {
+	out := make([]byte, b64.DecodedLen(len(seg)))
+	n, err := b64.Decode(out, seg)
+	return out[:n], err
+}

@@ -1,0 +1,246 @@
+package protocol
+
+import (
+	"context"
+	stdjson "encoding/json"
+	"errors"
+	"io"
+	"time"
+
+	"github.com/go-jose/go-jose/v4/json"
+	"github.com/google/uuid"
+)
+
+// SessionClaims are the claims of a session token (spec.md §5).
+type SessionClaims struct {
+	Issuer   string       `json:"iss"`
+	Audience string       `json:"aud"`
+	Subject  string       `json:"sub"`
+	IssuedAt int64        `json:"iat"` // seconds
+	Expiry   int64        `json:"exp"` // seconds
+	ID       string       `json:"jti"` // canonical UUID
+	Session  string       `json:"sid"` // canonical UUID; stable across in-band refresh
+	Roles    []string     `json:"roles"`
+	Confirm  Confirmation `json:"cnf"`
+}
+
+// Confirmation binds the token to a key (RFC 7800 §3.1, RFC 9449 §6.1).
+type Confirmation struct {
+	JKT string `json:"jkt"` // RFC 7638 SHA-256 thumbprint of the session public key
+}
+
+// ExpiresAt returns exp as a time.
+func (c *SessionClaims) ExpiresAt() time.Time { return time.Unix(c.Expiry, 0) }
+
+// IssuedAtTime returns iat as a time.
+func (c *SessionClaims) IssuedAtTime() time.Time { return time.Unix(c.IssuedAt, 0) }
+
+// Limits on session token contents.
+const (
+	MaxRoles     = 32
+	MaxTokenSize = 4096
+)
+
+// TokenIssuer issues session tokens. The zero value is not usable: Key,
+// Issuer and Audience are required.
+type TokenIssuer struct {
+	Key      *PrivateKey      // server signing key (required)
+	Issuer   string           // iss (required), e.g. the server's base URL
+	Audience string           // aud (required), e.g. the WebSocket URL
+	TTL      time.Duration    // lifetime; zero means 15 minutes
+	Now      func() time.Time // clock; nil means time.Now
+	Rand     io.Reader        // randomness for jti and sid; nil means crypto/rand
+}
+
+// IssueRequest is what a token is issued for.
+type IssueRequest struct {
+	Subject string
+	Roles   []string
+	JKT     string // thumbprint of the session public key
+	Session string // existing sid to keep (in-band refresh); empty means a new one
+}
+
+// Issue signs a new session token.
+func (i *TokenIssuer) Issue(req IssueRequest) (string, *SessionClaims, error) {
+	if i.Key == nil || i.Issuer == "" || i.Audience == "" {
+		return "", nil, errors.New("sigil: TokenIssuer needs Key, Issuer and Audience")
+	}
+	if req.Subject == "" || len(req.Subject) > maxStringClaim || req.JKT == "" || len(req.Roles) > MaxRoles {
+		return "", nil, errors.New("sigil: invalid issue request")
+	}
+	now := time.Now
+	if i.Now != nil {
+		now = i.Now
+	}
+	ttl := i.TTL
+	if ttl <= 0 {
+		ttl = 15 * time.Minute
+	}
+	t := now()
+	jti, err := newUUID(i.Rand)
+	if err != nil {
+		return "", nil, err
+	}
+	sid := req.Session
+	if sid == "" {
+		if sid, err = newUUID(i.Rand); err != nil {
+			return "", nil, err
+		}
+	}
+	roles := req.Roles
+	if roles == nil {
+		roles = []string{}
+	}
+	c := &SessionClaims{
+		Issuer: i.Issuer, Audience: i.Audience, Subject: req.Subject,
+		IssuedAt: t.Unix(), Expiry: t.Add(ttl).Unix(),
+		ID: jti, Session: sid, Roles: roles, Confirm: Confirmation{JKT: req.JKT},
+	}
+	payload, err := stdjson.Marshal(c)
+	if err != nil {
+		return "", nil, err
+	}
+	tok, err := i.Key.SignCompact(TypSession, payload)
+	return tok, c, err
+}
+
+func newUUID(r io.Reader) (string, error) {
+	var u uuid.UUID
+	var err error
+	if r == nil {
+		u, err = uuid.NewRandom()
+	} else {
+		u, err = uuid.NewRandomFromReader(r)
+	}
+	return u.String(), err
+}
+
+// TokenVerifier verifies session tokens.
+type TokenVerifier struct {
+	Keys       *KeySet           // server public keys (required)
+	Issuer     string            // expected iss (required)
+	Audience   string            // expected aud (required)
+	Skew       time.Duration     // tolerance for iat in the future; zero means 30s
+	Now        func() time.Time  // clock; nil means time.Now
+	Revocation RevocationChecker // nil means nothing is revoked
+}
+
+var tokenClaimNames = map[string]bool{
+	"iss": true, "aud": true, "sub": true, "iat": true, "exp": true,
+	"jti": true, "sid": true, "roles": true, "cnf": true,
+}
+
+// Verify checks a session token: form, header, signature under a key of the
+// JWKS with its pinned algorithm, strict claims, iss, aud, iat, exp and
+// revocation. Errors are *Error with CodeBadToken, CodeTokenExpired or
+// CodeTokenRevoked.
+func (v *TokenVerifier) Verify(ctx context.Context, token string) (*SessionClaims, error) {
+	c, err := v.verify(ctx, token)
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func (v *TokenVerifier) verify(ctx context.Context, token string) (*SessionClaims, *Error) {
+	bad := func(e *Error) *Error {
+		return &Error{Code: CodeBadToken, Message: "session token: " + e.Message, err: e}
+	}
+	hdr, perr := checkForm([]byte(token), MaxTokenSize, TypSession)
+	if perr != nil {
+		return nil, bad(perr)
+	}
+	key, ok := v.Keys.Key(hdr.kid)
+	if !ok {
+		return nil, newErr(CodeBadToken, "session token: signed by an unknown key")
+	}
+	payload, perr := verifySignature([]byte(token), hdr, key)
+	if perr != nil {
+		return nil, bad(perr)
+	}
+	c, err := decodeSessionClaims(payload)
+	if err != nil {
+		return nil, wrapErr(CodeBadToken, err, "session token: "+err.Error())
+	}
+	if c.Issuer != v.Issuer || c.Audience != v.Audience {
+		return nil, newErr(CodeBadToken, "session token: wrong iss or aud")
+	}
+	now := time.Now
+	if v.Now != nil {
+		now = v.Now
+	}
+	skew := v.Skew
+	if skew <= 0 {
+		skew = 30 * time.Second
+	}
+	t := now()
+	if c.IssuedAtTime().After(t.Add(skew)) {
+		return nil, newErr(CodeBadToken, "session token: issued in the future")
+	}
+	if !t.Before(c.ExpiresAt()) {
+		return nil, newErr(CodeTokenExpired, "session token has expired")
+	}
+	if v.Revocation != nil {
+		revoked, err := v.Revocation.IsRevoked(ctx, c.ID, c.Subject, c.IssuedAtTime())
+		if err != nil {
+			return nil, wrapErr(CodeInternal, err, "revocation check failed")
+		}
+		if revoked {
+			return nil, newErr(CodeTokenRevoked, "session token has been revoked")
+		}
+	}
+	return c, nil
+}
+
+func decodeSessionClaims(payload []byte) (*SessionClaims, error) {
+	obj, err := decodeObject(payload)
+	if err != nil {
+		return nil, err
+	}
+	for name := range obj {
+		if !tokenClaimNames[name] {
+			return nil, errString("unknown claim " + quote(name))
+		}
+	}
+	var c SessionClaims
+	for _, f := range []struct {
+		name string
+		dst  *string
+		max  int
+	}{{"iss", &c.Issuer, maxStringClaim}, {"aud", &c.Audience, maxStringClaim}, {"sub", &c.Subject, maxStringClaim}, {"jti", &c.ID, 36}, {"sid", &c.Session, 36}} {
+		if *f.dst, _, err = obj.str(f.name, true, f.max); err != nil {
+			return nil, err
+		}
+	}
+	if !isCanonicalUUID(c.ID) || !isCanonicalUUID(c.Session) {
+		return nil, errString("jti and sid must be canonical lowercase UUIDs")
+	}
+	iat, _, err := obj.uint("iat", true, 0)
+	if err != nil {
+		return nil, err
+	}
+	exp, _, err := obj.uint("exp", true, 0)
+	if err != nil {
+		return nil, err
+	}
+	c.IssuedAt, c.Expiry = int64(iat), int64(exp)
+	rolesRaw, ok := obj["roles"]
+	if !ok {
+		return nil, errString("missing claim \"roles\"")
+	}
+	if err := json.Unmarshal(rolesRaw, &c.Roles); err != nil || c.Roles == nil || len(c.Roles) > MaxRoles {
+		return nil, errString("roles must be an array of at most 32 strings")
+	}
+	cnfRaw, ok := obj["cnf"]
+	if !ok {
+		return nil, errString("missing claim \"cnf\"")
+	}
+	cnf, err := decodeObject(cnfRaw)
+	if err != nil || len(cnf) != 1 {
+		return nil, errString("cnf must be an object with exactly a jkt member")
+	}
+	if c.Confirm.JKT, _, err = cnf.str("jkt", true, 64); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}

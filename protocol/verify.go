@@ -1,0 +1,299 @@
+package protocol
+
+import (
+	"context"
+	stdjson "encoding/json"
+	"time"
+)
+
+// Defaults for VerifierConfig.
+const (
+	DefaultMaxFrame = 64 << 10
+	DefaultSkew     = 30 * time.Second
+)
+
+// VerifierConfig configures the server-side pipeline. The zero value of each
+// field means the documented default.
+type VerifierConfig struct {
+	// Tokens verifies the session token presented in hello. Required.
+	Tokens *TokenVerifier
+	// MaxFrame is the size limit of a client frame in bytes. Default 64 KiB.
+	MaxFrame int
+	// Skew is the freshness tolerance: ts must be within ±Skew of Now.
+	// Default 30s.
+	Skew time.Duration
+	// Now is the clock. Default time.Now.
+	Now func() time.Time
+	// Replay is the replay store. Default a MemoryReplayStore.
+	Replay ReplayStore
+	// Revocation is consulted for every frame. Default: Tokens.Revocation.
+	Revocation RevocationChecker
+	// Policy authorises actions. Default DefaultPolicy().
+	Policy *Policy
+}
+
+// Verifier runs the verification order of spec.md §7 on client frames. It
+// is safe for concurrent use; per-session state lives in Session and the
+// ReplayStore.
+type Verifier struct {
+	cfg VerifierConfig
+}
+
+// NewVerifier returns a Verifier with cfg's defaults filled in.
+func NewVerifier(cfg VerifierConfig) *Verifier {
+	if cfg.MaxFrame <= 0 {
+		cfg.MaxFrame = DefaultMaxFrame
+	}
+	if cfg.Skew <= 0 {
+		cfg.Skew = DefaultSkew
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Replay == nil {
+		cfg.Replay = NewMemoryReplayStore(0, cfg.Now)
+	}
+	if cfg.Revocation == nil && cfg.Tokens != nil {
+		cfg.Revocation = cfg.Tokens.Revocation
+	}
+	if cfg.Policy == nil {
+		cfg.Policy = DefaultPolicy()
+	}
+	return &Verifier{cfg: cfg}
+}
+
+// Config returns the effective configuration.
+func (v *Verifier) Config() VerifierConfig { return v.cfg }
+
+// Session is the verified state of one client session, established by hello.
+type Session struct {
+	ID       string     // sid
+	Subject  string     // sub
+	Roles    []string   // roles
+	Key      *PublicKey // the session key; its thumbprint is the token's cnf.jkt
+	JWK      []byte     // the session key as the client sent it
+	TokenID  string     // jti of the current token
+	IssuedAt time.Time  // iat of the current token
+	Expiry   time.Time  // exp of the current token
+	// Keys holds the content keys this session may use (nil: body
+	// encryption not negotiated).
+	Keys ContentKeys
+	// Agreement is the client's P-256 key from hello's ekey, if any.
+	Agreement stdjson.RawMessage
+
+	hdr string // the last protected header segment that passed step 3
+}
+
+// Message is a verified frame.
+type Message struct {
+	Envelope
+	Frame     []byte // the frame as received
+	Encrypted bool   // Body was decrypted from Enc
+}
+
+// Verify runs the full pipeline on a client frame of an established session.
+// On success Body holds the plaintext. Errors are *Error values; Ref is set
+// once the id is known.
+func (v *Verifier) Verify(ctx context.Context, frame []byte, s *Session) (*Message, error) {
+	m, err := v.verify(ctx, frame, s)
+	if err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+func (v *Verifier) verify(ctx context.Context, frame []byte, s *Session) (*Message, *Error) {
+	// 1–3: size, form, header, typ. A session's header never changes, so
+	// the segment that passed last time is accepted by comparison.
+	var hdr header
+	if len(frame) > v.cfg.MaxFrame {
+		return nil, newErr(CodeTooLarge, "frame is %d bytes; the limit is %d", len(frame), v.cfg.MaxFrame)
+	}
+	if h, _, _, ok := splitCompact(frame); ok && s.hdr != "" && string(h) == s.hdr {
+		hdr = header{alg: s.Key.alg, kid: s.Key.kid, typ: TypClient}
+	} else {
+		var err *Error
+		if hdr, err = checkForm(frame, v.cfg.MaxFrame, TypClient); err != nil {
+			return nil, err
+		}
+		defer func() {
+			if hdr.kid == s.Key.kid && hdr.alg == s.Key.alg {
+				s.hdr = string(h)
+			}
+		}()
+	}
+	// 4: signature under the session key, algorithm pinned by the key.
+	if hdr.kid != s.Key.kid {
+		return nil, newErr(CodeUnknownKey, "kid does not name this session's key")
+	}
+	payload, err := verifySignature(frame, hdr, s.Key)
+	if err != nil {
+		return nil, err
+	}
+	// 5: strict claims.
+	env, e := decodeEnvelope(payload, true)
+	if e != nil {
+		return nil, wrapErr(CodeBadClaims, e, e.Error())
+	}
+	if env.Action == ActHello {
+		return nil, &Error{Code: CodeBadRequest, Message: "hello is only allowed as the first frame", Ref: env.ID}
+	}
+	return v.afterClaims(ctx, frame, env, s)
+}
+
+// afterClaims runs steps 6–11.
+func (v *Verifier) afterClaims(ctx context.Context, frame []byte, env *Envelope, s *Session) (*Message, *Error) {
+	fail := func(e *Error) (*Message, *Error) {
+		e.Ref = env.ID
+		return nil, e
+	}
+	// 6: session binding.
+	if env.Session != s.ID || env.Subject != s.Subject {
+		return fail(newErr(CodeWrongSession, "sid or sub does not match this session"))
+	}
+	// 7: freshness.
+	now := v.cfg.Now()
+	ts := env.Time()
+	if ts.Before(now.Add(-v.cfg.Skew)) {
+		return fail(newErr(CodeStale, "ts is more than %v in the past", v.cfg.Skew))
+	}
+	if ts.After(now.Add(v.cfg.Skew)) {
+		return fail(newErr(CodeFuture, "ts is more than %v in the future", v.cfg.Skew))
+	}
+	// 8: replay (only now that the signature has verified).
+	if err := v.cfg.Replay.Check(ctx, ReplayCheck{
+		Session: s.ID, ID: env.ID, Seq: env.Seq,
+		IDExpiry: ts.Add(v.cfg.Skew), SessionExpiry: s.Expiry.Add(v.cfg.Skew),
+	}); err != nil {
+		if pe, ok := err.(*Error); ok {
+			return fail(pe)
+		}
+		return fail(wrapErr(CodeInternal, err, "replay store failed"))
+	}
+	// 9: token expiry and revocation.
+	if !now.Before(s.Expiry) {
+		return fail(newErr(CodeTokenExpired, "session token has expired"))
+	}
+	if v.cfg.Revocation != nil {
+		revoked, err := v.cfg.Revocation.IsRevoked(ctx, s.TokenID, s.Subject, s.IssuedAt)
+		if err != nil {
+			return fail(wrapErr(CodeInternal, err, "revocation check failed"))
+		}
+		if revoked {
+			return fail(newErr(CodeTokenRevoked, "session has been revoked"))
+		}
+	}
+	// 10: authorization.
+	if env.Action != ActHello {
+		if err := v.cfg.Policy.Allow(env.Action, env.Channel, s.Roles); err != nil {
+			return fail(err.(*Error))
+		}
+	}
+	m := &Message{Envelope: *env, Frame: frame}
+	// 11: decryption.
+	if env.Enc != "" {
+		scope := ScopeSession
+		if env.Action == ActPub {
+			scope = ChannelScope(env.Channel)
+		}
+		plain, err := openBody(env.Enc, s.Keys, scope)
+		if err != nil {
+			return fail(err)
+		}
+		m.Body = plain
+		m.Encrypted = true
+	}
+	// A plaintext body was checked with the rest of the payload in step 5.
+	return m, nil
+}
+
+// VerifyHello verifies the first frame of a connection (spec.md §6). The
+// session key is resolved from the hello itself: the body's jwk must have the
+// thumbprint in the token's cnf.jkt, the token must verify under the server's
+// keys, and the frame must verify under that jwk. Then steps 5–11 run as for
+// any frame. It returns the new session and the verified hello.
+func (v *Verifier) VerifyHello(ctx context.Context, frame []byte) (*Session, *Message, error) {
+	s, m, err := v.verifyHello(ctx, frame)
+	if err != nil {
+		return nil, nil, err
+	}
+	return s, m, nil
+}
+
+func (v *Verifier) verifyHello(ctx context.Context, frame []byte) (*Session, *Message, *Error) {
+	hdr, err := checkForm(frame, v.cfg.MaxFrame, TypClient)
+	if err != nil {
+		return nil, nil, err
+	}
+	// Key resolution reads the payload before the signature is checked;
+	// nothing from it is trusted until the signature verifies below.
+	raw, err := unverifiedPayload(frame)
+	if err != nil {
+		return nil, nil, err
+	}
+	env, e := decodeEnvelope(raw, true)
+	if e != nil {
+		return nil, nil, wrapErr(CodeBadClaims, e, e.Error())
+	}
+	if env.Action != ActHello {
+		return nil, nil, &Error{Code: CodeHelloRequired, Message: "the first frame must be hello", Ref: env.ID}
+	}
+	fail := func(e *Error) (*Session, *Message, *Error) {
+		e.Ref = env.ID
+		return nil, nil, e
+	}
+	var hb HelloBody
+	if env.Enc != "" || DecodeBody(env.Body, &hb) != nil || hb.Token == "" || len(hb.JWK) == 0 {
+		return fail(newErr(CodeBadClaims, "hello body must be {token, jwk[, ekey]}"))
+	}
+	if v.cfg.Tokens == nil {
+		return fail(newErr(CodeInternal, "no token verifier configured"))
+	}
+	claims, terr := v.cfg.Tokens.verify(ctx, hb.Token)
+	if terr != nil {
+		return fail(terr)
+	}
+	key, kerr := ParsePublicJWK(hb.JWK)
+	if kerr != nil {
+		return fail(wrapErr(CodeBadClaims, kerr, kerr.Error()))
+	}
+	if key.jkt != claims.Confirm.JKT {
+		return fail(newErr(CodeKeyMismatch, "the hello key is not the key the token is bound to"))
+	}
+	if hdr.kid != key.jkt {
+		return fail(newErr(CodeUnknownKey, "kid must be the session key's thumbprint"))
+	}
+	bound := &PublicKey{kid: key.jkt, alg: key.alg, key: key.key, jkt: key.jkt}
+	if _, err := verifySignature(frame, hdr, bound); err != nil {
+		return fail(err)
+	}
+	if hb.EKey != nil {
+		if _, err := ParseAgreementJWK(hb.EKey); err != nil {
+			return fail(wrapErr(CodeBadClaims, err, err.Error()))
+		}
+	}
+	s := &Session{
+		ID: claims.Session, Subject: claims.Subject, Roles: claims.Roles,
+		Key: bound, JWK: append([]byte(nil), hb.JWK...), TokenID: claims.ID,
+		IssuedAt: claims.IssuedAtTime(), Expiry: claims.ExpiresAt(), Agreement: hb.EKey,
+	}
+	m, err := v.afterClaims(ctx, frame, env, s)
+	if err != nil {
+		return nil, nil, err
+	}
+	return s, m, nil
+}
+
+// Refresh moves a session to a new token after an in-band refresh. The new
+// token must verify and carry the same sid, sub and cnf.jkt.
+func (v *Verifier) Refresh(ctx context.Context, s *Session, token string) error {
+	c, err := v.cfg.Tokens.verify(ctx, token)
+	if err != nil {
+		return err
+	}
+	if c.Session != s.ID || c.Subject != s.Subject || c.Confirm.JKT != s.Key.jkt {
+		return newErr(CodeBadToken, "refreshed token does not match the session")
+	}
+	s.TokenID, s.IssuedAt, s.Expiry, s.Roles = c.ID, c.IssuedAtTime(), c.ExpiresAt(), c.Roles
+	return nil
+}
