@@ -139,7 +139,9 @@ func (k *PrivateKey) KeyID() string { return k.pub.kid }
 func (k *PrivateKey) Algorithm() jose.SignatureAlgorithm { return k.pub.alg }
 
 // String never prints key material.
-func (k *PrivateKey) String() string { return "PrivateKey(" + string(k.pub.alg) + ", " + k.pub.kid + ")" }
+func (k *PrivateKey) String() string {
+	return "PrivateKey(" + string(k.pub.alg) + ", " + k.pub.kid + ")"
+}
 
 // GenerateKey creates a new key pair for alg (EdDSA or ES256). A nil rand
 // means crypto/rand. The kid is the thumbprint.
