@@ -196,3 +196,19 @@ func openDelivery(d *Message, keys ContentKeys) (*Sender, *Message, *Error) {
 	}
 	return &Sender{Subject: db.Sub, Key: bound}, m, nil
 }
+
+// Remember marks a server frame id as received at ts, so that the frame is
+// rejected as a replay if it arrives again (for example after a reconnect,
+// when a client restores the ids it has seen).
+func (f *FrameVerifier) Remember(id string, ts time.Time) {
+	skew := f.Skew
+	if skew <= 0 {
+		skew = DefaultSkew
+	}
+	f.mu.Lock()
+	if f.seen == nil {
+		f.seen = make(map[string]time.Time)
+	}
+	f.seen[id] = ts.Add(skew)
+	f.mu.Unlock()
+}

@@ -149,7 +149,9 @@ func isCanonicalUUID(s string) bool {
 var b64 = base64.RawURLEncoding.Strict()
 
 // splitCompact splits a compact JWS into its three segments, checking that
-// each is non-empty unpadded base64url.
+// each is unpadded base64url and that header and payload are non-empty. An
+// empty signature passes here so that "alg":"none" is reported by the header
+// step as bad_header.
 func splitCompact(frame []byte) (h, p, s []byte, ok bool) {
 	i := bytes.IndexByte(frame, '.')
 	if i <= 0 {
@@ -160,7 +162,7 @@ func splitCompact(frame []byte) (h, p, s []byte, ok bool) {
 		return nil, nil, nil, false
 	}
 	j += i + 1
-	if j == len(frame)-1 || bytes.IndexByte(frame[j+1:], '.') >= 0 {
+	if bytes.IndexByte(frame[j+1:], '.') >= 0 {
 		return nil, nil, nil, false
 	}
 	h, p, s = frame[:i], frame[i+1:j], frame[j+1:]

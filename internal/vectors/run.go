@@ -1,0 +1,212 @@
+package vectors
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"reflect"
+	"sort"
+	"time"
+
+	"github.com/sigil-ws/sigil/protocol"
+)
+
+// Set is a loaded vectors directory.
+type Set struct {
+	Keys    Keys
+	JWKS    *protocol.KeySet
+	Policy  *protocol.Policy
+	Vectors []Vector
+}
+
+// Load reads a vectors directory (keys.json, policy.json, cases/*.json).
+func Load(dir string) (*Set, error) {
+	s := &Set{}
+	kb, err := os.ReadFile(filepath.Join(dir, "keys.json"))
+	if err != nil {
+		return nil, err
+	}
+	if err := json.Unmarshal(kb, &s.Keys); err != nil {
+		return nil, err
+	}
+	if s.JWKS, err = protocol.ParseKeySet(s.Keys.ServerJWKS); err != nil {
+		return nil, err
+	}
+	pb, err := os.ReadFile(filepath.Join(dir, "policy.json"))
+	if err != nil {
+		return nil, err
+	}
+	if s.Policy, err = protocol.ParsePolicy(pb); err != nil {
+		return nil, err
+	}
+	names, err := filepath.Glob(filepath.Join(dir, "cases", "*.json"))
+	if err != nil {
+		return nil, err
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		b, err := os.ReadFile(n)
+		if err != nil {
+			return nil, err
+		}
+		var v Vector
+		dec := json.NewDecoder(bytes.NewReader(b))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&v); err != nil {
+			return nil, fmt.Errorf("%s: %w", n, err)
+		}
+		s.Vectors = append(s.Vectors, v)
+	}
+	return s, nil
+}
+
+// Run checks one vector and returns nil if the outcome is the expected one.
+func (s *Set) Run(v Vector) error {
+	ctx := context.Background()
+	now := time.UnixMilli(v.Now)
+	clock := func() time.Time { return now }
+	skew := time.Duration(v.Config.SkewMS) * time.Millisecond
+	rev := protocol.NewMemoryRevocations()
+	if v.Revoked != nil {
+		for _, j := range v.Revoked.JTIs {
+			rev.RevokeToken(j, now.Add(time.Hour))
+		}
+		for _, r := range v.Revoked.Subjects {
+			rev.RevokeSubject(r.Sub, time.Unix(r.At, 0))
+		}
+	}
+	tokens := &protocol.TokenVerifier{Keys: s.JWKS, Issuer: v.Config.Issuer, Audience: v.Config.Audience, Skew: skew, Now: clock, Revocation: rev}
+	replay := protocol.NewMemoryReplayStore(0, clock)
+	for _, a := range v.Accepted {
+		if err := replay.Check(ctx, protocol.ReplayCheck{Session: a.SID, ID: a.ID, Seq: a.Seq,
+			IDExpiry: time.UnixMilli(a.TS).Add(skew), SessionExpiry: now.Add(time.Hour)}); err != nil {
+			return fmt.Errorf("setting up replay state: %w", err)
+		}
+	}
+	verifier := protocol.NewVerifier(protocol.VerifierConfig{Tokens: tokens, MaxFrame: v.Config.MaxFrame, Skew: skew, Now: clock, Replay: replay, Policy: s.Policy})
+	frame := []byte(v.Frame)
+
+	switch v.Kind {
+	case "hello":
+		sess, _, err := verifier.VerifyHello(ctx, frame)
+		if err != nil {
+			return outcome(v, err)
+		}
+		if v.Expect.Result != "ok" {
+			return fmt.Errorf("accepted; want %s", v.Expect.Code)
+		}
+		got := ExpectSession{SID: sess.ID, Sub: sess.Subject, Roles: sess.Roles}
+		if !reflect.DeepEqual(&got, v.Expect.Session) {
+			return fmt.Errorf("session = %+v; want %+v", got, *v.Expect.Session)
+		}
+		return nil
+
+	case "client":
+		key, err := protocol.ParsePublicJWK(v.Session.JWK)
+		if err != nil {
+			return err
+		}
+		sess := &protocol.Session{ID: v.Session.SID, Subject: v.Session.Sub, Roles: v.Session.Roles, Key: key,
+			TokenID: v.Session.JTI, IssuedAt: time.Unix(v.Session.IAT, 0), Expiry: time.Unix(v.Session.EXP, 0),
+			Keys: ring(v.Session.ContentKeys)}
+		verifier = protocol.NewVerifier(protocol.VerifierConfig{Tokens: tokens, MaxFrame: v.Config.MaxFrame, Skew: skew, Now: clock, Replay: replay, Policy: s.Policy, Revocation: rev})
+		m, err := verifier.Verify(ctx, frame, sess)
+		if err != nil {
+			return outcome(v, err)
+		}
+		return compare(v, m.Frame, m.Body, v.Expect.Claims, v.Expect.Body)
+
+	case "server", "delivery":
+		fv := &protocol.FrameVerifier{Keys: s.JWKS, Session: v.Client.SID, Subject: v.Client.Sub, Skew: skew, Now: clock}
+		for _, id := range v.Client.Seen {
+			fv.Remember(id, now)
+		}
+		m, err := fv.Verify(frame)
+		if err != nil {
+			return outcome(v, err)
+		}
+		if v.Kind == "server" {
+			return compare(v, m.Frame, m.Body, v.Expect.Claims, v.Expect.Body)
+		}
+		sender, sm, err := protocol.OpenDelivery(m, ring(v.Client.ContentKeys))
+		if err != nil {
+			return outcome(v, err)
+		}
+		if err := compare(v, m.Frame, nil, v.Expect.Claims, nil); err != nil {
+			return err
+		}
+		if v.Expect.Sender == nil || sender.Subject != v.Expect.Sender.Sub {
+			return fmt.Errorf("sender = %s; want %+v", sender.Subject, v.Expect.Sender)
+		}
+		return compare(v, sm.Frame, sm.Body, v.Expect.Sender.Claims, v.Expect.Sender.Body)
+
+	case "token":
+		c, err := tokens.Verify(ctx, v.Frame)
+		if err != nil {
+			return outcome(v, err)
+		}
+		if v.Expect.Result != "ok" {
+			return fmt.Errorf("accepted; want %s", v.Expect.Code)
+		}
+		got, _ := json.Marshal(c)
+		if !jsonEqual(got, v.Expect.Claims) {
+			return fmt.Errorf("claims = %s; want %s", got, v.Expect.Claims)
+		}
+		return nil
+	}
+	return fmt.Errorf("unknown kind %q", v.Kind)
+}
+
+func ring(keys []ContentKey) protocol.ContentKeys {
+	if len(keys) == 0 {
+		return nil
+	}
+	r := protocol.NewKeyRing()
+	for _, k := range keys {
+		raw, err := b64.DecodeString(k.K)
+		if err != nil {
+			panic(err)
+		}
+		r.Add(&protocol.ContentKey{ID: k.Kid, Key: raw, Scope: k.Scope}, time.Time{})
+	}
+	return r
+}
+
+func outcome(v Vector, err error) error {
+	code := protocol.CodeOf(err)
+	if v.Expect.Result == "ok" {
+		return fmt.Errorf("rejected with %s (%v); want ok", code, err)
+	}
+	if string(code) != v.Expect.Code {
+		return fmt.Errorf("rejected with %s (%v); want %s", code, err, v.Expect.Code)
+	}
+	return nil
+}
+
+func compare(v Vector, frame []byte, body json.RawMessage, wantClaims, wantBody json.RawMessage) error {
+	if v.Expect.Result != "ok" {
+		return fmt.Errorf("accepted; want %s", v.Expect.Code)
+	}
+	got, err := protocol.UnsafeClaims(frame)
+	if err != nil {
+		return err
+	}
+	if !jsonEqual(got, wantClaims) {
+		return fmt.Errorf("claims = %s; want %s", got, wantClaims)
+	}
+	if wantBody != nil && !jsonEqual(body, wantBody) {
+		return fmt.Errorf("body = %s; want %s", body, wantBody)
+	}
+	return nil
+}
+
+func jsonEqual(a, b []byte) bool {
+	var x, y any
+	if json.Unmarshal(a, &x) != nil || json.Unmarshal(b, &y) != nil {
+		return false
+	}
+	return reflect.DeepEqual(x, y)
+}
