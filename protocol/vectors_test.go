@@ -119,4 +119,6 @@ func TestVectorsCoverEveryStep(t *testing.T) {
 	t.Logf("%d vectors; invalid by code: %v", len(set.Vectors), lines)
 }
 
-func itoa(n int) string { return string(rune('0'+n/100%10)) + string(rune('0'+n/10%10)) + string(rune('0'+n%10)) }
+func itoa(n int) string {
+	return string(rune('0'+n/100%10)) + string(rune('0'+n/10%10)) + string(rune('0'+n%10))
+}
