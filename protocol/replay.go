@@ -79,7 +79,7 @@ func (m *MemoryReplayStore) Check(_ context.Context, c ReplayCheck) error {
 	if c.SessionExpiry.After(s.expiry) {
 		s.expiry = c.SessionExpiry
 	}
-	if exp, seen := s.ids[c.ID]; seen && now.Before(exp) {
+	if exp, seen := s.ids[c.ID]; seen && !now.After(exp) {
 		return &Error{Code: CodeReplayID, Message: "message id already seen", Ref: c.ID}
 	}
 	if c.Seq <= s.lastSeq {
@@ -88,7 +88,7 @@ func (m *MemoryReplayStore) Check(_ context.Context, c ReplayCheck) error {
 	s.lastSeq = c.Seq
 	// Drop expired ids from the front, then evict the oldest if still full.
 	for len(s.order) > 0 {
-		if exp, ok := s.ids[s.order[0]]; ok && now.Before(exp) && len(s.order) < m.maxIDs {
+		if exp, ok := s.ids[s.order[0]]; ok && !now.After(exp) && len(s.order) < m.maxIDs {
 			break
 		}
 		delete(s.ids, s.order[0])

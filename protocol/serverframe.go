@@ -97,7 +97,7 @@ func (f *FrameVerifier) verify(frame []byte) (*Message, *Error) {
 	if f.seen == nil {
 		f.seen = make(map[string]time.Time)
 	}
-	if exp, dup := f.seen[env.ID]; dup && t.Before(exp) {
+	if exp, dup := f.seen[env.ID]; dup && !t.After(exp) {
 		f.mu.Unlock()
 		return fail(newErr(CodeReplayID, "server frame replayed"))
 	}

@@ -1,0 +1,47 @@
+// Package protocol is the transport-free core of Sigil v1 (spec.md): the
+// signed envelope, session keys and tokens, the verification pipeline, the
+// replay window, the authorization policy, body encryption and the stable
+// error codes. It has no network code; server/ and client/ put it on a
+// WebSocket.
+//
+// # Sending and receiving
+//
+// A client signs every frame with a [ClientSigner], which fills the id,
+// timestamp, sequence number, session and subject. The server checks the
+// first frame with [Verifier.VerifyHello], which resolves the session key
+// through the session token and returns the [Session]; every later frame
+// goes through [Verifier.Verify], which runs the verification order of
+// spec.md §7 and returns a [Message] or an [*Error] with a stable [Code].
+// The server signs its frames with a [ServerSigner]; a client checks them
+// with a [FrameVerifier] and opens deliveries end to end with
+// [OpenDelivery].
+//
+// # Algorithms and keys
+//
+// Only EdDSA (Ed25519) and ES256 (P-256) exist here. Every key is bound to
+// one algorithm by its type, and verifiers take the algorithm from the key,
+// never from a frame's header. JOSE processing is go-jose's; JSON is read
+// under the strict rules of spec.md §6.3 (internal/strictjson).
+//
+// # Concurrency
+//
+//   - [Verifier], [TokenVerifier], [TokenIssuer], [ServerSigner],
+//     [FrameVerifier], [KeySet], [Policy], [KeyRing], [MemoryReplayStore]
+//     and [MemoryRevocations] are safe for concurrent use.
+//   - [ClientSigner] is safe for concurrent use; Sign assigns seq and signs
+//     under one lock, and SignWith runs a hook under that lock so that a
+//     caller can queue frames in seq order.
+//   - A [Session] belongs to the goroutine that reads its connection:
+//     Verify and Refresh read and update it without locking, so call them
+//     from that goroutine only (the server's read loop does).
+//   - A [ReplayStore] must make Check atomic; the pipeline relies on it to
+//     accept each id and seq at most once even across connections.
+//
+// # Determinism
+//
+// Clocks (Now) and randomness (Rand) are injectable everywhere, so that the
+// test vectors in testdata/vectors are reproducible: go generate ./protocol
+// regenerates them, and the tests check that the files match.
+package protocol
+
+//go:generate go test -run ^TestVectorsGolden$ -update .

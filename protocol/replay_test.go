@@ -1,0 +1,167 @@
+package protocol_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/sigil-ws/sigil/protocol"
+)
+
+func TestReplayStoreAtomic(t *testing.T) {
+	now := time.UnixMilli(1767225600000)
+	m := protocol.NewMemoryReplayStore(0, func() time.Time { return now })
+	var wins atomic.Int32
+	var wg sync.WaitGroup
+	for i := 0; i < 64; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			// 64 goroutines race to use seq 1 with different ids.
+			err := m.Check(context.Background(), protocol.ReplayCheck{Session: "s", ID: fmt.Sprint("id-", i), Seq: 1, IDExpiry: now.Add(time.Minute), SessionExpiry: now.Add(time.Hour)})
+			if err == nil {
+				wins.Add(1)
+			} else if protocol.CodeOf(err) != protocol.CodeReplaySeq {
+				t.Errorf("unexpected error %v", err)
+			}
+		}(i)
+	}
+	wg.Wait()
+	if wins.Load() != 1 {
+		t.Fatalf("%d goroutines accepted seq 1; want exactly 1", wins.Load())
+	}
+}
+
+func TestReplayStoreBoundedAndExpiring(t *testing.T) {
+	now := time.UnixMilli(1767225600000)
+	m := protocol.NewMemoryReplayStore(8, func() time.Time { return now })
+	ctx := context.Background()
+	for i := 1; i <= 100; i++ {
+		if err := m.Check(ctx, protocol.ReplayCheck{Session: "s", ID: fmt.Sprint("id-", i), Seq: uint64(i), IDExpiry: now.Add(time.Minute), SessionExpiry: now.Add(time.Minute)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// An evicted id with an old seq is still a replay, by seq.
+	if err := m.Check(ctx, protocol.ReplayCheck{Session: "s", ID: "id-1", Seq: 1, IDExpiry: now.Add(time.Minute)}); protocol.CodeOf(err) != protocol.CodeReplaySeq {
+		t.Fatalf("evicted id: %v", err)
+	}
+	// A recent id is a replay by id even with a new seq.
+	if err := m.Check(ctx, protocol.ReplayCheck{Session: "s", ID: "id-100", Seq: 101, IDExpiry: now.Add(time.Minute)}); protocol.CodeOf(err) != protocol.CodeReplayID {
+		t.Fatalf("recent id: %v", err)
+	}
+	if last, _ := m.LastSeq(ctx, "s"); last != 100 {
+		t.Fatalf("LastSeq = %d", last)
+	}
+	// Sessions are forgotten after their expiry.
+	now = now.Add(2 * time.Minute)
+	m.Sweep()
+	if m.Len() != 0 {
+		t.Fatalf("%d sessions after expiry", m.Len())
+	}
+}
+
+func TestPolicyPatterns(t *testing.T) {
+	p, err := protocol.NewPolicy([]protocol.Rule{
+		{Action: "pub", Channel: "rooms.*", Roles: []string{"user"}},
+		{Action: "sub", Channel: "feeds.>", Roles: []string{"user"}},
+		{Action: "ping", Roles: []string{}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	user := []string{"user"}
+	cases := []struct {
+		act, ch string
+		roles   []string
+		ok      bool
+	}{
+		{"pub", "rooms.lobby", user, true},
+		{"pub", "rooms", user, false},
+		{"pub", "rooms.a.b", user, false},
+		{"pub", "rooms.lobby", []string{"guest"}, false},
+		{"pub", "", user, false},
+		{"sub", "feeds.a", user, true},
+		{"sub", "feeds.a.b.c", user, true},
+		{"sub", "feeds", user, false},
+		{"ping", "", nil, true},
+		{"dm", "", user, false},
+	}
+	for _, c := range cases {
+		err := p.Allow(c.act, c.ch, c.roles)
+		if (err == nil) != c.ok {
+			t.Errorf("Allow(%q, %q, %v) = %v; want ok=%v", c.act, c.ch, c.roles, err, c.ok)
+		}
+	}
+	for _, bad := range []string{`{"rules":[{"action":"pub","channel":"a.>.b","roles":[]}]}`, `{"rules":[{"action":"pub"}]}`,
+		`{"rules":[{"action":"pub","roles":[],"extra":1}]}`, `{"rules":[],"rules":[]}`, `{"rules":[{"action":"Pub","roles":[]}]}`} {
+		if _, err := protocol.ParsePolicy([]byte(bad)); err == nil {
+			t.Errorf("ParsePolicy(%s) accepted", bad)
+		}
+	}
+}
+
+func TestKeyParsing(t *testing.T) {
+	ed, _ := protocol.KeyFromSeed(protocol.EdDSA, "k", "")
+	priv, _ := ed.MarshalPrivateJWK()
+	if _, err := protocol.ParsePublicJWK(priv); err == nil {
+		t.Error("a private JWK was accepted as a public key")
+	}
+	back, err := protocol.ParsePrivateJWK(priv)
+	if err != nil || back.Public().Thumbprint() != ed.Public().Thumbprint() {
+		t.Fatalf("private JWK round trip: %v", err)
+	}
+	for _, bad := range []string{
+		`{"kty":"OKP","crv":"Ed25519","alg":"ES256","x":"4Un957t22fSv1GRE5VXU04PisjZ-4hlgxMHPLPGU3j4"}`,
+		`{"kty":"OKP","crv":"Ed25519","x":"4Un957t22fSv1GRE5VXU04PisjZ-4hlgxMHPLPGU3j4","x":"AAAA"}`,
+		`{"kty":"oct","k":"AAAA"}`,
+		`{"kty":"OKP","crv":"Ed25519","use":"enc","x":"4Un957t22fSv1GRE5VXU04PisjZ-4hlgxMHPLPGU3j4"}`,
+	} {
+		if _, err := protocol.ParsePublicJWK([]byte(bad)); err == nil {
+			t.Errorf("ParsePublicJWK(%s) accepted", bad)
+		}
+	}
+	// A JWKS entry needs kid and alg.
+	if _, err := protocol.ParseKeySet([]byte(`{"keys":[{"kty":"OKP","crv":"Ed25519","x":"4Un957t22fSv1GRE5VXU04PisjZ-4hlgxMHPLPGU3j4"}]}`)); err == nil {
+		t.Error("JWKS key without kid/alg accepted")
+	}
+	// The thumbprint is RFC 7638's (RFC 8037 appendix A.3 example key).
+	k, err := protocol.ParsePublicJWK([]byte(`{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}`))
+	if err != nil || k.Thumbprint() != "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k" {
+		t.Fatalf("thumbprint = %v, %v", k.Thumbprint(), err)
+	}
+}
+
+func TestSessionRefresh(t *testing.T) {
+	f := newFixture(t, "EdDSA")
+	s := f.hello(t)
+	// A refreshed token for the same session and key moves the session on.
+	f.now = f.now.Add(10 * time.Minute)
+	tok, c, err := f.issuer.Issue(protocol.IssueRequest{Subject: "alice", Roles: []string{"user"}, JKT: f.client.Public().Thumbprint(), Session: s.ID})
+	must(t, err)
+	must(t, f.verifier.Refresh(context.Background(), s, tok))
+	if s.TokenID != c.ID || !s.Expiry.Equal(c.ExpiresAt()) {
+		t.Fatalf("session not moved to the new token: %+v", s)
+	}
+	// A token for another session is refused.
+	other, _, err := f.issuer.Issue(protocol.IssueRequest{Subject: "alice", Roles: []string{"user"}, JKT: f.client.Public().Thumbprint()})
+	must(t, err)
+	if err := f.verifier.Refresh(context.Background(), s, other); protocol.CodeOf(err) != protocol.CodeBadToken {
+		t.Fatalf("refresh with another session's token: %v", err)
+	}
+	// After the old token's expiry the session still works on the new one.
+	f.now = f.now.Add(6 * time.Minute)
+	fr, err := f.signer.Sign(&protocol.Envelope{Action: protocol.ActPing})
+	must(t, err)
+	if _, err := f.verifier.Verify(context.Background(), fr, s); err != nil {
+		t.Fatal(err)
+	}
+	// Revoking the subject stops it at once.
+	f.revoked.RevokeSubject("alice", f.now)
+	fr, _ = f.signer.Sign(&protocol.Envelope{Action: protocol.ActPing})
+	if _, err := f.verifier.Verify(context.Background(), fr, s); protocol.CodeOf(err) != protocol.CodeTokenRevoked {
+		t.Fatalf("after revocation: %v", err)
+	}
+}
