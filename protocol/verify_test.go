@@ -2,6 +2,7 @@ package protocol_test
 
 import (
 	"context"
+	"errors"
 	"encoding/json"
 	"testing"
 
@@ -37,5 +38,52 @@ func TestRoundTrip(t *testing.T) {
 				t.Fatalf("replay: got %v", err)
 			}
 		})
+	}
+}
+
+// spec.md §7 step 8: the replay state is written only by frames whose
+// signature verified, so a forged frame with a huge seq cannot lock the
+// session out.
+func TestReplayStateOnlyAfterSignature(t *testing.T) {
+	f := newFixture(t, "EdDSA")
+	s := f.hello(t)
+	mallory, err := protocol.KeyFromSeed(protocol.EdDSA, "mallory", f.client.KeyID())
+	must(t, err)
+	forger := &protocol.ClientSigner{Key: mallory, Session: s.ID, Subject: "alice", Now: f.signer.Now}
+	forger.SetSeq(1 << 40)
+	forged, err := forger.Sign(&protocol.Envelope{Action: protocol.ActPing})
+	must(t, err)
+	if _, err := f.verifier.Verify(context.Background(), forged, s); protocol.CodeOf(err) != protocol.CodeBadSignature {
+		t.Fatalf("forged frame: %v", err)
+	}
+	good, err := f.signer.Sign(&protocol.Envelope{Action: protocol.ActPing})
+	must(t, err)
+	if _, err := f.verifier.Verify(context.Background(), good, s); err != nil {
+		t.Fatalf("the real client is locked out after a forged frame: %v", err)
+	}
+}
+
+// A rejected frame changes nothing: the next valid frame is accepted, and
+// each error carries the offending id once claims were decoded.
+func TestRejectionLeavesSessionUsable(t *testing.T) {
+	f := newFixture(t, "ES256")
+	s := f.hello(t)
+	ctx := context.Background()
+	forbidden, err := f.signer.Sign(&protocol.Envelope{Action: protocol.ActPub, Channel: "announce.news", Body: []byte(`{}`)})
+	must(t, err)
+	_, err = f.verifier.Verify(ctx, forbidden, s)
+	var pe *protocol.Error
+	if !errors.As(err, &pe) || pe.Code != protocol.CodeForbidden || pe.Ref == "" {
+		t.Fatalf("forbidden: %#v", err)
+	}
+	hello2, err := f.signer.Sign(&protocol.Envelope{Action: protocol.ActHello, Body: []byte(`{}`)})
+	must(t, err)
+	if _, err := f.verifier.Verify(ctx, hello2, s); protocol.CodeOf(err) != protocol.CodeBadRequest {
+		t.Fatalf("second hello: %v", err)
+	}
+	ok, err := f.signer.Sign(&protocol.Envelope{Action: protocol.ActPub, Channel: "rooms.lobby", Body: []byte(`{"a":1}`)})
+	must(t, err)
+	if _, err := f.verifier.Verify(ctx, ok, s); err != nil {
+		t.Fatalf("valid frame after rejections: %v", err)
 	}
 }
