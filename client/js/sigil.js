@@ -1,0 +1,1 @@
+// Sigil browser client: placeholder, replaced by the real client.

@@ -1,0 +1,154 @@
+package server
+
+import (
+	"encoding/json"
+	"time"
+
+	"github.com/sigil-ws/sigil/protocol"
+)
+
+// handle verifies a frame of an established session and runs its action.
+func (c *conn) handle(frame []byte) {
+	s := c.srv
+	ks := s.keys()
+	t0 := time.Now()
+	m, err := ks.verifier.Verify(s.ctx, frame, c.sess)
+	s.m.verifySeconds.Observe(time.Since(t0).Seconds())
+	if err != nil {
+		c.reject(frame, err)
+		return
+	}
+	s.m.accepted.Inc()
+	if perr := c.dispatch(m); perr != nil {
+		s.m.reject(perr.Code)
+		if perr.Ref == "" {
+			perr.Ref = m.ID
+		}
+		c.sendError(&m.Envelope, perr)
+	}
+}
+
+func badRequest(msg string) *protocol.Error {
+	return &protocol.Error{Code: protocol.CodeBadRequest, Message: msg}
+}
+
+// reply answers m with act "reply" when it has a cid, or always when force.
+func (c *conn) reply(m *protocol.Message, body any, force bool) {
+	if m.Corr == "" && !force {
+		return
+	}
+	if body == nil {
+		body = struct{}{}
+	}
+	c.sendSigned(&protocol.Envelope{Action: protocol.ActReply, Corr: m.Corr, Channel: m.Channel}, body)
+}
+
+func (c *conn) dispatch(m *protocol.Message) *protocol.Error {
+	s := c.srv
+	switch m.Action {
+	case protocol.ActPing:
+		c.sendSigned(&protocol.Envelope{Action: protocol.ActPong, Corr: m.Corr}, nil)
+	case protocol.ActSub:
+		if m.Channel == "" {
+			return badRequest("sub needs ch")
+		}
+		members, key, joined, err := s.hub.subscribe(c, m.Channel)
+		if err != nil {
+			return &protocol.Error{Code: protocol.CodeInternal, Message: "subscribe failed"}
+		}
+		c.reply(m, protocol.SubReplyBody{Members: members, Key: key}, true)
+		if joined {
+			s.hub.presence(m.Channel, protocol.ActJoin, c.sub)
+		}
+	case protocol.ActUnsub:
+		if m.Channel == "" {
+			return badRequest("unsub needs ch")
+		}
+		s.hub.unsubscribe(c, m.Channel)
+		c.reply(m, nil, false)
+	case protocol.ActPresence:
+		if m.Channel == "" {
+			return badRequest("presence needs ch")
+		}
+		c.reply(m, protocol.PresenceBody{Members: s.hub.members(m.Channel)}, true)
+	case protocol.ActPub:
+		if m.Channel == "" || (len(m.Body) == 0 && !m.Encrypted) {
+			return badRequest("pub needs ch and body or enc")
+		}
+		err := s.hub.publish(s.ctx, m.Channel, protocol.DeliverBody{Frame: string(m.Frame), JWK: c.jwk, Sub: c.sub})
+		if err != nil {
+			return &protocol.Error{Code: protocol.CodeInternal, Message: "publish failed"}
+		}
+		c.reply(m, nil, false)
+	case protocol.ActDM:
+		if m.To == "" || (len(m.Body) == 0 && !m.Encrypted) {
+			return badRequest("dm needs to and body or enc")
+		}
+		if !s.hub.interested(userTopic(m.To)) {
+			return &protocol.Error{Code: protocol.CodeNotFound, Message: "the recipient has no session"}
+		}
+		rec := directRecord{To: m.To, Frame: string(m.Frame), JWK: c.jwk, Sub: c.sub}
+		if m.Encrypted {
+			rec.Plain = m.Body
+		}
+		payload, err := json.Marshal(rec)
+		if err != nil {
+			return &protocol.Error{Code: protocol.CodeInternal, Message: "dm failed"}
+		}
+		if err := s.cfg.Broker.Publish(s.ctx, userTopic(m.To), payload); err != nil {
+			return &protocol.Error{Code: protocol.CodeInternal, Message: "dm failed"}
+		}
+		c.reply(m, nil, false)
+	case protocol.ActRefresh:
+		return c.refresh(m)
+	default:
+		if !protocol.IsAppAction(m.Action) {
+			return &protocol.Error{Code: protocol.CodeUnknownAction, Message: "unknown action"}
+		}
+		h := s.handler(m.Action)
+		if h == nil {
+			return &protocol.Error{Code: protocol.CodeUnknownAction, Message: "no handler for this action"}
+		}
+		c.mu.Lock()
+		info := SessionInfo{ID: c.sid, Subject: c.sub, Roles: append([]string{}, c.roles...), TokenID: c.jti}
+		c.mu.Unlock()
+		res, err := h(s.ctx, &Message{Message: m, Session: info})
+		if err != nil {
+			if pe, ok := err.(*protocol.Error); ok {
+				return &protocol.Error{Code: pe.Code, Message: pe.Message}
+			}
+			return &protocol.Error{Code: protocol.CodeAppError, Message: err.Error()}
+		}
+		body, err := json.Marshal(res)
+		if err != nil {
+			return &protocol.Error{Code: protocol.CodeInternal, Message: "handler result is not JSON"}
+		}
+		c.reply(m, json.RawMessage(body), true)
+	}
+	return nil
+}
+
+// refresh is the in-band refresh: rotate the refresh token and move the
+// session to a new token with the same sid and key.
+func (c *conn) refresh(m *protocol.Message) *protocol.Error {
+	var rb protocol.RefreshBody
+	if err := protocol.DecodeBody(m.Body, &rb); err != nil || rb.RefreshToken == "" {
+		return badRequest("refresh body must be {refresh_token}")
+	}
+	s := c.srv
+	res, aerr := s.rotateRefresh(s.ctx, rb.RefreshToken, c.sid, c.sess.Key.Thumbprint())
+	if aerr != nil {
+		return &protocol.Error{Code: protocol.CodeBadToken, Message: "refresh token rejected"}
+	}
+	if err := s.keys().verifier.Refresh(s.ctx, c.sess, res.Token); err != nil {
+		return asProtoErr(err)
+	}
+	c.mu.Lock()
+	c.roles, c.jti = c.sess.Roles, c.sess.TokenID
+	c.mu.Unlock()
+	c.exp.Store(c.sess.Expiry.UnixMilli())
+	c.warned.Store(false)
+	c.sendSigned(&protocol.Envelope{Action: protocol.ActRefreshed, Corr: m.Corr},
+		protocol.RefreshedBody{Token: res.Token, Expiry: res.ExpiresAt, RefreshToken: res.RefreshToken})
+	return nil
+}

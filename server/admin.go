@@ -1,0 +1,188 @@
+package server
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/json"
+	"io"
+	"net/http"
+	"strings"
+
+	"github.com/sigil-ws/sigil/internal/strictjson"
+	"github.com/sigil-ws/sigil/protocol"
+)
+
+// ProofHeader carries the proof of possession of admin requests.
+const ProofHeader = "Sigil-Proof"
+
+// AdminBody is the body of the proof frame of an admin request: the
+// session public key (its thumbprint must be the bearer token's cnf.jkt)
+// and the request body as JSON ({} for GET).
+type AdminBody struct {
+	JWK json.RawMessage `json:"jwk"`
+	Req json.RawMessage `json:"req"`
+}
+
+// AdminHandler serves the admin API under /v1/admin/:
+//
+//	GET  /v1/admin/sessions                  act admin.sessions
+//	POST /v1/admin/revoke {"jti"} or {"sub"} act admin.revoke
+//	POST /v1/admin/kick   {"sid"}            act admin.kick
+//
+// Every request carries "Authorization: Bearer <session token>" whose roles
+// include "admin", and a Sigil-Proof header: a client frame signed by the
+// token's session key, with the token's sid and sub, act "admin.<op>" and
+// body {"jwk": <session public JWK>, "req": <the request body, {} for GET>},
+// verified by the same pipeline as WebSocket frames (freshness, replay with
+// its own seq store, and a policy that allows admin.* to role admin only).
+func (s *Server) AdminHandler() http.Handler {
+	return http.HandlerFunc(s.serveAdmin)
+}
+
+func (s *Server) serveAdmin(w http.ResponseWriter, r *http.Request) {
+	op := strings.TrimPrefix(r.URL.Path, "/v1/admin/")
+	want := map[string]string{"sessions": http.MethodGet, "revoke": http.MethodPost, "kick": http.MethodPost}[op]
+	if want == "" {
+		writeError(w, newAPIError(http.StatusNotFound, ErrCodeNotFound, "no such admin operation"))
+		return
+	}
+	if r.Method != want {
+		writeError(w, newAPIError(http.StatusMethodNotAllowed, ErrCodeInvalidRequest, want+" only"))
+		return
+	}
+	body := []byte("{}")
+	if want == http.MethodPost {
+		data, err := io.ReadAll(io.LimitReader(r.Body, 16<<10+1))
+		if err != nil || len(data) > 16<<10 || strictjson.Valid(data, 8) != nil {
+			writeError(w, newAPIError(http.StatusBadRequest, ErrCodeInvalidRequest, "body is not strict JSON"))
+			return
+		}
+		body = data
+	}
+	if aerr := s.adminAuth(r, "admin."+op, body); aerr != nil {
+		writeError(w, aerr)
+		return
+	}
+	ctx := r.Context()
+	switch op {
+	case "sessions":
+		writeJSON(w, http.StatusOK, map[string]any{"sessions": s.Sessions()})
+	case "revoke":
+		var req struct {
+			JTI string `json:"jti"`
+			Sub string `json:"sub"`
+		}
+		if !strictInto(body, &req) || (req.JTI == "") == (req.Sub == "") {
+			writeError(w, newAPIError(http.StatusBadRequest, ErrCodeInvalidRequest, `body must be {"jti"} or {"sub"}`))
+			return
+		}
+		var n int
+		var err error
+		if req.JTI != "" {
+			n, err = s.RevokeToken(ctx, req.JTI)
+		} else {
+			n, err = s.RevokeSubject(ctx, req.Sub)
+		}
+		if err != nil {
+			writeError(w, newAPIError(http.StatusInternalServerError, ErrCodeInternal, "revocation failed"))
+			return
+		}
+		s.log.Info("admin revoke", "jti", req.JTI, "sub", req.Sub, "closed", n)
+		writeJSON(w, http.StatusOK, map[string]int{"closed": n})
+	case "kick":
+		var req struct {
+			SID string `json:"sid"`
+		}
+		if !strictInto(body, &req) || req.SID == "" {
+			writeError(w, newAPIError(http.StatusBadRequest, ErrCodeInvalidRequest, `body must be {"sid"}`))
+			return
+		}
+		n := s.Kick(req.SID)
+		if n == 0 {
+			writeError(w, newAPIError(http.StatusNotFound, ErrCodeNotFound, "no live session with this sid"))
+			return
+		}
+		s.log.Info("admin kick", "sid", req.SID, "closed", n)
+		writeJSON(w, http.StatusOK, map[string]int{"closed": n})
+	}
+}
+
+func strictInto(data []byte, v any) bool {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	return dec.Decode(v) == nil
+}
+
+func (s *Server) adminAuth(r *http.Request, act string, body []byte) *apiError {
+	unauth := newAPIError(http.StatusUnauthorized, ErrCodeUnauthorized, "a bearer session token and a Sigil-Proof are required")
+	auth := r.Header.Get("Authorization")
+	token, ok := strings.CutPrefix(auth, "Bearer ")
+	proof := r.Header.Get(ProofHeader)
+	if !ok || token == "" || proof == "" || len(proof) > s.cfg.MaxFrame {
+		return unauth
+	}
+	ks := s.keys()
+	claims, err := ks.tokens.Verify(r.Context(), token)
+	if err != nil {
+		return unauth
+	}
+	// Key resolution: the jwk in the proof's body must be the key the token
+	// is bound to; the frame is then verified under it.
+	jwk := proofJWK(proof)
+	if jwk == nil {
+		return unauth
+	}
+	key, err := protocol.ParsePublicJWK(jwk)
+	if err != nil || key.Thumbprint() != claims.Confirm.JKT {
+		return unauth
+	}
+	bound, err := protocol.NewPublicKey(key.Key(), "")
+	if err != nil {
+		return unauth
+	}
+	sess := &protocol.Session{
+		ID: claims.Session, Subject: claims.Subject, Roles: claims.Roles, Key: bound, JWK: jwk,
+		TokenID: claims.ID, IssuedAt: claims.IssuedAtTime(), Expiry: claims.ExpiresAt(),
+	}
+	m, err := ks.admin.Verify(r.Context(), []byte(proof), sess)
+	if err != nil {
+		if protocol.IsCode(err, protocol.CodeForbidden) {
+			return newAPIError(http.StatusForbidden, ErrCodeForbidden, "the admin role is required")
+		}
+		return unauth
+	}
+	if m.Action != act {
+		return newAPIError(http.StatusUnauthorized, ErrCodeUnauthorized, "proof act must be "+act)
+	}
+	var ab AdminBody
+	if protocol.DecodeBody(m.Body, &ab) != nil || !sameJSON(ab.Req, body) {
+		return newAPIError(http.StatusUnauthorized, ErrCodeUnauthorized, "proof body.req must equal the request body")
+	}
+	return nil
+}
+
+func proofJWK(proof string) []byte {
+	parts := strings.Split(proof, ".")
+	if len(parts) != 3 {
+		return nil
+	}
+	payload, err := base64.RawURLEncoding.Strict().DecodeString(parts[1])
+	if err != nil || strictjson.Valid(payload, protocol.MaxDepth) != nil {
+		return nil
+	}
+	var env struct {
+		Body AdminBody `json:"body"`
+	}
+	if json.Unmarshal(payload, &env) != nil || len(env.Body.JWK) == 0 {
+		return nil
+	}
+	return env.Body.JWK
+}
+
+func sameJSON(a, b []byte) bool {
+	var ca, cb bytes.Buffer
+	if json.Compact(&ca, a) != nil || json.Compact(&cb, b) != nil {
+		return false
+	}
+	return bytes.Equal(ca.Bytes(), cb.Bytes())
+}

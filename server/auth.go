@@ -1,0 +1,55 @@
+package server
+
+import (
+	"context"
+)
+
+// Grant types of /v1/token.
+const (
+	GrantPassword = "password" // username and password, checked by a users file
+	GrantExternal = "external" // a JWT assertion from a trusted identity provider
+)
+
+// Credentials are what a client presented to /v1/token.
+type Credentials struct {
+	GrantType string
+	Username  string // password grant
+	Password  string // password grant
+	Assertion string // external grant: the identity provider's JWT
+}
+
+// Identity is an authenticated subject and its roles.
+type Identity struct {
+	Subject string
+	Roles   []string
+}
+
+// Authenticator turns credentials into an identity. It returns
+// ErrInvalidCredentials for any bad credential (the HTTP API answers all of
+// them with the same invalid_grant) and ErrUnsupportedGrant for a grant
+// type it does not handle. Implementations must be safe for concurrent use.
+type Authenticator interface {
+	Authenticate(ctx context.Context, c Credentials) (*Identity, error)
+}
+
+// Authenticators routes each grant type to its authenticator; a nil member
+// means the grant is not supported.
+type Authenticators struct {
+	Password Authenticator // grant_type "password", e.g. a *UsersFile
+	External Authenticator // grant_type "external", e.g. an *ExternalIssuer
+}
+
+// Authenticate implements Authenticator.
+func (a Authenticators) Authenticate(ctx context.Context, c Credentials) (*Identity, error) {
+	var next Authenticator
+	switch c.GrantType {
+	case GrantPassword:
+		next = a.Password
+	case GrantExternal:
+		next = a.External
+	}
+	if next == nil {
+		return nil, ErrUnsupportedGrant
+	}
+	return next.Authenticate(ctx, c)
+}

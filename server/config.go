@@ -1,0 +1,191 @@
+package server
+
+import (
+	"log/slog"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/sigil-ws/sigil/protocol"
+)
+
+// Config configures a Server. The zero value of every field means the
+// documented default, so Config{} is a working single-node server.
+type Config struct {
+	// Issuer is the iss of session tokens. Default "sigil".
+	Issuer string
+	// Audience is the aud of session tokens. Default "sigil.v1".
+	Audience string
+	// Keys are the server's signing keys, oldest first. The last one signs
+	// tokens and server frames; all of them verify and are published in the
+	// JWKS until retired with RetireKey. Default: one EdDSA key generated in
+	// memory (tokens then do not survive a restart).
+	Keys []*protocol.PrivateKey
+
+	// Authenticator checks /v1/token credentials. Default: none, every grant
+	// is answered with unsupported_grant_type.
+	Authenticator Authenticator
+	// Policy authorises actions. Default protocol.DefaultPolicy().
+	Policy *protocol.Policy
+
+	// Replay is the replay store. Default protocol.NewMemoryReplayStore.
+	Replay protocol.ReplayStore
+	// Revocations stores revoked token ids and subjects. Default
+	// NewMemoryRevocationStore().
+	Revocations RevocationStore
+	// Refresh stores refresh tokens. Default NewMemoryRefreshStore().
+	Refresh RefreshStore
+	// Broker fans frames out to subscribers. Default NewMemoryBroker().
+	Broker Broker
+
+	// TokenTTL is the lifetime of session tokens. Default 15 minutes.
+	TokenTTL time.Duration
+	// RefreshTTL is the lifetime of a refresh-token family. Default 24 hours.
+	RefreshTTL time.Duration
+	// MaxFrame is the size limit of a client frame. Default 64 KiB.
+	MaxFrame int
+	// ReadLimit is the WebSocket read limit; a larger frame closes the
+	// connection with 1009. Default 4×MaxFrame.
+	ReadLimit int64
+	// Skew is the freshness tolerance of frame timestamps. Default 30s.
+	Skew time.Duration
+
+	// HandshakeTimeout bounds the WebSocket upgrade. Default 10s.
+	HandshakeTimeout time.Duration
+	// HelloTimeout bounds the wait for hello; then close 4000. Default 10s.
+	HelloTimeout time.Duration
+	// PingInterval is how often the server pings a connection. Default 30s.
+	PingInterval time.Duration
+	// PongTimeout is how long a connection may stay silent (no frame, no
+	// pong) after a ping. Default 30s.
+	PongTimeout time.Duration
+	// WriteTimeout is the write deadline of every frame. Default 10s.
+	WriteTimeout time.Duration
+	// SendQueue is the per-session send queue length; a session whose queue
+	// overflows is closed with 4005. Default 256 frames.
+	SendQueue int
+	// MaxViolations is the number of rejected frames tolerated within
+	// ViolationWindow; one more closes the connection with 1008. Default 20.
+	MaxViolations int
+	// ViolationWindow: default one minute.
+	ViolationWindow time.Duration
+	// ExpiryWarning is how long before token expiry "expiring" is sent.
+	// Default 60s.
+	ExpiryWarning time.Duration
+	// ChannelKeyRotation is the maximum age of a channel content key.
+	// Default 24 hours.
+	ChannelKeyRotation time.Duration
+	// KeyGrace is how long a rotated content key stays valid. Default 60s.
+	KeyGrace time.Duration
+	// SweepInterval is the period of the expiry/keepalive sweeper. Default 1s.
+	SweepInterval time.Duration
+
+	// AllowedOrigins lists the browser origins ("https://chat.example")
+	// allowed to open /v1/ws besides the server's own origin. Requests
+	// without an Origin header (non-browser clients) are allowed. "*" allows
+	// every origin: do not use it in production. Default: same origin only.
+	AllowedOrigins []string
+	// Compression enables permessage-deflate negotiation. Default off.
+	Compression bool
+	// WSURL is the ws_url returned by /v1/token. Default: derived from the
+	// request's Host, wss when the request came over TLS.
+	WSURL string
+
+	// LoginFailuresPerAccount is how many failed logins an account may have
+	// per LoginWindow before it is rate-limited. Default 10.
+	LoginFailuresPerAccount int
+	// LoginFailuresPerAddress is the same per client address. Default 50.
+	LoginFailuresPerAddress int
+	// LoginWindow: default one minute.
+	LoginWindow time.Duration
+	// TrustForwardedFor uses the first X-Forwarded-For address as the client
+	// address for rate limiting. Default false (RemoteAddr).
+	TrustForwardedFor bool
+
+	// Logger receives structured logs. Default slog.Default().
+	Logger *slog.Logger
+	// Registerer receives the Prometheus metrics; /metrics serves Gatherer.
+	// Default: a new registry private to the server.
+	Registerer prometheus.Registerer
+	// Gatherer is what /metrics serves. Default: the private registry, or
+	// prometheus.DefaultGatherer when Registerer is
+	// prometheus.DefaultRegisterer.
+	Gatherer prometheus.Gatherer
+	// Now is the clock. Default time.Now.
+	Now func() time.Time
+}
+
+func (c *Config) setDefaults() {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	defInt := func(d *int, v int) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	if c.Issuer == "" {
+		c.Issuer = "sigil"
+	}
+	if c.Audience == "" {
+		c.Audience = "sigil.v1"
+	}
+	if c.Policy == nil {
+		c.Policy = protocol.DefaultPolicy()
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.Replay == nil {
+		c.Replay = protocol.NewMemoryReplayStore(0, c.Now)
+	}
+	if c.Revocations == nil {
+		c.Revocations = NewMemoryRevocationStore()
+	}
+	if c.Refresh == nil {
+		c.Refresh = NewMemoryRefreshStore(c.Now)
+	}
+	if c.Broker == nil {
+		c.Broker = NewMemoryBroker()
+	}
+	def(&c.TokenTTL, 15*time.Minute)
+	def(&c.RefreshTTL, 24*time.Hour)
+	defInt(&c.MaxFrame, protocol.DefaultMaxFrame)
+	if c.ReadLimit <= 0 {
+		c.ReadLimit = 4 * int64(c.MaxFrame)
+	}
+	def(&c.Skew, protocol.DefaultSkew)
+	def(&c.HandshakeTimeout, 10*time.Second)
+	def(&c.HelloTimeout, 10*time.Second)
+	def(&c.PingInterval, 30*time.Second)
+	def(&c.PongTimeout, 30*time.Second)
+	def(&c.WriteTimeout, 10*time.Second)
+	defInt(&c.SendQueue, 256)
+	defInt(&c.MaxViolations, 20)
+	def(&c.ViolationWindow, time.Minute)
+	def(&c.ExpiryWarning, 60*time.Second)
+	def(&c.ChannelKeyRotation, 24*time.Hour)
+	def(&c.KeyGrace, 60*time.Second)
+	def(&c.SweepInterval, time.Second)
+	defInt(&c.LoginFailuresPerAccount, 10)
+	defInt(&c.LoginFailuresPerAddress, 50)
+	def(&c.LoginWindow, time.Minute)
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Registerer == nil {
+		reg := prometheus.NewRegistry()
+		c.Registerer = reg
+		if c.Gatherer == nil {
+			c.Gatherer = reg
+		}
+	}
+	if c.Gatherer == nil {
+		if g, ok := c.Registerer.(prometheus.Gatherer); ok {
+			c.Gatherer = g
+		} else {
+			c.Gatherer = prometheus.DefaultGatherer
+		}
+	}
+}

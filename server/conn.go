@@ -1,0 +1,516 @@
+package server
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"io"
+	"net"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/sigil-ws/sigil/protocol"
+)
+
+// outFrame is one queued outgoing frame.
+type outFrame struct {
+	pm   *websocket.PreparedMessage // shared fan-out frame, or
+	data []byte                     // a frame for this session only, or
+	ping bool                       // a keepalive ping
+}
+
+// conn is one WebSocket connection and, after welcome, its session.
+type conn struct {
+	srv         *Server
+	ws          *websocket.Conn
+	remote      string
+	connectedAt time.Time
+
+	// Set once at welcome, read-only afterwards.
+	sid, sub string
+	jwk      []byte
+	ekey     *ecdsa.PublicKey
+	keys     *protocol.KeyRing
+	sessKey  *protocol.ContentKey
+	welcomed atomic.Bool
+
+	// Reader goroutine only.
+	sess    *protocol.Session
+	rejects []time.Time
+
+	exp    atomic.Int64 // token expiry, Unix ms
+	warned atomic.Bool
+
+	mu        sync.Mutex
+	queue     []outFrame
+	writing   bool
+	closed    bool
+	closeCode int // pending close after the queue drains (0: none)
+	closeMsg  string
+	closeBy   time.Time // read deadline once closing
+	channels  map[string]struct{}
+	roles     []string
+	jti       string
+}
+
+func newConn(s *Server, ws *websocket.Conn, remote string) *conn {
+	return &conn{srv: s, ws: ws, remote: remote, connectedAt: s.cfg.Now()}
+}
+
+var readBufPool = sync.Pool{New: func() any { b := make([]byte, 0, 2048); return &b }}
+
+// run is the reader goroutine.
+func (c *conn) run() {
+	defer c.finish()
+	s := c.srv
+	c.ws.SetPongHandler(func(string) error {
+		return c.ws.SetReadDeadline(c.readDeadline())
+	})
+	_ = c.ws.SetReadDeadline(s.cfg.Now().Add(s.cfg.HelloTimeout))
+	hello := true
+	for {
+		bp, err := c.read()
+		if err != nil {
+			var ne net.Error
+			switch {
+			case hello && errors.As(err, &ne) && ne.Timeout() && !c.isClosed():
+				c.close(CloseHelloTimeout, "no hello within the deadline", false)
+			case errors.Is(err, websocket.ErrReadLimit):
+				c.markClosed(CloseTooBig)
+				c.drain()
+			case errors.Is(err, errBinary):
+				c.close(CloseUnsupported, "binary frames are not supported", false)
+				c.drain()
+			}
+			return
+		}
+		if !c.isClosed() {
+			if hello {
+				c.hello(*bp)
+				hello = false
+			} else {
+				c.handle(*bp)
+			}
+		}
+		if cap(*bp) <= 64<<10 {
+			*bp = (*bp)[:0]
+			readBufPool.Put(bp)
+		}
+		if !hello || c.isClosed() {
+			_ = c.ws.SetReadDeadline(c.readDeadline())
+		}
+	}
+}
+
+var errBinary = errors.New("binary frame")
+
+// read reads one text message into a pooled buffer.
+func (c *conn) read() (*[]byte, error) {
+	mt, r, err := c.ws.NextReader()
+	if err != nil {
+		return nil, err
+	}
+	if mt != websocket.TextMessage {
+		return nil, errBinary
+	}
+	bp := readBufPool.Get().(*[]byte)
+	b := (*bp)[:0]
+	for {
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)]
+		}
+		n, err := r.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			*bp = b[:0]
+			readBufPool.Put(bp)
+			return nil, err
+		}
+	}
+	*bp = b
+	return bp, nil
+}
+
+func (c *conn) readDeadline() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return c.closeBy
+	}
+	return c.srv.cfg.Now().Add(c.srv.cfg.PingInterval + c.srv.cfg.PongTimeout)
+}
+
+// drain reads and discards what the peer still sends for a moment, so that
+// closing the socket does not reset it before the close frame is read.
+func (c *conn) drain() {
+	nc := c.ws.NetConn()
+	_ = nc.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+	_, _ = io.Copy(io.Discard, io.LimitReader(nc, 8<<20))
+}
+
+// finish runs when the reader goroutine ends.
+func (c *conn) finish() {
+	c.mu.Lock()
+	c.closed = true
+	c.queue = nil
+	c.mu.Unlock()
+	_ = c.ws.Close()
+	if c.welcomed.Load() {
+		c.srv.hub.unregister(c)
+	}
+	c.srv.m.connections.Dec()
+	c.srv.removeConn(c)
+}
+
+func (c *conn) isClosed() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.closed
+}
+
+func (c *conn) markClosed(code int) {
+	c.mu.Lock()
+	c.closed = true
+	c.queue = nil
+	c.mu.Unlock()
+	c.srv.m.closes.WithLabelValues(itoa(code)).Inc()
+}
+
+// close starts the closing handshake with code. With drain, queued frames
+// are written first. The reader goroutine keeps reading (and discarding)
+// until the peer answers or a short deadline passes.
+func (c *conn) close(code int, reason string, drain bool) {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return
+	}
+	c.closed = true
+	c.closeBy = time.Now().Add(2 * time.Second)
+	if drain && c.writing {
+		c.closeCode, c.closeMsg = code, reason
+		c.mu.Unlock()
+		return
+	}
+	c.queue = nil
+	c.mu.Unlock()
+	c.sendClose(code, reason)
+}
+
+func (c *conn) sendClose(code int, reason string) {
+	c.srv.m.closes.WithLabelValues(itoa(code)).Inc()
+	if code == CloseSlowConsumer {
+		c.srv.m.slowDrops.Inc()
+	}
+	if c.sid != "" {
+		c.srv.log.Info("session closed", "sid", c.sid, "sub", c.sub, "code", code, "reason", reason)
+	}
+	_ = c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason), time.Now().Add(time.Second))
+	_ = c.ws.NetConn().SetReadDeadline(time.Now().Add(2 * time.Second))
+}
+
+// enqueue queues f; an overflow closes the session with 4005.
+func (c *conn) enqueue(f outFrame) bool {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return false
+	}
+	if len(c.queue) >= c.srv.cfg.SendQueue {
+		c.mu.Unlock()
+		go c.close(CloseSlowConsumer, "send queue overflow", false)
+		return false
+	}
+	c.queue = append(c.queue, f)
+	start := !c.writing
+	c.writing = true
+	c.mu.Unlock()
+	if start {
+		go c.writeLoop()
+	}
+	return true
+}
+
+// writeLoop drains the queue and exits when it is empty.
+func (c *conn) writeLoop() {
+	var batch []outFrame
+	for {
+		c.mu.Lock()
+		if len(c.queue) == 0 {
+			c.writing = false
+			code, msg := c.closeCode, c.closeMsg
+			c.closeCode = 0
+			c.queue = nil
+			c.mu.Unlock()
+			if code != 0 {
+				c.sendClose(code, msg)
+			}
+			return
+		}
+		batch, c.queue = c.queue, batch[:0]
+		c.mu.Unlock()
+		for i, f := range batch {
+			deadline := time.Now().Add(c.srv.cfg.WriteTimeout)
+			var err error
+			switch {
+			case f.pm != nil:
+				_ = c.ws.SetWriteDeadline(deadline)
+				err = c.ws.WritePreparedMessage(f.pm)
+			case f.ping:
+				err = c.ws.WriteControl(websocket.PingMessage, nil, deadline)
+			default:
+				_ = c.ws.SetWriteDeadline(deadline)
+				err = c.ws.WriteMessage(websocket.TextMessage, f.data)
+			}
+			batch[i] = outFrame{}
+			if err != nil {
+				c.mu.Lock()
+				c.closed = true
+				c.writing = false
+				c.queue = nil
+				c.mu.Unlock()
+				_ = c.ws.NetConn().Close()
+				return
+			}
+		}
+	}
+}
+
+// sendSigned signs env (with body v) for this session and queues it.
+func (c *conn) sendSigned(env *protocol.Envelope, v any) {
+	env.Session = c.sid
+	var frame []byte
+	var err error
+	if v == nil {
+		frame, err = c.srv.keys().signer.Sign(env)
+	} else {
+		frame, err = c.srv.keys().signer.SignBody(env, v)
+	}
+	if err != nil {
+		c.srv.log.Error("signing a frame failed", "err", err)
+		return
+	}
+	c.enqueue(outFrame{data: frame})
+}
+
+// sendError signs an error frame answering ref (may be nil).
+func (c *conn) sendError(ref *protocol.Envelope, e *protocol.Error) {
+	frame, err := c.srv.keys().signer.ErrorFrame(c.sid, ref, e)
+	if err != nil {
+		c.srv.log.Error("signing an error frame failed", "err", err)
+		return
+	}
+	c.enqueue(outFrame{data: frame})
+}
+
+// hello verifies the first frame and answers welcome, or an error and a
+// close.
+func (c *conn) hello(frame []byte) {
+	s := c.srv
+	ks := s.keys()
+	t0 := time.Now()
+	sess, m, err := ks.verifier.VerifyHello(s.ctx, frame)
+	s.m.verifySeconds.Observe(time.Since(t0).Seconds())
+	if err != nil {
+		pe := asProtoErr(err)
+		s.m.reject(pe.Code)
+		c.sendError(nil, pe)
+		code := CloseHelloRejected
+		switch pe.Code {
+		case protocol.CodeTokenExpired:
+			code = CloseTokenExpired
+		case protocol.CodeTokenRevoked:
+			code = CloseRevoked
+		}
+		c.close(code, string(pe.Code), true)
+		return
+	}
+	s.m.accepted.Inc()
+	c.sess = sess
+	c.sid, c.sub, c.jwk = sess.ID, sess.Subject, sess.JWK
+	c.roles, c.jti = sess.Roles, sess.TokenID
+	c.exp.Store(sess.Expiry.UnixMilli())
+	wb := protocol.WelcomeBody{
+		Session: sess.ID, Subject: sess.Subject, Roles: sess.Roles,
+		Expiry: sess.Expiry.UnixMilli(), Time: s.cfg.Now().UnixMilli(),
+		Skew: s.cfg.Skew.Milliseconds(), Window: s.cfg.Skew.Milliseconds(),
+		LastSeq: m.Seq, MaxFrame: s.cfg.MaxFrame,
+	}
+	if len(sess.Agreement) > 0 {
+		ekey, err := protocol.ParseAgreementJWK(sess.Agreement)
+		if err == nil {
+			var key *protocol.ContentKey
+			if key, err = protocol.NewContentKey(protocol.ScopeSession, nil); err == nil {
+				wb.Key, err = protocol.WrapContentKey(key, ekey)
+			}
+			if err == nil {
+				c.ekey, c.sessKey, c.keys = ekey, key, protocol.NewKeyRing()
+				c.keys.Add(key, time.Time{})
+				sess.Keys = c.keys
+			}
+		}
+		if err != nil {
+			c.sendError(&m.Envelope, &protocol.Error{Code: protocol.CodeInternal, Message: "could not set up body encryption"})
+			c.close(CloseServerError, "encryption setup failed", true)
+			return
+		}
+	}
+	c.welcomed.Store(true)
+	s.hub.register(c)
+	// A revocation that raced with this hello must still close it.
+	if revoked, err := s.cfg.Revocations.IsRevoked(s.ctx, sess.TokenID, sess.Subject, sess.IssuedAt); err == nil && revoked {
+		c.close(CloseRevoked, "revoked", false)
+		return
+	}
+	c.sendSigned(&protocol.Envelope{Action: protocol.ActWelcome, Corr: m.Corr}, wb)
+	s.log.Info("session open", "sid", c.sid, "sub", c.sub, "remote", c.remote, "encrypted", c.ekey != nil)
+}
+
+// reject answers a rejected frame and counts the violation.
+func (c *conn) reject(frame []byte, err error) {
+	s := c.srv
+	pe := asProtoErr(err)
+	s.m.reject(pe.Code)
+	var ref *protocol.Envelope
+	if afterSignature(pe.Code) {
+		ref = peekEnvelope(frame)
+	}
+	if ref != nil && pe.Ref != "" {
+		ref.ID = pe.Ref
+	}
+	c.sendError(ref, pe)
+	switch pe.Code {
+	case protocol.CodeTokenExpired:
+		c.close(CloseTokenExpired, "token expired", true)
+		return
+	case protocol.CodeTokenRevoked:
+		c.close(CloseRevoked, "revoked", true)
+		return
+	}
+	now := time.Now()
+	cut := 0
+	for cut < len(c.rejects) && now.Sub(c.rejects[cut]) > s.cfg.ViolationWindow {
+		cut++
+	}
+	c.rejects = append(c.rejects[cut:], now)
+	if len(c.rejects) > s.cfg.MaxViolations {
+		c.close(ClosePolicy, "too many rejected frames", true)
+	}
+}
+
+// afterSignature: codes of steps after the signature verified, where the
+// payload (and its cid) is authentic.
+func afterSignature(code protocol.Code) bool {
+	switch code {
+	case protocol.CodeWrongSession, protocol.CodeStale, protocol.CodeFuture, protocol.CodeReplaySeq,
+		protocol.CodeReplayID, protocol.CodeTokenExpired, protocol.CodeTokenRevoked, protocol.CodeForbidden,
+		protocol.CodeBadEnc, protocol.CodeBadRequest:
+		return true
+	}
+	return false
+}
+
+// peekEnvelope reads id and cid of a frame whose signature and strict
+// claims already verified (protocol.Verifier does not return the envelope
+// with an error).
+func peekEnvelope(frame []byte) *protocol.Envelope {
+	i := indexByte(frame, '.')
+	if i < 0 {
+		return nil
+	}
+	j := indexByte(frame[i+1:], '.')
+	if j < 0 {
+		return nil
+	}
+	payload, err := base64.RawURLEncoding.DecodeString(string(frame[i+1 : i+1+j]))
+	if err != nil {
+		return nil
+	}
+	var e struct {
+		ID  string `json:"id"`
+		Cid string `json:"cid"`
+	}
+	if json.Unmarshal(payload, &e) != nil {
+		return nil
+	}
+	return &protocol.Envelope{ID: e.ID, Corr: e.Cid}
+}
+
+func indexByte(b []byte, c byte) int {
+	for i, x := range b {
+		if x == c {
+			return i
+		}
+	}
+	return -1
+}
+
+func asProtoErr(err error) *protocol.Error {
+	var pe *protocol.Error
+	if errors.As(err, &pe) {
+		return pe
+	}
+	return &protocol.Error{Code: protocol.CodeInternal, Message: "internal error"}
+}
+
+// tick runs from the sweeper: expiry warning and close, keepalive ping.
+func (c *conn) tick(now time.Time, ping bool) {
+	if !c.welcomed.Load() {
+		return
+	}
+	exp := time.UnixMilli(c.exp.Load())
+	switch {
+	case !now.Before(exp):
+		c.close(CloseTokenExpired, "token expired", false)
+		return
+	case !now.Before(exp.Add(-c.srv.cfg.ExpiryWarning)) && !c.warned.Swap(true):
+		c.sendSigned(&protocol.Envelope{Action: protocol.ActExpiring}, protocol.ExpiringBody{Expiry: exp.UnixMilli()})
+	}
+	if ping {
+		c.enqueue(outFrame{ping: true})
+	}
+}
+
+func (c *conn) tokenID() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.jti
+}
+
+func (c *conn) info() SessionInfo {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	chs := make([]string, 0, len(c.channels))
+	for ch := range c.channels {
+		chs = append(chs, ch)
+	}
+	sort.Strings(chs)
+	return SessionInfo{
+		ID: c.sid, Subject: c.sub, Roles: append([]string{}, c.roles...), TokenID: c.jti,
+		Remote: c.remote, ConnectedAt: c.connectedAt, ExpiresAt: time.UnixMilli(c.exp.Load()),
+		Channels: chs, Encrypted: c.ekey != nil,
+	}
+}
+
+func itoa(n int) string {
+	var b [20]byte
+	i := len(b)
+	for n >= 10 {
+		i--
+		b[i] = byte('0' + n%10)
+		n /= 10
+	}
+	i--
+	b[i] = byte('0' + n)
+	return string(b[i:])
+}
+
+var _ = context.Background

@@ -1,0 +1,366 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/sigil-ws/sigil/protocol"
+)
+
+// hub holds this node's sessions, channels and presence. Fan-out goes
+// through the Broker: the hub publishes to a topic and delivers what the
+// broker hands back to its local subscribers.
+type hub struct {
+	s *Server
+
+	mu       sync.RWMutex
+	all      map[*conn]struct{}
+	users    map[string]map[*conn]struct{}
+	channels map[string]*channel
+}
+
+type channel struct {
+	name    string
+	subs    map[*conn]struct{}
+	members map[string]int // sub -> number of its sessions subscribed
+	key     *protocol.ContentKey
+	keyAt   time.Time
+}
+
+func newHub(s *Server) *hub {
+	return &hub{s: s, all: map[*conn]struct{}{}, users: map[string]map[*conn]struct{}{}, channels: map[string]*channel{}}
+}
+
+func userTopic(sub string) string { return "user:" + sub }
+func chanTopic(ch string) string  { return "ch:" + ch }
+
+func (h *hub) register(c *conn) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.all[c] = struct{}{}
+	u := h.users[c.sub]
+	if u == nil {
+		u = map[*conn]struct{}{}
+		h.users[c.sub] = u
+		_ = h.s.cfg.Broker.Subscribe(h.s.ctx, userTopic(c.sub))
+	}
+	u[c] = struct{}{}
+}
+
+func (h *hub) unregister(c *conn) {
+	c.mu.Lock()
+	chs := make([]string, 0, len(c.channels))
+	for ch := range c.channels {
+		chs = append(chs, ch)
+	}
+	c.mu.Unlock()
+	for _, ch := range chs {
+		h.unsubscribe(c, ch)
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	delete(h.all, c)
+	if u := h.users[c.sub]; u != nil {
+		delete(u, c)
+		if len(u) == 0 {
+			delete(h.users, c.sub)
+			_ = h.s.cfg.Broker.Unsubscribe(h.s.ctx, userTopic(c.sub))
+		}
+	}
+}
+
+// conns returns the registered connections matching pred (nil: all).
+func (h *hub) conns(pred func(*conn) bool) []*conn {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	out := make([]*conn, 0, len(h.all))
+	for c := range h.all {
+		if pred == nil || pred(c) {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+func (h *hub) sessions() []SessionInfo {
+	cs := h.conns(nil)
+	out := make([]SessionInfo, 0, len(cs))
+	for _, c := range cs {
+		out = append(out, c.info())
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ConnectedAt.Before(out[j].ConnectedAt) })
+	return out
+}
+
+// subscribe adds c to ch. It returns the members, the channel key wrapped
+// for c (if c negotiated encryption) and whether c's subject just joined.
+func (h *hub) subscribe(c *conn, name string) (members []string, wrapped string, joined bool, err error) {
+	h.mu.Lock()
+	ch := h.channels[name]
+	if ch == nil {
+		ch = &channel{name: name, subs: map[*conn]struct{}{}, members: map[string]int{}}
+		h.channels[name] = ch
+		_ = h.s.cfg.Broker.Subscribe(h.s.ctx, chanTopic(name))
+	}
+	if _, already := ch.subs[c]; !already {
+		ch.subs[c] = struct{}{}
+		ch.members[c.sub]++
+		joined = ch.members[c.sub] == 1
+		c.mu.Lock()
+		if c.channels == nil {
+			c.channels = map[string]struct{}{}
+		}
+		c.channels[name] = struct{}{}
+		c.mu.Unlock()
+	}
+	if c.ekey != nil {
+		if ch.key == nil {
+			if ch.key, err = protocol.NewContentKey(protocol.ChannelScope(name), nil); err != nil {
+				h.mu.Unlock()
+				return nil, "", false, err
+			}
+			ch.keyAt = h.s.cfg.Now()
+		}
+		c.keys.Add(ch.key, time.Time{})
+		key := ch.key
+		members = ch.memberList()
+		h.mu.Unlock()
+		wrapped, err = protocol.WrapContentKey(key, c.ekey)
+		return members, wrapped, joined, err
+	}
+	members = ch.memberList()
+	h.mu.Unlock()
+	return members, "", joined, nil
+}
+
+func (ch *channel) memberList() []string {
+	out := make([]string, 0, len(ch.members))
+	for m := range ch.members {
+		out = append(out, m)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// unsubscribe removes c from ch, broadcasts leave if its subject left, and
+// rotates the channel key for the remaining encrypted subscribers.
+func (h *hub) unsubscribe(c *conn, name string) (was bool) {
+	h.mu.Lock()
+	ch := h.channels[name]
+	if ch == nil {
+		h.mu.Unlock()
+		return false
+	}
+	if _, ok := ch.subs[c]; !ok {
+		h.mu.Unlock()
+		return false
+	}
+	delete(ch.subs, c)
+	c.mu.Lock()
+	delete(c.channels, name)
+	c.mu.Unlock()
+	left := false
+	if ch.members[c.sub]--; ch.members[c.sub] <= 0 {
+		delete(ch.members, c.sub)
+		left = true
+	}
+	if len(ch.subs) == 0 {
+		delete(h.channels, name)
+		_ = h.s.cfg.Broker.Unsubscribe(h.s.ctx, chanTopic(name))
+	}
+	var rotate []*conn
+	var newKey *protocol.ContentKey
+	if c.ekey != nil && len(ch.subs) > 0 {
+		newKey, rotate = h.rotateLocked(ch)
+	}
+	h.mu.Unlock()
+	h.sendKeys(ch, newKey, rotate)
+	if left {
+		h.presence(name, protocol.ActLeave, c.sub)
+	}
+	return true
+}
+
+// rotateLocked makes a new channel key and returns the encrypted
+// subscribers to send it to. The old key stays valid for KeyGrace.
+func (h *hub) rotateLocked(ch *channel) (*protocol.ContentKey, []*conn) {
+	k, err := protocol.NewContentKey(protocol.ChannelScope(ch.name), nil)
+	if err != nil {
+		h.s.log.Error("channel key rotation failed", "ch", ch.name, "err", err)
+		return nil, nil
+	}
+	old := ch.key
+	ch.key, ch.keyAt = k, h.s.cfg.Now()
+	var out []*conn
+	grace := h.s.cfg.Now().Add(h.s.cfg.KeyGrace)
+	for sc := range ch.subs {
+		if sc.ekey != nil {
+			sc.keys.Add(k, time.Time{})
+			if old != nil {
+				sc.keys.Expire(old.ID, grace)
+			}
+			out = append(out, sc)
+		}
+	}
+	return k, out
+}
+
+func (h *hub) sendKeys(ch *channel, k *protocol.ContentKey, to []*conn) {
+	for _, c := range to {
+		wrapped, err := protocol.WrapContentKey(k, c.ekey)
+		if err != nil {
+			continue
+		}
+		c.sendSigned(&protocol.Envelope{Action: protocol.ActKey, Channel: ch.name}, protocol.KeyBody{Key: wrapped})
+	}
+}
+
+// rotateOld rotates channel keys older than ChannelKeyRotation.
+func (h *hub) rotateOld(now time.Time) {
+	type job struct {
+		ch *channel
+		k  *protocol.ContentKey
+		to []*conn
+	}
+	var jobs []job
+	h.mu.Lock()
+	for _, ch := range h.channels {
+		if ch.key != nil && now.Sub(ch.keyAt) >= h.s.cfg.ChannelKeyRotation {
+			k, to := h.rotateLocked(ch)
+			jobs = append(jobs, job{ch, k, to})
+		}
+	}
+	h.mu.Unlock()
+	for _, j := range jobs {
+		h.sendKeys(j.ch, j.k, j.to)
+	}
+}
+
+func (h *hub) members(name string) []string {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	if ch := h.channels[name]; ch != nil {
+		return ch.memberList()
+	}
+	return []string{}
+}
+
+// presence broadcasts join or leave to the channel.
+func (h *hub) presence(name, act, sub string) {
+	frame, err := h.s.keys().signer.SignBody(&protocol.Envelope{Action: act, Channel: name}, protocol.PresenceBody{Sub: sub})
+	if err != nil {
+		return
+	}
+	_ = h.s.cfg.Broker.Publish(h.s.ctx, chanTopic(name), frame)
+}
+
+// interested reports whether anyone may receive topic.
+func (h *hub) interested(topic string) bool {
+	if ib, ok := h.s.cfg.Broker.(InterestBroker); ok {
+		return ib.Interested(topic)
+	}
+	return true
+}
+
+// publish signs one deliver frame and hands it to the broker.
+func (h *hub) publish(ctx context.Context, name string, db protocol.DeliverBody) error {
+	if !h.interested(chanTopic(name)) {
+		return nil
+	}
+	frame, err := h.s.keys().signer.SignBody(&protocol.Envelope{Action: protocol.ActDeliver, Channel: name}, db)
+	if err != nil {
+		return err
+	}
+	return h.s.cfg.Broker.Publish(ctx, chanTopic(name), frame)
+}
+
+// directRecord is the broker payload of a direct message.
+type directRecord struct {
+	To    string          `json:"to"`
+	Frame string          `json:"frame"`
+	JWK   json.RawMessage `json:"jwk"`
+	Sub   string          `json:"sub"`
+	Plain json.RawMessage `json:"plain,omitempty"` // decrypted body of an encrypted dm
+}
+
+// onBroker delivers a broker message to the local sessions.
+func (h *hub) onBroker(topic string, payload []byte) {
+	switch {
+	case strings.HasPrefix(topic, "ch:"):
+		name := topic[3:]
+		pm, err := websocket.NewPreparedMessage(websocket.TextMessage, payload)
+		if err != nil {
+			return
+		}
+		n := 0
+		h.mu.RLock()
+		if ch := h.channels[name]; ch != nil {
+			for c := range ch.subs {
+				if c.enqueue(outFrame{pm: pm}) {
+					n++
+				}
+			}
+		}
+		h.mu.RUnlock()
+		h.s.m.deliveries.Add(float64(n))
+	case strings.HasPrefix(topic, "user:"):
+		var d directRecord
+		if json.Unmarshal(payload, &d) != nil {
+			return
+		}
+		h.mu.RLock()
+		var targets []*conn
+		for c := range h.users[topic[5:]] {
+			targets = append(targets, c)
+		}
+		h.mu.RUnlock()
+		h.deliverDirect(d, targets)
+	}
+}
+
+func (h *hub) deliverDirect(d directRecord, targets []*conn) {
+	signer := h.s.keys().signer
+	db := protocol.DeliverBody{Frame: d.Frame, JWK: d.JWK, Sub: d.Sub}
+	var shared *websocket.PreparedMessage
+	n := 0
+	for _, c := range targets {
+		if d.Plain == nil {
+			if shared == nil {
+				frame, err := signer.SignBody(&protocol.Envelope{Action: protocol.ActDirect, To: d.To}, db)
+				if err != nil {
+					return
+				}
+				if shared, err = websocket.NewPreparedMessage(websocket.TextMessage, frame); err != nil {
+					return
+				}
+			}
+			if c.enqueue(outFrame{pm: shared}) {
+				n++
+			}
+			continue
+		}
+		// Encrypted dm: re-seal the body to each recipient session's key; a
+		// session without one gets the delivery without a readable body.
+		per := db
+		if c.sessKey != nil {
+			enc, err := protocol.SealBody(c.sessKey, d.Plain)
+			if err != nil {
+				continue
+			}
+			per.Enc = enc
+		}
+		frame, err := signer.SignBody(&protocol.Envelope{Action: protocol.ActDirect, To: d.To}, per)
+		if err != nil {
+			continue
+		}
+		if c.enqueue(outFrame{data: frame}) {
+			n++
+		}
+	}
+	h.s.m.deliveries.Add(float64(n))
+}

@@ -1,0 +1,50 @@
+package server
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/sigil-ws/sigil/protocol"
+)
+
+type metrics struct {
+	connections   prometheus.Gauge
+	connTotal     prometheus.Counter
+	accepted      prometheus.Counter
+	rejected      *prometheus.CounterVec
+	rejectedBy    map[protocol.Code]prometheus.Counter
+	verifySeconds prometheus.Histogram
+	deliveries    prometheus.Counter
+	slowDrops     prometheus.Counter
+	closes        *prometheus.CounterVec
+	logins        *prometheus.CounterVec
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		connections: prometheus.NewGauge(prometheus.GaugeOpts{Name: "sigil_connections", Help: "Open WebSocket connections."}),
+		connTotal:   prometheus.NewCounter(prometheus.CounterOpts{Name: "sigil_connections_total", Help: "WebSocket connections accepted."}),
+		accepted:    prometheus.NewCounter(prometheus.CounterOpts{Name: "sigil_frames_accepted_total", Help: "Client frames that passed verification."}),
+		rejected:    prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sigil_frames_rejected_total", Help: "Client frames rejected, by error code."}, []string{"code"}),
+		verifySeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "sigil_verify_seconds", Help: "Time to verify one client frame.",
+			Buckets: []float64{25e-6, 50e-6, 100e-6, 200e-6, 500e-6, 1e-3, 5e-3, 25e-3},
+		}),
+		deliveries: prometheus.NewCounter(prometheus.CounterOpts{Name: "sigil_deliveries_total", Help: "Frames queued to sessions by fan-out (deliver, direct, join, leave)."}),
+		slowDrops:  prometheus.NewCounter(prometheus.CounterOpts{Name: "sigil_slow_consumer_drops_total", Help: "Sessions closed because their send queue overflowed."}),
+		closes:     prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sigil_closes_total", Help: "Connections closed by the server, by close code."}, []string{"code"}),
+		logins:     prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sigil_token_requests_total", Help: "Token endpoint results."}, []string{"result"}),
+		rejectedBy: map[protocol.Code]prometheus.Counter{},
+	}
+	for _, c := range protocol.Codes {
+		m.rejectedBy[c] = m.rejected.WithLabelValues(string(c))
+	}
+	reg.MustRegister(m.connections, m.connTotal, m.accepted, m.rejected, m.verifySeconds, m.deliveries, m.slowDrops, m.closes, m.logins)
+	return m
+}
+
+func (m *metrics) reject(code protocol.Code) {
+	if c, ok := m.rejectedBy[code]; ok {
+		c.Inc()
+		return
+	}
+	m.rejected.WithLabelValues(string(code)).Inc()
+}

@@ -1,0 +1,336 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/sigil-ws/sigil/protocol"
+)
+
+// HandlerFunc answers an application action (an act with a dot). The
+// result is JSON-encoded as the body of the "reply" frame; an error becomes
+// an "error" frame with code app_error, or the code of a *protocol.Error.
+// It runs on the connection's reader goroutine: the session's next frame
+// is read only after it returns.
+type HandlerFunc func(ctx context.Context, m *Message) (any, error)
+
+// Message is a verified application frame with its session.
+type Message struct {
+	*protocol.Message
+	Session SessionInfo
+}
+
+// SessionInfo describes a live session.
+type SessionInfo struct {
+	ID          string    `json:"sid"`
+	Subject     string    `json:"sub"`
+	Roles       []string  `json:"roles"`
+	TokenID     string    `json:"jti"`
+	Remote      string    `json:"remote"`
+	ConnectedAt time.Time `json:"connected_at"`
+	ExpiresAt   time.Time `json:"expires_at"`
+	Channels    []string  `json:"channels"`
+	Encrypted   bool      `json:"encrypted"`
+}
+
+// Server is a Sigil server. Create it with New.
+type Server struct {
+	cfg      Config
+	log      *slog.Logger
+	m        *metrics
+	hub      *hub
+	upgrader websocket.Upgrader
+
+	keysMu sync.Mutex
+	ks     atomic.Pointer[keyState]
+
+	handlersMu sync.RWMutex
+	handlers   map[string]HandlerFunc
+
+	acctLimit *failureLimiter
+	addrLimit *failureLimiter
+
+	adminReplay protocol.ReplayStore
+
+	mu       sync.Mutex
+	conns    map[*conn]struct{}
+	draining bool
+	wg       sync.WaitGroup
+
+	ctx      context.Context
+	cancel   context.CancelFunc
+	sweepEnd chan struct{}
+}
+
+var writeBufferPool = &sync.Pool{}
+
+// New returns a server with cfg's defaults filled in, and starts its
+// sweeper (token expiry, keepalive, key rotation). Stop it with Shutdown.
+func New(cfg Config) (*Server, error) {
+	cfg.setDefaults()
+	s := &Server{
+		cfg:         cfg,
+		log:         cfg.Logger,
+		m:           newMetrics(cfg.Registerer),
+		handlers:    map[string]HandlerFunc{},
+		conns:       map[*conn]struct{}{},
+		acctLimit:   newFailureLimiter(cfg.LoginFailuresPerAccount, cfg.LoginWindow, cfg.Now),
+		addrLimit:   newFailureLimiter(cfg.LoginFailuresPerAddress, cfg.LoginWindow, cfg.Now),
+		adminReplay: protocol.NewMemoryReplayStore(0, cfg.Now),
+		sweepEnd:    make(chan struct{}),
+	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	keys := cfg.Keys
+	if len(keys) == 0 {
+		k, err := protocol.GenerateKey(protocol.EdDSA, nil)
+		if err != nil {
+			return nil, err
+		}
+		keys = []*protocol.PrivateKey{k}
+	}
+	if err := s.setKeys(keys); err != nil {
+		return nil, err
+	}
+	s.hub = newHub(s)
+	if err := cfg.Broker.Start(s.hub.onBroker); err != nil {
+		return nil, fmt.Errorf("broker: %w", err)
+	}
+	s.upgrader = websocket.Upgrader{
+		HandshakeTimeout:  cfg.HandshakeTimeout,
+		ReadBufferSize:    1024,
+		WriteBufferSize:   4096,
+		WriteBufferPool:   writeBufferPool,
+		Subprotocols:      []string{protocol.Subprotocol},
+		EnableCompression: cfg.Compression,
+		CheckOrigin:       func(*http.Request) bool { return true }, // checked before Upgrade
+		Error: func(w http.ResponseWriter, _ *http.Request, status int, reason error) {
+			writeError(w, newAPIError(status, ErrCodeInvalidRequest, reason.Error()))
+		},
+	}
+	go s.sweep()
+	return s, nil
+}
+
+// Handle registers h for the application action act (a name with a dot,
+// for example "orders.create"). The policy still applies to act.
+func (s *Server) Handle(act string, h HandlerFunc) {
+	if !protocol.IsAppAction(act) {
+		panic("sigil: Handle: " + act + " is not an application action name (it needs a dot)")
+	}
+	s.handlersMu.Lock()
+	s.handlers[act] = h
+	s.handlersMu.Unlock()
+}
+
+func (s *Server) handler(act string) HandlerFunc {
+	s.handlersMu.RLock()
+	defer s.handlersMu.RUnlock()
+	return s.handlers[act]
+}
+
+// Handler returns a mux with every route:
+//
+//	POST /v1/token              TokenHandler
+//	POST /v1/refresh            RefreshHandler
+//	GET  /.well-known/jwks.json JWKSHandler
+//	GET  /v1/ws                 WebSocketHandler
+//	     /v1/admin/...          AdminHandler
+//	GET  /healthz, /readyz      HealthHandler, ReadyHandler
+//	GET  /metrics               MetricsHandler
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	s.Mount(mux)
+	return mux
+}
+
+// Mount registers every route of Handler on mux.
+func (s *Server) Mount(mux *http.ServeMux) {
+	mux.Handle("/v1/token", s.TokenHandler())
+	mux.Handle("/v1/refresh", s.RefreshHandler())
+	mux.Handle("/.well-known/jwks.json", s.JWKSHandler())
+	mux.Handle("/v1/ws", s.WebSocketHandler())
+	mux.Handle("/v1/admin/", s.AdminHandler())
+	mux.Handle("/healthz", s.HealthHandler())
+	mux.Handle("/readyz", s.ReadyHandler())
+	mux.Handle("/metrics", s.MetricsHandler())
+}
+
+// HealthHandler answers 200 while the process runs.
+func (s *Server) HealthHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+}
+
+// ReadyHandler answers 200 while the server accepts connections and 503
+// once Shutdown has begun.
+func (s *Server) ReadyHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		if s.isDraining() {
+			writeError(w, newAPIError(http.StatusServiceUnavailable, ErrCodeUnavailable, "shutting down"))
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	})
+}
+
+// MetricsHandler serves the Prometheus metrics.
+func (s *Server) MetricsHandler() http.Handler {
+	return promhttp.HandlerFor(s.cfg.Gatherer, promhttp.HandlerOpts{})
+}
+
+func (s *Server) isDraining() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.draining
+}
+
+// Shutdown stops accepting connections, closes every session with 1001
+// after draining its send queue, and waits for the connections to end or
+// ctx to be done; then it closes what is left and returns ctx.Err().
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	already := s.draining
+	s.draining = true
+	conns := make([]*conn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	if !already {
+		s.cancel()
+		<-s.sweepEnd
+	}
+	for _, c := range conns {
+		c.close(CloseGoingAway, "server shutting down", true)
+	}
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		s.mu.Lock()
+		for c := range s.conns {
+			_ = c.ws.NetConn().Close()
+		}
+		s.mu.Unlock()
+		<-done
+		return ctx.Err()
+	}
+}
+
+// Sessions lists the live sessions.
+func (s *Server) Sessions() []SessionInfo {
+	return s.hub.sessions()
+}
+
+// Kick closes every connection of session sid with 4004 and reports how
+// many were closed.
+func (s *Server) Kick(sid string) int {
+	n := 0
+	for _, c := range s.hub.conns(func(c *conn) bool { return c.sid == sid }) {
+		c.close(CloseKicked, "kicked by an admin", false)
+		n++
+	}
+	return n
+}
+
+// RevokeToken revokes a session token by jti and closes its live sessions
+// with 4003.
+func (s *Server) RevokeToken(ctx context.Context, jti string) (int, error) {
+	if err := s.cfg.Revocations.RevokeToken(ctx, jti, s.cfg.Now().Add(s.cfg.TokenTTL+s.cfg.Skew)); err != nil {
+		return 0, err
+	}
+	return s.closeWhere(func(c *conn) bool { return c.tokenID() == jti }), nil
+}
+
+// RevokeSubject revokes every token of sub issued until now and closes its
+// live sessions with 4003.
+func (s *Server) RevokeSubject(ctx context.Context, sub string) (int, error) {
+	if err := s.cfg.Revocations.RevokeSubject(ctx, sub, s.cfg.Now()); err != nil {
+		return 0, err
+	}
+	return s.closeWhere(func(c *conn) bool { return c.sub == sub }), nil
+}
+
+func (s *Server) closeWhere(pred func(*conn) bool) int {
+	n := 0
+	for _, c := range s.hub.conns(pred) {
+		c.close(CloseRevoked, "revoked", false)
+		n++
+	}
+	return n
+}
+
+// Publish sends body to every subscriber of channel from Go code. The
+// delivery's DeliverBody.frame is a server-signed frame (act "pub", typ
+// sigil-server+jws), its jwk is the server's signing key and its sub is
+// "server": clients check it against the JWKS rather than with
+// protocol.OpenDelivery.
+func (s *Server) Publish(ctx context.Context, channel string, body any) error {
+	if !protocol.ValidChannel(channel) {
+		return &protocol.Error{Code: protocol.CodeBadRequest, Message: "invalid channel name"}
+	}
+	ks := s.keys()
+	inner, err := ks.signer.SignBody(&protocol.Envelope{Action: protocol.ActPub, Channel: channel}, body)
+	if err != nil {
+		return err
+	}
+	return s.hub.publish(ctx, channel, protocol.DeliverBody{Frame: string(inner), JWK: ks.serverJWK, Sub: "server"})
+}
+
+func (s *Server) addConn(c *conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.draining {
+		return false
+	}
+	s.conns[c] = struct{}{}
+	s.wg.Add(1)
+	return true
+}
+
+func (s *Server) removeConn(c *conn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+	s.wg.Done()
+}
+
+// sweep runs the periodic duties until Shutdown.
+func (s *Server) sweep() {
+	defer close(s.sweepEnd)
+	t := time.NewTicker(s.cfg.SweepInterval)
+	defer t.Stop()
+	lastPing := s.cfg.Now()
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-t.C:
+		}
+		now := s.cfg.Now()
+		ping := now.Sub(lastPing) >= s.cfg.PingInterval
+		if ping {
+			lastPing = now
+		}
+		for _, c := range s.hub.conns(nil) {
+			c.tick(now, ping)
+		}
+		s.hub.rotateOld(now)
+		if m, ok := s.cfg.Replay.(*protocol.MemoryReplayStore); ok && ping {
+			m.Sweep()
+		}
+	}
+}
+
+var errClosed = errors.New("sigil: connection closed")

@@ -1,0 +1,280 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/sigil-ws/sigil/internal/strictjson"
+	"github.com/sigil-ws/sigil/protocol"
+)
+
+// TokenResponse is the answer of /v1/token and /v1/refresh.
+type TokenResponse struct {
+	Token            string   `json:"token"`
+	ExpiresAt        int64    `json:"expires_at"` // Unix ms
+	RefreshToken     string   `json:"refresh_token"`
+	RefreshExpiresAt int64    `json:"refresh_expires_at"` // Unix ms
+	Session          string   `json:"sid"`
+	Subject          string   `json:"sub"`
+	Roles            []string `json:"roles"`
+	WSURL            string   `json:"ws_url"`
+}
+
+type tokenRequest struct {
+	GrantType string          `json:"grant_type"`
+	Username  string          `json:"username"`
+	Password  string          `json:"password"`
+	Assertion string          `json:"assertion"`
+	JWK       json.RawMessage `json:"jwk"`
+}
+
+type refreshRequest struct {
+	RefreshToken string `json:"refresh_token"`
+	Proof        string `json:"proof"`
+}
+
+// decodeStrict reads a bounded strict JSON object into v, rejecting
+// unknown, duplicate and case-variant members.
+func decodeStrict(r *http.Request, v any) *apiError {
+	if r.Method != http.MethodPost {
+		return newAPIError(http.StatusMethodNotAllowed, ErrCodeInvalidRequest, "POST only")
+	}
+	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/json") {
+		return newAPIError(http.StatusBadRequest, ErrCodeInvalidRequest, "Content-Type must be application/json")
+	}
+	data, err := io.ReadAll(io.LimitReader(r.Body, 32<<10+1))
+	if err != nil || len(data) > 32<<10 {
+		return newAPIError(http.StatusBadRequest, ErrCodeInvalidRequest, "body too large or unreadable")
+	}
+	if err := strictjson.Valid(data, protocol.MaxDepth); err != nil {
+		return newAPIError(http.StatusBadRequest, ErrCodeInvalidRequest, "body is not strict JSON")
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return newAPIError(http.StatusBadRequest, ErrCodeInvalidRequest, "body has unknown or mistyped members")
+	}
+	return nil
+}
+
+func invalidGrant() *apiError {
+	return newAPIError(http.StatusUnauthorized, ErrCodeInvalidGrant, "invalid credentials")
+}
+
+// TokenHandler serves POST /v1/token.
+func (s *Server) TokenHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		res, aerr := s.token(r)
+		if aerr != nil {
+			s.m.logins.WithLabelValues(aerr.Code).Inc()
+			writeError(w, aerr)
+			return
+		}
+		s.m.logins.WithLabelValues("ok").Inc()
+		writeJSON(w, http.StatusOK, res)
+	})
+}
+
+func (s *Server) token(r *http.Request) (*TokenResponse, *apiError) {
+	var req tokenRequest
+	if aerr := decodeStrict(r, &req); aerr != nil {
+		return nil, aerr
+	}
+	if req.GrantType != GrantPassword && req.GrantType != GrantExternal {
+		return nil, newAPIError(http.StatusBadRequest, ErrCodeUnsupported, "grant_type must be password or external")
+	}
+	if len(req.JWK) == 0 {
+		return nil, newAPIError(http.StatusBadRequest, ErrCodeInvalidRequest, "jwk is required")
+	}
+	key, err := protocol.ParsePublicJWK(req.JWK)
+	if err != nil {
+		return nil, newAPIError(http.StatusBadRequest, ErrCodeInvalidRequest, "jwk must be a public Ed25519 or P-256 key")
+	}
+	addr := clientAddr(r, s.cfg.TrustForwardedFor)
+	account := req.GrantType + ":" + req.Username
+	if blocked, left := s.addrLimit.blocked(addr); blocked {
+		e := newAPIError(http.StatusTooManyRequests, ErrCodeRateLimited, "too many failed attempts")
+		e.retryAfter = left
+		return nil, e
+	}
+	if req.GrantType == GrantPassword {
+		if blocked, left := s.acctLimit.blocked(account); blocked {
+			e := newAPIError(http.StatusTooManyRequests, ErrCodeRateLimited, "too many failed attempts")
+			e.retryAfter = left
+			return nil, e
+		}
+	}
+	if s.cfg.Authenticator == nil {
+		return nil, newAPIError(http.StatusBadRequest, ErrCodeUnsupported, "no authenticator is configured")
+	}
+	id, err := s.cfg.Authenticator.Authenticate(r.Context(), Credentials{
+		GrantType: req.GrantType, Username: req.Username, Password: req.Password, Assertion: req.Assertion,
+	})
+	if errors.Is(err, ErrUnsupportedGrant) {
+		return nil, newAPIError(http.StatusBadRequest, ErrCodeUnsupported, "grant type not supported here")
+	}
+	if err != nil || id == nil || id.Subject == "" {
+		if err != nil && !errors.Is(err, ErrInvalidCredentials) {
+			s.log.Error("authenticator failed", "grant", req.GrantType, "err", err)
+		}
+		s.addrLimit.fail(addr)
+		if req.GrantType == GrantPassword {
+			s.acctLimit.fail(account)
+		}
+		s.log.Info("login failed", "grant", req.GrantType, "remote", addr)
+		return nil, invalidGrant()
+	}
+	jwk, _ := key.MarshalJSON()
+	res, err := s.issue(r.Context(), id.Subject, id.Roles, key.Thumbprint(), jwk, "", "", time.Time{})
+	if err != nil {
+		s.log.Error("issuing a token failed", "err", err)
+		return nil, newAPIError(http.StatusInternalServerError, ErrCodeInternal, "could not issue a token")
+	}
+	res.WSURL = s.wsURL(r)
+	s.log.Info("token issued", "sub", id.Subject, "sid", res.Session, "grant", req.GrantType)
+	return res, nil
+}
+
+// issue signs a session token and creates its refresh token. sid and
+// family are empty for a new login.
+func (s *Server) issue(ctx context.Context, sub string, roles []string, jkt string, jwk []byte, sid, family string, familyExp time.Time) (*TokenResponse, error) {
+	ks := s.keys()
+	tok, claims, err := ks.issuer.Issue(protocol.IssueRequest{Subject: sub, Roles: roles, JKT: jkt, Session: sid})
+	if err != nil {
+		return nil, err
+	}
+	rt, hash, err := NewRefreshToken()
+	if err != nil {
+		return nil, err
+	}
+	now := s.cfg.Now()
+	rec := RefreshRecord{
+		Hash: hash, Family: family, Session: claims.Session, Subject: sub, Roles: claims.Roles,
+		JKT: jkt, JWK: jwk, TokenID: claims.ID, TokenIat: claims.IssuedAtTime(), TokenExp: claims.ExpiresAt(), Expires: now.Add(s.cfg.RefreshTTL),
+	}
+	if family == "" {
+		rec.Family = claims.ID // the first jti names the family
+	} else if !familyExp.IsZero() {
+		rec.Expires = familyExp // rotation does not extend the family
+	}
+	if err := s.cfg.Refresh.Create(ctx, rec); err != nil {
+		return nil, err
+	}
+	return &TokenResponse{
+		Token: tok, ExpiresAt: claims.ExpiresAt().UnixMilli(), RefreshToken: rt, RefreshExpiresAt: rec.Expires.UnixMilli(),
+		Session: claims.Session, Subject: sub, Roles: claims.Roles,
+	}, nil
+}
+
+func (s *Server) wsURL(r *http.Request) string {
+	if s.cfg.WSURL != "" {
+		return s.cfg.WSURL
+	}
+	scheme := "ws"
+	if r.TLS != nil {
+		scheme = "wss"
+	}
+	return scheme + "://" + r.Host + "/v1/ws"
+}
+
+// rotateRefresh uses a refresh token bound to (sid, jkt) and issues the
+// next token of its family. Reuse revokes the family and the session.
+func (s *Server) rotateRefresh(ctx context.Context, token, sid, jkt string) (*TokenResponse, *apiError) {
+	rec, err := s.cfg.Refresh.Use(ctx, HashRefreshToken(token))
+	if errors.Is(err, ErrRefreshReused) {
+		s.refreshReused(ctx, rec)
+		return nil, invalidGrant()
+	}
+	if err != nil || rec.Session != sid || rec.JKT != jkt {
+		return nil, invalidGrant()
+	}
+	res, err := s.issue(ctx, rec.Subject, rec.Roles, rec.JKT, rec.JWK, rec.Session, rec.Family, rec.Expires)
+	if err != nil {
+		return nil, newAPIError(http.StatusInternalServerError, ErrCodeInternal, "could not issue a token")
+	}
+	return res, nil
+}
+
+// refreshReused revokes a family whose refresh token was used twice, every
+// token issued in it, and closes the session's live sockets with 4003.
+func (s *Server) refreshReused(ctx context.Context, rec RefreshRecord) {
+	s.log.Warn("refresh token reuse: revoking the family", "sub", rec.Subject, "sid", rec.Session)
+	jtis, err := s.cfg.Refresh.RevokeFamily(ctx, rec.Family)
+	if err != nil {
+		s.log.Error("revoking a refresh family failed", "err", err)
+	}
+	until := s.cfg.Now().Add(s.cfg.TokenTTL + s.cfg.Skew)
+	for _, jti := range jtis {
+		_ = s.cfg.Revocations.RevokeToken(ctx, jti, until)
+	}
+	for _, c := range s.hub.conns(func(c *conn) bool { return c.sid == rec.Session }) {
+		c.close(CloseRevoked, "revoked", false)
+	}
+}
+
+// RefreshHandler serves POST /v1/refresh.
+func (s *Server) RefreshHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var req refreshRequest
+		if aerr := decodeStrict(r, &req); aerr != nil {
+			writeError(w, aerr)
+			return
+		}
+		if req.RefreshToken == "" || req.Proof == "" {
+			writeError(w, newAPIError(http.StatusBadRequest, ErrCodeInvalidRequest, "refresh_token and proof are required"))
+			return
+		}
+		res, aerr := s.httpRefresh(r.Context(), req)
+		if aerr != nil {
+			writeError(w, aerr)
+			return
+		}
+		res.WSURL = s.wsURL(r)
+		writeJSON(w, http.StatusOK, res)
+	})
+}
+
+func (s *Server) httpRefresh(ctx context.Context, req refreshRequest) (*TokenResponse, *apiError) {
+	// The proof is checked against the key the refresh token is bound to,
+	// so the record is looked up first (by hash; nothing is consumed yet).
+	rec, ok := s.peekRefresh(ctx, req.RefreshToken)
+	if !ok {
+		return nil, invalidGrant()
+	}
+	key, err := protocol.ParsePublicJWK(rec.JWK)
+	if err != nil {
+		return nil, invalidGrant()
+	}
+	bound, err := protocol.NewPublicKey(key.Key(), "")
+	if err != nil {
+		return nil, invalidGrant()
+	}
+	sess := &protocol.Session{
+		ID: rec.Session, Subject: rec.Subject, Roles: rec.Roles, Key: bound, JWK: rec.JWK,
+		TokenID: rec.TokenID, IssuedAt: rec.TokenIat, Expiry: rec.Expires,
+	}
+	m, err := s.keys().verifier.Verify(ctx, []byte(req.Proof), sess)
+	if err != nil || m.Action != protocol.ActRefresh {
+		return nil, invalidGrant()
+	}
+	var rb protocol.RefreshBody
+	if protocol.DecodeBody(m.Body, &rb) != nil || rb.RefreshToken != req.RefreshToken {
+		return nil, invalidGrant()
+	}
+	return s.rotateRefresh(ctx, req.RefreshToken, rec.Session, rec.JKT)
+}
+
+// peekRefresh finds a refresh record without consuming it.
+func (s *Server) peekRefresh(ctx context.Context, token string) (RefreshRecord, bool) {
+	rec, err := s.cfg.Refresh.Get(ctx, HashRefreshToken(token))
+	if err != nil && !errors.Is(err, ErrRefreshReused) {
+		return RefreshRecord{}, false
+	}
+	return rec, true
+}
