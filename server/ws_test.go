@@ -5,7 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"testing"
-	
+
 	jose "github.com/go-jose/go-jose/v4"
 	"github.com/sigil-ws/sigil/protocol"
 	"github.com/sigil-ws/sigil/server"
@@ -213,4 +213,3 @@ func TestEncryption(t *testing.T) {
 		t.Fatal("key not rotated")
 	}
 }
-

@@ -1,0 +1,55 @@
+// Command sigil runs and administers a Sigil server.
+//
+//	sigil serve [flags]             run the server (sigil serve --demo for the demo)
+//	sigil keygen [flags]            create a signing key (a new one signs after restart)
+//	sigil user add|passwd|remove    manage the users file
+//
+// Run "sigil <command> -h" for the flags of each command.
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		usage(stderr)
+		return 2
+	}
+	var err error
+	switch args[0] {
+	case "serve":
+		err = serve(args[1:], stdout, stderr)
+	case "keygen":
+		err = keygen(args[1:], stdout)
+	case "user":
+		err = userCmd(args[1:], stdin, stdout)
+	case "help", "-h", "--help":
+		usage(stdout)
+		return 0
+	default:
+		usage(stderr)
+		return 2
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "sigil:", err)
+		return 1
+	}
+	return 0
+}
+
+func usage(w io.Writer) {
+	fmt.Fprint(w, `usage:
+  sigil serve [flags]                 run the server; --demo for a local demo
+  sigil keygen [--data-dir D | --out F] [--alg EdDSA|ES256]
+  sigil user add [--users F] [--roles r1,r2] [--hash argon2id|bcrypt] NAME   (password on stdin)
+  sigil user passwd [--users F] NAME                                          (password on stdin)
+  sigil user remove [--users F] NAME
+`)
+}
