@@ -189,7 +189,7 @@ export class Revocations {
 
 const TOKEN_CLAIMS = ['iss', 'aud', 'sub', 'iat', 'exp', 'jti', 'sid', 'roles', 'cnf'];
 
-function decodeTokenClaims(payload) {
+export function decodeTokenClaims(payload) {
   const m = members(payload);
   for (const k of m.keys()) if (!TOKEN_CLAIMS.includes(k)) throw new Error(`unknown claim ${JSON.stringify(k)}`);
   for (const k of TOKEN_CLAIMS) if (!m.has(k)) throw new Error(`missing claim ${k}`);
@@ -378,8 +378,12 @@ export class FrameVerifier {
     this.seen.set(id, ts + this.skewMs);
   }
 
-  /** verify checks a server frame (§10.2) and returns its envelope. Throws SigilError. */
-  async verify(frame) {
+  /**
+   * verify checks a server frame (§10.2) and returns its envelope. Throws
+   * SigilError. With preWelcome, an error frame without sid is accepted:
+   * that is how a server answers a rejected hello (§8.2).
+   */
+  async verify(frame, { preWelcome = false } = {}) {
     const form = checkForm(frame, this.maxFrame, TYP_SERVER);
     const key = this.keys.get(form.hdr.kid);
     if (!key) {
@@ -396,6 +400,8 @@ export class FrameVerifier {
       if (!('ch' in env)) fail('wrong_session', 'broadcast frame without ch', ref);
     } else if (env.act === 'direct') {
       if (env.to !== this.sub) fail('wrong_session', 'direct frame for another user', ref);
+    } else if (preWelcome && env.act === 'error') {
+      // answer to a rejected hello: no session yet
     } else {
       fail('wrong_session', 'frame names no session', ref);
     }

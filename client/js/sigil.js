@@ -1,1 +1,666 @@
-// Sigil browser client: placeholder, replaced by the real client.
+// sigil.js: the Sigil v1 client for browsers (and Node 20), implemented from
+// spec.md. A plain ES module: no build step, no runtime dependencies,
+// WebCrypto only.
+//
+//   import { Client } from '/js/sigil.js';
+//   const c = new Client({ url: location.origin });
+//   await c.login('alice', 'password');      // POST /v1/token with a fresh non-extractable session key
+//   await c.connect();                       // WebSocket sigil.v1, hello → welcome
+//   c.on('message', (m) => ...);             // every delivery, verified end to end (m.verified)
+//   await c.subscribe('rooms.lobby');
+//   await c.publish('rooms.lobby', { text: 'hi' });
+//
+// Every frame sent is signed by the session key (id = crypto.randomUUID(),
+// ts corrected by the welcome clock offset, strictly increasing seq). Every
+// frame received is verified against the server's JWKS (§10.2) before the
+// client acts on it; deliveries are also checked end to end (§10.3). A
+// frame that fails is reported through the 'invalid' event, never dropped
+// silently and never acted on.
+//
+// Concurrency: one Client per session. Sends are serialized internally, so
+// seq order equals wire order.
+
+import {
+  SigilError, KeySet, KeyRing, generateSessionKey, supportsEd25519, signCompact, checkForm, verifySignature,
+  b64uDecode, generateAgreementKey, unwrapContentKey, sealBody, ALGS,
+} from './jose.js';
+import {
+  FrameVerifier, openDelivery, decodeTokenClaims, SUBPROTOCOL, TYP_CLIENT, TYP_SESSION, DEFAULT_SKEW_MS,
+  DEFAULT_MAX_FRAME, MAX_TOKEN, channelScope,
+} from './protocol.js';
+
+export * from './jose.js';
+export * from './protocol.js';
+export { parse as strictParse, validate as strictValidate, isStrict } from './strictjson.js';
+
+/** Close codes of spec §12.3 and what a client does with each. */
+export const CLOSE = Object.freeze({
+  1000: { meaning: 'normal closure', reconnect: 'no' },
+  1001: { meaning: 'server going away', reconnect: 'backoff' },
+  1003: { meaning: 'a binary message was sent', reconnect: 'no' },
+  1006: { meaning: 'connection lost', reconnect: 'backoff' },
+  1008: { meaning: 'too many rejected frames', reconnect: 'no' },
+  1009: { meaning: 'frame too large', reconnect: 'no' },
+  4000: { meaning: 'no hello within the deadline', reconnect: 'backoff' },
+  4001: { meaning: 'hello rejected', reconnect: 'new-token' },
+  4002: { meaning: 'token expired', reconnect: 'refresh' },
+  4003: { meaning: 'session revoked', reconnect: 'never' },
+  4004: { meaning: 'kicked by an administrator', reconnect: 'no' },
+  4005: { meaning: 'slow consumer', reconnect: 'backoff' },
+  4006: { meaning: 'internal server error', reconnect: 'backoff' },
+});
+
+/** backoffDelay: exponential from 0.5 s up to 30 s, with full jitter (§12.3). */
+export function backoffDelay(attempt, rand = Math.random) {
+  return Math.floor(rand() * Math.min(30_000, 500 * 2 ** attempt));
+}
+
+const isLoopback = (host) => host === 'localhost' || host === '[::1]' || host === '::1' || /^127\./.test(host);
+
+/** Client is one Sigil session. */
+export class Client {
+  /**
+   * @param {object} [opts]
+   * @param {string} [opts.url] base URL of the server (default: location.origin)
+   * @param {'ES256'|'EdDSA'|'auto'} [opts.alg] session key algorithm: ES256 by default; 'auto' picks Ed25519 where supported
+   * @param {boolean} [opts.encryption] negotiate body encryption (ekey in hello); default false
+   * @param {function} [opts.WebSocket] WebSocket constructor (default: globalThis.WebSocket)
+   * @param {function} [opts.fetch] fetch (default: globalThis.fetch)
+   * @param {boolean} [opts.reconnect] reconnect per the close-code table; default true
+   * @param {number} [opts.refreshBeforeMs] refresh this long before expiry; default 60 s
+   * @param {function} [opts.shouldRefresh] called before an automatic refresh; return false to let the session lapse
+   * @param {number} [opts.callTimeoutMs] how long to wait for an answer; default 10 s
+   */
+  constructor(opts = {}) {
+    this.opts = {
+      url: globalThis.location ? globalThis.location.origin : undefined,
+      alg: ALGS.ES256, encryption: false, reconnect: true, refreshBeforeMs: 60_000, callTimeoutMs: 10_000,
+      shouldRefresh: () => true, ...opts,
+    };
+    this.base = String(this.opts.url || '').replace(/\/+$/, '');
+    const u = new URL(this.base);
+    if (u.protocol !== 'https:' && !isLoopback(u.hostname)) throw new Error('sigil: https is required except on loopback (spec §2.3)');
+    this.WS = this.opts.WebSocket || globalThis.WebSocket;
+    this.fetch = this.opts.fetch || globalThis.fetch.bind(globalThis);
+    this.listeners = new Map();
+    this.state = 'idle'; // idle → connecting → open → closed
+    this.seq = 0;
+    this.offset = 0; // server clock − local clock, ms (§8.3)
+    this.skewMs = DEFAULT_SKEW_MS;
+    this.maxFrame = DEFAULT_MAX_FRAME;
+    this.pending = new Map(); // cid → {resolve, reject, timer}
+    this.channels = new Map(); // ch → Set(members)
+    this.ring = null; // content keys (KeyRing) when encryption is on
+    this.encryptOutgoing = !!this.opts.encryption;
+    this.queue = Promise.resolve();
+    this.attempt = 0;
+    this.ended = false;
+  }
+
+  // ---- events ----------------------------------------------------------------
+
+  /** on subscribes to an event: message, direct, join, leave, presence, error, invalid, expiring, refreshed, state, closed, loggedout. */
+  on(type, fn) {
+    if (!this.listeners.has(type)) this.listeners.set(type, new Set());
+    this.listeners.get(type).add(fn);
+    return () => this.listeners.get(type).delete(fn);
+  }
+
+  emit(type, ev) {
+    for (const fn of this.listeners.get(type) || []) {
+      try {
+        fn(ev);
+      } catch (e) {
+        console.error('sigil: listener failed', e);
+      }
+    }
+  }
+
+  /** now is the corrected clock: local time + the welcome offset. */
+  now() {
+    return Date.now() + this.offset;
+  }
+
+  // ---- HTTP --------------------------------------------------------------------
+
+  async httpJSON(path, body, headers = {}) {
+    const res = await this.fetch(this.base + path, {
+      method: body === undefined ? 'GET' : 'POST',
+      headers: { 'Content-Type': 'application/json', Accept: 'application/json', ...headers },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    const text = await res.text();
+    let data = null;
+    try {
+      data = text ? JSON.parse(text) : null;
+    } catch {
+      data = null;
+    }
+    if (!res.ok) {
+      const code = (data && data.error) || `http_${res.status}`;
+      const e = new SigilError(code, (data && data.message) || res.statusText);
+      e.status = res.status;
+      e.retryAfter = res.headers.get('Retry-After');
+      throw e;
+    }
+    return data;
+  }
+
+  /** loadJWKS fetches and caches the server's JWKS (§13.3). Keys never come from a frame. */
+  async loadJWKS(force = false) {
+    if (this.jwks && !force) return this.jwks;
+    if (force && this.jwksAt && Date.now() - this.jwksAt < 60_000) return this.jwks;
+    this.jwks = await KeySet.fromJWKS(await this.httpJSON('/.well-known/jwks.json'));
+    this.jwksAt = Date.now();
+    return this.jwks;
+  }
+
+  /**
+   * login gets a session token with a username and password (§13.1). Wrong
+   * credentials reject with code invalid_grant; too many with rate_limited.
+   */
+  async login(username, password) {
+    return this.#tokenRequest({ grant_type: 'password', username, password });
+  }
+
+  /** loginExternal exchanges an identity provider's JWT (§13.1). */
+  async loginExternal(assertion) {
+    return this.#tokenRequest({ grant_type: 'external', assertion });
+  }
+
+  async #tokenRequest(grant) {
+    let alg = this.opts.alg;
+    if (alg === 'auto') alg = (await supportsEd25519()) ? ALGS.EdDSA : ALGS.ES256;
+    this.key = await generateSessionKey(alg);
+    await this.loadJWKS();
+    const sent = Date.now();
+    const res = await this.httpJSON('/v1/token', { ...grant, jwk: this.key.jwk });
+    await this.#acceptToken(res, sent);
+    this.ended = false;
+    this.seq = 0;
+    return { sub: this.sub, roles: this.roles, sid: this.sid, expiresAt: this.expiresAt };
+  }
+
+  // acceptToken checks a token the server returned: signed by the JWKS with
+  // the session typ, strict claims, bound to our key, for the expected
+  // session. It also gives a first clock offset from iat.
+  async #acceptToken(res, sentAt) {
+    if (!res || typeof res.token !== 'string') throw new SigilError('bad_token', 'no token in the response');
+    const claims = await this.#checkToken(res.token);
+    if (claims.cnf.jkt !== this.key.jkt) throw new SigilError('key_mismatch', 'the token is not bound to our session key');
+    if (this.sid && claims.sid !== this.sid) throw new SigilError('bad_token', 'the refreshed token is for another session');
+    if (!this.sid) {
+      // First estimate of the server clock (±1 s): iat is the server's time
+      // of issue. welcome refines it (§8.3).
+      this.offset = claims.iat * 1000 - sentAt;
+      if (Math.abs(this.offset) < 2000) this.offset = 0;
+    }
+    this.token = res.token;
+    this.claims = claims;
+    this.sid = claims.sid;
+    this.sub = claims.sub;
+    this.roles = claims.roles;
+    this.expiresAt = claims.exp * 1000;
+    if (res.refresh_token) this.refreshToken = res.refresh_token;
+    this.wsURL = res.ws_url || this.wsURL || this.base.replace(/^http/, 'ws') + '/v1/ws';
+    this.#scheduleRefresh();
+  }
+
+  async #checkToken(token) {
+    const form = checkForm(token, MAX_TOKEN, TYP_SESSION);
+    let key = this.jwks.get(form.hdr.kid);
+    if (!key) key = (await this.loadJWKS(true)).get(form.hdr.kid);
+    if (!key) throw new SigilError('bad_token', 'token signed by a key not in the JWKS');
+    const payload = await verifySignature(form, key);
+    try {
+      return decodeTokenClaims(payload);
+    } catch (e) {
+      throw new SigilError('bad_token', e.message);
+    }
+  }
+
+  // ---- signing -------------------------------------------------------------------
+
+  /** sign makes a client frame for this session with the next seq. */
+  async sign(fields) {
+    const env = { id: globalThis.crypto.randomUUID(), ts: Math.round(this.now()), seq: ++this.seq, sid: this.sid, sub: this.sub };
+    for (const k of ['act', 'ch', 'to', 'cid', 'body', 'enc']) if (fields[k] !== undefined) env[k] = fields[k];
+    return { frame: await signCompact(this.key, TYP_CLIENT, JSON.stringify(env)), env };
+  }
+
+  // send signs and writes a frame; sends are serialized so that seq order
+  // is wire order.
+  #send(fields) {
+    const p = this.queue.then(async () => {
+      if (this.ended) throw new SigilError('session_ended', 'the session has ended; log in again');
+      if (!this.ws || this.ws.readyState !== 1) throw new SigilError('not_connected', 'not connected');
+      const { frame, env } = await this.sign(fields);
+      if (frame.length > this.maxFrame) throw new SigilError('too_large', `frame is over ${this.maxFrame} bytes`);
+      this.ws.send(frame);
+      return env;
+    });
+    this.queue = p.catch(() => {});
+    return p;
+  }
+
+  /** call sends a frame with a cid and resolves with the answer's body (rejects with the error frame's code). */
+  call(act, fields = {}) {
+    const cid = globalThis.crypto.randomUUID();
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.pending.delete(cid);
+        reject(new SigilError('timeout', `no answer to ${act}`));
+      }, this.opts.callTimeoutMs);
+      this.pending.set(cid, { resolve, reject, timer, act });
+      this.#send({ ...fields, act, cid }).catch((e) => {
+        clearTimeout(timer);
+        this.pending.delete(cid);
+        reject(e);
+      });
+    });
+  }
+
+  async #sealFor(act, ch, body) {
+    if (!this.encryptOutgoing || !this.ring || body === undefined) return { body };
+    const k = this.ring.newest(act === 'pub' ? channelScope(ch) : 'session', this.now());
+    if (!k) return { body };
+    return { enc: await sealBody(k, body) };
+  }
+
+  /** subscribe joins a channel; resolves with its members. */
+  async subscribe(ch) {
+    const r = await this.call('sub', { ch });
+    if (r && typeof r.key === 'string' && this.agreement) await this.#addWrappedKey(r.key, channelScope(ch));
+    this.channels.set(ch, new Set((r && r.members) || []));
+    this.emit('presence', { ch, members: [...this.channels.get(ch)] });
+    return [...this.channels.get(ch)];
+  }
+
+  /** unsubscribe leaves a channel. */
+  async unsubscribe(ch) {
+    this.channels.delete(ch);
+    return this.call('unsub', { ch });
+  }
+
+  /** publish sends body to every subscriber of ch (sealed with the channel key when encryption is on). */
+  async publish(ch, body) {
+    return this.call('pub', { ch, ...(await this.#sealFor('pub', ch, body)) });
+  }
+
+  /** dm sends body to every session of user `to`. */
+  async dm(to, body) {
+    return this.call('dm', { to, ...(await this.#sealFor('dm', undefined, body)) });
+  }
+
+  /** presence asks who is in ch. */
+  async presence(ch) {
+    const r = await this.call('presence', { ch });
+    return (r && r.members) || [];
+  }
+
+  /** ping measures liveness. */
+  ping() {
+    return this.call('ping');
+  }
+
+  /** request calls an application action (a name with a dot, §9.4). */
+  async request(act, body, ch) {
+    return this.call(act, { ch, ...(await this.#sealFor(act, ch, body)) });
+  }
+
+  /** setEncryption turns sealing of outgoing bodies on or off (keys must have been negotiated). */
+  setEncryption(on) {
+    this.encWanted = !!on;
+    this.encryptOutgoing = !!on && !!this.ring;
+    return this.encryptOutgoing;
+  }
+
+  get encryptionAvailable() {
+    return !!this.ring;
+  }
+
+  // ---- connection ------------------------------------------------------------------
+
+  /** connect opens the WebSocket, sends hello and resolves with the welcome body. */
+  async connect() {
+    if (!this.token) throw new SigilError('not_logged_in', 'login first');
+    await this.loadJWKS();
+    this.#setState('connecting');
+    if (!this.verifier) {
+      this.verifier = new FrameVerifier({ keys: this.jwks, sid: this.sid, sub: this.sub, skewMs: this.skewMs, now: () => this.now() });
+    }
+    if (this.opts.encryption && globalThis.crypto.subtle) {
+      try {
+        this.agreement = await generateAgreementKey(); // fresh per hello (§11.3)
+      } catch {
+        this.agreement = null;
+      }
+    }
+    const ws = new this.WS(this.wsURL, SUBPROTOCOL);
+    this.ws = ws;
+    this.welcomed = false;
+    return new Promise((resolve, reject) => {
+      this.welcomeWaiter = { resolve, reject };
+      ws.onopen = () => {
+        if (ws.protocol && ws.protocol !== SUBPROTOCOL) {
+          ws.close(1002, 'wrong subprotocol');
+          return;
+        }
+        const body = { token: this.token, jwk: this.key.jwk };
+        if (this.agreement) body.ekey = this.agreement.jwk;
+        this.sign({ act: 'hello', body }).then((f) => ws.send(f.frame)).catch((e) => reject(e));
+      };
+      ws.onmessage = (ev) => {
+        this.inbox = (this.inbox || Promise.resolve()).then(() => this.#onFrame(ev.data)).catch((e) => console.error('sigil:', e));
+      };
+      ws.onclose = (ev) => this.#onClose(ws, ev.code, ev.reason);
+      ws.onerror = () => {};
+    });
+  }
+
+  #setState(s) {
+    this.state = s;
+    this.emit('state', s);
+  }
+
+  async #onFrame(data) {
+    if (typeof data !== 'string') {
+      if (data && typeof data.toString === 'function' && globalThis.Buffer && globalThis.Buffer.isBuffer(data)) data = data.toString('utf8');
+      else {
+        this.emit('invalid', { code: 'malformed', message: 'binary server frame' });
+        return;
+      }
+    }
+    let env;
+    try {
+      env = await this.verifier.verify(data);
+    } catch (e) {
+      if (e.code === 'unknown_key' && e.kid) {
+        // Refetch the JWKS (at most once a minute) in case the server rotated its key (§13.3).
+        try {
+          this.verifier.keys = await this.loadJWKS(true);
+          env = await this.verifier.verify(data);
+        } catch (e2) {
+          e = e2;
+        }
+      }
+      if (!env) {
+        // Before welcome, a rejected hello is answered by an error frame without sid (§8.2).
+        if (!this.welcomed && e.code === 'wrong_session') {
+          env = await this.verifier.verify(data, { preWelcome: true }).catch(() => null);
+        }
+        if (!env) {
+          this.emit('invalid', { code: e.code || 'internal', message: e.message, frame: data });
+          return;
+        }
+      }
+    }
+    try {
+      await this.#dispatch(env);
+    } catch (e) {
+      this.emit('invalid', { code: e.code || 'internal', message: e.message, frame: data, env });
+    }
+  }
+
+  async #dispatch(env) {
+    const b = env.body;
+    switch (env.act) {
+      case 'welcome': {
+        if (!b || b.sid !== this.sid || b.sub !== this.sub) throw new SigilError('wrong_session', 'welcome for another session');
+        this.offset = b.time - Date.now();
+        if (b.skew) this.skewMs = this.verifier.skewMs = b.skew;
+        if (b.max_frame) this.maxFrame = b.max_frame;
+        if (typeof b.seq === 'number' && b.seq > this.seq) this.seq = b.seq;
+        if (typeof b.exp === 'number') this.expiresAt = b.exp;
+        if (b.roles) this.roles = b.roles;
+        this.ring = null;
+        if (typeof b.key === 'string' && this.agreement) {
+          this.ring = new KeyRing();
+          await this.#addWrappedKey(b.key, 'session');
+        }
+        if (!this.ring) this.encryptOutgoing = false;
+        else if (this.encWanted !== undefined) this.encryptOutgoing = this.encWanted;
+        else this.encryptOutgoing = !!this.opts.encryption;
+        this.welcomed = true;
+        this.attempt = 0;
+        this.#setState('open');
+        this.#scheduleRefresh();
+        const w = this.welcomeWaiter;
+        this.welcomeWaiter = null;
+        if (w) w.resolve(b);
+        this.emit('welcome', b);
+        return;
+      }
+      case 'reply':
+      case 'pong':
+      case 'refreshed':
+      case 'error': {
+        const p = env.cid && this.pending.get(env.cid);
+        if (p) {
+          this.pending.delete(env.cid);
+          clearTimeout(p.timer);
+          if (env.act === 'error') {
+            const e = new SigilError(b && b.code ? b.code : 'internal', b && b.message);
+            if (b && b.ref) e.ref = b.ref;
+            p.reject(e);
+          } else {
+            p.resolve(b);
+          }
+        } else if (env.act === 'error') {
+          if (!this.welcomed && this.welcomeWaiter) {
+            this.helloError = b;
+          }
+          this.emit('error', { code: b && b.code, message: b && b.message, ref: b && b.ref });
+        }
+        return;
+      }
+      case 'deliver':
+      case 'direct':
+        return this.#onDelivery(env);
+      case 'join':
+      case 'leave': {
+        const who = b && b.sub;
+        const set = this.channels.get(env.ch);
+        if (set && typeof who === 'string') {
+          if (env.act === 'join') set.add(who);
+          else set.delete(who);
+          this.emit('presence', { ch: env.ch, members: [...set] });
+        }
+        this.emit(env.act, { ch: env.ch, sub: who });
+        return;
+      }
+      case 'expiring':
+        this.emit('expiring', { exp: b && b.exp, inMs: b && b.exp - this.now() });
+        if (b && typeof b.exp === 'number') this.expiresAt = b.exp;
+        this.#scheduleRefresh(true);
+        return;
+      case 'key':
+        if (b && typeof b.key === 'string' && this.agreement) {
+          const rec = await this.#addWrappedKey(b.key, env.ch ? channelScope(env.ch) : undefined);
+          // The previous key stays valid for 60 s (§11.5).
+          if (rec) this.ring.retire(rec.scope, rec.kid, this.now() + 60_000);
+        }
+        return;
+      default:
+        this.emit('frame', env);
+    }
+  }
+
+  async #addWrappedKey(jwe, expectScope) {
+    const rec = await unwrapContentKey(jwe, this.agreement.privateKey);
+    if (expectScope && rec.scope !== expectScope) throw new SigilError('bad_enc', `wrapped key scope ${rec.scope}; expected ${expectScope}`);
+    if (!this.ring) this.ring = new KeyRing();
+    this.ring.add(rec);
+    return rec;
+  }
+
+  async #onDelivery(env) {
+    const db = env.body || {};
+    const base = {
+      kind: env.act, ch: env.ch, to: env.to, from: typeof db.sub === 'string' ? db.sub : '(unknown)',
+      deliveryId: env.id, receivedAt: this.now(),
+    };
+    let d;
+    try {
+      d = await openDelivery(env, this.ring, { keys: this.jwks });
+    } catch (e) {
+      this.emit(env.act === 'deliver' ? 'message' : 'direct', {
+        ...base, verified: false, code: e.code || 'internal', error: e.message, body: undefined,
+      });
+      return;
+    }
+    const m = {
+      ...base, verified: true, from: d.sender.sub, server: !!d.sender.server, id: d.env.id, ts: d.env.ts,
+      encrypted: d.encrypted, readable: d.readable,
+      body: d.encrypted ? d.env.plain : d.env.body, frame: db.frame, senderKey: d.sender.key.jkt,
+      mine: d.sender.sub === this.sub && d.env.sid === this.sid,
+    };
+    this.emit(env.act === 'deliver' ? 'message' : 'direct', m);
+  }
+
+  // ---- refresh (§12.2) -----------------------------------------------------------------
+
+  #scheduleRefresh(soon = false) {
+    clearTimeout(this.refreshTimer);
+    if (!this.expiresAt || this.ended) return;
+    const lead = Math.min(this.opts.refreshBeforeMs, Math.max(1000, (this.expiresAt - this.claims.iat * 1000) / 4));
+    let wait = this.expiresAt - lead - this.now();
+    if (soon) wait = Math.min(wait, 0);
+    this.refreshTimer = setTimeout(() => this.#autoRefresh(), Math.max(0, wait));
+    if (this.refreshTimer.unref) this.refreshTimer.unref();
+  }
+
+  async #autoRefresh() {
+    if (this.ended || this.refreshing) return;
+    if (!this.opts.shouldRefresh()) {
+      // Inactive: let it lapse, but look again shortly in case the user comes back.
+      this.emit('expiring', { exp: this.expiresAt, inMs: this.expiresAt - this.now(), paused: true });
+      if (this.expiresAt - this.now() > 1000) {
+        this.refreshTimer = setTimeout(() => this.#autoRefresh(), Math.min(5000, this.expiresAt - this.now() - 500));
+      }
+      return;
+    }
+    try {
+      await this.refresh();
+    } catch (e) {
+      this.#logout(`refresh failed (${e.code || e.message}); please log in again`, e.code || 'refresh_failed');
+    }
+  }
+
+  /**
+   * refresh renews the session token: in-band when connected (§12.2),
+   * else over HTTP with a proof (§13.2). A failed refresh ends the session
+   * (fail closed).
+   */
+  async refresh() {
+    if (!this.refreshToken) throw new SigilError('no_refresh_token', 'no refresh token');
+    this.refreshing = true;
+    try {
+      const rt = this.refreshToken;
+      this.refreshToken = null; // single use (§4.3)
+      let res;
+      if (this.ws && this.ws.readyState === 1 && this.welcomed) {
+        const b = await this.call('refresh', { body: { refresh_token: rt } });
+        res = { token: b.token, refresh_token: b.refresh_token };
+      } else {
+        let proof;
+        await (this.queue = this.queue.then(async () => {
+          proof = (await this.sign({ act: 'refresh', body: { refresh_token: rt } })).frame;
+        }));
+        res = await this.httpJSON('/v1/refresh', { refresh_token: rt, proof });
+      }
+      await this.#acceptToken(res, Date.now());
+      this.emit('refreshed', { exp: this.expiresAt });
+      return this.expiresAt;
+    } finally {
+      this.refreshing = false;
+    }
+  }
+
+  // ---- admin (Go server; not part of the protocol) --------------------------------------
+
+  /** admin calls the Go server's admin API (role admin): op 'sessions' | 'revoke' | 'kick'. */
+  async admin(op, req) {
+    const body = req === undefined ? {} : req;
+    let proof;
+    await (this.queue = this.queue.then(async () => {
+      proof = (await this.sign({ act: `admin.${op}`, body: { jwk: this.key.jwk, req: body } })).frame;
+    }));
+    return this.httpJSON(`/v1/admin/${op}`, req === undefined ? undefined : body, {
+      Authorization: `Bearer ${this.token}`, 'Sigil-Proof': proof,
+    });
+  }
+
+  // ---- closing and reconnecting (§12.3) --------------------------------------------------------
+
+  #onClose(ws, code, reason) {
+    if (ws !== this.ws) return;
+    this.ws = null;
+    const wasWelcomed = this.welcomed;
+    this.welcomed = false;
+    for (const [cid, p] of this.pending) {
+      clearTimeout(p.timer);
+      p.reject(new SigilError('closed', `connection closed (${code})`));
+      this.pending.delete(cid);
+    }
+    const info = CLOSE[code] || { meaning: 'closed', reconnect: code >= 4000 ? 'no' : 'backoff' };
+    const ev = { code, reason: reason || info.meaning, meaning: info.meaning, helloError: this.helloError };
+    this.helloError = null;
+    if (this.welcomeWaiter) {
+      const w = this.welcomeWaiter;
+      this.welcomeWaiter = null;
+      const e = new SigilError((ev.helloError && ev.helloError.code) || `close_${code}`, (ev.helloError && ev.helloError.message) || info.meaning);
+      e.closeCode = code;
+      if (!wasWelcomed && (info.reconnect !== 'backoff' || this.attempt === 0)) w.reject(e);
+    }
+    this.#setState('closed');
+    this.emit('closed', ev);
+    if (this.ended) return;
+    if (code === 4003) return this.#logout('your session was revoked; please log in again', 'revoked');
+    if (code === 4004) return this.#logout('you were disconnected by an administrator', 'kicked');
+    if (code === 4001) return this.#logout('the server refused this session; please log in again', 'hello_rejected');
+    if (code === 1000 || !this.opts.reconnect) return;
+    if (info.reconnect === 'no') return this.#logout(`disconnected: ${info.meaning} (${code})`, 'closed');
+    if (info.reconnect === 'refresh') {
+      return this.refresh().then(() => this.#reconnect(), () => this.#logout('your session expired; please log in again', 'expired'));
+    }
+    this.#reconnect();
+  }
+
+  #reconnect() {
+    if (this.ended) return;
+    const delay = backoffDelay(this.attempt++);
+    this.#setState('reconnecting');
+    this.emit('reconnecting', { inMs: delay, attempt: this.attempt });
+    this.reconnectTimer = setTimeout(async () => {
+      if (this.ended) return;
+      try {
+        if (this.expiresAt - this.now() < 5000) await this.refresh();
+        await this.connect();
+        for (const ch of [...this.channels.keys()]) await this.subscribe(ch).catch(() => {});
+      } catch (e) {
+        if (!this.ws && !this.ended && (!e.closeCode || (CLOSE[e.closeCode] || {}).reconnect === 'backoff')) this.#reconnect();
+      }
+    }, delay);
+  }
+
+  #logout(message, reason) {
+    if (this.ended) return;
+    this.ended = true;
+    clearTimeout(this.refreshTimer);
+    clearTimeout(this.reconnectTimer);
+    if (this.ws) {
+      try {
+        this.ws.close(1000, 'logout');
+      } catch {
+        /* already closed */
+      }
+    }
+    this.emit('loggedout', { reason, message });
+  }
+
+  /** close ends the session on this side: closes the socket (1000) and stops refreshing. */
+  close() {
+    this.#logout('logged out', 'logout');
+  }
+}
