@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/ecdsa"
+	"crypto/ed25519"
 	"encoding/json"
 	"io"
 	"log/slog"
@@ -117,6 +118,7 @@ type client struct {
 	t      testing.TB
 	e      *env
 	key    *protocol.PrivateKey
+	raw    ed25519.PrivateKey // the EdDSA session key, for hand-made frames
 	jwk    json.RawMessage
 	tok    server.TokenResponse
 	signer *protocol.ClientSigner
@@ -152,20 +154,25 @@ func (e *env) login(user string) *client {
 
 func (e *env) loginAlg(user string, alg jose.SignatureAlgorithm) *client {
 	e.t.Helper()
+	var raw ed25519.PrivateKey
 	key, err := protocol.GenerateKey(alg, nil)
+	if alg == protocol.EdDSA {
+		_, raw, _ = ed25519.GenerateKey(nil)
+		key, err = protocol.NewPrivateKey(raw, "")
+	}
 	if err != nil {
 		e.t.Fatal(err)
 	}
 	jwk, _ := key.Public().MarshalJSON()
-	c := &client{t: e.t, e: e, key: key, jwk: jwk}
+	c := &client{t: e.t, e: e, key: key, raw: raw, jwk: jwk}
 	var ae apiErr
-	var raw json.RawMessage
-	st := e.postJSON("/v1/token", map[string]any{"grant_type": "password", "username": user, "password": "pw", "jwk": json.RawMessage(jwk)}, &raw)
+	var resp json.RawMessage
+	st := e.postJSON("/v1/token", map[string]any{"grant_type": "password", "username": user, "password": "pw", "jwk": json.RawMessage(jwk)}, &resp)
 	if st != 200 {
-		_ = json.Unmarshal(raw, &ae)
+		_ = json.Unmarshal(resp, &ae)
 		e.t.Fatalf("login %s: %d %v", user, st, ae)
 	}
-	if err := json.Unmarshal(raw, &c.tok); err != nil {
+	if err := json.Unmarshal(resp, &c.tok); err != nil {
 		e.t.Fatal(err)
 	}
 	c.signer = &protocol.ClientSigner{Key: key, Session: c.tok.Session, Subject: c.tok.Subject}
@@ -340,5 +347,33 @@ func must(t testing.TB, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// expectHelloError reads the error frame that answers a rejected hello. It
+// names no session, which protocol.FrameVerifier refuses (see the report),
+// so its signature is checked against the JWKS here.
+func (c *client) expectHelloError(code protocol.Code) {
+	c.t.Helper()
+	_ = c.ws.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_, data, err := c.ws.ReadMessage()
+	if err != nil {
+		c.t.Fatalf("recv: %v", err)
+	}
+	jws, err := jose.ParseSignedCompact(string(data), []jose.SignatureAlgorithm{protocol.EdDSA, protocol.ES256})
+	must(c.t, err)
+	h := jws.Signatures[0].Header
+	key, ok := c.e.srv.KeySet().Key(h.KeyID)
+	if !ok || h.ExtraHeaders["typ"] != protocol.TypServer {
+		c.t.Fatalf("hello error: unknown kid or typ %v", h.ExtraHeaders["typ"])
+	}
+	payload, err := jws.Verify(key.Key())
+	must(c.t, err)
+	var env protocol.Envelope
+	must(c.t, json.Unmarshal(payload, &env))
+	var eb protocol.ErrorBody
+	must(c.t, json.Unmarshal(env.Body, &eb))
+	if env.Action != protocol.ActError || env.Session != "" || eb.Code != code {
+		c.t.Fatalf("want hello error %s, got %s %s", code, env.Action, env.Body)
 	}
 }

@@ -176,7 +176,6 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	}
 	cfg.Authenticator = auth
 
-
 	srv, err := server.New(cfg)
 	if err != nil {
 		return err
