@@ -136,9 +136,17 @@ func (c *conn) refresh(m *protocol.Message) *protocol.Error {
 		return badRequest("refresh body must be {refresh_token}")
 	}
 	s := c.srv
-	res, aerr := s.rotateRefresh(s.ctx, rb.RefreshToken, c.sid, c.sess.Key.Thumbprint())
+	res, aerr := s.rotateRefresh(s.ctx, rb.RefreshToken, c.sid, c.sess.Key.Thumbprint(), c)
 	if aerr != nil {
-		return &protocol.Error{Code: protocol.CodeBadToken, Message: "refresh token rejected"}
+		pe := &protocol.Error{Code: protocol.CodeBadToken, Message: "refresh token rejected", Ref: m.ID}
+		if revoked, err := s.cfg.Revocations.IsRevoked(s.ctx, c.sess.TokenID, c.sub, c.sess.IssuedAt); err == nil && revoked {
+			// Reuse revoked the family, this session's token included.
+			s.m.reject(pe.Code)
+			c.sendError(&m.Envelope, pe)
+			c.close(CloseRevoked, "revoked", true)
+			return nil
+		}
+		return pe
 	}
 	if err := s.keys().verifier.Refresh(s.ctx, c.sess, res.Token); err != nil {
 		return asProtoErr(err)

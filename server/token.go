@@ -185,10 +185,12 @@ func (s *Server) wsURL(r *http.Request) string {
 
 // rotateRefresh uses a refresh token bound to (sid, jkt) and issues the
 // next token of its family. Reuse revokes the family and the session.
-func (s *Server) rotateRefresh(ctx context.Context, token, sid, jkt string) (*TokenResponse, *apiError) {
+// self, when not nil, is the connection that asked in-band: it is left for
+// the caller to answer and close.
+func (s *Server) rotateRefresh(ctx context.Context, token, sid, jkt string, self *conn) (*TokenResponse, *apiError) {
 	rec, err := s.cfg.Refresh.Use(ctx, HashRefreshToken(token))
 	if errors.Is(err, ErrRefreshReused) {
-		s.refreshReused(ctx, rec)
+		s.refreshReused(ctx, rec, self)
 		return nil, invalidGrant()
 	}
 	if err != nil || rec.Session != sid || rec.JKT != jkt {
@@ -203,7 +205,7 @@ func (s *Server) rotateRefresh(ctx context.Context, token, sid, jkt string) (*To
 
 // refreshReused revokes a family whose refresh token was used twice, every
 // token issued in it, and closes the session's live sockets with 4003.
-func (s *Server) refreshReused(ctx context.Context, rec RefreshRecord) {
+func (s *Server) refreshReused(ctx context.Context, rec RefreshRecord, self *conn) {
 	s.log.Warn("refresh token reuse: revoking the family", "sub", rec.Subject, "sid", rec.Session)
 	jtis, err := s.cfg.Refresh.RevokeFamily(ctx, rec.Family)
 	if err != nil {
@@ -213,7 +215,7 @@ func (s *Server) refreshReused(ctx context.Context, rec RefreshRecord) {
 	for _, jti := range jtis {
 		_ = s.cfg.Revocations.RevokeToken(ctx, jti, until)
 	}
-	for _, c := range s.hub.conns(func(c *conn) bool { return c.sid == rec.Session }) {
+	for _, c := range s.hub.conns(func(c *conn) bool { return c.sid == rec.Session && c != self }) {
 		c.close(CloseRevoked, "revoked", false)
 	}
 }
@@ -267,7 +269,7 @@ func (s *Server) httpRefresh(ctx context.Context, req refreshRequest) (*TokenRes
 	if protocol.DecodeBody(m.Body, &rb) != nil || rb.RefreshToken != req.RefreshToken {
 		return nil, invalidGrant()
 	}
-	return s.rotateRefresh(ctx, req.RefreshToken, rec.Session, rec.JKT)
+	return s.rotateRefresh(ctx, req.RefreshToken, rec.Session, rec.JKT, nil)
 }
 
 // peekRefresh finds a refresh record without consuming it.
