@@ -540,11 +540,7 @@ export class Client {
       }
       return;
     }
-    try {
-      await this.refresh();
-    } catch (e) {
-      this.#logout(`refresh failed (${e.code || e.message}); please log in again`, e.code || 'refresh_failed');
-    }
+    await this.refresh().catch(() => {}); // a failure has already ended the session
   }
 
   /**
@@ -572,6 +568,10 @@ export class Client {
       await this.#acceptToken(res, Date.now());
       this.emit('refreshed', { exp: this.expiresAt });
       return this.expiresAt;
+    } catch (e) {
+      // Fail closed (§12.2): a session whose refresh failed stops sending.
+      this.#logout(`your session could not be renewed (${e.code || e.message}); please log in again`, 'refresh_failed');
+      throw e;
     } finally {
       this.refreshing = false;
     }
@@ -622,7 +622,8 @@ export class Client {
     if (code === 1000 || !this.opts.reconnect) return;
     if (info.reconnect === 'no') return this.#logout(`disconnected: ${info.meaning} (${code})`, 'closed');
     if (info.reconnect === 'refresh') {
-      return this.refresh().then(() => this.#reconnect(), () => this.#logout('your session expired; please log in again', 'expired'));
+      if (!this.refreshToken) return this.#logout('your session expired; please log in again', 'expired');
+      return this.refresh().then(() => this.#reconnect(), () => {});
     }
     this.#reconnect();
   }
