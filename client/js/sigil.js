@@ -64,6 +64,7 @@ export class Client {
    * @param {string} [opts.url] base URL of the server (default: location.origin)
    * @param {'ES256'|'EdDSA'|'auto'} [opts.alg] session key algorithm: ES256 by default; 'auto' picks Ed25519 where supported
    * @param {boolean} [opts.encryption] negotiate body encryption (ekey in hello); default false
+   * @param {boolean} [opts.seal] seal outgoing bodies once keys are negotiated; default: the value of encryption
    * @param {function} [opts.WebSocket] WebSocket constructor (default: globalThis.WebSocket)
    * @param {function} [opts.fetch] fetch (default: globalThis.fetch)
    * @param {boolean} [opts.reconnect] reconnect per the close-code table; default true
@@ -91,7 +92,8 @@ export class Client {
     this.pending = new Map(); // cid → {resolve, reject, timer}
     this.channels = new Map(); // ch → Set(members)
     this.ring = null; // content keys (KeyRing) when encryption is on
-    this.encryptOutgoing = !!this.opts.encryption;
+    this.encryptOutgoing = false;
+    if (this.opts.seal !== undefined) this.encWanted = !!this.opts.seal;
     this.queue = Promise.resolve();
     this.attempt = 0;
     this.ended = false;

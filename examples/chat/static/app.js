@@ -110,6 +110,7 @@ async function start(username, password) {
     url: location.origin,
     alg: 'auto', // Ed25519 where this browser's WebCrypto has it, else ES256
     encryption: true, // negotiate keys; the switch decides whether we seal
+    seal: false,
     shouldRefresh: () => document.visibilityState === 'visible',
   });
   await c.login(username, password);
@@ -175,7 +176,7 @@ function setupUI() {
   $('key-info').textContent = `${client.key.alg === 'EdDSA' ? 'Ed25519' : 'P-256'} · non-extractable · ${client.key.jkt.slice(0, 10)}…`;
   const enc = $('encrypt-toggle');
   enc.disabled = !client.encryptionAvailable;
-  enc.checked = false;
+  enc.checked = client.encryptOutgoing;
   enc.parentElement.title = client.encryptionAvailable ? 'Seal message bodies with the negotiated content keys' : 'Encryption is not available on this server';
   clearInterval(expiryTimer);
   expiryTimer = setInterval(updateExpiry, 1000);
@@ -296,6 +297,14 @@ function renderMessages() {
   ol.scrollTop = ol.scrollHeight;
 }
 
+function lockBadge() {
+  const b = el('span', 'badge sealed');
+  b.innerHTML = '<svg width="10" height="11" viewBox="0 0 10 11" aria-hidden="true"><rect x="1" y="5" width="8" height="6" rx="1.2" fill="currentColor"/><path d="M3 5V3.5a2 2 0 0 1 4 0V5" stroke="currentColor" stroke-width="1.4" fill="none"/></svg>';
+  b.append(' encrypted');
+  b.title = 'The body was sealed with the room key (spec §11) and opened in this browser';
+  return b;
+}
+
 function textOf(body) {
   if (body && typeof body === 'object' && typeof body.text === 'string') return body.text;
   return JSON.stringify(body);
@@ -325,8 +334,8 @@ function appendMessage(m, scroll) {
       const b = el('span', 'badge verified', '✓ signature verified in this browser');
       b.title = `Signed by ${m.from}'s session key ${m.senderKey ? m.senderKey.slice(0, 12) + '…' : ''}, vouched for by the server`;
       meta.append(b);
-      if (m.encrypted) meta.append(el('span', 'badge sealed', '🔒 encrypted'));
-      text = m.readable ? textOf(m.body) : '🔒 Encrypted with a key this session does not have.';
+      if (m.encrypted) meta.append(lockBadge());
+      text = m.readable ? textOf(m.body) : 'Encrypted with a key this session does not have.';
     } else {
       li.classList.add('failed');
       const b = el('span', 'badge failed', `✗ verification failed: ${m.code}`);
