@@ -19,6 +19,7 @@ func (c *conn) handle(frame []byte) {
 		return
 	}
 	s.m.accepted.Inc()
+	s.accepted.Add(1)
 	if perr := c.dispatch(m); perr != nil {
 		s.m.reject(perr.Code)
 		if perr.Ref == "" {

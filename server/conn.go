@@ -322,6 +322,7 @@ func (c *conn) hello(frame []byte) {
 	if err != nil {
 		pe := asProtoErr(err)
 		s.m.reject(pe.Code)
+		s.rejected.Add(1)
 		c.sendError(nil, pe)
 		code := CloseHelloRejected
 		switch pe.Code {
@@ -334,6 +335,7 @@ func (c *conn) hello(frame []byte) {
 		return
 	}
 	s.m.accepted.Inc()
+	s.accepted.Add(1)
 	c.sess = sess
 	c.sid, c.sub, c.jwk = sess.ID, sess.Subject, sess.JWK
 	c.roles, c.jti = sess.Roles, sess.TokenID
@@ -379,6 +381,7 @@ func (c *conn) reject(frame []byte, err error) {
 	s := c.srv
 	pe := asProtoErr(err)
 	s.m.reject(pe.Code)
+	s.rejected.Add(1)
 	var ref *protocol.Envelope
 	if afterSignature(pe.Code) {
 		ref = peekEnvelope(frame)

@@ -41,8 +41,22 @@ type SessionInfo struct {
 	Encrypted   bool      `json:"encrypted"`
 }
 
+// Stats are counters for tests and benchmarks (Prometheus has the rest).
+type Stats struct {
+	FramesAccepted uint64 // client frames that passed verification
+	FramesRejected uint64 // client frames rejected
+	Sessions       int    // live sessions
+}
+
+// Stats returns the current counters.
+func (s *Server) Stats() Stats {
+	return Stats{FramesAccepted: s.accepted.Load(), FramesRejected: s.rejected.Load(), Sessions: len(s.hub.conns(nil))}
+}
+
 // Server is a Sigil server. Create it with New.
 type Server struct {
+	accepted, rejected atomic.Uint64
+
 	cfg      Config
 	log      *slog.Logger
 	m        *metrics
