@@ -91,6 +91,17 @@ test('chat in a real browser: login, verified messages, read-only room, revocati
   await alice.screenshot({ path: join(artifacts, 'browser-1-alice.png') });
   await bob.screenshot({ path: join(artifacts, 'browser-2-bob-mobile.png') });
 
+  // In-band refresh (§12.2) from the page: new expiry, same session, still verified.
+  const before = await bob.evaluate(() => window.sigilChat.client.expiresAt);
+  const sid = await bob.evaluate(() => window.sigilChat.client.sid);
+  await new Promise((r) => setTimeout(r, 1100));
+  const afterExp = await bob.evaluate(() => window.sigilChat.client.refresh());
+  assert.ok(afterExp > before, `refreshed expiry ${afterExp} > ${before}`);
+  assert.equal(await bob.evaluate(() => window.sigilChat.client.sid), sid);
+  await bob.fill('#message-input', 'Still here after a token refresh.');
+  await bob.press('#message-input', 'Enter');
+  await alice.waitForSelector('.msg[data-from="bob"][data-verified="true"] >> text=after a token refresh');
+
   // bob is refused in the read-only announcements room.
   await bob.click('#menu-button');
   await bob.click('#rooms li[data-ch="announce.news"] .join-toggle');
