@@ -150,8 +150,8 @@ func decodeEnvelope(payload []byte, client bool) (*Envelope, error) {
 	switch {
 	case !isCanonicalUUID(e.ID):
 		return nil, errString("id must be a canonical lowercase UUID")
-	case !client && seen&hasSeq != 0:
-		return nil, errString("server frames carry no seq")
+	case !client && seen&(hasSeq|hasSub|hasEnc) != 0:
+		return nil, errString("server frames carry no seq, sub or enc")
 	case seen&hasSid != 0 && !isCanonicalUUID(e.Session):
 		return nil, errString("sid must be a canonical lowercase UUID")
 	case client && e.Subject == "":

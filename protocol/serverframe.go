@@ -17,9 +17,10 @@ type FrameVerifier struct {
 	MaxFrame int              // size limit; zero means 1 MiB
 	Now      func() time.Time // clock, already corrected for server offset; nil means time.Now
 
-	mu   sync.Mutex
-	seen map[string]time.Time // id -> forget after
-	ops  int
+	mu       sync.Mutex
+	seen     map[string]time.Time // id -> forget after
+	ops      int
+	welcomed bool // a welcome has been verified
 }
 
 // Verify checks a server frame. On success, Body is the plaintext body
@@ -58,11 +59,13 @@ func (f *FrameVerifier) verify(frame []byte) (*Message, *Error) {
 		e.Ref = env.ID
 		return nil, e
 	}
-	if env.Enc != "" {
-		return fail(newErr(CodeBadClaims, "server frames carry no enc"))
-	}
 	// Session: a frame for one session names it; broadcasts name none.
+	f.mu.Lock()
+	welcomed := f.welcomed
+	f.mu.Unlock()
 	switch {
+	case env.Action == ActError && env.Session == "" && !welcomed:
+		// The answer to a rejected hello names no session (spec.md §8.2).
 	case env.Session != "":
 		if env.Session != f.Session {
 			return fail(newErr(CodeWrongSession, "frame is for another session"))
@@ -110,12 +113,10 @@ func (f *FrameVerifier) verify(frame []byte) (*Message, *Error) {
 			}
 		}
 	}
-	f.mu.Unlock()
-	if len(env.Body) > 0 {
-		if _, err := decodeJSONValue(env.Body); err != nil {
-			return fail(wrapErr(CodeBadClaims, err, "body is not strict JSON"))
-		}
+	if env.Action == ActWelcome {
+		f.welcomed = true
 	}
+	f.mu.Unlock()
 	return &Message{Envelope: *env, Frame: frame}, nil
 }
 
@@ -138,6 +139,59 @@ func OpenDelivery(d *Message, keys ContentKeys) (*Sender, *Message, error) {
 	}
 	return s, m, nil
 }
+
+// OpenDelivery is the package-level OpenDelivery, and also opens messages
+// the server application published itself (spec.md §10.3): a delivery whose
+// sub is "server" and whose inner frame is a server frame, signed by a key
+// of f's JWKS, with act pub and the delivery's ch.
+func (f *FrameVerifier) OpenDelivery(d *Message, keys ContentKeys) (*Sender, *Message, error) {
+	s, m, err := f.openServerPublished(d)
+	if err == nil && s == nil {
+		s, m, err = openDelivery(d, keys)
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	return s, m, nil
+}
+
+// openServerPublished returns (nil, nil, nil) if d is not server-published.
+func (f *FrameVerifier) openServerPublished(d *Message) (*Sender, *Message, *Error) {
+	if d.Action != ActDeliver {
+		return nil, nil, nil
+	}
+	var db DeliverBody
+	if err := DecodeBody(d.Body, &db); err != nil || db.Sub != ServerSubject {
+		return nil, nil, nil
+	}
+	frame := []byte(db.Frame)
+	hdr, perr := checkForm(frame, DefaultMaxFrame*16, TypServer)
+	if perr != nil {
+		return nil, nil, perr
+	}
+	key, ok := f.Keys.Key(hdr.kid)
+	if !ok {
+		return nil, nil, newErr(CodeUnknownKey, "server-published frame: kid %s is not in the JWKS", quote(hdr.kid))
+	}
+	if jwk, err := ParsePublicJWK(db.JWK); err != nil || jwk.jkt != key.jkt {
+		return nil, nil, newErr(CodeUnknownKey, "server-published frame: jwk is not the JWKS key")
+	}
+	payload, perr := verifySignature(frame, hdr, key)
+	if perr != nil {
+		return nil, nil, perr
+	}
+	env, e := decodeEnvelope(payload, false)
+	if e != nil {
+		return nil, nil, wrapErr(CodeBadClaims, e, e.Error())
+	}
+	if env.Action != ActPub || env.Channel != d.Channel || env.Session != "" {
+		return nil, nil, &Error{Code: CodeWrongSession, Message: "server-published frame does not match the delivery", Ref: env.ID}
+	}
+	return &Sender{Subject: ServerSubject, Key: key}, &Message{Envelope: *env, Frame: frame}, nil
+}
+
+// ServerSubject is the sub of deliveries the server application published.
+const ServerSubject = "server"
 
 func openDelivery(d *Message, keys ContentKeys) (*Sender, *Message, *Error) {
 	if d.Action != ActDeliver && d.Action != ActDirect {
@@ -210,5 +264,15 @@ func (f *FrameVerifier) Remember(id string, ts time.Time) {
 		f.seen = make(map[string]time.Time)
 	}
 	f.seen[id] = ts.Add(skew)
+	f.mu.Unlock()
+}
+
+// SetWelcomed records whether the current connection's handshake is done.
+// A client calls SetWelcomed(false) when it opens a new connection (so that
+// the error answering a rejected hello, which names no session, is
+// accepted); verifying a welcome sets it to true.
+func (f *FrameVerifier) SetWelcomed(done bool) {
+	f.mu.Lock()
+	f.welcomed = done
 	f.mu.Unlock()
 }

@@ -438,6 +438,13 @@ export async function openDelivery(d, ring, { keys } = {}) {
     const sform = checkForm(db.frame, MAX_SERVER_FRAME, TYP_SERVER);
     const key = keys.get(sform.hdr.kid);
     if (!key) fail('unknown_key', 'server-published frame names no JWKS key');
+    let enclosed;
+    try {
+      enclosed = await importPublicJWK(db.jwk);
+    } catch (e) {
+      fail('unknown_key', 'server-published frame: jwk is not the JWKS key');
+    }
+    if (enclosed.jkt !== key.jkt) fail('unknown_key', 'server-published frame: jwk is not the JWKS key');
     const env = envOrBadClaims(await verifySignature(sform, key), false);
     if (d.act !== 'deliver' || env.act !== 'pub' || env.ch !== d.ch) fail('wrong_session', 'delivery does not match the server publish', env.id);
     return { sender: { sub: 'server', key, server: true }, env, encrypted: false, readable: true };

@@ -57,6 +57,13 @@ func (g *gen) serverVectors() {
 	sq := base()
 	sq.Seq = 3
 	add("server-claims-seq", "server frames carry no seq", rawJWS(priv, h, payload(sq)), fail(protocol.CodeBadClaims))
+	sb := base()
+	sb.Subject = "alice"
+	add("server-claims-sub", "server frames carry no sub", rawJWS(priv, h, payload(sb)), fail(protocol.CodeBadClaims))
+	hello := g.serverSign(&protocol.Envelope{Action: protocol.ActError, Body: mustJSON(protocol.ErrorBody{Code: protocol.CodeBadToken, Message: "session token: signed by an unknown key", Ref: g.uuid()})})
+	add("server-error-before-welcome-ok", "the error answering a rejected hello names no session; it is accepted before welcome", hello, ok(claimsOf(hello), bodyOf(hello)))
+	late := g.serverSign(&protocol.Envelope{Action: protocol.ActError, Body: mustJSON(protocol.ErrorBody{Code: protocol.CodeForbidden, Message: "no"})})
+	g.add(Vector{Name: "server-error-no-sid-after-welcome", Kind: "server", Comment: "after welcome, an error frame must name the session", Client: &ClientState{SID: cs.SID, Sub: "alice", Welcomed: true}, Frame: late, Expect: fail(protocol.CodeWrongSession)})
 	add("server-claims-duplicate", "a duplicate claim", rawJWS(priv, h, strings.Replace(payload(base()), `"act":"pong"`, `"act":"pong","act":"welcome"`, 1)), fail(protocol.CodeBadClaims))
 }
 
@@ -106,6 +113,16 @@ func (g *gen) deliveryVectors() {
 	add("delivery-sub-mismatch", "the delivery names another sender", g.delivery(protocol.ActDeliver, pub, other, "rooms.lobby", "", ""), fail(protocol.CodeWrongSession))
 	add("delivery-channel-mismatch", "a publish to one channel delivered as another channel's", g.delivery(protocol.ActDeliver, pub, alice, "rooms.other", "", ""), fail(protocol.CodeWrongSession))
 	add("delivery-direct-to-other", "a direct frame for another user", g.delivery(protocol.ActDirect, dm, alice, "", "carol", ""), fail(protocol.CodeWrongSession))
+	// Published by the server application itself: the inner frame is a
+	// server frame signed by a JWKS key.
+	srvJWK, _ := g.srv.Public().MarshalJSON()
+	inner := g.serverSign(&protocol.Envelope{Action: protocol.ActPub, Channel: "rooms.lobby", Body: json.RawMessage(`{"text":"maintenance at noon"}`)})
+	sp := g.serverSign(&protocol.Envelope{Action: protocol.ActDeliver, Channel: "rooms.lobby", Body: mustJSON(protocol.DeliverBody{Frame: inner, JWK: srvJWK, Sub: protocol.ServerSubject})})
+	add("delivery-server-published-ok", "a message the server application published: the inner frame is a server frame", sp,
+		Expect{Result: "ok", Claims: json.RawMessage(claimsOf(sp)), Sender: &ExpectSender{Sub: protocol.ServerSubject, Claims: json.RawMessage(claimsOf(inner)), Body: json.RawMessage(`{"text":"maintenance at noon"}`)}})
+	malJWK, _ := g.sess["mallory-eddsa"].Public().MarshalJSON()
+	spBad := g.serverSign(&protocol.Envelope{Action: protocol.ActDeliver, Channel: "rooms.lobby", Body: mustJSON(protocol.DeliverBody{Frame: inner, JWK: malJWK, Sub: protocol.ServerSubject})})
+	add("delivery-server-published-wrong-jwk", "a server-published delivery whose jwk is not the JWKS key that signed the inner frame", spBad, fail(protocol.CodeUnknownKey))
 	tokFrame := g.delivery(protocol.ActDeliver, alice.token, alice, "rooms.lobby", "", "")
 	add("delivery-sender-token-as-frame", "the sender frame is a session token", tokFrame, fail(protocol.CodeBadTyp))
 }

@@ -51,7 +51,8 @@ type Session struct {
 type ClientState struct {
 	SID         string       `json:"sid"`
 	Sub         string       `json:"sub"`
-	Seen        []string     `json:"seen,omitempty"` // server frame ids already received
+	Seen        []string     `json:"seen,omitempty"`     // server frame ids already received
+	Welcomed    bool         `json:"welcomed,omitempty"` // the connection's welcome was already received
 	ContentKeys []ContentKey `json:"content_keys,omitempty"`
 }
 

@@ -124,6 +124,7 @@ func (s *Set) Run(v Vector) error {
 		for _, id := range v.Client.Seen {
 			fv.Remember(id, now)
 		}
+		fv.SetWelcomed(v.Client.Welcomed)
 		m, err := fv.Verify(frame)
 		if err != nil {
 			return outcome(v, err)
@@ -131,7 +132,7 @@ func (s *Set) Run(v Vector) error {
 		if v.Kind == "server" {
 			return compare(v, m.Frame, m.Body, v.Expect.Claims, v.Expect.Body)
 		}
-		sender, sm, err := protocol.OpenDelivery(m, ring(v.Client.ContentKeys))
+		sender, sm, err := fv.OpenDelivery(m, ring(v.Client.ContentKeys))
 		if err != nil {
 			return outcome(v, err)
 		}

@@ -53,7 +53,7 @@ async function run(v) {
     case 'delivery': {
       const fv = new FrameVerifier({ keys: jwks, sid: v.client.sid, sub: v.client.sub, skewMs, now });
       for (const id of v.client.seen ?? []) fv.remember(id, v.now);
-      const env = await fv.verify(v.frame);
+      const env = await fv.verify(v.frame, { preWelcome: !v.client.welcomed });
       if (v.kind === 'server') return { claims: claimsOf(env), body: env.body };
       const d = await openDelivery(env, await ring(v.client.content_keys), { keys: jwks });
       return {
