@@ -2,8 +2,8 @@ package protocol_test
 
 import (
 	"context"
-	"errors"
 	"encoding/json"
+	"errors"
 	"testing"
 
 	"github.com/sigil-ws/sigil/protocol"
