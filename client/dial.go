@@ -1,0 +1,275 @@
+package client
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/gorilla/websocket"
+	"github.com/sigil-ws/sigil/protocol"
+)
+
+// maxServerFrame is the largest server frame the client reads (spec.md §2.6).
+const maxServerFrame = 1 << 20
+
+// endpoints derives the WebSocket URL and the HTTP base URL from the URL
+// given to Dial: "wss://host/v1/ws", or a base "https://host" to which
+// /v1/ws is added.
+func endpoints(raw string, insecure bool) (wsURL, base string, err error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "", "", fmt.Errorf("sigil client: bad URL: %w", err)
+	}
+	if u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+		return "", "", errors.New("sigil client: the URL must not carry user info, a query or a fragment")
+	}
+	var httpScheme string
+	switch u.Scheme {
+	case "wss", "https":
+		httpScheme = "https"
+	case "ws", "http":
+		httpScheme = "http"
+	default:
+		return "", "", fmt.Errorf("sigil client: URL scheme %q: want wss, ws, https or http", u.Scheme)
+	}
+	if httpScheme == "http" && !insecure && !isLoopback(u.Hostname()) {
+		return "", "", fmt.Errorf("sigil client: plain %s:// to %s: TLS is required except to loopback (spec.md §2.3); see Options.InsecureAllowPlaintext", u.Scheme, u.Hostname())
+	}
+	path := u.EscapedPath()
+	if u.Scheme == "http" || u.Scheme == "https" {
+		path = strings.TrimSuffix(path, "/") + "/v1/ws"
+	}
+	wsScheme := "wss"
+	if httpScheme == "http" {
+		wsScheme = "ws"
+	}
+	return wsScheme + "://" + u.Host + path, httpScheme + "://" + u.Host, nil
+}
+
+// isLoopback reports whether host is localhost or a loopback IP.
+func isLoopback(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// fetchKeys gets the server's JWKS. base is already checked for TLS.
+func fetchKeys(ctx context.Context, hc *http.Client, base string) (*protocol.KeySet, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/.well-known/jwks.json", nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Accept", "application/json")
+	resp, err := hc.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("sigil client: fetching the JWKS: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("sigil client: fetching the JWKS: HTTP %d", resp.StatusCode)
+	}
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return nil, fmt.Errorf("sigil client: fetching the JWKS: %w", err)
+	}
+	ks, err := protocol.ParseKeySet(data)
+	if err != nil {
+		return nil, fmt.Errorf("sigil client: the server's JWKS: %w", err)
+	}
+	return ks, nil
+}
+
+// conn is one WebSocket connection of a client.
+type conn struct {
+	ws   *websocket.Conn
+	fv   *protocol.FrameVerifier // the session's verifier (shared across its connections)
+	done chan struct{}           // closed when the reader has ended
+	code int                     // close code, valid after done
+	err  error                   // why the reader ended, valid after done
+}
+
+// welcome is what the handshake learns.
+type welcome struct {
+	body    protocol.WelcomeBody
+	sessKey *protocol.ContentKey
+}
+
+// connect dials the server, says hello as the current session and checks
+// the welcome. It does not start the reader.
+func (c *Client) connect(ctx context.Context) (*conn, *welcome, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.opts.HandshakeTimeout)
+	defer cancel()
+	c.mu.Lock()
+	tok, signer, fv := c.tok, c.signer, c.fv
+	c.mu.Unlock()
+
+	d := websocket.Dialer{
+		Subprotocols:     []string{protocol.Subprotocol},
+		HandshakeTimeout: c.opts.HandshakeTimeout,
+		Proxy:            http.ProxyFromEnvironment,
+	}
+	if t, ok := c.opts.HTTPClient.Transport.(*http.Transport); ok && t.TLSClientConfig != nil {
+		d.TLSClientConfig = t.TLSClientConfig.Clone()
+	}
+	ws, resp, err := d.DialContext(ctx, c.wsURL, nil)
+	if err != nil {
+		if resp != nil {
+			return nil, nil, fmt.Errorf("sigil client: WebSocket upgrade: HTTP %d: %w", resp.StatusCode, err)
+		}
+		return nil, nil, fmt.Errorf("sigil client: dial: %w", err)
+	}
+	if ws.Subprotocol() != protocol.Subprotocol {
+		ws.Close()
+		return nil, nil, fmt.Errorf("sigil client: server selected subprotocol %q, want %q", ws.Subprotocol(), protocol.Subprotocol)
+	}
+	ws.SetReadLimit(maxServerFrame)
+	stop := context.AfterFunc(ctx, func() { ws.NetConn().Close() })
+	defer stop()
+	cn := &conn{ws: ws, fv: fv, done: make(chan struct{})}
+
+	// hello: token, session key, and an agreement key for encryption.
+	jwk, err := tok.Key.Public().MarshalJSON()
+	if err != nil {
+		ws.Close()
+		return nil, nil, err
+	}
+	hb := protocol.HelloBody{Token: tok.Token, JWK: jwk}
+	var ekey *ecdsa.PrivateKey
+	if c.opts.Encrypt {
+		if ekey, err = protocol.GenerateAgreementKey(nil); err == nil {
+			hb.EKey, err = protocol.AgreementJWK(ekey)
+		}
+		if err != nil {
+			ws.Close()
+			return nil, nil, err
+		}
+	}
+	body, err := json.Marshal(hb)
+	if err != nil {
+		ws.Close()
+		return nil, nil, err
+	}
+	cid := uuid.NewString()
+	if err := c.write(cn, signer, &protocol.Envelope{Action: protocol.ActHello, Corr: cid, Body: body}); err != nil {
+		ws.Close()
+		return nil, nil, fmt.Errorf("sigil client: sending hello: %w", err)
+	}
+
+	// welcome. Its freshness is checked with a wide window because the
+	// clock offset is learned from it; it is bound to this hello by the cid.
+	hv := &protocol.FrameVerifier{Keys: fv.Keys, Session: tok.Session, Subject: tok.Subject, Skew: 24 * time.Hour}
+	_ = ws.SetReadDeadline(time.Now().Add(c.opts.HandshakeTimeout))
+	mt, data, err := ws.ReadMessage()
+	arrived := time.Now()
+	if err != nil {
+		ws.Close()
+		var ce *websocket.CloseError
+		if errors.As(err, &ce) {
+			return nil, nil, &CloseError{Code: ce.Code, Reason: ce.Text}
+		}
+		return nil, nil, fmt.Errorf("sigil client: waiting for welcome: %w", err)
+	}
+	if mt != websocket.TextMessage {
+		ws.Close()
+		return nil, nil, errors.New("sigil client: binary frame from the server")
+	}
+	m, err := hv.Verify(data)
+	if err != nil {
+		ws.Close()
+		if pe := helloError(data, err); pe != nil {
+			return nil, nil, &CloseError{Code: helloCloseCode(pe.Code), Reason: string(pe.Code), Err: pe}
+		}
+		c.report(fmt.Errorf("sigil client: welcome rejected: %w", err))
+		return nil, nil, fmt.Errorf("sigil client: welcome rejected: %w", err)
+	}
+	if m.Action != protocol.ActWelcome || m.Corr != cid {
+		ws.Close()
+		if m.Action == protocol.ActError {
+			if pe := errorFrame(m); pe != nil {
+				return nil, nil, &CloseError{Code: helloCloseCode(pe.Code), Reason: string(pe.Code), Err: pe}
+			}
+		}
+		return nil, nil, fmt.Errorf("sigil client: want welcome answering hello, got %q", m.Action)
+	}
+	w := &welcome{}
+	if err := protocol.DecodeBody(m.Body, &w.body); err != nil {
+		ws.Close()
+		return nil, nil, fmt.Errorf("sigil client: welcome body: %w", err)
+	}
+	if w.body.Session != tok.Session || w.body.Subject != tok.Subject {
+		ws.Close()
+		return nil, nil, errors.New("sigil client: welcome names another session")
+	}
+	if c.opts.Encrypt {
+		if w.body.Key == "" {
+			ws.Close()
+			return nil, nil, ErrNotEncrypted
+		}
+		k, err := protocol.UnwrapContentKey(w.body.Key, ekey)
+		if err != nil || k.Scope != protocol.ScopeSession {
+			ws.Close()
+			return nil, nil, fmt.Errorf("sigil client: welcome content key: %v", err)
+		}
+		w.sessKey = k
+		c.mu.Lock()
+		c.ekey = ekey
+		c.mu.Unlock()
+	}
+	// Clock offset (spec.md §8.3), then the welcome's id joins the replay
+	// state of the session.
+	c.offset.Store(int64(time.UnixMilli(w.body.Time).Sub(arrived)))
+	signer.SetClockOffset(time.Duration(c.offset.Load()))
+	signer.SetSeq(w.body.LastSeq)
+	fv.Remember(m.ID, m.Time())
+	_ = ws.SetReadDeadline(time.Time{})
+	return cn, w, nil
+}
+
+// helloError extracts the error frame that answers a rejected hello. Such a
+// frame names no session (spec.md §8.2), which FrameVerifier reports as
+// wrong_session after the signature has verified; only then is the payload
+// read.
+func helloError(frame []byte, verr error) *protocol.Error {
+	if protocol.CodeOf(verr) != protocol.CodeWrongSession {
+		return nil
+	}
+	payload, err := protocol.UnsafeClaims(frame)
+	if err != nil {
+		return nil
+	}
+	var env protocol.Envelope
+	if protocol.DecodeBody(payload, &env) != nil || env.Action != protocol.ActError || env.Session != "" {
+		return nil
+	}
+	return errorFrame(&protocol.Message{Envelope: env})
+}
+
+// errorFrame decodes the body of a verified error frame.
+func errorFrame(m *protocol.Message) *protocol.Error {
+	var eb protocol.ErrorBody
+	if err := protocol.DecodeBody(m.Body, &eb); err != nil || eb.Code == "" {
+		return &protocol.Error{Code: protocol.CodeInternal, Message: "malformed error frame", Ref: m.ID}
+	}
+	return &protocol.Error{Code: eb.Code, Message: eb.Message, Ref: eb.Ref}
+}
+
+// write signs env as the session and writes it, under the signer's lock so
+// that frames leave in seq order (spec.md §6.1).
+func (c *Client) write(cn *conn, signer *protocol.ClientSigner, env *protocol.Envelope) error {
+	_, err := signer.SignWith(env, func(frame []byte) error {
+		_ = cn.ws.SetWriteDeadline(time.Now().Add(c.opts.WriteTimeout))
+		return cn.ws.WriteMessage(websocket.TextMessage, frame)
+	})
+	return err
+}

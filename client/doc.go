@@ -1,0 +1,91 @@
+// Package client is the Go client of Sigil (spec.md): it connects to a
+// Sigil server over one WebSocket, signs every frame it sends with a
+// per-session key, and verifies every frame it receives — the server's
+// signature, typ, freshness, replay and session, and, for messages, the
+// original sender's signature end to end.
+//
+//	c, err := client.Dial(ctx, "wss://chat.example/v1/ws", &client.Options{
+//		Tokens: client.Password("alice", password),
+//	})
+//	sub, err := c.Subscribe(ctx, "rooms.lobby")
+//	err = c.Publish(ctx, "rooms.lobby", map[string]string{"text": "hi"})
+//	m, err := sub.Next(ctx) // m.From is the verified sender
+//
+// # Safe by default
+//
+// Dial generates the session key (Ed25519 unless Options.Algorithm says
+// ES256), obtains a session token bound to it from Options.Tokens, and
+// checks the server's frames against the server's JWKS: pinned in
+// Options.JWKS, or fetched over TLS from the server itself (plain http only
+// to loopback). Keys are never fetched from a URL found in a message. An
+// error frame in answer to a request is returned as an error carrying the
+// protocol's code: errors.As(err, &pe) with pe a *protocol.Error, or
+// protocol.CodeOf(err). Server frames that fail verification are dropped,
+// counted in Stats and reported to Options.OnError; they change nothing.
+//
+// # Concurrency
+//
+// A Client is safe for concurrent use by any number of goroutines. Frames
+// are signed and written under one lock, so that seq numbers are strictly
+// increasing on the wire however many goroutines publish at once. One
+// goroutine per connection reads and verifies server frames; it never
+// blocks on a slow consumer: each Subscription queues up to
+// Options.SubscriptionBuffer messages and ends with ErrSlowConsumer beyond
+// that. A Subscription is safe for concurrent use; its messages arrive in
+// the order the server sent them. Callbacks (OnStateChange, OnError,
+// OnRefresh) run on the client's goroutines, one at a time, and must not
+// block for long or call Close.
+//
+// # Token refresh
+//
+// With a refresh token (Password, External, RefreshToken sources), the
+// client refreshes its session token in-band a third of its remaining
+// lifetime before it expires (at most a minute before), or when the server
+// warns with expiring, without reconnecting. If the refresh fails, the
+// client fails closed: it stops sending as the session, closes, and Err
+// returns an error wrapping ErrRefreshFailed.
+//
+// # Reconnect semantics
+//
+// When the connection drops, the client follows the close-code table of
+// spec.md §12.3:
+//
+//   - 1001 (going away), 4000, 4005, 4006 and network failures: reconnect
+//     with exponential backoff and full jitter (0.5 s doubling to 30 s by
+//     default, see ReconnectPolicy), with the same token and session, and
+//     the seq sequence continuing;
+//   - 4001 (hello rejected) and 4002 (token expired): reconnect only with a
+//     new token — renewed over /v1/refresh if there is a refresh token,
+//     otherwise from the token source (a new session); if the new token is
+//     rejected too, the client closes;
+//   - 4003 (revoked): never; the client closes with an error wrapping
+//     ErrRevoked, and a person has to log in again;
+//   - 1000, 1003, 1008, 1009, 4004 (kicked): no reconnect; the client closes
+//     with a *CloseError.
+//
+// While reconnecting, Publish, Send, Call, Presence and Subscribe wait for
+// the connection (or their ctx); a request whose connection dropped before
+// its answer fails with ErrConnectionLost, because the server may or may
+// not have acted on it. After a reconnect the client resubscribes to every
+// channel before it lets requests through; messages published while it was
+// away are not replayed (the server keeps no history). The client remembers
+// the server frame ids and the sender message ids it has received, so a
+// message is delivered at most once, across reconnects too. State changes
+// (Connecting, Connected, Reconnecting, Closed) are reported to
+// Options.OnStateChange and by State; Done is closed, and Err set, once the
+// client is closed for good.
+//
+// # Body encryption
+//
+// With Options.Encrypt, the client sends an agreement key in hello and
+// seals every body with the content keys the server wraps to it (spec.md
+// §11); deliveries are opened transparently. A channel's key arrives with
+// the subscription, so a client publishes encrypted only to channels it has
+// subscribed to (ErrNoChannelKey otherwise). This protects bodies from
+// TLS-terminating intermediaries, not from the server.
+//
+// # Logging
+//
+// Options.Logger receives connection events. Tokens, keys and message
+// bodies are never logged; Token's String and LogValue omit its secrets.
+package client

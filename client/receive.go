@@ -1,0 +1,247 @@
+package client
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	jose "github.com/go-jose/go-jose/v4"
+	"github.com/gorilla/websocket"
+	"github.com/sigil-ws/sigil/protocol"
+)
+
+// read is the connection's only reader: it verifies every server frame and
+// dispatches it. It ends when the connection does.
+func (c *Client) read(cn *conn) {
+	defer c.wg.Done()
+	defer close(cn.done)
+	for {
+		mt, data, err := cn.ws.ReadMessage()
+		if err != nil {
+			cn.code, cn.err = closeAbnormal, err
+			var ce *websocket.CloseError
+			if errors.As(err, &ce) {
+				cn.code = ce.Code
+			}
+			_ = cn.ws.Close()
+			return
+		}
+		if mt != websocket.TextMessage {
+			c.reject(&protocol.Error{Code: protocol.CodeMalformed, Message: "binary frame from the server"})
+			continue
+		}
+		m, err := cn.fv.Verify(data)
+		if err != nil && protocol.CodeOf(err) == protocol.CodeUnknownKey && c.refetchKeys(cn) {
+			m, err = cn.fv.Verify(data)
+		}
+		if err != nil {
+			c.reject(err)
+			continue
+		}
+		c.dispatch(m)
+	}
+}
+
+// reject counts and reports a server frame that failed verification. The
+// frame is dropped and nothing else changes.
+func (c *Client) reject(err error) {
+	c.stats.rejected.Add(1)
+	c.report(fmt.Errorf("sigil client: server frame rejected: %w", err))
+}
+
+// refetchKeys fetches the JWKS again after an unknown kid, at most once a
+// minute, unless the keys are pinned. It runs on the reader goroutine,
+// the only user of cn.fv.
+func (c *Client) refetchKeys(cn *conn) bool {
+	if c.opts.JWKS != nil {
+		return false
+	}
+	c.keysMu.Lock()
+	defer c.keysMu.Unlock()
+	if time.Since(c.keysFetched) < time.Minute {
+		return false
+	}
+	c.keysFetched = time.Now()
+	ks, err := fetchKeys(c.ctx, c.opts.HTTPClient, c.base)
+	if err != nil {
+		c.report(err)
+		return false
+	}
+	cn.fv.Keys = ks
+	return true
+}
+
+// dispatch acts on a verified server frame.
+func (c *Client) dispatch(m *protocol.Message) {
+	switch m.Action {
+	case protocol.ActReply, protocol.ActPong, protocol.ActRefreshed, protocol.ActError:
+		var a answer
+		if m.Action == protocol.ActError {
+			a.err = errorFrame(m)
+		} else {
+			a.m = m
+		}
+		if m.Corr != "" {
+			c.mu.Lock()
+			ch, ok := c.pending[m.Corr]
+			delete(c.pending, m.Corr)
+			c.mu.Unlock()
+			if ok {
+				ch <- a
+				return
+			}
+		}
+		if a.err != nil {
+			c.report(fmt.Errorf("sigil client: error from the server: %w", a.err))
+		}
+	case protocol.ActDeliver, protocol.ActDirect:
+		c.deliver(m)
+	case protocol.ActExpiring:
+		c.wg.Add(1)
+		go func() { defer c.wg.Done(); c.refresh() }()
+	case protocol.ActKey:
+		var kb protocol.KeyBody
+		if err := protocol.DecodeBody(m.Body, &kb); err != nil {
+			c.reject(&protocol.Error{Code: protocol.CodeBadClaims, Message: "key frame body", Ref: m.ID})
+			return
+		}
+		if m.Channel == "" {
+			c.mu.Lock()
+			ekey := c.ekey
+			c.mu.Unlock()
+			if ekey == nil {
+				return
+			}
+			k, err := protocol.UnwrapContentKey(kb.Key, ekey)
+			if err != nil || k.Scope != protocol.ScopeSession {
+				c.report(fmt.Errorf("sigil client: session key frame: %v", err))
+				return
+			}
+			c.ring.Add(k, time.Time{})
+			c.mu.Lock()
+			c.sessKey = k
+			c.mu.Unlock()
+			return
+		}
+		if err := c.addChannelKey(m.Channel, kb.Key); err != nil {
+			c.report(err)
+		}
+	case protocol.ActJoin, protocol.ActLeave:
+		// Presence changes; Presence queries the current members.
+	default:
+		c.report(fmt.Errorf("sigil client: unexpected server frame %q", m.Action))
+	}
+}
+
+// deliver verifies a delivery end to end and hands it to the channel's
+// subscriptions (deliver) or the inbox (direct), once.
+func (c *Client) deliver(d *protocol.Message) {
+	msg, err := c.open(d)
+	if err != nil {
+		c.reject(err)
+		return
+	}
+	// A message is delivered at most once, even if the server sends it
+	// again in another delivery (for example across a reconnect).
+	key := msg.SenderKey.Thumbprint() + "/" + msg.ID
+	now := c.now()
+	c.mu.Lock()
+	if until, dup := c.seen[key]; dup && now.Before(until) {
+		c.mu.Unlock()
+		c.stats.duplicates.Add(1)
+		return
+	}
+	c.seen[key] = msg.Time.Add(10 * time.Minute)
+	if c.seenOps++; c.seenOps%1024 == 0 {
+		for k, until := range c.seen {
+			if now.After(until) {
+				delete(c.seen, k)
+			}
+		}
+	}
+	var targets []*Subscription
+	if d.Action == protocol.ActDirect {
+		if c.inbox != nil {
+			targets = []*Subscription{c.inbox}
+		}
+	} else {
+		targets = append(targets, c.subs[d.Channel]...)
+	}
+	c.mu.Unlock()
+	if len(targets) > 0 {
+		c.stats.delivered.Add(1)
+	}
+	for _, s := range targets {
+		s.push(msg)
+	}
+}
+
+// open runs protocol.OpenDelivery, or for a message the server application
+// published itself, checks the inner server frame against the JWKS.
+func (c *Client) open(d *protocol.Message) (*Message, error) {
+	var keys protocol.ContentKeys
+	if c.opts.Encrypt {
+		keys = c.ring
+	}
+	sender, inner, err := protocol.OpenDelivery(d, keys)
+	if err != nil {
+		if protocol.CodeOf(err) == protocol.CodeBadTyp && d.Action == protocol.ActDeliver {
+			if m, serr := c.openServerPub(d); serr == nil {
+				return m, nil
+			}
+		}
+		return nil, err
+	}
+	m := &Message{
+		Channel: d.Channel, To: d.To, From: sender.Subject, ID: inner.ID, Time: inner.Time(),
+		Encrypted: inner.Encrypted || inner.Enc != "", SenderKey: sender.Key, Frame: inner.Frame,
+	}
+	if inner.Enc == "" || inner.Encrypted {
+		m.Body = inner.Body
+	}
+	return m, nil
+}
+
+// openServerPub verifies a delivery whose frame the server application
+// signed (spec.md §10.3, last paragraph): a sigil-server+jws frame with
+// exactly alg, kid, typ, signed by a key of the JWKS with that key's
+// algorithm, act pub on the delivery's channel. protocol.FrameVerifier
+// refuses such a frame because it names no session, so the JWS is checked
+// here with go-jose, on top of the server's signature over the delivery.
+func (c *Client) openServerPub(d *protocol.Message) (*Message, error) {
+	var db protocol.DeliverBody
+	if err := protocol.DecodeBody(d.Body, &db); err != nil || db.Sub != "server" {
+		return nil, errors.New("not a server publish")
+	}
+	jws, err := jose.ParseSignedCompact(db.Frame, []jose.SignatureAlgorithm{protocol.EdDSA, protocol.ES256})
+	if err != nil || len(jws.Signatures) != 1 {
+		return nil, &protocol.Error{Code: protocol.CodeMalformed, Message: "server publish frame"}
+	}
+	h := jws.Signatures[0].Protected
+	if h.JSONWebKey != nil || len(h.ExtraHeaders) != 1 || h.ExtraHeaders["typ"] != protocol.TypServer {
+		return nil, &protocol.Error{Code: protocol.CodeBadHeader, Message: "server publish header"}
+	}
+	c.mu.Lock()
+	fv := c.fv
+	c.mu.Unlock()
+	key, ok := fv.Keys.Key(h.KeyID)
+	if !ok {
+		return nil, &protocol.Error{Code: protocol.CodeUnknownKey, Message: "server publish kid"}
+	}
+	if h.Algorithm != string(key.Algorithm()) {
+		return nil, &protocol.Error{Code: protocol.CodeBadHeader, Message: "server publish alg"}
+	}
+	payload, err := jws.Verify(key.Key())
+	if err != nil {
+		return nil, &protocol.Error{Code: protocol.CodeBadSignature, Message: "server publish signature"}
+	}
+	var env protocol.Envelope
+	if err := protocol.DecodeBody(payload, &env); err != nil {
+		return nil, &protocol.Error{Code: protocol.CodeBadClaims, Message: "server publish claims"}
+	}
+	if env.Action != protocol.ActPub || env.Channel != d.Channel || env.Enc != "" || env.Session != "" {
+		return nil, &protocol.Error{Code: protocol.CodeWrongSession, Message: "server publish does not match the delivery", Ref: env.ID}
+	}
+	return &Message{Channel: d.Channel, From: "server", FromServer: true, ID: env.ID, Time: env.Time(),
+		Body: env.Body, SenderKey: key, Frame: []byte(db.Frame)}, nil
+}
