@@ -162,9 +162,13 @@ func (c *Client) online(cn *conn, w *welcome) {
 		c.sessKey = w.sessKey
 		c.ring.Add(w.sessKey, time.Time{})
 	}
-	c.cur = cn
+	if c.err != nil {
+		_ = cn.ws.Close()
+	} else {
+		c.cur = cn
+	}
+	c.wg.Add(1) // under c.mu, so that Close cannot miss it
 	c.mu.Unlock()
-	c.wg.Add(1)
 	go c.read(cn)
 }
 
@@ -252,9 +256,7 @@ func (c *Client) fail(err error) {
 	if c.inbox != nil {
 		subs = append(subs, c.inbox)
 	}
-	close(c.done)
 	c.mu.Unlock()
-	c.cancel()
 	if cn != nil {
 		_ = cn.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(closeNormal, ""), time.Now().Add(time.Second))
 		_ = cn.ws.Close()
@@ -271,11 +273,13 @@ func (c *Client) fail(err error) {
 		c.log.Warn("sigil: closed", "err", err)
 	}
 	c.setState(StateClosed, err)
+	close(c.done)
+	c.cancel()
 }
 
 func (c *Client) setState(s State, err error) {
 	c.mu.Lock()
-	if c.state == s || (c.state == StateClosed && s != StateClosed) {
+	if c.state == s || (c.err != nil && s != StateClosed) {
 		c.mu.Unlock()
 		return
 	}
@@ -309,6 +313,7 @@ func (c *Client) supervise(cn *conn) {
 		timer.Reset(c.refreshDelay())
 		select {
 		case <-c.done:
+			_ = cn.ws.Close()
 			return
 		case <-c.wake:
 			continue
@@ -320,6 +325,10 @@ func (c *Client) supervise(cn *conn) {
 		}
 		// The connection is lost.
 		c.mu.Lock()
+		if c.err != nil { // closed: fail closed the socket
+			c.mu.Unlock()
+			return
+		}
 		if c.cur == cn {
 			c.cur = nil
 			c.ready = make(chan struct{})

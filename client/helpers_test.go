@@ -180,11 +180,15 @@ type states struct {
 	mu sync.Mutex
 	l  []client.State
 	ch chan client.State
+	t  testing.TB
 }
 
 func newStates() *states { return &states{ch: make(chan client.State, 64)} }
 
-func (s *states) record(st client.State, _ error) {
+func (s *states) record(st client.State, err error) {
+	if s.t != nil {
+		s.t.Logf("state %s: %v", st, err)
+	}
 	s.mu.Lock()
 	s.l = append(s.l, st)
 	s.mu.Unlock()
@@ -221,3 +225,24 @@ func httpBase(wsURL string) string {
 }
 
 var _ = http.StatusOK
+
+// sharedRefresh keeps refresh tokens across server restarts, as a
+// persistent store would.
+var sharedRefresh = server.NewMemoryRefreshStore(nil)
+
+// restartStopped starts a new server on addr after stop.
+func (e *env) restartStopped(addr string) {
+	e.t.Helper()
+	var l net.Listener
+	var err error
+	for i := 0; i < 50; i++ {
+		if l, err = net.Listen("tcp", addr); err == nil {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.start(l)
+}

@@ -1,0 +1,247 @@
+package client_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/sigil-ws/sigil/client"
+	"github.com/sigil-ws/sigil/protocol"
+	"github.com/sigil-ws/sigil/server"
+)
+
+// TestRefreshInBand runs a client across several lifetimes of a token that
+// lives 3 s: it refreshes in-band and never reconnects.
+func TestRefreshInBand(t *testing.T) {
+	e := newEnv(t, func(c *server.Config) {
+		c.TokenTTL = 3 * time.Second
+		c.ExpiryWarning = time.Second
+		c.SweepInterval = 100 * time.Millisecond
+	})
+	st := newStates()
+	refreshed := make(chan client.Token, 16)
+	alice := e.dial("alice", func(o *client.Options) {
+		o.OnStateChange = st.record
+		o.OnRefresh = func(tk client.Token) { refreshed <- tk }
+	})
+	first := alice.Token()
+	ctx := ctxT(t)
+	s, err := alice.Subscribe(ctx, "rooms.r")
+	must(t, err)
+	end := time.Now().Add(7 * time.Second)
+	n := 0
+	for time.Now().Before(end) {
+		must(t, alice.Publish(ctx, "rooms.r", map[string]int{"n": n}))
+		if m := next(t, s); m.From != "alice" {
+			t.Fatal(m.From)
+		}
+		n++
+		time.Sleep(200 * time.Millisecond)
+	}
+	got := alice.Stats()
+	if got.Refreshes < 2 || got.Reconnects != 0 {
+		t.Fatalf("refreshes %d reconnects %d", got.Refreshes, got.Reconnects)
+	}
+	last := alice.Token()
+	if last.Session != first.Session || last.Token == first.Token || last.RefreshToken == first.RefreshToken || !last.Expiry.After(first.Expiry) {
+		t.Fatalf("token did not move on: %v -> %v", first, last)
+	}
+	if tk := <-refreshed; tk.Session != first.Session {
+		t.Fatal("OnRefresh session")
+	}
+	if l := st.list(); slices.Contains(l, client.StateReconnecting) || slices.Contains(l, client.StateClosed) {
+		t.Fatalf("states %v", l)
+	}
+}
+
+// TestRefreshFailureFailsClosed gives the client a refresh token the server
+// does not know: the in-band refresh fails and the client closes.
+func TestRefreshFailureFailsClosed(t *testing.T) {
+	e := newEnv(t, func(c *server.Config) {
+		c.TokenTTL = 2 * time.Second
+		c.ExpiryWarning = time.Second
+	})
+	ctx := ctxT(t)
+	tok, err := client.Password("alice", "pw").Token(ctx, &client.TokenRequest{BaseURL: httpBase(e.url), HTTPClient: e.hs.Client()})
+	must(t, err)
+	tok.RefreshToken = "bm90LWEtcmVmcmVzaC10b2tlbi1hdC1hbGwtbm90LWV2ZW4tY2xvc2U"
+	st := newStates()
+	st.t = t
+	c, err := client.Dial(ctx, e.url, &client.Options{Tokens: client.SessionToken(*tok), OnStateChange: st.record, Reconnect: fastReconnect})
+	must(t, err)
+	defer c.Close()
+	select {
+	case <-c.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("client did not fail closed")
+	}
+	if !errors.Is(c.Err(), client.ErrRefreshFailed) || protocol.CodeOf(c.Err()) != protocol.CodeBadToken {
+		t.Fatalf("err %v", c.Err())
+	}
+	if err := c.Publish(ctx, "rooms.x", text{"x"}); !errors.Is(err, client.ErrRefreshFailed) {
+		t.Fatalf("publish after failed refresh: %v", err)
+	}
+	if l := st.list(); l[len(l)-1] != client.StateClosed || slices.Contains(l, client.StateReconnecting) {
+		t.Fatalf("states %v", l)
+	}
+}
+
+// TestServerRestart closes the server and starts a new one on the same
+// address with the same keys: the clients reconnect, resubscribe, and no
+// message is delivered twice.
+func TestServerRestart(t *testing.T) {
+	e := newEnv(t, nil)
+	ast, bst := newStates(), newStates()
+	alice := e.dial("alice", func(o *client.Options) { o.OnStateChange = ast.record })
+	bob := e.dial("bob", func(o *client.Options) { o.OnStateChange = bst.record })
+	ctx := ctxT(t)
+	as, err := alice.Subscribe(ctx, "rooms.r")
+	must(t, err)
+	bs, err := bob.Subscribe(ctx, "rooms.r")
+	must(t, err)
+	inbox := bob.Inbox()
+
+	got := map[*client.Subscription][]string{}
+	recv := func(s *client.Subscription, n int) {
+		for i := 0; i < n; i++ {
+			m := next(t, s)
+			got[s] = append(got[s], string(m.Body))
+		}
+	}
+	for i := 0; i < 3; i++ {
+		must(t, alice.Publish(ctx, "rooms.r", map[string]int{"before": i}))
+	}
+	recv(as, 3)
+	recv(bs, 3)
+	seqBefore := alice.Token().Seq
+
+	e.restart()
+	ast.wait(t, client.StateReconnecting, 5*time.Second)
+	ast.wait(t, client.StateConnected, 10*time.Second)
+	bst.wait(t, client.StateConnected, 10*time.Second)
+
+	for i := 0; i < 3; i++ {
+		must(t, alice.Publish(ctx, "rooms.r", map[string]int{"after": i}))
+	}
+	must(t, bob.Publish(ctx, "rooms.r", map[string]string{"from": "bob"}))
+	recv(as, 4)
+	recv(bs, 4)
+	must(t, alice.Send(ctx, "bob", text{"dm after restart"}))
+	if m := next(t, inbox); m.From != "alice" {
+		t.Fatal(m.From)
+	}
+	none(t, as, 200*time.Millisecond)
+	none(t, bs, 50*time.Millisecond)
+	for s, l := range got {
+		want := []string{`{"before":0}`, `{"before":1}`, `{"before":2}`, `{"after":0}`, `{"after":1}`, `{"after":2}`, `{"from":"bob"}`}
+		if !slices.Equal(l, want) {
+			t.Fatalf("%s got %v", s.Channel(), l)
+		}
+	}
+	if alice.Stats().Reconnects != 1 || bob.Stats().Reconnects != 1 {
+		t.Fatalf("reconnects %d %d", alice.Stats().Reconnects, bob.Stats().Reconnects)
+	}
+	// Same session, seq continued.
+	if tk := alice.Token(); tk.Seq <= seqBefore {
+		t.Fatalf("seq %d after %d", tk.Seq, seqBefore)
+	}
+	members, err := alice.Presence(ctx, "rooms.r")
+	must(t, err)
+	slices.Sort(members)
+	if !slices.Equal(members, []string{"alice", "bob"}) {
+		t.Fatalf("members after restart %v", members)
+	}
+}
+
+// TestRevokedDoesNotReconnect revokes alice: her client closes with
+// ErrRevoked and never dials again.
+func TestRevokedDoesNotReconnect(t *testing.T) {
+	e := newEnv(t, nil)
+	st := newStates()
+	alice := e.dial("alice", func(o *client.Options) { o.OnStateChange = st.record })
+	ctx := ctxT(t)
+	s, err := alice.Subscribe(ctx, "rooms.r")
+	must(t, err)
+	n, err := e.srv.RevokeSubject(context.Background(), "alice")
+	must(t, err)
+	if n != 1 {
+		t.Fatalf("revoked %d sessions", n)
+	}
+	select {
+	case <-alice.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("client still open after revocation")
+	}
+	if !errors.Is(alice.Err(), client.ErrRevoked) {
+		t.Fatalf("err %v", alice.Err())
+	}
+	var ce *client.CloseError
+	if !errors.As(alice.Err(), &ce) || ce.Code != 4003 {
+		t.Fatalf("close error %v", alice.Err())
+	}
+	time.Sleep(300 * time.Millisecond) // several backoff periods
+	if l := st.list(); slices.Contains(l, client.StateReconnecting) {
+		t.Fatalf("states %v", l)
+	}
+	if len(e.srv.Sessions()) != 0 {
+		t.Fatalf("sessions %v", e.srv.Sessions())
+	}
+	if _, ok := <-s.C(); ok {
+		t.Fatal("subscription still open")
+	}
+	if !errors.Is(s.Err(), client.ErrRevoked) {
+		t.Fatalf("subscription err %v", s.Err())
+	}
+	if err := alice.Publish(ctx, "rooms.r", text{"x"}); !errors.Is(err, client.ErrRevoked) {
+		t.Fatalf("publish after revoke: %v", err)
+	}
+}
+
+// TestKickedDoesNotReconnect: 4004 closes the client.
+func TestKickedDoesNotReconnect(t *testing.T) {
+	e := newEnv(t, nil)
+	alice := e.dial("alice", nil)
+	sid, _ := alice.Session()
+	if e.srv.Kick(sid) != 1 {
+		t.Fatal("kick")
+	}
+	<-alice.Done()
+	var ce *client.CloseError
+	if !errors.As(alice.Err(), &ce) || ce.Code != 4004 {
+		t.Fatalf("err %v", alice.Err())
+	}
+}
+
+// TestExpiredTokenReconnectsWithNewToken: the server is down while the token
+// expires; on its return the client renews the token over /v1/refresh and
+// carries on in the same session.
+func TestExpiredTokenReconnectsWithNewToken(t *testing.T) {
+	ttl := 2 * time.Second
+	e := newEnv(t, func(c *server.Config) { c.TokenTTL = ttl; c.Refresh = sharedRefresh })
+	alice := e.dial("alice", nil)
+	sid, _ := alice.Session()
+	ctx := ctxT(t)
+	s, err := alice.Subscribe(ctx, "rooms.r")
+	must(t, err)
+	addr := e.hs.Listener.Addr().String()
+	e.stop()
+	time.Sleep(ttl + 1500*time.Millisecond)
+	_ = addr
+	e.restartStopped(addr)
+	pubCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	must(t, alice.Publish(pubCtx, "rooms.r", text{"back"}))
+	if m := next(t, s); string(m.Body) != `{"text":"back"}` {
+		t.Fatal(string(m.Body))
+	}
+	if got, _ := alice.Session(); got != sid {
+		t.Fatalf("new session %s, want the same %s", got, sid)
+	}
+	if alice.Err() != nil {
+		t.Fatal(alice.Err())
+	}
+	_ = fmt.Sprint
+}
