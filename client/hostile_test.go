@@ -1,0 +1,200 @@
+package client_test
+
+import (
+	"context"
+	"crypto/ed25519"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/gorilla/websocket"
+	"github.com/sigil-ws/sigil/client"
+	"github.com/sigil-ws/sigil/protocol"
+)
+
+// hostile is a small test-only server that speaks just enough of the
+// protocol (hello/welcome, sub, ping) to put a real client in a session,
+// and then writes whatever frames the test hands it: it is the source of
+// hostile input, signed with protocol.ServerSigner or deliberately not.
+type hostile struct {
+	t      *testing.T
+	key    *protocol.PrivateKey
+	signer *protocol.ServerSigner
+	sid    string
+	out    chan []byte
+	hs     *httptest.Server
+}
+
+func newHostile(t *testing.T) *hostile {
+	key, err := protocol.GenerateKey(protocol.EdDSA, nil)
+	must(t, err)
+	h := &hostile{t: t, key: key, signer: &protocol.ServerSigner{Key: key}, sid: uuid.NewString(), out: make(chan []byte, 16)}
+	up := websocket.Upgrader{Subprotocols: []string{protocol.Subprotocol}}
+	h.hs = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ws, err := up.Upgrade(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer ws.Close()
+		var wmu sync.Mutex
+		write := func(b []byte) {
+			wmu.Lock()
+			defer wmu.Unlock()
+			_ = ws.WriteMessage(websocket.TextMessage, b)
+		}
+		done := make(chan struct{})
+		defer close(done)
+		go func() {
+			for {
+				select {
+				case b := <-h.out:
+					write(b)
+				case <-done:
+					return
+				}
+			}
+		}()
+		for {
+			_, data, err := ws.ReadMessage()
+			if err != nil {
+				return
+			}
+			payload, err := protocol.UnsafeClaims(data) // the client is not under test here
+			if err != nil {
+				return
+			}
+			var env protocol.Envelope
+			_ = json.Unmarshal(payload, &env)
+			var fr []byte
+			switch env.Action {
+			case protocol.ActHello:
+				fr, _ = h.signer.SignBody(&protocol.Envelope{Action: protocol.ActWelcome, Session: h.sid, Corr: env.Corr},
+					protocol.WelcomeBody{Session: h.sid, Subject: "alice", Roles: []string{"user"}, Expiry: time.Now().Add(time.Hour).UnixMilli(),
+						Time: time.Now().UnixMilli(), Skew: 30000, Window: 30000, LastSeq: env.Seq, MaxFrame: 65536})
+			case protocol.ActSub:
+				fr, _ = h.signer.SignBody(&protocol.Envelope{Action: protocol.ActReply, Session: h.sid, Corr: env.Corr, Channel: env.Channel},
+					protocol.SubReplyBody{Members: []string{"alice"}})
+			case protocol.ActPing:
+				fr, _ = h.signer.Sign(&protocol.Envelope{Action: protocol.ActPong, Session: h.sid, Corr: env.Corr})
+			default:
+				continue
+			}
+			write(fr)
+		}
+	}))
+	t.Cleanup(h.hs.Close)
+	return h
+}
+
+// deliver makes a server-signed delivery of a publish by sender.
+func (h *hostile) deliver(sender *protocol.ClientSigner, ch, text string) []byte {
+	inner, err := sender.Sign(&protocol.Envelope{Action: protocol.ActPub, Channel: ch, Body: json.RawMessage(`{"text":"` + text + `"}`)})
+	must(h.t, err)
+	jwk, _ := sender.Key.Public().MarshalJSON()
+	fr, err := h.signer.SignBody(&protocol.Envelope{Action: protocol.ActDeliver, Channel: ch},
+		protocol.DeliverBody{Frame: string(inner), JWK: jwk, Sub: sender.Subject})
+	must(h.t, err)
+	return fr
+}
+
+func TestHostileServerFrames(t *testing.T) {
+	h := newHostile(t)
+	ks, err := protocol.NewKeySet(h.key.Public())
+	must(t, err)
+	ckey, err := protocol.GenerateKey(protocol.EdDSA, nil)
+	must(t, err)
+	var mu sync.Mutex
+	var codes []protocol.Code
+	st := newStates()
+	url := "ws" + strings.TrimPrefix(h.hs.URL, "http") + "/v1/ws"
+	ctx := ctxT(t)
+	c, err := client.Dial(ctx, url, &client.Options{
+		Tokens: client.SessionToken(client.Token{Token: "opaque-test-token", Key: ckey, Session: h.sid, Subject: "alice"}),
+		JWKS:   ks, // pinned: nothing is fetched
+		OnError: func(err error) {
+			mu.Lock()
+			codes = append(codes, protocol.CodeOf(err))
+			mu.Unlock()
+		},
+		OnStateChange: st.record,
+	})
+	must(t, err)
+	defer c.Close()
+	sub, err := c.Subscribe(ctx, "rooms.x")
+	must(t, err)
+
+	bobKey, _ := protocol.GenerateKey(protocol.EdDSA, nil)
+	bob := &protocol.ClientSigner{Key: bobKey, Session: uuid.NewString(), Subject: "bob"}
+
+	good := h.deliver(bob, "rooms.x", "one")
+	h.out <- good
+	if m := next(t, sub); m.From != "bob" || string(m.Body) != `{"text":"one"}` {
+		t.Fatalf("good delivery: %+v", m)
+	}
+
+	// 1. The same server frame again: replay_id.
+	h.out <- good
+	// 2. A delivery signed by another key under the server's kid: bad_signature.
+	_, otherRaw, _ := ed25519.GenerateKey(nil)
+	impostor, err := protocol.NewPrivateKey(otherRaw, h.key.KeyID())
+	must(t, err)
+	forged, err := (&protocol.ServerSigner{Key: impostor}).SignBody(&protocol.Envelope{Action: protocol.ActDeliver, Channel: "rooms.x"},
+		json.RawMessage(`{"x":1}`))
+	must(t, err)
+	h.out <- forged
+	// 3. A frame signed by the server key but typed as a client frame: bad_typ.
+	env := &protocol.Envelope{ID: uuid.NewString(), TS: time.Now().UnixMilli(), Action: protocol.ActPong, Session: h.sid}
+	payload, _ := env.Marshal()
+	wrongTyp, err := h.key.SignCompact(protocol.TypClient, payload)
+	must(t, err)
+	h.out <- []byte(wrongTyp)
+	// 4. A genuine server signature over a delivery whose inner frame was not
+	// signed by the key it names (a lying server or relay): unknown_key.
+	mallKey, _ := protocol.GenerateKey(protocol.EdDSA, nil)
+	inner, _ := (&protocol.ClientSigner{Key: mallKey, Session: bob.Session, Subject: "bob"}).Sign(
+		&protocol.Envelope{Action: protocol.ActPub, Channel: "rooms.x", Body: json.RawMessage(`{"text":"spoof"}`)})
+	bobJWK, _ := bobKey.Public().MarshalJSON()
+	spoof, _ := h.signer.SignBody(&protocol.Envelope{Action: protocol.ActDeliver, Channel: "rooms.x"},
+		protocol.DeliverBody{Frame: string(inner), JWK: bobJWK, Sub: "bob"})
+	h.out <- spoof
+	// 5. A frame for another session: wrong_session.
+	other, _ := h.signer.Sign(&protocol.Envelope{Action: protocol.ActPong, Session: uuid.NewString()})
+	h.out <- other
+	// 6. A stale frame: stale.
+	old := &protocol.ServerSigner{Key: h.key, Now: func() time.Time { return time.Now().Add(-5 * time.Minute) }}
+	stale, _ := old.Sign(&protocol.Envelope{Action: protocol.ActPong, Session: h.sid})
+	h.out <- stale
+
+	// The client stays consistent: the next good delivery arrives, once,
+	// and the session still answers.
+	h.out <- h.deliver(bob, "rooms.x", "two")
+	if m := next(t, sub); string(m.Body) != `{"text":"two"}` {
+		t.Fatalf("after hostile frames: %s", m.Body)
+	}
+	must(t, c.Ping(ctx))
+	none(t, sub, 100*time.Millisecond)
+	mu.Lock()
+	got := append([]protocol.Code(nil), codes...)
+	mu.Unlock()
+	want := []protocol.Code{protocol.CodeReplayID, protocol.CodeBadSignature, protocol.CodeBadTyp, protocol.CodeUnknownKey, protocol.CodeWrongSession, protocol.CodeStale}
+	if len(got) != len(want) {
+		t.Fatalf("reported %v, want %v", got, want)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("reported %v, want %v", got, want)
+		}
+	}
+	if s := c.Stats(); s.Rejected != uint64(len(want)) || s.Delivered != 2 {
+		t.Fatalf("stats %+v", s)
+	}
+	if c.State() != client.StateConnected || len(st.list()) != 1 {
+		t.Fatalf("state %s %v", c.State(), st.list())
+	}
+	_ = context.Background
+}
