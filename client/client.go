@@ -163,7 +163,7 @@ func (c *Client) online(cn *conn, w *welcome) {
 		c.ring.Add(w.sessKey, time.Time{})
 	}
 	if c.err != nil {
-		_ = cn.ws.Close()
+		cn.close()
 	} else {
 		c.cur = cn
 	}
@@ -259,7 +259,7 @@ func (c *Client) fail(err error) {
 	c.mu.Unlock()
 	if cn != nil {
 		_ = cn.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(closeNormal, ""), time.Now().Add(time.Second))
-		_ = cn.ws.Close()
+		cn.close()
 	}
 	for _, ch := range pending {
 		ch <- answer{err: err}
@@ -313,7 +313,7 @@ func (c *Client) supervise(cn *conn) {
 		timer.Reset(c.refreshDelay())
 		select {
 		case <-c.done:
-			_ = cn.ws.Close()
+			cn.close()
 			return
 		case <-c.wake:
 			continue
@@ -438,7 +438,7 @@ func (c *Client) redial(ctx context.Context, newToken bool) (*conn, error) {
 	}
 	c.online(cn, w)
 	if err := c.resubscribe(ctx, cn); err != nil {
-		_ = cn.ws.Close()
+		cn.close()
 		<-cn.done
 		return nil, err
 	}

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -92,11 +93,26 @@ func fetchKeys(ctx context.Context, hc *http.Client, base string) (*protocol.Key
 
 // conn is one WebSocket connection of a client.
 type conn struct {
-	ws   *websocket.Conn
-	fv   *protocol.FrameVerifier // the session's verifier (shared across its connections)
-	done chan struct{}           // closed when the reader has ended
-	code int                     // close code, valid after done
-	err  error                   // why the reader ended, valid after done
+	ws     *websocket.Conn
+	fv     *protocol.FrameVerifier // the session's verifier (shared across its connections)
+	out    chan []byte             // signed frames in seq order, for the writer
+	done   chan struct{}           // closed when the reader has ended
+	closed chan struct{}           // closed by close: the writer stops
+	once   sync.Once
+	code   int   // close code, valid after done
+	err    error // why the reader ended, valid after done
+}
+
+// sendQueue is how many signed frames may wait for the writer; senders
+// block (under the signer's lock, so seq order is kept) when it is full.
+const sendQueue = 256
+
+// close closes the socket and stops the writer. Safe to call more than once.
+func (cn *conn) close() {
+	cn.once.Do(func() {
+		close(cn.closed)
+		_ = cn.ws.Close()
+	})
 }
 
 // welcome is what the handshake learns.
@@ -107,7 +123,7 @@ type welcome struct {
 
 // connect dials the server, says hello as the current session and checks
 // the welcome. It does not start the reader.
-func (c *Client) connect(ctx context.Context) (*conn, *welcome, error) {
+func (c *Client) connect(ctx context.Context) (_ *conn, _ *welcome, rerr error) {
 	ctx, cancel := context.WithTimeout(ctx, c.opts.HandshakeTimeout)
 	defer cancel()
 	c.mu.Lock()
@@ -136,7 +152,14 @@ func (c *Client) connect(ctx context.Context) (*conn, *welcome, error) {
 	ws.SetReadLimit(maxServerFrame)
 	stop := context.AfterFunc(ctx, func() { ws.NetConn().Close() })
 	defer stop()
-	cn := &conn{ws: ws, fv: fv, done: make(chan struct{})}
+	cn := &conn{ws: ws, fv: fv, done: make(chan struct{}), closed: make(chan struct{}), out: make(chan []byte, sendQueue)}
+	c.wg.Add(1)
+	go c.writeLoop(cn)
+	defer func() {
+		if rerr != nil {
+			cn.close()
+		}
+	}()
 
 	// hello: token, session key, and an agreement key for encryption.
 	jwk, err := tok.Key.Public().MarshalJSON()
@@ -161,7 +184,7 @@ func (c *Client) connect(ctx context.Context) (*conn, *welcome, error) {
 		return nil, nil, err
 	}
 	cid := uuid.NewString()
-	if err := c.write(cn, signer, &protocol.Envelope{Action: protocol.ActHello, Corr: cid, Body: body}); err != nil {
+	if err := c.write(ctx, cn, signer, &protocol.Envelope{Action: protocol.ActHello, Corr: cid, Body: body}); err != nil {
 		ws.Close()
 		return nil, nil, fmt.Errorf("sigil client: sending hello: %w", err)
 	}
@@ -264,12 +287,40 @@ func errorFrame(m *protocol.Message) *protocol.Error {
 	return &protocol.Error{Code: eb.Code, Message: eb.Message, Ref: eb.Ref}
 }
 
-// write signs env as the session and writes it, under the signer's lock so
-// that frames leave in seq order (spec.md §6.1).
-func (c *Client) write(cn *conn, signer *protocol.ClientSigner, env *protocol.Envelope) error {
+// write signs env as the session and queues it for the connection's
+// writer. Signing and queueing happen under the signer's lock, so frames
+// leave in seq order (spec.md §6.1) however many goroutines send; the
+// socket write itself happens on the writer goroutine, off the caller's
+// path.
+func (c *Client) write(ctx context.Context, cn *conn, signer *protocol.ClientSigner, env *protocol.Envelope) error {
 	_, err := signer.SignWith(env, func(frame []byte) error {
-		_ = cn.ws.SetWriteDeadline(time.Now().Add(c.opts.WriteTimeout))
-		return cn.ws.WriteMessage(websocket.TextMessage, frame)
+		select {
+		case cn.out <- frame:
+			return nil
+		case <-cn.closed:
+			return ErrConnectionLost
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	})
 	return err
+}
+
+// writeLoop is the connection's only writer. A write error closes the
+// connection; the reader then reports it.
+func (c *Client) writeLoop(cn *conn) {
+	defer c.wg.Done()
+	for {
+		select {
+		case frame := <-cn.out:
+			_ = cn.ws.SetWriteDeadline(time.Now().Add(c.opts.WriteTimeout))
+			if err := cn.ws.WriteMessage(websocket.TextMessage, frame); err != nil {
+				c.log.Debug("sigil: write failed", "err", err)
+				cn.close()
+				return
+			}
+		case <-cn.closed:
+			return
+		}
+	}
 }

@@ -23,7 +23,7 @@ func (c *Client) read(cn *conn) {
 			if errors.As(err, &ce) {
 				cn.code = ce.Code
 			}
-			_ = cn.ws.Close()
+			cn.close()
 			return
 		}
 		if mt != websocket.TextMessage {

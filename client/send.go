@@ -201,7 +201,7 @@ func (c *Client) requestOn(ctx context.Context, cn *conn, signer *protocol.Clien
 			c.mu.Unlock()
 		}
 	}
-	if err := c.write(cn, signer, env); err != nil {
+	if err := c.write(ctx, cn, signer, env); err != nil {
 		forget()
 		select {
 		case <-c.done:
