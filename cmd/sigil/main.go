@@ -3,11 +3,13 @@
 //	sigil serve [flags]             run the server (sigil serve --demo for the demo)
 //	sigil keygen [flags]            create a signing key (a new one signs after restart)
 //	sigil user add|passwd|remove    manage the users file
+//	sigil login|send|listen         a command-line client (package client)
 //
 // Run "sigil <command> -h" for the flags of each command.
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"os"
@@ -30,6 +32,12 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		err = keygen(args[1:], stdout)
 	case "user":
 		err = userCmd(args[1:], stdin, stdout)
+	case "login":
+		err = runLogin(context.Background(), args[1:], stdin, stdout)
+	case "send":
+		err = runSend(context.Background(), args[1:], stdin, stdout)
+	case "listen":
+		err = runListen(context.Background(), args[1:], stdout)
 	case "help", "-h", "--help":
 		usage(stdout)
 		return 0
@@ -51,5 +59,8 @@ func usage(w io.Writer) {
   sigil user add [--users F] [--roles r1,r2] [--hash argon2id|bcrypt] NAME   (password on stdin)
   sigil user passwd [--users F] NAME                                          (password on stdin)
   sigil user remove [--users F] NAME
+  sigil login --server URL --user NAME                                        (password on stdin)
+  sigil send [--encrypt] CHANNEL MESSAGE | sigil send --stdin CHANNEL
+  sigil listen [--json] [--encrypt] CHANNEL
 `)
 }

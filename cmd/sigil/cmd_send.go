@@ -1,0 +1,64 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"time"
+)
+
+// runSend implements "sigil send CHANNEL MESSAGE" and "sigil send --stdin
+// CHANNEL" (one message per non-empty line). Each message is published as
+// {"text": MESSAGE}, signed by the stored session's key.
+func runSend(ctx context.Context, args []string, stdin io.Reader, stdout io.Writer) error {
+	fs := flag.NewFlagSet("send", flag.ContinueOnError)
+	file := fs.String("credentials", defaultCredentialsPath(), "credentials file written by sigil login")
+	fromStdin := fs.Bool("stdin", false, "send every non-empty line of stdin as a message")
+	encrypt := fs.Bool("encrypt", false, "seal bodies (spec.md §11)")
+	insecure := fs.Bool("insecure-plaintext", false, "allow ws:// to a non-loopback host")
+	timeout := fs.Duration("timeout", 30*time.Second, "overall timeout")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if (*fromStdin && fs.NArg() != 1) || (!*fromStdin && fs.NArg() != 2) {
+		return errors.New("usage: sigil send CHANNEL MESSAGE | sigil send --stdin CHANNEL")
+	}
+	channel := fs.Arg(0)
+	ctx, cancel := context.WithTimeout(ctx, *timeout)
+	defer cancel()
+	c, done, err := dialStored(ctx, *file, *encrypt, *insecure)
+	if err != nil {
+		return err
+	}
+	defer done()
+	if *encrypt {
+		// The channel key comes with a subscription.
+		sub, err := c.Subscribe(ctx, channel)
+		if err != nil {
+			return err
+		}
+		defer sub.Close()
+	}
+	send := func(text string) error {
+		return c.Publish(ctx, channel, map[string]string{"text": text})
+	}
+	if !*fromStdin {
+		return send(fs.Arg(1))
+	}
+	sc := bufio.NewScanner(stdin)
+	sc.Buffer(make([]byte, 64<<10), 60<<10)
+	n := 0
+	for sc.Scan() {
+		if sc.Text() == "" {
+			continue
+		}
+		if err := send(sc.Text()); err != nil {
+			return fmt.Errorf("message %d: %w", n+1, err)
+		}
+		n++
+	}
+	return sc.Err()
+}
