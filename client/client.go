@@ -498,10 +498,10 @@ func (c *Client) refreshDelay() time.Duration {
 	}
 	left := time.Until(tok.Expiry)
 	lead := min(left/3, time.Minute)
-	if d := left - lead; d > 0 {
+	if d := left - lead; d > 100*time.Millisecond {
 		return d
 	}
-	return time.Millisecond
+	return 100 * time.Millisecond
 }
 
 // refresh renews the token in-band (spec.md §12.2). If it fails the client
@@ -530,6 +530,13 @@ func (c *Client) refresh() {
 	}
 	m, err := c.request(ctx, protocol.ActRefresh, "", "", body, true)
 	if err != nil {
+		if errors.Is(err, errNotSent) {
+			// Never sent (no connection): the refresh token is unused. The
+			// supervisor tries again once connected; an expired token is
+			// renewed over HTTP on reconnect (close 4002).
+			c.log.Info("sigil: refresh postponed", "err", err)
+			return
+		}
 		if c.Err() == nil {
 			c.fail(fmt.Errorf("%w: %w", ErrRefreshFailed, err))
 		}

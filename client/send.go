@@ -116,6 +116,10 @@ func marshalBody(body any, required bool) ([]byte, error) {
 	return data, nil
 }
 
+// errNotSent marks a request that failed before its frame was handed to
+// the connection: the server cannot have seen it.
+var errNotSent = errors.New("not sent")
+
 // waitReady returns the live connection and the session's signer, waiting
 // while the client reconnects.
 func (c *Client) waitReady(ctx context.Context) (*conn, *protocol.ClientSigner, error) {
@@ -149,6 +153,9 @@ func (c *Client) request(ctx context.Context, act, ch, to string, plain []byte, 
 	}
 	cn, signer, err := c.waitReady(ctx)
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("%w: %w", errNotSent, err)
+		}
 		return nil, err
 	}
 	return c.requestOn(ctx, cn, signer, act, ch, to, plain, want)
@@ -208,7 +215,7 @@ func (c *Client) requestOn(ctx context.Context, cn *conn, signer *protocol.Clien
 			return nil, c.Err()
 		default:
 		}
-		return nil, fmt.Errorf("%w: %w", ErrConnectionLost, err)
+		return nil, fmt.Errorf("%w: %w: %w", errNotSent, ErrConnectionLost, err)
 	}
 	if !want {
 		return nil, nil
