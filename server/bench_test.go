@@ -24,6 +24,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -239,6 +240,14 @@ func BenchmarkIdleSessionMemory(b *testing.B) {
 		time.Sleep(200 * time.Millisecond)
 		after := goMem()
 		b.ReportMetric(float64(int64(after)-int64(before))/n, "B/session")
+		if p := os.Getenv("SIGIL_HEAPPROFILE"); p != "" {
+			f, _ := os.Create(p)
+			_ = pprof.Lookup("heap").WriteTo(f, 0)
+			f.Close()
+			var ms runtime.MemStats
+			runtime.ReadMemStats(&ms)
+			b.Logf("heap inuse %d stack inuse %d goroutines %d", ms.HeapInuse, ms.StackInuse, runtime.NumGoroutine())
+		}
 		ch.say(b, "quit")
 		for e.srv.Stats().Sessions > 0 {
 			time.Sleep(10 * time.Millisecond)
@@ -347,6 +356,7 @@ func TestBenchChild(t *testing.T) {
 				}
 			}
 		}
+		fmt.Fprintln(os.Stderr, "child: subscribed", n)
 		publisher := connect("bob")
 		time.Sleep(500 * time.Millisecond) // let presence frames settle
 		for _, c := range subsc {
@@ -365,6 +375,7 @@ func TestBenchChild(t *testing.T) {
 			go reader(ws, &baseGot)
 		}
 		time.Sleep(300 * time.Millisecond)
+		fmt.Fprintln(os.Stderr, "child: baseline connected")
 		say("ready")
 		var frames [][]byte
 		for in.Scan() {

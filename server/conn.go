@@ -40,8 +40,9 @@ type conn struct {
 	welcomed atomic.Bool
 
 	// Reader goroutine only.
-	sess    *protocol.Session
-	rejects []time.Time
+	sess      *protocol.Session
+	rejects   []time.Time
+	handedOff bool
 
 	exp    atomic.Int64 // token expiry, Unix ms
 	warned atomic.Bool
@@ -66,13 +67,24 @@ var readBufPool = sync.Pool{New: func() any { b := make([]byte, 0, 2048); return
 
 // run is the reader goroutine.
 func (c *conn) run() {
-	defer c.finish()
 	s := c.srv
 	c.ws.SetPongHandler(func(string) error {
 		return c.ws.SetReadDeadline(c.readDeadline())
 	})
 	_ = c.ws.SetReadDeadline(s.cfg.Now().Add(s.cfg.HelloTimeout))
-	hello := true
+	c.loop(true)
+}
+
+// loop reads frames. The hello is handled on the first goroutine, whose
+// stack grows deep while verifying the token; the session then continues
+// on a fresh goroutine so that an idle session parks on a small stack.
+func (c *conn) loop(hello bool) {
+	handoff := false
+	defer func() {
+		if !handoff {
+			c.finish()
+		}
+	}()
 	for {
 		bp, err := c.read()
 		if err != nil {
@@ -104,8 +116,16 @@ func (c *conn) run() {
 		if !hello || c.isClosed() {
 			_ = c.ws.SetReadDeadline(c.readDeadline())
 		}
+		if first := !hello && !handoffDone(c); first {
+			handoff = true
+			c.handedOff = true
+			go c.loop(false)
+			return
+		}
 	}
 }
+
+func handoffDone(c *conn) bool { return c.handedOff }
 
 var errBinary = errors.New("binary frame")
 

@@ -119,7 +119,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.upgrader = websocket.Upgrader{
 		HandshakeTimeout:  cfg.HandshakeTimeout,
-		ReadBufferSize:    1024,
+		ReadBufferSize:    512,
 		WriteBufferSize:   4096,
 		WriteBufferPool:   writeBufferPool,
 		Subprotocols:      []string{protocol.Subprotocol},

@@ -131,6 +131,7 @@ func (s *Server) token(r *http.Request) (*TokenResponse, *apiError) {
 		return nil, invalidGrant()
 	}
 	jwk, _ := key.MarshalJSON()
+	jwk = bytes.Clone(jwk) // exact size: it is kept for the refresh family's lifetime
 	res, err := s.issue(r.Context(), id.Subject, id.Roles, key.Thumbprint(), jwk, "", "", time.Time{})
 	if err != nil {
 		s.log.Error("issuing a token failed", "err", err)
