@@ -108,6 +108,9 @@ func (s *Server) serveAdmin(w http.ResponseWriter, r *http.Request) {
 }
 
 func strictInto(data []byte, v any) bool {
+	if !exactMembers(data, v) {
+		return false
+	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	return dec.Decode(v) == nil

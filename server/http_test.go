@@ -33,6 +33,7 @@ func TestTokenEndpointErrors(t *testing.T) {
 		{`{"grant_type":"password","username":"alice","password":"pw","jwk":` + string(jwk) + `,"extra":1}`, 400, server.ErrCodeInvalidRequest},
 		{`{"grant_type":"password","username":"alice","username":"bob","password":"pw","jwk":` + string(jwk) + `}`, 400, server.ErrCodeInvalidRequest},
 		{`{"grant_type":"magic","jwk":` + string(jwk) + `}`, 400, server.ErrCodeUnsupported},
+		{`{"grant_type":"password","Username":"alice","password":"pw","jwk":` + string(jwk) + `}`, 400, server.ErrCodeInvalidRequest},
 		{`{"grant_type":"external","assertion":"x","jwk":` + string(jwk) + `}`, 400, server.ErrCodeUnsupported},
 		{`{"grant_type":"password","username":"alice","password":"pw"}`, 400, server.ErrCodeInvalidRequest},
 		{`{"grant_type":"password","username":"alice","password":"pw","jwk":{"kty":"oct","k":"AAAA"}}`, 400, server.ErrCodeInvalidRequest},

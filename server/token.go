@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"reflect"
 	"strings"
 	"time"
 
@@ -55,12 +56,37 @@ func decodeStrict(r *http.Request, v any) *apiError {
 	if err := strictjson.Valid(data, protocol.MaxDepth); err != nil {
 		return newAPIError(http.StatusBadRequest, ErrCodeInvalidRequest, "body is not strict JSON")
 	}
+	if !exactMembers(data, v) {
+		return newAPIError(http.StatusBadRequest, ErrCodeInvalidRequest, "body has unknown or mistyped members")
+	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		return newAPIError(http.StatusBadRequest, ErrCodeInvalidRequest, "body has unknown or mistyped members")
 	}
 	return nil
+}
+
+// exactMembers reports whether data is an object whose member names are
+// all, byte for byte, json tags of the struct v points to (encoding/json
+// alone would accept case variants).
+func exactMembers(data []byte, v any) bool {
+	var obj map[string]json.RawMessage
+	if json.Unmarshal(data, &obj) != nil {
+		return false
+	}
+	t := reflect.TypeOf(v).Elem()
+	known := map[string]bool{}
+	for i := 0; i < t.NumField(); i++ {
+		name, _, _ := strings.Cut(t.Field(i).Tag.Get("json"), ",")
+		known[name] = true
+	}
+	for k := range obj {
+		if !known[k] {
+			return false
+		}
+	}
+	return true
 }
 
 func invalidGrant() *apiError {
