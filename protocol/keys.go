@@ -1,6 +1,7 @@
 package protocol
 
 import (
+	"bytes"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
@@ -219,11 +220,20 @@ func (k *PrivateKey) MarshalPrivateJWK() ([]byte, error) {
 	return json.Marshal(jose.JSONWebKey{Key: k.key, KeyID: k.pub.kid, Algorithm: string(k.pub.alg), Use: "sig"})
 }
 
-// signer returns a cached go-jose signer for typ. The protected header it
-// writes is exactly {"alg","kid","typ"}.
-func (k *PrivateKey) signer(typ string) (jose.Signer, error) {
+// typedSigner is a go-jose signer for one typ, with the base64url protected
+// header it produces. go-jose encodes a header deterministically (sorted
+// members), so the segment is computed once, and SignCompact joins it with
+// the payload and go-jose's signature instead of serializing the header a
+// second time.
+type typedSigner struct {
+	signer jose.Signer
+	header string // base64url protected header, exactly {"alg","kid","typ"}
+}
+
+// signer returns the cached signer for typ.
+func (k *PrivateKey) signer(typ string) (*typedSigner, error) {
 	if s, ok := k.signers.Load(typ); ok {
-		return s.(jose.Signer), nil
+		return s.(*typedSigner), nil
 	}
 	s, err := jose.NewSigner(jose.SigningKey{
 		Algorithm: k.pub.alg,
@@ -232,8 +242,15 @@ func (k *PrivateKey) signer(typ string) (jose.Signer, error) {
 	if err != nil {
 		return nil, err
 	}
-	k.signers.Store(typ, s)
-	return s, nil
+	// The header go-jose signs: its encoder sorts members, so this is the
+	// same byte string (TestSignCompactMatchesGoJose checks it).
+	hdr, err := json.Marshal(map[string]string{"alg": string(k.pub.alg), "kid": k.pub.kid, "typ": typ})
+	if err != nil {
+		return nil, err
+	}
+	ts := &typedSigner{signer: s, header: b64.EncodeToString(hdr)}
+	k.signers.Store(typ, ts)
+	return ts, nil
 }
 
 // SignCompact signs payload as a compact JWS with header {alg, kid, typ}.
@@ -242,11 +259,24 @@ func (k *PrivateKey) SignCompact(typ string, payload []byte) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	obj, err := s.Sign(payload)
+	obj, err := s.signer.Sign(payload)
 	if err != nil {
 		return "", err
 	}
-	return obj.CompactSerialize()
+	if len(obj.Signatures) != 1 {
+		return "", errString("go-jose returned no signature")
+	}
+	sig := obj.Signatures[0].Signature
+	var b bytes.Buffer
+	b.Grow(len(s.header) + 2 + b64.EncodedLen(len(payload)) + b64.EncodedLen(len(sig)))
+	b.WriteString(s.header)
+	b.WriteByte('.')
+	enc := base64.NewEncoder(base64.RawURLEncoding, &b)
+	enc.Write(payload)
+	enc.Close()
+	b.WriteByte('.')
+	b.WriteString(b64.EncodeToString(sig))
+	return b.String(), nil
 }
 
 // KeySet is a set of public keys by kid: the server's JWKS as a verifier
