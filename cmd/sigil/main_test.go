@@ -1,0 +1,236 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"flag"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/sigil-ws/sigil/protocol"
+	"github.com/sigil-ws/sigil/server"
+)
+
+func TestMain(m *testing.M) {
+	if os.Getenv("SIGIL_TEST_MAIN") == "1" {
+		os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+	}
+	os.Exit(m.Run())
+}
+
+// sigil runs the command in a child process (this binary).
+func sigil(t *testing.T, stdin string, args ...string) *exec.Cmd {
+	cmd := exec.Command(os.Args[0], args...)
+	cmd.Env = append(os.Environ(), "SIGIL_TEST_MAIN=1")
+	cmd.Stdin = strings.NewReader(stdin)
+	return cmd
+}
+
+// startServe starts `sigil serve` and waits for SIGIL_READY; it returns the
+// URL and the lines printed before it.
+func startServe(t *testing.T, args ...string) (string, []string, *exec.Cmd) {
+	cmd := sigil(t, "", append([]string{"serve"}, args...)...)
+	out, _ := cmd.StdoutPipe()
+	cmd.Stderr = io.Discard
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	sc := bufio.NewScanner(out)
+	var lines []string
+	for sc.Scan() {
+		line := sc.Text()
+		if u, ok := strings.CutPrefix(line, "SIGIL_READY url="); ok {
+			go func() { _, _ = io.Copy(io.Discard, out) }()
+			return u, lines, cmd
+		}
+		lines = append(lines, line)
+	}
+	t.Fatalf("no SIGIL_READY; output: %v", lines)
+	return "", nil, nil
+}
+
+func get(t *testing.T, url string) (int, string) {
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func login(t *testing.T, url, user, pw string) (int, server.TokenResponse) {
+	k, _ := protocol.GenerateKey(protocol.EdDSA, nil)
+	jwk, _ := k.Public().MarshalJSON()
+	body, _ := json.Marshal(map[string]any{"grant_type": "password", "username": user, "password": pw, "jwk": json.RawMessage(jwk)})
+	resp, err := http.Post(url+"/v1/token", "application/json", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var tr server.TokenResponse
+	_ = json.NewDecoder(resp.Body).Decode(&tr)
+	return resp.StatusCode, tr
+}
+
+func TestServeDemo(t *testing.T) {
+	url, lines, cmd := startServe(t, "--demo", "--port", "0")
+	if !strings.HasPrefix(url, "http://127.0.0.1:") {
+		t.Fatal(url)
+	}
+	pw := map[string]string{}
+	for _, l := range lines {
+		f := strings.Fields(l)
+		if len(f) == 2 {
+			pw[f[0]] = f[1]
+		}
+	}
+	for _, u := range []string{"alice", "bob", "carol", "admin"} {
+		st, tr := login(t, url, u, pw[u])
+		if st != 200 || tr.Subject != u {
+			t.Fatalf("demo login %s: %d", u, st)
+		}
+		if u == "carol" && strings.Join(tr.Roles, ",") != "user,announcer" {
+			t.Fatal(tr.Roles)
+		}
+	}
+	if st, body := get(t, url+"/"); st != 200 || !strings.Contains(body, "Sigil") {
+		t.Fatal("chat page", st)
+	}
+	if st, _ := get(t, url+"/js/sigil.js"); st != 200 {
+		t.Fatal("client js", st)
+	}
+	if st, _ := get(t, url+"/healthz"); st != 200 {
+		t.Fatal("healthz")
+	}
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan error)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("exit after SIGTERM: %v", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("no exit after SIGTERM")
+	}
+}
+
+func TestServeKeysUsersAndRotation(t *testing.T) {
+	dir := t.TempDir()
+	users := filepath.Join(dir, "users.json")
+	run := func(stdin string, args ...string) string {
+		out, err := sigil(t, stdin, args...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("%v: %v\n%s", args, err, out)
+		}
+		return string(out)
+	}
+	run("password-1\n", "user", "add", "--users", users, "--roles", "user,admin", "--hash", "bcrypt", "zoe")
+	run("password-2\n", "user", "add", "--users", users, "yann")
+	if out, err := sigil(t, "password-3\n", "user", "add", "--users", users, "zoe").CombinedOutput(); err == nil {
+		t.Fatalf("duplicate add succeeded: %s", out)
+	}
+	if out, err := sigil(t, "short\n", "user", "add", "--users", users, "xavier").CombinedOutput(); err == nil {
+		t.Fatalf("short password accepted: %s", out)
+	}
+	run("password-9\n", "user", "passwd", "--users", users, "yann")
+	run("", "user", "remove", "--users", users, "zoe")
+	run("", "keygen", "--data-dir", dir)
+	run("", "keygen", "--data-dir", dir, "--alg", "ES256")
+
+	url, _, _ := startServe(t, "--addr", "127.0.0.1:0", "--data-dir", dir)
+	if st, _ := login(t, url, "yann", "password-2"); st != 401 {
+		t.Fatal("old password still works")
+	}
+	st, tr := login(t, url, "yann", "password-9")
+	if st != 200 {
+		t.Fatal("new password", st)
+	}
+	if st, _ := login(t, url, "zoe", "password-1"); st != 401 {
+		t.Fatal("removed user")
+	}
+	_, body := get(t, url+"/.well-known/jwks.json")
+	ks, err := protocol.ParseKeySet([]byte(body))
+	if err != nil || len(ks.Keys()) != 2 {
+		t.Fatalf("jwks %v %s", err, body)
+	}
+	// The newest key (ES256) signs.
+	hdr := strings.Split(tr.Token, ".")[0]
+	raw, _ := b64dec(hdr)
+	if !strings.Contains(string(raw), `"ES256"`) {
+		t.Fatalf("newest key does not sign: %s", raw)
+	}
+	// A user added while the server runs can log in without a restart.
+	run("password-4\n", "user", "add", "--users", users, "walt")
+	if st, _ := login(t, url, "walt", "password-4"); st != 200 {
+		t.Fatal("hot-added user", st)
+	}
+}
+
+func TestServeRefusesPlainHTTPOnPublicAddress(t *testing.T) {
+	out, err := sigil(t, "", "serve", "--addr", "0.0.0.0:0", "--data-dir", t.TempDir()).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "refusing plain HTTP") {
+		t.Fatalf("%v %s", err, out)
+	}
+	out, err = sigil(t, "", "serve", "--tls-cert", "x").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "go together") {
+		t.Fatalf("%v %s", err, out)
+	}
+}
+
+func TestConfigPrecedence(t *testing.T) {
+	var f serveFlags
+	fs := serveFlagSet(&f)
+	dir := t.TempDir()
+	path := filepath.Join(dir, "sigil.json")
+	if err := os.WriteFile(path, []byte(`{"addr":"127.0.0.1:1111","issuer":"file","audience":"file","origins":["https://a","https://b"],"token-ttl":"5m","insecure-http":true}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := fs.Parse([]string{"--issuer", "flag"}); err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{"SIGIL_ISSUER": "env", "SIGIL_AUDIENCE": "env"}
+	if err := applySources(fs, path, func(k string) string { return env[k] }); err != nil {
+		t.Fatal(err)
+	}
+	if f.issuer != "flag" || f.audience != "env" || f.addr != "127.0.0.1:1111" || f.origins != "https://a,https://b" || f.tokenTTL != 5*time.Minute || !f.insecureHTTP {
+		t.Fatalf("%+v", f)
+	}
+	fs2 := serveFlagSet(&serveFlags{})
+	_ = fs2.Parse(nil)
+	_ = os.WriteFile(path, []byte(`{"no-such-flag":1}`), 0o600)
+	if err := applySources(fs2, path, func(string) string { return "" }); err == nil {
+		t.Fatal("unknown setting accepted")
+	}
+}
+
+func FuzzParseConfigFile(f *testing.F) {
+	f.Add([]byte(`{"addr":"127.0.0.1:8080","origins":["https://a"],"insecure-http":false,"max-frame":65536}`))
+	f.Add([]byte(`{"addr":1,"addr":2}`))
+	f.Add([]byte(`[]`))
+	fs := serveFlagSet(&serveFlags{})
+	known := func(n string) bool { return fs.Lookup(n) != nil }
+	f.Fuzz(func(t *testing.T, data []byte) {
+		m, err := parseConfigFile(data, known)
+		if err != nil {
+			return
+		}
+		for k := range m {
+			if !known(k) {
+				t.Fatalf("unknown key %q accepted", k)
+			}
+		}
+	})
+}
+
+var _ = flag.ContinueOnError
