@@ -191,6 +191,8 @@ func (c *Client) connect(ctx context.Context) (_ *conn, _ *welcome, rerr error) 
 
 	// welcome. Its freshness is checked with a wide window because the
 	// clock offset is learned from it; it is bound to this hello by the cid.
+	// A fresh verifier has not seen a welcome, so it also accepts the error
+	// without sid that answers a rejected hello (spec.md §8.2).
 	hv := &protocol.FrameVerifier{Keys: fv.Keys, Session: tok.Session, Subject: tok.Subject, Skew: 24 * time.Hour}
 	_ = ws.SetReadDeadline(time.Now().Add(c.opts.HandshakeTimeout))
 	mt, data, err := ws.ReadMessage()
@@ -210,9 +212,6 @@ func (c *Client) connect(ctx context.Context) (_ *conn, _ *welcome, rerr error) 
 	m, err := hv.Verify(data)
 	if err != nil {
 		ws.Close()
-		if pe := helloError(data, err); pe != nil {
-			return nil, nil, &CloseError{Code: helloCloseCode(pe.Code), Reason: string(pe.Code), Err: pe}
-		}
 		c.report(fmt.Errorf("sigil client: welcome rejected: %w", err))
 		return nil, nil, fmt.Errorf("sigil client: welcome rejected: %w", err)
 	}
@@ -257,25 +256,6 @@ func (c *Client) connect(ctx context.Context) (_ *conn, _ *welcome, rerr error) 
 	fv.Remember(m.ID, m.Time())
 	_ = ws.SetReadDeadline(time.Time{})
 	return cn, w, nil
-}
-
-// helloError extracts the error frame that answers a rejected hello. Such a
-// frame names no session (spec.md §8.2), which FrameVerifier reports as
-// wrong_session after the signature has verified; only then is the payload
-// read.
-func helloError(frame []byte, verr error) *protocol.Error {
-	if protocol.CodeOf(verr) != protocol.CodeWrongSession {
-		return nil
-	}
-	payload, err := protocol.UnsafeClaims(frame)
-	if err != nil {
-		return nil
-	}
-	var env protocol.Envelope
-	if protocol.DecodeBody(payload, &env) != nil || env.Action != protocol.ActError || env.Session != "" {
-		return nil
-	}
-	return errorFrame(&protocol.Message{Envelope: env})
 }
 
 // errorFrame decodes the body of a verified error frame.

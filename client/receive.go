@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"time"
 
-	jose "github.com/go-jose/go-jose/v4"
 	"github.com/gorilla/websocket"
 	"github.com/sigil-ws/sigil/protocol"
 )
@@ -176,72 +175,27 @@ func (c *Client) deliver(d *protocol.Message) {
 	}
 }
 
-// open runs protocol.OpenDelivery, or for a message the server application
-// published itself, checks the inner server frame against the JWKS.
+// open verifies a delivery end to end with protocol's
+// FrameVerifier.OpenDelivery: the sender's own frame, or for a message the
+// server application published, the inner server frame against the JWKS.
 func (c *Client) open(d *protocol.Message) (*Message, error) {
 	var keys protocol.ContentKeys
 	if c.opts.Encrypt {
 		keys = c.ring
 	}
-	sender, inner, err := protocol.OpenDelivery(d, keys)
+	c.mu.Lock()
+	fv := c.fv
+	c.mu.Unlock()
+	sender, inner, err := fv.OpenDelivery(d, keys)
 	if err != nil {
-		if protocol.CodeOf(err) == protocol.CodeBadTyp && d.Action == protocol.ActDeliver {
-			if m, serr := c.openServerPub(d); serr == nil {
-				return m, nil
-			}
-		}
 		return nil, err
 	}
 	m := &Message{
-		Channel: d.Channel, To: d.To, From: sender.Subject, ID: inner.ID, Time: inner.Time(),
+		Channel: d.Channel, To: d.To, From: sender.Subject, FromServer: sender.Server, ID: inner.ID, Time: inner.Time(),
 		Encrypted: inner.Encrypted || inner.Enc != "", SenderKey: sender.Key, Frame: inner.Frame,
 	}
 	if inner.Enc == "" || inner.Encrypted {
 		m.Body = inner.Body
 	}
 	return m, nil
-}
-
-// openServerPub verifies a delivery whose frame the server application
-// signed (spec.md §10.3, last paragraph): a sigil-server+jws frame with
-// exactly alg, kid, typ, signed by a key of the JWKS with that key's
-// algorithm, act pub on the delivery's channel. protocol.FrameVerifier
-// refuses such a frame because it names no session, so the JWS is checked
-// here with go-jose, on top of the server's signature over the delivery.
-func (c *Client) openServerPub(d *protocol.Message) (*Message, error) {
-	var db protocol.DeliverBody
-	if err := protocol.DecodeBody(d.Body, &db); err != nil || db.Sub != "server" {
-		return nil, errors.New("not a server publish")
-	}
-	jws, err := jose.ParseSignedCompact(db.Frame, []jose.SignatureAlgorithm{protocol.EdDSA, protocol.ES256})
-	if err != nil || len(jws.Signatures) != 1 {
-		return nil, &protocol.Error{Code: protocol.CodeMalformed, Message: "server publish frame"}
-	}
-	h := jws.Signatures[0].Protected
-	if h.JSONWebKey != nil || len(h.ExtraHeaders) != 1 || h.ExtraHeaders["typ"] != protocol.TypServer {
-		return nil, &protocol.Error{Code: protocol.CodeBadHeader, Message: "server publish header"}
-	}
-	c.mu.Lock()
-	fv := c.fv
-	c.mu.Unlock()
-	key, ok := fv.Keys.Key(h.KeyID)
-	if !ok {
-		return nil, &protocol.Error{Code: protocol.CodeUnknownKey, Message: "server publish kid"}
-	}
-	if h.Algorithm != string(key.Algorithm()) {
-		return nil, &protocol.Error{Code: protocol.CodeBadHeader, Message: "server publish alg"}
-	}
-	payload, err := jws.Verify(key.Key())
-	if err != nil {
-		return nil, &protocol.Error{Code: protocol.CodeBadSignature, Message: "server publish signature"}
-	}
-	var env protocol.Envelope
-	if err := protocol.DecodeBody(payload, &env); err != nil {
-		return nil, &protocol.Error{Code: protocol.CodeBadClaims, Message: "server publish claims"}
-	}
-	if env.Action != protocol.ActPub || env.Channel != d.Channel || env.Enc != "" || env.Session != "" {
-		return nil, &protocol.Error{Code: protocol.CodeWrongSession, Message: "server publish does not match the delivery", Ref: env.ID}
-	}
-	return &Message{Channel: d.Channel, From: "server", FromServer: true, ID: env.ID, Time: env.Time(),
-		Body: env.Body, SenderKey: key, Frame: []byte(db.Frame)}, nil
 }

@@ -123,7 +123,8 @@ func (f *FrameVerifier) verify(frame []byte) (*Message, *Error) {
 // Sender is the verified origin of a delivered message.
 type Sender struct {
 	Subject string     // the sender's sub, as vouched by the server and signed by the sender
-	Key     *PublicKey // the sender's session key
+	Key     *PublicKey // the sender's session key, or the JWKS key for Server
+	Server  bool       // the server application published the message itself
 }
 
 // OpenDelivery verifies the sender's frame inside a verified deliver or
@@ -167,6 +168,9 @@ func (f *FrameVerifier) openServerPublished(d *Message) (*Sender, *Message, *Err
 	frame := []byte(db.Frame)
 	hdr, perr := checkForm(frame, DefaultMaxFrame*16, TypServer)
 	if perr != nil {
+		if perr.Code == CodeBadTyp {
+			return nil, nil, nil // a client frame: the sender's own delivery
+		}
 		return nil, nil, perr
 	}
 	key, ok := f.Keys.Key(hdr.kid)
@@ -187,7 +191,7 @@ func (f *FrameVerifier) openServerPublished(d *Message) (*Sender, *Message, *Err
 	if env.Action != ActPub || env.Channel != d.Channel || env.Session != "" {
 		return nil, nil, &Error{Code: CodeWrongSession, Message: "server-published frame does not match the delivery", Ref: env.ID}
 	}
-	return &Sender{Subject: ServerSubject, Key: key}, &Message{Envelope: *env, Frame: frame}, nil
+	return &Sender{Subject: ServerSubject, Key: key, Server: true}, &Message{Envelope: *env, Frame: frame}, nil
 }
 
 // ServerSubject is the sub of deliveries the server application published.
