@@ -199,6 +199,7 @@ func BenchmarkFanout(b *testing.B) {
 		ch.expect(b, "done")
 		t1 := cpuTime()
 		ch.say(b, "base "+strconv.Itoa(k))
+		ch.expect(b, "ack")
 		for i := 0; i < k; i++ {
 			pm, err := websocket.NewPreparedMessage(websocket.TextMessage, sample)
 			if err != nil {
@@ -394,16 +395,13 @@ func TestBenchChild(t *testing.T) {
 				for _, fr := range frames {
 					_ = publisher.ws.WriteMessage(websocket.TextMessage, fr)
 				}
-				for sigilGot.Load() < want {
-					time.Sleep(100 * time.Microsecond)
-				}
+				waitFor(&sigilGot, want, "sigil")
 				say("done")
 			case "base":
 				k, _ := strconv.Atoi(f[1])
 				want := baseGot.Load() + int64(k*n)
-				for baseGot.Load() < want {
-					time.Sleep(100 * time.Microsecond)
-				}
+				say("ack")
+				waitFor(&baseGot, want, "baseline")
 				say("done")
 			}
 		}
@@ -446,4 +444,15 @@ func (e *env) childLogin(user string) *client {
 	}
 	c.signer = &protocol.ClientSigner{Key: key, Session: c.tok.Session, Subject: c.tok.Subject}
 	return c
+}
+
+func waitFor(ctr *atomic.Int64, want int64, what string) {
+	start := time.Now()
+	for ctr.Load() < want {
+		time.Sleep(100 * time.Microsecond)
+		if time.Since(start) > 20*time.Second {
+			fmt.Fprintf(os.Stderr, "child: %s: got %d, want %d\n", what, ctr.Load(), want)
+			start = time.Now()
+		}
+	}
 }
