@@ -119,8 +119,11 @@ func TestServerRestart(t *testing.T) {
 	seqBefore := alice.Token().Seq
 
 	e.restart()
+	// Each waits for its own Reconnecting first: the Connected of the first
+	// dial is still in the states' buffer.
 	ast.wait(t, client.StateReconnecting, 5*time.Second)
 	ast.wait(t, client.StateConnected, 10*time.Second)
+	bst.wait(t, client.StateReconnecting, 5*time.Second)
 	bst.wait(t, client.StateConnected, 10*time.Second)
 
 	for i := 0; i < 3; i++ {
