@@ -165,3 +165,12 @@ func TestSessionRefresh(t *testing.T) {
 		t.Fatalf("after revocation: %v", err)
 	}
 }
+
+// The subject "server" is reserved for the server application's own
+// deliveries (spec.md §10.3): no token is issued for it.
+func TestServerSubjectReserved(t *testing.T) {
+	f := newFixture(t, "EdDSA")
+	if _, _, err := f.issuer.Issue(protocol.IssueRequest{Subject: protocol.ServerSubject, Roles: []string{"user"}, JKT: f.client.Public().Thumbprint()}); err == nil {
+		t.Fatal(`a token was issued for sub "server"`)
+	}
+}

@@ -68,6 +68,11 @@ func (i *TokenIssuer) Issue(req IssueRequest) (string, *SessionClaims, error) {
 	if req.Subject == "" || len(req.Subject) > maxStringClaim || req.JKT == "" || len(req.Roles) > MaxRoles {
 		return "", nil, errors.New("sigil: invalid issue request")
 	}
+	if req.Subject == ServerSubject {
+		// Deliveries from sub "server" are the server application's own
+		// (spec.md §10.3); no session may carry that name.
+		return "", nil, errors.New(`sigil: the subject "server" is reserved`)
+	}
 	now := time.Now
 	if i.Now != nil {
 		now = i.Now
