@@ -1,7 +1,6 @@
 package server
 
 import (
-	"context"
 	"crypto/ecdsa"
 	"encoding/base64"
 	"encoding/json"
@@ -535,5 +534,3 @@ func itoa(n int) string {
 	b[i] = byte('0' + n)
 	return string(b[i:])
 }
-
-var _ = context.Background

@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -346,5 +345,3 @@ func (s *Server) sweep() {
 		}
 	}
 }
-
-var errClosed = errors.New("sigil: connection closed")
