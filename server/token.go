@@ -145,7 +145,8 @@ func (s *Server) token(r *http.Request) (*TokenResponse, *apiError) {
 	if errors.Is(err, ErrUnsupportedGrant) {
 		return nil, newAPIError(http.StatusBadRequest, ErrCodeUnsupported, "grant type not supported here")
 	}
-	if err != nil || id == nil || id.Subject == "" {
+	// "server" is reserved for the server's own publishes (spec.md §10.3).
+	if err != nil || id == nil || id.Subject == "" || id.Subject == protocol.ServerSubject {
 		if err != nil && !errors.Is(err, ErrInvalidCredentials) {
 			s.log.Error("authenticator failed", "grant", req.GrantType, "err", err)
 		}

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/sigil-ws/sigil/internal/strictjson"
+	"github.com/sigil-ws/sigil/protocol"
 	"golang.org/x/crypto/argon2"
 	"golang.org/x/crypto/bcrypt"
 )
@@ -70,6 +71,9 @@ func ParseUsers(data []byte) (*UsersDoc, error) {
 	for i, u := range doc.Users {
 		if !validName(u.Name) {
 			return nil, fmt.Errorf("users: entry %d: invalid name", i)
+		}
+		if u.Name == protocol.ServerSubject {
+			return nil, fmt.Errorf("users: the name %q is reserved", u.Name)
 		}
 		if seen[u.Name] {
 			return nil, fmt.Errorf("users: duplicate user %q", u.Name)

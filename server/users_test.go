@@ -44,6 +44,7 @@ func TestUsersFile(t *testing.T) {
 		`{"users":[{"name":"a b","hash":"` + b + `","roles":[]}]}`,
 		`{"users":[{"name":"a","hash":"` + b + `","roles":[]},{"name":"a","hash":"` + b + `","roles":[]}]}`,
 		`{"users":[],"users":[]}`,
+		`{"users":[{"name":"server","hash":"` + b + `","roles":[]}]}`,
 		`{"users":[{"name":"a","Name":"b","hash":"` + b + `","roles":[]}]}`,
 		`{"users":[{"name":"a","hash":"` + b + `","roles":[],"admin":true}]}`,
 		`{"users":[{"name":"a","hash":"$argon2id$v=19$m=99999999,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA","roles":[]}]}`,
