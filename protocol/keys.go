@@ -1,7 +1,6 @@
 package protocol
 
 import (
-	"bytes"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
@@ -255,28 +254,30 @@ func (k *PrivateKey) signer(typ string) (*typedSigner, error) {
 
 // SignCompact signs payload as a compact JWS with header {alg, kid, typ}.
 func (k *PrivateKey) SignCompact(typ string, payload []byte) (string, error) {
+	out, err := k.signCompact(typ, payload)
+	return string(out), err
+}
+
+// signCompact is SignCompact returning bytes, as frames are sent.
+func (k *PrivateKey) signCompact(typ string, payload []byte) ([]byte, error) {
 	s, err := k.signer(typ)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	obj, err := s.signer.Sign(payload)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	if len(obj.Signatures) != 1 {
-		return "", errString("go-jose returned no signature")
+		return nil, errString("go-jose returned no signature")
 	}
 	sig := obj.Signatures[0].Signature
-	var b bytes.Buffer
-	b.Grow(len(s.header) + 2 + b64.EncodedLen(len(payload)) + b64.EncodedLen(len(sig)))
-	b.WriteString(s.header)
-	b.WriteByte('.')
-	enc := base64.NewEncoder(base64.RawURLEncoding, &b)
-	enc.Write(payload)
-	enc.Close()
-	b.WriteByte('.')
-	b.WriteString(b64.EncodeToString(sig))
-	return b.String(), nil
+	out := make([]byte, 0, len(s.header)+2+b64.EncodedLen(len(payload))+b64.EncodedLen(len(sig)))
+	out = append(out, s.header...)
+	out = append(out, '.')
+	out = b64.AppendEncode(out, payload)
+	out = append(out, '.')
+	return b64.AppendEncode(out, sig), nil
 }
 
 // KeySet is a set of public keys by kid: the server's JWKS as a verifier

@@ -44,8 +44,11 @@ type MemoryReplayStore struct {
 type replaySession struct {
 	lastSeq uint64
 	expiry  time.Time
-	ids     map[string]time.Time
-	order   []string // insertion order, for bounded eviction
+	ids     map[string]int64 // id → expiry, Unix nanoseconds
+	// ring holds the ids in insertion order, oldest at head, for bounded
+	// eviction; it grows up to maxIDs and is then reused in place.
+	ring    []string
+	head, n int
 }
 
 // NewMemoryReplayStore returns a store that keeps at most maxIDs ids per
@@ -73,30 +76,48 @@ func (m *MemoryReplayStore) Check(_ context.Context, c ReplayCheck) error {
 	}
 	s := m.sessions[c.Session]
 	if s == nil {
-		s = &replaySession{ids: make(map[string]time.Time, 8)}
+		s = &replaySession{ids: make(map[string]int64, 8)}
 		m.sessions[c.Session] = s
 	}
 	if c.SessionExpiry.After(s.expiry) {
 		s.expiry = c.SessionExpiry
 	}
-	if exp, seen := s.ids[c.ID]; seen && !now.After(exp) {
+	nowN := now.UnixNano()
+	if exp, seen := s.ids[c.ID]; seen && nowN <= exp {
 		return &Error{Code: CodeReplayID, Message: "message id already seen", Ref: c.ID}
 	}
 	if c.Seq <= s.lastSeq {
 		return &Error{Code: CodeReplaySeq, Message: "seq must be greater than the last accepted seq", Ref: c.ID}
 	}
 	s.lastSeq = c.Seq
-	// Drop expired ids from the front, then evict the oldest if still full.
-	for len(s.order) > 0 {
-		if exp, ok := s.ids[s.order[0]]; ok && !now.After(exp) && len(s.order) < m.maxIDs {
+	s.add(c.ID, c.IDExpiry.UnixNano(), nowN, m.maxIDs)
+	return nil
+}
+
+// add records id, first dropping expired ids from the front and, when the
+// session already holds max ids, the oldest.
+func (s *replaySession) add(id string, exp, now int64, limit int) {
+	for s.n > 0 {
+		old := s.ring[s.head]
+		if e, ok := s.ids[old]; ok && now <= e && s.n < limit {
 			break
 		}
-		delete(s.ids, s.order[0])
-		s.order = s.order[1:]
+		delete(s.ids, old)
+		s.ring[s.head] = ""
+		s.head = (s.head + 1) % len(s.ring)
+		s.n--
 	}
-	s.ids[c.ID] = c.IDExpiry
-	s.order = append(s.order, c.ID)
-	return nil
+	if s.n == len(s.ring) { // grow, keeping insertion order
+		size := min(limit, max(8, 2*len(s.ring)))
+		ring := make([]string, size)
+		for i := 0; i < s.n; i++ {
+			ring[i] = s.ring[(s.head+i)%len(s.ring)]
+		}
+		s.ring, s.head = ring, 0
+	}
+	s.ring[(s.head+s.n)%len(s.ring)] = id
+	s.n++
+	s.ids[id] = exp
 }
 
 // LastSeq implements ReplayStore.

@@ -55,6 +55,23 @@ func TestReplayStoreBoundedAndExpiring(t *testing.T) {
 	if last, _ := m.LastSeq(ctx, "s"); last != 100 {
 		t.Fatalf("LastSeq = %d", last)
 	}
+	// Exactly the 8 newest ids are remembered (after the ring wrapped many
+	// times); the one before them is forgotten.
+	seq := uint64(200)
+	for i := 93; i <= 100; i++ {
+		seq++
+		if err := m.Check(ctx, protocol.ReplayCheck{Session: "s", ID: fmt.Sprint("id-", i), Seq: seq, IDExpiry: now.Add(time.Minute)}); protocol.CodeOf(err) != protocol.CodeReplayID {
+			t.Fatalf("id-%d: %v, want replay_id", i, err)
+		}
+	}
+	if err := m.Check(ctx, protocol.ReplayCheck{Session: "s", ID: "id-92", Seq: seq, IDExpiry: now.Add(time.Minute), SessionExpiry: now.Add(time.Minute)}); err != nil {
+		t.Fatalf("id-92 should have been evicted: %v", err)
+	}
+	// Expired ids are dropped before the bound is reached.
+	now = now.Add(90 * time.Second)
+	if err := m.Check(ctx, protocol.ReplayCheck{Session: "s", ID: "id-100", Seq: seq + 1, IDExpiry: now.Add(time.Minute), SessionExpiry: now.Add(time.Minute)}); err != nil {
+		t.Fatalf("expired id-100: %v", err)
+	}
 	// Sessions are forgotten after their expiry.
 	now = now.Add(2 * time.Minute)
 	m.Sweep()

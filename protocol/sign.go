@@ -141,9 +141,5 @@ func signEnvelope(k *PrivateKey, typ string, env *Envelope) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	out, err := k.SignCompact(typ, payload)
-	if err != nil {
-		return nil, err
-	}
-	return []byte(out), nil
+	return k.signCompact(typ, payload)
 }

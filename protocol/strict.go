@@ -1,7 +1,6 @@
 package protocol
 
 import (
-	"bytes"
 	"encoding/base64"
 	"strconv"
 
@@ -153,28 +152,45 @@ var b64 = base64.RawURLEncoding.Strict()
 // empty signature passes here so that "alg":"none" is reported by the header
 // step as bad_header.
 func splitCompact(frame []byte) (h, p, s []byte, ok bool) {
-	i := bytes.IndexByte(frame, '.')
-	if i <= 0 {
-		return nil, nil, nil, false
-	}
-	j := bytes.IndexByte(frame[i+1:], '.')
-	if j <= 0 {
-		return nil, nil, nil, false
-	}
-	j += i + 1
-	if bytes.IndexByte(frame[j+1:], '.') >= 0 {
-		return nil, nil, nil, false
-	}
-	h, p, s = frame[:i], frame[i+1:j], frame[j+1:]
-	for _, seg := range [][]byte{h, p, s} {
-		for _, c := range seg {
-			if !(c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
-				return nil, nil, nil, false
-			}
+	// One pass: every byte is a base64url character or one of exactly two
+	// dots.
+	i, j := -1, -1
+	for k, c := range frame {
+		if b64url[c] {
+			continue
+		}
+		if c != '.' {
+			return nil, nil, nil, false
+		}
+		switch {
+		case i < 0:
+			i = k
+		case j < 0:
+			j = k
+		default:
+			return nil, nil, nil, false
 		}
 	}
-	return h, p, s, true
+	if i <= 0 || j <= i+1 {
+		return nil, nil, nil, false
+	}
+	return frame[:i], frame[i+1 : j], frame[j+1:], true
 }
+
+// b64url marks the bytes of the unpadded base64url alphabet.
+var b64url = func() (t [256]bool) {
+	for c := 'A'; c <= 'Z'; c++ {
+		t[c] = true
+	}
+	for c := 'a'; c <= 'z'; c++ {
+		t[c] = true
+	}
+	for c := '0'; c <= '9'; c++ {
+		t[c] = true
+	}
+	t['-'], t['_'] = true, true
+	return t
+}()
 
 func decodeSegment(seg []byte) ([]byte, error) {
 	out := make([]byte, b64.DecodedLen(len(seg)))
