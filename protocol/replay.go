@@ -160,24 +160,58 @@ type RevocationChecker interface {
 	IsRevoked(ctx context.Context, tokenID, subject string, issuedAt time.Time) (bool, error)
 }
 
-// MemoryRevocations is the in-process RevocationChecker. Safe for concurrent use.
+// MemoryRevocations is the in-process RevocationChecker. Safe for concurrent
+// use. A revoked token id is kept until its token has expired (an expired
+// token fails step 9 anyway) and then forgotten, so the list does not grow
+// without bound; a subject's revocation time is kept for good.
 type MemoryRevocations struct {
+	now      func() time.Time
 	mu       sync.RWMutex
 	tokens   map[string]time.Time // jti -> forget after
 	subjects map[string]time.Time // sub -> revoked at
+	nextGC   int                  // sweep expired ids when len(tokens) reaches this
 }
 
 // NewMemoryRevocations returns an empty revocation list.
 func NewMemoryRevocations() *MemoryRevocations {
-	return &MemoryRevocations{tokens: map[string]time.Time{}, subjects: map[string]time.Time{}}
+	return &MemoryRevocations{now: time.Now, tokens: map[string]time.Time{}, subjects: map[string]time.Time{}, nextGC: 1024}
 }
 
 // RevokeToken revokes one token id; it may be forgotten after until (the
 // token's expiry).
 func (r *MemoryRevocations) RevokeToken(jti string, until time.Time) {
 	r.mu.Lock()
-	r.tokens[jti] = until
-	r.mu.Unlock()
+	defer r.mu.Unlock()
+	if until.After(r.tokens[jti]) {
+		r.tokens[jti] = until
+	}
+	if len(r.tokens) >= r.nextGC {
+		r.sweepLocked(r.now())
+		r.nextGC = max(1024, 2*len(r.tokens))
+	}
+}
+
+// Sweep forgets revoked token ids whose tokens have expired. RevokeToken
+// also sweeps as the list grows.
+func (r *MemoryRevocations) Sweep() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.sweepLocked(r.now())
+}
+
+func (r *MemoryRevocations) sweepLocked(now time.Time) {
+	for jti, until := range r.tokens {
+		if now.After(until) {
+			delete(r.tokens, jti)
+		}
+	}
+}
+
+// Len returns the number of revoked token ids and subjects held.
+func (r *MemoryRevocations) Len() int {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return len(r.tokens) + len(r.subjects)
 }
 
 // RevokeSubject revokes every token of sub issued at or before at.

@@ -191,3 +191,36 @@ func TestServerSubjectReserved(t *testing.T) {
 		t.Fatal(`a token was issued for sub "server"`)
 	}
 }
+
+func TestMemoryRevocationsForgetExpiredTokens(t *testing.T) {
+	r := protocol.NewMemoryRevocations()
+	ctx := context.Background()
+	now := time.Now()
+	r.RevokeToken("live", now.Add(time.Hour))
+	for i := 0; i < 5000; i++ {
+		r.RevokeToken(fmt.Sprint("old-", i), now.Add(-time.Second)) // already expired
+	}
+	if n := r.Len(); n >= 5000 {
+		t.Fatalf("%d entries: expired token ids are never forgotten", n)
+	}
+	r.Sweep()
+	if n := r.Len(); n != 1 {
+		t.Fatalf("%d entries after Sweep, want 1", n)
+	}
+	if revoked, _ := r.IsRevoked(ctx, "live", "alice", now); !revoked {
+		t.Fatal("a live revoked token was forgotten")
+	}
+	// Revoking again never shortens the time a token is remembered.
+	r.RevokeToken("live", now.Add(-time.Hour))
+	r.Sweep()
+	if revoked, _ := r.IsRevoked(ctx, "live", "alice", now); !revoked {
+		t.Fatal("re-revoking shortened the entry")
+	}
+	r.RevokeSubject("bob", now)
+	if revoked, _ := r.IsRevoked(ctx, "x", "bob", now.Add(-time.Minute)); !revoked {
+		t.Fatal("a token of a revoked subject issued before the revocation is accepted")
+	}
+	if revoked, _ := r.IsRevoked(ctx, "y", "bob", now.Add(time.Minute)); revoked {
+		t.Fatal("a token issued after the subject's revocation is refused")
+	}
+}
