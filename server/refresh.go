@@ -114,12 +114,9 @@ func (m *MemoryRefreshStore) Create(_ context.Context, rec RefreshRecord) error 
 func (m *MemoryRefreshStore) Use(_ context.Context, hash string) (RefreshRecord, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	t := m.tokens[hash]
-	if t == nil || !m.now().Before(t.rec.Expires) {
-		return RefreshRecord{}, ErrRefreshInvalid
-	}
-	if f := m.families[t.rec.Family]; t.used || f == nil || f.revoked {
-		return t.rec, ErrRefreshReused
+	t, err := m.lookupLocked(hash)
+	if err != nil {
+		return t.rec, err
 	}
 	t.used = true
 	return t.rec, nil
@@ -129,14 +126,22 @@ func (m *MemoryRefreshStore) Use(_ context.Context, hash string) (RefreshRecord,
 func (m *MemoryRefreshStore) Get(_ context.Context, hash string) (RefreshRecord, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	t, err := m.lookupLocked(hash)
+	return t.rec, err
+}
+
+// lookupLocked finds a usable refresh token: ErrRefreshInvalid if unknown or
+// expired, ErrRefreshReused (with its record) if already used or its family
+// is revoked. t is never nil.
+func (m *MemoryRefreshStore) lookupLocked(hash string) (*memRefresh, error) {
 	t := m.tokens[hash]
 	if t == nil || !m.now().Before(t.rec.Expires) {
-		return RefreshRecord{}, ErrRefreshInvalid
+		return &memRefresh{}, ErrRefreshInvalid
 	}
 	if f := m.families[t.rec.Family]; t.used || f == nil || f.revoked {
-		return t.rec, ErrRefreshReused
+		return t, ErrRefreshReused
 	}
-	return t.rec, nil
+	return t, nil
 }
 
 // RevokeFamily implements RefreshStore.
