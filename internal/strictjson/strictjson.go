@@ -40,7 +40,6 @@ type scanner struct {
 	pos      int
 	maxDepth int
 	keys     [][]byte // stack of member names of open objects (for duplicate checks)
-	keyBuf   [linearKeys][]byte
 }
 
 func (s *scanner) fail(msg string) error { return &Error{Offset: s.pos, Msg: msg} }
@@ -74,8 +73,8 @@ func Valid(data []byte, maxDepth int) error {
 // for each of its members in order, with the member name (unescaped; it
 // aliases data when the name had no escapes) and the raw value bytes.
 func Members(data []byte, maxDepth int, fn func(name, value []byte) error) error {
-	s := &scanner{data: data, maxDepth: maxDepth}
-	s.keys = s.keyBuf[:0]
+	var names [linearKeys][]byte
+	s := &scanner{data: data, maxDepth: maxDepth, keys: names[:0]}
 	s.ws()
 	if s.pos >= len(data) || data[s.pos] != '{' {
 		return ErrNotObject
