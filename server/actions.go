@@ -76,7 +76,7 @@ func (c *conn) dispatch(m *protocol.Message) *protocol.Error {
 		if m.Channel == "" || (len(m.Body) == 0 && !m.Encrypted) {
 			return badRequest("pub needs ch and body or enc")
 		}
-		err := s.hub.publish(s.ctx, m.Channel, protocol.DeliverBody{Frame: string(m.Frame), JWK: c.jwk, Sub: c.sub})
+		err := s.hub.publish(s.ctx, m.Channel, m.Frame, c.jwk, c.sub)
 		if err != nil {
 			return &protocol.Error{Code: protocol.CodeInternal, Message: "publish failed"}
 		}

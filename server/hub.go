@@ -268,10 +268,11 @@ func (h *hub) interested(topic string) bool {
 }
 
 // publish signs one deliver frame and hands it to the broker.
-func (h *hub) publish(ctx context.Context, name string, db protocol.DeliverBody) error {
+func (h *hub) publish(ctx context.Context, name string, inner []byte, jwk []byte, sub string) error {
 	if !h.interested(chanTopic(name)) {
 		return nil
 	}
+	db := protocol.DeliverBody{Frame: string(inner), JWK: jwk, Sub: sub}
 	frame, err := h.s.keys().signer.SignBody(&protocol.Envelope{Action: protocol.ActDeliver, Channel: name}, db)
 	if err != nil {
 		return err

@@ -298,7 +298,7 @@ func (s *Server) Publish(ctx context.Context, channel string, body any) error {
 	if err != nil {
 		return err
 	}
-	return s.hub.publish(ctx, channel, protocol.DeliverBody{Frame: string(inner), JWK: ks.serverJWK, Sub: protocol.ServerSubject})
+	return s.hub.publish(ctx, channel, inner, ks.serverJWK, protocol.ServerSubject)
 }
 
 func (s *Server) addConn(c *conn) bool {
