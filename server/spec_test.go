@@ -122,6 +122,8 @@ func TestSpecHTTPErrors(t *testing.T) {
 	st, h, b = e.httpDo(http.MethodGet, "/v1/ws", "", "Connection", "Upgrade", "Upgrade", "websocket",
 		"Sec-WebSocket-Version", "13", "Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==", "Sec-WebSocket-Protocol", protocol.Subprotocol)
 	checkAPIError(t, "upgrade while draining", st, h, b, 503, server.ErrCodeUnavailable)
+	st, h, b = e.httpDo(http.MethodGet, "/v1/ws", "")
+	checkAPIError(t, "non-upgrade while draining", st, h, b, 503, server.ErrCodeUnavailable)
 }
 
 func TestSpecWebSocketUpgrade(t *testing.T) {
@@ -138,6 +140,10 @@ func TestSpecWebSocketUpgrade(t *testing.T) {
 		"Sec-WebSocket-Version", "13", "Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==",
 		"Sec-WebSocket-Protocol", protocol.Subprotocol, "Origin", "https://evil.example")
 	checkAPIError(t, "foreign origin", st, h, b, 403, server.ErrCodeForbidden)
+	// The subprotocol is checked before the Origin.
+	st, h, b = e.httpDo(http.MethodGet, "/v1/ws", "", "Connection", "Upgrade", "Upgrade", "websocket",
+		"Sec-WebSocket-Version", "13", "Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==", "Origin", "https://evil.example")
+	checkAPIError(t, "foreign origin without subprotocol", st, h, b, 400, server.ErrCodeInvalidRequest)
 
 	// Allowed: no Origin (a non-browser client), the server's own host, a
 	// listed origin. The server selects sigil.v1 and, although the client
