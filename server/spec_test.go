@@ -274,6 +274,18 @@ func TestSpecInBandRefreshFailure(t *testing.T) {
 		}
 		c.ping() // the session carries on
 	}
+	// alice presenting bob's refresh token did not consume it: bob's own
+	// refresh still works and is not mistaken for reuse.
+	b := other.connect()
+	body, _ := json.Marshal(protocol.RefreshBody{RefreshToken: other.tok.RefreshToken})
+	b.send(&protocol.Envelope{Action: protocol.ActRefresh, Body: body, Corr: "own"})
+	m := b.recvAct(protocol.ActRefreshed)
+	var rb protocol.RefreshedBody
+	must(t, json.Unmarshal(m.Body, &rb))
+	if m.Corr != "own" || rb.Token == "" || rb.RefreshToken == other.tok.RefreshToken {
+		t.Fatalf("bob's own refresh after alice presented it: %s", m.Body)
+	}
+	b.ping()
 }
 
 func TestSpecAdminAPI(t *testing.T) {

@@ -216,6 +216,13 @@ func (s *Server) wsURL(r *http.Request) string {
 // self, when not nil, is the connection that asked in-band: it is left for
 // the caller to answer and close.
 func (s *Server) rotateRefresh(ctx context.Context, token, sid, jkt string, self *conn) (*TokenResponse, *apiError) {
+	// The binding is checked before anything is consumed: a session that
+	// presents another session's refresh token must not burn it (the
+	// owner's next, legitimate refresh would then look like reuse and
+	// revoke the owner's family).
+	if peek, ok := s.peekRefresh(ctx, token); !ok || peek.Session != sid || peek.JKT != jkt {
+		return nil, invalidGrant()
+	}
 	rec, err := s.cfg.Refresh.Use(ctx, HashRefreshToken(token))
 	if errors.Is(err, ErrRefreshReused) {
 		s.refreshReused(ctx, rec, self)
