@@ -66,8 +66,17 @@ func (s *Server) originAllowed(r *http.Request) bool {
 			return true
 		}
 	}
+	// The server's own origin: same host (with port), and a web scheme.
+	// Over TLS the scheme must be https; without TLS it may be either, as
+	// a TLS-terminating proxy in front of the server is common.
 	u, err := url.Parse(origin)
-	if err != nil {
+	if err != nil || u.Host == "" {
+		return false
+	}
+	switch {
+	case strings.EqualFold(u.Scheme, "https"):
+	case strings.EqualFold(u.Scheme, "http") && r.TLS == nil:
+	default:
 		return false
 	}
 	return strings.EqualFold(u.Host, r.Host)

@@ -140,6 +140,14 @@ func TestSpecWebSocketUpgrade(t *testing.T) {
 		"Sec-WebSocket-Version", "13", "Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==",
 		"Sec-WebSocket-Protocol", protocol.Subprotocol, "Origin", "https://evil.example")
 	checkAPIError(t, "foreign origin", st, h, b, 403, server.ErrCodeForbidden)
+	// The server's own host under a scheme that is not a web origin: 403.
+	host := strings.TrimPrefix(e.url, "http://")
+	for _, o := range []string{"ws://" + host, "null", "file://" + host} {
+		st, h, b = e.httpDo(http.MethodGet, "/v1/ws", "", "Connection", "Upgrade", "Upgrade", "websocket",
+			"Sec-WebSocket-Version", "13", "Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==",
+			"Sec-WebSocket-Protocol", protocol.Subprotocol, "Origin", o)
+		checkAPIError(t, "origin "+o, st, h, b, 403, server.ErrCodeForbidden)
+	}
 	// The subprotocol is checked before the Origin.
 	st, h, b = e.httpDo(http.MethodGet, "/v1/ws", "", "Connection", "Upgrade", "Upgrade", "websocket",
 		"Sec-WebSocket-Version", "13", "Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==", "Origin", "https://evil.example")

@@ -2,7 +2,7 @@
 # client/js/ci.sh: installs what the JS side needs on a fresh Debian machine
 # and runs every JS test: the shared vectors, strict JSON and JOSE
 # cross-checks, the JS⇄Go cross-implementation test and the real-browser
-# test. It fails if any of them cannot run; nothing is skipped.
+# tests (chat; session lifetime, failed verification, mobile layout). It fails if any of them cannot run; nothing is skipped.
 #
 #   client/js/ci.sh            install (apt-get, npm ci) and test
 #   SIGIL_CI_NO_INSTALL=1 ...  test only (tools already installed)
@@ -25,14 +25,14 @@ for tool in node go /usr/bin/chromium; do
 done
 [ -d node_modules/playwright-core ] && [ -d node_modules/ws ] && [ -d node_modules/jose ] || { echo "ci.sh: run npm ci first" >&2; exit 1; }
 
-echo "== node --test (vectors, strict JSON, JOSE cross-check, JS⇄Go, browser)"
+echo "== node --test (vectors, strict JSON, JOSE cross-check, JS⇄Go, browser, browser lifetime)"
 # One file at a time: the cross and browser tests each start a server, and
 # the browser is heavy on a small machine.
 log="$(mktemp)"
 set +e
 node --test --test-concurrency=1 \
   test/vectors.test.mjs test/strictjson.test.mjs test/jose-cross.test.mjs \
-  test/cross.test.mjs test/browser.test.mjs >"$log" 2>&1
+  test/cross.test.mjs test/browser.test.mjs test/browser-lifetime.test.mjs >"$log" 2>&1
 status=$?
 set -e
 grep -E '^# (tests|suites|pass|fail|cancelled|skipped|todo|duration_ms) |sigil vectors|^not ok' "$log" || true

@@ -4,6 +4,7 @@
 //	sigil keygen [flags]            create a signing key (a new one signs after restart)
 //	sigil user add|passwd|remove    manage the users file
 //	sigil login|send|listen         a command-line client (package client)
+//	sigil load [flags]              measure throughput and latency against a server
 //
 // Run "sigil <command> -h" for the flags of each command.
 package main
@@ -38,6 +39,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		err = runSend(context.Background(), args[1:], stdin, stdout)
 	case "listen":
 		err = runListen(context.Background(), args[1:], stdout)
+	case "load":
+		err = runLoad(context.Background(), args[1:], stdin, stdout, stderr)
 	case "help", "-h", "--help":
 		usage(stdout)
 		return 0
@@ -62,5 +65,8 @@ func usage(w io.Writer) {
   sigil login --server URL --user NAME                                        (password on stdin)
   sigil send [--encrypt] CHANNEL MESSAGE | sigil send --stdin CHANNEL
   sigil listen [--json] [--encrypt] CHANNEL
+  sigil load --server URL --user NAME[,NAME...] [--password-file F] [--conns N] [--subs M]
+             [--channel C] [--rate R] [--duration D] [--count K] [--size BYTES] [--encrypt] [--json]
+                                      (passwords on stdin unless --password-file; -h for all flags)
 `)
 }

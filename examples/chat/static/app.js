@@ -2,7 +2,7 @@
 // All protocol work (signing, verification, refresh, reconnect) is done by
 // the browser client at /js/sigil.js; this file is only the UI.
 
-import { Client } from '/js/sigil.js';
+import { Client, b64uDecode } from '/js/sigil.js';
 
 const ROOMS = [
   { ch: 'rooms.lobby', name: 'lobby' },
@@ -143,8 +143,18 @@ function wire(c) {
   c.on('invalid', (e) => {
     // A server frame that failed verification: never acted on, always shown.
     toast(`A frame from the server failed verification (${e.code}) and was ignored.`, 'error');
+    // If it claims to carry a message, also leave a lasting mark where the
+    // message would have been. Nothing in it is trusted: not its sender,
+    // not its text; its claimed room only places the mark.
+    const claimed = e.env || unverifiedEnvelope(e.frame);
+    if (claimed && (claimed.act === 'deliver' || claimed.act === 'direct')) {
+      const ch = claimed.act === 'deliver' && joined.has(claimed.ch) ? claimed.ch : active;
+      addMessage(ch, {
+        verified: false, code: e.code, error: e.message, from: 'unknown sender', receivedAt: Date.now(), direct: claimed.act === 'direct',
+      });
+    }
   });
-  c.on('expiring', () => updateExpiry());
+  c.on('expiring', () => updateExpiry(true));
   c.on('refreshed', () => {
     banner('');
     updateExpiry();
@@ -278,6 +288,17 @@ function system(ch, text) {
   if (ch === active) renderMessages();
 }
 
+// unverifiedEnvelope reads the claims of a frame that failed verification,
+// only to tell what it claimed to be; null if it cannot be read.
+function unverifiedEnvelope(frame) {
+  try {
+    const env = JSON.parse(new TextDecoder().decode(b64uDecode(String(frame).split('.')[1])));
+    return env && typeof env === 'object' ? env : null;
+  } catch {
+    return null;
+  }
+}
+
 function addMessage(ch, m) {
   if (!history.has(ch)) history.set(ch, []);
   history.get(ch).push(m);
@@ -371,11 +392,13 @@ function fmt(ms) {
   return s >= 60 ? `${Math.floor(s / 60)} min ${String(s % 60).padStart(2, '0')} s` : `${s} s`;
 }
 
-function updateExpiry() {
+// updateExpiry shows the time left, and the banner from EXPIRY_WARN_MS
+// before expiry or as soon as the server says the token is expiring (warned).
+function updateExpiry(warned = false) {
   if (!client) return;
   const left = client.expiresAt - client.now();
   $('expiry-info').textContent = `in ${fmt(left)}`;
-  if (left <= EXPIRY_WARN_MS) {
+  if (warned || left <= EXPIRY_WARN_MS) {
     const visible = document.visibilityState === 'visible';
     banner(visible ? `Your session expires in ${fmt(left)} — renewing it automatically…` : `Your session expires in ${fmt(left)}.`, { action: true });
   }
