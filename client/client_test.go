@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -156,7 +157,10 @@ func TestCall(t *testing.T) {
 
 func TestPresence(t *testing.T) {
 	e := newEnv(t, nil)
-	alice := e.dial("alice", nil)
+	events := make(chan client.PresenceEvent, 16)
+	alice := e.dial("alice", func(o *client.Options) {
+		o.OnPresence = func(ev client.PresenceEvent) { events <- ev }
+	})
 	bob := e.dial("bob", nil)
 	ctx := ctxT(t)
 	_, err := alice.Subscribe(ctx, "rooms.a")
@@ -181,6 +185,22 @@ func TestPresence(t *testing.T) {
 			t.Fatalf("after unsub: %v", members)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+	// OnPresence saw, in order: alice herself join, bob join, bob leave.
+	var got []string
+	for len(got) < 3 {
+		select {
+		case ev := <-events:
+			if ev.Channel != "rooms.a" || ev.Time.IsZero() {
+				t.Fatalf("event %+v", ev)
+			}
+			got = append(got, fmt.Sprintf("%s:%v", ev.Subject, ev.Joined))
+		case <-time.After(3 * time.Second):
+			t.Fatalf("presence events so far: %v", got)
+		}
+	}
+	if want := []string{"alice:true", "bob:true", "bob:false"}; !slices.Equal(got, want) {
+		t.Fatalf("presence events %v, want %v", got, want)
 	}
 }
 

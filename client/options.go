@@ -52,6 +52,13 @@ type Options struct {
 	// not block for long.
 	OnError func(err error)
 
+	// OnPresence is called for every presence change in a channel the
+	// client is subscribed to (spec.md §9.5): a subject's first session
+	// joined, or its last one left. The frames are verified like every
+	// server frame. Called one at a time, from the client's goroutines;
+	// must not block for long. Presence gives the current members.
+	OnPresence func(e PresenceEvent)
+
 	// OnRefresh is called with the new token after every refresh (in-band
 	// or over HTTP). Refresh tokens are single-use and rotate: a program
 	// that stores one (sigil login) must store the new one here.
@@ -183,4 +190,12 @@ func (o *Options) withDefaults() Options {
 		c.HandshakeTimeout = 10 * time.Second
 	}
 	return c
+}
+
+// PresenceEvent is a verified join or leave in a subscribed channel.
+type PresenceEvent struct {
+	Channel string    // the channel
+	Subject string    // who joined or left
+	Joined  bool      // true for a join, false for a leave
+	Time    time.Time // the server's timestamp of the event
 }

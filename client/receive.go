@@ -126,7 +126,16 @@ func (c *Client) dispatch(m *protocol.Message) {
 			c.report(err)
 		}
 	case protocol.ActJoin, protocol.ActLeave:
-		// Presence changes; Presence queries the current members.
+		var pb protocol.PresenceBody
+		if err := protocol.DecodeBody(m.Body, &pb); err != nil || pb.Sub == "" || m.Channel == "" {
+			c.reject(&protocol.Error{Code: protocol.CodeBadClaims, Message: m.Action + " frame body", Ref: m.ID})
+			return
+		}
+		if c.opts.OnPresence != nil {
+			c.cbMu.Lock()
+			c.opts.OnPresence(PresenceEvent{Channel: m.Channel, Subject: pb.Sub, Joined: m.Action == protocol.ActJoin, Time: m.Time()})
+			c.cbMu.Unlock()
+		}
 	default:
 		c.report(fmt.Errorf("sigil client: unexpected server frame %q", m.Action))
 	}
