@@ -4,18 +4,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"io"
-	"log/slog"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/sigil-ws/sigil/server"
-	"golang.org/x/crypto/bcrypt"
 )
 
 type syncBuffer struct {
@@ -39,31 +33,18 @@ func (s *syncBuffer) String() string {
 // server: login stores 0600 credentials, listen prints verified messages,
 // send publishes them, and stored sessions are reused across processes.
 func TestLoginSendListen(t *testing.T) {
-	h, _ := bcrypt.GenerateFromPassword([]byte("pw"), bcrypt.MinCost)
-	srv, err := server.New(server.Config{
-		Authenticator: server.StaticUsers{Doc: &server.UsersDoc{Users: []server.User{
-			{Name: "alice", Hash: string(h), Roles: []string{"user"}},
-			{Name: "bob", Hash: string(h), Roles: []string{"user"}},
-		}}},
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	hs := httptest.NewServer(srv.Handler())
-	defer hs.Close()
-	defer srv.Shutdown(context.Background())
+	url := testServer(t)
 	dir := t.TempDir()
 	aliceFile, bobFile := filepath.Join(dir, "alice.json"), filepath.Join(dir, "bob.json")
 
 	var out, errb bytes.Buffer
-	if code := run([]string{"login", "--server", hs.URL, "--user", "alice", "--credentials", aliceFile}, strings.NewReader("pw\n"), &out, &errb); code != 0 {
+	if code := run([]string{"login", "--server", url, "--user", "alice", "--credentials", aliceFile}, strings.NewReader("pw\n"), &out, &errb); code != 0 {
 		t.Fatalf("login: %d %s", code, errb.String())
 	}
-	if code := run([]string{"login", "--server", hs.URL, "--user", "bob", "--credentials", bobFile, "--alg", "ES256"}, strings.NewReader("pw\n"), &out, &errb); code != 0 {
+	if code := run([]string{"login", "--server", url, "--user", "bob", "--credentials", bobFile, "--alg", "ES256"}, strings.NewReader("pw\n"), &out, &errb); code != 0 {
 		t.Fatalf("login: %d %s", code, errb.String())
 	}
-	if code := run([]string{"login", "--server", hs.URL, "--user", "bob", "--credentials", filepath.Join(dir, "x")}, strings.NewReader("wrong\n"), &out, &errb); code != 1 || !strings.Contains(errb.String(), "invalid_grant") {
+	if code := run([]string{"login", "--server", url, "--user", "bob", "--credentials", filepath.Join(dir, "x")}, strings.NewReader("wrong\n"), &out, &errb); code != 1 || !strings.Contains(errb.String(), "invalid_grant") {
 		t.Fatalf("bad password: %d %s", code, errb.String())
 	}
 	for _, f := range []string{aliceFile, bobFile} {
@@ -133,7 +114,7 @@ func TestLoginSendListen(t *testing.T) {
 	// tokens and seq were saved).
 	send("rooms.cli", "again")
 	var lout2 bytes.Buffer
-	if err := runSendThenListenOnce(t, hs.URL, aliceFile, &lout2); err != nil {
+	if err := runSendThenListenOnce(t, url, aliceFile, &lout2); err != nil {
 		t.Fatal(err)
 	}
 }

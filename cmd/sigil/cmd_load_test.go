@@ -17,9 +17,9 @@ import (
 	"golang.org/x/crypto/bcrypt"
 )
 
-// loadServer starts an in-process server with users alice and bob
-// (password "pw"), as TestLoginSendListen does.
-func loadServer(t *testing.T) string {
+// testServer starts an in-process server with users alice and bob
+// (password "pw"); TestLoginSendListen and the load tests use it.
+func testServer(t *testing.T) string {
 	t.Helper()
 	h, _ := bcrypt.GenerateFromPassword([]byte("pw"), bcrypt.MinCost)
 	srv, err := server.New(server.Config{
@@ -80,7 +80,7 @@ func checkLossless(t *testing.T, rep loadReport, publishes int64) {
 }
 
 func TestLoad(t *testing.T) {
-	url := loadServer(t)
+	url := testServer(t)
 	// 4 publishers × 40 publishes, 3 subscribers, as alice and bob in
 	// turn; --duration only caps the run.
 	rep := runLoadJSON(t, "pw\n", "--server", url, "--user", "alice,bob", "--conns", "4", "--subs", "3",
@@ -116,7 +116,7 @@ func TestLoad(t *testing.T) {
 }
 
 func TestLoadRefusals(t *testing.T) {
-	url := loadServer(t)
+	url := testServer(t)
 	for _, c := range []struct {
 		stdin string
 		args  []string
