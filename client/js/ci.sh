@@ -2,7 +2,8 @@
 # client/js/ci.sh: installs what the JS side needs on a fresh Debian machine
 # and runs every JS test: the shared vectors, strict JSON and JOSE
 # cross-checks, the JS⇄Go cross-implementation test and the real-browser
-# tests (chat; session lifetime, failed verification, mobile layout). It fails if any of them cannot run; nothing is skipped.
+# tests (chat; session lifetime, failed verification, mobile layout). It
+# fails if any of them cannot run; nothing is skipped.
 #
 #   client/js/ci.sh            install (apt-get, npm ci) and test
 #   SIGIL_CI_NO_INSTALL=1 ...  test only (tools already installed)
