@@ -96,6 +96,17 @@ func (c *Client) dispatch(m *protocol.Message) {
 	case protocol.ActDeliver, protocol.ActDirect:
 		c.deliver(m)
 	case protocol.ActExpiring:
+		var xb protocol.ExpiringBody
+		if err := protocol.DecodeBody(m.Body, &xb); err != nil {
+			c.reject(&protocol.Error{Code: protocol.CodeBadClaims, Message: "expiring frame body", Ref: m.ID})
+			return
+		}
+		c.mu.Lock()
+		stale := c.tok != nil && xb.Expiry/1000 < c.tok.Expiry.Unix() // exp has second precision
+		c.mu.Unlock()
+		if stale {
+			return // about a token already replaced: it crossed our refresh
+		}
 		c.wg.Add(1)
 		go func() { defer c.wg.Done(); c.refresh() }()
 	case protocol.ActKey:

@@ -69,7 +69,9 @@ type Config struct {
 	// ViolationWindow: default one minute.
 	ViolationWindow time.Duration
 	// ExpiryWarning is how long before token expiry "expiring" is sent.
-	// Default 60s.
+	// Default 60s. It is capped at half of TokenTTL, so that a token fresh
+	// from a refresh is not warned about at once (clients refresh on the
+	// warning: a warning inside a new token's life would loop).
 	ExpiryWarning time.Duration
 	// ChannelKeyRotation is the maximum age of a channel content key.
 	// Default 24 hours.
@@ -165,6 +167,7 @@ func (c *Config) setDefaults() {
 	defInt(&c.MaxViolations, 20)
 	def(&c.ViolationWindow, time.Minute)
 	def(&c.ExpiryWarning, 60*time.Second)
+	c.ExpiryWarning = min(c.ExpiryWarning, c.TokenTTL/2)
 	def(&c.ChannelKeyRotation, 24*time.Hour)
 	def(&c.KeyGrace, 60*time.Second)
 	def(&c.SweepInterval, time.Second)

@@ -472,8 +472,11 @@ export class Client {
         return;
       }
       case 'expiring':
-        this.emit('expiring', { exp: b && b.exp, inMs: b && b.exp - this.now() });
-        if (b && typeof b.exp === 'number') this.expiresAt = b.exp;
+        // A warning about a token this client has already replaced (it
+        // crossed our refresh) is stale: ignore it (§12.1).
+        if (!b || typeof b.exp !== 'number' || b.exp < this.expiresAt) return;
+        this.emit('expiring', { exp: b.exp, inMs: b.exp - this.now() });
+        this.expiresAt = b.exp;
         this.#scheduleRefresh(true);
         return;
       case 'key':

@@ -392,13 +392,20 @@ function fmt(ms) {
   return s >= 60 ? `${Math.floor(s / 60)} min ${String(s % 60).padStart(2, '0')} s` : `${s} s`;
 }
 
-// updateExpiry shows the time left, and the banner from EXPIRY_WARN_MS
-// before expiry or as soon as the server says the token is expiring (warned).
+// warnMs is how long before expiry the banner shows: EXPIRY_WARN_MS, but
+// at most half the token's lifetime, as the server's warning (spec §12.1).
+function warnMs() {
+  const life = client.expiresAt - client.claims.iat * 1000;
+  return Math.min(EXPIRY_WARN_MS, life / 2);
+}
+
+// updateExpiry shows the time left, and the banner from warnMs() before
+// expiry or as soon as the server says the token is expiring (warned).
 function updateExpiry(warned = false) {
   if (!client) return;
   const left = client.expiresAt - client.now();
   $('expiry-info').textContent = `in ${fmt(left)}`;
-  if (warned || left <= EXPIRY_WARN_MS) {
+  if (warned || left <= warnMs()) {
     const visible = document.visibilityState === 'visible';
     banner(visible ? `Your session expires in ${fmt(left)} — renewing it automatically…` : `Your session expires in ${fmt(left)}.`, { action: true });
   }
@@ -415,7 +422,7 @@ $('banner-action').addEventListener('click', async () => {
 
 document.addEventListener('visibilitychange', () => {
   // Coming back to the tab close to expiry: refresh at once.
-  if (client && document.visibilityState === 'visible' && client.expiresAt - client.now() <= EXPIRY_WARN_MS && !client.refreshing) {
+  if (client && document.visibilityState === 'visible' && client.expiresAt - client.now() <= warnMs() && !client.refreshing) {
     client.refresh().catch(() => {});
   }
 });
