@@ -32,6 +32,11 @@ type Message struct {
 	// Frame is the sender's signed frame, byte for byte: evidence of who
 	// said what (spec.md §14).
 	Frame []byte
+	// Delivery is the server's signed deliver or direct frame, byte for
+	// byte. With the server's JWKS it is evidence on its own, verifiable
+	// offline by protocol.VerifyDeliveryEvidence (or `sigil verify`): the
+	// server vouches that SenderKey is From's, and the sender signed Frame.
+	Delivery []byte
 }
 
 // Decode unmarshals the body into v.

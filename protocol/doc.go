@@ -16,6 +16,13 @@
 // with a [FrameVerifier] and opens deliveries end to end with
 // [OpenDelivery].
 //
+// # Evidence
+//
+// [VerifyEvidence] (session token, session key, client frame) and
+// [VerifyDeliveryEvidence] (a stored deliver or direct frame) check who
+// said what offline, with the server's JWKS alone and no clock (spec.md
+// §14). They are pure functions, safe for concurrent use.
+//
 // # Algorithms and keys
 //
 // Only EdDSA (Ed25519) and ES256 (P-256) exist here. Every key is bound to

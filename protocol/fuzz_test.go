@@ -224,3 +224,23 @@ func FuzzOpenBody(f *testing.F) {
 		}
 	})
 }
+
+func FuzzVerifyDeliveryEvidence(f *testing.F) {
+	set := loadSeeds(f, "delivery", "server")
+	f.Fuzz(func(t *testing.T, frame []byte) {
+		ev, err := protocol.VerifyDeliveryEvidence(set.JWKS, frame)
+		if err != nil {
+			if protocol.CodeOf(err) == "" {
+				t.Fatalf("error without a code: %v", err)
+			}
+			return
+		}
+		// Accepted: the sender is named, and its frame is evidence on its own.
+		if ev.Subject == "" || ev.Key == nil || len(ev.Message.Frame) == 0 {
+			t.Fatalf("accepted delivery with empty evidence: %+v", ev)
+		}
+		if _, err := protocol.VerifyDeliveryEvidence(set.JWKS, frame); err != nil {
+			t.Fatalf("not deterministic: %v", err)
+		}
+	})
+}

@@ -209,23 +209,11 @@ func openDelivery(d *Message, keys ContentKeys) (*Sender, *Message, *Error) {
 	if err != nil {
 		return nil, nil, wrapErr(CodeBadClaims, err, err.Error())
 	}
-	frame := []byte(db.Frame)
-	hdr, perr := checkForm(frame, DefaultMaxFrame*16, TypClient)
+	cf, perr := verifyClientFrame(key, []byte(db.Frame))
 	if perr != nil {
 		return nil, nil, perr
 	}
-	if hdr.kid != key.jkt {
-		return nil, nil, newErr(CodeUnknownKey, "sender frame kid is not the sender key's thumbprint")
-	}
-	bound := &PublicKey{kid: key.jkt, alg: key.alg, key: key.key, jkt: key.jkt}
-	payload, perr := verifySignature(frame, hdr, bound)
-	if perr != nil {
-		return nil, nil, perr
-	}
-	env, e := decodeEnvelope(payload, true)
-	if e != nil {
-		return nil, nil, wrapErr(CodeBadClaims, e, e.Error())
-	}
+	env, frame, bound := &cf.Envelope, cf.Frame, cf.key
 	if env.Subject != db.Sub {
 		return nil, nil, &Error{Code: CodeWrongSession, Message: "sender sub does not match the delivery", Ref: env.ID}
 	}

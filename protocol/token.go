@@ -148,24 +148,9 @@ func (v *TokenVerifier) Verify(ctx context.Context, token string) (*SessionClaim
 }
 
 func (v *TokenVerifier) verify(ctx context.Context, token string) (*SessionClaims, *Error) {
-	bad := func(e *Error) *Error {
-		return &Error{Code: CodeBadToken, Message: "session token: " + e.Message, err: e}
-	}
-	hdr, perr := checkForm([]byte(token), MaxTokenSize, TypSession)
+	c, perr := parseSessionToken(v.Keys, token)
 	if perr != nil {
-		return nil, bad(perr)
-	}
-	key, ok := v.Keys.Key(hdr.kid)
-	if !ok {
-		return nil, newErr(CodeBadToken, "session token: signed by an unknown key")
-	}
-	payload, perr := verifySignature([]byte(token), hdr, key)
-	if perr != nil {
-		return nil, bad(perr)
-	}
-	c, err := decodeSessionClaims(payload)
-	if err != nil {
-		return nil, wrapErr(CodeBadToken, err, "session token: "+err.Error())
+		return nil, perr
 	}
 	if c.Issuer != v.Issuer || c.Audience != v.Audience {
 		return nil, newErr(CodeBadToken, "session token: wrong iss or aud")
@@ -193,6 +178,31 @@ func (v *TokenVerifier) verify(ctx context.Context, token string) (*SessionClaim
 		if revoked {
 			return nil, newErr(CodeTokenRevoked, "session token has been revoked")
 		}
+	}
+	return c, nil
+}
+
+// parseSessionToken checks a session token's form, header, signature under
+// a key of keys and strict claims; not iss, aud, times or revocation.
+func parseSessionToken(keys *KeySet, token string) (*SessionClaims, *Error) {
+	bad := func(e *Error) *Error {
+		return &Error{Code: CodeBadToken, Message: "session token: " + e.Message, err: e}
+	}
+	hdr, perr := checkForm([]byte(token), MaxTokenSize, TypSession)
+	if perr != nil {
+		return nil, bad(perr)
+	}
+	key, ok := keys.Key(hdr.kid)
+	if !ok {
+		return nil, newErr(CodeBadToken, "session token: signed by an unknown key")
+	}
+	payload, perr := verifySignature([]byte(token), hdr, key)
+	if perr != nil {
+		return nil, bad(perr)
+	}
+	c, err := decodeSessionClaims(payload)
+	if err != nil {
+		return nil, wrapErr(CodeBadToken, err, "session token: "+err.Error())
 	}
 	return c, nil
 }

@@ -4,12 +4,17 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/sigil-ws/sigil/protocol"
 )
 
 type syncBuffer struct {
@@ -110,6 +115,7 @@ func TestLoginSendListen(t *testing.T) {
 	if n := len(texts); n < 3 || texts[n-2] != "line one" || texts[n-1] != "line two" {
 		t.Fatalf("texts %v", texts)
 	}
+	checkVerifyArchive(t, url, lout.String(), len(texts))
 	// The stored sessions keep working in later processes (rotated refresh
 	// tokens and seq were saved).
 	send("rooms.cli", "again")
@@ -127,4 +133,97 @@ func runSendThenListenOnce(t *testing.T, _ string, file string, _ *bytes.Buffer)
 		t.Fatalf("send as alice after listen: %s", se.String())
 	}
 	return nil
+}
+
+// checkVerifyArchive runs `sigil verify` on what listen --json archived:
+// every record verifies offline against the server's JWKS, and a record
+// with one character changed in its evidence fails.
+func checkVerifyArchive(t *testing.T, url, archive string, n int) {
+	t.Helper()
+	dir := t.TempDir()
+	file := filepath.Join(dir, "archive.jsonl")
+	must(t, os.WriteFile(file, []byte(archive), 0o600))
+	var out, errb bytes.Buffer
+	if code := run([]string{"verify", "--jwks", url, file}, nil, &out, &errb); code != 0 {
+		t.Fatalf("verify: %d %s %s", code, out.String(), errb.String())
+	}
+	if !strings.Contains(out.String(), fmt.Sprintf("%d verified, 0 failed", n)) || !strings.Contains(out.String(), "bob signed pub rooms.cli") {
+		t.Fatalf("verify output: %s", out.String())
+	}
+	// --json, with the JWKS from a file this time.
+	resp, err := http.Get(url + "/.well-known/jwks.json")
+	must(t, err)
+	jwks, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	jwksFile := filepath.Join(dir, "jwks.json")
+	must(t, os.WriteFile(jwksFile, jwks, 0o600))
+	out.Reset()
+	if code := run([]string{"verify", "--jwks", jwksFile, "--json"}, strings.NewReader(archive), &out, &errb); code != 0 {
+		t.Fatalf("verify --json: %s", errb.String())
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	var rec verifyJSON
+	must(t, json.Unmarshal([]byte(lines[len(lines)-1]), &rec))
+	if len(lines) != n || rec.From != "bob" || rec.Action != "pub" || rec.Channel != "rooms.cli" || !strings.Contains(string(rec.Body), "line two") {
+		t.Fatalf("verify --json: %s", out.String())
+	}
+	// One changed character in the last record's evidence: that line fails.
+	recs := strings.Split(strings.TrimSpace(archive), "\n")
+	last := recs[len(recs)-1]
+	i := strings.LastIndex(last, ".") + 5
+	c := byte('A')
+	if last[i] == 'A' {
+		c = 'B'
+	}
+	recs[len(recs)-1] = last[:i] + string(c) + last[i+1:]
+	out.Reset()
+	if code := run([]string{"verify", "--jwks", jwksFile}, strings.NewReader(strings.Join(recs, "\n")), &out, &errb); code != 1 {
+		t.Fatalf("tampered archive: exit %d %s", code, out.String())
+	}
+	if !strings.Contains(out.String(), fmt.Sprintf("FAIL line %d: bad_signature", n)) || !strings.Contains(out.String(), fmt.Sprintf("%d verified, 1 failed", n-1)) {
+		t.Fatalf("tampered archive: %s", out.String())
+	}
+}
+
+// TestVerifyClientFrame: `sigil verify --token --key` checks a client frame
+// against its session token and key, offline.
+func TestVerifyClientFrame(t *testing.T) {
+	dir := t.TempDir()
+	srvKey, err := protocol.GenerateKey(protocol.EdDSA, nil)
+	must(t, err)
+	keys, _ := protocol.NewKeySet(srvKey.Public())
+	jwks, _ := json.Marshal(keys)
+	sess, _ := protocol.GenerateKey(protocol.ES256, nil)
+	iss := &protocol.TokenIssuer{Key: srvKey, Issuer: "sigil", Audience: "sigil.v1", TTL: time.Minute}
+	tok, claims, err := iss.Issue(protocol.IssueRequest{Subject: "carol", Roles: []string{"user"}, JKT: sess.Public().Thumbprint()})
+	must(t, err)
+	jwk, _ := sess.Public().MarshalJSON()
+	frame, err := (&protocol.ClientSigner{Key: sess, Session: claims.Session, Subject: "carol"}).Sign(&protocol.Envelope{Action: protocol.ActPub, Channel: "rooms.x", Body: json.RawMessage(`{"text":"signed by carol"}`)})
+	must(t, err)
+	for name, data := range map[string][]byte{"jwks.json": jwks, "token": []byte(tok + "\n"), "key.json": jwk, "frame": frame} {
+		must(t, os.WriteFile(filepath.Join(dir, name), data, 0o600))
+	}
+	var out, errb bytes.Buffer
+	args := []string{"verify", "--jwks", filepath.Join(dir, "jwks.json"), "--token", filepath.Join(dir, "token"), "--key", filepath.Join(dir, "key.json")}
+	if code := run(append(args, filepath.Join(dir, "frame")), nil, &out, &errb); code != 0 {
+		t.Fatalf("verify: %s %s", out.String(), errb.String())
+	}
+	if !strings.Contains(out.String(), `carol signed pub rooms.x`) || !strings.Contains(out.String(), `signed by carol`) {
+		t.Fatalf("verify: %s", out.String())
+	}
+	// Another session's key: key_mismatch.
+	other, _ := protocol.GenerateKey(protocol.ES256, nil)
+	ojwk, _ := other.Public().MarshalJSON()
+	must(t, os.WriteFile(filepath.Join(dir, "key.json"), ojwk, 0o600))
+	out.Reset()
+	if code := run(append(args, filepath.Join(dir, "frame")), nil, &out, &errb); code != 1 || !strings.Contains(out.String(), "FAIL line 1: key_mismatch") {
+		t.Fatalf("other key: %d %s", code, out.String())
+	}
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
 }

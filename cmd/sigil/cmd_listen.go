@@ -81,9 +81,12 @@ type listenJSON struct {
 	Body      json.RawMessage `json:"body,omitempty"`
 	Encrypted bool            `json:"encrypted,omitempty"`
 	Verified  bool            `json:"verified"`
+	// Evidence is the server's signed delivery frame: `sigil verify`
+	// checks it offline against the server's JWKS (spec.md §14).
+	Evidence string `json:"evidence"`
 }
 
 func listenRecord(m *client.Message) listenJSON {
 	return listenJSON{Channel: m.Channel, From: m.From, Server: m.FromServer, ID: m.ID, Time: m.Time.UTC(),
-		Body: m.Body, Encrypted: m.Encrypted, Verified: true}
+		Body: m.Body, Encrypted: m.Encrypted, Verified: true, Evidence: string(m.Delivery)}
 }

@@ -39,6 +39,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		err = runSend(context.Background(), args[1:], stdin, stdout)
 	case "listen":
 		err = runListen(context.Background(), args[1:], stdout)
+	case "verify":
+		err = runVerify(context.Background(), args[1:], stdin, stdout)
 	case "load":
 		err = runLoad(context.Background(), args[1:], stdin, stdout, stderr)
 	case "help", "-h", "--help":
@@ -65,6 +67,8 @@ func usage(w io.Writer) {
   sigil login --server URL --user NAME                                        (password on stdin)
   sigil send [--encrypt] CHANNEL MESSAGE | sigil send --stdin CHANNEL
   sigil listen [--json] [--encrypt] CHANNEL
+  sigil verify --jwks FILE|URL [--json] [FRAME-FILE]   verify a delivery offline (frames from listen --json)
+  sigil verify --jwks FILE|URL --token T --key JWK-FILE [--json] [FRAME-FILE]   a client frame and its token
   sigil load --server URL --user NAME[,NAME...] [--password-file F] [--conns N] [--subs M]
              [--channel C] [--rate R] [--duration D] [--count K] [--size BYTES] [--encrypt] [--json]
                                       (passwords on stdin unless --password-file; -h for all flags)
