@@ -66,21 +66,9 @@ func verifyEvidence(keys *KeySet, token string, jwk []byte, frame []byte) (*Evid
 // message the server application published, the server's signature on it.
 // Errors are *Error values.
 func VerifyDeliveryEvidence(keys *KeySet, delivery []byte) (*Evidence, error) {
-	hdr, err := checkForm(delivery, DefaultMaxFrame*32, TypServer)
+	env, err := verifyServerFrame(keys, delivery, DefaultMaxFrame*32)
 	if err != nil {
 		return nil, err
-	}
-	key, ok := keys.Key(hdr.kid)
-	if !ok {
-		return nil, newErr(CodeUnknownKey, "kid %s is not in the server's JWKS", quote(hdr.kid))
-	}
-	payload, err := verifySignature(delivery, hdr, key)
-	if err != nil {
-		return nil, err
-	}
-	env, e := decodeEnvelope(payload, false)
-	if e != nil {
-		return nil, wrapErr(CodeBadClaims, e, e.Error())
 	}
 	d := &Message{Envelope: *env, Frame: delivery}
 	f := &FrameVerifier{Keys: keys}

@@ -39,21 +39,9 @@ func (f *FrameVerifier) verify(frame []byte) (*Message, *Error) {
 	if max <= 0 {
 		max = 1 << 20
 	}
-	hdr, err := checkForm(frame, max, TypServer)
+	env, err := verifyServerFrame(f.Keys, frame, max)
 	if err != nil {
 		return nil, err
-	}
-	key, ok := f.Keys.Key(hdr.kid)
-	if !ok {
-		return nil, newErr(CodeUnknownKey, "kid %s is not in the server's JWKS", quote(hdr.kid))
-	}
-	payload, err := verifySignature(frame, hdr, key)
-	if err != nil {
-		return nil, err
-	}
-	env, e := decodeEnvelope(payload, false)
-	if e != nil {
-		return nil, wrapErr(CodeBadClaims, e, e.Error())
 	}
 	fail := func(e *Error) (*Message, *Error) {
 		e.Ref = env.ID
@@ -241,6 +229,29 @@ func openDelivery(d *Message, keys ContentKeys) (*Sender, *Message, *Error) {
 		m.Body, m.Encrypted = plain, true
 	}
 	return &Sender{Subject: db.Sub, Key: bound}, m, nil
+}
+
+// verifyServerFrame checks a server frame's form, header and typ, its
+// signature under a key of keys (algorithm pinned by the key) and its
+// strict claims: no session, clock or replay checks.
+func verifyServerFrame(keys *KeySet, frame []byte, max int) (*Envelope, *Error) {
+	hdr, err := checkForm(frame, max, TypServer)
+	if err != nil {
+		return nil, err
+	}
+	key, ok := keys.Key(hdr.kid)
+	if !ok {
+		return nil, newErr(CodeUnknownKey, "kid %s is not in the server's JWKS", quote(hdr.kid))
+	}
+	payload, err := verifySignature(frame, hdr, key)
+	if err != nil {
+		return nil, err
+	}
+	env, e := decodeEnvelope(payload, false)
+	if e != nil {
+		return nil, wrapErr(CodeBadClaims, e, e.Error())
+	}
+	return env, nil
 }
 
 // Remember marks a server frame id as received at ts, so that the frame is

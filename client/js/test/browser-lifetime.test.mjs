@@ -21,15 +21,11 @@
 //      horizontal overflow, the send button is on screen, the room menu opens.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { chromium } from 'playwright-core';
 import WebSocket from 'ws';
-import { startDemo, repo } from './server.mjs';
+import { startDemo, artifacts, launchChromium } from './server.mjs';
 import { Client } from '../sigil.js';
 
-const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
-const artifacts = join(repo, 'artifacts');
 const WARNING_MS = 10_000; // the Go server's expiry warning for a 20 s token: min(60 s, 20 s / 2) (spec §12.1, §12.4)
 let browser;
 let srvRefresh; // 20 s tokens: the warning comes 10 s after login, and a refresh leaves 10 s without banner
@@ -37,19 +33,12 @@ let srvNoRefresh; // 16 s tokens, 1 s refresh family: the refresh at the warning
 let srv; // defaults
 
 before(async () => {
-  // Never skip: a missing browser is a failure (ci.sh installs it).
-  assert.ok(existsSync(CHROMIUM), `${CHROMIUM} not found: apt-get install -y chromium`);
-  mkdirSync(artifacts, { recursive: true });
   [srvRefresh, srvNoRefresh, srv] = await Promise.all([
     startDemo(['--token-ttl', '20s']),
     startDemo(['--token-ttl', '16s', '--refresh-ttl', '1s']),
     startDemo(),
   ]);
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  });
+  browser = await launchChromium();
 });
 
 after(async () => {

@@ -4,28 +4,18 @@
 // announce.news, and alice's session is revoked through the admin API.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, copyFileSync } from 'node:fs';
+import { copyFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { chromium } from 'playwright-core';
 import WebSocket from 'ws';
-import { startDemo, repo } from './server.mjs';
+import { startDemo, repo, artifacts, launchChromium } from './server.mjs';
 import { Client } from '../sigil.js';
 
-const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
-const artifacts = join(repo, 'artifacts');
 let srv;
 let browser;
 
 before(async () => {
-  // Never skip: a missing browser is a failure (ci.sh installs it).
-  assert.ok(existsSync(CHROMIUM), `${CHROMIUM} not found: apt-get install -y chromium`);
-  mkdirSync(artifacts, { recursive: true });
   srv = await startDemo();
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  });
+  browser = await launchChromium();
 });
 
 after(async () => {

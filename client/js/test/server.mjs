@@ -1,4 +1,5 @@
 // Test helper: builds cmd/sigil once and starts `sigil serve --demo --port 0`.
+import assert from 'node:assert/strict';
 import { spawn, execFileSync } from 'node:child_process';
 import { mkdirSync, existsSync } from 'node:fs';
 import { join, dirname } from 'node:path';
@@ -56,5 +57,25 @@ export function startDemo(extraArgs = []) {
         }),
       });
     });
+  });
+}
+
+/** artifacts is where the browser tests save screenshots (git-ignored). */
+export const artifacts = join(repo, 'artifacts');
+
+/**
+ * launchChromium starts Debian's chromium (or $CHROMIUM) headless with the
+ * project's flags. A missing browser is a failure, never a skip (ci.sh
+ * installs it). It also creates the artifacts folder.
+ */
+export async function launchChromium() {
+  const { chromium } = await import('playwright-core');
+  const exe = process.env.CHROMIUM || '/usr/bin/chromium';
+  assert.ok(existsSync(exe), `${exe} not found: apt-get install -y chromium`);
+  mkdirSync(artifacts, { recursive: true });
+  return chromium.launch({
+    executablePath: exe,
+    headless: true,
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
   });
 }
