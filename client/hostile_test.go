@@ -169,6 +169,9 @@ func TestHostileServerFrames(t *testing.T) {
 	old := &protocol.ServerSigner{Key: h.key, Now: func() time.Time { return time.Now().Add(-5 * time.Minute) }}
 	stale, _ := old.Sign(&protocol.Envelope{Action: protocol.ActPong, Session: h.sid})
 	h.out <- stale
+	// 7. An expiring frame whose body is not {"exp": number}: bad_claims.
+	badExp, _ := h.signer.SignBody(&protocol.Envelope{Action: protocol.ActExpiring, Session: h.sid}, map[string]string{"exp": "soon"})
+	h.out <- badExp
 
 	// The client stays consistent: the next good delivery arrives, once,
 	// and the session still answers.
@@ -181,7 +184,7 @@ func TestHostileServerFrames(t *testing.T) {
 	mu.Lock()
 	got := append([]protocol.Code(nil), codes...)
 	mu.Unlock()
-	want := []protocol.Code{protocol.CodeReplayID, protocol.CodeBadSignature, protocol.CodeBadTyp, protocol.CodeUnknownKey, protocol.CodeWrongSession, protocol.CodeStale}
+	want := []protocol.Code{protocol.CodeReplayID, protocol.CodeBadSignature, protocol.CodeBadTyp, protocol.CodeUnknownKey, protocol.CodeWrongSession, protocol.CodeStale, protocol.CodeBadClaims}
 	if len(got) != len(want) {
 		t.Fatalf("reported %v, want %v", got, want)
 	}
