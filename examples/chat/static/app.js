@@ -395,6 +395,7 @@ function fmt(ms) {
 // warnMs is how long before expiry the banner shows: EXPIRY_WARN_MS, but
 // at most half the token's lifetime, as the server's warning (spec §12.1).
 function warnMs() {
+  if (!client || !client.claims || !client.expiresAt) return EXPIRY_WARN_MS;
   const life = client.expiresAt - client.claims.iat * 1000;
   return Math.min(EXPIRY_WARN_MS, life / 2);
 }
