@@ -186,7 +186,9 @@ func TestPresence(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	// OnPresence saw, in order: alice herself join, bob join, bob leave.
+	// OnPresence saw alice herself join and bob join (in either order:
+	// each join is broadcast by its own connection after its reply), then
+	// bob leave.
 	var got []string
 	for len(got) < 3 {
 		select {
@@ -199,8 +201,9 @@ func TestPresence(t *testing.T) {
 			t.Fatalf("presence events so far: %v", got)
 		}
 	}
-	if want := []string{"alice:true", "bob:true", "bob:false"}; !slices.Equal(got, want) {
-		t.Fatalf("presence events %v, want %v", got, want)
+	joins := slices.Sorted(slices.Values(got[:2]))
+	if !slices.Equal(joins, []string{"alice:true", "bob:true"}) || got[2] != "bob:false" {
+		t.Fatalf("presence events %v, want alice and bob joining, then bob leaving", got)
 	}
 }
 
