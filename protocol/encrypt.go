@@ -137,6 +137,9 @@ func openBody(enc string, keys ContentKeys, scope string) ([]byte, *Error) {
 	if len(segs) != 5 || segs[1] != "" {
 		return nil, newErr(CodeBadEnc, "enc must be a JWE compact with alg dir")
 	}
+	if !canonicalSegments(segs) {
+		return nil, newErr(CodeBadEnc, "enc segments must be canonical unpadded base64url")
+	}
 	hraw, err := decodeSegment([]byte(segs[0]))
 	if err != nil {
 		return nil, newErr(CodeBadEnc, "enc header is not base64url")
@@ -170,6 +173,18 @@ func openBody(enc string, keys ContentKeys, scope string) ([]byte, *Error) {
 		return nil, wrapErr(CodeBadEnc, err, "decrypted body is not strict JSON")
 	}
 	return plain, nil
+}
+
+// canonicalSegments reports whether every segment of a compact JOSE
+// object is canonical unpadded base64url (spec.md §5.1): go-jose ignores
+// spare bits, so without this one JWE would have many spellings.
+func canonicalSegments(segs []string) bool {
+	for _, s := range segs {
+		if !canonicalB64String(s) {
+			return false
+		}
+	}
+	return true
 }
 
 // decodeJSONValue checks that data is one strict JSON value of bounded depth.

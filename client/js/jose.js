@@ -50,6 +50,28 @@ export function isB64url(s) {
   return true;
 }
 
+/**
+ * isCanonicalB64url reports whether s is the canonical unpadded base64url
+ * encoding of some bytes (spec §5.1): only the alphabet, a length that is
+ * not 1 modulo 4, and zero spare bits in the last character. It decodes
+ * nothing.
+ */
+export function isCanonicalB64url(s) {
+  if (typeof s !== 'string' || !isB64url(s)) return false;
+  const n = s.length;
+  const last = n > 0 ? REV[s.charCodeAt(n - 1)] : 0;
+  switch (n % 4) {
+    case 1:
+      return false;
+    case 2:
+      return (last & 0x0f) === 0;
+    case 3:
+      return (last & 0x03) === 0;
+    default:
+      return true;
+  }
+}
+
 /** b64uDecode decodes strict unpadded base64url, or throws. */
 export function b64uDecode(s) {
   if (typeof s !== 'string' || s.length % 4 === 1 || !isB64url(s)) throw new Error('not base64url');
@@ -227,12 +249,17 @@ export async function importPrivateJWK(jwk, extractable = false) {
 
 // ---- JWS compact ------------------------------------------------------------
 
-/** splitCompact splits a compact JWS into three non-empty base64url segments, or returns null. */
+/**
+ * splitCompact splits a compact JWS into three canonical base64url segments
+ * (§7 step 2: header and payload non-empty, no padding, no spare bits), or
+ * returns null. Every segment is checked here, before the header is read,
+ * so a non-canonical payload or signature is malformed whatever the header.
+ */
 export function splitCompact(frame) {
   if (typeof frame !== 'string') return null;
   const parts = frame.split('.');
   if (parts.length !== 3 || parts[0] === '' || parts[1] === '') return null;
-  for (const p of parts) if (!isB64url(p)) return null;
+  for (const p of parts) if (!isCanonicalB64url(p)) return null;
   return parts;
 }
 

@@ -267,6 +267,7 @@ func Files() (map[string][]byte, error) {
 	g.serverVectors()
 	g.deliveryVectors()
 	g.tokenVectors()
+	g.encodingVectors()
 	files := map[string][]byte{}
 	names := map[string]bool{}
 	for _, v := range g.out {
