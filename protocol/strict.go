@@ -226,6 +226,10 @@ var b64val = func() (t [256]int8) {
 	return t
 }()
 
+// decodeSegment decodes unpadded base64url strictly (zero spare bits). The
+// standard library still skips CR and LF, so callers that take the
+// segment from a string not already checked by splitCompact check it with
+// canonicalB64String too.
 func decodeSegment(seg []byte) ([]byte, error) {
 	out := make([]byte, b64.DecodedLen(len(seg)))
 	n, err := b64.Decode(out, seg)

@@ -10,7 +10,7 @@
 import { members, StrictJSONError } from './strictjson.js';
 import {
   SigilError, fail, b64uDecode, checkForm, verifySignature, importPublicJWK, rawString, rawUint,
-  isCanonicalUUID, openBody, enc as utf8enc,
+  isCanonicalUUID, openBody, enc as utf8enc, validChannel, checkJWKMembers,
 } from './jose.js';
 
 export const SUBPROTOCOL = 'sigil.v1';
@@ -35,9 +35,7 @@ export function isAppAction(a) {
   return validAction(a) && a.includes('.');
 }
 
-export function validChannel(c) {
-  return typeof c === 'string' && c.length > 0 && c.length <= 128 && /^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$/.test(c);
-}
+export { validChannel };
 
 export const channelScope = (ch) => `ch:${ch}`;
 
@@ -345,13 +343,10 @@ export class Verifier {
   }
 }
 
-/** checkAgreementJWK checks an ekey (§8.2 step 6): a public P-256 JWK, alg ECDH-ES+A256KW and use enc if present. */
+/** checkAgreementJWK checks an ekey (§8.2 step 6, §3.3): a public P-256 JWK, alg ECDH-ES+A256KW, use enc and key_ops [] if present. */
 export async function checkAgreementJWK(jwk) {
-  if (jwk === null || typeof jwk !== 'object' || Array.isArray(jwk)) throw new Error('not an object');
-  if (jwk.kty !== 'EC' || jwk.crv !== 'P-256' || 'd' in jwk) throw new Error('must be a public P-256 key');
+  checkJWKMembers(jwk, 'enc');
   if (jwk.alg !== undefined && jwk.alg !== 'ECDH-ES+A256KW') throw new Error('alg must be ECDH-ES+A256KW');
-  if (jwk.use !== undefined && jwk.use !== 'enc') throw new Error('use must be enc');
-  if (b64uDecode(jwk.x).length !== 32 || b64uDecode(jwk.y).length !== 32) throw new Error('bad coordinates');
   await globalThis.crypto.subtle.importKey('jwk', { kty: 'EC', crv: 'P-256', x: jwk.x, y: jwk.y }, { name: 'ECDH', namedCurve: 'P-256' }, false, []);
 }
 

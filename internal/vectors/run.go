@@ -3,6 +3,7 @@ package vectors
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -10,6 +11,8 @@ import (
 	"reflect"
 	"sort"
 	"time"
+
+	jose "github.com/go-jose/go-jose/v4"
 
 	"github.com/sigil-ws/sigil/protocol"
 )
@@ -143,6 +146,31 @@ func (s *Set) Run(v Vector) error {
 			return fmt.Errorf("sender = %s; want %+v", sender.Subject, v.Expect.Sender)
 		}
 		return compare(v, sm.Frame, sm.Body, v.Expect.Sender.Claims, v.Expect.Sender.Body)
+
+	case "wrapped_key":
+		var jwk jose.JSONWebKey
+		if err := jwk.UnmarshalJSON(s.Keys.Agreement[v.Wrap.AgreementKey]); err != nil {
+			return err
+		}
+		priv, ok := jwk.Key.(*ecdsa.PrivateKey)
+		if !ok {
+			return fmt.Errorf("agreement key %q is not a P-256 private key", v.Wrap.AgreementKey)
+		}
+		k, err := protocol.UnwrapContentKey(v.Frame, priv)
+		if err == nil && k.Scope != v.Wrap.Scope {
+			err = &protocol.Error{Code: protocol.CodeBadEnc, Message: "scope " + k.Scope + " where " + v.Wrap.Scope + " is expected"}
+		}
+		if err != nil {
+			return outcome(v, err)
+		}
+		if v.Expect.Result != "ok" {
+			return fmt.Errorf("accepted; want %s", v.Expect.Code)
+		}
+		got, _ := json.Marshal(map[string]string{"kid": k.ID, "k": b64.EncodeToString(k.Key), "scope": k.Scope})
+		if !jsonEqual(got, v.Expect.Claims) {
+			return fmt.Errorf("key = %s; want %s", got, v.Expect.Claims)
+		}
+		return nil
 
 	case "token":
 		c, err := tokens.Verify(ctx, v.Frame)
