@@ -66,6 +66,7 @@ type ContentKeys interface {
 // KeyRing is a concurrency-safe set of content keys with expiry, used by
 // both ends to keep current and recently rotated keys.
 type KeyRing struct {
+	now  func() time.Time
 	mu   sync.RWMutex
 	keys map[string]ringEntry
 }
@@ -75,8 +76,15 @@ type ringEntry struct {
 	expiry time.Time // zero: no expiry
 }
 
-// NewKeyRing returns an empty key ring.
-func NewKeyRing() *KeyRing { return &KeyRing{keys: map[string]ringEntry{}} }
+// NewKeyRing returns an empty key ring whose expiries are read on the
+// clock now; nil means time.Now. Give it the clock that computes the
+// expiries passed to Add and Expire.
+func NewKeyRing(now func() time.Time) *KeyRing {
+	if now == nil {
+		now = time.Now
+	}
+	return &KeyRing{now: now, keys: map[string]ringEntry{}}
+}
 
 // Add stores k; a zero expiry keeps it until removed.
 func (r *KeyRing) Add(k *ContentKey, expiry time.Time) {
@@ -100,7 +108,7 @@ func (r *KeyRing) ContentKey(kid string) (*ContentKey, bool) {
 	r.mu.RLock()
 	e, ok := r.keys[kid]
 	r.mu.RUnlock()
-	if !ok || (!e.expiry.IsZero() && time.Now().After(e.expiry)) {
+	if !ok || (!e.expiry.IsZero() && r.now().After(e.expiry)) {
 		return nil, false
 	}
 	return e.key, true

@@ -203,7 +203,7 @@ func FuzzParseKeySet(f *testing.F) {
 
 func FuzzOpenBody(f *testing.F) {
 	key := &protocol.ContentKey{ID: "k1", Key: make([]byte, 32), Scope: protocol.ScopeSession}
-	ring := protocol.NewKeyRing()
+	ring := protocol.NewKeyRing(nil)
 	ring.Add(key, time.Time{})
 	sealed, err := protocol.SealBody(key, []byte(`{"a":1}`))
 	if err != nil {

@@ -114,7 +114,7 @@ func (s *Set) Run(v Vector) error {
 		}
 		sess := &protocol.Session{ID: v.Session.SID, Subject: v.Session.Sub, Roles: v.Session.Roles, Key: key,
 			TokenID: v.Session.JTI, IssuedAt: time.Unix(v.Session.IAT, 0), Expiry: time.Unix(v.Session.EXP, 0),
-			Keys: ring(v.Session.ContentKeys)}
+			Keys: ring(v.Session.ContentKeys, clock)}
 		verifier = protocol.NewVerifier(protocol.VerifierConfig{Tokens: tokens, MaxFrame: v.Config.MaxFrame, Skew: skew, Now: clock, Replay: replay, Policy: s.Policy, Revocation: rev})
 		m, err := verifier.Verify(ctx, frame, sess)
 		if err != nil {
@@ -135,7 +135,7 @@ func (s *Set) Run(v Vector) error {
 		if v.Kind == "server" {
 			return compare(v, m.Frame, m.Body, v.Expect.Claims, v.Expect.Body)
 		}
-		sender, sm, err := fv.OpenDelivery(m, ring(v.Client.ContentKeys))
+		sender, sm, err := fv.OpenDelivery(m, ring(v.Client.ContentKeys, clock))
 		if err != nil {
 			return outcome(v, err)
 		}
@@ -189,11 +189,11 @@ func (s *Set) Run(v Vector) error {
 	return fmt.Errorf("unknown kind %q", v.Kind)
 }
 
-func ring(keys []ContentKey) protocol.ContentKeys {
+func ring(keys []ContentKey, now func() time.Time) protocol.ContentKeys {
 	if len(keys) == 0 {
 		return nil
 	}
-	r := protocol.NewKeyRing()
+	r := protocol.NewKeyRing(now)
 	for _, k := range keys {
 		raw, err := b64.DecodeString(k.K)
 		if err != nil {
