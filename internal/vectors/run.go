@@ -1,7 +1,6 @@
 package vectors
 
 import (
-	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"encoding/json"
@@ -14,6 +13,7 @@ import (
 
 	jose "github.com/go-jose/go-jose/v4"
 
+	"github.com/sigil-ws/sigil/internal/strictjson"
 	"github.com/sigil-ws/sigil/protocol"
 )
 
@@ -32,7 +32,7 @@ func Load(dir string) (*Set, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := json.Unmarshal(kb, &s.Keys); err != nil {
+	if err := strictjson.Unmarshal(kb, &s.Keys, nil); err != nil {
 		return nil, err
 	}
 	if s.JWKS, err = protocol.ParseKeySet(s.Keys.ServerJWKS); err != nil {
@@ -56,9 +56,7 @@ func Load(dir string) (*Set, error) {
 			return nil, err
 		}
 		var v Vector
-		dec := json.NewDecoder(bytes.NewReader(b))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&v); err != nil {
+		if err := strictjson.Unmarshal(b, &v, nil); err != nil {
 			return nil, fmt.Errorf("%s: %w", n, err)
 		}
 		s.Vectors = append(s.Vectors, v)
@@ -108,15 +106,8 @@ func (s *Set) Run(v Vector) error {
 		return nil
 
 	case "client":
-		key, err := protocol.ParsePublicJWK(v.Session.JWK)
-		if err != nil {
-			return err
-		}
-		sess := &protocol.Session{ID: v.Session.SID, Subject: v.Session.Sub, Roles: v.Session.Roles, Key: key,
-			TokenID: v.Session.JTI, IssuedAt: time.Unix(v.Session.IAT, 0), Expiry: time.Unix(v.Session.EXP, 0),
-			Keys: ring(v.Session.ContentKeys, clock)}
 		verifier = protocol.NewVerifier(protocol.VerifierConfig{Tokens: tokens, MaxFrame: v.Config.MaxFrame, Skew: skew, Now: clock, Replay: replay, Policy: s.Policy, Revocation: rev})
-		m, err := verifier.Verify(ctx, frame, sess)
+		_, m, err := verifier.VerifyRecordProof(ctx, v.Session.Record(clock), frame)
 		if err != nil {
 			return outcome(v, err)
 		}
@@ -187,6 +178,13 @@ func (s *Set) Run(v Vector) error {
 		return nil
 	}
 	return fmt.Errorf("unknown kind %q", v.Kind)
+}
+
+// Record is the session as the server knows it: what the client kind's
+// frame is verified as a frame of.
+func (s *Session) Record(now func() time.Time) protocol.SessionRecord {
+	return protocol.SessionRecord{ID: s.SID, Subject: s.Sub, Roles: s.Roles, JWK: s.JWK, TokenID: s.JTI,
+		IssuedAt: time.Unix(s.IAT, 0), Expiry: time.Unix(s.EXP, 0), Keys: ring(s.ContentKeys, now)}
 }
 
 func ring(keys []ContentKey, now func() time.Time) protocol.ContentKeys {
