@@ -96,6 +96,9 @@ func FuzzUnmarshal(f *testing.F) {
 	f.Add([]byte(`{"name":"x","in":{"a":"1"},"list":[{"a":"3"}],"map":{"k":{"a":"4"}},"raw":[1]}`))
 	f.Add([]byte(`{"Name":"x"}`))
 	f.Add([]byte(`{"in":{"a":"1","a":"2"}}`))
+	for _, s := range vectorTexts(f) {
+		f.Add(s)
+	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var o outer
 		if err := Unmarshal(data, &o, nil); err != nil {
