@@ -4,7 +4,7 @@ import (
 	stdjson "encoding/json"
 )
 
-// Bodies of built-in frames (spec.md §8–§9). Every body is strict JSON; a
+// Bodies of built-in frames (spec.md §8–§12). Every body is strict JSON; a
 // receiver rejects unknown members with CodeBadRequest.
 
 // HelloBody is the body of the first client frame.

@@ -99,7 +99,7 @@ func TestVectorsCoverEveryStep(t *testing.T) {
 		protocol.CodeUnknownKey, protocol.CodeBadSignature, protocol.CodeBadClaims, protocol.CodeWrongSession,
 		protocol.CodeStale, protocol.CodeFuture, protocol.CodeReplaySeq, protocol.CodeReplayID,
 		protocol.CodeTokenExpired, protocol.CodeTokenRevoked, protocol.CodeForbidden, protocol.CodeBadEnc,
-		protocol.CodeHelloRequired, protocol.CodeBadToken, protocol.CodeKeyMismatch,
+		protocol.CodeHelloRequired, protocol.CodeBadToken, protocol.CodeKeyMismatch, protocol.CodeBadRequest,
 	}
 	for _, c := range want {
 		if codes[string(c)] == 0 {

@@ -207,7 +207,7 @@ func (v *Verifier) afterClaims(ctx context.Context, frame []byte, env *Envelope,
 	return m, nil
 }
 
-// VerifyHello verifies the first frame of a connection (spec.md §6). The
+// VerifyHello verifies the first frame of a connection (spec.md §8.2). The
 // session key is resolved from the hello itself: the body's jwk must have the
 // thumbprint in the token's cnf.jkt, the token must verify under the server's
 // keys, and the frame must verify under that jwk. Then steps 5–11 run as for

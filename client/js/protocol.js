@@ -92,6 +92,43 @@ export function decodeEnvelope(payload, client) {
   return env;
 }
 
+/**
+ * checkAction checks that an accepted client frame of a built-in action
+ * carries exactly the fields of its row of §9.1 (besides the claims every
+ * client frame has and cid); throws bad_request otherwise (§9.5).
+ * Application actions and unknown names are not checked here.
+ */
+export function checkAction(env) {
+  const ch = 'ch' in env;
+  const to = 'to' in env;
+  const payload = 'body' in env || 'enc' in env;
+  let msg = '';
+  switch (env.act) {
+    case 'hello':
+      msg = 'hello is only allowed as the first frame';
+      break;
+    case 'ping':
+      if (ch || to || payload) msg = 'ping carries no ch, to, body or enc';
+      break;
+    case 'sub': case 'unsub': case 'presence':
+      if (!ch) msg = `${env.act} needs ch`;
+      else if (to || payload) msg = `${env.act} carries no to, body or enc`;
+      break;
+    case 'pub':
+      if (!ch || !payload) msg = 'pub needs ch and body or enc';
+      else if (to) msg = 'pub carries no to';
+      break;
+    case 'dm':
+      if (!to || !payload) msg = 'dm needs to and body or enc';
+      else if (ch) msg = 'dm carries no ch';
+      break;
+    case 'refresh':
+      if (ch || to) msg = 'refresh carries no ch or to';
+      break;
+  }
+  if (msg) fail('bad_request', msg, env.id);
+}
+
 /** claimsOf returns the envelope's claims as a plain object (as on the wire). */
 export function claimsOf(env) {
   const out = {};

@@ -1,5 +1,5 @@
 // Package vectors generates and runs Sigil's shared test vectors
-// (testdata/vectors/). The format is documented in spec.md §14; other
+// (testdata/vectors/). The format is documented in spec.md §16; other
 // implementations read the same files.
 package vectors
 

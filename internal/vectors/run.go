@@ -108,6 +108,9 @@ func (s *Set) Run(v Vector) error {
 	case "client":
 		verifier = protocol.NewVerifier(protocol.VerifierConfig{Tokens: tokens, MaxFrame: v.Config.MaxFrame, Skew: skew, Now: clock, Replay: replay, Policy: s.Policy, Revocation: rev})
 		_, m, err := verifier.VerifyRecordProof(ctx, v.Session.Record(clock), frame)
+		if err == nil {
+			err = protocol.CheckAction(&m.Envelope) // §9.1: after acceptance
+		}
 		if err != nil {
 			return outcome(v, err)
 		}

@@ -9,7 +9,7 @@ import {
   KeySet, KeyRing, importContentKey, SigilError, importAgreementPrivate, unwrapContentKey, sealBody, openBody,
 } from '../jose.js';
 import {
-  TokenVerifier, Verifier, FrameVerifier, ReplayStore, Revocations, Policy, openDelivery, claimsOf,
+  TokenVerifier, Verifier, FrameVerifier, ReplayStore, Revocations, Policy, openDelivery, claimsOf, checkAction,
 } from '../protocol.js';
 
 const dir = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'testdata', 'vectors');
@@ -61,6 +61,7 @@ async function run(v) {
       const key = await importPublicJWK(s.jwk);
       const session = { sid: s.sid, sub: s.sub, roles: s.roles, key: { ...key, kid: key.jkt }, jti: s.jti, iat: s.iat, exp: s.exp, keys: await ring(s.content_keys) };
       const env = await verifier.verify(v.frame, session);
+      checkAction(env); // §9.1: after acceptance
       return { claims: claimsOf(env), body: 'plain' in env ? env.plain : env.body };
     }
     case 'server':
