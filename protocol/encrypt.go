@@ -339,7 +339,7 @@ func checkWrapHeader(seg string) error {
 	if err != nil || len(epk) != 4 {
 		return errString("epk must be exactly {kty, crv, x, y}")
 	}
-	if err := checkPublicJWK(epkRaw, "enc"); err != nil {
+	if _, err := ParseAgreementJWK(epkRaw); err != nil { // members (§3.3), and a point on P-256
 		return fmt.Errorf("epk: %w", err)
 	}
 	for _, m := range []string{"kty", "crv", "x", "y"} {
