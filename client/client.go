@@ -93,7 +93,7 @@ func Dial(ctx context.Context, url string, opts *Options) (*Client, error) {
 		ready:   make(chan struct{}),
 		subs:    map[string][]*Subscription{},
 		pending: map[string]chan answer{},
-		ring:    protocol.NewKeyRing(),
+		ring:    protocol.NewKeyRing(nil),
 		chKeys:  map[string]*protocol.ContentKey{},
 		seen:    map[string]time.Time{},
 		wake:    make(chan struct{}, 1),

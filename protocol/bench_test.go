@@ -223,7 +223,7 @@ func BenchmarkSealBody(b *testing.B) {
 
 func BenchmarkOpenBody(b *testing.B) {
 	k, _ := protocol.NewContentKey(protocol.ScopeSession, nil)
-	ring := protocol.NewKeyRing()
+	ring := protocol.NewKeyRing(nil)
 	ring.Add(k, time.Time{})
 	enc, _ := protocol.SealBody(k, []byte(`{"text":"hello, world, this is a typical chat message"}`))
 	b.ReportAllocs()

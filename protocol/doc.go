@@ -16,6 +16,26 @@
 // with a [FrameVerifier] and opens deliveries end to end with
 // [OpenDelivery].
 //
+// # Sessions and proofs
+//
+// A [Session] comes from a verified frame, never from a literal: from a
+// hello ([Verifier.VerifyHello]), from a proof next to a session token, as
+// in the administration API ([Verifier.VerifyTokenProof]), or from a proof
+// of a session the server stored with a refresh token
+// ([Verifier.VerifyRecordProof], /v1/refresh). All three run the whole of
+// spec.md §7 and name the session key by its thumbprint.
+//
+// # Wire vocabulary
+//
+// One place for what both ends of the wire must agree on: error codes
+// ([Code]), close codes and whether a client reconnects after each
+// ([CloseCode], [CloseCode.Reconnect], [RejectionClose]), frame bodies
+// ([HelloBody], [WelcomeBody], ...), the HTTP API's bodies
+// ([TokenRequest], [RefreshRequest], [TokenResponse], [ErrorResponse],
+// [AdminProofBody]), and strict decoding: [DecodeBody] for any body, frame
+// or HTTP, and [UnsafeEnvelope] to read a client frame's claims before (or
+// after) its signature is verified.
+//
 // # Evidence
 //
 // [VerifyEvidence] (session token, session key, client frame) and

@@ -66,6 +66,7 @@ type ContentKeys interface {
 // KeyRing is a concurrency-safe set of content keys with expiry, used by
 // both ends to keep current and recently rotated keys.
 type KeyRing struct {
+	now  func() time.Time
 	mu   sync.RWMutex
 	keys map[string]ringEntry
 }
@@ -75,8 +76,15 @@ type ringEntry struct {
 	expiry time.Time // zero: no expiry
 }
 
-// NewKeyRing returns an empty key ring.
-func NewKeyRing() *KeyRing { return &KeyRing{keys: map[string]ringEntry{}} }
+// NewKeyRing returns an empty key ring whose expiries are read on the
+// clock now; nil means time.Now. Give it the clock that computes the
+// expiries passed to Add and Expire.
+func NewKeyRing(now func() time.Time) *KeyRing {
+	if now == nil {
+		now = time.Now
+	}
+	return &KeyRing{now: now, keys: map[string]ringEntry{}}
+}
 
 // Add stores k; a zero expiry keeps it until removed.
 func (r *KeyRing) Add(k *ContentKey, expiry time.Time) {
@@ -100,7 +108,7 @@ func (r *KeyRing) ContentKey(kid string) (*ContentKey, bool) {
 	r.mu.RLock()
 	e, ok := r.keys[kid]
 	r.mu.RUnlock()
-	if !ok || (!e.expiry.IsZero() && time.Now().After(e.expiry)) {
+	if !ok || (!e.expiry.IsZero() && r.now().After(e.expiry)) {
 		return nil, false
 	}
 	return e.key, true
@@ -137,6 +145,9 @@ func openBody(enc string, keys ContentKeys, scope string) ([]byte, *Error) {
 	if len(segs) != 5 || segs[1] != "" {
 		return nil, newErr(CodeBadEnc, "enc must be a JWE compact with alg dir")
 	}
+	if !canonicalSegments(segs) {
+		return nil, newErr(CodeBadEnc, "enc segments must be canonical unpadded base64url")
+	}
 	hraw, err := decodeSegment([]byte(segs[0]))
 	if err != nil {
 		return nil, newErr(CodeBadEnc, "enc header is not base64url")
@@ -172,6 +183,18 @@ func openBody(enc string, keys ContentKeys, scope string) ([]byte, *Error) {
 	return plain, nil
 }
 
+// canonicalSegments reports whether every segment of a compact JOSE
+// object is canonical unpadded base64url (spec.md §5.1): go-jose ignores
+// spare bits, so without this one JWE would have many spellings.
+func canonicalSegments(segs []string) bool {
+	for _, s := range segs {
+		if !canonicalB64String(s) {
+			return false
+		}
+	}
+	return true
+}
+
 // decodeJSONValue checks that data is one strict JSON value of bounded depth.
 func decodeJSONValue(data []byte) (any, error) {
 	return nil, strictjson.Valid(data, MaxDepth)
@@ -186,10 +209,12 @@ func GenerateAgreementKey(r io.Reader) (*ecdsa.PrivateKey, error) {
 	return ecdsa.GenerateKey(elliptic.P256(), r)
 }
 
-// ParseAgreementJWK decodes a client's "ekey": a public P-256 JWK (kty EC),
-// with no alg other than ECDH-ES+A256KW and no use other than enc.
+// ParseAgreementJWK decodes a client's "ekey" (spec.md §8.2 step 6, §3.3):
+// a public P-256 JWK (kty EC) with the members a public JWK may have, no
+// alg other than ECDH-ES+A256KW, no use other than enc, and key_ops, if
+// present, empty.
 func ParseAgreementJWK(data []byte) (*ecdsa.PublicKey, error) {
-	if _, err := decodeObject(data); err != nil {
+	if err := checkPublicJWK(data, "enc"); err != nil {
 		return nil, fmt.Errorf("ekey: %w", err)
 	}
 	var jwk jose.JSONWebKey
@@ -200,8 +225,8 @@ func ParseAgreementJWK(data []byte) (*ecdsa.PublicKey, error) {
 	if !ok || pub.Curve != elliptic.P256() {
 		return nil, errString("ekey: must be a public P-256 key")
 	}
-	if (jwk.Algorithm != "" && jwk.Algorithm != string(jose.ECDH_ES_A256KW)) || (jwk.Use != "" && jwk.Use != "enc") {
-		return nil, errString("ekey: alg must be ECDH-ES+A256KW and use enc")
+	if jwk.Algorithm != "" && jwk.Algorithm != string(jose.ECDH_ES_A256KW) {
+		return nil, errString("ekey: alg must be ECDH-ES+A256KW")
 	}
 	return pub, nil
 }
@@ -238,27 +263,143 @@ func WrapContentKey(k *ContentKey, to *ecdsa.PublicKey) (string, error) {
 	return obj.CompactSerialize()
 }
 
-// UnwrapContentKey reverses WrapContentKey with the agreement private key.
+// UnwrapContentKey reverses WrapContentKey with the agreement private key,
+// refusing everything spec.md §11.3 refuses: segments that are not
+// canonical base64url; a protected header with members other than alg
+// (ECDH-ES+A256KW), enc (A256GCM), epk (exactly kty EC, crv P-256, x, y)
+// and empty apu/apv; a content-encryption key that is not 32 bytes; and a
+// plaintext that is not exactly {kty: oct, kid, k (32 bytes), alg: A256GCM,
+// scope: session or ch:<channel>}. The caller checks that the scope is the
+// one expected where the key arrived. Errors are *Error with CodeBadEnc.
 func UnwrapContentKey(jwe string, priv *ecdsa.PrivateKey) (*ContentKey, error) {
+	k, err := unwrapContentKey(jwe, priv)
+	if err != nil {
+		return nil, err
+	}
+	return k, nil
+}
+
+func unwrapContentKey(jwe string, priv *ecdsa.PrivateKey) (*ContentKey, *Error) {
+	segs := strings.Split(jwe, ".")
+	if len(segs) != 5 || !canonicalSegments(segs) {
+		return nil, newErr(CodeBadEnc, "wrapped key must be a JWE compact of canonical base64url segments")
+	}
+	if err := checkWrapHeader(segs[0]); err != nil {
+		return nil, wrapErr(CodeBadEnc, err, "wrapped key header: "+err.Error())
+	}
 	obj, err := jose.ParseEncryptedCompact(jwe, []jose.KeyAlgorithm{jose.ECDH_ES_A256KW}, []jose.ContentEncryption{jose.A256GCM})
 	if err != nil {
 		return nil, wrapErr(CodeBadEnc, err, "wrapped key does not parse")
 	}
+	// go-jose refuses a content-encryption key whose size is not the one
+	// of enc (32 bytes for A256GCM).
 	plain, err := obj.Decrypt(priv)
 	if err != nil {
 		return nil, wrapErr(CodeBadEnc, err, "wrapped key does not decrypt")
 	}
-	obj2, err := decodeObject(plain)
-	if err != nil || len(obj2) != 5 {
-		return nil, newErr(CodeBadEnc, "wrapped key is not {kty,kid,k,alg,scope}")
+	k, err := decodeWrappedKey(plain)
+	if err != nil {
+		return nil, wrapErr(CodeBadEnc, err, "wrapped key: "+err.Error())
+	}
+	return k, nil
+}
+
+// checkWrapHeader checks the protected header of a wrapped key: exactly
+// alg, enc and epk, and at most empty apu and apv.
+func checkWrapHeader(seg string) error {
+	raw, err := decodeSegment([]byte(seg))
+	if err != nil {
+		return err
+	}
+	h, err := decodeObject(raw)
+	if err != nil {
+		return err
+	}
+	for name, v := range h {
+		switch name {
+		case "alg", "enc", "epk":
+		case "apu", "apv":
+			if string(v) != `""` {
+				return errString(name + " must be empty")
+			}
+		default:
+			return errString("member " + quote(name) + " is not allowed")
+		}
+	}
+	alg, _, e1 := h.str("alg", true, 32)
+	enc, _, e2 := h.str("enc", true, 32)
+	if e1 != nil || e2 != nil || alg != string(jose.ECDH_ES_A256KW) || enc != string(jose.A256GCM) {
+		return errString("alg must be ECDH-ES+A256KW and enc A256GCM")
+	}
+	epkRaw, ok := h["epk"]
+	if !ok {
+		return errString("epk is required")
+	}
+	epk, err := decodeObject(epkRaw)
+	if err != nil || len(epk) != 4 {
+		return errString("epk must be exactly {kty, crv, x, y}")
+	}
+	if _, err := ParseAgreementJWK(epkRaw); err != nil { // members (§3.3), and a point on P-256
+		return fmt.Errorf("epk: %w", err)
+	}
+	for _, m := range []string{"kty", "crv", "x", "y"} {
+		if _, ok := epk[m]; !ok {
+			return errString("epk must be exactly {kty, crv, x, y}")
+		}
+	}
+	return nil
+}
+
+// decodeWrappedKey decodes the plaintext of a wrapped key: exactly the
+// five members of wrappedKey, strict.
+func decodeWrappedKey(plain []byte) (*ContentKey, error) {
+	obj, err := decodeObject(plain)
+	if err != nil {
+		return nil, err
 	}
 	var w wrappedKey
-	if err := json.Unmarshal(plain, &w); err != nil || w.Kty != "oct" || w.Alg != "A256GCM" || w.Kid == "" {
-		return nil, newErr(CodeBadEnc, "wrapped key is not an A256GCM oct JWK")
+	for name := range obj {
+		var dst *string
+		switch name {
+		case "kty":
+			dst = &w.Kty
+		case "kid":
+			dst = &w.Kid
+		case "k":
+			dst = &w.K
+		case "alg":
+			dst = &w.Alg
+		case "scope":
+			dst = &w.Scope
+		default:
+			return nil, errString("member " + quote(name) + " is not allowed")
+		}
+		if *dst, _, err = obj.str(name, true, maxStringClaim); err != nil {
+			return nil, err
+		}
 	}
-	key, err := b64.DecodeString(w.K)
-	if err != nil || len(key) != ContentKeySize {
-		return nil, newErr(CodeBadEnc, "wrapped key must be 32 bytes")
+	if len(obj) != 5 {
+		return nil, errString("must be exactly {kty, kid, k, alg, scope}")
+	}
+	if w.Kty != "oct" || w.Alg != string(jose.A256GCM) {
+		return nil, errString("must be an A256GCM oct JWK")
+	}
+	if !validScope(w.Scope) {
+		return nil, errString("scope must be session or ch:<channel>")
+	}
+	key, err := decodeSegment([]byte(w.K))
+	if err != nil || !canonicalB64String(w.K) || len(key) != ContentKeySize {
+		return nil, errString("k must be 32 bytes in canonical unpadded base64url")
 	}
 	return &ContentKey{ID: w.Kid, Key: key, Scope: w.Scope}, nil
+}
+
+// validScope reports whether s is a content-key scope: session, or ch:
+// followed by a channel name.
+func validScope(s string) bool {
+	if s == ScopeSession {
+		return true
+	}
+	ch, ok := strings.CutPrefix(s, ScopeChannelPrefix)
+	return ok && ValidChannel(ch)
 }

@@ -20,7 +20,7 @@ const (
 	TypSession = "sigil-session+jwt"
 )
 
-// Built-in client actions (spec.md §8). Application actions contain a dot.
+// Built-in client actions (spec.md §9.1). Application actions contain a dot.
 const (
 	ActHello    = "hello"    // first frame: presents the session token
 	ActSub      = "sub"      // subscribe to ch
@@ -32,7 +32,7 @@ const (
 	ActPresence = "presence" // list who is in ch
 )
 
-// Server actions (spec.md §9).
+// Server actions (spec.md §10).
 const (
 	ActWelcome   = "welcome"   // reply to hello
 	ActDeliver   = "deliver"   // a channel publish, carrying the sender's frame
@@ -87,7 +87,7 @@ const (
 	hasEnc
 )
 
-// decodeEnvelope decodes a payload strictly (spec.md §6.2) in one pass.
+// decodeEnvelope decodes a payload strictly (spec.md §6.1, §6.3) in one pass.
 // client selects the client-frame rules (seq, sid and sub required).
 func decodeEnvelope(payload []byte, client bool) (*Envelope, error) {
 	var e Envelope

@@ -42,12 +42,9 @@ func verifyEvidence(keys *KeySet, token string, jwk []byte, frame []byte) (*Evid
 	if err != nil {
 		return nil, err
 	}
-	key, perr := ParsePublicJWK(jwk)
-	if perr != nil {
-		return nil, wrapErr(CodeBadClaims, perr, "session key: "+perr.Error())
-	}
-	if key.jkt != claims.Confirm.JKT {
-		return nil, newErr(CodeKeyMismatch, "the session key is not the one the token is bound to (cnf.jkt)")
+	key, err := bindKey(claims, jwk)
+	if err != nil {
+		return nil, err
 	}
 	m, err := verifyClientFrame(key, frame)
 	if err != nil {
@@ -96,7 +93,7 @@ func verifyClientFrame(key *PublicKey, frame []byte) (*clientFrame, *Error) {
 	if hdr.kid != key.jkt {
 		return nil, newErr(CodeUnknownKey, "frame kid is not the session key's thumbprint")
 	}
-	bound := &PublicKey{kid: key.jkt, alg: key.alg, key: key.key, jkt: key.jkt}
+	bound := boundKey(key)
 	payload, err := verifySignature(frame, hdr, bound)
 	if err != nil {
 		return nil, err

@@ -86,7 +86,7 @@ func ExampleSealBody() {
 	wrapped, _ := protocol.WrapContentKey(chKey, &agreement.PublicKey)
 	received, _ := protocol.UnwrapContentKey(wrapped, agreement)
 
-	ring := protocol.NewKeyRing()
+	ring := protocol.NewKeyRing(nil)
 	ring.Add(received, time.Time{})
 	plain, err := protocol.OpenBody(enc, ring, protocol.ChannelScope("rooms.lobby"))
 	fmt.Println(string(plain), err)

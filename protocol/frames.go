@@ -4,7 +4,7 @@ import (
 	stdjson "encoding/json"
 )
 
-// Bodies of built-in frames (spec.md §8–§9). Every body is strict JSON; a
+// Bodies of built-in frames (spec.md §8–§12). Every body is strict JSON; a
 // receiver rejects unknown members with CodeBadRequest.
 
 // HelloBody is the body of the first client frame.
@@ -80,13 +80,15 @@ type KeyBody struct {
 	Key string `json:"key"` // wrapped content key (JWE)
 }
 
-// DecodeBody decodes a frame body strictly into v: duplicate and
-// case-variant members are rejected, and so are members v does not have.
+// DecodeBody decodes a frame body, or an HTTP API body (spec.md §13),
+// strictly into v: strict JSON (§6.3), and duplicate and case-variant
+// members are rejected, and so are members v does not have, at every
+// depth (internal/strictjson.Unmarshal).
 func DecodeBody(body []byte, v any) error {
 	if len(body) == 0 {
 		return errString("body is required")
 	}
-	if err := strictUnknown(body, v); err != nil {
+	if err := decodeStrict(body, v); err != nil {
 		return err
 	}
 	return nil

@@ -84,7 +84,8 @@ func verifySignature(frame []byte, hdr header, key *PublicKey) ([]byte, *Error) 
 }
 
 // unverifiedPayload returns the payload segment decoded, before any
-// signature check. Only the hello's key resolution uses it (spec.md §6).
+// signature check: the key of a hello or of a proof is resolved from it
+// (spec.md §8.2, §13.6).
 func unverifiedPayload(frame []byte) ([]byte, *Error) {
 	_, p, _, ok := splitCompact(frame)
 	if !ok {

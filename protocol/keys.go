@@ -95,12 +95,16 @@ func NewPublicKey(pub crypto.PublicKey, kid string) (*PublicKey, error) {
 	return newPublicKey(pub, kid)
 }
 
-// ParsePublicJWK decodes a public JWK strictly: Ed25519 (kty OKP) or P-256
-// (kty EC) only, no private members, and an "alg" member, if present, that
-// matches the key type. An absent kid becomes the thumbprint.
+// ParsePublicJWK decodes a public JWK strictly (spec.md §3.3): Ed25519
+// (kty OKP) or P-256 (kty EC) only; only the members kty, crv, x, y (EC),
+// kid, alg, use, key_ops and ext, each of its JSON type; x and y canonical
+// base64url of 32 bytes; an alg, if present, that matches the key type; a
+// use, if present, of "sig"; key_ops, if present, exactly ["verify"]. Private
+// members, certificate and URL members (x5c, x5u, jku, ...) and unknown
+// members are refused. An absent kid becomes the thumbprint.
 func ParsePublicJWK(data []byte) (*PublicKey, error) {
-	if _, err := decodeObject(data); err != nil {
-		return nil, fmt.Errorf("jwk: %w", err)
+	if err := checkPublicJWK(data, "sig"); err != nil {
+		return nil, err
 	}
 	var jwk jose.JSONWebKey
 	if err := jwk.UnmarshalJSON(data); err != nil {
@@ -116,10 +120,77 @@ func ParsePublicJWK(data []byte) (*PublicKey, error) {
 	if jwk.Algorithm != "" && jwk.Algorithm != string(k.alg) {
 		return nil, fmt.Errorf("jwk: alg %q does not fit the key type", jwk.Algorithm)
 	}
-	if jwk.Use != "" && jwk.Use != "sig" {
-		return nil, errString("jwk: use must be sig")
-	}
 	return k, nil
+}
+
+// jwkMembers are the members a public JWK may have (spec.md §3.3).
+var jwkMembers = map[string]bool{
+	"kty": true, "crv": true, "x": true, "y": true, "kid": true, "alg": true, "use": true, "key_ops": true, "ext": true,
+}
+
+// jwkPrivate are the private-key members of RFC 7518 §6.
+var jwkPrivate = map[string]bool{"d": true, "p": true, "q": true, "dp": true, "dq": true, "qi": true, "oth": true, "k": true}
+
+// checkPublicJWK applies the member rules of spec.md §3.3 to a public JWK
+// for use ("sig": session and JWKS keys; "enc": the ekey of hello), before
+// go-jose reads its key material (go-jose ignores unknown members and
+// key_ops, decodes x and y leniently, and acts on x5c).
+func checkPublicJWK(data []byte, use string) error {
+	obj, err := decodeObject(data)
+	if err != nil {
+		return fmt.Errorf("jwk: %w", err)
+	}
+	for name, raw := range obj {
+		switch {
+		case jwkPrivate[name]:
+			return errString("jwk: must be a public key")
+		case !jwkMembers[name]:
+			return fmt.Errorf("jwk: member %s is not allowed", quote(name))
+		case name == "ext":
+			if string(raw) != "true" && string(raw) != "false" {
+				return errString("jwk: ext must be a boolean")
+			}
+		case name == "key_ops":
+			var ops []string
+			if err := json.Unmarshal(raw, &ops); err != nil || ops == nil {
+				return errString("jwk: key_ops must be an array of strings")
+			}
+			if use == "sig" && (len(ops) != 1 || ops[0] != "verify") || use == "enc" && len(ops) != 0 {
+				return fmt.Errorf("jwk: key_ops must be %s", map[string]string{"sig": `["verify"]`, "enc": "[]"}[use])
+			}
+		default:
+			if _, err := decodeString(raw, name, maxStringClaim); err != nil {
+				return fmt.Errorf("jwk: %w", err)
+			}
+		}
+	}
+	kty, _, _ := obj.str("kty", false, maxStringClaim)
+	crv, _, _ := obj.str("crv", false, maxStringClaim)
+	_, hasY := obj["y"]
+	coords := []string{"x"}
+	switch {
+	case kty == "OKP" && crv == "Ed25519" && use == "sig":
+		if hasY {
+			return errString("jwk: an Ed25519 key has no y")
+		}
+	case kty == "EC" && crv == "P-256":
+		coords = append(coords, "y")
+	default:
+		if use == "enc" {
+			return errString("jwk: must be a public P-256 key")
+		}
+		return errString("jwk: only Ed25519 (OKP) and P-256 (EC) keys are allowed")
+	}
+	for _, c := range coords {
+		v, ok, _ := obj.str(c, true, maxStringClaim)
+		if !ok || !canonicalB64String(v) || b64.DecodedLen(len(v)) != 32 {
+			return fmt.Errorf("jwk: %s must be 32 bytes in canonical unpadded base64url", c)
+		}
+	}
+	if u, ok, _ := obj.str("use", false, maxStringClaim); ok && u != use {
+		return fmt.Errorf("jwk: use must be %s", use)
+	}
+	return nil
 }
 
 // PrivateKey is a signing key bound to one algorithm.

@@ -5,7 +5,7 @@ import (
 	"time"
 )
 
-// FrameVerifier verifies server frames on the client side (spec.md §9):
+// FrameVerifier verifies server frames on the client side (spec.md §10.2):
 // form, header and typ, the signature under a JWKS key with its pinned
 // algorithm, strict claims, the session, freshness and replay of ids.
 // Safe for concurrent use.
@@ -116,7 +116,7 @@ type Sender struct {
 }
 
 // OpenDelivery verifies the sender's frame inside a verified deliver or
-// direct frame, end to end (spec.md §9.3): the sender's frame must be a
+// direct frame, end to end (spec.md §10.3): the sender's frame must be a
 // client frame signed by the enclosed jwk (kid = its thumbprint, algorithm
 // pinned by the key), with strict claims whose sub matches, whose act is pub
 // (deliver, same ch) or dm (direct, to = recipient). keys opens an encrypted

@@ -147,16 +147,21 @@ func isCanonicalUUID(s string) bool {
 // only one encoding of each byte string is accepted.
 var b64 = base64.RawURLEncoding.Strict()
 
-// splitCompact splits a compact JWS into its three segments, checking that
-// each is unpadded base64url and that header and payload are non-empty. An
-// empty signature passes here so that "alg":"none" is reported by the header
-// step as bad_header.
+// splitCompact splits a compact JWS into its three segments and checks
+// step 2 of spec.md §7 for all of them: each is the canonical unpadded
+// base64url encoding of its bytes (RFC 7515 §2: only the alphabet
+// A–Z a–z 0–9 - _, no '=', a length that is not 1 modulo 4, and zero
+// spare bits in the last character), and header and payload are
+// non-empty. An empty signature passes here so that "alg":"none" is
+// reported by the header step as bad_header. go-jose decodes payload and
+// signature leniently (it ignores spare bits), so this check is what makes
+// every segment have exactly one accepted spelling.
 func splitCompact(frame []byte) (h, p, s []byte, ok bool) {
 	// One pass: every byte is a base64url character or one of exactly two
 	// dots.
 	i, j := -1, -1
 	for k, c := range frame {
-		if b64url[c] {
+		if b64val[c] >= 0 {
 			continue
 		}
 		if c != '.' {
@@ -174,24 +179,57 @@ func splitCompact(frame []byte) (h, p, s []byte, ok bool) {
 	if i <= 0 || j <= i+1 {
 		return nil, nil, nil, false
 	}
-	return frame[:i], frame[i+1 : j], frame[j+1:], true
+	h, p, s = frame[:i], frame[i+1:j], frame[j+1:]
+	if !canonicalB64(h) || !canonicalB64(p) || !canonicalB64(s) {
+		return nil, nil, nil, false
+	}
+	return h, p, s, true
 }
 
-// b64url marks the bytes of the unpadded base64url alphabet.
-var b64url = func() (t [256]bool) {
-	for c := 'A'; c <= 'Z'; c++ {
-		t[c] = true
+// canonicalB64 reports whether seg, made of base64url characters only, is
+// the canonical unpadded encoding of a byte string: its length is not 1
+// modulo 4, and the bits of its last character that encode no byte are
+// zero (RFC 4648 §3.5). It decodes nothing.
+func canonicalB64(seg []byte) bool {
+	n := len(seg)
+	switch n % 4 {
+	case 1:
+		return false
+	case 2: // one byte: 12 bits, the low 4 are spare
+		return b64val[seg[n-1]]&0x0f == 0
+	case 3: // two bytes: 18 bits, the low 2 are spare
+		return b64val[seg[n-1]]&0x03 == 0
 	}
-	for c := 'a'; c <= 'z'; c++ {
-		t[c] = true
+	return true
+}
+
+// canonicalB64String is canonicalB64 for a string that may hold any bytes.
+func canonicalB64String(seg string) bool {
+	for i := 0; i < len(seg); i++ {
+		if b64val[seg[i]] < 0 {
+			return false
+		}
 	}
-	for c := '0'; c <= '9'; c++ {
-		t[c] = true
+	return canonicalB64([]byte(seg))
+}
+
+// b64val maps each byte of the unpadded base64url alphabet to its 6-bit
+// value, and every other byte to -1.
+var b64val = func() (t [256]int8) {
+	for i := range t {
+		t[i] = -1
 	}
-	t['-'], t['_'] = true, true
+	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+	for v := 0; v < len(alphabet); v++ {
+		t[alphabet[v]] = int8(v)
+	}
 	return t
 }()
 
+// decodeSegment decodes unpadded base64url strictly (zero spare bits). The
+// standard library still skips CR and LF, so callers that take the
+// segment from a string not already checked by splitCompact check it with
+// canonicalB64String too.
 func decodeSegment(seg []byte) ([]byte, error) {
 	out := make([]byte, b64.DecodedLen(len(seg)))
 	n, err := b64.Decode(out, seg)

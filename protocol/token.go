@@ -11,7 +11,7 @@ import (
 	"github.com/google/uuid"
 )
 
-// SessionClaims are the claims of a session token (spec.md §5).
+// SessionClaims are the claims of a session token (spec.md §4.1).
 type SessionClaims struct {
 	Issuer   string       `json:"iss"`
 	Audience string       `json:"aud"`

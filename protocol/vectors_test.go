@@ -99,14 +99,14 @@ func TestVectorsCoverEveryStep(t *testing.T) {
 		protocol.CodeUnknownKey, protocol.CodeBadSignature, protocol.CodeBadClaims, protocol.CodeWrongSession,
 		protocol.CodeStale, protocol.CodeFuture, protocol.CodeReplaySeq, protocol.CodeReplayID,
 		protocol.CodeTokenExpired, protocol.CodeTokenRevoked, protocol.CodeForbidden, protocol.CodeBadEnc,
-		protocol.CodeHelloRequired, protocol.CodeBadToken, protocol.CodeKeyMismatch,
+		protocol.CodeHelloRequired, protocol.CodeBadToken, protocol.CodeKeyMismatch, protocol.CodeBadRequest,
 	}
 	for _, c := range want {
 		if codes[string(c)] == 0 {
 			t.Errorf("no vector expects %s", c)
 		}
 	}
-	for _, k := range []string{"hello", "client", "server", "delivery", "token"} {
+	for _, k := range []string{"hello", "client", "server", "delivery", "token", "wrapped_key"} {
 		if okKinds[k] == 0 {
 			t.Errorf("no valid %s vector", k)
 		}

@@ -207,7 +207,7 @@ func (v *Verifier) afterClaims(ctx context.Context, frame []byte, env *Envelope,
 	return m, nil
 }
 
-// VerifyHello verifies the first frame of a connection (spec.md §6). The
+// VerifyHello verifies the first frame of a connection (spec.md §8.2). The
 // session key is resolved from the hello itself: the body's jwk must have the
 // thumbprint in the token's cnf.jkt, the token must verify under the server's
 // keys, and the frame must verify under that jwk. Then steps 5–11 run as for
@@ -227,13 +227,9 @@ func (v *Verifier) verifyHello(ctx context.Context, frame []byte) (*Session, *Me
 	}
 	// Key resolution reads the payload before the signature is checked;
 	// nothing from it is trusted until the signature verifies below.
-	raw, err := unverifiedPayload(frame)
+	env, err := unsafeEnvelope(frame)
 	if err != nil {
 		return nil, nil, err
-	}
-	env, e := decodeEnvelope(raw, true)
-	if e != nil {
-		return nil, nil, wrapErr(CodeBadClaims, e, e.Error())
 	}
 	if env.Action != ActHello {
 		return nil, nil, &Error{Code: CodeHelloRequired, Message: "the first frame must be hello", Ref: env.ID}
@@ -253,17 +249,13 @@ func (v *Verifier) verifyHello(ctx context.Context, frame []byte) (*Session, *Me
 	if terr != nil {
 		return fail(terr)
 	}
-	key, kerr := ParsePublicJWK(hb.JWK)
-	if kerr != nil {
-		return fail(wrapErr(CodeBadClaims, kerr, kerr.Error()))
+	bound, err := bindKey(claims, hb.JWK)
+	if err != nil {
+		return fail(err)
 	}
-	if key.jkt != claims.Confirm.JKT {
-		return fail(newErr(CodeKeyMismatch, "the hello key is not the key the token is bound to"))
-	}
-	if hdr.kid != key.jkt {
+	if hdr.kid != bound.jkt {
 		return fail(newErr(CodeUnknownKey, "kid must be the session key's thumbprint"))
 	}
-	bound := &PublicKey{kid: key.jkt, alg: key.alg, key: key.key, jkt: key.jkt}
 	if _, err := verifySignature(frame, hdr, bound); err != nil {
 		return fail(err)
 	}
@@ -272,11 +264,7 @@ func (v *Verifier) verifyHello(ctx context.Context, frame []byte) (*Session, *Me
 			return fail(wrapErr(CodeBadClaims, err, err.Error()))
 		}
 	}
-	s := &Session{
-		ID: claims.Session, Subject: claims.Subject, Roles: claims.Roles,
-		Key: bound, JWK: append([]byte(nil), hb.JWK...), TokenID: claims.ID,
-		IssuedAt: claims.IssuedAtTime(), Expiry: claims.ExpiresAt(), Agreement: hb.EKey,
-	}
+	s := newSession(claims, bound, hb.JWK, hb.EKey)
 	m, err := v.afterClaims(ctx, frame, env, s)
 	if err != nil {
 		return nil, nil, err

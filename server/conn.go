@@ -373,7 +373,7 @@ func (c *conn) hello(frame []byte) {
 				wb.Key, err = protocol.WrapContentKey(key, ekey)
 			}
 			if err == nil {
-				c.ekey, c.sessKey, c.keys = ekey, key, protocol.NewKeyRing()
+				c.ekey, c.sessKey, c.keys = ekey, key, protocol.NewKeyRing(s.cfg.Now)
 				c.keys.Add(key, time.Time{})
 				sess.Keys = c.keys
 			}

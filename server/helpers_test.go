@@ -131,7 +131,7 @@ type client struct {
 
 func (c *client) addKey(k *protocol.ContentKey) {
 	if c.keys == nil {
-		c.keys = protocol.NewKeyRing()
+		c.keys = protocol.NewKeyRing(nil)
 	}
 	c.keys.Add(k, time.Time{})
 	c.ck = append(c.ck, k)

@@ -50,6 +50,28 @@ export function isB64url(s) {
   return true;
 }
 
+/**
+ * isCanonicalB64url reports whether s is the canonical unpadded base64url
+ * encoding of some bytes (spec §5.1): only the alphabet, a length that is
+ * not 1 modulo 4, and zero spare bits in the last character. It decodes
+ * nothing.
+ */
+export function isCanonicalB64url(s) {
+  if (typeof s !== 'string' || !isB64url(s)) return false;
+  const n = s.length;
+  const last = n > 0 ? REV[s.charCodeAt(n - 1)] : 0;
+  switch (n % 4) {
+    case 1:
+      return false;
+    case 2:
+      return (last & 0x0f) === 0;
+    case 3:
+      return (last & 0x03) === 0;
+    default:
+      return true;
+  }
+}
+
 /** b64uDecode decodes strict unpadded base64url, or throws. */
 export function b64uDecode(s) {
   if (typeof s !== 'string' || s.length % 4 === 1 || !isB64url(s)) throw new Error('not base64url');
@@ -134,35 +156,61 @@ export async function thumbprint(jwk) {
 }
 
 const PRIVATE_MEMBERS = ['d', 'p', 'q', 'dp', 'dq', 'qi', 'oth', 'k'];
+const JWK_MEMBERS = new Set(['kty', 'crv', 'x', 'y', 'kid', 'alg', 'use', 'key_ops', 'ext']);
+
+/**
+ * checkJWKMembers applies the member rules of spec §3.3 to a parsed public
+ * JWK, for use 'sig' (session and JWKS keys) or 'enc' (the ekey of hello):
+ * only kty, crv, x, y (EC), kid, alg, use, key_ops and ext, each of its
+ * JSON type; x and y canonical base64url of 32 bytes; use, if present, the
+ * given one; key_ops, if present, exactly ["verify"] ('sig') or [] ('enc').
+ * Throws Error.
+ */
+export function checkJWKMembers(jwk, use) {
+  if (jwk === null || typeof jwk !== 'object' || Array.isArray(jwk)) throw new Error('jwk: not an object');
+  for (const [m, v] of Object.entries(jwk)) {
+    if (PRIVATE_MEMBERS.includes(m)) throw new Error('jwk: must be a public key');
+    if (!JWK_MEMBERS.has(m)) throw new Error(`jwk: member ${JSON.stringify(m)} is not allowed`);
+    if (m === 'ext') {
+      if (typeof v !== 'boolean') throw new Error('jwk: ext must be a boolean');
+    } else if (m === 'key_ops') {
+      if (!Array.isArray(v) || !v.every((o) => typeof o === 'string')) throw new Error('jwk: key_ops must be an array of strings');
+      if (use === 'sig' ? v.length !== 1 || v[0] !== 'verify' : v.length !== 0) {
+        throw new Error(`jwk: key_ops must be ${use === 'sig' ? '["verify"]' : '[]'}`);
+      }
+    } else if (typeof v !== 'string') {
+      throw new Error(`jwk: ${m} must be a string`);
+    } else if (enc.encode(v).length > 256) {
+      throw new Error(`jwk: ${m} is too long`);
+    }
+  }
+  let coords;
+  if (jwk.kty === 'OKP' && jwk.crv === 'Ed25519' && use === 'sig') {
+    if ('y' in jwk) throw new Error('jwk: an Ed25519 key has no y');
+    coords = ['x'];
+  } else if (jwk.kty === 'EC' && jwk.crv === 'P-256') {
+    coords = ['x', 'y'];
+  } else {
+    throw new Error(use === 'enc' ? 'jwk: must be a public P-256 key' : 'jwk: only Ed25519 (OKP) and P-256 (EC) keys are allowed');
+  }
+  for (const c of coords) {
+    if (!isCanonicalB64url(jwk[c]) || b64uDecode(jwk[c]).length !== 32) throw new Error(`jwk: ${c} must be 32 bytes in canonical unpadded base64url`);
+  }
+  if (jwk.use !== undefined && jwk.use !== use) throw new Error(`jwk: use must be ${use}`);
+}
 
 /**
  * importPublicJWK parses a public Ed25519 or P-256 JWK (a JSON text or an
- * object) under spec §3.3 and returns a key record
+ * object) under spec §3.3 (checkJWKMembers) and returns a key record
  * {alg, kid, jkt, jwk, key}: alg is bound by the key type, kid is the JWK's
  * kid or, without one, its thumbprint. Throws on anything else.
  */
-export async function importPublicJWK(input, { use = 'sig' } = {}) {
+export async function importPublicJWK(input) {
   let jwk = input;
   if (typeof input === 'string' || input instanceof Uint8Array) jwk = strictParse(input);
-  if (jwk === null || typeof jwk !== 'object' || Array.isArray(jwk)) throw new Error('jwk: not an object');
-  for (const m of PRIVATE_MEMBERS) if (m in jwk) throw new Error('jwk: must be a public key');
-  for (const m of ['kty', 'crv', 'x', 'y', 'kid', 'alg', 'use']) {
-    if (m in jwk && typeof jwk[m] !== 'string') throw new Error(`jwk: ${m} must be a string`);
-  }
-  let alg;
-  let bytes;
-  if (jwk.kty === 'OKP' && jwk.crv === 'Ed25519') {
-    alg = ALGS.EdDSA;
-    bytes = b64uDecode(jwk.x);
-    if (bytes.length !== 32 || 'y' in jwk) throw new Error('jwk: bad Ed25519 key');
-  } else if (jwk.kty === 'EC' && jwk.crv === 'P-256') {
-    alg = ALGS.ES256;
-    if (b64uDecode(jwk.x).length !== 32 || b64uDecode(jwk.y).length !== 32) throw new Error('jwk: bad P-256 key');
-  } else {
-    throw new Error('jwk: only Ed25519 (OKP) and P-256 (EC) keys are allowed');
-  }
+  checkJWKMembers(jwk, 'sig');
+  const alg = jwk.kty === 'OKP' ? ALGS.EdDSA : ALGS.ES256;
   if (jwk.alg !== undefined && jwk.alg !== alg) throw new Error(`jwk: alg ${jwk.alg} does not fit the key type`);
-  if (jwk.use !== undefined && jwk.use !== use) throw new Error(`jwk: use must be ${use}`);
   const pub = jwk.kty === 'OKP' ? { kty: 'OKP', crv: 'Ed25519', x: jwk.x } : { kty: 'EC', crv: 'P-256', x: jwk.x, y: jwk.y };
   let key;
   try {
@@ -227,12 +275,17 @@ export async function importPrivateJWK(jwk, extractable = false) {
 
 // ---- JWS compact ------------------------------------------------------------
 
-/** splitCompact splits a compact JWS into three non-empty base64url segments, or returns null. */
+/**
+ * splitCompact splits a compact JWS into three canonical base64url segments
+ * (§7 step 2: header and payload non-empty, no padding, no spare bits), or
+ * returns null. Every segment is checked here, before the header is read,
+ * so a non-canonical payload or signature is malformed whatever the header.
+ */
 export function splitCompact(frame) {
   if (typeof frame !== 'string') return null;
   const parts = frame.split('.');
   if (parts.length !== 3 || parts[0] === '' || parts[1] === '') return null;
-  for (const p of parts) if (!isB64url(p)) return null;
+  for (const p of parts) if (!isCanonicalB64url(p)) return null;
   return parts;
 }
 
@@ -458,41 +511,93 @@ function concat(...parts) {
   return out;
 }
 
-// Concat KDF (NIST SP 800-56A, RFC 7518 §4.6.2) for one SHA-256 round:
-// SHA-256(counter=1 || Z || len(alg)||alg || len(apu)||apu || len(apv)||apv || keydatalen=256).
-async function concatKDF(z, alg, apu = new Uint8Array(0), apv = new Uint8Array(0)) {
+// Concat KDF (NIST SP 800-56A, RFC 7518 §4.6.2) for one SHA-256 round,
+// with the empty apu and apv of spec §11.3:
+// SHA-256(counter=1 || Z || len(alg)||alg || len(apu)=0 || len(apv)=0 || keydatalen=256).
+async function concatKDF(z, alg) {
   const algId = enc.encode(alg);
-  const info = concat(u32be(1), z, u32be(algId.length), algId, u32be(apu.length), apu, u32be(apv.length), apv, u32be(256));
+  const info = concat(u32be(1), z, u32be(algId.length), algId, u32be(0), u32be(0), u32be(256));
   return new Uint8Array(await subtle().digest('SHA-256', info));
+}
+
+/** validChannel reports whether c is a channel name (spec §6.5). */
+export function validChannel(c) {
+  return typeof c === 'string' && c.length > 0 && c.length <= 128 && /^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$/.test(c);
+}
+
+/** validScope reports whether s is a content-key scope: session, or ch:<channel> (spec §11.1). */
+export function validScope(s) {
+  return s === 'session' || (typeof s === 'string' && s.startsWith('ch:') && validChannel(s.slice(3)));
+}
+
+// checkWrapHeader checks the protected header of a wrapped key (spec
+// §11.3): exactly alg ECDH-ES+A256KW, enc A256GCM and epk {kty, crv, x, y}
+// (a public P-256 key), and at most empty apu and apv. Throws Error.
+function checkWrapHeader(seg) {
+  const m = members(b64uDecode(seg));
+  for (const [name, raw] of m) {
+    if (name === 'apu' || name === 'apv') {
+      if (raw !== '""') throw new Error(`${name} must be empty`);
+    } else if (name !== 'alg' && name !== 'enc' && name !== 'epk') {
+      throw new Error(`member ${JSON.stringify(name)} is not allowed`);
+    }
+  }
+  if (rawString(m.get('alg'), 'alg', 32) !== 'ECDH-ES+A256KW' || rawString(m.get('enc'), 'enc', 32) !== 'A256GCM') {
+    throw new Error('alg must be ECDH-ES+A256KW and enc A256GCM');
+  }
+  if (!m.has('epk')) throw new Error('epk is required');
+  const epk = strictParse(m.get('epk'));
+  if (epk === null || typeof epk !== 'object' || Array.isArray(epk) || Object.keys(epk).length !== 4) throw new Error('epk must be exactly {kty, crv, x, y}');
+  checkJWKMembers(epk, 'enc');
+  for (const k of ['kty', 'crv', 'x', 'y']) if (!(k in epk)) throw new Error('epk must be exactly {kty, crv, x, y}');
+  return epk;
+}
+
+// decodeWrappedKey checks the plaintext of a wrapped key: exactly
+// {kty: oct, kid, k (32 bytes), alg: A256GCM, scope}, strict. Throws Error.
+function decodeWrappedKey(plain) {
+  const m = members(plain);
+  const w = {};
+  for (const [name, raw] of m) {
+    if (!['kty', 'kid', 'k', 'alg', 'scope'].includes(name)) throw new Error(`member ${JSON.stringify(name)} is not allowed`);
+    w[name] = rawString(raw, name, 256);
+    if (w[name] === '') throw new Error(`${name} must not be empty`);
+  }
+  if (m.size !== 5) throw new Error('must be exactly {kty, kid, k, alg, scope}');
+  if (w.kty !== 'oct' || w.alg !== 'A256GCM') throw new Error('must be an A256GCM oct JWK');
+  if (!validScope(w.scope)) throw new Error('scope must be session or ch:<channel>');
+  if (!isCanonicalB64url(w.k) || b64uDecode(w.k).length !== 32) throw new Error('k must be 32 bytes in canonical unpadded base64url');
+  return w;
 }
 
 /**
  * unwrapContentKey opens a wrapped content key (spec §11.3) with the
  * agreement private key. Returns a content key record {kid, scope, key}.
- * Any failure is bad_enc.
+ * It refuses everything §11.3 refuses — non-canonical segments, header
+ * members other than alg, enc, epk and empty apu/apv, a content-encryption
+ * key that is not 32 bytes, a plaintext that is not exactly the five
+ * members — with bad_enc. The caller checks the scope it expected.
  */
 export async function unwrapContentKey(jwe, agreementPrivate) {
   const segs = typeof jwe === 'string' ? jwe.split('.') : [];
-  if (segs.length !== 5) fail('bad_enc', 'wrapped key is not a JWE compact');
-  let h;
+  if (segs.length !== 5 || !segs.every(isCanonicalB64url)) fail('bad_enc', 'wrapped key must be a JWE compact of canonical base64url segments');
+  let epk;
   try {
-    h = strictParse(b64uDecode(segs[0]));
-  } catch {
-    fail('bad_enc', 'wrapped key header is not strict JSON');
+    epk = checkWrapHeader(segs[0]);
+  } catch (e) {
+    fail('bad_enc', `wrapped key header: ${e.message}`);
   }
-  if (!h || h.alg !== 'ECDH-ES+A256KW' || h.enc !== 'A256GCM' || !h.epk || h.zip !== undefined || h.crit !== undefined) {
-    fail('bad_enc', 'wrapped key must be ECDH-ES+A256KW / A256GCM');
-  }
-  const epk = h.epk;
-  if (epk.kty !== 'EC' || epk.crv !== 'P-256') fail('bad_enc', 'epk must be a P-256 key');
+  // AES key wrap adds 8 bytes: a 32-byte content-encryption key (A256GCM)
+  // is 40 bytes wrapped. WebCrypto would unwrap a 16- or 24-byte key as
+  // AES-128/192-GCM.
+  const wrapped = b64uDecode(segs[1]);
+  if (wrapped.length !== 40) fail('bad_enc', 'the content-encryption key must be 32 bytes (A256GCM)');
   let plain;
   try {
     const epub = await subtle().importKey('jwk', { kty: 'EC', crv: 'P-256', x: epk.x, y: epk.y }, { name: 'ECDH', namedCurve: 'P-256' }, false, []);
     const z = new Uint8Array(await subtle().deriveBits({ name: 'ECDH', public: epub }, agreementPrivate, 256));
-    const apu = h.apu ? b64uDecode(h.apu) : undefined;
-    const apv = h.apv ? b64uDecode(h.apv) : undefined;
-    const kek = await subtle().importKey('raw', await concatKDF(z, 'ECDH-ES+A256KW', apu, apv), { name: 'AES-KW' }, false, ['unwrapKey']);
-    const cek = await subtle().unwrapKey('raw', b64uDecode(segs[1]), kek, { name: 'AES-KW' }, { name: 'AES-GCM' }, false, ['decrypt']);
+    const kek = await subtle().importKey('raw', await concatKDF(z, 'ECDH-ES+A256KW'), { name: 'AES-KW' }, false, ['unwrapKey']);
+    const cek = await subtle().unwrapKey('raw', wrapped, kek, { name: 'AES-KW' }, { name: 'AES-GCM' }, false, ['decrypt']);
     plain = await gcmOpen(cek, segs);
   } catch (e) {
     if (e instanceof SigilError) throw e;
@@ -500,18 +605,11 @@ export async function unwrapContentKey(jwe, agreementPrivate) {
   }
   let w;
   try {
-    w = strictParse(plain);
-  } catch {
-    fail('bad_enc', 'wrapped key is not strict JSON');
+    w = decodeWrappedKey(plain);
+  } catch (e) {
+    fail('bad_enc', `wrapped key: ${e.message}`);
   }
-  if (!w || w.kty !== 'oct' || w.alg !== 'A256GCM' || typeof w.kid !== 'string' || !w.kid || typeof w.scope !== 'string' || typeof w.k !== 'string') {
-    fail('bad_enc', 'wrapped key is not an A256GCM oct JWK with kid and scope');
-  }
-  try {
-    return await importContentKey(w.kid, w.k, w.scope);
-  } catch {
-    fail('bad_enc', 'wrapped key must be 32 bytes');
-  }
+  return importContentKey(w.kid, w.k, w.scope);
 }
 
 /**

@@ -10,7 +10,7 @@
 import { members, StrictJSONError } from './strictjson.js';
 import {
   SigilError, fail, b64uDecode, checkForm, verifySignature, importPublicJWK, rawString, rawUint,
-  isCanonicalUUID, openBody, enc as utf8enc,
+  isCanonicalUUID, openBody, enc as utf8enc, validChannel, checkJWKMembers,
 } from './jose.js';
 
 export const SUBPROTOCOL = 'sigil.v1';
@@ -35,9 +35,7 @@ export function isAppAction(a) {
   return validAction(a) && a.includes('.');
 }
 
-export function validChannel(c) {
-  return typeof c === 'string' && c.length > 0 && c.length <= 128 && /^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$/.test(c);
-}
+export { validChannel };
 
 export const channelScope = (ch) => `ch:${ch}`;
 
@@ -92,6 +90,43 @@ export function decodeEnvelope(payload, client) {
   for (const n of ['to', 'cid', 'enc']) if (m.has(n) && env[n] === '') throw new Error(`${n} must not be empty`);
   if (m.has('enc') && m.has('body')) throw new Error('body and enc are mutually exclusive');
   return env;
+}
+
+/**
+ * checkAction checks that an accepted client frame of a built-in action
+ * carries exactly the fields of its row of §9.1 (besides the claims every
+ * client frame has and cid); throws bad_request otherwise (§9.5).
+ * Application actions and unknown names are not checked here.
+ */
+export function checkAction(env) {
+  const ch = 'ch' in env;
+  const to = 'to' in env;
+  const payload = 'body' in env || 'enc' in env;
+  let msg = '';
+  switch (env.act) {
+    case 'hello':
+      msg = 'hello is only allowed as the first frame';
+      break;
+    case 'ping':
+      if (ch || to || payload) msg = 'ping carries no ch, to, body or enc';
+      break;
+    case 'sub': case 'unsub': case 'presence':
+      if (!ch) msg = `${env.act} needs ch`;
+      else if (to || payload) msg = `${env.act} carries no to, body or enc`;
+      break;
+    case 'pub':
+      if (!ch || !payload) msg = 'pub needs ch and body or enc';
+      else if (to) msg = 'pub carries no to';
+      break;
+    case 'dm':
+      if (!to || !payload) msg = 'dm needs to and body or enc';
+      else if (ch) msg = 'dm carries no ch';
+      break;
+    case 'refresh':
+      if (ch || to) msg = 'refresh carries no ch or to';
+      break;
+  }
+  if (msg) fail('bad_request', msg, env.id);
 }
 
 /** claimsOf returns the envelope's claims as a plain object (as on the wire). */
@@ -345,13 +380,10 @@ export class Verifier {
   }
 }
 
-/** checkAgreementJWK checks an ekey (§8.2 step 6): a public P-256 JWK, alg ECDH-ES+A256KW and use enc if present. */
+/** checkAgreementJWK checks an ekey (§8.2 step 6, §3.3): a public P-256 JWK, alg ECDH-ES+A256KW, use enc and key_ops [] if present. */
 export async function checkAgreementJWK(jwk) {
-  if (jwk === null || typeof jwk !== 'object' || Array.isArray(jwk)) throw new Error('not an object');
-  if (jwk.kty !== 'EC' || jwk.crv !== 'P-256' || 'd' in jwk) throw new Error('must be a public P-256 key');
+  checkJWKMembers(jwk, 'enc');
   if (jwk.alg !== undefined && jwk.alg !== 'ECDH-ES+A256KW') throw new Error('alg must be ECDH-ES+A256KW');
-  if (jwk.use !== undefined && jwk.use !== 'enc') throw new Error('use must be enc');
-  if (b64uDecode(jwk.x).length !== 32 || b64uDecode(jwk.y).length !== 32) throw new Error('bad coordinates');
   await globalThis.crypto.subtle.importKey('jwk', { kty: 'EC', crv: 'P-256', x: jwk.x, y: jwk.y }, { name: 'ECDH', namedCurve: 'P-256' }, false, []);
 }
 

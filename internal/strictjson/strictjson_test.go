@@ -94,6 +94,9 @@ func FuzzValid(f *testing.F) {
 	for _, s := range []string{`{}`, `{"a":[1,{"b":null}]}`, `{"a":1,"a":2}`, `"\ud83d\ude00"`, `-1.5e3`, `[1,2`} {
 		f.Add([]byte(s))
 	}
+	for _, s := range vectorTexts(f) {
+		f.Add(s)
+	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		err := Valid(data, 64)
 		std := stdjson.Valid(data) && utf8.Valid(data)
@@ -133,4 +136,66 @@ func maxInt(a, b int) int {
 		return a
 	}
 	return b
+}
+
+// FuzzMembers: Members accepts exactly the strict JSON objects, and hands
+// out each member once, with a value that is itself strict JSON.
+func FuzzMembers(f *testing.F) {
+	f.Add([]byte(`{"a":"x","b\n":{"c":[1,2]}}`))
+	f.Add([]byte(`{"a":1,"\u0061":2}`))
+	for _, s := range vectorTexts(f) {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		seen := map[string]bool{}
+		err := Members(data, 32, func(name, value []byte) error {
+			if seen[string(name)] {
+				t.Fatalf("member %q handed out twice", name)
+			}
+			seen[string(name)] = true
+			if err := Valid(value, 32); err != nil {
+				t.Fatalf("member %q: value %q is not strict JSON: %v", name, value, err)
+			}
+			return nil
+		})
+		isObject := len(strings.TrimLeft(string(data), " \t\r\n")) > 0 && strings.TrimLeft(string(data), " \t\r\n")[0] == '{'
+		if (err == nil) != (Valid(data, 32) == nil && isObject) {
+			t.Fatalf("Members = %v, but Valid = %v and object = %v", err, Valid(data, 32), isObject)
+		}
+		if err == nil {
+			var m map[string]stdjson.RawMessage
+			if e := stdjson.Unmarshal(data, &m); e != nil || len(m) != len(seen) {
+				t.Fatalf("encoding/json reads %d members (%v); Members %d", len(m), e, len(seen))
+			}
+		}
+	})
+}
+
+// FuzzString: String decodes exactly what encoding/json decodes, for the
+// strings Valid accepts.
+func FuzzString(f *testing.F) {
+	for _, s := range []string{`"a"`, `"a\"\u00e9"`, `"\ud83d\ude00"`, `"\ud800"`, `"x`, `"\/\b\f\n\r\t"`} {
+		f.Add([]byte(s))
+	}
+	for _, s := range vectorTexts(f) {
+		_ = Members(s, 32, func(_, value []byte) error {
+			if len(value) > 0 && value[0] == '"' {
+				f.Add(append([]byte(nil), value...))
+			}
+			return nil
+		})
+	}
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		s, err := String(raw)
+		if err != nil {
+			return
+		}
+		if Valid(raw, 1) != nil {
+			t.Fatalf("String accepted %q, which is not strict JSON", raw)
+		}
+		var want string
+		if e := stdjson.Unmarshal(raw, &want); e != nil || want != s {
+			t.Fatalf("String(%q) = %q; encoding/json: %q %v", raw, s, want, e)
+		}
+	})
 }

@@ -1,5 +1,5 @@
 // Package vectors generates and runs Sigil's shared test vectors
-// (testdata/vectors/). The format is documented in spec.md §14; other
+// (testdata/vectors/). The format is documented in spec.md §16; other
 // implementations read the same files.
 package vectors
 
@@ -16,12 +16,15 @@ type Vector struct {
 	//   "delivery" client side: verify a server deliver/direct frame, then
 	//              the sender's frame inside it, end to end
 	//   "token"    verify a session token
+	//   "wrapped_key" client side: unwrap a content key (spec.md §11.3)
+	//              with the agreement key Wrap names, expecting Wrap.Scope
 	Kind     string       `json:"kind"`
 	Now      int64        `json:"now"` // the verifier's clock, Unix ms
 	Config   Config       `json:"config"`
 	Session  *Session     `json:"session,omitempty"`
 	Client   *ClientState `json:"client,omitempty"`
 	Revoked  *Revoked     `json:"revoked,omitempty"`
+	Wrap     *WrapState   `json:"wrap,omitempty"`
 	Accepted []Accepted   `json:"accepted,omitempty"` // replay state before the frame
 	Frame    string       `json:"frame"`
 	Expect   Expect       `json:"expect"`
@@ -54,6 +57,16 @@ type ClientState struct {
 	Seen        []string     `json:"seen,omitempty"`     // server frame ids already received
 	Welcomed    bool         `json:"welcomed,omitempty"` // the connection's welcome was already received
 	ContentKeys []ContentKey `json:"content_keys,omitempty"`
+}
+
+// WrapState is the recipient of a wrapped content key ("wrapped_key").
+type WrapState struct {
+	// AgreementKey names the recipient's private P-256 key in keys.json
+	// agreement_keys.
+	AgreementKey string `json:"agreement_key"`
+	// Scope is the scope expected where the key arrived: session in
+	// welcome.key, ch:<ch> in a sub reply or key frame for ch.
+	Scope string `json:"scope"`
 }
 
 // ContentKey is a body-encryption key.

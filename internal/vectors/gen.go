@@ -36,18 +36,19 @@ var b64 = base64.RawURLEncoding
 
 // gen holds the fixed keys and a deterministic source of ids.
 type gen struct {
-	now      time.Time
-	rnd      io.Reader
-	srv      *protocol.PrivateKey // signs tokens and server frames
-	srvES    *protocol.PrivateKey // second JWKS key (ES256)
-	rogue    *protocol.PrivateKey // a server key that is not in the JWKS
-	sess     map[string]*protocol.PrivateKey
-	agree    map[string]*ecdsa.PrivateKey
-	jwks     *protocol.KeySet
-	chKey    *protocol.ContentKey // channel key of rooms.lobby
-	aliceKey *protocol.ContentKey // alice's session content key
-	bobKey   *protocol.ContentKey // bob's session content key
-	out      []Vector
+	now       time.Time
+	rnd       io.Reader
+	srv       *protocol.PrivateKey // signs tokens and server frames
+	srvES     *protocol.PrivateKey // second JWKS key (ES256)
+	rogue     *protocol.PrivateKey // a server key that is not in the JWKS
+	sess      map[string]*protocol.PrivateKey
+	agree     map[string]*ecdsa.PrivateKey
+	jwks      *protocol.KeySet
+	chKey     *protocol.ContentKey // channel key of rooms.lobby
+	aliceKey  *protocol.ContentKey // alice's session content key
+	bobKey    *protocol.ContentKey // bob's session content key
+	ephemeral int                  // counts the ephemeral keys of hand-built wrapped keys
+	out       []Vector
 }
 
 type seeded struct{ r *rand.ChaCha8 }
@@ -267,6 +268,10 @@ func Files() (map[string][]byte, error) {
 	g.serverVectors()
 	g.deliveryVectors()
 	g.tokenVectors()
+	g.encodingVectors()
+	g.wrapVectors()
+	g.jwkVectors()
+	g.specVectors()
 	files := map[string][]byte{}
 	names := map[string]bool{}
 	for _, v := range g.out {

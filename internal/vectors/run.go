@@ -1,8 +1,8 @@
 package vectors
 
 import (
-	"bytes"
 	"context"
+	"crypto/ecdsa"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -11,6 +11,9 @@ import (
 	"sort"
 	"time"
 
+	jose "github.com/go-jose/go-jose/v4"
+
+	"github.com/sigil-ws/sigil/internal/strictjson"
 	"github.com/sigil-ws/sigil/protocol"
 )
 
@@ -29,7 +32,7 @@ func Load(dir string) (*Set, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := json.Unmarshal(kb, &s.Keys); err != nil {
+	if err := strictjson.Unmarshal(kb, &s.Keys, nil); err != nil {
 		return nil, err
 	}
 	if s.JWKS, err = protocol.ParseKeySet(s.Keys.ServerJWKS); err != nil {
@@ -53,9 +56,7 @@ func Load(dir string) (*Set, error) {
 			return nil, err
 		}
 		var v Vector
-		dec := json.NewDecoder(bytes.NewReader(b))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&v); err != nil {
+		if err := strictjson.Unmarshal(b, &v, nil); err != nil {
 			return nil, fmt.Errorf("%s: %w", n, err)
 		}
 		s.Vectors = append(s.Vectors, v)
@@ -105,15 +106,11 @@ func (s *Set) Run(v Vector) error {
 		return nil
 
 	case "client":
-		key, err := protocol.ParsePublicJWK(v.Session.JWK)
-		if err != nil {
-			return err
-		}
-		sess := &protocol.Session{ID: v.Session.SID, Subject: v.Session.Sub, Roles: v.Session.Roles, Key: key,
-			TokenID: v.Session.JTI, IssuedAt: time.Unix(v.Session.IAT, 0), Expiry: time.Unix(v.Session.EXP, 0),
-			Keys: ring(v.Session.ContentKeys)}
 		verifier = protocol.NewVerifier(protocol.VerifierConfig{Tokens: tokens, MaxFrame: v.Config.MaxFrame, Skew: skew, Now: clock, Replay: replay, Policy: s.Policy, Revocation: rev})
-		m, err := verifier.Verify(ctx, frame, sess)
+		_, m, err := verifier.VerifyRecordProof(ctx, v.Session.Record(clock), frame)
+		if err == nil {
+			err = protocol.CheckAction(&m.Envelope) // §9.1: after acceptance
+		}
 		if err != nil {
 			return outcome(v, err)
 		}
@@ -132,7 +129,7 @@ func (s *Set) Run(v Vector) error {
 		if v.Kind == "server" {
 			return compare(v, m.Frame, m.Body, v.Expect.Claims, v.Expect.Body)
 		}
-		sender, sm, err := fv.OpenDelivery(m, ring(v.Client.ContentKeys))
+		sender, sm, err := fv.OpenDelivery(m, ring(v.Client.ContentKeys, clock))
 		if err != nil {
 			return outcome(v, err)
 		}
@@ -143,6 +140,31 @@ func (s *Set) Run(v Vector) error {
 			return fmt.Errorf("sender = %s; want %+v", sender.Subject, v.Expect.Sender)
 		}
 		return compare(v, sm.Frame, sm.Body, v.Expect.Sender.Claims, v.Expect.Sender.Body)
+
+	case "wrapped_key":
+		var jwk jose.JSONWebKey
+		if err := jwk.UnmarshalJSON(s.Keys.Agreement[v.Wrap.AgreementKey]); err != nil {
+			return err
+		}
+		priv, ok := jwk.Key.(*ecdsa.PrivateKey)
+		if !ok {
+			return fmt.Errorf("agreement key %q is not a P-256 private key", v.Wrap.AgreementKey)
+		}
+		k, err := protocol.UnwrapContentKey(v.Frame, priv)
+		if err == nil && k.Scope != v.Wrap.Scope {
+			err = &protocol.Error{Code: protocol.CodeBadEnc, Message: "scope " + k.Scope + " where " + v.Wrap.Scope + " is expected"}
+		}
+		if err != nil {
+			return outcome(v, err)
+		}
+		if v.Expect.Result != "ok" {
+			return fmt.Errorf("accepted; want %s", v.Expect.Code)
+		}
+		got, _ := json.Marshal(map[string]string{"kid": k.ID, "k": b64.EncodeToString(k.Key), "scope": k.Scope})
+		if !jsonEqual(got, v.Expect.Claims) {
+			return fmt.Errorf("key = %s; want %s", got, v.Expect.Claims)
+		}
+		return nil
 
 	case "token":
 		c, err := tokens.Verify(ctx, v.Frame)
@@ -161,11 +183,18 @@ func (s *Set) Run(v Vector) error {
 	return fmt.Errorf("unknown kind %q", v.Kind)
 }
 
-func ring(keys []ContentKey) protocol.ContentKeys {
+// Record is the session as the server knows it: what the client kind's
+// frame is verified as a frame of.
+func (s *Session) Record(now func() time.Time) protocol.SessionRecord {
+	return protocol.SessionRecord{ID: s.SID, Subject: s.Sub, Roles: s.Roles, JWK: s.JWK, TokenID: s.JTI,
+		IssuedAt: time.Unix(s.IAT, 0), Expiry: time.Unix(s.EXP, 0), Keys: ring(s.ContentKeys, now)}
+}
+
+func ring(keys []ContentKey, now func() time.Time) protocol.ContentKeys {
 	if len(keys) == 0 {
 		return nil
 	}
-	r := protocol.NewKeyRing()
+	r := protocol.NewKeyRing(now)
 	for _, k := range keys {
 		raw, err := b64.DecodeString(k.K)
 		if err != nil {

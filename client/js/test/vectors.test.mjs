@@ -5,9 +5,11 @@ import assert from 'node:assert/strict';
 import { readFileSync, readdirSync } from 'node:fs';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { KeySet, KeyRing, importContentKey, SigilError } from '../jose.js';
 import {
-  TokenVerifier, Verifier, FrameVerifier, ReplayStore, Revocations, Policy, openDelivery, claimsOf,
+  KeySet, KeyRing, importContentKey, SigilError, importAgreementPrivate, unwrapContentKey, sealBody, openBody,
+} from '../jose.js';
+import {
+  TokenVerifier, Verifier, FrameVerifier, ReplayStore, Revocations, Policy, openDelivery, claimsOf, checkAction,
 } from '../protocol.js';
 
 const dir = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'testdata', 'vectors');
@@ -23,6 +25,12 @@ async function ring(keys) {
   return r;
 }
 
+async function ring1(k) {
+  const r = new KeyRing();
+  r.add(await importContentKey(k.kid, k.k, k.scope));
+  return r;
+}
+
 // Runs one vector; returns {code} on rejection or {ok: details} on acceptance.
 async function run(v) {
   const now = () => v.now;
@@ -35,6 +43,12 @@ async function run(v) {
   for (const a of v.accepted ?? []) replay.check(a.sid, a.id, a.seq, a.ts + skewMs, v.now);
   const verifier = new Verifier({ tokens, maxFrame: v.config.max_frame, skewMs, now, replay, revocations, policy });
   switch (v.kind) {
+    case 'wrapped_key': {
+      const agreement = await importAgreementPrivate(keysDoc.agreement_keys[v.wrap.agreement_key]);
+      const key = await unwrapContentKey(v.frame, agreement.privateKey);
+      if (key.scope !== v.wrap.scope) throw new SigilError('bad_enc', `scope ${key.scope} where ${v.wrap.scope} is expected`);
+      return { key };
+    }
     case 'token':
       return { claims: await tokens.verify(v.frame) };
     case 'hello': {
@@ -47,6 +61,7 @@ async function run(v) {
       const key = await importPublicJWK(s.jwk);
       const session = { sid: s.sid, sub: s.sub, roles: s.roles, key: { ...key, kid: key.jkt }, jti: s.jti, iat: s.iat, exp: s.exp, keys: await ring(s.content_keys) };
       const env = await verifier.verify(v.frame, session);
+      checkAction(env); // §9.1: after acceptance
       return { claims: claimsOf(env), body: 'plain' in env ? env.plain : env.body };
     }
     case 'server':
@@ -80,6 +95,18 @@ for (const name of names) {
       return;
     }
     assert.equal(v.expect.result, 'ok', `accepted; want ${v.expect.code}`);
+    if (v.kind === 'wrapped_key') {
+      // The unwrapped key is not extractable: compare it by sealing with it
+      // and opening with the expected key material.
+      const want = v.expect.claims;
+      assert.equal(got.key.kid, want.kid);
+      assert.equal(got.key.scope, want.scope);
+      const ring = await ring1(want);
+      const sealed = await sealBody(got.key, { probe: v.name });
+      assert.equal(await openBody(sealed, ring, want.scope), JSON.stringify({ probe: v.name }));
+      passed++;
+      return;
+    }
     if (v.expect.claims) assert.deepEqual(got.claims, v.expect.claims);
     if (v.expect.body !== undefined && v.kind !== 'delivery') assert.deepEqual(got.body, v.expect.body);
     if (v.expect.session) assert.deepEqual(got.session, v.expect.session);

@@ -1,0 +1,81 @@
+package protocol
+
+import (
+	stdjson "encoding/json"
+	"time"
+)
+
+// Wire types of the HTTP API (spec.md §13), shared by servers and
+// clients. Bodies are read with DecodeBody: strict JSON with exactly the
+// documented members.
+
+// Grant types of POST /v1/token (spec.md §13.1).
+const (
+	GrantPassword = "password" // username and password
+	GrantExternal = "external" // an identity provider's assertion
+)
+
+// TokenRequest is the body of POST /v1/token (spec.md §13.1). A password
+// grant sends grant_type, username, password and jwk; an external grant
+// sends grant_type, assertion and jwk.
+type TokenRequest struct {
+	GrantType string             `json:"grant_type"`
+	Username  string             `json:"username,omitempty"`
+	Password  string             `json:"password,omitempty"`
+	Assertion string             `json:"assertion,omitempty"`
+	JWK       stdjson.RawMessage `json:"jwk"` // the session public key (spec.md §3.3)
+}
+
+// String never prints the password or the assertion.
+func (r TokenRequest) String() string {
+	return "TokenRequest(" + r.GrantType + ", " + r.Username + ")"
+}
+
+// RefreshRequest is the body of POST /v1/refresh (spec.md §13.2).
+type RefreshRequest struct {
+	RefreshToken string `json:"refresh_token"`
+	Proof        string `json:"proof"` // a client frame: act refresh, body {"refresh_token"}
+}
+
+// TokenResponse is the answer of POST /v1/token and POST /v1/refresh
+// (spec.md §13.1).
+type TokenResponse struct {
+	Token            string   `json:"token"`              // the session token
+	ExpiresAt        int64    `json:"expires_at"`         // the token's exp, Unix ms
+	RefreshToken     string   `json:"refresh_token"`      // single-use
+	RefreshExpiresAt int64    `json:"refresh_expires_at"` // the end of the refresh family, Unix ms
+	Session          string   `json:"sid"`
+	Subject          string   `json:"sub"`
+	Roles            []string `json:"roles"`
+	WSURL            string   `json:"ws_url"`
+}
+
+// String never prints the tokens.
+func (r TokenResponse) String() string {
+	return "TokenResponse(sid=" + r.Session + " sub=" + r.Subject + " exp=" + r.Expiry().UTC().Format(time.RFC3339) + ")"
+}
+
+// Expiry returns ExpiresAt as a time.
+func (r TokenResponse) Expiry() time.Time { return time.UnixMilli(r.ExpiresAt) }
+
+// RefreshExpiry returns RefreshExpiresAt as a time (zero if absent).
+func (r TokenResponse) RefreshExpiry() time.Time {
+	if r.RefreshExpiresAt <= 0 {
+		return time.Time{}
+	}
+	return time.UnixMilli(r.RefreshExpiresAt)
+}
+
+// ErrorResponse is the body of every HTTP API error (spec.md §13.4).
+type ErrorResponse struct {
+	Error   string `json:"error"`   // a code of the table of §13.4
+	Message string `json:"message"` // for people; may change
+}
+
+// AdminProofBody is the body of the proof frame of an administration
+// request (spec.md §13.6): the session public key and the request body
+// ({} for GET).
+type AdminProofBody struct {
+	JWK stdjson.RawMessage `json:"jwk"`
+	Req stdjson.RawMessage `json:"req"`
+}
