@@ -1,0 +1,177 @@
+package sigiltest
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"net"
+	"os/exec"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+)
+
+// redisStartLimit bounds how long a redis-server may take to answer PING
+// after it was started. It is a safety limit for a stuck machine, not a
+// budget a test is measured against: a healthy start takes milliseconds.
+const redisStartLimit = 30 * time.Second
+
+// Redis is a redis-server process owned by one test: its own process on a
+// free loopback port, with no persistence, stopped when the test ends.
+type Redis struct {
+	// Addr is the server's host:port, on 127.0.0.1.
+	Addr string
+	// URL is Addr as a redis:// URL, the form server.RedisConfig takes.
+	URL string
+
+	t    testing.TB
+	port int
+	dir  string
+
+	mu   sync.Mutex
+	proc *exec.Cmd
+	done chan struct{} // closed when proc has exited
+}
+
+// StartRedis starts a redis-server from PATH on a free port of 127.0.0.1,
+// waits until it answers PING, and stops it when the test ends. It fails the
+// test if redis-server is not installed.
+func StartRedis(t testing.TB) *Redis {
+	t.Helper()
+	if _, err := exec.LookPath("redis-server"); err != nil {
+		t.Fatalf("redis-server is not on PATH; install it (Debian: apt-get install -y redis-server): %v", err)
+	}
+	r := &Redis{t: t, dir: t.TempDir()}
+	t.Cleanup(r.Stop)
+	// A free port is found by binding :0 and closing it, so another
+	// process may take it before redis-server binds it. Such a start fails
+	// at once and is retried on a new port.
+	var err error
+	for range 5 {
+		r.port, err = freePort()
+		if err != nil {
+			t.Fatalf("sigiltest: finding a free port: %v", err)
+		}
+		r.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(r.port))
+		r.URL = "redis://" + r.Addr
+		if err = r.start(); err == nil {
+			return r
+		}
+	}
+	t.Fatalf("sigiltest: %v", err)
+	return nil
+}
+
+// Stop kills the server at once (SIGKILL, as a crash would) and waits for it
+// to exit. Its data is lost: there is no persistence. Stopping a stopped
+// server does nothing.
+func (r *Redis) Stop() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.proc == nil {
+		return
+	}
+	_ = r.proc.Process.Kill()
+	<-r.done
+	r.proc = nil
+}
+
+// Restart stops the server if it runs and starts a new, empty one on the
+// same port. It fails the test if the server does not come up.
+func (r *Redis) Restart() {
+	r.t.Helper()
+	r.Stop()
+	if err := r.start(); err != nil {
+		r.t.Fatalf("sigiltest: restarting redis-server: %v", err)
+	}
+}
+
+// start runs redis-server on r.port and waits until it answers PING.
+func (r *Redis) start() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	cmd := exec.Command("redis-server",
+		"--port", strconv.Itoa(r.port),
+		"--bind", "127.0.0.1",
+		"--save", "",
+		"--appendonly", "no",
+		"--dir", r.dir,
+		"--daemonize", "no",
+		"--loglevel", "warning",
+	)
+	out := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("starting redis-server: %w", err)
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+
+	deadline := time.Now().Add(redisStartLimit)
+	for {
+		select {
+		case <-done:
+			return fmt.Errorf("redis-server on port %d exited at start: %s", r.port, out.String())
+		default:
+		}
+		if ping(r.Addr) == nil {
+			r.proc, r.done = cmd, done
+			return nil
+		}
+		if time.Now().After(deadline) {
+			_ = cmd.Process.Kill()
+			<-done
+			return fmt.Errorf("redis-server on port %d did not answer PING within %v: %s", r.port, redisStartLimit, out.String())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// ping sends PING over RESP and expects PONG.
+func ping(addr string) error {
+	c, err := net.DialTimeout("tcp", addr, time.Second)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(time.Second))
+	if _, err := c.Write([]byte("PING\r\n")); err != nil {
+		return err
+	}
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		return err
+	}
+	if line != "+PONG\r\n" {
+		return fmt.Errorf("PING answered %q", line)
+	}
+	return nil
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// syncBuffer is a bytes.Buffer that a process may write while a test reads.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}

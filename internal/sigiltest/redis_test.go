@@ -1,0 +1,70 @@
+package sigiltest
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+)
+
+func TestRedisStopRestart(t *testing.T) {
+	r := StartRedis(t)
+	if err := ping(r.Addr); err != nil {
+		t.Fatalf("started server does not answer: %v", err)
+	}
+	addr := r.Addr
+	r.Stop()
+	if err := ping(addr); err == nil {
+		t.Fatal("stopped server still answers PING")
+	}
+	r.Stop() // stopping twice is allowed
+	r.Restart()
+	if r.Addr != addr {
+		t.Fatalf("restart moved the server from %s to %s", addr, r.Addr)
+	}
+	if err := ping(r.Addr); err != nil {
+		t.Fatalf("restarted server does not answer: %v", err)
+	}
+}
+
+func TestTwoRedisServersAreSeparate(t *testing.T) {
+	a, b := StartRedis(t), StartRedis(t)
+	if a.Addr == b.Addr {
+		t.Fatalf("two servers share %s", a.Addr)
+	}
+	a.Stop()
+	if err := ping(b.Addr); err != nil {
+		t.Fatalf("stopping one server stopped the other: %v", err)
+	}
+}
+
+// fatalTB records the first Fatalf and stops the caller, as testing.T does,
+// so that a test can see StartRedis fail.
+type fatalTB struct {
+	testing.TB
+	msg string
+}
+
+type stopped struct{}
+
+func (f *fatalTB) Helper() {}
+
+func (f *fatalTB) Fatalf(format string, args ...any) {
+	f.msg = fmt.Sprintf(format, args...)
+	panic(stopped{})
+}
+
+func TestStartRedisFailsWithoutRedisServer(t *testing.T) {
+	t.Setenv("PATH", t.TempDir())
+	f := &fatalTB{TB: t}
+	func() {
+		defer func() {
+			if v := recover(); v != nil && v != (stopped{}) {
+				panic(v)
+			}
+		}()
+		StartRedis(f)
+	}()
+	if !strings.Contains(f.msg, "apt-get install -y redis-server") {
+		t.Fatalf("StartRedis without redis-server: want a failure with an install hint, got %q", f.msg)
+	}
+}
