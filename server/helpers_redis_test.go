@@ -1,0 +1,59 @@
+package server
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/sigil-ws/sigil/internal/sigiltest"
+)
+
+// waitLimit is the safety limit of waitFor: long enough for a loaded 2-core
+// machine, and never the thing a test measures.
+const waitLimit = 30 * time.Second
+
+// waitFor polls cond until it holds, failing the test after waitLimit.
+func waitFor(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(waitLimit)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("waited %v for %s", waitLimit, what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// newTestRedis connects one "node" to srv, closed when the test ends.
+func newTestRedis(t testing.TB, srv *sigiltest.Redis, mod ...func(*RedisConfig)) *Redis {
+	t.Helper()
+	cfg := RedisConfig{URL: srv.URL, Prefix: "test:"}
+	for _, m := range mod {
+		m(&cfg)
+	}
+	r, err := NewRedis(cfg)
+	if err != nil {
+		t.Fatalf("NewRedis: %v", err)
+	}
+	t.Cleanup(r.Close)
+	return r
+}
+
+// twoNodes starts a redis-server and connects two nodes to it, each with
+// its own client.
+func twoNodes(t testing.TB) (*sigiltest.Redis, *Redis, *Redis) {
+	t.Helper()
+	srv := sigiltest.StartRedis(t)
+	return srv, newTestRedis(t, srv), newTestRedis(t, srv)
+}
+
+// exists reports whether key exists, asked of Redis itself (so that its
+// own clock decides expiry).
+func exists(t testing.TB, r *Redis, key string) bool {
+	t.Helper()
+	n, err := r.client.Do(context.Background(), r.client.B().Exists().Key(key).Build()).AsInt64()
+	if err != nil {
+		t.Fatalf("EXISTS %s: %v", key, err)
+	}
+	return n == 1
+}
