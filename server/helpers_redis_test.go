@@ -57,3 +57,11 @@ func exists(t testing.TB, r *Redis, key string) bool {
 	}
 	return n == 1
 }
+
+// noErr fails the test on err.
+func noErr(t testing.TB, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}

@@ -145,7 +145,7 @@ func NewRedis(cfg RedisConfig) (*Redis, error) {
 	}
 	client, err := rueidis.NewClient(opt)
 	if err != nil {
-		return nil, fmt.Errorf("%w: connecting: %w", ErrRedisUnavailable, err)
+		return nil, wrapRedis("connect", err)
 	}
 	now := cfg.Now
 	if now == nil {
@@ -183,9 +183,13 @@ func (r *Redis) call(ctx context.Context, op string, fn func(context.Context) er
 		r.observe(op, time.Since(start), err)
 	}
 	if err != nil {
-		return fmt.Errorf("%w: %s: %w", ErrRedisUnavailable, op, err)
+		return wrapRedis(op, err)
 	}
 	return nil
+}
+
+func wrapRedis(op string, err error) error {
+	return fmt.Errorf("%w: %s: %w", ErrRedisUnavailable, op, err)
 }
 
 // ttl is the time from now until t, in whole milliseconds and at least 1
