@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"strconv"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -75,6 +76,26 @@ func (r *Redis) Stop() {
 	_ = r.proc.Process.Kill()
 	<-r.done
 	r.proc = nil
+}
+
+// Pause stops the server process (SIGSTOP) without closing its
+// connections: clients see a Redis that accepts bytes and never answers, as
+// in a network partition. Resume undoes it.
+func (r *Redis) Pause() { r.signal(syscall.SIGSTOP) }
+
+// Resume continues a paused server (SIGCONT).
+func (r *Redis) Resume() { r.signal(syscall.SIGCONT) }
+
+func (r *Redis) signal(sig syscall.Signal) {
+	r.t.Helper()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.proc == nil {
+		r.t.Fatalf("sigiltest: redis-server is stopped")
+	}
+	if err := r.proc.Process.Signal(sig); err != nil {
+		r.t.Fatalf("sigiltest: signalling redis-server: %v", err)
+	}
 }
 
 // Restart stops the server if it runs and starts a new, empty one on the

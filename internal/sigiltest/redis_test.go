@@ -26,6 +26,20 @@ func TestRedisStopRestart(t *testing.T) {
 	}
 }
 
+func TestRedisPauseResume(t *testing.T) {
+	r := StartRedis(t)
+	r.Pause()
+	if err := ping(r.Addr); err == nil {
+		t.Fatal("paused server answers PING")
+	}
+	r.Resume()
+	if err := ping(r.Addr); err != nil {
+		t.Fatalf("resumed server does not answer: %v", err)
+	}
+	r.Pause()
+	r.Stop() // a paused server can be stopped
+}
+
 func TestTwoRedisServersAreSeparate(t *testing.T) {
 	a, b := StartRedis(t), StartRedis(t)
 	if a.Addr == b.Addr {
