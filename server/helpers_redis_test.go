@@ -27,7 +27,32 @@ func waitFor(t testing.TB, what string, cond func() bool) {
 // newTestRedis connects one "node" to srv, closed when the test ends.
 func newTestRedis(t testing.TB, srv *sigiltest.Redis, mod ...func(*RedisConfig)) *Redis {
 	t.Helper()
-	cfg := RedisConfig{URL: srv.URL, Prefix: "test:"}
+	return redisEnv{url: srv.URL, prefix: "test:"}.node(t, mod...)
+}
+
+// twoNodes starts a redis-server and connects two nodes to it, each with
+// its own client.
+func twoNodes(t testing.TB) (*sigiltest.Redis, *Redis, *Redis) {
+	t.Helper()
+	srv := sigiltest.StartRedis(t)
+	return srv, newTestRedis(t, srv), newTestRedis(t, srv)
+}
+
+// redisEnv is a Redis deployment that tests connect nodes to: one server,
+// or a cluster shared by several tests, each under its own prefix.
+type redisEnv struct {
+	url, prefix string
+}
+
+// standalone starts a redis-server for one test.
+func standalone(t testing.TB) redisEnv {
+	return redisEnv{url: sigiltest.StartRedis(t).URL, prefix: "test:"}
+}
+
+// node connects one node (its own client), closed when the test ends.
+func (e redisEnv) node(t testing.TB, mod ...func(*RedisConfig)) *Redis {
+	t.Helper()
+	cfg := RedisConfig{URL: e.url, Prefix: e.prefix}
 	for _, m := range mod {
 		m(&cfg)
 	}
@@ -37,14 +62,6 @@ func newTestRedis(t testing.TB, srv *sigiltest.Redis, mod ...func(*RedisConfig))
 	}
 	t.Cleanup(r.Close)
 	return r
-}
-
-// twoNodes starts a redis-server and connects two nodes to it, each with
-// its own client.
-func twoNodes(t testing.TB) (*sigiltest.Redis, *Redis, *Redis) {
-	t.Helper()
-	srv := sigiltest.StartRedis(t)
-	return srv, newTestRedis(t, srv), newTestRedis(t, srv)
 }
 
 // exists reports whether key exists, asked of Redis itself (so that its

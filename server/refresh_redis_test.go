@@ -39,8 +39,12 @@ func sameRecord(a, b RefreshRecord) bool {
 // A sequence of operations spread over two nodes gives the same records and
 // errors as the memory store: rotation, reuse, revocation of the family.
 func TestRedisRefreshAcrossNodesMatchesMemory(t *testing.T) {
+	testRefreshAcrossNodesMatchesMemory(t, standalone(t))
+}
+
+func testRefreshAcrossNodesMatchesMemory(t *testing.T, e redisEnv) {
 	ctx := context.Background()
-	_, ra, rb := twoNodes(t)
+	ra, rb := e.node(t), e.node(t)
 	a, b := NewRedisRefreshStore(ra, 0), NewRedisRefreshStore(rb, 0)
 	mem := NewMemoryRefreshStore(nil)
 	exp := time.Now().Add(time.Hour)
@@ -111,9 +115,11 @@ func TestRedisRefreshAcrossNodesMatchesMemory(t *testing.T) {
 
 // A hundred goroutines on two nodes race one refresh token: exactly one
 // wins, and every other gets the record and ErrRefreshReused.
-func TestRedisRefreshRace(t *testing.T) {
+func TestRedisRefreshRace(t *testing.T) { testRefreshRace(t, standalone(t)) }
+
+func testRefreshRace(t *testing.T, e redisEnv) {
 	ctx := context.Background()
-	_, ra, rb := twoNodes(t)
+	ra, rb := e.node(t), e.node(t)
 	nodes := []*RedisRefreshStore{NewRedisRefreshStore(ra, 0), NewRedisRefreshStore(rb, 0)}
 	_, rec := newRefresh(t, "alice", "", time.Now().Add(time.Hour))
 	noErr(t, nodes[0].Create(ctx, rec))
@@ -152,9 +158,11 @@ func TestRedisRefreshRace(t *testing.T) {
 // A subject keeps at most Max live families: a new login evicts the
 // oldest, on whichever node it happens. Revoked families do not count, and
 // other subjects are not touched.
-func TestRedisRefreshFamilyCap(t *testing.T) {
+func TestRedisRefreshFamilyCap(t *testing.T) { testRefreshFamilyCap(t, standalone(t)) }
+
+func testRefreshFamilyCap(t *testing.T, e redisEnv) {
 	ctx := context.Background()
-	_, ra, rb := twoNodes(t)
+	ra, rb := e.node(t), e.node(t)
 	nodes := []*RedisRefreshStore{NewRedisRefreshStore(ra, 3), NewRedisRefreshStore(rb, 3)}
 	exp := time.Now().Add(time.Hour)
 
@@ -210,9 +218,11 @@ func TestRedisRefreshFamilyCap(t *testing.T) {
 // Nothing outlives the family's expiry: Redis drops every key of a
 // subject whose only family has expired (polled, on Redis' clock), and an
 // expired family is refused at once, before Redis drops it.
-func TestRedisRefreshExpiry(t *testing.T) {
+func TestRedisRefreshExpiry(t *testing.T) { testRefreshExpiry(t, standalone(t)) }
+
+func testRefreshExpiry(t *testing.T, e redisEnv) {
 	ctx := context.Background()
-	srv, ra, rb := twoNodes(t)
+	ra, rb := e.node(t), e.node(t)
 	a, b := NewRedisRefreshStore(ra, 0), NewRedisRefreshStore(rb, 0)
 	_, rec := newRefresh(t, "carol", "", time.Now().Add(150*time.Millisecond))
 	noErr(t, a.Create(ctx, rec))
@@ -240,7 +250,7 @@ func TestRedisRefreshExpiry(t *testing.T) {
 
 	// On a node whose clock has passed the expiry, the token is refused
 	// although Redis still holds it.
-	late := newTestRedis(t, srv, func(c *RedisConfig) {
+	late := e.node(t, func(c *RedisConfig) {
 		c.Now = func() time.Time { return time.Now().Add(2 * time.Hour) }
 	})
 	_, rec2 := newRefresh(t, "carol", "", time.Now().Add(time.Hour))

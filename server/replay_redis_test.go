@@ -22,8 +22,12 @@ func replayCheck(sid, id string, seq uint64) protocol.ReplayCheck {
 // exactly as the memory store answers it on one: same errors, same codes,
 // same refs.
 func TestRedisReplayAcrossNodesMatchesMemory(t *testing.T) {
+	testReplayAcrossNodesMatchesMemory(t, standalone(t))
+}
+
+func testReplayAcrossNodesMatchesMemory(t *testing.T, e redisEnv) {
 	ctx := context.Background()
-	_, ra, rb := twoNodes(t)
+	ra, rb := e.node(t), e.node(t)
 	a, b := NewRedisReplayStore(ra), NewRedisReplayStore(rb)
 	mem := protocol.NewMemoryReplayStore(0, nil)
 
@@ -77,9 +81,11 @@ func TestRedisReplayAcrossNodesMatchesMemory(t *testing.T) {
 
 // Fifty goroutines on two nodes race one frame: exactly one wins. Then
 // fifty race fifty different frames with one seq: again exactly one wins.
-func TestRedisReplayRace(t *testing.T) {
+func TestRedisReplayRace(t *testing.T) { testReplayRace(t, standalone(t)) }
+
+func testReplayRace(t *testing.T, e redisEnv) {
 	ctx := context.Background()
-	_, ra, rb := twoNodes(t)
+	ra, rb := e.node(t), e.node(t)
 	nodes := []*RedisReplayStore{NewRedisReplayStore(ra), NewRedisReplayStore(rb)}
 	sid := uuid.NewString()
 
@@ -129,9 +135,11 @@ func TestRedisReplayRace(t *testing.T) {
 
 // Seqs compare exactly across the whole uint64 range, where a float
 // would round (2^53+1 and 2^53 are one double).
-func TestRedisReplayLargeSeq(t *testing.T) {
+func TestRedisReplayLargeSeq(t *testing.T) { testReplayLargeSeq(t, standalone(t)) }
+
+func testReplayLargeSeq(t *testing.T, e redisEnv) {
 	ctx := context.Background()
-	_, r, _ := twoNodes(t)
+	r := e.node(t)
 	s := NewRedisReplayStore(r)
 	sid := uuid.NewString()
 	for _, st := range []struct {
@@ -153,9 +161,11 @@ func TestRedisReplayLargeSeq(t *testing.T) {
 
 // An id is forgotten when its expiry passes (on Redis' clock, found by
 // polling the key); the seq mark lives until the session's expiry.
-func TestRedisReplayExpiry(t *testing.T) {
+func TestRedisReplayExpiry(t *testing.T) { testReplayExpiry(t, standalone(t)) }
+
+func testReplayExpiry(t *testing.T, e redisEnv) {
 	ctx := context.Background()
-	_, ra, rb := twoNodes(t)
+	ra, rb := e.node(t), e.node(t)
 	a, b := NewRedisReplayStore(ra), NewRedisReplayStore(rb)
 	sid, id := uuid.NewString(), uuid.NewString()
 	now := time.Now()

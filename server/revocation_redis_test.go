@@ -10,9 +10,11 @@ import (
 
 // A revocation written on one node is seen by the other's IsRevoked, with
 // the same answers as the memory store gives.
-func TestRedisRevocationAcrossNodes(t *testing.T) {
+func TestRedisRevocationAcrossNodes(t *testing.T) { testRevocationAcrossNodes(t, standalone(t)) }
+
+func testRevocationAcrossNodes(t *testing.T, e redisEnv) {
 	ctx := context.Background()
-	_, ra, rb := twoNodes(t)
+	ra, rb := e.node(t), e.node(t)
 	a, b := NewRedisRevocationStore(ra), NewRedisRevocationStore(rb)
 	mem := NewMemoryRevocationStore()
 
@@ -60,9 +62,11 @@ func TestRedisRevocationAcrossNodes(t *testing.T) {
 
 // A token's revocation lasts until its expiry, measured by Redis; a
 // shorter revocation of the same token does not shorten a longer one.
-func TestRedisRevocationExpiry(t *testing.T) {
+func TestRedisRevocationExpiry(t *testing.T) { testRevocationExpiry(t, standalone(t)) }
+
+func testRevocationExpiry(t *testing.T, e redisEnv) {
 	ctx := context.Background()
-	_, ra, rb := twoNodes(t)
+	ra, rb := e.node(t), e.node(t)
 	a, b := NewRedisRevocationStore(ra), NewRedisRevocationStore(rb)
 	jti := uuid.NewString()
 	noErr(t, a.RevokeToken(ctx, jti, time.Now().Add(100*time.Millisecond)))
@@ -108,9 +112,11 @@ func nextEvent(t testing.TB, ch <-chan RevocationEvent) RevocationEvent {
 
 // A revocation on one node reaches the Watch of the other; a notice that
 // does not decode becomes a Resync; a cancelled Watch unsubscribes.
-func TestRedisRevocationWatch(t *testing.T) {
+func TestRedisRevocationWatch(t *testing.T) { testRevocationWatch(t, standalone(t)) }
+
+func testRevocationWatch(t *testing.T, e redisEnv) {
 	ctx := context.Background()
-	_, ra, rb := twoNodes(t)
+	ra, rb := e.node(t), e.node(t)
 	a, b := NewRedisRevocationStore(ra), NewRedisRevocationStore(rb)
 	events, cancel := watchEvents(t, b)
 

@@ -4,9 +4,11 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
+	"io"
 	"net"
 	"os/exec"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -29,6 +31,7 @@ type Redis struct {
 	t    testing.TB
 	port int
 	dir  string
+	args []string // extra redis-server arguments
 
 	mu   sync.Mutex
 	proc *exec.Cmd
@@ -40,10 +43,14 @@ type Redis struct {
 // test if redis-server is not installed.
 func StartRedis(t testing.TB) *Redis {
 	t.Helper()
-	if _, err := exec.LookPath("redis-server"); err != nil {
-		t.Fatalf("redis-server is not on PATH; install it (Debian: apt-get install -y redis-server): %v", err)
-	}
-	r := &Redis{t: t, dir: t.TempDir()}
+	return startRedis(t)
+}
+
+// startRedis is StartRedis with extra redis-server arguments.
+func startRedis(t testing.TB, args ...string) *Redis {
+	t.Helper()
+	need(t, "redis-server")
+	r := &Redis{t: t, dir: t.TempDir(), args: args}
 	t.Cleanup(r.Stop)
 	// A free port is found by binding :0 and closing it, so another
 	// process may take it before redis-server binds it. Such a start fails
@@ -112,7 +119,7 @@ func (r *Redis) Restart() {
 func (r *Redis) start() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	cmd := exec.Command("redis-server",
+	args := append([]string{
 		"--port", strconv.Itoa(r.port),
 		"--bind", "127.0.0.1",
 		"--save", "",
@@ -120,7 +127,8 @@ func (r *Redis) start() error {
 		"--dir", r.dir,
 		"--daemonize", "no",
 		"--loglevel", "warning",
-	)
+	}, r.args...)
+	cmd := exec.Command("redis-server", args...)
 	out := &syncBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
@@ -149,25 +157,56 @@ func (r *Redis) start() error {
 	}
 }
 
+// need fails the test if program is not on PATH.
+func need(t testing.TB, program string) {
+	t.Helper()
+	if _, err := exec.LookPath(program); err != nil {
+		t.Fatalf("%s is not on PATH; install it (Debian: apt-get install -y redis-server): %v", program, err)
+	}
+}
+
 // ping sends PING over RESP and expects PONG.
 func ping(addr string) error {
+	reply, err := command(addr, "PING")
+	if err == nil && reply != "PONG" {
+		err = fmt.Errorf("PING answered %q", reply)
+	}
+	return err
+}
+
+// command sends one inline command and returns its reply, which must be a
+// simple string, an integer or a bulk string.
+func command(addr, cmd string) (string, error) {
 	c, err := net.DialTimeout("tcp", addr, time.Second)
 	if err != nil {
-		return err
+		return "", err
 	}
 	defer c.Close()
 	_ = c.SetDeadline(time.Now().Add(time.Second))
-	if _, err := c.Write([]byte("PING\r\n")); err != nil {
-		return err
+	if _, err := c.Write([]byte(cmd + "\r\n")); err != nil {
+		return "", err
 	}
-	line, err := bufio.NewReader(c).ReadString('\n')
+	rd := bufio.NewReader(c)
+	line, err := rd.ReadString('\n')
 	if err != nil {
-		return err
+		return "", err
 	}
-	if line != "+PONG\r\n" {
-		return fmt.Errorf("PING answered %q", line)
+	line = strings.TrimSuffix(line, "\r\n")
+	switch {
+	case strings.HasPrefix(line, "+"), strings.HasPrefix(line, ":"):
+		return line[1:], nil
+	case strings.HasPrefix(line, "$"):
+		n, err := strconv.Atoi(line[1:])
+		if err != nil || n < 0 {
+			return "", fmt.Errorf("%s: bad reply %q", cmd, line)
+		}
+		buf := make([]byte, n+2)
+		if _, err := io.ReadFull(rd, buf); err != nil {
+			return "", err
+		}
+		return string(buf[:n]), nil
 	}
-	return nil
+	return "", fmt.Errorf("%s answered %q", cmd, line)
 }
 
 func freePort() (int, error) {

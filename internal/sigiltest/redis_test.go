@@ -82,3 +82,19 @@ func TestStartRedisFailsWithoutRedisServer(t *testing.T) {
 		t.Fatalf("StartRedis without redis-server: want a failure with an install hint, got %q", f.msg)
 	}
 }
+
+func TestRedisCluster(t *testing.T) {
+	c := StartRedisCluster(t, 3)
+	if len(c.Nodes) != 3 || !strings.HasPrefix(c.URL, "redis://"+c.Nodes[0].Addr+"?addr=") {
+		t.Fatalf("cluster %v at %s", c.Nodes, c.URL)
+	}
+	for _, r := range c.Nodes {
+		info, err := command(r.Addr, "CLUSTER INFO")
+		if err != nil || !strings.Contains(info, "cluster_known_nodes:3") || !strings.Contains(info, "cluster_slots_ok:16384") {
+			t.Fatalf("node %s: %v %s", r.Addr, err, info)
+		}
+	}
+	if counts := c.KeyCounts(t); len(counts) != 3 || counts[0]+counts[1]+counts[2] != 0 {
+		t.Fatalf("a new cluster holds keys: %v", counts)
+	}
+}
