@@ -104,3 +104,27 @@ func TestRedisKeyPart(t *testing.T) {
 		}
 	}
 }
+
+// rediss:// connects over TLS, trusting the roots of RedisConfig.TLS; a
+// server certificate that those roots do not trust is refused.
+func TestRedisTLS(t *testing.T) {
+	srv := sigiltest.StartRedisTLS(t)
+	r := newTestRedis(t, srv, func(c *RedisConfig) { c.TLS = &tls.Config{RootCAs: srv.RootCAs} })
+	ctx := context.Background()
+	noErr(t, r.Ping(ctx))
+	s := NewRedisReplayStore(r)
+	noErr(t, s.Check(ctx, replayCheck("tls-session", "id-1", 1)))
+	if n, err := s.LastSeq(ctx, "tls-session"); err != nil || n != 1 {
+		t.Fatalf("LastSeq over TLS = %d, %v", n, err)
+	}
+
+	if r, err := NewRedis(RedisConfig{URL: srv.URL}); err == nil {
+		r.Close()
+		t.Fatal("connected to a server whose certificate the system roots do not trust")
+	}
+	plain := strings.Replace(srv.URL, "rediss://", "redis://", 1)
+	if r, err := NewRedis(RedisConfig{URL: plain, DialTimeout: time.Second}); err == nil {
+		r.Close()
+		t.Fatal("connected in plain text to a TLS port")
+	}
+}

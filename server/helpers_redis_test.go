@@ -52,7 +52,9 @@ func standalone(t testing.TB) redisEnv {
 // node connects one node (its own client), closed when the test ends.
 func (e redisEnv) node(t testing.TB, mod ...func(*RedisConfig)) *Redis {
 	t.Helper()
-	cfg := RedisConfig{URL: e.url, Prefix: e.prefix}
+	// A generous OpTimeout: on a loaded machine a call can stall for a
+	// second. Tests of the timeout itself set their own.
+	cfg := RedisConfig{URL: e.url, Prefix: e.prefix, OpTimeout: 20 * time.Second}
 	for _, m := range mod {
 		m(&cfg)
 	}

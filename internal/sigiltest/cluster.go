@@ -31,7 +31,9 @@ func StartRedisCluster(t testing.TB, n int) *RedisCluster {
 	c := &RedisCluster{}
 	addrs := make([]string, n)
 	for i := range n {
-		r := startRedis(t, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "5000")
+		r := startRedis(t, func(r *Redis) {
+			r.args = []string{"--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "5000"}
+		})
 		c.Nodes = append(c.Nodes, r)
 		addrs[i] = r.Addr
 	}
@@ -44,7 +46,7 @@ func StartRedisCluster(t testing.TB, n int) *RedisCluster {
 	deadline := time.Now().Add(redisStartLimit)
 	for _, r := range c.Nodes {
 		for {
-			info, err := command(r.Addr, "CLUSTER INFO")
+			info, err := r.command("CLUSTER INFO")
 			if err == nil && strings.Contains(info, "cluster_state:ok") {
 				break
 			}
@@ -63,7 +65,7 @@ func (c *RedisCluster) KeyCounts(t testing.TB) []int {
 	t.Helper()
 	counts := make([]int, len(c.Nodes))
 	for i, r := range c.Nodes {
-		reply, err := command(r.Addr, "DBSIZE")
+		reply, err := r.command("DBSIZE")
 		if err == nil {
 			counts[i], err = strconv.Atoi(reply)
 		}

@@ -3,10 +3,13 @@ package sigiltest
 import (
 	"bufio"
 	"bytes"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"io"
 	"net"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -25,13 +28,18 @@ const redisStartLimit = 30 * time.Second
 type Redis struct {
 	// Addr is the server's host:port, on 127.0.0.1.
 	Addr string
-	// URL is Addr as a redis:// URL, the form server.RedisConfig takes.
+	// URL is Addr as a redis:// URL (rediss:// for TLS), the form
+	// server.RedisConfig takes.
 	URL string
+	// RootCAs, for a server from StartRedisTLS, holds the certificate that
+	// clients must trust; nil otherwise.
+	RootCAs *x509.CertPool
 
 	t    testing.TB
 	port int
 	dir  string
 	args []string // extra redis-server arguments
+	tls  []string // TLS arguments: the port is then a TLS port
 
 	mu   sync.Mutex
 	proc *exec.Cmd
@@ -46,11 +54,35 @@ func StartRedis(t testing.TB) *Redis {
 	return startRedis(t)
 }
 
-// startRedis is StartRedis with extra redis-server arguments.
-func startRedis(t testing.TB, args ...string) *Redis {
+// StartRedisTLS is StartRedis with TLS only: URL is rediss://, and the
+// server presents a certificate for 127.0.0.1 that only RootCAs trusts.
+// Clients are not asked for certificates.
+func StartRedisTLS(t testing.TB) *Redis {
+	t.Helper()
+	dir := t.TempDir()
+	pool, err := selfSigned(dir)
+	if err != nil {
+		t.Fatalf("sigiltest: making a certificate: %v", err)
+	}
+	return startRedis(t, func(r *Redis) {
+		r.RootCAs = pool
+		r.tls = []string{
+			"--tls-cert-file", filepath.Join(dir, "cert.pem"),
+			"--tls-key-file", filepath.Join(dir, "key.pem"),
+			"--tls-ca-cert-file", filepath.Join(dir, "cert.pem"),
+			"--tls-auth-clients", "no",
+		}
+	})
+}
+
+// startRedis starts a redis-server set up by opts.
+func startRedis(t testing.TB, opts ...func(*Redis)) *Redis {
 	t.Helper()
 	need(t, "redis-server")
-	r := &Redis{t: t, dir: t.TempDir(), args: args}
+	r := &Redis{t: t, dir: t.TempDir()}
+	for _, o := range opts {
+		o(r)
+	}
 	t.Cleanup(r.Stop)
 	// A free port is found by binding :0 and closing it, so another
 	// process may take it before redis-server binds it. Such a start fails
@@ -63,6 +95,9 @@ func startRedis(t testing.TB, args ...string) *Redis {
 		}
 		r.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(r.port))
 		r.URL = "redis://" + r.Addr
+		if r.tls != nil {
+			r.URL = "rediss://" + r.Addr
+		}
 		if err = r.start(); err == nil {
 			return r
 		}
@@ -119,15 +154,19 @@ func (r *Redis) Restart() {
 func (r *Redis) start() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	args := append([]string{
-		"--port", strconv.Itoa(r.port),
+	args := []string{"--port", strconv.Itoa(r.port)}
+	if r.tls != nil {
+		args = append([]string{"--port", "0", "--tls-port", strconv.Itoa(r.port)}, r.tls...)
+	}
+	args = append(args,
 		"--bind", "127.0.0.1",
 		"--save", "",
 		"--appendonly", "no",
 		"--dir", r.dir,
 		"--daemonize", "no",
 		"--loglevel", "warning",
-	}, r.args...)
+	)
+	args = append(args, r.args...)
 	cmd := exec.Command("redis-server", args...)
 	out := &syncBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
@@ -144,7 +183,7 @@ func (r *Redis) start() error {
 			return fmt.Errorf("redis-server on port %d exited at start: %s", r.port, out.String())
 		default:
 		}
-		if ping(r.Addr) == nil {
+		if r.ping() == nil {
 			r.proc, r.done = cmd, done
 			return nil
 		}
@@ -166,8 +205,8 @@ func need(t testing.TB, program string) {
 }
 
 // ping sends PING over RESP and expects PONG.
-func ping(addr string) error {
-	reply, err := command(addr, "PING")
+func (r *Redis) ping() error {
+	reply, err := r.command("PING")
 	if err == nil && reply != "PONG" {
 		err = fmt.Errorf("PING answered %q", reply)
 	}
@@ -176,8 +215,15 @@ func ping(addr string) error {
 
 // command sends one inline command and returns its reply, which must be a
 // simple string, an integer or a bulk string.
-func command(addr, cmd string) (string, error) {
-	c, err := net.DialTimeout("tcp", addr, time.Second)
+func (r *Redis) command(cmd string) (string, error) {
+	d := &net.Dialer{Timeout: time.Second}
+	var c net.Conn
+	var err error
+	if r.RootCAs != nil {
+		c, err = tls.DialWithDialer(d, "tcp", r.Addr, &tls.Config{RootCAs: r.RootCAs, ServerName: "127.0.0.1"})
+	} else {
+		c, err = d.Dial("tcp", r.Addr)
+	}
 	if err != nil {
 		return "", err
 	}

@@ -8,12 +8,12 @@ import (
 
 func TestRedisStopRestart(t *testing.T) {
 	r := StartRedis(t)
-	if err := ping(r.Addr); err != nil {
+	if err := r.ping(); err != nil {
 		t.Fatalf("started server does not answer: %v", err)
 	}
 	addr := r.Addr
 	r.Stop()
-	if err := ping(addr); err == nil {
+	if err := r.ping(); err == nil {
 		t.Fatal("stopped server still answers PING")
 	}
 	r.Stop() // stopping twice is allowed
@@ -21,7 +21,7 @@ func TestRedisStopRestart(t *testing.T) {
 	if r.Addr != addr {
 		t.Fatalf("restart moved the server from %s to %s", addr, r.Addr)
 	}
-	if err := ping(r.Addr); err != nil {
+	if err := r.ping(); err != nil {
 		t.Fatalf("restarted server does not answer: %v", err)
 	}
 }
@@ -29,11 +29,11 @@ func TestRedisStopRestart(t *testing.T) {
 func TestRedisPauseResume(t *testing.T) {
 	r := StartRedis(t)
 	r.Pause()
-	if err := ping(r.Addr); err == nil {
+	if err := r.ping(); err == nil {
 		t.Fatal("paused server answers PING")
 	}
 	r.Resume()
-	if err := ping(r.Addr); err != nil {
+	if err := r.ping(); err != nil {
 		t.Fatalf("resumed server does not answer: %v", err)
 	}
 	r.Pause()
@@ -46,7 +46,7 @@ func TestTwoRedisServersAreSeparate(t *testing.T) {
 		t.Fatalf("two servers share %s", a.Addr)
 	}
 	a.Stop()
-	if err := ping(b.Addr); err != nil {
+	if err := b.ping(); err != nil {
 		t.Fatalf("stopping one server stopped the other: %v", err)
 	}
 }
@@ -89,12 +89,30 @@ func TestRedisCluster(t *testing.T) {
 		t.Fatalf("cluster %v at %s", c.Nodes, c.URL)
 	}
 	for _, r := range c.Nodes {
-		info, err := command(r.Addr, "CLUSTER INFO")
+		info, err := r.command("CLUSTER INFO")
 		if err != nil || !strings.Contains(info, "cluster_known_nodes:3") || !strings.Contains(info, "cluster_slots_ok:16384") {
 			t.Fatalf("node %s: %v %s", r.Addr, err, info)
 		}
 	}
 	if counts := c.KeyCounts(t); len(counts) != 3 || counts[0]+counts[1]+counts[2] != 0 {
 		t.Fatalf("a new cluster holds keys: %v", counts)
+	}
+}
+
+func TestRedisTLS(t *testing.T) {
+	r := StartRedisTLS(t)
+	if !strings.HasPrefix(r.URL, "rediss://") || r.RootCAs == nil {
+		t.Fatalf("TLS server at %s", r.URL)
+	}
+	if err := r.ping(); err != nil {
+		t.Fatalf("PING over TLS: %v", err)
+	}
+	plain := &Redis{Addr: r.Addr}
+	if err := plain.ping(); err == nil {
+		t.Fatal("the TLS port answers plain text")
+	}
+	r.Restart()
+	if err := r.ping(); err != nil {
+		t.Fatalf("PING over TLS after a restart: %v", err)
 	}
 }
