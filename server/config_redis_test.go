@@ -128,3 +128,17 @@ func TestRedisTLS(t *testing.T) {
 		t.Fatal("connected in plain text to a TLS port")
 	}
 }
+
+// A Sentinel URL finds the primary through the Sentinel: the stores write
+// to the primary.
+func TestRedisSentinel(t *testing.T) {
+	s := sigiltest.StartRedisSentinel(t)
+	r := redisEnv{url: s.URL, prefix: "test:"}.node(t)
+	store := NewRedisReplayStore(r)
+	ctx := context.Background()
+	noErr(t, store.Check(ctx, replayCheck("sentinel-session", "id-1", 1)))
+	direct := newTestRedis(t, s.Primary)
+	if !exists(t, direct, store.seqKey("sentinel-session")) {
+		t.Fatal("the replay mark is not on the primary")
+	}
+}

@@ -39,6 +39,7 @@ type Redis struct {
 	port int
 	dir  string
 	args []string // extra redis-server arguments
+	conf string   // a config file to start from (for a sentinel), or ""
 	tls  []string // TLS arguments: the port is then a TLS port
 
 	mu   sync.Mutex
@@ -167,6 +168,9 @@ func (r *Redis) start() error {
 		"--loglevel", "warning",
 	)
 	args = append(args, r.args...)
+	if r.conf != "" {
+		args = append([]string{r.conf}, args...)
+	}
 	cmd := exec.Command("redis-server", args...)
 	out := &syncBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out

@@ -116,3 +116,13 @@ func TestRedisTLS(t *testing.T) {
 		t.Fatalf("PING over TLS after a restart: %v", err)
 	}
 }
+
+func TestRedisSentinel(t *testing.T) {
+	s := StartRedisSentinel(t)
+	if err := s.Sentinel.ping(); err != nil {
+		t.Fatalf("sentinel: %v", err)
+	}
+	if s.URL != "redis://"+s.Sentinel.Addr+"?master_set="+s.MasterSet {
+		t.Fatalf("URL %s", s.URL)
+	}
+}
