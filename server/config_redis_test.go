@@ -130,15 +130,31 @@ func TestRedisTLS(t *testing.T) {
 }
 
 // A Sentinel URL finds the primary through the Sentinel: the stores write
-// to the primary.
+// to the primary. With rediss://, both the Sentinel and the primary are
+// reached over TLS.
 func TestRedisSentinel(t *testing.T) {
-	s := sigiltest.StartRedisSentinel(t)
-	r := redisEnv{url: s.URL, prefix: "test:"}.node(t)
-	store := NewRedisReplayStore(r)
-	ctx := context.Background()
-	noErr(t, store.Check(ctx, replayCheck("sentinel-session", "id-1", 1)))
-	direct := newTestRedis(t, s.Primary)
-	if !exists(t, direct, store.seqKey("sentinel-session")) {
-		t.Fatal("the replay mark is not on the primary")
+	for _, tc := range []struct {
+		name  string
+		start func(testing.TB) *sigiltest.RedisSentinel
+	}{
+		{"plain", sigiltest.StartRedisSentinel},
+		{"tls", sigiltest.StartRedisSentinelTLS},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := tc.start(t)
+			tlsConf := func(c *RedisConfig) {
+				if s.Primary.RootCAs != nil {
+					c.TLS = &tls.Config{RootCAs: s.Primary.RootCAs}
+				}
+			}
+			r := redisEnv{url: s.URL, prefix: "test:"}.node(t, tlsConf)
+			store := NewRedisReplayStore(r)
+			ctx := context.Background()
+			noErr(t, store.Check(ctx, replayCheck("sentinel-session", "id-1", 1)))
+			direct := redisEnv{url: s.Primary.URL, prefix: "test:"}.node(t, tlsConf)
+			if !exists(t, direct, store.seqKey("sentinel-session")) {
+				t.Fatal("the replay mark is not on the primary")
+			}
+		})
 	}
 }

@@ -30,6 +30,10 @@ type RedisConfig struct {
 	//	                                            Cluster: any reachable nodes;
 	//	                                            the topology is discovered
 	//
+	// With rediss://, Sentinels are reached over TLS too. With TLS to several
+	// servers (Cluster, Sentinel), every certificate must carry the one
+	// server name checked: the URL's first host, or TLS.ServerName.
+	//
 	// The URL may carry a password: it is never logged, and callers must not
 	// log it either.
 	URL string
@@ -117,6 +121,9 @@ func NewRedis(cfg RedisConfig) (*Redis, error) {
 			tc.ServerName = opt.TLSConfig.ServerName
 		}
 		opt.TLSConfig = tc
+	}
+	if opt.TLSConfig != nil && opt.Sentinel.MasterSet != "" {
+		opt.Sentinel.TLSConfig = opt.TLSConfig // rediss:// covers the sentinels too
 	}
 	prefix := cfg.Prefix
 	if prefix == "" {

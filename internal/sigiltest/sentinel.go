@@ -3,6 +3,7 @@ package sigiltest
 import (
 	"os"
 	"path/filepath"
+	"strconv"
 	"testing"
 )
 
@@ -24,15 +25,33 @@ type RedisSentinel struct {
 // --sentinel, quorum 1) that monitors it as "sigiltest".
 func StartRedisSentinel(t testing.TB) *RedisSentinel {
 	t.Helper()
-	primary := StartRedis(t)
+	return startRedisSentinel(t, StartRedis(t))
+}
+
+// StartRedisSentinelTLS is StartRedisSentinel with TLS only, on the
+// primary and on the Sentinel, under one certificate that RootCAs of both
+// trusts. URL is rediss://.
+func StartRedisSentinelTLS(t testing.TB) *RedisSentinel {
+	t.Helper()
+	s := startRedisSentinel(t, StartRedisTLS(t))
+	s.URL = "rediss://" + s.URL[len("redis://"):]
+	return s
+}
+
+func startRedisSentinel(t testing.TB, primary *Redis) *RedisSentinel {
+	t.Helper()
 	conf := filepath.Join(t.TempDir(), "sentinel.conf")
 	// The Sentinel rewrites its config file, so it gets its own.
-	if err := os.WriteFile(conf, []byte("sentinel monitor sigiltest 127.0.0.1 "+primary.Addr[len("127.0.0.1:"):]+" 1\n"), 0o600); err != nil {
+	if err := os.WriteFile(conf, []byte("sentinel monitor sigiltest 127.0.0.1 "+strconv.Itoa(primary.port)+" 1\n"), 0o600); err != nil {
 		t.Fatalf("sigiltest: writing sentinel.conf: %v", err)
 	}
 	sentinel := startRedis(t, func(r *Redis) {
 		r.conf = conf
 		r.args = []string{"--sentinel"}
+		if primary.tls != nil {
+			r.RootCAs = primary.RootCAs
+			r.tls = append(append([]string(nil), primary.tls...), "--tls-replication", "yes")
+		}
 	})
 	return &RedisSentinel{
 		Primary: primary, Sentinel: sentinel, MasterSet: "sigiltest",
