@@ -60,8 +60,9 @@ type RedisConfig struct {
 	// (rueidis' PipelineMultiplex). Zero means rueidis' default: 2 (4
 	// connections) for one server or Sentinel, 0 (1 connection) for Cluster.
 	PipelineConns int
-	// PoolSize bounds the pool of dedicated connections (used by blocking
-	// commands only). Zero means rueidis' default, 1024.
+	// PoolSize bounds the pool of dedicated connections, which blocking
+	// commands and dedicated clients use (the stores use none). Zero means
+	// rueidis' default, 1024.
 	PoolSize int
 	// Observe, when set, is called after every store call with the
 	// operation's name (such as "replay.check"), its duration and its error
