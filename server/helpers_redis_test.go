@@ -84,3 +84,16 @@ func noErr(t testing.TB, err error) {
 		t.Fatal(err)
 	}
 }
+
+// checkTTL fails the test unless key exists with a TTL of at most max:
+// it will expire, and not later than it should. A test that must see a
+// key expire uses a short TTL and waitFor; one that checks what a key
+// holds uses a long TTL and checkTTL, so that a slow machine cannot let
+// the key expire before it is looked at.
+func checkTTL(t testing.TB, r *Redis, key string, max time.Duration) {
+	t.Helper()
+	ms, err := r.client.Do(context.Background(), r.client.B().Pttl().Key(key).Build()).AsInt64()
+	if err != nil || ms <= 0 || ms > max.Milliseconds() {
+		t.Fatalf("PTTL %s = %d ms, %v; want a TTL of at most %v", key, ms, err, max)
+	}
+}

@@ -224,18 +224,22 @@ func testRefreshExpiry(t *testing.T, e redisEnv) {
 	ctx := context.Background()
 	ra, rb := e.node(t), e.node(t)
 	a, b := NewRedisRefreshStore(ra, 0), NewRedisRefreshStore(rb, 0)
-	_, rec := newRefresh(t, "carol", "", time.Now().Add(150*time.Millisecond))
-	noErr(t, a.Create(ctx, rec))
-	if _, err := b.Get(ctx, rec.Hash); err != nil {
+	keysOf := func(rec RefreshRecord) []string {
+		sub := redisKeyPart(rec.Subject)
+		return []string{a.userKey(sub), a.orderKey(sub), a.tokenKey(rec.Hash), a.familyKey(rec.Family)}
+	}
+	_, hour := newRefresh(t, "dan", "", time.Now().Add(time.Hour))
+	noErr(t, a.Create(ctx, hour))
+	if _, err := b.Get(ctx, hour.Hash); err != nil {
 		t.Fatalf("Get before expiry: %v", err)
 	}
-	sub := redisKeyPart(rec.Subject)
-	keys := []string{a.userKey(sub), a.orderKey(sub), a.tokenKey(rec.Hash), a.familyKey(rec.Family)}
-	for _, k := range keys {
-		if !exists(t, ra, k) {
-			t.Fatalf("key %s missing after Create", k)
-		}
+	for _, k := range keysOf(hour) {
+		checkTTL(t, ra, k, time.Hour)
 	}
+
+	_, rec := newRefresh(t, "carol", "", time.Now().Add(100*time.Millisecond))
+	noErr(t, a.Create(ctx, rec))
+	keys := keysOf(rec)
 	waitFor(t, "every key of the family to expire", func() bool {
 		for _, k := range keys {
 			if exists(t, ra, k) {

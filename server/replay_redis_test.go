@@ -169,20 +169,21 @@ func testReplayExpiry(t *testing.T, e redisEnv) {
 	a, b := NewRedisReplayStore(ra), NewRedisReplayStore(rb)
 	sid, id := uuid.NewString(), uuid.NewString()
 	now := time.Now()
-	c := protocol.ReplayCheck{Session: sid, ID: id, Seq: 1, IDExpiry: now.Add(100 * time.Millisecond), SessionExpiry: now.Add(time.Hour)}
-	if err := a.Check(ctx, c); err != nil {
-		t.Fatal(err)
-	}
-	if !exists(t, ra, a.idKey(sid, id)) {
-		t.Fatal("accepted id has no key")
-	}
+	// The keys expire with the id and the session, not later.
+	first := protocol.ReplayCheck{Session: sid, ID: uuid.NewString(), Seq: 1, IDExpiry: now.Add(time.Minute), SessionExpiry: now.Add(time.Hour)}
+	noErr(t, a.Check(ctx, first))
+	checkTTL(t, ra, a.idKey(sid, first.ID), time.Minute)
+	checkTTL(t, ra, a.seqKey(sid), time.Hour)
+
+	c := protocol.ReplayCheck{Session: sid, ID: id, Seq: 1, IDExpiry: time.Now().Add(100 * time.Millisecond), SessionExpiry: now.Add(time.Hour)}
+	c.Seq = 2
+	noErr(t, a.Check(ctx, c))
 	waitFor(t, "the id's key to expire", func() bool { return !exists(t, ra, a.idKey(sid, id)) })
 	// The id is free again, and the mark still rejects its old seq.
-	c.Seq = 1
 	if err := b.Check(ctx, c); !isCode(err, protocol.CodeReplaySeq) {
 		t.Fatalf("old seq after the id expired: %v, want replay_seq", err)
 	}
-	c.Seq = 2
+	c.Seq = 3
 	if err := b.Check(ctx, c); err != nil {
 		t.Fatalf("expired id with a new seq: %v", err)
 	}
@@ -207,6 +208,7 @@ func testReplayExpiry(t *testing.T, e redisEnv) {
 	if err != nil || pttl < (time.Hour-time.Minute).Milliseconds() {
 		t.Fatalf("mark TTL %d ms, %v: want about an hour", pttl, err)
 	}
+	checkTTL(t, ra, a.seqKey(sid2), time.Hour)
 
 	// A mark whose session expired is forgotten.
 	sid3 := uuid.NewString()

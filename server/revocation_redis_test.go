@@ -68,11 +68,15 @@ func testRevocationExpiry(t *testing.T, e redisEnv) {
 	ctx := context.Background()
 	ra, rb := e.node(t), e.node(t)
 	a, b := NewRedisRevocationStore(ra), NewRedisRevocationStore(rb)
-	jti := uuid.NewString()
-	noErr(t, a.RevokeToken(ctx, jti, time.Now().Add(100*time.Millisecond)))
-	if got, err := b.IsRevoked(ctx, jti, "bob", time.Now()); err != nil || !got {
+	hour := uuid.NewString()
+	noErr(t, a.RevokeToken(ctx, hour, time.Now().Add(time.Hour)))
+	checkTTL(t, ra, a.tokenKey(hour), time.Hour)
+	if got, err := b.IsRevoked(ctx, hour, "bob", time.Now()); err != nil || !got {
 		t.Fatalf("IsRevoked = %v, %v; want true", got, err)
 	}
+
+	jti := uuid.NewString()
+	noErr(t, a.RevokeToken(ctx, jti, time.Now().Add(100*time.Millisecond)))
 	waitFor(t, "the revoked token's key to expire", func() bool { return !exists(t, ra, a.tokenKey(jti)) })
 	if got, err := b.IsRevoked(ctx, jti, "bob", time.Now()); err != nil || got {
 		t.Fatalf("IsRevoked after expiry = %v, %v; want false", got, err)

@@ -32,7 +32,7 @@ func StartRedisCluster(t testing.TB, n int) *RedisCluster {
 	addrs := make([]string, n)
 	for i := range n {
 		r := startRedis(t, func(r *Redis) {
-			r.args = []string{"--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "5000"}
+			r.args = []string{"--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "30000"}
 		})
 		c.Nodes = append(c.Nodes, r)
 		addrs[i] = r.Addr
