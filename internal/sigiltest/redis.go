@@ -172,6 +172,7 @@ func (r *Redis) start() error {
 		args = append([]string{r.conf}, args...)
 	}
 	cmd := exec.Command("redis-server", args...)
+	dieWithParent(cmd)
 	out := &syncBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
