@@ -1,0 +1,111 @@
+package server
+
+import (
+	"context"
+	"strconv"
+
+	"github.com/redis/rueidis"
+	"github.com/sigil-ws/sigil/protocol"
+)
+
+// RedisReplayStore is the protocol.ReplayStore that nodes share through
+// Redis, so that a session may reconnect to any node and keep its replay
+// protection (spec §7 step 8).
+//
+// Per session it keeps two kinds of keys, under one hash tag:
+//
+//	<prefix>replay:{<sid>}:seq        the greatest accepted seq, as decimal;
+//	                                  kept until the session's expiry
+//	<prefix>replay:{<sid>}:id:<id>    one per accepted id; kept until the
+//	                                  id's expiry (its ts + skew)
+//
+// Check is one round trip: a Lua script (EVALSHA) that, atomically, answers
+// replay_id if the id's key exists, replay_seq if seq is not greater than
+// the mark, and otherwise creates the id's key and raises the mark. Of any
+// number of concurrent checks of one frame, on any nodes, exactly one
+// succeeds. An id's key is written only after its frame's signature has
+// verified (the verifier calls Check at step 8).
+//
+// Unlike MemoryReplayStore, the number of ids a session holds is bounded
+// only by its rate of accepted frames times the id window; the server's
+// rate limits bound that.
+//
+// A Redis failure is returned as an error wrapping ErrRedisUnavailable,
+// never as an acceptance, so a verifier that fails on errors fails closed.
+type RedisReplayStore struct {
+	r *Redis
+}
+
+var _ protocol.ReplayStore = (*RedisReplayStore)(nil)
+
+// NewRedisReplayStore returns a replay store on r.
+func NewRedisReplayStore(r *Redis) *RedisReplayStore {
+	return &RedisReplayStore{r: r}
+}
+
+// replayCheckScript implements Check. Seqs are compared as decimal strings
+// (shorter is smaller, then byte order), which is exact for every uint64
+// where Lua's numbers would not be.
+//
+// KEYS[1] the session's seq mark, KEYS[2] the id's key.
+// ARGV[1] seq, ARGV[2] the id's TTL (ms), ARGV[3] the session's TTL (ms).
+// Returns 0 (accepted), 1 (replay_id) or 2 (replay_seq).
+var replayCheckScript = rueidis.NewLuaScript(`
+if redis.call('EXISTS', KEYS[2]) == 1 then return 1 end
+local last = redis.call('GET', KEYS[1]) or '0'
+local seq = ARGV[1]
+if #seq < #last or (#seq == #last and seq <= last) then return 2 end
+redis.call('SET', KEYS[2], '1', 'PX', ARGV[2])
+local ttl = tonumber(ARGV[3])
+local pttl = redis.call('PTTL', KEYS[1])
+if pttl > ttl then ttl = pttl end
+redis.call('SET', KEYS[1], seq, 'PX', ttl)
+return 0
+`)
+
+func (s *RedisReplayStore) seqKey(session string) string {
+	return s.r.key("replay", redisTag(session), "seq")
+}
+
+func (s *RedisReplayStore) idKey(session, id string) string {
+	return s.r.key("replay", redisTag(session), "id", id)
+}
+
+// Check implements protocol.ReplayStore in one round trip.
+func (s *RedisReplayStore) Check(ctx context.Context, c protocol.ReplayCheck) error {
+	var verdict int64
+	err := s.r.call(ctx, "replay.check", func(ctx context.Context) error {
+		var err error
+		verdict, err = replayCheckScript.Exec(ctx, s.r.client,
+			[]string{s.seqKey(c.Session), s.idKey(c.Session, c.ID)},
+			[]string{strconv.FormatUint(c.Seq, 10), strconv.FormatInt(s.r.ttl(c.IDExpiry), 10), strconv.FormatInt(s.r.ttl(c.SessionExpiry), 10)},
+		).AsInt64()
+		return err
+	})
+	switch {
+	case err != nil:
+		return err
+	case verdict == 1:
+		return &protocol.Error{Code: protocol.CodeReplayID, Message: "message id already seen", Ref: c.ID}
+	case verdict == 2:
+		return &protocol.Error{Code: protocol.CodeReplaySeq, Message: "seq must be greater than the last accepted seq", Ref: c.ID}
+	}
+	return nil
+}
+
+// LastSeq implements protocol.ReplayStore.
+func (s *RedisReplayStore) LastSeq(ctx context.Context, session string) (uint64, error) {
+	var seq uint64
+	err := s.r.call(ctx, "replay.last_seq", func(ctx context.Context) error {
+		v, err := s.r.client.Do(ctx, s.r.client.B().Get().Key(s.seqKey(session)).Build()).ToString()
+		if rueidis.IsRedisNil(err) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		seq, err = strconv.ParseUint(v, 10, 64)
+		return err
+	})
+	return seq, err
+}

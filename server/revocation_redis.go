@@ -1,0 +1,284 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/rueidis"
+	"github.com/sigil-ws/sigil/protocol"
+)
+
+// RedisRevocationStore is the RevocationStore that nodes share through
+// Redis (spec §4.4). Its keys:
+//
+//	<prefix>revoked:jti:<jti>    a revoked token id, kept until the token's
+//	                             expiry (a later, longer revocation extends it;
+//	                             a shorter one does not shorten it)
+//	<prefix>revoked:sub:<sub>    a revoked subject: the revocation time in
+//	                             Unix nanoseconds, the latest one kept, with
+//	                             no expiry (as in the memory store)
+//
+// IsRevoked is one round trip: the two reads are pipelined as separate
+// single-key commands, so they also work when Redis Cluster puts the keys
+// on different nodes.
+//
+// Each revocation is written and announced in one script, which also
+// publishes a notice on the channel <prefix>revocations. Watch delivers the
+// notices, so that every node can close its matching live sessions at once;
+// a node that misses a notice still refuses the token at its next frame,
+// because every frame consults the shared keys.
+//
+// A Redis failure is returned as an error wrapping ErrRedisUnavailable:
+// IsRevoked never answers "not revoked" when it could not ask.
+type RedisRevocationStore struct {
+	r       *Redis
+	channel string
+}
+
+var _ RevocationStore = (*RedisRevocationStore)(nil)
+
+// NewRedisRevocationStore returns a revocation store on r.
+func NewRedisRevocationStore(r *Redis) *RedisRevocationStore {
+	return &RedisRevocationStore{r: r, channel: r.key("revocations")}
+}
+
+// RevocationEvent is one notice from Watch: a token revoked (TokenID and
+// Until), a subject revoked (Subject and At), or a Resync.
+type RevocationEvent struct {
+	// TokenID is a revoked token id (jti); Until is when its token expires.
+	TokenID string
+	Until   time.Time
+	// Subject is a revoked subject: every token of it issued at or before
+	// At is revoked.
+	Subject string
+	At      time.Time
+	// Resync means that notices may have been lost: the subscription was
+	// re-established after a connection loss, a notice could not be
+	// decoded, or the receiver fell behind. The receiver re-checks every
+	// live session against the store.
+	Resync bool
+}
+
+// revocationNotice is the JSON published for each revocation.
+type revocationNotice struct {
+	JTI   string    `json:"jti,omitempty"`
+	Until time.Time `json:"until,omitzero"`
+	Sub   string    `json:"sub,omitempty"`
+	At    time.Time `json:"at,omitzero"`
+}
+
+func (s *RedisRevocationStore) tokenKey(jti string) string {
+	return s.r.key("revoked", "jti", redisKeyPart(jti))
+}
+
+func (s *RedisRevocationStore) subjectKey(sub string) string {
+	return s.r.key("revoked", "sub", redisKeyPart(sub))
+}
+
+// revokeTokenScript: KEYS[1] the token's key; ARGV[1] its TTL (ms),
+// ARGV[2] the channel, ARGV[3] the notice.
+var revokeTokenScript = rueidis.NewLuaScript(`
+local ttl = tonumber(ARGV[1])
+if redis.call('PTTL', KEYS[1]) < ttl then redis.call('SET', KEYS[1], '1', 'PX', ttl) end
+redis.call('PUBLISH', ARGV[2], ARGV[3])
+return 0
+`)
+
+// revokeSubjectScript: KEYS[1] the subject's key; ARGV[1] the revocation
+// time (Unix ns, decimal, compared exactly as strings), ARGV[2] the
+// channel, ARGV[3] the notice.
+var revokeSubjectScript = rueidis.NewLuaScript(`
+local cur = redis.call('GET', KEYS[1])
+local at = ARGV[1]
+if not cur or #at > #cur or (#at == #cur and at > cur) then redis.call('SET', KEYS[1], at) end
+redis.call('PUBLISH', ARGV[2], ARGV[3])
+return 0
+`)
+
+// RevokeToken implements RevocationStore.
+func (s *RedisRevocationStore) RevokeToken(ctx context.Context, jti string, until time.Time) error {
+	notice, err := json.Marshal(revocationNotice{JTI: jti, Until: until})
+	if err != nil {
+		return err
+	}
+	return s.r.call(ctx, "revocation.revoke_token", func(ctx context.Context) error {
+		return revokeTokenScript.Exec(ctx, s.r.client, []string{s.tokenKey(jti)},
+			[]string{strconv.FormatInt(s.r.ttl(until), 10), s.channel, string(notice)}).Error()
+	})
+}
+
+// Revocation times are stored in Unix nanoseconds, which hold the years
+// 1970 to 2262.
+var (
+	minRevocationTime = time.Unix(0, 0)
+	maxRevocationTime = time.Unix(0, 1<<63-1)
+)
+
+// RevokeSubject implements RevocationStore. at must lie between 1970 and
+// 2262.
+func (s *RedisRevocationStore) RevokeSubject(ctx context.Context, sub string, at time.Time) error {
+	if at.Before(minRevocationTime) || at.After(maxRevocationTime) {
+		return errors.New("sigil: subject revocation time out of range")
+	}
+	notice, err := json.Marshal(revocationNotice{Sub: sub, At: at})
+	if err != nil {
+		return err
+	}
+	return s.r.call(ctx, "revocation.revoke_subject", func(ctx context.Context) error {
+		return revokeSubjectScript.Exec(ctx, s.r.client, []string{s.subjectKey(sub)},
+			[]string{strconv.FormatInt(at.UnixNano(), 10), s.channel, string(notice)}).Error()
+	})
+}
+
+// IsRevoked implements protocol.RevocationChecker in one round trip.
+func (s *RedisRevocationStore) IsRevoked(ctx context.Context, jti, sub string, iat time.Time) (bool, error) {
+	var revoked bool
+	err := s.r.call(ctx, "revocation.is_revoked", func(ctx context.Context) error {
+		c := s.r.client
+		res := c.DoMulti(ctx,
+			c.B().Exists().Key(s.tokenKey(jti)).Build(),
+			c.B().Get().Key(s.subjectKey(sub)).Build())
+		n, err := res[0].AsInt64()
+		if err != nil {
+			return err
+		}
+		at, err := res[1].AsInt64()
+		if rueidis.IsRedisNil(err) {
+			revoked = n == 1
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		revoked = n == 1 || !iat.After(time.Unix(0, at))
+		return nil
+	})
+	return revoked, err
+}
+
+// watchBuffer is how many notices Watch holds for a slow fn before it
+// drops them for one Resync.
+const watchBuffer = 1024
+
+// Watch subscribes to the revocation notices of every node and returns
+// once the subscription is in place (or with an error if it could not be
+// made within RedisConfig.OpTimeout). Until ctx is done it then calls fn,
+// from one goroutine at a time, for each notice published by
+// RevokeToken or RevokeSubject on any node, this one included.
+//
+// After a connection loss Watch re-subscribes by itself, with a backoff,
+// and then calls fn with a Resync event, because notices published in the
+// gap are lost (Redis pub/sub keeps nothing). fn must not block for long;
+// if it falls behind by more than 1024 notices, they are replaced by one
+// Resync. A node needs one Watch: two on one Redis share a connection, and
+// the end of one makes the other re-subscribe (and Resync).
+func (s *RedisRevocationStore) Watch(ctx context.Context, fn func(RevocationEvent)) error {
+	ctx, cancel := context.WithCancel(ctx)
+	var (
+		subscribed atomic.Int64
+		ready      = make(chan struct{})
+		resync     = make(chan struct{}, 1)
+		events     = make(chan RevocationEvent, watchBuffer)
+	)
+	signalResync := func() {
+		select {
+		case resync <- struct{}{}:
+		default:
+		}
+	}
+	// The hook runs in rueidis' connection goroutine: it must not block.
+	hookCtx := rueidis.WithOnSubscriptionHook(ctx, func(ps rueidis.PubSubSubscription) {
+		if ps.Kind != "subscribe" {
+			return
+		}
+		if subscribed.Add(1) == 1 {
+			close(ready)
+		} else {
+			signalResync()
+		}
+	})
+	// Receive does not unsubscribe when ctx ends; this hook does, on the
+	// connection that subscribed.
+	hookCtx = rueidis.WithOnReceiveReturnHook(hookCtx, func(err error, c rueidis.CommandClient) error {
+		if ctx.Err() != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), s.r.timeout)
+			defer cancel()
+			_ = c.Do(ctx, c.B().Unsubscribe().Channel(s.channel).Build()).Error()
+		}
+		return err
+	})
+	// So does the message callback, in effect: rueidis' buffer is small,
+	// and a full one stalls every command on the connection.
+	onMessage := func(m rueidis.PubSubMessage) {
+		var n revocationNotice
+		ev := RevocationEvent{Resync: true}
+		if protocol.DecodeBody([]byte(m.Message), &n) == nil && (n.JTI != "") != (n.Sub != "") {
+			ev = RevocationEvent{TokenID: n.JTI, Until: n.Until, Subject: n.Sub, At: n.At}
+		}
+		select {
+		case events <- ev:
+		default:
+			signalResync()
+		}
+	}
+	failed := make(chan error, 1)
+	go func() {
+		defer cancel()
+		backoff := 50 * time.Millisecond
+		for {
+			start, before := time.Now(), subscribed.Load()
+			err := s.r.client.Receive(hookCtx, s.r.client.B().Subscribe().Channel(s.channel).Build(), onMessage)
+			if ctx.Err() != nil {
+				return
+			}
+			if err == nil {
+				err = errors.New("subscription ended")
+			}
+			if s.r.observe != nil {
+				s.r.observe("revocation.watch", time.Since(start), err)
+			}
+			if subscribed.Load() == 0 {
+				failed <- err
+				return
+			}
+			if subscribed.Load() > before {
+				backoff = 50 * time.Millisecond // it worked for a while
+			}
+			select {
+			case <-time.After(backoff):
+			case <-ctx.Done():
+				return
+			}
+			backoff = min(2*backoff, time.Second)
+		}
+	}()
+	timer := time.NewTimer(s.r.timeout)
+	defer timer.Stop()
+	select {
+	case <-ready:
+	case err := <-failed:
+		return wrapRedis("revocation.watch", err)
+	case <-timer.C:
+		cancel()
+		return wrapRedis("revocation.watch", errors.New("not subscribed in time"))
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case ev := <-events:
+				fn(ev)
+			case <-resync:
+				fn(RevocationEvent{Resync: true})
+			}
+		}
+	}()
+	return nil
+}
