@@ -31,6 +31,12 @@ var (
 	// ErrNoChannelKey is returned by Publish with Options.Encrypt when the
 	// client holds no key for the channel: subscribe to it first.
 	ErrNoChannelKey = errors.New("sigil client: no content key for the channel (subscribe first)")
+	// ErrProtocolViolation fails a connection attempt whose first server
+	// frame is not the welcome answering the hello, nor the error frame
+	// rejecting it (spec.md §8.3). The client acts on no such frame: it
+	// closes the connection with 1002. Dial returns the error; a client
+	// that is reconnecting tries again with backoff.
+	ErrProtocolViolation = errors.New("sigil client: protocol violation by the server")
 	// ErrNotEncrypted is returned when Options.Encrypt is set but the
 	// server did not provide a session content key.
 	ErrNotEncrypted = errors.New("sigil client: server did not negotiate body encryption")
@@ -91,6 +97,7 @@ const (
 	closeNormal        = 1000
 	closeGoingAway     = 1001
 	closeUnsupported   = 1003
+	closeProtocolError = 1002 // sent by the client (spec.md §8.3)
 	closeAbnormal      = 1006
 	closePolicy        = 1008
 	closeTooBig        = 1009

@@ -384,14 +384,18 @@ func (c *conn) hello(frame []byte) {
 			return
 		}
 	}
+	// welcome is the first server frame of the session (spec.md §8.3): it
+	// is queued before the session becomes visible to the hub, so no
+	// delivery, presence event or expiry warning can overtake it.
+	c.sendSigned(&protocol.Envelope{Action: protocol.ActWelcome, Corr: m.Corr}, wb)
 	c.welcomed.Store(true)
 	s.hub.register(c)
-	// A revocation that raced with this hello must still close it.
+	// A revocation that raced with this hello must still close it; the
+	// queue (the welcome, and anything delivered since) is discarded.
 	if revoked, err := s.cfg.Revocations.IsRevoked(s.ctx, sess.TokenID, sess.Subject, sess.IssuedAt); err == nil && revoked {
 		c.close(CloseRevoked, "revoked", false)
 		return
 	}
-	c.sendSigned(&protocol.Envelope{Action: protocol.ActWelcome, Corr: m.Corr}, wb)
 	s.log.Info("session open", "sid", c.sid, "sub", c.sub, "remote", c.remote, "encrypted", c.ekey != nil)
 }
 
