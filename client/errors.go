@@ -97,6 +97,7 @@ const (
 	closeNormal        = 1000
 	closeGoingAway     = 1001
 	closeUnsupported   = 1003
+	closeInvalidData   = 1007
 	closeProtocolError = 1002 // sent by the client (spec.md §8.3)
 	closeAbnormal      = 1006
 	closePolicy        = 1008
@@ -122,7 +123,7 @@ const (
 
 func closeRule(code int) reconnectRule {
 	switch code {
-	case closeNormal, closeUnsupported, closePolicy, closeTooBig, closeKicked:
+	case closeNormal, closeUnsupported, closeInvalidData, closePolicy, closeTooBig, closeKicked:
 		return ruleNever
 	case closeRevoked:
 		return ruleRevoked
@@ -141,6 +142,8 @@ func closeMeaning(code int) string {
 		return "server going away"
 	case closeUnsupported:
 		return "binary message sent"
+	case closeInvalidData:
+		return "text frame not valid UTF-8"
 	case closeAbnormal:
 		return "connection lost"
 	case closePolicy:

@@ -316,3 +316,38 @@ func TestFrameBeforeWelcome(t *testing.T) {
 		t.Fatalf("want a 4001 CloseError with bad_token, got %v", err)
 	}
 }
+
+// TestServerTextNotUTF8: a server text frame that is not UTF-8 fails the
+// connection (RFC 6455 §8.1): the client closes with 1007 and reconnects.
+func TestServerTextNotUTF8(t *testing.T) {
+	h := newHostile(t)
+	ks, err := protocol.NewKeySet(h.key.Public())
+	must(t, err)
+	ckey, err := protocol.GenerateKey(protocol.EdDSA, nil)
+	must(t, err)
+	st := newStates()
+	url := "ws" + strings.TrimPrefix(h.hs.URL, "http") + "/v1/ws"
+	c, err := client.Dial(ctxT(t), url, &client.Options{
+		Tokens:        client.SessionToken(client.Token{Token: "opaque-test-token", Key: ckey, Session: h.sid, Subject: "alice"}),
+		JWKS:          ks,
+		Reconnect:     fastReconnect,
+		OnStateChange: st.record,
+	})
+	must(t, err)
+	defer c.Close()
+	h.out <- []byte("\xff\xfe.\xff.\xff")
+	select {
+	case code := <-h.closed:
+		if code != websocket.CloseInvalidFramePayloadData {
+			t.Fatalf("client closed with %d, want 1007", code)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the client did not close the connection")
+	}
+	st.wait(t, client.StateReconnecting, 5*time.Second)
+	st.wait(t, client.StateConnected, 5*time.Second)
+	must(t, c.Ping(ctxT(t)))
+	if s := c.Stats(); s.Rejected != 1 || s.Reconnects != 1 {
+		t.Fatalf("stats %+v", s)
+	}
+}

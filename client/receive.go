@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gorilla/websocket"
 	"github.com/sigil-ws/sigil/protocol"
@@ -28,6 +29,15 @@ func (c *Client) read(cn *conn) {
 		if mt != websocket.TextMessage {
 			c.reject(&protocol.Error{Code: protocol.CodeMalformed, Message: "binary frame from the server"})
 			continue
+		}
+		if !utf8.Valid(data) {
+			// RFC 6455 §8.1: fail the connection; it is lost (1006), and
+			// the client reconnects with backoff (spec.md §10.2).
+			c.reject(&protocol.Error{Code: protocol.CodeMalformed, Message: "text frame from the server is not valid UTF-8"})
+			_ = cn.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(closeInvalidData, "invalid UTF-8"), time.Now().Add(time.Second))
+			cn.code, cn.err = closeAbnormal, errors.New("sigil client: the server sent a text frame that is not UTF-8")
+			cn.close()
+			return
 		}
 		m, err := cn.fv.Verify(data)
 		if err != nil && protocol.CodeOf(err) == protocol.CodeUnknownKey && c.refetchKeys(cn) {

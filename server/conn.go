@@ -11,6 +11,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gorilla/websocket"
 	"github.com/sigil-ws/sigil/protocol"
@@ -97,6 +98,9 @@ func (c *conn) loop(hello bool) {
 			case errors.Is(err, errBinary):
 				c.close(CloseUnsupported, "binary frames are not supported", false)
 				c.drain()
+			case errors.Is(err, errNotUTF8):
+				c.close(CloseInvalidData, "text frame is not valid UTF-8", false)
+				c.drain()
 			}
 			return
 		}
@@ -126,9 +130,13 @@ func (c *conn) loop(hello bool) {
 
 func handoffDone(c *conn) bool { return c.handedOff }
 
-var errBinary = errors.New("binary frame")
+var (
+	errBinary  = errors.New("binary frame")
+	errNotUTF8 = errors.New("text frame is not valid UTF-8")
+)
 
-// read reads one text message into a pooled buffer.
+// read reads one text message into a pooled buffer. A text message that
+// is not valid UTF-8 is errNotUTF8 (RFC 6455 §8.1; gorilla does not check).
 func (c *conn) read() (*[]byte, error) {
 	mt, r, err := c.ws.NextReader()
 	if err != nil {
@@ -155,6 +163,11 @@ func (c *conn) read() (*[]byte, error) {
 		}
 	}
 	*bp = b
+	if !utf8.Valid(b) {
+		*bp = b[:0]
+		readBufPool.Put(bp)
+		return nil, errNotUTF8
+	}
 	return bp, nil
 }
 

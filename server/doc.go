@@ -21,7 +21,8 @@
 // # Close codes
 //
 //	1000 normal                 1001 server going away (reconnect with backoff)
-//	1003 binary frame (no)      1008 too many rejected frames (no)
+//	1003 binary frame (no)      1007 text frame not UTF-8 (no)
+//	1008 too many rejected frames (no)
 //	1009 over read limit (no)   4000 hello timeout (yes)
 //	4001 hello rejected (only with a new token)
 //	4002 token expired (after refresh or with a new token)

@@ -324,6 +324,19 @@ func (c *client) expectClose(code int) {
 	}
 }
 
+// expectCloseFirst checks that the next thing to arrive is the close with code.
+func (c *client) expectCloseFirst(code int) {
+	c.t.Helper()
+	_ = c.ws.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_, data, err := c.ws.ReadMessage()
+	if err == nil {
+		c.t.Fatalf("want close %d, got a frame %.80s", code, data)
+	}
+	if ce, ok := err.(*websocket.CloseError); !ok || ce.Code != code {
+		c.t.Fatalf("want close %d, got %v", code, err)
+	}
+}
+
 // ping checks that the connection is usable.
 func (c *client) ping() {
 	c.t.Helper()

@@ -39,6 +39,7 @@ export const CLOSE = Object.freeze({
   1001: { meaning: 'server going away', reconnect: 'backoff' },
   1003: { meaning: 'a binary message was sent', reconnect: 'no' },
   1006: { meaning: 'connection lost', reconnect: 'backoff' },
+  1007: { meaning: 'a text frame that is not UTF-8 was sent', reconnect: 'no' },
   1008: { meaning: 'too many rejected frames', reconnect: 'no' },
   1009: { meaning: 'frame too large', reconnect: 'no' },
   4000: { meaning: 'no hello within the deadline', reconnect: 'backoff' },

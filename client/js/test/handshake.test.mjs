@@ -6,11 +6,13 @@
 //   - welcome is the first server frame of a session (spec §8.3): any other
 //     first frame is a protocol violation; the client acts on nothing,
 //     closes, and connect() rejects with protocol_violation.
+//   - close codes (spec §12.3): 1007 (a text frame that is not UTF-8) means
+//     a client bug: do not reconnect.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer } from 'node:http';
 import WebSocket, { WebSocketServer } from 'ws';
-import { Client, generateSessionKey, signCompact, TYP_SERVER, TYP_SESSION, SUBPROTOCOL } from '../sigil.js';
+import { Client, generateSessionKey, signCompact, TYP_SERVER, TYP_SESSION, SUBPROTOCOL, CLOSE } from '../sigil.js';
 
 let srv;
 
@@ -117,4 +119,19 @@ test('an error frame rejecting the hello is not a violation', async () => {
   };
   const c = await loggedIn();
   await assert.rejects(c.connect(), (e) => e.code === 'bad_token' && e.closeCode === 4001);
+});
+
+test('close 1007 (a text frame that is not UTF-8) does not reconnect (§12.3)', async () => {
+  assert.equal(CLOSE[1007].reconnect, 'no');
+  srv.onHello = async (hello, send, ws) => {
+    send(await srv.welcome(hello));
+    setTimeout(() => ws.close(1007, 'invalid UTF-8'), 20);
+  };
+  const c = new Client({ url: srv.url, WebSocket });
+  await c.login('alice', 'pw');
+  const out = new Promise((r) => c.on('loggedout', r));
+  await c.connect();
+  const ev = await out;
+  assert.equal(ev.reason, 'closed');
+  assert.match(ev.message, /1007/);
 });
