@@ -167,7 +167,12 @@ func TestPresence(t *testing.T) {
 	must(t, err)
 	bs, err := bob.Subscribe(ctx, "rooms.a")
 	must(t, err)
-	members, err := alice.Presence(ctx, "rooms.a")
+	members, err := alice.Presence(ctx, "rooms.nobody")
+	must(t, err)
+	if members == nil || len(members) != 0 {
+		t.Fatalf("members of an empty channel: %#v", members)
+	}
+	members, err = alice.Presence(ctx, "rooms.a")
 	must(t, err)
 	slices.Sort(members)
 	if !slices.Equal(members, []string{"alice", "bob"}) {

@@ -147,7 +147,7 @@ func (c *Client) dispatch(m *protocol.Message) {
 			c.report(err)
 		}
 	case protocol.ActJoin, protocol.ActLeave:
-		var pb protocol.PresenceBody
+		var pb protocol.JoinBody
 		if err := protocol.DecodeBody(m.Body, &pb); err != nil || pb.Sub == "" || m.Channel == "" {
 			c.reject(&protocol.Error{Code: protocol.CodeBadClaims, Message: m.Action + " frame body", Ref: m.ID})
 			return

@@ -58,7 +58,7 @@ var (
 type apiError struct {
 	status     int
 	Code       string `json:"error"`
-	Message    string `json:"message,omitempty"`
+	Message    string `json:"message"` // always present (spec.md §13.4: exactly two members)
 	retryAfter time.Duration
 }
 

@@ -252,7 +252,7 @@ func (h *hub) members(name string) []string {
 
 // presence broadcasts join or leave to the channel.
 func (h *hub) presence(name, act, sub string) {
-	frame, err := h.s.keys().signer.SignBody(&protocol.Envelope{Action: act, Channel: name}, protocol.PresenceBody{Sub: sub})
+	frame, err := h.s.keys().signer.SignBody(&protocol.Envelope{Action: act, Channel: name}, protocol.JoinBody{Sub: sub})
 	if err != nil {
 		return
 	}

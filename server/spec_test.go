@@ -486,6 +486,12 @@ func TestSpecChannelSemantics(t *testing.T) {
 	if len(pb.Members) != 1 || pb.Members[0] != "bob" {
 		t.Fatalf("presence %v", pb.Members)
 	}
+	// A channel without subscribers has members [], never an absent member
+	// (spec.md §9.1, §9.5): a client reads members.length.
+	carol.send(&protocol.Envelope{Action: protocol.ActPresence, Channel: "rooms.nobody", Corr: "n"})
+	if m := carol.recvAct(protocol.ActReply); string(m.Body) != `{"members":[]}` {
+		t.Fatalf("presence of an empty channel: %s", m.Body)
+	}
 
 	// unsub of a channel the session is not in: success, no leave.
 	carol.send(&protocol.Envelope{Action: protocol.ActUnsub, Channel: "rooms.a", Corr: "u"})

@@ -32,9 +32,9 @@ func TestFlowPubSubPresenceDM(t *testing.T) {
 	bob.send(&protocol.Envelope{Action: protocol.ActSub, Channel: "rooms.lobby"})
 	bob.recvAct(protocol.ActReply)
 	j := alice.recvAct(protocol.ActJoin)
-	var pb protocol.PresenceBody
-	must(t, json.Unmarshal(j.Body, &pb))
-	if pb.Sub != "bob" || j.Channel != "rooms.lobby" {
+	var jb protocol.JoinBody
+	must(t, protocol.DecodeBody(j.Body, &jb))
+	if jb.Sub != "bob" || j.Channel != "rooms.lobby" {
 		t.Fatalf("join %s", j.Body)
 	}
 	bob.recvAct(protocol.ActJoin)
@@ -42,7 +42,8 @@ func TestFlowPubSubPresenceDM(t *testing.T) {
 	// presence
 	bob.send(&protocol.Envelope{Action: protocol.ActPresence, Channel: "rooms.lobby"})
 	m = bob.recvAct(protocol.ActReply)
-	must(t, json.Unmarshal(m.Body, &pb))
+	var pb protocol.PresenceBody
+	must(t, protocol.DecodeBody(m.Body, &pb))
 	if len(pb.Members) != 2 {
 		t.Fatalf("presence %s", m.Body)
 	}
@@ -81,8 +82,8 @@ func TestFlowPubSubPresenceDM(t *testing.T) {
 	bob.send(&protocol.Envelope{Action: protocol.ActUnsub, Channel: "rooms.lobby", Corr: "u"})
 	bob.recvAct(protocol.ActReply)
 	l := alice.recvAct(protocol.ActLeave)
-	must(t, json.Unmarshal(l.Body, &pb))
-	if pb.Sub != "bob" {
+	must(t, protocol.DecodeBody(l.Body, &jb))
+	if jb.Sub != "bob" {
 		t.Fatal("leave")
 	}
 
