@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"encoding/json"
 	"time"
 
@@ -85,18 +86,16 @@ func (c *conn) dispatch(m *protocol.Message) *protocol.Error {
 		if m.To == "" || (len(m.Body) == 0 && !m.Encrypted) {
 			return badRequest("dm needs to and body or enc")
 		}
-		if !s.hub.interested(userTopic(m.To)) {
+		if !s.hub.interested(UserTopic(m.To)) {
 			return &protocol.Error{Code: protocol.CodeNotFound, Message: "the recipient has no session"}
 		}
-		rec := directRecord{To: m.To, Frame: string(m.Frame), JWK: c.jwk, Sub: c.sub}
+		// m.Frame is in the connection's read buffer, reused after this
+		// frame: the publication gets its own copy (a broker may keep it).
+		d := &DirectMessage{To: m.To, Sender: c.sub, SenderJWK: c.jwk, Frame: bytes.Clone(m.Frame)}
 		if m.Encrypted {
-			rec.Plain = m.Body
+			d.Plain = m.Body
 		}
-		payload, err := json.Marshal(rec)
-		if err != nil {
-			return &protocol.Error{Code: protocol.CodeInternal, Message: "dm failed"}
-		}
-		if err := s.cfg.Broker.Publish(s.ctx, userTopic(m.To), payload); err != nil {
+		if err := s.hub.direct(s.ctx, d); err != nil {
 			return &protocol.Error{Code: protocol.CodeInternal, Message: "dm failed"}
 		}
 		c.reply(m, nil, false)

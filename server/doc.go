@@ -38,6 +38,17 @@
 // interfaces with in-memory implementations. A cluster broker plugs in
 // through Config.Broker without changes to the hub.
 //
+// The broker contract is typed (broker.go). The hub publishes each fan-out
+// as a Publication to a Topic (a channel, or a user for direct messages)
+// and receives, as the BrokerEventHandler given to Broker.Start, the
+// publications of the topics it subscribed to, its own included. A channel
+// publication carries the deliver, join or leave frame signed once on the
+// publishing node; every node forwards those bytes as they are. A
+// DirectMessage carries what each node needs to sign a direct frame per
+// recipient session, re-sealing an encrypted body (its Plain member is a
+// message body in the clear, which must never cross a network
+// unencrypted). Publication.MarshalBinary is the encoding between nodes.
+//
 // # Concurrency
 //
 // A Server is safe for concurrent use. Each connection has exactly one

@@ -2,9 +2,7 @@ package server
 
 import (
 	"context"
-	"encoding/json"
 	"sort"
-	"strings"
 	"sync"
 	"time"
 
@@ -13,8 +11,9 @@ import (
 )
 
 // hub holds this node's sessions, channels and presence. Fan-out goes
-// through the Broker: the hub publishes to a topic and delivers what the
-// broker hands back to its local subscribers.
+// through the Broker: the hub publishes a Publication to a Topic and, as
+// the broker's BrokerEventHandler, delivers what the broker hands back to
+// its local sessions.
 type hub struct {
 	s *Server
 
@@ -36,9 +35,6 @@ func newHub(s *Server) *hub {
 	return &hub{s: s, all: map[*conn]struct{}{}, users: map[string]map[*conn]struct{}{}, channels: map[string]*channel{}}
 }
 
-func userTopic(sub string) string { return "user:" + sub }
-func chanTopic(ch string) string  { return "ch:" + ch }
-
 func (h *hub) register(c *conn) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -47,7 +43,7 @@ func (h *hub) register(c *conn) {
 	if u == nil {
 		u = map[*conn]struct{}{}
 		h.users[c.sub] = u
-		_ = h.s.cfg.Broker.Subscribe(h.s.ctx, userTopic(c.sub))
+		_ = h.s.cfg.Broker.Subscribe(h.s.ctx, UserTopic(c.sub))
 	}
 	u[c] = struct{}{}
 }
@@ -69,7 +65,7 @@ func (h *hub) unregister(c *conn) {
 		delete(u, c)
 		if len(u) == 0 {
 			delete(h.users, c.sub)
-			_ = h.s.cfg.Broker.Unsubscribe(h.s.ctx, userTopic(c.sub))
+			_ = h.s.cfg.Broker.Unsubscribe(h.s.ctx, UserTopic(c.sub))
 		}
 	}
 }
@@ -105,7 +101,7 @@ func (h *hub) subscribe(c *conn, name string) (members []string, wrapped string,
 	if ch == nil {
 		ch = &channel{name: name, subs: map[*conn]struct{}{}, members: map[string]int{}}
 		h.channels[name] = ch
-		_ = h.s.cfg.Broker.Subscribe(h.s.ctx, chanTopic(name))
+		_ = h.s.cfg.Broker.Subscribe(h.s.ctx, ChannelTopic(name))
 	}
 	if _, already := ch.subs[c]; !already {
 		ch.subs[c] = struct{}{}
@@ -171,7 +167,7 @@ func (h *hub) unsubscribe(c *conn, name string) (was bool) {
 	}
 	if len(ch.subs) == 0 {
 		delete(h.channels, name)
-		_ = h.s.cfg.Broker.Unsubscribe(h.s.ctx, chanTopic(name))
+		_ = h.s.cfg.Broker.Unsubscribe(h.s.ctx, ChannelTopic(name))
 	}
 	var rotate []*conn
 	var newKey *protocol.ContentKey
@@ -256,20 +252,20 @@ func (h *hub) presence(name, act, sub string) {
 	if err != nil {
 		return
 	}
-	_ = h.s.cfg.Broker.Publish(h.s.ctx, chanTopic(name), frame)
+	_ = h.s.cfg.Broker.Publish(h.s.ctx, &Publication{Channel: &ChannelPublication{Channel: name, Frame: frame}})
 }
 
-// interested reports whether anyone may receive topic.
-func (h *hub) interested(topic string) bool {
+// interested reports whether anyone may receive t.
+func (h *hub) interested(t Topic) bool {
 	if ib, ok := h.s.cfg.Broker.(InterestBroker); ok {
-		return ib.Interested(topic)
+		return ib.Interested(t)
 	}
 	return true
 }
 
 // publish signs one deliver frame and hands it to the broker.
 func (h *hub) publish(ctx context.Context, name string, inner []byte, jwk []byte, sub string) error {
-	if !h.interested(chanTopic(name)) {
+	if !h.interested(ChannelTopic(name)) {
 		return nil
 	}
 	db := protocol.DeliverBody{Frame: string(inner), JWK: jwk, Sub: sub}
@@ -277,30 +273,26 @@ func (h *hub) publish(ctx context.Context, name string, inner []byte, jwk []byte
 	if err != nil {
 		return err
 	}
-	return h.s.cfg.Broker.Publish(ctx, chanTopic(name), frame)
+	return h.s.cfg.Broker.Publish(ctx, &Publication{Channel: &ChannelPublication{Channel: name, Frame: frame}})
 }
 
-// directRecord is the broker payload of a direct message.
-type directRecord struct {
-	To    string          `json:"to"`
-	Frame string          `json:"frame"`
-	JWK   json.RawMessage `json:"jwk"`
-	Sub   string          `json:"sub"`
-	Plain json.RawMessage `json:"plain,omitempty"` // decrypted body of an encrypted dm
+// direct hands a direct message to the broker.
+func (h *hub) direct(ctx context.Context, d *DirectMessage) error {
+	return h.s.cfg.Broker.Publish(ctx, &Publication{Direct: d})
 }
 
-// onBroker delivers a broker message to the local sessions.
-func (h *hub) onBroker(topic string, payload []byte) {
+// HandlePublication implements BrokerEventHandler: it delivers p to the
+// local sessions.
+func (h *hub) HandlePublication(p *Publication) {
 	switch {
-	case strings.HasPrefix(topic, "ch:"):
-		name := topic[3:]
-		pm, err := websocket.NewPreparedMessage(websocket.TextMessage, payload)
+	case p.Channel != nil:
+		pm, err := websocket.NewPreparedMessage(websocket.TextMessage, p.Channel.Frame)
 		if err != nil {
 			return
 		}
 		n := 0
 		h.mu.RLock()
-		if ch := h.channels[name]; ch != nil {
+		if ch := h.channels[p.Channel.Channel]; ch != nil {
 			for c := range ch.subs {
 				if c.enqueue(outFrame{pm: pm}) {
 					n++
@@ -309,24 +301,20 @@ func (h *hub) onBroker(topic string, payload []byte) {
 		}
 		h.mu.RUnlock()
 		h.s.m.deliveries.Add(float64(n))
-	case strings.HasPrefix(topic, "user:"):
-		var d directRecord
-		if json.Unmarshal(payload, &d) != nil {
-			return
-		}
+	case p.Direct != nil:
 		h.mu.RLock()
 		var targets []*conn
-		for c := range h.users[topic[5:]] {
+		for c := range h.users[p.Direct.To] {
 			targets = append(targets, c)
 		}
 		h.mu.RUnlock()
-		h.deliverDirect(d, targets)
+		h.deliverDirect(p.Direct, targets)
 	}
 }
 
-func (h *hub) deliverDirect(d directRecord, targets []*conn) {
+func (h *hub) deliverDirect(d *DirectMessage, targets []*conn) {
 	signer := h.s.keys().signer
-	db := protocol.DeliverBody{Frame: d.Frame, JWK: d.JWK, Sub: d.Sub}
+	db := protocol.DeliverBody{Frame: string(d.Frame), JWK: d.SenderJWK, Sub: d.Sender}
 	var shared *websocket.PreparedMessage
 	n := 0
 	for _, c := range targets {

@@ -113,7 +113,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.hub = newHub(s)
-	if err := cfg.Broker.Start(s.hub.onBroker); err != nil {
+	if err := cfg.Broker.Start(s.hub); err != nil {
 		return nil, fmt.Errorf("broker: %w", err)
 	}
 	s.upgrader = websocket.Upgrader{
