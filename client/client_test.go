@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -289,4 +290,40 @@ func TestHundredGoroutinesPublish(t *testing.T) {
 	if tok := alice.Token(); tok.Seq < workers*each {
 		t.Fatalf("seq %d", tok.Seq)
 	}
+}
+
+// downRevocations fails every check while down is set, as a revocation
+// store on a network that went away.
+type downRevocations struct {
+	*server.MemoryRevocationStore
+	down atomic.Bool
+}
+
+func (r *downRevocations) IsRevoked(ctx context.Context, jti, sub string, iat time.Time) (bool, error) {
+	if r.down.Load() {
+		return false, errors.New("store unreachable")
+	}
+	return r.MemoryRevocationStore.IsRevoked(ctx, jti, sub, iat)
+}
+
+// TestStoreUnavailable: a failing store reaches the client as the code
+// unavailable: a refused Publish (the session stays), and a refused hello
+// (close 4006: Dial fails; a reconnecting client would back off).
+func TestStoreUnavailable(t *testing.T) {
+	rev := &downRevocations{MemoryRevocationStore: server.NewMemoryRevocationStore()}
+	e := newEnv(t, func(c *server.Config) { c.Revocations = rev })
+	alice := e.dial("alice", nil)
+	ctx := ctxT(t)
+	rev.down.Store(true)
+	if err := alice.Publish(ctx, "rooms.x", text{"x"}); protocol.CodeOf(err) != protocol.CodeUnavailable {
+		t.Fatalf("want unavailable, got %v", err)
+	}
+	_, err := client.Dial(ctx, e.url, &client.Options{Tokens: client.Password("bob", "pw")})
+	var ce *client.CloseError
+	if !errors.As(err, &ce) || ce.Code != server.CloseServerError || protocol.CodeOf(err) != protocol.CodeUnavailable {
+		t.Fatalf("want a 4006 CloseError with unavailable, got %v", err)
+	}
+	rev.down.Store(false)
+	must(t, alice.Publish(ctx, "rooms.x", text{"x"}))
+	e.dial("bob", nil)
 }

@@ -176,6 +176,8 @@ func helloCloseCode(code protocol.Code) int {
 		return closeTokenExpired
 	case protocol.CodeTokenRevoked:
 		return closeRevoked
+	case protocol.CodeUnavailable, protocol.CodeInternal:
+		return closeServerError
 	}
 	return closeHelloRejected
 }

@@ -37,6 +37,13 @@ import (
 //   - The handler may be called from any goroutine, concurrently for
 //     different topics. It does not block (it queues frames and returns) and
 //     it may be called while Publish, on the same node, has not returned.
+//   - Errors are returned, never retried silently. The hub logs and counts
+//     them (sigil_backend_errors_total{backend="broker"}) and fails closed:
+//     a frame whose Publish or Subscribe failed is answered with the error
+//     code unavailable, a failed Subscribe is rolled back, and a session
+//     whose subject cannot be subscribed is closed with 4006. A failed
+//     Unsubscribe does not undo the local change; the hub retries it
+//     from its sweeper while the topic stays unwanted.
 type Broker interface {
 	// Start sets the handler that receives the publications of every
 	// topic this node subscribes to.

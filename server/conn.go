@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"sort"
@@ -22,6 +23,7 @@ type outFrame struct {
 	pm   *websocket.PreparedMessage // shared fan-out frame, or
 	data []byte                     // a frame for this session only, or
 	ping bool                       // a keepalive ping
+	keep bool                       // the welcome: abort does not discard it
 }
 
 // conn is one WebSocket connection and, after welcome, its session.
@@ -333,6 +335,40 @@ func (c *conn) sendSigned(env *protocol.Envelope, v any) {
 	c.enqueue(outFrame{data: frame})
 }
 
+// abort ends the session after a check it could not pass (a store or
+// broker failure, fail closed): every queued frame but an unsent welcome
+// is discarded, the error frame answering ref (may be nil) is queued, and
+// the connection closes with code once it is written.
+func (c *conn) abort(ref *protocol.Envelope, pe *protocol.Error, code int, reason string) {
+	frame, err := c.srv.keys().signer.ErrorFrame(c.sid, ref, pe)
+	if err != nil {
+		c.srv.log.Error("signing an error frame failed", "err", err)
+		c.close(code, reason, false)
+		return
+	}
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return
+	}
+	kept := c.queue[:0]
+	for _, f := range c.queue {
+		if f.keep {
+			kept = append(kept, f)
+		}
+	}
+	c.queue = append(kept, outFrame{data: frame})
+	c.closed = true
+	c.closeBy = time.Now().Add(2 * time.Second)
+	c.closeCode, c.closeMsg = code, reason
+	start := !c.writing
+	c.writing = true
+	c.mu.Unlock()
+	if start {
+		go c.writeLoop()
+	}
+}
+
 // sendError signs an error frame answering ref (may be nil).
 func (c *conn) sendError(ref *protocol.Envelope, e *protocol.Error) {
 	frame, err := c.srv.keys().signer.ErrorFrame(c.sid, ref, e)
@@ -362,6 +398,9 @@ func (c *conn) hello(frame []byte) {
 			code = CloseTokenExpired
 		case protocol.CodeTokenRevoked:
 			code = CloseRevoked
+		case protocol.CodeUnavailable, protocol.CodeInternal:
+			code = CloseServerError
+			s.storeError("hello", pe)
 		}
 		c.close(code, string(pe.Code), true)
 		return
@@ -400,12 +439,29 @@ func (c *conn) hello(frame []byte) {
 	// welcome is the first server frame of the session (spec.md §8.3): it
 	// is queued before the session becomes visible to the hub, so no
 	// delivery, presence event or expiry warning can overtake it.
-	c.sendSigned(&protocol.Envelope{Action: protocol.ActWelcome, Corr: m.Corr}, wb)
+	welcome, err := ks.signer.SignBody(&protocol.Envelope{Action: protocol.ActWelcome, Session: c.sid, Corr: m.Corr}, wb)
+	if err != nil {
+		s.log.Error("signing a frame failed", "err", err)
+		c.close(CloseServerError, "signing failed", false)
+		return
+	}
+	c.enqueue(outFrame{data: welcome, keep: true})
 	c.welcomed.Store(true)
-	s.hub.register(c)
+	if perr := s.hub.register(c); perr != nil {
+		c.abort(&m.Envelope, perr, CloseServerError, "broker unavailable")
+		return
+	}
 	// A revocation that raced with this hello must still close it; the
-	// queue (the welcome, and anything delivered since) is discarded.
-	if revoked, err := s.cfg.Revocations.IsRevoked(s.ctx, sess.TokenID, sess.Subject, sess.IssuedAt); err == nil && revoked {
+	// queue (the welcome, and anything delivered since) is discarded. If
+	// the store cannot tell, the session fails closed.
+	revoked, err := s.cfg.Revocations.IsRevoked(s.ctx, sess.TokenID, sess.Subject, sess.IssuedAt)
+	if err != nil {
+		pe := &protocol.Error{Code: protocol.CodeUnavailable, Message: "revocation check failed"}
+		s.storeError("welcome revocation check", err)
+		c.abort(&m.Envelope, pe, CloseServerError, "revocation store unavailable")
+		return
+	}
+	if revoked {
 		c.close(CloseRevoked, "revoked", false)
 		return
 	}
@@ -433,6 +489,10 @@ func (c *conn) reject(frame []byte, err error) {
 	case protocol.CodeTokenRevoked:
 		c.close(CloseRevoked, "revoked", true)
 		return
+	case protocol.CodeUnavailable, protocol.CodeInternal:
+		// The server's failure, not the client's: no violation.
+		s.storeError("verify", pe)
+		return
 	}
 	now := time.Now()
 	cut := 0
@@ -451,7 +511,7 @@ func afterSignature(code protocol.Code) bool {
 	switch code {
 	case protocol.CodeWrongSession, protocol.CodeStale, protocol.CodeFuture, protocol.CodeReplaySeq,
 		protocol.CodeReplayID, protocol.CodeTokenExpired, protocol.CodeTokenRevoked, protocol.CodeForbidden,
-		protocol.CodeBadEnc, protocol.CodeBadRequest:
+		protocol.CodeBadEnc, protocol.CodeBadRequest, protocol.CodeUnavailable:
 		return true
 	}
 	return false
@@ -490,6 +550,16 @@ func indexByte(b []byte, c byte) int {
 		}
 	}
 	return -1
+}
+
+// storeError logs and counts a failed store call: err is the store's
+// error, or a protocol error that wraps it.
+func (s *Server) storeError(op string, err error) {
+	s.m.backendErrors.WithLabelValues("store", op).Inc()
+	if cause := errors.Unwrap(err); cause != nil {
+		err = fmt.Errorf("%w: %w", err, cause)
+	}
+	s.log.Error("store call failed", "op", op, "err", err)
 }
 
 func asProtoErr(err error) *protocol.Error {

@@ -340,6 +340,9 @@ func (s *Server) sweep() {
 			c.tick(now, ping)
 		}
 		s.hub.rotateOld(now)
+		if ping {
+			s.hub.retryUnsubscribes()
+		}
 		if m, ok := s.cfg.Replay.(*protocol.MemoryReplayStore); ok && ping {
 			m.Sweep()
 		}
