@@ -56,24 +56,30 @@ type conn struct {
 	closeCode int // pending close after the queue drains (0: none)
 	closeMsg  string
 	closeBy   time.Time // read deadline once closing
+	helloBy   time.Time // read deadline until the hello is handled
+	stopRead  bool      // the server is shutting down: read no more frames
+
+	closeSent chan struct{} // closed once the close frame is written or the socket dropped
+	closeOnce sync.Once
 	channels  map[string]struct{}
 	roles     []string
 	jti       string
 }
 
 func newConn(s *Server, ws *websocket.Conn, remote string) *conn {
-	return &conn{srv: s, ws: ws, remote: remote, connectedAt: s.cfg.Now()}
+	return &conn{srv: s, ws: ws, remote: remote, connectedAt: s.cfg.Now(),
+		helloBy: time.Now().Add(s.cfg.HelloTimeout), closeSent: make(chan struct{})}
 }
 
 var readBufPool = sync.Pool{New: func() any { b := make([]byte, 0, 2048); return &b }}
 
 // run is the reader goroutine.
 func (c *conn) run() {
-	s := c.srv
 	c.ws.SetPongHandler(func(string) error {
-		return c.ws.SetReadDeadline(c.readDeadline())
+		c.setReadDeadline()
+		return nil
 	})
-	_ = c.ws.SetReadDeadline(s.cfg.Now().Add(s.cfg.HelloTimeout))
+	c.setReadDeadline()
 	c.loop(true)
 }
 
@@ -92,6 +98,12 @@ func (c *conn) loop(hello bool) {
 		if err != nil {
 			var ne net.Error
 			switch {
+			case c.readStopped():
+				// Shutdown: every frame read so far has been answered;
+				// the queue is written, then 1001.
+				c.close(CloseGoingAway, "server shutting down", true)
+				c.waitCloseSent()
+				c.drain()
 			case hello && errors.As(err, &ne) && ne.Timeout() && !c.isClosed():
 				c.close(CloseHelloTimeout, "no hello within the deadline", false)
 			case errors.Is(err, websocket.ErrReadLimit):
@@ -118,9 +130,7 @@ func (c *conn) loop(hello bool) {
 			*bp = (*bp)[:0]
 			readBufPool.Put(bp)
 		}
-		if !hello || c.isClosed() {
-			_ = c.ws.SetReadDeadline(c.readDeadline())
-		}
+		c.setReadDeadline()
 		if first := !hello && !handoffDone(c); first {
 			handoff = true
 			c.handedOff = true
@@ -173,13 +183,55 @@ func (c *conn) read() (*[]byte, error) {
 	return bp, nil
 }
 
-func (c *conn) readDeadline() time.Time {
+// setReadDeadline sets the socket's read deadline (real time, not the
+// injected clock): the hello deadline, then the idle limit (extended by
+// every frame and pong), the wait for the peer's close frame once closing,
+// and the past once the server stops reading (stopReading). It runs under
+// c.mu, so that stopReading's deadline cannot be overwritten.
+func (c *conn) setReadDeadline() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.closed {
-		return c.closeBy
+	var d time.Time
+	switch {
+	case c.stopRead:
+		d = time.Unix(1, 0)
+	case c.closed:
+		d = c.closeBy
+	case !c.welcomed.Load():
+		d = c.helloBy
+	default:
+		d = time.Now().Add(c.srv.cfg.PingInterval + c.srv.cfg.PongTimeout)
 	}
-	return c.srv.cfg.Now().Add(c.srv.cfg.PingInterval + c.srv.cfg.PongTimeout)
+	_ = c.ws.SetReadDeadline(d)
+}
+
+// stopReading makes the reader stop after the frame it is handling, if
+// any: Shutdown's first step. The reader then closes with 1001 once the
+// queue, with the answer to every frame it read, is written.
+func (c *conn) stopReading() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.stopRead = true
+	_ = c.ws.SetReadDeadline(time.Unix(1, 0))
+}
+
+func (c *conn) readStopped() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.stopRead
+}
+
+// signalCloseSent records that the close frame was written or the socket
+// dropped.
+func (c *conn) signalCloseSent() { c.closeOnce.Do(func() { close(c.closeSent) }) }
+
+// waitCloseSent waits until the close frame is written (after the queue)
+// or the socket dropped, or the server gave up waiting (Shutdown's context).
+func (c *conn) waitCloseSent() {
+	select {
+	case <-c.closeSent:
+	case <-c.srv.ctx.Done():
+	}
 }
 
 // drain reads and discards what the peer still sends for a moment, so that
@@ -197,6 +249,7 @@ func (c *conn) finish() {
 	c.queue = nil
 	c.mu.Unlock()
 	_ = c.ws.Close()
+	c.signalCloseSent()
 	if c.welcomed.Load() {
 		c.srv.hub.unregister(c)
 	}
@@ -248,6 +301,7 @@ func (c *conn) sendClose(code int, reason string) {
 		c.srv.log.Info("session closed", "sid", c.sid, "sub", c.sub, "code", code, "reason", reason)
 	}
 	_ = c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason), time.Now().Add(time.Second))
+	c.signalCloseSent()
 	_ = c.ws.NetConn().SetReadDeadline(time.Now().Add(2 * time.Second))
 }
 
@@ -312,6 +366,7 @@ func (c *conn) writeLoop() {
 				c.queue = nil
 				c.mu.Unlock()
 				_ = c.ws.NetConn().Close()
+				c.signalCloseSent()
 				return
 			}
 		}
