@@ -5,7 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/google/uuid"
@@ -316,13 +317,7 @@ func (c *Client) addChannelKey(channel, wrapped string) error {
 func (c *Client) removeSub(s *Subscription) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	l := c.subs[s.channel]
-	for i, x := range l {
-		if x == s {
-			l = append(l[:i:i], l[i+1:]...)
-			break
-		}
-	}
+	l := slices.DeleteFunc(slices.Clone(c.subs[s.channel]), func(x *Subscription) bool { return x == s })
 	if len(l) == 0 {
 		delete(c.subs, s.channel)
 		return true
@@ -336,10 +331,7 @@ func (c *Client) removeSub(s *Subscription) bool {
 func (c *Client) resubscribe(ctx context.Context, cn *conn) error {
 	c.mu.Lock()
 	signer := c.signer
-	chans := make([]string, 0, len(c.subs))
-	for ch := range c.subs {
-		chans = append(chans, ch)
-	}
+	chans := slices.Collect(maps.Keys(c.subs))
 	c.mu.Unlock()
 	for _, ch := range chans {
 		m, err := c.requestOn(ctx, cn, signer, protocol.ActSub, ch, "", nil, true)

@@ -6,7 +6,7 @@ import (
 )
 
 // Code is a stable, machine-readable error code. Codes appear in error
-// frames (see spec.md §10) and never change meaning once published.
+// frames (spec.md §10.4, listed in §15) and never change meaning once published.
 type Code string
 
 // Verification codes, in the order of the verification pipeline (spec.md §7).

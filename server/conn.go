@@ -2,13 +2,14 @@ package server
 
 import (
 	"crypto/ecdsa"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
-	"sort"
+	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -268,7 +269,7 @@ func (c *conn) markClosed(code int) {
 	c.closed = true
 	c.queue = nil
 	c.mu.Unlock()
-	c.srv.m.closes.WithLabelValues(itoa(code)).Inc()
+	c.srv.m.closes.WithLabelValues(strconv.Itoa(code)).Inc()
 }
 
 // close starts the closing handshake with code. With drain, queued frames
@@ -293,7 +294,7 @@ func (c *conn) close(code int, reason string, drain bool) {
 }
 
 func (c *conn) sendClose(code int, reason string) {
-	c.srv.m.closes.WithLabelValues(itoa(code)).Inc()
+	c.srv.m.closes.WithLabelValues(strconv.Itoa(code)).Inc()
 	if code == CloseSlowConsumer {
 		c.srv.m.slowDrops.Inc()
 	}
@@ -406,13 +407,7 @@ func (c *conn) abort(ref *protocol.Envelope, pe *protocol.Error, code int, reaso
 		c.mu.Unlock()
 		return
 	}
-	kept := c.queue[:0]
-	for _, f := range c.queue {
-		if f.keep {
-			kept = append(kept, f)
-		}
-	}
-	c.queue = append(kept, outFrame{data: frame})
+	c.queue = append(slices.DeleteFunc(c.queue, func(f outFrame) bool { return !f.keep }), outFrame{data: frame})
 	c.closed = true
 	c.closeBy = time.Now().Add(2 * time.Second)
 	c.closeCode, c.closeMsg = code, reason
@@ -576,15 +571,7 @@ func afterSignature(code protocol.Code) bool {
 // claims already verified (protocol.Verifier does not return the envelope
 // with an error).
 func peekEnvelope(frame []byte) *protocol.Envelope {
-	i := indexByte(frame, '.')
-	if i < 0 {
-		return nil
-	}
-	j := indexByte(frame[i+1:], '.')
-	if j < 0 {
-		return nil
-	}
-	payload, err := base64.RawURLEncoding.DecodeString(string(frame[i+1 : i+1+j]))
+	payload, err := protocol.UnsafeClaims(frame)
 	if err != nil {
 		return nil
 	}
@@ -596,15 +583,6 @@ func peekEnvelope(frame []byte) *protocol.Envelope {
 		return nil
 	}
 	return &protocol.Envelope{ID: e.ID, Corr: e.Cid}
-}
-
-func indexByte(b []byte, c byte) int {
-	for i, x := range b {
-		if x == c {
-			return i
-		}
-	}
-	return -1
 }
 
 // storeError logs and counts a failed store call: err is the store's
@@ -652,27 +630,11 @@ func (c *conn) tokenID() string {
 func (c *conn) info() SessionInfo {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	chs := make([]string, 0, len(c.channels))
-	for ch := range c.channels {
-		chs = append(chs, ch)
-	}
-	sort.Strings(chs)
+	chs := slices.AppendSeq(make([]string, 0, len(c.channels)), maps.Keys(c.channels))
+	slices.Sort(chs)
 	return SessionInfo{
 		ID: c.sid, Subject: c.sub, Roles: append([]string{}, c.roles...), TokenID: c.jti,
 		Remote: c.remote, ConnectedAt: c.connectedAt, ExpiresAt: time.UnixMilli(c.exp.Load()),
 		Channels: chs, Encrypted: c.ekey != nil,
 	}
-}
-
-func itoa(n int) string {
-	var b [20]byte
-	i := len(b)
-	for n >= 10 {
-		i--
-		b[i] = byte('0' + n%10)
-		n /= 10
-	}
-	i--
-	b[i] = byte('0' + n)
-	return string(b[i:])
 }

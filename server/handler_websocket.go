@@ -4,6 +4,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 
 	"github.com/gorilla/websocket"
@@ -25,13 +26,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		writeError(w, newAPIError(http.StatusBadRequest, ErrCodeInvalidRequest, "a WebSocket upgrade is required"))
 		return
 	}
-	offered := false
-	for _, p := range websocket.Subprotocols(r) {
-		if p == protocol.Subprotocol {
-			offered = true
-		}
-	}
-	if !offered {
+	if !slices.Contains(websocket.Subprotocols(r), protocol.Subprotocol) {
 		writeError(w, newAPIError(http.StatusBadRequest, ErrCodeInvalidRequest, "the "+protocol.Subprotocol+" subprotocol is required"))
 		return
 	}

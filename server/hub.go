@@ -3,7 +3,8 @@ package server
 import (
 	"context"
 	"hash/maphash"
-	"sort"
+	"maps"
+	"slices"
 	"sync"
 	"time"
 
@@ -147,10 +148,7 @@ func (h *hub) register(c *conn) *protocol.Error {
 // the sessions of its subject. It is idempotent.
 func (h *hub) unregister(c *conn) {
 	c.mu.Lock()
-	chs := make([]string, 0, len(c.channels))
-	for ch := range c.channels {
-		chs = append(chs, ch)
-	}
+	chs := slices.Collect(maps.Keys(c.channels))
 	c.mu.Unlock()
 	for _, ch := range chs {
 		h.unsubscribe(c, ch)
@@ -195,7 +193,7 @@ func (h *hub) sessions() []SessionInfo {
 	for _, c := range cs {
 		out = append(out, c.info())
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].ConnectedAt.Before(out[j].ConnectedAt) })
+	slices.SortFunc(out, func(a, b SessionInfo) int { return a.ConnectedAt.Compare(b.ConnectedAt) })
 	return out
 }
 
@@ -260,12 +258,10 @@ func (h *hub) subscribe(c *conn, name string) (members []string, wrapped string,
 	return members, "", joined, nil
 }
 
+// memberList is the channel's subjects, sorted; never nil.
 func (ch *channel) memberList() []string {
-	out := make([]string, 0, len(ch.members))
-	for m := range ch.members {
-		out = append(out, m)
-	}
-	sort.Strings(out)
+	out := slices.AppendSeq(make([]string, 0, len(ch.members)), maps.Keys(ch.members))
+	slices.Sort(out)
 	return out
 }
 
