@@ -52,11 +52,12 @@ type conn struct {
 
 	mu        sync.Mutex
 	queue     []outFrame
-	writing   bool
+	writing   bool // a writer goroutine runs, or is held (held)
+	held      bool // the welcome is queued but nothing is written until the session is registered and checked
 	closed    bool
 	closeCode int // pending close after the queue drains (0: none)
 	closeMsg  string
-	closeBy   time.Time // read deadline once closing
+	closeBy   time.Time // read deadline once closing (real time, as every socket deadline)
 	helloBy   time.Time // read deadline until the hello is handled
 	stopRead  bool      // the server is shutting down: read no more frames
 
@@ -285,7 +286,12 @@ func (c *conn) close(code int, reason string, drain bool) {
 	c.closeBy = time.Now().Add(2 * time.Second)
 	if drain && c.writing {
 		c.closeCode, c.closeMsg = code, reason
+		start := c.held
+		c.held = false
 		c.mu.Unlock()
+		if start {
+			go c.writeLoop()
+		}
 		return
 	}
 	c.queue = nil
@@ -411,8 +417,31 @@ func (c *conn) abort(ref *protocol.Envelope, pe *protocol.Error, code int, reaso
 	c.closed = true
 	c.closeBy = time.Now().Add(2 * time.Second)
 	c.closeCode, c.closeMsg = code, reason
-	start := !c.writing
-	c.writing = true
+	start := !c.writing || c.held
+	c.writing, c.held = true, false
+	c.mu.Unlock()
+	if start {
+		go c.writeLoop()
+	}
+}
+
+// holdWelcome queues the welcome, the session's first frame, and holds
+// the writer: frames queued after it (deliveries to the session once it is
+// registered) wait until release, so that nothing reaches the client
+// before the session passed its last check, and a client that has the
+// welcome finds its session registered.
+func (c *conn) holdWelcome(welcome []byte) {
+	c.mu.Lock()
+	c.queue = append(c.queue, outFrame{data: welcome, keep: true})
+	c.writing, c.held = true, true
+	c.mu.Unlock()
+}
+
+// release starts the writer that holdWelcome held.
+func (c *conn) release() {
+	c.mu.Lock()
+	start := c.held
+	c.held = false
 	c.mu.Unlock()
 	if start {
 		go c.writeLoop()
@@ -488,14 +517,15 @@ func (c *conn) hello(frame []byte) {
 	}
 	// welcome is the first server frame of the session (spec.md §8.3): it
 	// is queued before the session becomes visible to the hub, so no
-	// delivery, presence event or expiry warning can overtake it.
+	// delivery, presence event or expiry warning can overtake it, and
+	// nothing is written until the session is registered and checked.
 	welcome, err := ks.signer.SignBody(&protocol.Envelope{Action: protocol.ActWelcome, Session: c.sid, Corr: m.Corr}, wb)
 	if err != nil {
 		s.log.Error("signing a frame failed", "err", err)
 		c.close(CloseServerError, "signing failed", false)
 		return
 	}
-	c.enqueue(outFrame{data: welcome, keep: true})
+	c.holdWelcome(welcome)
 	c.welcomed.Store(true)
 	if perr := s.hub.register(c); perr != nil {
 		c.abort(&m.Envelope, perr, CloseServerError, "broker unavailable")
@@ -515,6 +545,7 @@ func (c *conn) hello(frame []byte) {
 		c.close(CloseRevoked, "revoked", false)
 		return
 	}
+	c.release()
 	s.log.Info("session open", "sid", c.sid, "sub", c.sub, "remote", c.remote, "encrypted", c.ekey != nil)
 }
 
