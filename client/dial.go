@@ -193,10 +193,10 @@ func (c *Client) connect(ctx context.Context) (_ *conn, _ *welcome, rerr error) 
 	// clock offset is learned from it; it is bound to this hello by the cid.
 	// A fresh verifier has not seen a welcome, so it also accepts the error
 	// without sid that answers a rejected hello (spec.md §8.2).
-	hv := &protocol.FrameVerifier{Keys: fv.Keys, Session: tok.Session, Subject: tok.Subject, Skew: 24 * time.Hour}
+	hv := &protocol.FrameVerifier{Keys: fv.Keys, Session: tok.Session, Subject: tok.Subject, Skew: 24 * time.Hour, Now: c.now}
 	_ = ws.SetReadDeadline(time.Now().Add(c.opts.HandshakeTimeout))
 	mt, data, err := ws.ReadMessage()
-	arrived := time.Now()
+	arrived := c.opts.Now()
 	if err != nil {
 		ws.Close()
 		var ce *websocket.CloseError

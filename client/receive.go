@@ -15,6 +15,7 @@ import (
 func (c *Client) read(cn *conn) {
 	defer c.wg.Done()
 	defer close(cn.done)
+	defer c.dropConn(cn)
 	for {
 		mt, data, err := cn.ws.ReadMessage()
 		if err != nil {

@@ -135,7 +135,18 @@ func (c *Client) waitReady(ctx context.Context) (*conn, *protocol.ClientSigner, 
 		c.mu.Unlock()
 		select {
 		case <-ready:
-			if cn != nil {
+			if cn == nil {
+				continue
+			}
+			select {
+			case <-cn.closed: // lost: wait until its reader took it out of service
+				select {
+				case <-cn.done:
+				case <-ctx.Done():
+					return nil, nil, ctx.Err()
+				}
+				continue
+			default:
 				return cn, signer, nil
 			}
 		case <-ctx.Done():
@@ -152,14 +163,22 @@ func (c *Client) request(ctx context.Context, act, ch, to string, plain []byte, 
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	cn, signer, err := c.waitReady(ctx)
-	if err != nil {
-		if ctx.Err() != nil {
-			return nil, fmt.Errorf("%w: %w", errNotSent, err)
+	for {
+		cn, signer, err := c.waitReady(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, fmt.Errorf("%w: %w", errNotSent, err)
+			}
+			return nil, err
 		}
-		return nil, err
+		m, err := c.requestOn(ctx, cn, signer, act, ch, to, plain, want)
+		if errors.Is(err, errNotSent) && ctx.Err() == nil && c.Err() == nil {
+			// The connection was lost before the frame was handed to it:
+			// the server never saw it, so it goes on the next one.
+			continue
+		}
+		return m, err
 	}
-	return c.requestOn(ctx, cn, signer, act, ch, to, plain, want)
 }
 
 // requestOn is request on a given connection (resubscription uses it before

@@ -575,7 +575,7 @@ func (c *conn) reject(frame []byte, err error) {
 		s.storeError("verify", pe)
 		return
 	}
-	now := time.Now()
+	now := s.cfg.Now() // the rejection window is a protocol time (spec.md §12.4)
 	cut := 0
 	for cut < len(c.rejects) && now.Sub(c.rejects[cut]) > s.cfg.ViolationWindow {
 		cut++

@@ -332,7 +332,7 @@ func (s *Server) sweep() {
 	defer close(s.sweepEnd)
 	t := time.NewTicker(s.cfg.SweepInterval)
 	defer t.Stop()
-	lastPing := s.cfg.Now()
+	lastPing := time.Now() // keepalive runs on real time; expiry and rotation on the clock
 	for {
 		select {
 		case <-s.sweepStop:
@@ -340,9 +340,9 @@ func (s *Server) sweep() {
 		case <-t.C:
 		}
 		now := s.cfg.Now()
-		ping := now.Sub(lastPing) >= s.cfg.PingInterval
+		ping := time.Since(lastPing) >= s.cfg.PingInterval
 		if ping {
-			lastPing = now
+			lastPing = time.Now()
 		}
 		for _, c := range s.hub.conns(nil) {
 			c.tick(now, ping)
