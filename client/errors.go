@@ -163,7 +163,7 @@ func closeMeaning(code int) string {
 	case closeSlowConsumer:
 		return "slow consumer"
 	case closeServerError:
-		return "internal server error"
+		return "server error (or a store it needs is unavailable)"
 	}
 	return "unknown code"
 }

@@ -48,7 +48,7 @@ export const CLOSE = Object.freeze({
   4003: { meaning: 'session revoked', reconnect: 'never' },
   4004: { meaning: 'kicked by an administrator', reconnect: 'no' },
   4005: { meaning: 'slow consumer', reconnect: 'backoff' },
-  4006: { meaning: 'internal server error', reconnect: 'backoff' },
+  4006: { meaning: 'server error (or a store it needs is unavailable)', reconnect: 'backoff' },
 });
 
 /** backoffDelay: exponential from 0.5 s up to 30 s, with full jitter (§12.3). */
