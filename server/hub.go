@@ -91,10 +91,7 @@ func (h *hub) brokerUnsubscribe(t Topic) {
 // that still have no local interest. The sweeper calls it.
 func (h *hub) retryUnsubscribes() {
 	h.leftMu.Lock()
-	left := make([]Topic, 0, len(h.left))
-	for t := range h.left {
-		left = append(left, t)
-	}
+	left := slices.Collect(maps.Keys(h.left))
 	h.leftMu.Unlock()
 	for _, t := range left {
 		tl := h.topicLock(t)
