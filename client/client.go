@@ -143,14 +143,14 @@ func (c *Client) setSession(tok *Token, keys *protocol.KeySet) {
 	}
 	c.tok = tok
 	c.signer = &protocol.ClientSigner{Key: tok.Key, Session: tok.Session, Subject: tok.Subject,
-		Now: time.Now}
+		Now: c.opts.Now}
 	c.signer.SetSeq(tok.Seq)
 	c.signer.SetClockOffset(time.Duration(c.offset.Load()))
 	c.fv = &protocol.FrameVerifier{Keys: keys, Session: tok.Session, Subject: tok.Subject, Now: c.now}
 }
 
 // now is the local clock corrected by the server's offset.
-func (c *Client) now() time.Time { return time.Now().Add(time.Duration(c.offset.Load())) }
+func (c *Client) now() time.Time { return c.opts.Now().Add(time.Duration(c.offset.Load())) }
 
 // online installs cn as the live connection and starts its reader.
 func (c *Client) online(cn *conn, w *welcome) {
@@ -170,6 +170,22 @@ func (c *Client) online(cn *conn, w *welcome) {
 	c.wg.Add(1) // under c.mu, so that Close cannot miss it
 	c.mu.Unlock()
 	go c.read(cn)
+}
+
+// dropConn takes cn out of service once its reader has ended, so that
+// requests wait for the next connection instead of trying this one.
+func (c *Client) dropConn(cn *conn) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.cur != cn {
+		return
+	}
+	c.cur = nil
+	select {
+	case <-c.ready: // close the gate; a gate not yet open stays as it is
+		c.ready = make(chan struct{})
+	default:
+	}
 }
 
 // setReady opens the gate for requests waiting for a connection.
@@ -496,7 +512,7 @@ func (c *Client) refreshDelay() time.Duration {
 	if tok.RefreshToken == "" || tok.Expiry.IsZero() {
 		return 24 * time.Hour
 	}
-	left := time.Until(tok.Expiry)
+	left := tok.Expiry.Sub(c.opts.Now())
 	lead := min(left/3, time.Minute)
 	if d := left - lead; d > 100*time.Millisecond {
 		return d

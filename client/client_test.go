@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -104,7 +105,8 @@ func TestCall(t *testing.T) {
 		c.Policy, _ = protocol.NewPolicy(append(protocol.DefaultPolicy().Rules(),
 			protocol.Rule{Action: "math.add", Roles: []string{"user"}},
 			protocol.Rule{Action: "math.fail", Roles: []string{"user"}},
-			protocol.Rule{Action: "math.none", Roles: []string{"user"}}))
+			protocol.Rule{Action: "math.none", Roles: []string{"user"}},
+			protocol.Rule{Action: "math.slow", Roles: []string{"user"}}))
 	})
 	e.srv.Handle("math.add", func(ctx context.Context, m *server.Message) (any, error) {
 		var req struct{ A, B int }
@@ -137,18 +139,27 @@ func TestCall(t *testing.T) {
 	if err := alice.Call(ctx, "math.add", "not an object", nil); protocol.CodeOf(err) != protocol.CodeBadRequest {
 		t.Fatalf("want bad_request, got %v", err)
 	}
-	// The ctx deadline bounds the wait.
+	// The ctx deadline bounds the wait: the handler holds the call until
+	// the test releases it, so only the deadline can end it.
+	entered, release := make(chan struct{}), make(chan struct{})
 	e.srv.Handle("math.slow", func(ctx context.Context, m *server.Message) (any, error) {
-		time.Sleep(300 * time.Millisecond)
-		return "late", nil
+		close(entered)
+		<-release
+		return map[string]int{"sum": -1}, nil
 	})
-	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	short, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
 	defer cancel()
-	if err := alice.Call(short, "math.slow", nil, nil); !errors.Is(err, context.DeadlineExceeded) && protocol.CodeOf(err) != protocol.CodeForbidden {
-		t.Fatalf("want deadline, got %v", err)
+	if err := alice.Call(short, "math.slow", nil, &resp); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("want the deadline, got %v", err)
 	}
-	// The late reply is ignored and the next call pairs correctly.
-	time.Sleep(350 * time.Millisecond)
+	select { // the server did receive the call
+	case <-entered:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the call never reached the handler")
+	}
+	// The late reply, once released, is ignored, and the next call pairs
+	// correctly: the server answers in order, the late reply first.
+	close(release)
 	must(t, alice.Call(ctx, "math.add", map[string]int{"A": 1, "B": 1}, &resp))
 	if resp.Sum != 2 {
 		t.Fatalf("resp %+v", resp)
@@ -167,7 +178,12 @@ func TestPresence(t *testing.T) {
 	must(t, err)
 	bs, err := bob.Subscribe(ctx, "rooms.a")
 	must(t, err)
-	members, err := alice.Presence(ctx, "rooms.a")
+	members, err := alice.Presence(ctx, "rooms.nobody")
+	must(t, err)
+	if members == nil || len(members) != 0 {
+		t.Fatalf("members of an empty channel: %#v", members)
+	}
+	members, err = alice.Presence(ctx, "rooms.a")
 	must(t, err)
 	slices.Sort(members)
 	if !slices.Equal(members, []string{"alice", "bob"}) {
@@ -247,11 +263,16 @@ func TestEncryption(t *testing.T) {
 	}
 }
 
+// TestHundredGoroutinesPublish: 100 goroutines publish through one client;
+// every message arrives once, in no particular order. It waits on
+// progress, not on a time budget: it fails only if nothing happens for
+// stallLimit, however long the whole takes on a loaded machine.
 func TestHundredGoroutinesPublish(t *testing.T) {
+	const stallLimit = 30 * time.Second
 	e := newEnv(t, func(c *server.Config) { c.SendQueue = 4096 })
 	alice := e.dial("alice", nil)
 	bob := e.dial("bob", func(o *client.Options) { o.SubscriptionBuffer = 4096 })
-	ctx := ctxT(t)
+	ctx, stalled := progressContext(t, stallLimit)
 	bs, err := bob.Subscribe(ctx, "rooms.load")
 	must(t, err)
 	const workers, each = 100, 10
@@ -263,6 +284,7 @@ func TestHundredGoroutinesPublish(t *testing.T) {
 					errs <- err
 					return
 				}
+				stalled.progress()
 			}
 			errs <- nil
 		}()
@@ -272,7 +294,11 @@ func TestHundredGoroutinesPublish(t *testing.T) {
 	}
 	seen := map[string]bool{}
 	for len(seen) < workers*each {
-		m := next(t, bs)
+		m, err := bs.Next(ctx)
+		if err != nil {
+			t.Fatalf("after %d messages: %v", len(seen), err)
+		}
+		stalled.progress()
 		if seen[string(m.Body)] {
 			t.Fatalf("duplicate %s", m.Body)
 		}
@@ -284,4 +310,75 @@ func TestHundredGoroutinesPublish(t *testing.T) {
 	if tok := alice.Token(); tok.Seq < workers*each {
 		t.Fatalf("seq %d", tok.Seq)
 	}
+}
+
+// stallWatch cancels a context when no progress was reported for a while.
+type stallWatch struct{ ch chan struct{} }
+
+func (s stallWatch) progress() {
+	select {
+	case s.ch <- struct{}{}:
+	default: // a report is pending already
+	}
+}
+
+// progressContext returns a context that is canceled when limit passes
+// without a call to progress, and at the end of the test.
+func progressContext(t *testing.T, limit time.Duration) (context.Context, stallWatch) {
+	ctx, cancel := context.WithCancelCause(context.Background())
+	s := stallWatch{ch: make(chan struct{}, 1)}
+	done := make(chan struct{})
+	t.Cleanup(func() { close(done); cancel(nil) })
+	go func() {
+		timer := time.NewTimer(limit)
+		defer timer.Stop()
+		for {
+			select {
+			case <-s.ch:
+				timer.Reset(limit)
+			case <-timer.C:
+				cancel(fmt.Errorf("no progress for %v", limit))
+				return
+			case <-done:
+				return
+			}
+		}
+	}()
+	return ctx, s
+}
+
+// downRevocations fails every check while down is set, as a revocation
+// store on a network that went away.
+type downRevocations struct {
+	*server.MemoryRevocationStore
+	down atomic.Bool
+}
+
+func (r *downRevocations) IsRevoked(ctx context.Context, jti, sub string, iat time.Time) (bool, error) {
+	if r.down.Load() {
+		return false, errors.New("store unreachable")
+	}
+	return r.MemoryRevocationStore.IsRevoked(ctx, jti, sub, iat)
+}
+
+// TestStoreUnavailable: a failing store reaches the client as the code
+// unavailable: a refused Publish (the session stays), and a refused hello
+// (close 4006: Dial fails; a reconnecting client would back off).
+func TestStoreUnavailable(t *testing.T) {
+	rev := &downRevocations{MemoryRevocationStore: server.NewMemoryRevocationStore()}
+	e := newEnv(t, func(c *server.Config) { c.Revocations = rev })
+	alice := e.dial("alice", nil)
+	ctx := ctxT(t)
+	rev.down.Store(true)
+	if err := alice.Publish(ctx, "rooms.x", text{"x"}); protocol.CodeOf(err) != protocol.CodeUnavailable {
+		t.Fatalf("want unavailable, got %v", err)
+	}
+	_, err := client.Dial(ctx, e.url, &client.Options{Tokens: client.Password("bob", "pw")})
+	var ce *client.CloseError
+	if !errors.As(err, &ce) || ce.Code != server.CloseServerError || protocol.CodeOf(err) != protocol.CodeUnavailable {
+		t.Fatalf("want a 4006 CloseError with unavailable, got %v", err)
+	}
+	rev.down.Store(false)
+	must(t, alice.Publish(ctx, "rooms.x", text{"x"}))
+	e.dial("bob", nil)
 }

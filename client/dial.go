@@ -193,10 +193,10 @@ func (c *Client) connect(ctx context.Context) (_ *conn, _ *welcome, rerr error) 
 	// clock offset is learned from it; it is bound to this hello by the cid.
 	// A fresh verifier has not seen a welcome, so it also accepts the error
 	// without sid that answers a rejected hello (spec.md §8.2).
-	hv := &protocol.FrameVerifier{Keys: fv.Keys, Session: tok.Session, Subject: tok.Subject, Skew: 24 * time.Hour}
+	hv := &protocol.FrameVerifier{Keys: fv.Keys, Session: tok.Session, Subject: tok.Subject, Skew: 24 * time.Hour, Now: c.now}
 	_ = ws.SetReadDeadline(time.Now().Add(c.opts.HandshakeTimeout))
 	mt, data, err := ws.ReadMessage()
-	arrived := time.Now()
+	arrived := c.opts.Now()
 	if err != nil {
 		ws.Close()
 		var ce *websocket.CloseError
@@ -205,24 +205,15 @@ func (c *Client) connect(ctx context.Context) (_ *conn, _ *welcome, rerr error) 
 		}
 		return nil, nil, fmt.Errorf("sigil client: waiting for welcome: %w", err)
 	}
-	if mt != websocket.TextMessage {
-		ws.Close()
-		return nil, nil, errors.New("sigil client: binary frame from the server")
-	}
-	m, err := hv.Verify(data)
+	m, err := firstFrame(hv, mt, data, cid)
 	if err != nil {
-		ws.Close()
-		c.report(fmt.Errorf("sigil client: welcome rejected: %w", err))
-		return nil, nil, fmt.Errorf("sigil client: welcome rejected: %w", err)
-	}
-	if m.Action != protocol.ActWelcome || m.Corr != cid {
-		ws.Close()
-		if m.Action == protocol.ActError {
-			if pe := errorFrame(m); pe != nil {
-				return nil, nil, &CloseError{Code: helloCloseCode(pe.Code), Reason: string(pe.Code), Err: pe}
-			}
+		var ce *CloseError
+		if !errors.As(err, &ce) {
+			c.report(err)
+			_ = ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(closeProtocolError, "protocol violation"), time.Now().Add(time.Second))
 		}
-		return nil, nil, fmt.Errorf("sigil client: want welcome answering hello, got %q", m.Action)
+		ws.Close()
+		return nil, nil, err
 	}
 	w := &welcome{}
 	if err := protocol.DecodeBody(m.Body, &w.body); err != nil {
@@ -256,6 +247,30 @@ func (c *Client) connect(ctx context.Context) (_ *conn, _ *welcome, rerr error) 
 	fv.Remember(m.ID, m.Time())
 	_ = ws.SetReadDeadline(time.Time{})
 	return cn, w, nil
+}
+
+// firstFrame checks the first server frame of a connection: it must
+// verify and be the welcome answering the hello (cid), or the error
+// frame rejecting the hello, which becomes a *CloseError. Anything else
+// is a protocol violation (spec.md §8.3): the caller closes with 1002.
+func firstFrame(hv *protocol.FrameVerifier, mt int, data []byte, cid string) (*protocol.Message, error) {
+	if mt != websocket.TextMessage {
+		return nil, fmt.Errorf("%w: a binary message before welcome", ErrProtocolViolation)
+	}
+	m, err := hv.Verify(data)
+	if err != nil {
+		return nil, fmt.Errorf("%w: the first frame does not verify: %w", ErrProtocolViolation, err)
+	}
+	switch {
+	case m.Action == protocol.ActWelcome && m.Corr == cid:
+		return m, nil
+	case m.Action == protocol.ActError && m.Session == "":
+		pe := errorFrame(m)
+		return nil, &CloseError{Code: helloCloseCode(pe.Code), Reason: string(pe.Code), Err: pe}
+	case m.Action == protocol.ActWelcome:
+		return nil, fmt.Errorf("%w: the welcome does not answer this hello (cid)", ErrProtocolViolation)
+	}
+	return nil, fmt.Errorf("%w: the first frame is %q, not welcome", ErrProtocolViolation, m.Action)
 }
 
 // errorFrame decodes the body of a verified error frame.

@@ -60,13 +60,22 @@
 //     rejected too, the client closes;
 //   - 4003 (revoked): never; the client closes with an error wrapping
 //     ErrRevoked, and a person has to log in again;
-//   - 1000, 1003, 1008, 1009, 4004 (kicked): no reconnect; the client closes
-//     with a *CloseError.
+//   - 1000, 1003, 1007, 1008, 1009, 4004 (kicked): no reconnect; the client
+//     closes with a *CloseError.
+//
+// A server whose first frame on a connection is not the welcome answering
+// the hello (or the error rejecting it) breaks spec.md §8.3: the client
+// acts on nothing, closes with 1002, and the attempt fails with
+// ErrProtocolViolation (Dial returns it; a reconnecting client backs off
+// and tries again). A hello answered with unavailable or internal, a
+// failure of the server's stores, closes with 4006: backoff.
 //
 // While reconnecting, Publish, Send, Call, Presence and Subscribe wait for
-// the connection (or their ctx); a request whose connection dropped before
-// its answer fails with ErrConnectionLost, because the server may or may
-// not have acted on it. After a reconnect the client resubscribes to every
+// the connection (or their ctx); a request whose frame was written before
+// its connection dropped, and not answered, fails with ErrConnectionLost,
+// because the server may or may not have acted on it. A refusal with the
+// code unavailable (a store or broker of the server failed; the frame was
+// not accepted) may be sent again, with backoff. After a reconnect the client resubscribes to every
 // channel before it lets requests through; messages published while it was
 // away are not replayed (the server keeps no history). The client remembers
 // the server frame ids and the sender message ids it has received, so a

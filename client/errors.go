@@ -31,6 +31,12 @@ var (
 	// ErrNoChannelKey is returned by Publish with Options.Encrypt when the
 	// client holds no key for the channel: subscribe to it first.
 	ErrNoChannelKey = errors.New("sigil client: no content key for the channel (subscribe first)")
+	// ErrProtocolViolation fails a connection attempt whose first server
+	// frame is not the welcome answering the hello, nor the error frame
+	// rejecting it (spec.md §8.3). The client acts on no such frame: it
+	// closes the connection with 1002. Dial returns the error; a client
+	// that is reconnecting tries again with backoff.
+	ErrProtocolViolation = errors.New("sigil client: protocol violation by the server")
 	// ErrNotEncrypted is returned when Options.Encrypt is set but the
 	// server did not provide a session content key.
 	ErrNotEncrypted = errors.New("sigil client: server did not negotiate body encryption")
@@ -91,6 +97,8 @@ const (
 	closeNormal        = 1000
 	closeGoingAway     = 1001
 	closeUnsupported   = 1003
+	closeInvalidData   = 1007
+	closeProtocolError = 1002 // sent by the client (spec.md §8.3)
 	closeAbnormal      = 1006
 	closePolicy        = 1008
 	closeTooBig        = 1009
@@ -115,7 +123,7 @@ const (
 
 func closeRule(code int) reconnectRule {
 	switch code {
-	case closeNormal, closeUnsupported, closePolicy, closeTooBig, closeKicked:
+	case closeNormal, closeUnsupported, closeInvalidData, closePolicy, closeTooBig, closeKicked:
 		return ruleNever
 	case closeRevoked:
 		return ruleRevoked
@@ -134,6 +142,8 @@ func closeMeaning(code int) string {
 		return "server going away"
 	case closeUnsupported:
 		return "binary message sent"
+	case closeInvalidData:
+		return "text frame not valid UTF-8"
 	case closeAbnormal:
 		return "connection lost"
 	case closePolicy:
@@ -153,7 +163,7 @@ func closeMeaning(code int) string {
 	case closeSlowConsumer:
 		return "slow consumer"
 	case closeServerError:
-		return "internal server error"
+		return "server error (or a store it needs is unavailable)"
 	}
 	return "unknown code"
 }
@@ -166,6 +176,8 @@ func helloCloseCode(code protocol.Code) int {
 		return closeTokenExpired
 	case protocol.CodeTokenRevoked:
 		return closeRevoked
+	case protocol.CodeUnavailable, protocol.CodeInternal:
+		return closeServerError
 	}
 	return closeHelloRejected
 }

@@ -39,12 +39,47 @@ func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard
 
 // env is a real Sigil server on a random loopback port.
 type env struct {
-	t    testing.TB
-	srv  *server.Server
-	hs   *httptest.Server
-	url  string // ws://127.0.0.1:port/v1/ws
-	keys []*protocol.PrivateKey
-	mod  func(*server.Config)
+	t     testing.TB
+	srv   *server.Server
+	hs    *httptest.Server
+	url   string // ws://127.0.0.1:port/v1/ws
+	keys  []*protocol.PrivateKey
+	mod   func(*server.Config)
+	clock *testClock // the clock of the server and of the clients dial makes, if set
+}
+
+// testClock is real time plus an offset that the test moves forward, so
+// that token lifetimes pass without sleeping through them. Socket
+// deadlines, pings, timers and backoff stay on real time.
+type testClock struct {
+	mu     sync.Mutex
+	offset time.Duration
+}
+
+func (c *testClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return time.Now().Add(c.offset)
+}
+
+func (c *testClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.offset += d
+	c.mu.Unlock()
+}
+
+// newEnvClock is newEnv with a testClock shared by the server (across
+// restarts) and the clients that dial makes.
+func newEnvClock(t testing.TB, mod func(*server.Config)) *env {
+	clk := &testClock{}
+	e := newEnv(t, func(c *server.Config) {
+		c.Now = clk.Now
+		if mod != nil {
+			mod(c)
+		}
+	})
+	e.clock = clk
+	return e
 }
 
 func newEnv(t testing.TB, mod func(*server.Config)) *env {
@@ -71,7 +106,7 @@ func (e *env) start(l net.Listener) {
 		Keys:          e.keys,
 		Authenticator: server.StaticUsers{Doc: testUsers()},
 		Logger:        quietLogger(),
-		HelloTimeout:  2 * time.Second,
+		HelloTimeout:  10 * time.Second,
 	}
 	if e.mod != nil {
 		e.mod(&cfg)
@@ -125,10 +160,13 @@ func (e *env) dial(user string, mod func(*client.Options)) *client.Client {
 	e.t.Helper()
 	o := &client.Options{Tokens: client.Password(user, "pw"), Reconnect: fastReconnect,
 		OnError: func(err error) { e.t.Logf("%s: OnError: %v", user, err) }}
+	if e.clock != nil {
+		o.Now = e.clock.Now
+	}
 	if mod != nil {
 		mod(o)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	c, err := client.Dial(ctx, e.url, o)
 	if err != nil {
@@ -139,7 +177,7 @@ func (e *env) dial(user string, mod func(*client.Options)) *client.Client {
 }
 
 func ctxT(t testing.TB) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	t.Cleanup(cancel)
 	return ctx
 }
@@ -154,7 +192,7 @@ func must(t testing.TB, err error) {
 // next reads one message or fails.
 func next(t testing.TB, s *client.Subscription) *client.Message {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	m, err := s.Next(ctx)
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -15,6 +16,7 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/sigil-ws/sigil/client"
 	"github.com/sigil-ws/sigil/protocol"
+	"github.com/sigil-ws/sigil/server"
 )
 
 // hostile is a small test-only server that speaks just enough of the
@@ -28,12 +30,17 @@ type hostile struct {
 	sid    string
 	out    chan []byte
 	hs     *httptest.Server
+
+	// first, if set, makes the frames written in answer to a hello
+	// instead of the welcome; closed receives the client's close code.
+	first  func(hello *protocol.Envelope) [][]byte
+	closed chan int
 }
 
 func newHostile(t *testing.T) *hostile {
 	key, err := protocol.GenerateKey(protocol.EdDSA, nil)
 	must(t, err)
-	h := &hostile{t: t, key: key, signer: &protocol.ServerSigner{Key: key}, sid: uuid.NewString(), out: make(chan []byte, 16)}
+	h := &hostile{t: t, key: key, signer: &protocol.ServerSigner{Key: key}, sid: uuid.NewString(), out: make(chan []byte, 16), closed: make(chan int, 16)}
 	up := websocket.Upgrader{Subprotocols: []string{protocol.Subprotocol}}
 	h.hs = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ws, err := up.Upgrade(w, r, nil)
@@ -62,6 +69,9 @@ func newHostile(t *testing.T) *hostile {
 		for {
 			_, data, err := ws.ReadMessage()
 			if err != nil {
+				if ce, ok := err.(*websocket.CloseError); ok {
+					h.closed <- ce.Code
+				}
 				return
 			}
 			payload, err := protocol.UnsafeClaims(data) // the client is not under test here
@@ -73,9 +83,13 @@ func newHostile(t *testing.T) *hostile {
 			var fr []byte
 			switch env.Action {
 			case protocol.ActHello:
-				fr, _ = h.signer.SignBody(&protocol.Envelope{Action: protocol.ActWelcome, Session: h.sid, Corr: env.Corr},
-					protocol.WelcomeBody{Session: h.sid, Subject: "alice", Roles: []string{"user"}, Expiry: time.Now().Add(time.Hour).UnixMilli(),
-						Time: time.Now().UnixMilli(), Skew: 30000, Window: 30000, LastSeq: env.Seq, MaxFrame: 65536})
+				if h.first != nil {
+					for _, fr := range h.first(&env) {
+						write(fr)
+					}
+					continue
+				}
+				fr = h.welcome(&env)
 			case protocol.ActSub:
 				fr, _ = h.signer.SignBody(&protocol.Envelope{Action: protocol.ActReply, Session: h.sid, Corr: env.Corr, Channel: env.Channel},
 					protocol.SubReplyBody{Members: []string{"alice"}})
@@ -89,6 +103,14 @@ func newHostile(t *testing.T) *hostile {
 	}))
 	t.Cleanup(h.hs.Close)
 	return h
+}
+
+func (h *hostile) welcome(hello *protocol.Envelope) []byte {
+	fr, err := h.signer.SignBody(&protocol.Envelope{Action: protocol.ActWelcome, Session: h.sid, Corr: hello.Corr},
+		protocol.WelcomeBody{Session: h.sid, Subject: "alice", Roles: []string{"user"}, Expiry: time.Now().Add(time.Hour).UnixMilli(),
+			Time: time.Now().UnixMilli(), Skew: 30000, Window: 30000, LastSeq: hello.Seq, MaxFrame: 65536})
+	must(h.t, err)
+	return fr
 }
 
 // deliver makes a server-signed delivery of a publish by sender.
@@ -200,4 +222,132 @@ func TestHostileServerFrames(t *testing.T) {
 		t.Fatalf("state %s %v", c.State(), st.list())
 	}
 	_ = context.Background
+}
+
+// TestFrameBeforeWelcome: a server whose first frame is not the welcome
+// answering the hello breaks spec.md §8.3. The client acts on nothing: it
+// closes with 1002 and Dial fails with ErrProtocolViolation. The error
+// frame that rejects a hello is not a violation.
+func TestFrameBeforeWelcome(t *testing.T) {
+	h := newHostile(t)
+	ks, err := protocol.NewKeySet(h.key.Public())
+	must(t, err)
+	ckey, err := protocol.GenerateKey(protocol.EdDSA, nil)
+	must(t, err)
+	sender, _ := protocol.GenerateKey(protocol.EdDSA, nil)
+	bob := &protocol.ClientSigner{Key: sender, Session: uuid.NewString(), Subject: "bob"}
+	url := "ws" + strings.TrimPrefix(h.hs.URL, "http") + "/v1/ws"
+	dial := func() (*client.Client, []error, error) {
+		var mu sync.Mutex
+		var reported []error
+		c, err := client.Dial(ctxT(t), url, &client.Options{
+			Tokens: client.SessionToken(client.Token{Token: "opaque-test-token", Key: ckey, Session: h.sid, Subject: "alice"}),
+			JWKS:   ks,
+			OnError: func(err error) {
+				mu.Lock()
+				reported = append(reported, err)
+				mu.Unlock()
+			},
+		})
+		mu.Lock()
+		defer mu.Unlock()
+		return c, reported, err
+	}
+	direct := func() []byte {
+		inner, err := bob.Sign(&protocol.Envelope{Action: protocol.ActDM, To: "alice", Body: json.RawMessage(`"early"`)})
+		must(t, err)
+		jwk, _ := sender.Public().MarshalJSON()
+		fr, err := h.signer.SignBody(&protocol.Envelope{Action: protocol.ActDirect, To: "alice"},
+			protocol.DeliverBody{Frame: string(inner), JWK: jwk, Sub: "bob"})
+		must(t, err)
+		return fr
+	}
+	expiring := func() []byte {
+		fr, err := h.signer.SignBody(&protocol.Envelope{Action: protocol.ActExpiring, Session: h.sid}, protocol.ExpiringBody{Expiry: time.Now().Add(time.Minute).UnixMilli()})
+		must(t, err)
+		return fr
+	}
+	otherCid := func(hello *protocol.Envelope) []byte {
+		c := *hello
+		c.Corr = uuid.NewString()
+		return h.welcome(&c)
+	}
+	for _, tc := range []struct {
+		name  string
+		first func(hello *protocol.Envelope) [][]byte
+	}{
+		{"direct before welcome", func(hello *protocol.Envelope) [][]byte { return [][]byte{direct(), h.welcome(hello)} }},
+		{"expiring before welcome", func(hello *protocol.Envelope) [][]byte { return [][]byte{expiring(), h.welcome(hello)} }},
+		{"welcome for another hello", func(hello *protocol.Envelope) [][]byte { return [][]byte{otherCid(hello)} }},
+		{"unsigned junk", func(hello *protocol.Envelope) [][]byte { return [][]byte{[]byte("a.b.c"), h.welcome(hello)} }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h.first = tc.first
+			c, reported, err := dial()
+			if err == nil {
+				c.Close()
+				t.Fatal("Dial succeeded")
+			}
+			if !errors.Is(err, client.ErrProtocolViolation) {
+				t.Fatalf("want ErrProtocolViolation, got %v", err)
+			}
+			if len(reported) != 1 || !errors.Is(reported[0], client.ErrProtocolViolation) {
+				t.Fatalf("OnError saw %v", reported)
+			}
+			select {
+			case code := <-h.closed:
+				if code != websocket.CloseProtocolError {
+					t.Fatalf("client closed with %d, want 1002", code)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("the client did not close with a close frame")
+			}
+		})
+	}
+	// The error frame rejecting a hello is not a violation.
+	h.first = func(hello *protocol.Envelope) [][]byte {
+		fr, err := h.signer.ErrorFrame("", nil, &protocol.Error{Code: protocol.CodeBadToken, Message: "no"})
+		must(t, err)
+		return [][]byte{fr}
+	}
+	_, _, err = dial()
+	var ce *client.CloseError
+	if !errors.As(err, &ce) || ce.Code != server.CloseHelloRejected || protocol.CodeOf(err) != protocol.CodeBadToken {
+		t.Fatalf("want a 4001 CloseError with bad_token, got %v", err)
+	}
+}
+
+// TestServerTextNotUTF8: a server text frame that is not UTF-8 fails the
+// connection (RFC 6455 §8.1): the client closes with 1007 and reconnects.
+func TestServerTextNotUTF8(t *testing.T) {
+	h := newHostile(t)
+	ks, err := protocol.NewKeySet(h.key.Public())
+	must(t, err)
+	ckey, err := protocol.GenerateKey(protocol.EdDSA, nil)
+	must(t, err)
+	st := newStates()
+	url := "ws" + strings.TrimPrefix(h.hs.URL, "http") + "/v1/ws"
+	c, err := client.Dial(ctxT(t), url, &client.Options{
+		Tokens:        client.SessionToken(client.Token{Token: "opaque-test-token", Key: ckey, Session: h.sid, Subject: "alice"}),
+		JWKS:          ks,
+		Reconnect:     fastReconnect,
+		OnStateChange: st.record,
+	})
+	must(t, err)
+	defer c.Close()
+	h.out <- []byte("\xff\xfe.\xff.\xff")
+	select {
+	case code := <-h.closed:
+		if code != websocket.CloseInvalidFramePayloadData {
+			t.Fatalf("client closed with %d, want 1007", code)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the client did not close the connection")
+	}
+	st.wait(t, client.StateReconnecting, 5*time.Second)
+	st.wait(t, client.StateConnected, 5*time.Second)
+	must(t, c.Ping(ctxT(t)))
+	if s := c.Stats(); s.Rejected != 1 || s.Reconnects != 1 {
+		t.Fatalf("stats %+v", s)
+	}
 }

@@ -84,6 +84,12 @@ type Options struct {
 	// Default 10 s.
 	HandshakeTimeout time.Duration
 
+	// Now is the clock of protocol times: the ts of frames sent, the
+	// freshness of frames received, token expiry and when to refresh.
+	// Socket deadlines and reconnect backoff use real time. Default
+	// time.Now; tests set a fake clock shared with the server.
+	Now func() time.Time
+
 	// InsecureAllowPlaintext allows ws:// and http:// to hosts that are not
 	// loopback addresses. spec.md §2.3 forbids it: use it only behind a
 	// TLS-terminating sidecar you trust.
@@ -188,6 +194,9 @@ func (o *Options) withDefaults() Options {
 	}
 	if c.HandshakeTimeout <= 0 {
 		c.HandshakeTimeout = 10 * time.Second
+	}
+	if c.Now == nil {
+		c.Now = time.Now
 	}
 	return c
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gorilla/websocket"
 	"github.com/sigil-ws/sigil/protocol"
@@ -14,6 +15,7 @@ import (
 func (c *Client) read(cn *conn) {
 	defer c.wg.Done()
 	defer close(cn.done)
+	defer c.dropConn(cn)
 	for {
 		mt, data, err := cn.ws.ReadMessage()
 		if err != nil {
@@ -28,6 +30,15 @@ func (c *Client) read(cn *conn) {
 		if mt != websocket.TextMessage {
 			c.reject(&protocol.Error{Code: protocol.CodeMalformed, Message: "binary frame from the server"})
 			continue
+		}
+		if !utf8.Valid(data) {
+			// RFC 6455 §8.1: fail the connection; it is lost (1006), and
+			// the client reconnects with backoff (spec.md §10.2).
+			c.reject(&protocol.Error{Code: protocol.CodeMalformed, Message: "text frame from the server is not valid UTF-8"})
+			_ = cn.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(closeInvalidData, "invalid UTF-8"), time.Now().Add(time.Second))
+			cn.code, cn.err = closeAbnormal, errors.New("sigil client: the server sent a text frame that is not UTF-8")
+			cn.close()
+			return
 		}
 		m, err := cn.fv.Verify(data)
 		if err != nil && protocol.CodeOf(err) == protocol.CodeUnknownKey && c.refetchKeys(cn) {
@@ -137,7 +148,7 @@ func (c *Client) dispatch(m *protocol.Message) {
 			c.report(err)
 		}
 	case protocol.ActJoin, protocol.ActLeave:
-		var pb protocol.PresenceBody
+		var pb protocol.JoinBody
 		if err := protocol.DecodeBody(m.Body, &pb); err != nil || pb.Sub == "" || m.Channel == "" {
 			c.reject(&protocol.Error{Code: protocol.CodeBadClaims, Message: m.Action + " frame body", Ref: m.ID})
 			return

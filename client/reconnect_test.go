@@ -13,16 +13,13 @@ import (
 	"github.com/sigil-ws/sigil/server"
 )
 
-// TestRefreshInBand runs a client across several lifetimes of a token that
-// lives 3 s: it refreshes in-band and never reconnects. The server's
-// expiry warning is left at its default (60 s, capped at half the token
-// lifetime), so a refreshed token is not warned about at once: the client
-// refreshes a few times, not in a loop.
+// TestRefreshInBand runs a client across several lifetimes of its token
+// on a test clock: each time the clock reaches the server's expiry warning
+// (60 s before the end of a 15 min token), the client refreshes in-band,
+// once, and never reconnects. A refreshed token is not warned about at
+// once, so there is no refresh loop.
 func TestRefreshInBand(t *testing.T) {
-	e := newEnv(t, func(c *server.Config) {
-		c.TokenTTL = 3 * time.Second
-		c.SweepInterval = 100 * time.Millisecond
-	})
+	e := newEnvClock(t, func(c *server.Config) { c.SweepInterval = 20 * time.Millisecond })
 	st := newStates()
 	refreshed := make(chan client.Token, 16)
 	alice := e.dial("alice", func(o *client.Options) {
@@ -38,28 +35,30 @@ func TestRefreshInBand(t *testing.T) {
 	ctx := ctxT(t)
 	s, err := alice.Subscribe(ctx, "rooms.r")
 	must(t, err)
-	end := time.Now().Add(7 * time.Second)
-	n := 0
-	for time.Now().Before(end) {
+	must(t, alice.Ping(ctx)) // the join that follows the sub reply has arrived: nothing in flight
+	const lifetimes = 4
+	for n := range lifetimes {
+		// 30 s before the token's end: inside the warning, not past it.
+		e.clock.Advance(alice.Token().Expiry.Sub(e.clock.Now()) - 30*time.Second)
+		select {
+		case tk := <-refreshed:
+			if tk.Session != first.Session {
+				t.Fatal("OnRefresh session")
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("no refresh in lifetime %d", n)
+		}
 		must(t, alice.Publish(ctx, "rooms.r", map[string]int{"n": n}))
 		if m := next(t, s); m.From != "alice" {
 			t.Fatal(m.From)
 		}
-		n++
-		time.Sleep(200 * time.Millisecond)
 	}
-	got := alice.Stats()
-	// 7 s of 3 s tokens warned 1.5 s before expiry: about 4 refreshes; a
-	// warning loop would make hundreds.
-	if got.Refreshes < 2 || got.Refreshes > 10 || got.Reconnects != 0 {
-		t.Fatalf("refreshes %d reconnects %d", got.Refreshes, got.Reconnects)
+	if got := alice.Stats(); got.Refreshes != lifetimes || got.Reconnects != 0 || got.Rejected != 0 {
+		t.Fatalf("refreshes %d reconnects %d rejected %d, want %d, 0 and 0", got.Refreshes, got.Reconnects, got.Rejected, lifetimes)
 	}
 	last := alice.Token()
 	if last.Session != first.Session || last.Token == first.Token || last.RefreshToken == first.RefreshToken || !last.Expiry.After(first.Expiry) {
 		t.Fatalf("token did not move on: %v -> %v", first, last)
-	}
-	if tk := <-refreshed; tk.Session != first.Session {
-		t.Fatal("OnRefresh session")
 	}
 	if l := st.list(); slices.Contains(l, client.StateReconnecting) || slices.Contains(l, client.StateClosed) {
 		t.Fatalf("states %v", l)
@@ -67,24 +66,23 @@ func TestRefreshInBand(t *testing.T) {
 }
 
 // TestRefreshFailureFailsClosed gives the client a refresh token the server
-// does not know: the in-band refresh fails and the client closes.
+// does not know: once the token nears its end (a test clock), the in-band
+// refresh fails and the client closes.
 func TestRefreshFailureFailsClosed(t *testing.T) {
-	e := newEnv(t, func(c *server.Config) {
-		c.TokenTTL = 2 * time.Second
-		c.ExpiryWarning = time.Second
-	})
+	e := newEnvClock(t, func(c *server.Config) { c.SweepInterval = 20 * time.Millisecond })
 	ctx := ctxT(t)
 	tok, err := client.Password("alice", "pw").Token(ctx, &client.TokenRequest{BaseURL: httpBase(e.url), HTTPClient: e.hs.Client()})
 	must(t, err)
 	tok.RefreshToken = "bm90LWEtcmVmcmVzaC10b2tlbi1hdC1hbGwtbm90LWV2ZW4tY2xvc2U"
 	st := newStates()
 	st.t = t
-	c, err := client.Dial(ctx, e.url, &client.Options{Tokens: client.SessionToken(*tok), OnStateChange: st.record, Reconnect: fastReconnect})
+	c, err := client.Dial(ctx, e.url, &client.Options{Tokens: client.SessionToken(*tok), OnStateChange: st.record, Reconnect: fastReconnect, Now: e.clock.Now})
 	must(t, err)
 	defer c.Close()
+	e.clock.Advance(tok.Expiry.Sub(e.clock.Now()) - 30*time.Second)
 	select {
 	case <-c.Done():
-	case <-time.After(5 * time.Second):
+	case <-time.After(10 * time.Second):
 		t.Fatal("client did not fail closed")
 	}
 	if !errors.Is(c.Err(), client.ErrRefreshFailed) || protocol.CodeOf(c.Err()) != protocol.CodeBadToken {
@@ -231,8 +229,7 @@ func TestKickedDoesNotReconnect(t *testing.T) {
 // expires; on its return the client renews the token over /v1/refresh and
 // carries on in the same session.
 func TestExpiredTokenReconnectsWithNewToken(t *testing.T) {
-	ttl := 2 * time.Second
-	e := newEnv(t, func(c *server.Config) { c.TokenTTL = ttl; c.Refresh = sharedRefresh })
+	e := newEnvClock(t, func(c *server.Config) { c.Refresh = sharedRefresh })
 	alice := e.dial("alice", nil)
 	sid, _ := alice.Session()
 	ctx := ctxT(t)
@@ -240,8 +237,7 @@ func TestExpiredTokenReconnectsWithNewToken(t *testing.T) {
 	must(t, err)
 	addr := e.hs.Listener.Addr().String()
 	e.stop()
-	time.Sleep(ttl + 1500*time.Millisecond)
-	_ = addr
+	e.clock.Advance(alice.Token().Expiry.Sub(e.clock.Now()) + time.Minute) // the token expires meanwhile
 	e.restartStopped(addr)
 	pubCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
@@ -254,6 +250,9 @@ func TestExpiredTokenReconnectsWithNewToken(t *testing.T) {
 	}
 	if alice.Err() != nil {
 		t.Fatal(alice.Err())
+	}
+	if st := alice.Stats(); st.Refreshes != 1 || st.Reconnects != 1 {
+		t.Fatalf("stats %+v: want the expired token renewed once, on the one reconnect", st)
 	}
 	_ = fmt.Sprint
 }

@@ -5,7 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/google/uuid"
@@ -134,7 +135,18 @@ func (c *Client) waitReady(ctx context.Context) (*conn, *protocol.ClientSigner, 
 		c.mu.Unlock()
 		select {
 		case <-ready:
-			if cn != nil {
+			if cn == nil {
+				continue
+			}
+			select {
+			case <-cn.closed: // lost: wait until its reader took it out of service
+				select {
+				case <-cn.done:
+				case <-ctx.Done():
+					return nil, nil, ctx.Err()
+				}
+				continue
+			default:
 				return cn, signer, nil
 			}
 		case <-ctx.Done():
@@ -151,14 +163,22 @@ func (c *Client) request(ctx context.Context, act, ch, to string, plain []byte, 
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	cn, signer, err := c.waitReady(ctx)
-	if err != nil {
-		if ctx.Err() != nil {
-			return nil, fmt.Errorf("%w: %w", errNotSent, err)
+	for {
+		cn, signer, err := c.waitReady(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, fmt.Errorf("%w: %w", errNotSent, err)
+			}
+			return nil, err
 		}
-		return nil, err
+		m, err := c.requestOn(ctx, cn, signer, act, ch, to, plain, want)
+		if errors.Is(err, errNotSent) && ctx.Err() == nil && c.Err() == nil {
+			// The connection was lost before the frame was handed to it:
+			// the server never saw it, so it goes on the next one.
+			continue
+		}
+		return m, err
 	}
-	return c.requestOn(ctx, cn, signer, act, ch, to, plain, want)
 }
 
 // requestOn is request on a given connection (resubscription uses it before
@@ -316,13 +336,7 @@ func (c *Client) addChannelKey(channel, wrapped string) error {
 func (c *Client) removeSub(s *Subscription) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	l := c.subs[s.channel]
-	for i, x := range l {
-		if x == s {
-			l = append(l[:i:i], l[i+1:]...)
-			break
-		}
-	}
+	l := slices.DeleteFunc(slices.Clone(c.subs[s.channel]), func(x *Subscription) bool { return x == s })
 	if len(l) == 0 {
 		delete(c.subs, s.channel)
 		return true
@@ -336,10 +350,7 @@ func (c *Client) removeSub(s *Subscription) bool {
 func (c *Client) resubscribe(ctx context.Context, cn *conn) error {
 	c.mu.Lock()
 	signer := c.signer
-	chans := make([]string, 0, len(c.subs))
-	for ch := range c.subs {
-		chans = append(chans, ch)
-	}
+	chans := slices.Collect(maps.Keys(c.subs))
 	c.mu.Unlock()
 	for _, ch := range chans {
 		m, err := c.requestOn(ctx, cn, signer, protocol.ActSub, ch, "", nil, true)

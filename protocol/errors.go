@@ -40,6 +40,7 @@ const (
 	CodeRateLimited   Code = "rate_limited"   // too many requests
 	CodeAppError      Code = "app_error"      // an application handler returned an error
 	CodeInternal      Code = "internal"       // server-side failure; the frame may be retried
+	CodeUnavailable   Code = "unavailable"    // a shared store or broker is unreachable: the frame was not accepted; retry with backoff
 )
 
 // Codes lists every code in a stable order. spec.md lists the same codes.
@@ -50,6 +51,7 @@ var Codes = []Code{
 	CodeForbidden, CodeBadEnc,
 	CodeHelloRequired, CodeBadToken, CodeKeyMismatch, CodeBadRequest,
 	CodeUnknownAction, CodeNotFound, CodeRateLimited, CodeAppError, CodeInternal,
+	CodeUnavailable,
 }
 
 // Error is a protocol error with a stable code. It is what every verification

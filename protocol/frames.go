@@ -51,10 +51,15 @@ type SubReplyBody struct {
 	Key     string   `json:"key,omitempty"` // channel content key, wrapped to ekey
 }
 
-// PresenceBody is the reply body to presence, and the body of join/leave.
+// PresenceBody is the reply body to presence: {"members": [...]}, an
+// empty array (never absent) for a channel without subscribers.
 type PresenceBody struct {
-	Members []string `json:"members,omitempty"` // reply to presence
-	Sub     string   `json:"sub,omitempty"`     // join/leave: who
+	Members []string `json:"members"` // subjects present in the channel
+}
+
+// JoinBody is the body of join and leave: who joined or left.
+type JoinBody struct {
+	Sub string `json:"sub"`
 }
 
 // RefreshBody is the body of a client refresh frame.

@@ -173,7 +173,7 @@ func (v *TokenVerifier) verify(ctx context.Context, token string) (*SessionClaim
 	if v.Revocation != nil {
 		revoked, err := v.Revocation.IsRevoked(ctx, c.ID, c.Subject, c.IssuedAtTime())
 		if err != nil {
-			return nil, wrapErr(CodeInternal, err, "revocation check failed")
+			return nil, wrapErr(CodeUnavailable, err, "revocation check failed")
 		}
 		if revoked {
 			return nil, newErr(CodeTokenRevoked, "session token has been revoked")

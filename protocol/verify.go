@@ -168,7 +168,7 @@ func (v *Verifier) afterClaims(ctx context.Context, frame []byte, env *Envelope,
 		if pe, ok := err.(*Error); ok {
 			return fail(pe)
 		}
-		return fail(wrapErr(CodeInternal, err, "replay store failed"))
+		return fail(wrapErr(CodeUnavailable, err, "replay store failed"))
 	}
 	// 9: token expiry and revocation.
 	if !now.Before(s.Expiry) {
@@ -177,7 +177,7 @@ func (v *Verifier) afterClaims(ctx context.Context, frame []byte, env *Envelope,
 	if v.cfg.Revocation != nil {
 		revoked, err := v.cfg.Revocation.IsRevoked(ctx, s.TokenID, s.Subject, s.IssuedAt)
 		if err != nil {
-			return fail(wrapErr(CodeInternal, err, "revocation check failed"))
+			return fail(wrapErr(CodeUnavailable, err, "revocation check failed"))
 		}
 		if revoked {
 			return fail(newErr(CodeTokenRevoked, "session has been revoked"))

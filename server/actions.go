@@ -1,7 +1,9 @@
 package server
 
 import (
+	"bytes"
 	"encoding/json"
+	"errors"
 	"time"
 
 	"github.com/sigil-ws/sigil/protocol"
@@ -27,6 +29,16 @@ func (c *conn) handle(frame []byte) {
 		}
 		c.sendError(&m.Envelope, perr)
 	}
+}
+
+// codedError is the error frame for err: its own code if it is a
+// *protocol.Error (unavailable from the broker, say), else internal.
+func codedError(err error, msg string) *protocol.Error {
+	var pe *protocol.Error
+	if errors.As(err, &pe) {
+		return &protocol.Error{Code: pe.Code, Message: pe.Message}
+	}
+	return &protocol.Error{Code: protocol.CodeInternal, Message: msg}
 }
 
 func badRequest(msg string) *protocol.Error {
@@ -55,7 +67,7 @@ func (c *conn) dispatch(m *protocol.Message) *protocol.Error {
 		}
 		members, key, joined, err := s.hub.subscribe(c, m.Channel)
 		if err != nil {
-			return &protocol.Error{Code: protocol.CodeInternal, Message: "subscribe failed"}
+			return codedError(err, "subscribe failed")
 		}
 		c.reply(m, protocol.SubReplyBody{Members: members, Key: key}, true)
 		if joined {
@@ -78,26 +90,24 @@ func (c *conn) dispatch(m *protocol.Message) *protocol.Error {
 		}
 		err := s.hub.publish(s.ctx, m.Channel, m.Frame, c.jwk, c.sub)
 		if err != nil {
-			return &protocol.Error{Code: protocol.CodeInternal, Message: "publish failed"}
+			return codedError(err, "publish failed")
 		}
 		c.reply(m, nil, false)
 	case protocol.ActDM:
 		if m.To == "" || (len(m.Body) == 0 && !m.Encrypted) {
 			return badRequest("dm needs to and body or enc")
 		}
-		if !s.hub.interested(userTopic(m.To)) {
+		if !s.hub.interested(UserTopic(m.To)) {
 			return &protocol.Error{Code: protocol.CodeNotFound, Message: "the recipient has no session"}
 		}
-		rec := directRecord{To: m.To, Frame: string(m.Frame), JWK: c.jwk, Sub: c.sub}
+		// m.Frame is in the connection's read buffer, reused after this
+		// frame: the publication gets its own copy (a broker may keep it).
+		d := &DirectMessage{To: m.To, Sender: c.sub, SenderJWK: c.jwk, Frame: bytes.Clone(m.Frame)}
 		if m.Encrypted {
-			rec.Plain = m.Body
+			d.Plain = m.Body
 		}
-		payload, err := json.Marshal(rec)
-		if err != nil {
-			return &protocol.Error{Code: protocol.CodeInternal, Message: "dm failed"}
-		}
-		if err := s.cfg.Broker.Publish(s.ctx, userTopic(m.To), payload); err != nil {
-			return &protocol.Error{Code: protocol.CodeInternal, Message: "dm failed"}
+		if perr := s.hub.direct(s.ctx, d); perr != nil {
+			return perr
 		}
 		c.reply(m, nil, false)
 	case protocol.ActRefresh:
@@ -137,10 +147,28 @@ func (c *conn) refresh(m *protocol.Message) *protocol.Error {
 		return badRequest("refresh body must be {refresh_token}")
 	}
 	s := c.srv
+	// A store that fails anywhere on this path fails the session closed:
+	// an unavailable error frame, then 4006 (the client reconnects with
+	// backoff, and its hello is checked again).
+	failClosed := func(op string, err error) *protocol.Error {
+		pe := &protocol.Error{Code: protocol.CodeUnavailable, Message: "a store is unavailable", Ref: m.ID}
+		s.storeError(op, err)
+		s.m.reject(pe.Code)
+		c.abort(&m.Envelope, pe, CloseServerError, "store unavailable")
+		return nil
+	}
 	res, aerr := s.rotateRefresh(s.ctx, rb.RefreshToken, c.sid, c.sess.Key.Thumbprint(), c)
 	if aerr != nil {
+		if aerr.status >= 500 {
+			return failClosed("refresh", aerr)
+		}
 		pe := &protocol.Error{Code: protocol.CodeBadToken, Message: "refresh token rejected", Ref: m.ID}
-		if revoked, err := s.cfg.Revocations.IsRevoked(s.ctx, c.sess.TokenID, c.sub, c.sess.IssuedAt); err == nil && revoked {
+		revoked, err := s.cfg.Revocations.IsRevoked(s.ctx, c.sess.TokenID, c.sub, c.sess.IssuedAt)
+		if err != nil {
+			// Whether a reuse just revoked this session cannot be told.
+			return failClosed("refresh revocation check", err)
+		}
+		if revoked {
 			// Reuse revoked the family, this session's token included.
 			s.m.reject(pe.Code)
 			c.sendError(&m.Envelope, pe)
@@ -150,6 +178,9 @@ func (c *conn) refresh(m *protocol.Message) *protocol.Error {
 		return pe
 	}
 	if err := s.keys().verifier.Refresh(s.ctx, c.sess, res.Token); err != nil {
+		if pe := asProtoErr(err); pe.Code == protocol.CodeUnavailable || pe.Code == protocol.CodeInternal {
+			return failClosed("refresh token check", err)
+		}
 		return asProtoErr(err)
 	}
 	c.mu.Lock()

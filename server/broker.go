@@ -1,35 +1,211 @@
 package server
 
-import "context"
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
 
-// Broker carries frames between the nodes of a cluster. The hub publishes
-// every fan-out to a topic and receives it back through the handler given
-// to Start, on every node (including the publishing one) that subscribed to
-// the topic. Topics are "ch:<channel>" (payload: a signed deliver or
-// presence frame, sent as is to every local subscriber) and "user:<sub>"
-// (payload: an internal direct-message record; a cluster broker must run
-// over an authenticated, encrypted transport because it may carry
-// decrypted direct-message bodies).
+	"github.com/sigil-ws/sigil/protocol"
+)
+
+// Broker carries publications between the nodes of a cluster. A node
+// publishes every fan-out, channel publications and direct messages alike,
+// as a Publication; the broker hands it to the BrokerEventHandler of every
+// node subscribed to its Topic, the publishing node included, and that
+// node's hub delivers it to its local sessions. The broker knows nothing of
+// sessions, frames or keys: it moves Publications by Topic.
 //
-// The in-memory broker delivers synchronously in process. A Redis broker
-// implements the same four methods.
+// Contract (MemoryBroker is the reference; a networked broker keeps it):
+//
+//   - Start is called once, by New, before any other method.
+//   - Subscribe and Unsubscribe are set operations: after Subscribe(t) the
+//     node receives t's publications until Unsubscribe(t); repeating either
+//     is harmless. The hub calls Subscribe when the first local session
+//     needs t and Unsubscribe when the last one left, never concurrently
+//     for one topic and never while holding its own locks.
+//   - Publish may keep p after it returns (to queue it, say): the hub
+//     gives every publication memory of its own and never changes it.
+//   - Publish returns only once the publication is with the broker: a nil
+//     error means every node subscribed to the topic at that moment will
+//     be handed it (the frame that caused it is then acknowledged to its
+//     sender). An error means it reached nobody; the hub answers the frame
+//     with the error code unavailable.
+//   - Order: the publications of one topic published by one node reach each
+//     subscribed node's handler in the order Publish was called. Nothing is
+//     promised across topics or across publishing nodes.
+//   - The handler may be called from any goroutine, concurrently for
+//     different topics. It does not block (it queues frames and returns) and
+//     it may be called while Publish, on the same node, has not returned.
+//   - Errors are returned, never retried silently. The hub logs and counts
+//     them (sigil_backend_errors_total{backend="broker"}) and fails closed:
+//     a frame whose Publish or Subscribe failed is answered with the error
+//     code unavailable, a failed Subscribe is rolled back, and a session
+//     whose subject cannot be subscribed is closed with 4006. A failed
+//     Unsubscribe does not undo the local change; the hub retries it
+//     from its sweeper while the topic stays unwanted.
 type Broker interface {
-	// Start sets the handler that receives every message of the topics this
-	// node subscribed to. It is called once, before any other method.
-	Start(handler func(topic string, payload []byte)) error
-	// Publish sends payload to every node subscribed to topic.
-	Publish(ctx context.Context, topic string, payload []byte) error
-	// Subscribe starts the delivery of topic to this node. Calls nest: the
-	// hub calls it when the first local session needs the topic.
-	Subscribe(ctx context.Context, topic string) error
-	// Unsubscribe stops it, when the last local session left.
-	Unsubscribe(ctx context.Context, topic string) error
+	// Start sets the handler that receives the publications of every
+	// topic this node subscribes to.
+	Start(h BrokerEventHandler) error
+	// Publish hands p to every node subscribed to p.Topic().
+	Publish(ctx context.Context, p *Publication) error
+	// Subscribe starts the delivery of t's publications to this node.
+	Subscribe(ctx context.Context, t Topic) error
+	// Unsubscribe stops it.
+	Unsubscribe(ctx context.Context, t Topic) error
+}
+
+// BrokerEventHandler receives the publications of the topics a node
+// subscribed to. The hub implements it.
+type BrokerEventHandler interface {
+	// HandlePublication delivers p to the node's local sessions. p and its
+	// slices must not be modified afterwards.
+	HandlePublication(p *Publication)
 }
 
 // InterestBroker is an optional Broker extension: Interested reports
-// whether any node is subscribed to topic. The hub uses it to skip signing
-// deliveries nobody receives and to answer not_found for direct messages
-// to users with no session. A broker that cannot tell does not implement it.
+// whether any node is subscribed to t. The hub uses it to skip signing
+// deliveries nobody receives and to answer not_found for direct messages to
+// users with no session (spec.md §9.5). A broker that cannot tell does not
+// implement it; such direct messages are then accepted and reach no one.
 type InterestBroker interface {
-	Interested(topic string) bool
+	Interested(t Topic) bool
+}
+
+// TopicKind says what a Topic names.
+type TopicKind uint8
+
+// Topic kinds.
+const (
+	// TopicChannel is a channel: its subscribers receive its
+	// publications (deliver, join, leave).
+	TopicChannel TopicKind = iota + 1
+	// TopicUser is a subject: each of its sessions receives the direct
+	// messages sent to it.
+	TopicUser
+)
+
+// Topic is what a node subscribes to: a channel or a user (subject).
+// Topics are comparable and may be used as map keys.
+type Topic struct {
+	Kind TopicKind
+	Name string // the channel name, or the subject
+}
+
+// ChannelTopic is the topic of channel ch.
+func ChannelTopic(ch string) Topic { return Topic{Kind: TopicChannel, Name: ch} }
+
+// UserTopic is the topic of the direct messages to subject sub.
+func UserTopic(sub string) Topic { return Topic{Kind: TopicUser, Name: sub} }
+
+// String returns "channel:<name>" or "user:<name>", for logs.
+func (t Topic) String() string {
+	switch t.Kind {
+	case TopicChannel:
+		return "channel:" + t.Name
+	case TopicUser:
+		return "user:" + t.Name
+	}
+	return fmt.Sprintf("topic(%d):%s", t.Kind, t.Name)
+}
+
+// Publication is one fan-out: exactly one of Channel and Direct is set.
+type Publication struct {
+	// Channel is a channel publication: a deliver, join or leave frame
+	// for Channel, signed once by the publishing node. Every node sends
+	// Frame, byte for byte, to each of its local subscribers.
+	Channel *ChannelPublication
+	// Direct is a direct message. Each node makes, signs and sends the
+	// direct frame for each local session of the recipient, because an
+	// encrypted body is re-sealed for every session (spec.md §11.4).
+	Direct *DirectMessage
+}
+
+// ChannelPublication is a signed frame for every subscriber of a channel.
+type ChannelPublication struct {
+	Channel string // the channel
+	Frame   []byte // the server-signed deliver, join or leave frame
+}
+
+// DirectMessage is a dm, as the receiving nodes need it to build the
+// direct frame for each session of the recipient.
+type DirectMessage struct {
+	To        string          // recipient subject
+	Sender    string          // the sender's subject, as its session proved it
+	SenderJWK json.RawMessage // the sender's session public key
+	Frame     []byte          // the sender's client frame, byte for byte
+	// Plain is the decrypted body of an encrypted dm (nil otherwise); the
+	// receiving node re-seals it for each recipient session. It is a
+	// message body in the clear: it must never be logged, and it must
+	// never cross a network unencrypted. A broker that carries
+	// publications between machines either seals it before publishing or
+	// runs only over an authenticated, encrypted transport (TLS), and
+	// refuses to start otherwise.
+	Plain json.RawMessage
+}
+
+// Topic returns the topic p is published to.
+func (p *Publication) Topic() Topic {
+	if p.Direct != nil {
+		return UserTopic(p.Direct.To)
+	}
+	if p.Channel != nil {
+		return ChannelTopic(p.Channel.Channel)
+	}
+	return Topic{}
+}
+
+// pubWire is the encoding of a Publication between nodes.
+type pubWire struct {
+	V      int             `json:"v"`
+	Ch     string          `json:"ch,omitempty"`
+	To     string          `json:"to,omitempty"`
+	Sub    string          `json:"sub,omitempty"`
+	JWK    json.RawMessage `json:"jwk,omitempty"`
+	Frame  string          `json:"frame"`
+	Plain  json.RawMessage `json:"plain,omitempty"`
+	Direct bool            `json:"direct,omitempty"`
+}
+
+// MarshalBinary encodes p for a broker that carries publications between
+// processes (version 1, JSON). The encoding contains DirectMessage.Plain
+// as is: see the rule there.
+func (p *Publication) MarshalBinary() ([]byte, error) {
+	var w pubWire
+	switch {
+	case p.Channel != nil && p.Direct == nil:
+		w = pubWire{V: 1, Ch: p.Channel.Channel, Frame: string(p.Channel.Frame)}
+	case p.Direct != nil && p.Channel == nil:
+		d := p.Direct
+		w = pubWire{V: 1, Direct: true, To: d.To, Sub: d.Sender, JWK: d.SenderJWK, Frame: string(d.Frame), Plain: d.Plain}
+	default:
+		return nil, errors.New("sigil: a publication has exactly one of Channel and Direct")
+	}
+	return json.Marshal(w)
+}
+
+// UnmarshalBinary decodes what MarshalBinary made. It is strict (no
+// unknown, duplicate or case-variant members) and checks that the members
+// of the kind are present.
+func (p *Publication) UnmarshalBinary(data []byte) error {
+	var w pubWire
+	if err := protocol.DecodeBody(data, &w); err != nil {
+		return fmt.Errorf("sigil: publication: %w", err)
+	}
+	if w.V != 1 || w.Frame == "" {
+		return errors.New("sigil: publication: unknown version or no frame")
+	}
+	if !w.Direct {
+		if w.Ch == "" || w.To != "" || w.Sub != "" || w.JWK != nil || w.Plain != nil {
+			return errors.New("sigil: publication: a channel publication has exactly ch and frame")
+		}
+		*p = Publication{Channel: &ChannelPublication{Channel: w.Ch, Frame: []byte(w.Frame)}}
+		return nil
+	}
+	if w.Ch != "" || w.To == "" || w.Sub == "" || len(w.JWK) == 0 {
+		return errors.New("sigil: publication: a direct message has to, sub, jwk and frame")
+	}
+	*p = Publication{Direct: &DirectMessage{To: w.To, Sender: w.Sub, SenderJWK: w.JWK, Frame: []byte(w.Frame), Plain: w.Plain}}
+	return nil
 }

@@ -5,19 +5,20 @@ import (
 	"sync"
 )
 
-// MemoryBroker is the single-node Broker: Publish calls the handler
-// synchronously when the topic is subscribed.
+// MemoryBroker is the single-node Broker: Publish hands the publication to
+// the handler synchronously, in the publishing goroutine, when its topic is
+// subscribed. It never fails.
 type MemoryBroker struct {
 	mu      sync.RWMutex
-	handler func(string, []byte)
-	topics  map[string]int
+	handler BrokerEventHandler
+	topics  map[Topic]struct{}
 }
 
 // NewMemoryBroker returns an in-process broker.
-func NewMemoryBroker() *MemoryBroker { return &MemoryBroker{topics: map[string]int{}} }
+func NewMemoryBroker() *MemoryBroker { return &MemoryBroker{topics: map[Topic]struct{}{}} }
 
 // Start implements Broker.
-func (b *MemoryBroker) Start(h func(string, []byte)) error {
+func (b *MemoryBroker) Start(h BrokerEventHandler) error {
 	b.mu.Lock()
 	b.handler = h
 	b.mu.Unlock()
@@ -25,39 +26,37 @@ func (b *MemoryBroker) Start(h func(string, []byte)) error {
 }
 
 // Publish implements Broker.
-func (b *MemoryBroker) Publish(_ context.Context, topic string, payload []byte) error {
+func (b *MemoryBroker) Publish(_ context.Context, p *Publication) error {
 	b.mu.RLock()
-	h, ok := b.handler, b.topics[topic] > 0
+	h := b.handler
+	_, ok := b.topics[p.Topic()]
 	b.mu.RUnlock()
 	if ok && h != nil {
-		h(topic, payload)
+		h.HandlePublication(p)
 	}
 	return nil
 }
 
 // Subscribe implements Broker.
-func (b *MemoryBroker) Subscribe(_ context.Context, topic string) error {
+func (b *MemoryBroker) Subscribe(_ context.Context, t Topic) error {
 	b.mu.Lock()
-	b.topics[topic]++
+	b.topics[t] = struct{}{}
 	b.mu.Unlock()
 	return nil
 }
 
 // Unsubscribe implements Broker.
-func (b *MemoryBroker) Unsubscribe(_ context.Context, topic string) error {
+func (b *MemoryBroker) Unsubscribe(_ context.Context, t Topic) error {
 	b.mu.Lock()
-	if b.topics[topic] <= 1 {
-		delete(b.topics, topic)
-	} else {
-		b.topics[topic]--
-	}
+	delete(b.topics, t)
 	b.mu.Unlock()
 	return nil
 }
 
 // Interested implements InterestBroker.
-func (b *MemoryBroker) Interested(topic string) bool {
+func (b *MemoryBroker) Interested(t Topic) bool {
 	b.mu.RLock()
 	defer b.mu.RUnlock()
-	return b.topics[topic] > 0
+	_, ok := b.topics[t]
+	return ok
 }

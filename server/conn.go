@@ -2,15 +2,18 @@ package server
 
 import (
 	"crypto/ecdsa"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
+	"maps"
 	"net"
-	"sort"
+	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gorilla/websocket"
 	"github.com/sigil-ws/sigil/protocol"
@@ -21,6 +24,7 @@ type outFrame struct {
 	pm   *websocket.PreparedMessage // shared fan-out frame, or
 	data []byte                     // a frame for this session only, or
 	ping bool                       // a keepalive ping
+	keep bool                       // the welcome: abort does not discard it
 }
 
 // conn is one WebSocket connection and, after welcome, its session.
@@ -48,29 +52,36 @@ type conn struct {
 
 	mu        sync.Mutex
 	queue     []outFrame
-	writing   bool
+	writing   bool // a writer goroutine runs, or is held (held)
+	held      bool // the welcome is queued but nothing is written until the session is registered and checked
 	closed    bool
 	closeCode int // pending close after the queue drains (0: none)
 	closeMsg  string
-	closeBy   time.Time // read deadline once closing
+	closeBy   time.Time // read deadline once closing (real time, as every socket deadline)
+	helloBy   time.Time // read deadline until the hello is handled
+	stopRead  bool      // the server is shutting down: read no more frames
+
+	closeSent chan struct{} // closed once the close frame is written or the socket dropped
+	closeOnce sync.Once
 	channels  map[string]struct{}
 	roles     []string
 	jti       string
 }
 
 func newConn(s *Server, ws *websocket.Conn, remote string) *conn {
-	return &conn{srv: s, ws: ws, remote: remote, connectedAt: s.cfg.Now()}
+	return &conn{srv: s, ws: ws, remote: remote, connectedAt: s.cfg.Now(),
+		helloBy: time.Now().Add(s.cfg.HelloTimeout), closeSent: make(chan struct{})}
 }
 
 var readBufPool = sync.Pool{New: func() any { b := make([]byte, 0, 2048); return &b }}
 
 // run is the reader goroutine.
 func (c *conn) run() {
-	s := c.srv
 	c.ws.SetPongHandler(func(string) error {
-		return c.ws.SetReadDeadline(c.readDeadline())
+		c.setReadDeadline()
+		return nil
 	})
-	_ = c.ws.SetReadDeadline(s.cfg.Now().Add(s.cfg.HelloTimeout))
+	c.setReadDeadline()
 	c.loop(true)
 }
 
@@ -89,6 +100,12 @@ func (c *conn) loop(hello bool) {
 		if err != nil {
 			var ne net.Error
 			switch {
+			case c.readStopped():
+				// Shutdown: every frame read so far has been answered;
+				// the queue is written, then 1001.
+				c.close(CloseGoingAway, "server shutting down", true)
+				c.waitCloseSent()
+				c.drain()
 			case hello && errors.As(err, &ne) && ne.Timeout() && !c.isClosed():
 				c.close(CloseHelloTimeout, "no hello within the deadline", false)
 			case errors.Is(err, websocket.ErrReadLimit):
@@ -96,6 +113,9 @@ func (c *conn) loop(hello bool) {
 				c.drain()
 			case errors.Is(err, errBinary):
 				c.close(CloseUnsupported, "binary frames are not supported", false)
+				c.drain()
+			case errors.Is(err, errNotUTF8):
+				c.close(CloseInvalidData, "text frame is not valid UTF-8", false)
 				c.drain()
 			}
 			return
@@ -112,9 +132,7 @@ func (c *conn) loop(hello bool) {
 			*bp = (*bp)[:0]
 			readBufPool.Put(bp)
 		}
-		if !hello || c.isClosed() {
-			_ = c.ws.SetReadDeadline(c.readDeadline())
-		}
+		c.setReadDeadline()
 		if first := !hello && !handoffDone(c); first {
 			handoff = true
 			c.handedOff = true
@@ -126,9 +144,13 @@ func (c *conn) loop(hello bool) {
 
 func handoffDone(c *conn) bool { return c.handedOff }
 
-var errBinary = errors.New("binary frame")
+var (
+	errBinary  = errors.New("binary frame")
+	errNotUTF8 = errors.New("text frame is not valid UTF-8")
+)
 
-// read reads one text message into a pooled buffer.
+// read reads one text message into a pooled buffer. A text message that
+// is not valid UTF-8 is errNotUTF8 (RFC 6455 §8.1; gorilla does not check).
 func (c *conn) read() (*[]byte, error) {
 	mt, r, err := c.ws.NextReader()
 	if err != nil {
@@ -155,16 +177,63 @@ func (c *conn) read() (*[]byte, error) {
 		}
 	}
 	*bp = b
+	if !utf8.Valid(b) {
+		*bp = b[:0]
+		readBufPool.Put(bp)
+		return nil, errNotUTF8
+	}
 	return bp, nil
 }
 
-func (c *conn) readDeadline() time.Time {
+// setReadDeadline sets the socket's read deadline (real time, not the
+// injected clock): the hello deadline, then the idle limit (extended by
+// every frame and pong), the wait for the peer's close frame once closing,
+// and the past once the server stops reading (stopReading). It runs under
+// c.mu, so that stopReading's deadline cannot be overwritten.
+func (c *conn) setReadDeadline() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.closed {
-		return c.closeBy
+	var d time.Time
+	switch {
+	case c.stopRead:
+		d = time.Unix(1, 0)
+	case c.closed:
+		d = c.closeBy
+	case !c.welcomed.Load():
+		d = c.helloBy
+	default:
+		d = time.Now().Add(c.srv.cfg.PingInterval + c.srv.cfg.PongTimeout)
 	}
-	return c.srv.cfg.Now().Add(c.srv.cfg.PingInterval + c.srv.cfg.PongTimeout)
+	_ = c.ws.SetReadDeadline(d)
+}
+
+// stopReading makes the reader stop after the frame it is handling, if
+// any: Shutdown's first step. The reader then closes with 1001 once the
+// queue, with the answer to every frame it read, is written.
+func (c *conn) stopReading() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.stopRead = true
+	_ = c.ws.SetReadDeadline(time.Unix(1, 0))
+}
+
+func (c *conn) readStopped() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.stopRead
+}
+
+// signalCloseSent records that the close frame was written or the socket
+// dropped.
+func (c *conn) signalCloseSent() { c.closeOnce.Do(func() { close(c.closeSent) }) }
+
+// waitCloseSent waits until the close frame is written (after the queue)
+// or the socket dropped, or the server gave up waiting (Shutdown's context).
+func (c *conn) waitCloseSent() {
+	select {
+	case <-c.closeSent:
+	case <-c.srv.ctx.Done():
+	}
 }
 
 // drain reads and discards what the peer still sends for a moment, so that
@@ -182,6 +251,7 @@ func (c *conn) finish() {
 	c.queue = nil
 	c.mu.Unlock()
 	_ = c.ws.Close()
+	c.signalCloseSent()
 	if c.welcomed.Load() {
 		c.srv.hub.unregister(c)
 	}
@@ -200,7 +270,7 @@ func (c *conn) markClosed(code int) {
 	c.closed = true
 	c.queue = nil
 	c.mu.Unlock()
-	c.srv.m.closes.WithLabelValues(itoa(code)).Inc()
+	c.srv.m.closes.WithLabelValues(strconv.Itoa(code)).Inc()
 }
 
 // close starts the closing handshake with code. With drain, queued frames
@@ -216,7 +286,12 @@ func (c *conn) close(code int, reason string, drain bool) {
 	c.closeBy = time.Now().Add(2 * time.Second)
 	if drain && c.writing {
 		c.closeCode, c.closeMsg = code, reason
+		start := c.held
+		c.held = false
 		c.mu.Unlock()
+		if start {
+			go c.writeLoop()
+		}
 		return
 	}
 	c.queue = nil
@@ -225,7 +300,7 @@ func (c *conn) close(code int, reason string, drain bool) {
 }
 
 func (c *conn) sendClose(code int, reason string) {
-	c.srv.m.closes.WithLabelValues(itoa(code)).Inc()
+	c.srv.m.closes.WithLabelValues(strconv.Itoa(code)).Inc()
 	if code == CloseSlowConsumer {
 		c.srv.m.slowDrops.Inc()
 	}
@@ -233,6 +308,7 @@ func (c *conn) sendClose(code int, reason string) {
 		c.srv.log.Info("session closed", "sid", c.sid, "sub", c.sub, "code", code, "reason", reason)
 	}
 	_ = c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason), time.Now().Add(time.Second))
+	c.signalCloseSent()
 	_ = c.ws.NetConn().SetReadDeadline(time.Now().Add(2 * time.Second))
 }
 
@@ -297,6 +373,7 @@ func (c *conn) writeLoop() {
 				c.queue = nil
 				c.mu.Unlock()
 				_ = c.ws.NetConn().Close()
+				c.signalCloseSent()
 				return
 			}
 		}
@@ -318,6 +395,57 @@ func (c *conn) sendSigned(env *protocol.Envelope, v any) {
 		return
 	}
 	c.enqueue(outFrame{data: frame})
+}
+
+// abort ends the session after a check it could not pass (a store or
+// broker failure, fail closed): every queued frame but an unsent welcome
+// is discarded, the error frame answering ref (may be nil) is queued, and
+// the connection closes with code once it is written.
+func (c *conn) abort(ref *protocol.Envelope, pe *protocol.Error, code int, reason string) {
+	frame, err := c.srv.keys().signer.ErrorFrame(c.sid, ref, pe)
+	if err != nil {
+		c.srv.log.Error("signing an error frame failed", "err", err)
+		c.close(code, reason, false)
+		return
+	}
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return
+	}
+	c.queue = append(slices.DeleteFunc(c.queue, func(f outFrame) bool { return !f.keep }), outFrame{data: frame})
+	c.closed = true
+	c.closeBy = time.Now().Add(2 * time.Second)
+	c.closeCode, c.closeMsg = code, reason
+	start := !c.writing || c.held
+	c.writing, c.held = true, false
+	c.mu.Unlock()
+	if start {
+		go c.writeLoop()
+	}
+}
+
+// holdWelcome queues the welcome, the session's first frame, and holds
+// the writer: frames queued after it (deliveries to the session once it is
+// registered) wait until release, so that nothing reaches the client
+// before the session passed its last check, and a client that has the
+// welcome finds its session registered.
+func (c *conn) holdWelcome(welcome []byte) {
+	c.mu.Lock()
+	c.queue = append(c.queue, outFrame{data: welcome, keep: true})
+	c.writing, c.held = true, true
+	c.mu.Unlock()
+}
+
+// release starts the writer that holdWelcome held.
+func (c *conn) release() {
+	c.mu.Lock()
+	start := c.held
+	c.held = false
+	c.mu.Unlock()
+	if start {
+		go c.writeLoop()
+	}
 }
 
 // sendError signs an error frame answering ref (may be nil).
@@ -349,6 +477,9 @@ func (c *conn) hello(frame []byte) {
 			code = CloseTokenExpired
 		case protocol.CodeTokenRevoked:
 			code = CloseRevoked
+		case protocol.CodeUnavailable, protocol.CodeInternal:
+			code = CloseServerError
+			s.storeError("hello", pe)
 		}
 		c.close(code, string(pe.Code), true)
 		return
@@ -384,14 +515,37 @@ func (c *conn) hello(frame []byte) {
 			return
 		}
 	}
+	// welcome is the first server frame of the session (spec.md §8.3): it
+	// is queued before the session becomes visible to the hub, so no
+	// delivery, presence event or expiry warning can overtake it, and
+	// nothing is written until the session is registered and checked.
+	welcome, err := ks.signer.SignBody(&protocol.Envelope{Action: protocol.ActWelcome, Session: c.sid, Corr: m.Corr}, wb)
+	if err != nil {
+		s.log.Error("signing a frame failed", "err", err)
+		c.close(CloseServerError, "signing failed", false)
+		return
+	}
+	c.holdWelcome(welcome)
 	c.welcomed.Store(true)
-	s.hub.register(c)
-	// A revocation that raced with this hello must still close it.
-	if revoked, err := s.cfg.Revocations.IsRevoked(s.ctx, sess.TokenID, sess.Subject, sess.IssuedAt); err == nil && revoked {
+	if perr := s.hub.register(c); perr != nil {
+		c.abort(&m.Envelope, perr, CloseServerError, "broker unavailable")
+		return
+	}
+	// A revocation that raced with this hello must still close it; the
+	// queue (the welcome, and anything delivered since) is discarded. If
+	// the store cannot tell, the session fails closed.
+	revoked, err := s.cfg.Revocations.IsRevoked(s.ctx, sess.TokenID, sess.Subject, sess.IssuedAt)
+	if err != nil {
+		pe := &protocol.Error{Code: protocol.CodeUnavailable, Message: "revocation check failed"}
+		s.storeError("welcome revocation check", err)
+		c.abort(&m.Envelope, pe, CloseServerError, "revocation store unavailable")
+		return
+	}
+	if revoked {
 		c.close(CloseRevoked, "revoked", false)
 		return
 	}
-	c.sendSigned(&protocol.Envelope{Action: protocol.ActWelcome, Corr: m.Corr}, wb)
+	c.release()
 	s.log.Info("session open", "sid", c.sid, "sub", c.sub, "remote", c.remote, "encrypted", c.ekey != nil)
 }
 
@@ -416,8 +570,12 @@ func (c *conn) reject(frame []byte, err error) {
 	case protocol.CodeTokenRevoked:
 		c.close(CloseRevoked, "revoked", true)
 		return
+	case protocol.CodeUnavailable, protocol.CodeInternal:
+		// The server's failure, not the client's: no violation.
+		s.storeError("verify", pe)
+		return
 	}
-	now := time.Now()
+	now := s.cfg.Now() // the rejection window is a protocol time (spec.md §12.4)
 	cut := 0
 	for cut < len(c.rejects) && now.Sub(c.rejects[cut]) > s.cfg.ViolationWindow {
 		cut++
@@ -434,7 +592,7 @@ func afterSignature(code protocol.Code) bool {
 	switch code {
 	case protocol.CodeWrongSession, protocol.CodeStale, protocol.CodeFuture, protocol.CodeReplaySeq,
 		protocol.CodeReplayID, protocol.CodeTokenExpired, protocol.CodeTokenRevoked, protocol.CodeForbidden,
-		protocol.CodeBadEnc, protocol.CodeBadRequest:
+		protocol.CodeBadEnc, protocol.CodeBadRequest, protocol.CodeUnavailable:
 		return true
 	}
 	return false
@@ -444,15 +602,7 @@ func afterSignature(code protocol.Code) bool {
 // claims already verified (protocol.Verifier does not return the envelope
 // with an error).
 func peekEnvelope(frame []byte) *protocol.Envelope {
-	i := indexByte(frame, '.')
-	if i < 0 {
-		return nil
-	}
-	j := indexByte(frame[i+1:], '.')
-	if j < 0 {
-		return nil
-	}
-	payload, err := base64.RawURLEncoding.DecodeString(string(frame[i+1 : i+1+j]))
+	payload, err := protocol.UnsafeClaims(frame)
 	if err != nil {
 		return nil
 	}
@@ -466,13 +616,14 @@ func peekEnvelope(frame []byte) *protocol.Envelope {
 	return &protocol.Envelope{ID: e.ID, Corr: e.Cid}
 }
 
-func indexByte(b []byte, c byte) int {
-	for i, x := range b {
-		if x == c {
-			return i
-		}
+// storeError logs and counts a failed store call: err is the store's
+// error, or a protocol error that wraps it.
+func (s *Server) storeError(op string, err error) {
+	s.m.backendErrors.WithLabelValues("store", op).Inc()
+	if cause := errors.Unwrap(err); cause != nil {
+		err = fmt.Errorf("%w: %w", err, cause)
 	}
-	return -1
+	s.log.Error("store call failed", "op", op, "err", err)
 }
 
 func asProtoErr(err error) *protocol.Error {
@@ -510,27 +661,11 @@ func (c *conn) tokenID() string {
 func (c *conn) info() SessionInfo {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	chs := make([]string, 0, len(c.channels))
-	for ch := range c.channels {
-		chs = append(chs, ch)
-	}
-	sort.Strings(chs)
+	chs := slices.AppendSeq(make([]string, 0, len(c.channels)), maps.Keys(c.channels))
+	slices.Sort(chs)
 	return SessionInfo{
 		ID: c.sid, Subject: c.sub, Roles: append([]string{}, c.roles...), TokenID: c.jti,
 		Remote: c.remote, ConnectedAt: c.connectedAt, ExpiresAt: time.UnixMilli(c.exp.Load()),
 		Channels: chs, Encrypted: c.ekey != nil,
 	}
-}
-
-func itoa(n int) string {
-	var b [20]byte
-	i := len(b)
-	for n >= 10 {
-		i--
-		b[i] = byte('0' + n%10)
-		n /= 10
-	}
-	i--
-	b[i] = byte('0' + n)
-	return string(b[i:])
 }

@@ -21,7 +21,8 @@
 // # Close codes
 //
 //	1000 normal                 1001 server going away (reconnect with backoff)
-//	1003 binary frame (no)      1008 too many rejected frames (no)
+//	1003 binary frame (no)      1007 text frame not UTF-8 (no)
+//	1008 too many rejected frames (no)
 //	1009 over read limit (no)   4000 hello timeout (yes)
 //	4001 hello rejected (only with a new token)
 //	4002 token expired (after refresh or with a new token)
@@ -37,6 +38,29 @@
 // interfaces with in-memory implementations. A cluster broker plugs in
 // through Config.Broker without changes to the hub.
 //
+// The broker contract is typed (broker.go). The hub publishes each fan-out
+// as a Publication to a Topic (a channel, or a user for direct messages)
+// and receives, as the BrokerEventHandler given to Broker.Start, the
+// publications of the topics it subscribed to, its own included. A channel
+// publication carries the deliver, join or leave frame signed once on the
+// publishing node; every node forwards those bytes as they are. A
+// DirectMessage carries what each node needs to sign a direct frame per
+// recipient session, re-sealing an encrypted body (its Plain member is a
+// message body in the clear, which must never cross a network
+// unencrypted). Publication.MarshalBinary is the encoding between nodes.
+//
+// # Failures
+//
+// A failing store (replay state, revocations, refresh tokens) or broker
+// fails closed: no frame is accepted unchecked. A frame that needs it is
+// answered with an error frame whose code is unavailable (the frame was
+// not accepted; the client may send it again with backoff); a hello, or a
+// session that cannot be checked after its welcome or during an in-band
+// refresh, is then closed with 4006. Every such failure is logged and
+// counted in sigil_backend_errors_total{backend,op}, and refused frames in
+// sigil_frames_rejected_total{code="unavailable"}; they do not count
+// toward the 1008 threshold, as the fault is the server's.
+//
 // # Concurrency
 //
 // A Server is safe for concurrent use. Each connection has exactly one
@@ -45,8 +69,12 @@
 // order; a slow handler delays only its own connection. Writes go through a
 // bounded per-connection queue drained by a writer goroutine that exists
 // only while the queue is not empty, so idle sessions cost one goroutine.
-// Lock order: Server.mu (sessions) → hub.mu → conn.mu; no lock is held
-// while writing to a socket or calling a store, broker or handler.
+// Lock order: Server.mu (sessions) → a hub topic lock → hub.mu → conn.mu.
+// No lock is held while writing to a socket or calling a store or handler.
+// The broker is called under a topic lock at most (Subscribe and
+// Unsubscribe, so that a topic's first-in and last-out transitions reach
+// the broker in order), never under hub.mu or conn.mu; it calls the hub's
+// handler, which takes hub.mu (read) and conn.mu, from any goroutine.
 //
 // Tokens, keys, passwords and message bodies are never logged.
 package server

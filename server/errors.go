@@ -14,6 +14,7 @@ const (
 	CloseNormal        = 1000 // normal closure
 	CloseGoingAway     = 1001 // server shutting down: reconnect with backoff
 	CloseUnsupported   = 1003 // a binary frame was received: do not reconnect
+	CloseInvalidData   = 1007 // a text frame that is not UTF-8 (RFC 6455 §8.1): do not reconnect
 	ClosePolicy        = 1008 // too many rejected frames: do not reconnect
 	CloseTooBig        = 1009 // frame over the read limit: do not reconnect
 	CloseHelloTimeout  = 4000 // no hello within the deadline: reconnect
@@ -57,7 +58,7 @@ var (
 type apiError struct {
 	status     int
 	Code       string `json:"error"`
-	Message    string `json:"message,omitempty"`
+	Message    string `json:"message"` // always present (spec.md §13.4: exactly two members)
 	retryAfter time.Duration
 }
 

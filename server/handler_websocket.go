@@ -4,7 +4,9 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
+	"time"
 
 	"github.com/gorilla/websocket"
 	"github.com/sigil-ws/sigil/protocol"
@@ -25,13 +27,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		writeError(w, newAPIError(http.StatusBadRequest, ErrCodeInvalidRequest, "a WebSocket upgrade is required"))
 		return
 	}
-	offered := false
-	for _, p := range websocket.Subprotocols(r) {
-		if p == protocol.Subprotocol {
-			offered = true
-		}
-	}
-	if !offered {
+	if !slices.Contains(websocket.Subprotocols(r), protocol.Subprotocol) {
 		writeError(w, newAPIError(http.StatusBadRequest, ErrCodeInvalidRequest, "the "+protocol.Subprotocol+" subprotocol is required"))
 		return
 	}
@@ -46,7 +42,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	ws.SetReadLimit(s.cfg.ReadLimit)
 	c := newConn(s, ws, clientAddr(r, false))
 	if !s.addConn(c) {
-		_ = ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(CloseGoingAway, "server shutting down"), s.cfg.Now().Add(s.cfg.WriteTimeout))
+		_ = ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(CloseGoingAway, "server shutting down"), time.Now().Add(s.cfg.WriteTimeout))
 		_ = ws.Close()
 		return
 	}

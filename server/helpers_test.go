@@ -24,10 +24,45 @@ import (
 
 // env is a server on a random loopback port.
 type env struct {
-	t   testing.TB
-	srv *server.Server
-	hs  *httptest.Server
-	url string
+	t     testing.TB
+	srv   *server.Server
+	hs    *httptest.Server
+	url   string
+	clock *testClock // the server's clock, if the test drives one
+}
+
+// testClock is real time plus an offset that the test moves forward, so
+// that token lifetimes pass without sleeping through them. Socket
+// deadlines, pings and timers stay on real time.
+type testClock struct {
+	mu     sync.Mutex
+	offset time.Duration
+}
+
+func (c *testClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return time.Now().Add(c.offset)
+}
+
+func (c *testClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.offset += d
+	c.mu.Unlock()
+}
+
+// newEnvClock is newEnv with a testClock as the server's clock; clients
+// that env.login makes sign and verify on it too.
+func newEnvClock(t testing.TB, mod func(*server.Config)) *env {
+	clk := &testClock{}
+	e := newEnv(t, func(c *server.Config) {
+		c.Now = clk.Now
+		if mod != nil {
+			mod(c)
+		}
+	})
+	e.clock = clk
+	return e
 }
 
 var (
@@ -56,7 +91,7 @@ func newEnv(t testing.TB, mod func(*server.Config)) *env {
 	cfg := server.Config{
 		Authenticator: server.StaticUsers{Doc: testUsers()},
 		Logger:        quietLogger(),
-		HelloTimeout:  2 * time.Second,
+		HelloTimeout:  10 * time.Second,
 	}
 	if mod != nil {
 		mod(&cfg)
@@ -177,12 +212,15 @@ func (e *env) loginAlg(user string, alg jose.SignatureAlgorithm) *client {
 	}
 	c.signer = &protocol.ClientSigner{Key: key, Session: c.tok.Session, Subject: c.tok.Subject}
 	c.fv = &protocol.FrameVerifier{Keys: e.srv.KeySet(), Session: c.tok.Session, Subject: c.tok.Subject}
+	if e.clock != nil {
+		c.signer.Now, c.fv.Now = e.clock.Now, e.clock.Now
+	}
 	return c
 }
 
 func (c *client) dial() *client {
 	c.t.Helper()
-	d := websocket.Dialer{Subprotocols: []string{protocol.Subprotocol}, HandshakeTimeout: 5 * time.Second}
+	d := websocket.Dialer{Subprotocols: []string{protocol.Subprotocol}, HandshakeTimeout: 20 * time.Second}
 	ws, resp, err := d.Dial(c.e.wsURL(), nil)
 	if err != nil {
 		c.t.Fatalf("dial: %v (%v)", err, resp)
@@ -260,7 +298,7 @@ func (c *client) sign(env *protocol.Envelope) []byte {
 // gorilla).
 func (c *client) recv() *protocol.Message {
 	c.t.Helper()
-	_ = c.ws.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_ = c.ws.SetReadDeadline(time.Now().Add(20 * time.Second))
 	mt, data, err := c.ws.ReadMessage()
 	if err != nil {
 		c.t.Fatalf("recv: %v", err)
@@ -307,7 +345,7 @@ func (c *client) expectError(code protocol.Code) protocol.ErrorBody {
 // expectClose reads until the connection closes and checks the code.
 func (c *client) expectClose(code int) {
 	c.t.Helper()
-	_ = c.ws.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_ = c.ws.SetReadDeadline(time.Now().Add(20 * time.Second))
 	for {
 		_, _, err := c.ws.ReadMessage()
 		if err == nil {
@@ -321,6 +359,19 @@ func (c *client) expectClose(code int) {
 			c.t.Fatalf("want close %d, got %d %q", code, ce.Code, ce.Text)
 		}
 		return
+	}
+}
+
+// expectCloseFirst checks that the next thing to arrive is the close with code.
+func (c *client) expectCloseFirst(code int) {
+	c.t.Helper()
+	_ = c.ws.SetReadDeadline(time.Now().Add(20 * time.Second))
+	_, data, err := c.ws.ReadMessage()
+	if err == nil {
+		c.t.Fatalf("want close %d, got a frame %.80s", code, data)
+	}
+	if ce, ok := err.(*websocket.CloseError); !ok || ce.Code != code {
+		c.t.Fatalf("want close %d, got %v", code, err)
 	}
 }
 
@@ -354,12 +405,12 @@ func must(t testing.TB, err error) {
 // names no session, which a FrameVerifier accepts only before welcome.
 func (c *client) expectHelloError(code protocol.Code) {
 	c.t.Helper()
-	_ = c.ws.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_ = c.ws.SetReadDeadline(time.Now().Add(20 * time.Second))
 	_, data, err := c.ws.ReadMessage()
 	if err != nil {
 		c.t.Fatalf("recv: %v", err)
 	}
-	fv := &protocol.FrameVerifier{Keys: c.e.srv.KeySet(), Session: c.tok.Session, Subject: c.tok.Subject}
+	fv := &protocol.FrameVerifier{Keys: c.e.srv.KeySet(), Session: c.tok.Session, Subject: c.tok.Subject, Now: c.fv.Now}
 	m, err := fv.Verify(data)
 	must(c.t, err)
 	var eb protocol.ErrorBody

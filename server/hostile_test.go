@@ -248,7 +248,7 @@ func TestHostile08DuplicateClaims(t *testing.T) {
 }
 
 func TestHostile09SizeDepthUTF8(t *testing.T) {
-	_, c, by := hostileEnv(t, nil)
+	e, c, by := hostileEnv(t, nil)
 	// Over max_frame but under the read limit: too_large, stays up.
 	big := strings.Repeat("a", protocol.DefaultMaxFrame)
 	c.send(&protocol.Envelope{Action: protocol.ActPub, Channel: "rooms.watch", Body: json.RawMessage(`"` + big + `"`)})
@@ -257,9 +257,7 @@ func TestHostile09SizeDepthUTF8(t *testing.T) {
 	deep := strings.Repeat("[", 100) + strings.Repeat("]", 100)
 	c.write(c.signRaw(c.payload(&protocol.Envelope{Action: protocol.ActPub, Channel: "rooms.watch", Body: json.RawMessage(deep)}, c.nextSeq())))
 	c.expectError(protocol.CodeBadClaims)
-	// Invalid UTF-8: in the frame itself, and inside a signed payload.
-	c.write([]byte("\xff\xfe.\xff.\xff"))
-	c.expectError(protocol.CodeMalformed)
+	// Invalid UTF-8 inside a signed payload: bad_claims.
 	p := c.payload(&protocol.Envelope{Action: protocol.ActPub, Channel: "rooms.watch", Body: json.RawMessage(`"x"`)}, c.nextSeq())
 	p = bytes.Replace(p, []byte(`"x"`), []byte("\"\xff\""), 1)
 	c.write(c.signRaw(p))
@@ -268,6 +266,14 @@ func TestHostile09SizeDepthUTF8(t *testing.T) {
 	// Over the read limit: close 1009.
 	c.write([]byte(strings.Repeat("A", 4*protocol.DefaultMaxFrame+1)))
 	c.expectClose(websocket.CloseMessageTooBig)
+	// A text frame that is not UTF-8 (RFC 6455 §8.1): close 1007, with no
+	// error frame, in a session and as the hello.
+	c = e.login("alice").connect()
+	c.write([]byte("\xff\xfe.\xff.\xff"))
+	c.expectCloseFirst(websocket.CloseInvalidFramePayloadData)
+	c = e.login("alice").dial()
+	c.write(append(c.helloFrame(c.tok.Token), 0xff))
+	c.expectCloseFirst(websocket.CloseInvalidFramePayloadData)
 	by.unaffected()
 }
 

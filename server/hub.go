@@ -2,9 +2,9 @@ package server
 
 import (
 	"context"
-	"encoding/json"
-	"sort"
-	"strings"
+	"hash/maphash"
+	"maps"
+	"slices"
 	"sync"
 	"time"
 
@@ -13,15 +13,27 @@ import (
 )
 
 // hub holds this node's sessions, channels and presence. Fan-out goes
-// through the Broker: the hub publishes to a topic and delivers what the
-// broker hands back to its local subscribers.
+// through the Broker: the hub publishes a Publication to a Topic and, as
+// the broker's BrokerEventHandler, delivers what the broker hands back to
+// its local sessions.
+//
+// Locks: a topic lock (topicLock) serialises the changes of one topic's
+// local membership together with the broker Subscribe or Unsubscribe they
+// cause; then hub.mu; then conn.mu. The broker is called under a topic
+// lock at most, never under hub.mu or conn.mu.
 type hub struct {
 	s *Server
+
+	topics [64]sync.Mutex // by topicLock
+	seed   maphash.Seed
 
 	mu       sync.RWMutex
 	all      map[*conn]struct{}
 	users    map[string]map[*conn]struct{}
 	channels map[string]*channel
+
+	leftMu sync.Mutex
+	left   map[Topic]struct{} // topics whose broker Unsubscribe failed
 }
 
 type channel struct {
@@ -33,44 +45,129 @@ type channel struct {
 }
 
 func newHub(s *Server) *hub {
-	return &hub{s: s, all: map[*conn]struct{}{}, users: map[string]map[*conn]struct{}{}, channels: map[string]*channel{}}
+	return &hub{s: s, seed: maphash.MakeSeed(), all: map[*conn]struct{}{}, users: map[string]map[*conn]struct{}{},
+		channels: map[string]*channel{}, left: map[Topic]struct{}{}}
 }
 
-func userTopic(sub string) string { return "user:" + sub }
-func chanTopic(ch string) string  { return "ch:" + ch }
+// topicLock returns the lock of t (shared with the topics that hash alike).
+func (h *hub) topicLock(t Topic) *sync.Mutex {
+	return &h.topics[(maphash.String(h.seed, t.Name)+uint64(t.Kind))%uint64(len(h.topics))]
+}
 
-func (h *hub) register(c *conn) {
+// brokerError logs and counts a failed broker call and returns it as the
+// error frame that answers the frame which needed it.
+func (h *hub) brokerError(op string, t Topic, err error) *protocol.Error {
+	h.s.m.backendErrors.WithLabelValues("broker", op).Inc()
+	h.s.log.Error("broker call failed", "op", op, "topic", t.String(), "err", err)
+	return &protocol.Error{Code: protocol.CodeUnavailable, Message: "the broker is unavailable"}
+}
+
+// brokerSubscribe subscribes this node to t; the caller holds t's lock and
+// this is the first local interest in t. A failure is logged and counted.
+func (h *hub) brokerSubscribe(t Topic) *protocol.Error {
+	if err := h.s.cfg.Broker.Subscribe(h.s.ctx, t); err != nil {
+		return h.brokerError("subscribe", t, err)
+	}
+	h.leftMu.Lock()
+	delete(h.left, t) // subscribed again, as it is wanted again
+	h.leftMu.Unlock()
+	return nil
+}
+
+// brokerUnsubscribe unsubscribes this node from t; the caller holds t's
+// lock and the last local interest in t just ended. A failure does not
+// undo the local change (the sessions have left); the topic is retried by
+// retryUnsubscribes, and until then its publications reach no session.
+func (h *hub) brokerUnsubscribe(t Topic) {
+	if err := h.s.cfg.Broker.Unsubscribe(h.s.ctx, t); err != nil {
+		h.brokerError("unsubscribe", t, err)
+		h.leftMu.Lock()
+		h.left[t] = struct{}{}
+		h.leftMu.Unlock()
+	}
+}
+
+// retryUnsubscribes retries the failed broker unsubscriptions of topics
+// that still have no local interest. The sweeper calls it.
+func (h *hub) retryUnsubscribes() {
+	h.leftMu.Lock()
+	left := slices.Collect(maps.Keys(h.left))
+	h.leftMu.Unlock()
+	for _, t := range left {
+		tl := h.topicLock(t)
+		tl.Lock()
+		h.mu.RLock()
+		wanted := (t.Kind == TopicChannel && h.channels[t.Name] != nil) || (t.Kind == TopicUser && h.users[t.Name] != nil)
+		h.mu.RUnlock()
+		h.leftMu.Lock()
+		_, still := h.left[t]
+		delete(h.left, t)
+		h.leftMu.Unlock()
+		if still && !wanted {
+			h.brokerUnsubscribe(t)
+		}
+		tl.Unlock()
+	}
+}
+
+// register makes c reachable: it joins the sessions of its subject, and
+// the node subscribes to the subject's direct messages if c is the first.
+// If that fails, c is not registered.
+func (h *hub) register(c *conn) *protocol.Error {
+	t := UserTopic(c.sub)
+	tl := h.topicLock(t)
+	tl.Lock()
+	defer tl.Unlock()
 	h.mu.Lock()
-	defer h.mu.Unlock()
 	h.all[c] = struct{}{}
 	u := h.users[c.sub]
-	if u == nil {
+	first := u == nil
+	if first {
 		u = map[*conn]struct{}{}
 		h.users[c.sub] = u
-		_ = h.s.cfg.Broker.Subscribe(h.s.ctx, userTopic(c.sub))
 	}
 	u[c] = struct{}{}
+	h.mu.Unlock()
+	if !first {
+		return nil
+	}
+	if err := h.brokerSubscribe(t); err != nil {
+		h.mu.Lock()
+		delete(h.all, c)
+		delete(h.users, c.sub) // c was its only session
+		h.mu.Unlock()
+		return err
+	}
+	return nil
 }
 
+// unregister removes c from its channels (leave, key rotation) and from
+// the sessions of its subject. It is idempotent.
 func (h *hub) unregister(c *conn) {
 	c.mu.Lock()
-	chs := make([]string, 0, len(c.channels))
-	for ch := range c.channels {
-		chs = append(chs, ch)
-	}
+	chs := slices.Collect(maps.Keys(c.channels))
 	c.mu.Unlock()
 	for _, ch := range chs {
 		h.unsubscribe(c, ch)
 	}
+	t := UserTopic(c.sub)
+	tl := h.topicLock(t)
+	tl.Lock()
+	defer tl.Unlock()
 	h.mu.Lock()
-	defer h.mu.Unlock()
 	delete(h.all, c)
+	last := false
 	if u := h.users[c.sub]; u != nil {
-		delete(u, c)
-		if len(u) == 0 {
-			delete(h.users, c.sub)
-			_ = h.s.cfg.Broker.Unsubscribe(h.s.ctx, userTopic(c.sub))
+		if _, ok := u[c]; ok {
+			delete(u, c)
+			if last = len(u) == 0; last {
+				delete(h.users, c.sub)
+			}
 		}
+	}
+	h.mu.Unlock()
+	if last {
+		h.brokerUnsubscribe(t)
 	}
 }
 
@@ -93,24 +190,44 @@ func (h *hub) sessions() []SessionInfo {
 	for _, c := range cs {
 		out = append(out, c.info())
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].ConnectedAt.Before(out[j].ConnectedAt) })
+	slices.SortFunc(out, func(a, b SessionInfo) int { return a.ConnectedAt.Compare(b.ConnectedAt) })
 	return out
 }
 
 // subscribe adds c to ch. It returns the members, the channel key wrapped
 // for c (if c negotiated encryption) and whether c's subject just joined.
+// If c is the channel's first local subscriber and the broker fails to
+// subscribe the node, the change is rolled back and the error is
+// unavailable.
 func (h *hub) subscribe(c *conn, name string) (members []string, wrapped string, joined bool, err error) {
+	t := ChannelTopic(name)
+	tl := h.topicLock(t)
+	tl.Lock()
+	defer tl.Unlock()
 	h.mu.Lock()
 	ch := h.channels[name]
-	if ch == nil {
+	first := ch == nil
+	if first {
 		ch = &channel{name: name, subs: map[*conn]struct{}{}, members: map[string]int{}}
 		h.channels[name] = ch
-		_ = h.s.cfg.Broker.Subscribe(h.s.ctx, chanTopic(name))
 	}
-	if _, already := ch.subs[c]; !already {
+	_, already := ch.subs[c]
+	if !already {
 		ch.subs[c] = struct{}{}
 		ch.members[c.sub]++
 		joined = ch.members[c.sub] == 1
+	}
+	if first {
+		h.mu.Unlock()
+		if perr := h.brokerSubscribe(t); perr != nil {
+			h.mu.Lock()
+			delete(h.channels, name) // c was its only subscriber
+			h.mu.Unlock()
+			return nil, "", false, perr
+		}
+		h.mu.Lock()
+	}
+	if !already {
 		c.mu.Lock()
 		if c.channels == nil {
 			c.channels = map[string]struct{}{}
@@ -138,26 +255,29 @@ func (h *hub) subscribe(c *conn, name string) (members []string, wrapped string,
 	return members, "", joined, nil
 }
 
+// memberList is the channel's subjects, sorted; never nil.
 func (ch *channel) memberList() []string {
-	out := make([]string, 0, len(ch.members))
-	for m := range ch.members {
-		out = append(out, m)
-	}
-	sort.Strings(out)
+	out := slices.AppendSeq(make([]string, 0, len(ch.members)), maps.Keys(ch.members))
+	slices.Sort(out)
 	return out
 }
 
 // unsubscribe removes c from ch, broadcasts leave if its subject left, and
 // rotates the channel key for the remaining encrypted subscribers.
 func (h *hub) unsubscribe(c *conn, name string) (was bool) {
+	t := ChannelTopic(name)
+	tl := h.topicLock(t)
+	tl.Lock()
 	h.mu.Lock()
 	ch := h.channels[name]
 	if ch == nil {
 		h.mu.Unlock()
+		tl.Unlock()
 		return false
 	}
 	if _, ok := ch.subs[c]; !ok {
 		h.mu.Unlock()
+		tl.Unlock()
 		return false
 	}
 	delete(ch.subs, c)
@@ -169,9 +289,9 @@ func (h *hub) unsubscribe(c *conn, name string) (was bool) {
 		delete(ch.members, c.sub)
 		left = true
 	}
-	if len(ch.subs) == 0 {
+	last := len(ch.subs) == 0
+	if last {
 		delete(h.channels, name)
-		_ = h.s.cfg.Broker.Unsubscribe(h.s.ctx, chanTopic(name))
 	}
 	var rotate []*conn
 	var newKey *protocol.ContentKey
@@ -179,6 +299,10 @@ func (h *hub) unsubscribe(c *conn, name string) (was bool) {
 		newKey, rotate = h.rotateLocked(ch)
 	}
 	h.mu.Unlock()
+	if last {
+		h.brokerUnsubscribe(t)
+	}
+	tl.Unlock()
 	h.sendKeys(ch, newKey, rotate)
 	if left {
 		h.presence(name, protocol.ActLeave, c.sub)
@@ -250,26 +374,34 @@ func (h *hub) members(name string) []string {
 	return []string{}
 }
 
-// presence broadcasts join or leave to the channel.
+// presence broadcasts join or leave to the channel. It answers no frame of
+// its own (the sub or unsub that caused it is answered already), so a
+// broker failure is only logged and counted.
 func (h *hub) presence(name, act, sub string) {
-	frame, err := h.s.keys().signer.SignBody(&protocol.Envelope{Action: act, Channel: name}, protocol.PresenceBody{Sub: sub})
+	frame, err := h.s.keys().signer.SignBody(&protocol.Envelope{Action: act, Channel: name}, protocol.JoinBody{Sub: sub})
 	if err != nil {
+		h.s.log.Error("signing a presence frame failed", "err", err)
 		return
 	}
-	_ = h.s.cfg.Broker.Publish(h.s.ctx, chanTopic(name), frame)
+	t := ChannelTopic(name)
+	if err := h.s.cfg.Broker.Publish(h.s.ctx, &Publication{Channel: &ChannelPublication{Channel: name, Frame: frame}}); err != nil {
+		h.brokerError("publish", t, err)
+	}
 }
 
-// interested reports whether anyone may receive topic.
-func (h *hub) interested(topic string) bool {
+// interested reports whether anyone may receive t.
+func (h *hub) interested(t Topic) bool {
 	if ib, ok := h.s.cfg.Broker.(InterestBroker); ok {
-		return ib.Interested(topic)
+		return ib.Interested(t)
 	}
 	return true
 }
 
-// publish signs one deliver frame and hands it to the broker.
+// publish signs one deliver frame and hands it to the broker. A broker
+// failure is logged, counted and returned as unavailable.
 func (h *hub) publish(ctx context.Context, name string, inner []byte, jwk []byte, sub string) error {
-	if !h.interested(chanTopic(name)) {
+	t := ChannelTopic(name)
+	if !h.interested(t) {
 		return nil
 	}
 	db := protocol.DeliverBody{Frame: string(inner), JWK: jwk, Sub: sub}
@@ -277,30 +409,33 @@ func (h *hub) publish(ctx context.Context, name string, inner []byte, jwk []byte
 	if err != nil {
 		return err
 	}
-	return h.s.cfg.Broker.Publish(ctx, chanTopic(name), frame)
+	if err := h.s.cfg.Broker.Publish(ctx, &Publication{Channel: &ChannelPublication{Channel: name, Frame: frame}}); err != nil {
+		return h.brokerError("publish", t, err)
+	}
+	return nil
 }
 
-// directRecord is the broker payload of a direct message.
-type directRecord struct {
-	To    string          `json:"to"`
-	Frame string          `json:"frame"`
-	JWK   json.RawMessage `json:"jwk"`
-	Sub   string          `json:"sub"`
-	Plain json.RawMessage `json:"plain,omitempty"` // decrypted body of an encrypted dm
+// direct hands a direct message to the broker. A broker failure is
+// logged, counted and returned as unavailable.
+func (h *hub) direct(ctx context.Context, d *DirectMessage) *protocol.Error {
+	if err := h.s.cfg.Broker.Publish(ctx, &Publication{Direct: d}); err != nil {
+		return h.brokerError("publish", UserTopic(d.To), err)
+	}
+	return nil
 }
 
-// onBroker delivers a broker message to the local sessions.
-func (h *hub) onBroker(topic string, payload []byte) {
+// HandlePublication implements BrokerEventHandler: it delivers p to the
+// local sessions.
+func (h *hub) HandlePublication(p *Publication) {
 	switch {
-	case strings.HasPrefix(topic, "ch:"):
-		name := topic[3:]
-		pm, err := websocket.NewPreparedMessage(websocket.TextMessage, payload)
+	case p.Channel != nil:
+		pm, err := websocket.NewPreparedMessage(websocket.TextMessage, p.Channel.Frame)
 		if err != nil {
 			return
 		}
 		n := 0
 		h.mu.RLock()
-		if ch := h.channels[name]; ch != nil {
+		if ch := h.channels[p.Channel.Channel]; ch != nil {
 			for c := range ch.subs {
 				if c.enqueue(outFrame{pm: pm}) {
 					n++
@@ -309,24 +444,20 @@ func (h *hub) onBroker(topic string, payload []byte) {
 		}
 		h.mu.RUnlock()
 		h.s.m.deliveries.Add(float64(n))
-	case strings.HasPrefix(topic, "user:"):
-		var d directRecord
-		if json.Unmarshal(payload, &d) != nil {
-			return
-		}
+	case p.Direct != nil:
 		h.mu.RLock()
 		var targets []*conn
-		for c := range h.users[topic[5:]] {
+		for c := range h.users[p.Direct.To] {
 			targets = append(targets, c)
 		}
 		h.mu.RUnlock()
-		h.deliverDirect(d, targets)
+		h.deliverDirect(p.Direct, targets)
 	}
 }
 
-func (h *hub) deliverDirect(d directRecord, targets []*conn) {
+func (h *hub) deliverDirect(d *DirectMessage, targets []*conn) {
 	signer := h.s.keys().signer
-	db := protocol.DeliverBody{Frame: d.Frame, JWK: d.JWK, Sub: d.Sub}
+	db := protocol.DeliverBody{Frame: string(d.Frame), JWK: d.SenderJWK, Sub: d.Sender}
 	var shared *websocket.PreparedMessage
 	n := 0
 	for _, c := range targets {

@@ -16,6 +16,7 @@ type metrics struct {
 	slowDrops     prometheus.Counter
 	closes        *prometheus.CounterVec
 	logins        *prometheus.CounterVec
+	backendErrors *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -33,11 +34,13 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		closes:     prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sigil_closes_total", Help: "Connections closed by the server, by close code."}, []string{"code"}),
 		logins:     prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sigil_token_requests_total", Help: "Token endpoint results."}, []string{"result"}),
 		rejectedBy: map[protocol.Code]prometheus.Counter{},
+		backendErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sigil_backend_errors_total",
+			Help: "Failed calls to a shared store or the broker, by backend (store, broker) and operation."}, []string{"backend", "op"}),
 	}
 	for _, c := range protocol.Codes {
 		m.rejectedBy[c] = m.rejected.WithLabelValues(string(c))
 	}
-	reg.MustRegister(m.connections, m.connTotal, m.accepted, m.rejected, m.verifySeconds, m.deliveries, m.slowDrops, m.closes, m.logins)
+	reg.MustRegister(m.connections, m.connTotal, m.accepted, m.rejected, m.verifySeconds, m.deliveries, m.slowDrops, m.closes, m.logins, m.backendErrors)
 	return m
 }
 

@@ -78,9 +78,10 @@ type Server struct {
 	draining bool
 	wg       sync.WaitGroup
 
-	ctx      context.Context
-	cancel   context.CancelFunc
-	sweepEnd chan struct{}
+	ctx       context.Context // canceled once Shutdown is done (or gives up)
+	cancel    context.CancelFunc
+	sweepStop chan struct{}
+	sweepEnd  chan struct{}
 }
 
 var writeBufferPool = &sync.Pool{}
@@ -98,6 +99,7 @@ func New(cfg Config) (*Server, error) {
 		acctLimit:   newFailureLimiter(cfg.LoginFailuresPerAccount, cfg.LoginWindow, cfg.Now),
 		addrLimit:   newFailureLimiter(cfg.LoginFailuresPerAddress, cfg.LoginWindow, cfg.Now),
 		adminReplay: protocol.NewMemoryReplayStore(0, cfg.Now),
+		sweepStop:   make(chan struct{}),
 		sweepEnd:    make(chan struct{}),
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
@@ -113,7 +115,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.hub = newHub(s)
-	if err := cfg.Broker.Start(s.hub.onBroker); err != nil {
+	if err := cfg.Broker.Start(s.hub); err != nil {
 		return nil, fmt.Errorf("broker: %w", err)
 	}
 	s.upgrader = websocket.Upgrader{
@@ -206,9 +208,13 @@ func (s *Server) isDraining() bool {
 	return s.draining
 }
 
-// Shutdown stops accepting connections, closes every session with 1001
-// after draining its send queue, and waits for the connections to end or
-// ctx to be done; then it closes what is left and returns ctx.Err().
+// Shutdown drains the server (spec.md §12.4). It stops accepting
+// connections (503) and reports not ready, then, on every connection:
+// stops reading (frames not yet read are not accepted), lets the frame
+// being handled finish, so that every frame read has its answer queued,
+// writes the send queue (with the fan-out queued to it meanwhile), and
+// closes with 1001. It waits for the connections to end or ctx to be done;
+// then it drops what is left and returns ctx.Err().
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	already := s.draining
@@ -219,18 +225,20 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	s.mu.Unlock()
 	if !already {
-		s.cancel()
+		close(s.sweepStop)
 		<-s.sweepEnd
 	}
 	for _, c := range conns {
-		c.close(CloseGoingAway, "server shutting down", true)
+		c.stopReading()
 	}
 	done := make(chan struct{})
 	go func() { s.wg.Wait(); close(done) }()
 	select {
 	case <-done:
+		s.cancel()
 		return nil
 	case <-ctx.Done():
+		s.cancel() // ends the waits for queues to be written
 		s.mu.Lock()
 		for c := range s.conns {
 			_ = c.ws.NetConn().Close()
@@ -324,22 +332,25 @@ func (s *Server) sweep() {
 	defer close(s.sweepEnd)
 	t := time.NewTicker(s.cfg.SweepInterval)
 	defer t.Stop()
-	lastPing := s.cfg.Now()
+	lastPing := time.Now() // keepalive runs on real time; expiry and rotation on the clock
 	for {
 		select {
-		case <-s.ctx.Done():
+		case <-s.sweepStop:
 			return
 		case <-t.C:
 		}
 		now := s.cfg.Now()
-		ping := now.Sub(lastPing) >= s.cfg.PingInterval
+		ping := time.Since(lastPing) >= s.cfg.PingInterval
 		if ping {
-			lastPing = now
+			lastPing = time.Now()
 		}
 		for _, c := range s.hub.conns(nil) {
 			c.tick(now, ping)
 		}
 		s.hub.rotateOld(now)
+		if ping {
+			s.hub.retryUnsubscribes()
+		}
 		if m, ok := s.cfg.Replay.(*protocol.MemoryReplayStore); ok && ping {
 			m.Sweep()
 		}

@@ -177,14 +177,16 @@ func TestSpecWebSocketUpgrade(t *testing.T) {
 }
 
 func TestSpecRefreshFamilyLifetime(t *testing.T) {
-	e := newEnv(t, func(c *server.Config) { c.TokenTTL = time.Second; c.RefreshTTL = 3 * time.Second })
+	e := newEnvClock(t, nil) // default lifetimes: 15 min tokens, 24 h families
 	c := e.login("alice")
 	login := c.tok
 	if login.RefreshExpiresAt <= login.ExpiresAt {
 		t.Fatalf("refresh family ends before the token: %+v", login)
 	}
 	// The session token has expired; the refresh token still works.
-	time.Sleep(time.Until(time.UnixMilli(login.ExpiresAt)) + 100*time.Millisecond)
+	e.clock.Advance(time.UnixMilli(login.ExpiresAt).Sub(e.clock.Now()) + time.Second)
+	c.dial().write(c.helloFrame(login.Token))
+	c.expectHelloError(protocol.CodeTokenExpired)
 	var r2 server.TokenResponse
 	if st := e.postJSON("/v1/refresh", map[string]string{"refresh_token": login.RefreshToken, "proof": c.refreshProof(login.RefreshToken)}, &r2); st != 200 {
 		t.Fatalf("refresh after token expiry: %d", st)
@@ -194,14 +196,14 @@ func TestSpecRefreshFamilyLifetime(t *testing.T) {
 	if r2.RefreshExpiresAt != login.RefreshExpiresAt {
 		t.Fatalf("rotation moved the family's end from %d to %d", login.RefreshExpiresAt, r2.RefreshExpiresAt)
 	}
-	tv := &protocol.TokenVerifier{Keys: e.srv.KeySet(), Issuer: "sigil", Audience: "sigil.v1"}
+	tv := &protocol.TokenVerifier{Keys: e.srv.KeySet(), Issuer: "sigil", Audience: "sigil.v1", Now: e.clock.Now}
 	claims, err := tv.Verify(context.Background(), r2.Token)
 	must(t, err)
 	if claims.Session != login.Session || claims.Subject != "alice" || claims.Confirm.JKT != c.key.Public().Thumbprint() || r2.WSURL != e.wsURL() {
 		t.Fatalf("refreshed token %+v", claims)
 	}
 	// Once the family has ended, its newest refresh token is refused.
-	time.Sleep(time.Until(time.UnixMilli(login.RefreshExpiresAt)) + 100*time.Millisecond)
+	e.clock.Advance(time.UnixMilli(login.RefreshExpiresAt).Sub(e.clock.Now()) + time.Second)
 	var ae apiErr
 	if st := e.postJSON("/v1/refresh", map[string]string{"refresh_token": r2.RefreshToken, "proof": c.refreshProof(r2.RefreshToken)}, &ae); st != 401 || ae.Error != server.ErrCodeInvalidGrant {
 		t.Fatalf("refresh after the family's end: %d %v", st, ae)
@@ -485,6 +487,12 @@ func TestSpecChannelSemantics(t *testing.T) {
 	must(t, json.Unmarshal(carol.recvAct(protocol.ActReply).Body, &pb))
 	if len(pb.Members) != 1 || pb.Members[0] != "bob" {
 		t.Fatalf("presence %v", pb.Members)
+	}
+	// A channel without subscribers has members [], never an absent member
+	// (spec.md §9.1, §9.5): a client reads members.length.
+	carol.send(&protocol.Envelope{Action: protocol.ActPresence, Channel: "rooms.nobody", Corr: "n"})
+	if m := carol.recvAct(protocol.ActReply); string(m.Body) != `{"members":[]}` {
+		t.Fatalf("presence of an empty channel: %s", m.Body)
 	}
 
 	// unsub of a channel the session is not in: success, no leave.

@@ -4,7 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"sync"
 	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
 
 	"github.com/sigil-ws/sigil/protocol"
 	"github.com/sigil-ws/sigil/server"
@@ -27,9 +32,9 @@ func TestFlowPubSubPresenceDM(t *testing.T) {
 	bob.send(&protocol.Envelope{Action: protocol.ActSub, Channel: "rooms.lobby"})
 	bob.recvAct(protocol.ActReply)
 	j := alice.recvAct(protocol.ActJoin)
-	var pb protocol.PresenceBody
-	must(t, json.Unmarshal(j.Body, &pb))
-	if pb.Sub != "bob" || j.Channel != "rooms.lobby" {
+	var jb protocol.JoinBody
+	must(t, protocol.DecodeBody(j.Body, &jb))
+	if jb.Sub != "bob" || j.Channel != "rooms.lobby" {
 		t.Fatalf("join %s", j.Body)
 	}
 	bob.recvAct(protocol.ActJoin)
@@ -37,7 +42,8 @@ func TestFlowPubSubPresenceDM(t *testing.T) {
 	// presence
 	bob.send(&protocol.Envelope{Action: protocol.ActPresence, Channel: "rooms.lobby"})
 	m = bob.recvAct(protocol.ActReply)
-	must(t, json.Unmarshal(m.Body, &pb))
+	var pb protocol.PresenceBody
+	must(t, protocol.DecodeBody(m.Body, &pb))
 	if len(pb.Members) != 2 {
 		t.Fatalf("presence %s", m.Body)
 	}
@@ -76,8 +82,8 @@ func TestFlowPubSubPresenceDM(t *testing.T) {
 	bob.send(&protocol.Envelope{Action: protocol.ActUnsub, Channel: "rooms.lobby", Corr: "u"})
 	bob.recvAct(protocol.ActReply)
 	l := alice.recvAct(protocol.ActLeave)
-	must(t, json.Unmarshal(l.Body, &pb))
-	if pb.Sub != "bob" {
+	must(t, protocol.DecodeBody(l.Body, &jb))
+	if jb.Sub != "bob" {
 		t.Fatal("leave")
 	}
 
@@ -200,5 +206,195 @@ func TestEncryption(t *testing.T) {
 	must(t, err)
 	if nk.ID == chKey.ID || nk.Scope != "ch:rooms.secret" {
 		t.Fatal("key not rotated")
+	}
+}
+
+// slowRevocations is a revocation store with the latency of a networked
+// one: every check takes delay.
+type slowRevocations struct {
+	*server.MemoryRevocationStore
+	delay time.Duration
+}
+
+func (s slowRevocations) IsRevoked(ctx context.Context, jti, sub string, iat time.Time) (bool, error) {
+	time.Sleep(s.delay)
+	return s.MemoryRevocationStore.IsRevoked(ctx, jti, sub, iat)
+}
+
+// trafficTo keeps sender busy sending direct messages to user, each
+// waiting for its answer, until stop is closed. It returns how many were
+// answered.
+func trafficTo(sender *client, user string, stop <-chan struct{}) <-chan int {
+	n := make(chan int, 1)
+	go func() {
+		sent := 0
+		defer func() { n <- sent }()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			fr, err := sender.signer.Sign(&protocol.Envelope{Action: protocol.ActDM, To: user, Corr: "t", Body: json.RawMessage(`"x"`)})
+			if err != nil || sender.ws.WriteMessage(websocket.TextMessage, fr) != nil {
+				return
+			}
+			for { // the reply, or not_found while user has no session
+				_ = sender.ws.SetReadDeadline(time.Now().Add(10 * time.Second))
+				_, data, err := sender.ws.ReadMessage()
+				if err != nil {
+					return
+				}
+				if m, err := sender.fv.Verify(data); err == nil && m.Corr == "t" {
+					break
+				}
+			}
+			sent++
+		}
+	}()
+	return n
+}
+
+// drain reads and discards c's frames in the background.
+func drain(c *client) {
+	go func() {
+		for {
+			if _, _, err := c.ws.ReadMessage(); err != nil {
+				return
+			}
+		}
+	}()
+}
+
+// TestWelcomeIsFirstFrame: welcome is the first server frame of every
+// session (spec.md §8.3), even while direct messages and presence events
+// stream to the subject and the revocation store is slow, so that the
+// hello's session is registered well before its last check is done.
+func TestWelcomeIsFirstFrame(t *testing.T) {
+	// ES256 throughout: P-256 runs in assembly, which the race detector
+	// does not slow down as it does the pure-Go Ed25519.
+	sk, err := protocol.GenerateKey(protocol.ES256, nil)
+	must(t, err)
+	e := newEnv(t, func(c *server.Config) {
+		c.Keys = []*protocol.PrivateKey{sk}
+		c.Revocations = slowRevocations{server.NewMemoryRevocationStore(), 5 * time.Millisecond}
+	})
+	// bob0 keeps bob reachable and sits in a channel with presence churn.
+	bob0 := e.loginAlg("bob", protocol.ES256).connect()
+	bob0.send(&protocol.Envelope{Action: protocol.ActSub, Channel: "rooms.race", Corr: "s"})
+	bob0.recvAct(protocol.ActReply)
+	drain(bob0)
+	stop := make(chan struct{})
+	var counts []<-chan int
+	for _, user := range []string{"alice", "carol"} {
+		counts = append(counts, trafficTo(e.loginAlg(user, protocol.ES256).connect(), "bob", stop))
+	}
+	churn := e.loginAlg("carol", protocol.ES256).connect()
+	churned := make(chan struct{})
+	go func() {
+		defer close(churned)
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			act := protocol.ActSub
+			if i%2 == 1 {
+				act = protocol.ActUnsub
+			}
+			fr, err := churn.signer.Sign(&protocol.Envelope{Action: act, Channel: "rooms.race", Corr: "c"})
+			if err != nil || churn.ws.WriteMessage(websocket.TextMessage, fr) != nil {
+				return
+			}
+			for { // paced by its answers
+				_ = churn.ws.SetReadDeadline(time.Now().Add(10 * time.Second))
+				_, data, err := churn.ws.ReadMessage()
+				if err != nil {
+					return
+				}
+				if m, err := churn.fv.Verify(data); err == nil && m.Corr == "c" {
+					break
+				}
+			}
+		}
+	}()
+
+	const dials, workers = 500, 8
+	jobs := make(chan int, dials)
+	for i := range dials {
+		jobs <- i
+	}
+	close(jobs)
+	errs := make(chan error, dials)
+	var wg sync.WaitGroup
+	for range workers {
+		c := e.loginAlg("bob", protocol.ES256) // one session per worker: its hellos are in seq order
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			d := websocket.Dialer{Subprotocols: []string{protocol.Subprotocol}, HandshakeTimeout: 10 * time.Second}
+			for i := range jobs {
+				errs <- func() error {
+					ws, _, err := d.Dial(e.wsURL(), nil)
+					if err != nil {
+						return err
+					}
+					defer ws.Close()
+					body := mustJSON(t, protocol.HelloBody{Token: c.tok.Token, JWK: c.jwk})
+					hello, err := c.signer.Sign(&protocol.Envelope{Action: protocol.ActHello, Corr: "h", Body: body})
+					if err != nil {
+						return err
+					}
+					if err := ws.WriteMessage(websocket.TextMessage, hello); err != nil {
+						return err
+					}
+					_ = ws.SetReadDeadline(time.Now().Add(10 * time.Second))
+					_, data, err := ws.ReadMessage()
+					if err != nil {
+						return fmt.Errorf("dial %d: %w", i, err)
+					}
+					m, err := c.fv.Verify(data)
+					if err != nil {
+						return fmt.Errorf("dial %d: first frame: %w", i, err)
+					}
+					if m.Action != protocol.ActWelcome || m.Corr != "h" {
+						return fmt.Errorf("dial %d: first frame is %q, not the welcome", i, m.Action)
+					}
+					var wb protocol.WelcomeBody
+					if err := protocol.DecodeBody(m.Body, &wb); err != nil {
+						return err
+					}
+					c.signer.SetSeq(wb.LastSeq)
+					c.fv.SetWelcomed(false) // the next dial is a new connection
+					return nil
+				}()
+			}
+		}()
+	}
+	t0 := time.Now()
+	wg.Wait()
+	t.Logf("dials took %v", time.Since(t0))
+	close(stop)
+	<-churned
+	close(errs)
+	failed := 0
+	for err := range errs {
+		if err != nil {
+			if failed++; failed <= 5 {
+				t.Error(err)
+			}
+		}
+	}
+	dms := 0
+	for _, n := range counts {
+		dms += <-n
+	}
+	t.Logf("%d of %d dials failed; %d direct messages answered meanwhile", failed, dials, dms)
+	if failed > 0 {
+		t.Fatalf("%d of %d dials did not get welcome first", failed, dials)
+	}
+	if dms == 0 {
+		t.Fatal("no direct-message traffic")
 	}
 }

@@ -26,13 +26,13 @@ for tool in node go /usr/bin/chromium; do
 done
 [ -d node_modules/playwright-core ] && [ -d node_modules/ws ] && [ -d node_modules/jose ] || { echo "ci.sh: run npm ci first" >&2; exit 1; }
 
-echo "== node --test (vectors, strict JSON, JOSE cross-check, JS⇄Go, browser, browser lifetime)"
+echo "== node --test (vectors, strict JSON, JOSE cross-check, handshake and close codes, JS⇄Go, browser, browser lifetime)"
 # One file at a time: the cross and browser tests each start a server, and
 # the browser is heavy on a small machine.
 log="$(mktemp)"
 set +e
 node --test --test-concurrency=1 \
-  test/vectors.test.mjs test/strictjson.test.mjs test/jose-cross.test.mjs \
+  test/vectors.test.mjs test/strictjson.test.mjs test/jose-cross.test.mjs test/handshake.test.mjs \
   test/cross.test.mjs test/browser.test.mjs test/browser-lifetime.test.mjs >"$log" 2>&1
 status=$?
 set -e

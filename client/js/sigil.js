@@ -39,6 +39,7 @@ export const CLOSE = Object.freeze({
   1001: { meaning: 'server going away', reconnect: 'backoff' },
   1003: { meaning: 'a binary message was sent', reconnect: 'no' },
   1006: { meaning: 'connection lost', reconnect: 'backoff' },
+  1007: { meaning: 'a text frame that is not UTF-8 was sent', reconnect: 'no' },
   1008: { meaning: 'too many rejected frames', reconnect: 'no' },
   1009: { meaning: 'frame too large', reconnect: 'no' },
   4000: { meaning: 'no hello within the deadline', reconnect: 'backoff' },
@@ -47,7 +48,7 @@ export const CLOSE = Object.freeze({
   4003: { meaning: 'session revoked', reconnect: 'never' },
   4004: { meaning: 'kicked by an administrator', reconnect: 'no' },
   4005: { meaning: 'slow consumer', reconnect: 'backoff' },
-  4006: { meaning: 'internal server error', reconnect: 'backoff' },
+  4006: { meaning: 'server error (or a store it needs is unavailable)', reconnect: 'backoff' },
 });
 
 /** backoffDelay: exponential from 0.5 s up to 30 s, with full jitter (§12.3). */
@@ -350,12 +351,16 @@ export class Client {
         }
         const body = { token: this.token, jwk: this.key.jwk };
         if (this.agreement) body.ekey = this.agreement.jwk;
-        this.sign({ act: 'hello', body }).then((f) => ws.send(f.frame)).catch((e) => reject(e));
+        this.helloCid = globalThis.crypto.randomUUID(); // the welcome must echo it (§8.3)
+        this.sign({ act: 'hello', cid: this.helloCid, body }).then((f) => ws.send(f.frame)).catch((e) => reject(e));
       };
       ws.onmessage = (ev) => {
-        this.inbox = (this.inbox || Promise.resolve()).then(() => this.#onFrame(ev.data)).catch((e) => console.error('sigil:', e));
+        this.inbox = (this.inbox || Promise.resolve()).then(() => this.#onFrame(ev.data, ws)).catch((e) => console.error('sigil:', e));
       };
-      ws.onclose = (ev) => this.#onClose(ws, ev.code, ev.reason);
+      // The close is handled after the frames that arrived before it.
+      ws.onclose = (ev) => {
+        this.inbox = (this.inbox || Promise.resolve()).then(() => this.#onClose(ws, ev.code, ev.reason)).catch((e) => console.error('sigil:', e));
+      };
       ws.onerror = () => {};
     });
   }
@@ -365,9 +370,31 @@ export class Client {
     this.emit('state', s);
   }
 
-  async #onFrame(data) {
+  // #violation ends a connection whose first server frame is not the
+  // welcome answering the hello, nor the error rejecting it (§8.3): nothing
+  // acts on the frame, the socket is closed (1002 where the WebSocket API
+  // allows it; browsers allow only 1000) and connect() rejects with
+  // protocol_violation. A reconnect attempt then retries with backoff.
+  #violation(ws, message) {
+    if (ws !== this.ws) return;
+    this.ws = null;
+    try {
+      ws.close(1002, 'protocol violation');
+    } catch {
+      ws.close(1000, 'protocol violation');
+    }
+    const w = this.welcomeWaiter;
+    this.welcomeWaiter = null;
+    this.#setState('closed');
+    this.emit('invalid', { code: 'protocol_violation', message });
+    if (w) w.reject(new SigilError('protocol_violation', message));
+  }
+
+  async #onFrame(data, ws) {
+    const first = !this.welcomed && ws === this.ws; // the connection's first frame
     if (typeof data !== 'string') {
       if (data && typeof data.toString === 'function' && globalThis.Buffer && globalThis.Buffer.isBuffer(data)) data = data.toString('utf8');
+      else if (first) return this.#violation(ws, 'a binary message before welcome');
       else {
         this.emit('invalid', { code: 'malformed', message: 'binary server frame' });
         return;
@@ -391,11 +418,15 @@ export class Client {
         if (!this.welcomed && e.code === 'wrong_session') {
           env = await this.verifier.verify(data, { preWelcome: true }).catch(() => null);
         }
+        if (!env && first) return this.#violation(ws, `the first frame does not verify (${e.code || e.message})`);
         if (!env) {
           this.emit('invalid', { code: e.code || 'internal', message: e.message, frame: data });
           return;
         }
       }
+    }
+    if (first && !(env.act === 'welcome' && env.cid === this.helloCid) && !(env.act === 'error' && !env.sid)) {
+      return this.#violation(ws, `the first frame is ${env.act}, not the welcome answering the hello`);
     }
     try {
       await this.#dispatch(env);
