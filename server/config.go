@@ -105,8 +105,10 @@ type Config struct {
 
 	// Logger receives structured logs. Default slog.Default().
 	Logger *slog.Logger
-	// Registerer receives the Prometheus metrics; /metrics serves Gatherer.
-	// Default: a new registry private to the server.
+	// Registerer receives the Prometheus metrics, including the standard Go
+	// runtime and process collectors (go_*, process_*) unless it already
+	// has them; /metrics serves Gatherer. Default: a new registry private
+	// to the server.
 	Registerer prometheus.Registerer
 	// Gatherer is what /metrics serves. Default: the private registry, or
 	// prometheus.DefaultGatherer when Registerer is

@@ -15,6 +15,8 @@ import (
 	jose "github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
 	"github.com/gorilla/websocket"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/sigil-ws/sigil/protocol"
 	"github.com/sigil-ws/sigil/server"
 )
@@ -349,6 +351,29 @@ func TestHealthReadyMetrics(t *testing.T) {
 	d := websocket.Dialer{Subprotocols: []string{protocol.Subprotocol}}
 	if _, resp, err := d.Dial(e.wsURL(), nil); err == nil || resp.StatusCode != 503 {
 		t.Fatal("upgrade after shutdown")
+	}
+}
+
+// /metrics carries the standard Go runtime and process collectors, on the
+// server's private registry and on one that already has them.
+func TestMetricsRuntimeCollectors(t *testing.T) {
+	shared := prometheus.NewRegistry()
+	shared.MustRegister(collectors.NewGoCollector())
+	for name, reg := range map[string]*prometheus.Registry{"private": nil, "shared": shared} {
+		e := newEnv(t, func(c *server.Config) {
+			if reg != nil {
+				c.Registerer, c.Gatherer = reg, reg
+			}
+		})
+		resp, err := http.Get(e.url + "/metrics")
+		must(t, err)
+		m, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		for _, want := range []string{"go_goroutines ", "go_memstats_heap_inuse_bytes ", "process_resident_memory_bytes ", "process_open_fds "} {
+			if !strings.Contains(string(m), "\n"+want) {
+				t.Errorf("%s registry: /metrics lacks %q", name, want)
+			}
+		}
 	}
 }
 

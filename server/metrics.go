@@ -1,7 +1,10 @@
 package server
 
 import (
+	"errors"
+
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/sigil-ws/sigil/protocol"
 )
 
@@ -38,7 +41,22 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		m.rejectedBy[c] = m.rejected.WithLabelValues(string(c))
 	}
 	reg.MustRegister(m.connections, m.connTotal, m.accepted, m.rejected, m.verifySeconds, m.deliveries, m.slowDrops, m.closes, m.logins)
+	registerRuntime(reg)
 	return m
+}
+
+// registerRuntime adds the standard Go runtime (go_goroutines,
+// go_memstats_*, …) and process (process_resident_memory_bytes,
+// process_open_fds, …) collectors that Go service dashboards expect. A
+// registry that already has them (prometheus.DefaultRegisterer does) keeps
+// its own.
+func registerRuntime(reg prometheus.Registerer) {
+	for _, c := range []prometheus.Collector{collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})} {
+		var are prometheus.AlreadyRegisteredError
+		if err := reg.Register(c); err != nil && !errors.As(err, &are) {
+			panic(err)
+		}
+	}
 }
 
 func (m *metrics) reject(code protocol.Code) {
