@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"flag"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -32,6 +33,29 @@ func sigil(t *testing.T, stdin string, args ...string) *exec.Cmd {
 	cmd.Env = append(os.Environ(), "SIGIL_TEST_MAIN=1")
 	cmd.Stdin = strings.NewReader(stdin)
 	return cmd
+}
+
+// sigilExit runs a command that is expected to exit, such as a serve that
+// refuses its configuration; one that is still running after a generous
+// limit is killed, and the test sees its output so far and an error.
+func sigilExit(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	cmd := sigil(t, "", args...)
+	var out syncBuffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		return out.String(), err
+	case <-time.After(30 * time.Second):
+		_ = cmd.Process.Kill()
+		<-done
+		return out.String(), fmt.Errorf("still running after 30s")
+	}
 }
 
 // startServe starts `sigil serve` and waits for SIGIL_READY; it returns the
@@ -234,3 +258,21 @@ func FuzzParseConfigFile(f *testing.F) {
 }
 
 var _ = flag.ContinueOnError
+
+// --external-jwks: https, or plain http only to localhost exactly or a
+// loopback IP; the URL is parsed, not matched by prefix.
+func TestServeExternalJWKSPlainHTTP(t *testing.T) {
+	ext := func(jwks string) []string {
+		return []string{"serve", "--addr", "127.0.0.1:0", "--data-dir", t.TempDir(),
+			"--external-issuer", "https://idp.example", "--external-audience", "sigil", "--external-jwks", jwks}
+	}
+	for _, bad := range []string{"http://localhost.evil.example/jwks", "http://127.0.0.1@evil.example/jwks", "http://evil.example/jwks"} {
+		out, err := sigilExit(t, ext(bad)...)
+		if err == nil || !strings.Contains(string(out), "must be https") || strings.Contains(string(out), "SIGIL_READY") {
+			t.Errorf("%s: %v %s", bad, err, out)
+		}
+	}
+	for _, good := range []string{"http://localhost:9/jwks", "http://127.0.0.1:9/jwks", "https://idp.example/jwks"} {
+		startServe(t, ext(good)[1:]...)
+	}
+}

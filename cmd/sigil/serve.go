@@ -62,7 +62,7 @@ func serveFlagSet(f *serveFlags) *flag.FlagSet {
 	fs.IntVar(&f.maxFrame, "max-frame", protocol.DefaultMaxFrame, "client frame size limit in bytes")
 	fs.StringVar(&f.extIssuer, "external-issuer", "", "trusted identity provider iss (enables grant_type external)")
 	fs.StringVar(&f.extAudience, "external-audience", "", "expected aud of identity provider tokens")
-	fs.StringVar(&f.extJWKS, "external-jwks", "", "identity provider JWKS: a file or an https:// URL")
+	fs.StringVar(&f.extJWKS, "external-jwks", "", "identity provider JWKS: a file or an https:// URL (http:// only to localhost or a loopback IP)")
 	fs.StringVar(&f.extRolesClaim, "external-roles-claim", "roles", "claim holding the provider's roles")
 	fs.StringVar(&f.extSubjectClaim, "external-subject-claim", "sub", "claim used as the subject")
 	fs.StringVar(&f.extRoleMap, "external-role-map", "", `JSON object mapping provider roles to Sigil roles, e.g. {"staff":["user"]}`)
@@ -157,15 +157,21 @@ func serve(args []string, stdout, stderr io.Writer) error {
 			SubjectClaim: f.extSubjectClaim, DefaultRoles: splitList(f.extDefaultRoles),
 		}
 		switch {
-		case strings.HasPrefix(f.extJWKS, "https://"), strings.HasPrefix(f.extJWKS, "http://127.0.0.1"), strings.HasPrefix(f.extJWKS, "http://localhost"):
-			x.JWKSURL = f.extJWKS
-		case f.extJWKS != "":
-			x.JWKSFile = f.extJWKS
-		default:
+		case f.extJWKS == "":
 			return errors.New("--external-issuer needs --external-jwks")
+		case strings.Contains(f.extJWKS, "://"):
+			x.JWKSURL = f.extJWKS
+		default:
+			if _, err := os.Stat(f.extJWKS); err != nil {
+				return fmt.Errorf("--external-jwks: %w", err)
+			}
+			x.JWKSFile = f.extJWKS
 		}
 		if f.extAudience == "" {
 			return errors.New("--external-issuer needs --external-audience")
+		}
+		if err := x.Validate(); err != nil {
+			return fmt.Errorf("--external-jwks: %w", err)
 		}
 		if f.extRoleMap != "" {
 			if err := json.Unmarshal([]byte(f.extRoleMap), &x.RoleMap); err != nil {
