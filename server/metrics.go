@@ -19,6 +19,7 @@ type metrics struct {
 	slowDrops     prometheus.Counter
 	closes        *prometheus.CounterVec
 	logins        *prometheus.CounterVec
+	storeErrors   *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -35,12 +36,13 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		slowDrops:  prometheus.NewCounter(prometheus.CounterOpts{Name: "sigil_slow_consumer_drops_total", Help: "Sessions closed because their send queue overflowed."}),
 		closes:     prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sigil_closes_total", Help: "Connections closed by the server, by close code."}, []string{"code"}),
 		logins:     prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sigil_token_requests_total", Help: "Token endpoint results."}, []string{"result"}),
+		storeErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sigil_store_errors_total", Help: "Failed store operations, by store."}, []string{"store"}),
 		rejectedBy: map[protocol.Code]prometheus.Counter{},
 	}
 	for _, c := range protocol.Codes {
 		m.rejectedBy[c] = m.rejected.WithLabelValues(string(c))
 	}
-	reg.MustRegister(m.connections, m.connTotal, m.accepted, m.rejected, m.verifySeconds, m.deliveries, m.slowDrops, m.closes, m.logins)
+	reg.MustRegister(m.connections, m.connTotal, m.accepted, m.rejected, m.verifySeconds, m.deliveries, m.slowDrops, m.closes, m.logins, m.storeErrors)
 	registerRuntime(reg)
 	return m
 }
@@ -65,4 +67,12 @@ func (m *metrics) reject(code protocol.Code) {
 		return
 	}
 	m.rejected.WithLabelValues(string(code)).Inc()
+}
+
+// storeError logs and counts a failed operation of a store ("refresh",
+// "revocation", …). The caller fails closed: it refuses what the store
+// was asked to make safe.
+func (s *Server) storeError(store string, err error) {
+	s.log.Error("store failed", "store", store, "err", err)
+	s.m.storeErrors.WithLabelValues(store).Inc()
 }
