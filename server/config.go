@@ -29,10 +29,11 @@ type Config struct {
 
 	// Replay is the replay store. Default protocol.NewMemoryReplayStore.
 	Replay protocol.ReplayStore
-	// Revocations stores revoked token ids and subjects. Default
-	// NewMemoryRevocationStore().
+	// Revocations stores revoked token ids and subjects. Default an
+	// in-memory store on the clock Now.
 	Revocations RevocationStore
-	// Refresh stores refresh tokens. Default NewMemoryRefreshStore().
+	// Refresh stores refresh tokens. Default NewMemoryRefreshStore(Now)
+	// with MaxRefreshFamilies.
 	Refresh RefreshStore
 	// Broker fans frames out to subscribers. Default NewMemoryBroker().
 	Broker Broker
@@ -41,6 +42,12 @@ type Config struct {
 	TokenTTL time.Duration
 	// RefreshTTL is the lifetime of a refresh-token family. Default 24 hours.
 	RefreshTTL time.Duration
+	// MaxRefreshFamilies is the number of live refresh-token families
+	// (logins) a subject may hold in the default refresh store; a login
+	// beyond it evicts the subject's oldest family (RefreshStore). Default
+	// DefaultMaxFamilies (32). A Refresh store given in Config has its own
+	// setting.
+	MaxRefreshFamilies int
 	// MaxFrame is the size limit of a client frame. Default 64 KiB.
 	MaxFrame int
 	// ReadLimit is the WebSocket read limit; a larger frame closes the
@@ -145,10 +152,12 @@ func (c *Config) setDefaults() {
 		c.Replay = protocol.NewMemoryReplayStore(0, c.Now)
 	}
 	if c.Revocations == nil {
-		c.Revocations = NewMemoryRevocationStore()
+		c.Revocations = &MemoryRevocationStore{list: protocol.NewMemoryRevocationsWithClock(c.Now)}
 	}
 	if c.Refresh == nil {
-		c.Refresh = NewMemoryRefreshStore(c.Now)
+		rs := NewMemoryRefreshStore(c.Now)
+		rs.MaxFamilies = c.MaxRefreshFamilies
+		c.Refresh = rs
 	}
 	if c.Broker == nil {
 		c.Broker = NewMemoryBroker()

@@ -5,15 +5,16 @@ import (
 	"time"
 )
 
-// failureLimiter counts failures per key in fixed windows.
+// failureLimiter counts failures per key in fixed windows. Keys whose
+// window has ended are forgotten once per window of its clock.
 type failureLimiter struct {
 	max    int
 	window time.Duration
 	now    func() time.Time
 
-	mu   sync.Mutex
-	keys map[string]*failWindow
-	ops  int
+	mu        sync.Mutex
+	keys      map[string]*failWindow
+	nextSweep time.Time
 }
 
 type failWindow struct {
@@ -46,13 +47,13 @@ func (l *failureLimiter) fail(key string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	now := l.now()
-	l.ops++
-	if l.ops%1024 == 0 {
+	if !now.Before(l.nextSweep) { // by time: once per window
 		for k, w := range l.keys {
 			if now.Sub(w.start) > l.window {
 				delete(l.keys, k)
 			}
 		}
+		l.nextSweep = now.Add(l.window)
 	}
 	w := l.keys[key]
 	if w == nil || now.Sub(w.start) > l.window {
