@@ -383,11 +383,10 @@ func TestMetricsRuntimeCollectors(t *testing.T) {
 }
 
 func TestBinaryFrameAndSlowConsumer(t *testing.T) {
-	e := newEnv(t, func(c *server.Config) { // The write deadline is far longer than it takes to overflow the
-		// queue, so that the slow consumer is dropped by the overflow (4005)
-		// and not, on a busy machine, by a write that times out first.
-		c.SendQueue, c.WriteTimeout = 8, 30*time.Second
-	})
+	// The write deadline is far longer than it takes to overflow the
+	// queue, so that the slow consumer is dropped by the overflow (4005)
+	// and not, on a busy machine, by a write that times out first.
+	e := newEnv(t, func(c *server.Config) { c.SendQueue, c.WriteTimeout = 8, 30*time.Second })
 	c := e.login("alice").connect()
 	must(t, c.ws.WriteMessage(websocket.BinaryMessage, []byte{1, 2, 3}))
 	c.expectClose(websocket.CloseUnsupportedData)
