@@ -169,3 +169,23 @@ func TestHistogram(t *testing.T) {
 		}
 	}
 }
+
+// --churn runs short sessions (login, connect, pings, close) beside the
+// load, and --watch samples the server's /metrics; the soak uses both.
+func TestLoadChurnAndWatch(t *testing.T) {
+	url := testServer(t)
+	rep := runLoadJSON(t, "pw\n", "--server", url, "--user", "alice,bob", "--conns", "1", "--subs", "1",
+		"--rate", "20", "--duration", "2s", "--churn", "10", "--watch", "500ms")
+	checkLossless(t, rep, rep.Publishes)
+	if rep.Churn == nil || rep.Churn.Sessions < 1 || len(rep.Churn.Errors) != 0 {
+		t.Fatalf("churn %+v", rep.Churn)
+	}
+	if rep.Server == nil || len(rep.Server.Samples) < 2 || rep.Server.Errors != 0 {
+		t.Fatalf("watch %+v", rep.Server)
+	}
+	for _, s := range rep.Server.Samples {
+		if s.RSS <= 0 || s.HeapInuse <= 0 || s.Goroutines <= 0 || s.OpenFDs <= 0 {
+			t.Fatalf("sample %+v", s)
+		}
+	}
+}
