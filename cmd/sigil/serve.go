@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -15,7 +16,6 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -30,7 +30,6 @@ type serveFlags struct {
 	addr, config, dataDir, keyFiles, users, policy string
 	tlsCert, tlsKey                                string
 	insecureHTTP, demo, trustXFF                   bool
-	port                                           int
 	origins, issuer, audience, wsURL               string
 	tokenTTL, refreshTTL, shutdownTimeout          time.Duration
 	maxFrame                                       int
@@ -41,7 +40,7 @@ type serveFlags struct {
 
 func serveFlagSet(f *serveFlags) *flag.FlagSet {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	fs.StringVar(&f.addr, "addr", "127.0.0.1:8080", "listen address")
+	fs.StringVar(&f.addr, "addr", "127.0.0.1:8080", "listen address, in every mode (port 0: a free port, printed in the ready line)")
 	fs.StringVar(&f.config, "config", "", "JSON config file (flag names as keys); flags > SIGIL_* env > file")
 	fs.StringVar(&f.dataDir, "data-dir", "sigil-data", "data directory (keys/, users.json)")
 	fs.StringVar(&f.keyFiles, "key-files", "", "comma-separated private JWK files, oldest first; the last signs (default: <data-dir>/keys/*.jwk, generated on first start)")
@@ -50,8 +49,7 @@ func serveFlagSet(f *serveFlags) *flag.FlagSet {
 	fs.StringVar(&f.tlsCert, "tls-cert", "", "TLS certificate file")
 	fs.StringVar(&f.tlsKey, "tls-key", "", "TLS key file")
 	fs.BoolVar(&f.insecureHTTP, "insecure-http", false, "allow plain HTTP on a non-loopback address")
-	fs.BoolVar(&f.demo, "demo", false, "demo mode: 127.0.0.1, ephemeral keys and users, chat app at /")
-	fs.IntVar(&f.port, "port", 8080, "demo mode: port on 127.0.0.1 (0: random)")
+	fs.BoolVar(&f.demo, "demo", false, "demo mode: ephemeral keys and users, chat app at /")
 	fs.StringVar(&f.origins, "origins", "", "comma-separated extra allowed browser origins for /v1/ws")
 	fs.StringVar(&f.issuer, "issuer", "", "iss of session tokens (default sigil)")
 	fs.StringVar(&f.audience, "audience", "", "aud of session tokens (default sigil.v1)")
@@ -114,15 +112,22 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	var auth server.Authenticators
 	var demoPasswords [][2]string
 	addr := f.addr
-	if f.demo {
-		addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(f.port))
-	}
 	tlsOn := f.tlsCert != "" || f.tlsKey != ""
 	if tlsOn && (f.tlsCert == "" || f.tlsKey == "") {
 		return errors.New("--tls-cert and --tls-key go together")
 	}
 	if !tlsOn && !f.insecureHTTP && !isLoopback(addr) {
 		return fmt.Errorf("refusing plain HTTP on non-loopback address %s: use --tls-cert/--tls-key, or --insecure-http behind a TLS proxy", addr)
+	}
+	// Everything is loaded and checked before the server listens, and it
+	// says it is ready only once it listens.
+	var tlsConf *tls.Config
+	if tlsOn {
+		cert, err := tls.LoadX509KeyPair(f.tlsCert, f.tlsKey)
+		if err != nil {
+			return fmt.Errorf("--tls-cert/--tls-key: %w", err)
+		}
+		tlsConf = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	}
 	if f.demo {
 		doc, pws, err := demoUsers()
@@ -193,8 +198,10 @@ func serve(args []string, stdout, stderr io.Writer) error {
 		static, _ := iofs.Sub(chat.Static, "static")
 		mux.Handle("/", http.FileServerFS(static))
 	}
+	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, TLSConfig: tlsConf, ErrorLog: slog.NewLogLogger(handler, slog.LevelWarn)}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
+		_ = srv.Shutdown(context.Background())
 		return err
 	}
 	scheme := "http"
@@ -202,7 +209,6 @@ func serve(args []string, stdout, stderr io.Writer) error {
 		scheme = "https"
 	}
 	url := scheme + "://" + ln.Addr().String()
-	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(handler, slog.LevelWarn)}
 	if f.demo {
 		fmt.Fprintf(stdout, "Sigil demo: open %s/ in two browser windows.\nDemo users (passwords are shown only now):\n", url)
 		for _, p := range demoPasswords {
@@ -216,7 +222,7 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	errc := make(chan error, 1)
 	go func() {
 		if tlsOn {
-			errc <- hs.ServeTLS(ln, f.tlsCert, f.tlsKey)
+			errc <- hs.ServeTLS(ln, "", "") // the certificate is in TLSConfig
 		} else {
 			errc <- hs.Serve(ln)
 		}
