@@ -109,6 +109,19 @@ type Config struct {
 	// TrustForwardedFor uses the first X-Forwarded-For address as the client
 	// address for rate limiting. Default false (RemoteAddr).
 	TrustForwardedFor bool
+	// PasswordHashMemory bounds the memory of the password checks of
+	// /v1/token that run at once: each is counted at PasswordCheckMemory
+	// (19 MiB, an argon2id check with HashPassword's parameters), so the
+	// default, DefaultPasswordHashMemory (256 MiB), allows 13 at once (at
+	// least 1 always). A login that
+	// finds them all busy is answered 503 unavailable with Retry-After at
+	// once, before its password is hashed. Users files with costlier
+	// argon2id parameters need a larger budget.
+	PasswordHashMemory int64
+
+	// HTTP holds the timeouts and limits of the http.Server that
+	// Server.HTTPServer builds.
+	HTTP HTTPConfig
 
 	// Logger receives structured logs. Default slog.Default().
 	Logger *slog.Logger
@@ -185,6 +198,10 @@ func (c *Config) setDefaults() {
 	defInt(&c.LoginFailuresPerAccount, 10)
 	defInt(&c.LoginFailuresPerAddress, 50)
 	def(&c.LoginWindow, time.Minute)
+	if c.PasswordHashMemory <= 0 {
+		c.PasswordHashMemory = DefaultPasswordHashMemory
+	}
+	c.HTTP.setDefaults(c.MaxFrame)
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}

@@ -9,17 +9,18 @@ import (
 )
 
 type metrics struct {
-	connections   prometheus.Gauge
-	connTotal     prometheus.Counter
-	accepted      prometheus.Counter
-	rejected      *prometheus.CounterVec
-	rejectedBy    map[protocol.Code]prometheus.Counter
-	verifySeconds prometheus.Histogram
-	deliveries    prometheus.Counter
-	slowDrops     prometheus.Counter
-	closes        *prometheus.CounterVec
-	logins        *prometheus.CounterVec
-	storeErrors   *prometheus.CounterVec
+	connections    prometheus.Gauge
+	connTotal      prometheus.Counter
+	accepted       prometheus.Counter
+	rejected       *prometheus.CounterVec
+	rejectedBy     map[protocol.Code]prometheus.Counter
+	verifySeconds  prometheus.Histogram
+	deliveries     prometheus.Counter
+	slowDrops      prometheus.Counter
+	closes         *prometheus.CounterVec
+	logins         *prometheus.CounterVec
+	storeErrors    *prometheus.CounterVec
+	passwordChecks prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -32,17 +33,18 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "sigil_verify_seconds", Help: "Time to verify one client frame.",
 			Buckets: []float64{25e-6, 50e-6, 100e-6, 200e-6, 500e-6, 1e-3, 5e-3, 25e-3},
 		}),
-		deliveries:  prometheus.NewCounter(prometheus.CounterOpts{Name: "sigil_deliveries_total", Help: "Frames queued to sessions by fan-out (deliver, direct, join, leave)."}),
-		slowDrops:   prometheus.NewCounter(prometheus.CounterOpts{Name: "sigil_slow_consumer_drops_total", Help: "Sessions closed because their send queue overflowed."}),
-		closes:      prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sigil_closes_total", Help: "Connections closed by the server, by close code."}, []string{"code"}),
-		logins:      prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sigil_token_requests_total", Help: "Token endpoint results."}, []string{"result"}),
-		storeErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sigil_store_errors_total", Help: "Failed store operations, by store."}, []string{"store"}),
-		rejectedBy:  map[protocol.Code]prometheus.Counter{},
+		deliveries:     prometheus.NewCounter(prometheus.CounterOpts{Name: "sigil_deliveries_total", Help: "Frames queued to sessions by fan-out (deliver, direct, join, leave)."}),
+		slowDrops:      prometheus.NewCounter(prometheus.CounterOpts{Name: "sigil_slow_consumer_drops_total", Help: "Sessions closed because their send queue overflowed."}),
+		closes:         prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sigil_closes_total", Help: "Connections closed by the server, by close code."}, []string{"code"}),
+		logins:         prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sigil_token_requests_total", Help: "Token endpoint results."}, []string{"result"}),
+		passwordChecks: prometheus.NewGauge(prometheus.GaugeOpts{Name: "sigil_password_checks", Help: "Password checks in progress (at most PasswordHashMemory / 19 MiB)."}),
+		storeErrors:    prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sigil_store_errors_total", Help: "Failed store operations, by store."}, []string{"store"}),
+		rejectedBy:     map[protocol.Code]prometheus.Counter{},
 	}
 	for _, c := range protocol.Codes {
 		m.rejectedBy[c] = m.rejected.WithLabelValues(string(c))
 	}
-	reg.MustRegister(m.connections, m.connTotal, m.accepted, m.rejected, m.verifySeconds, m.deliveries, m.slowDrops, m.closes, m.logins, m.storeErrors)
+	reg.MustRegister(m.connections, m.connTotal, m.accepted, m.rejected, m.verifySeconds, m.deliveries, m.slowDrops, m.closes, m.logins, m.storeErrors, m.passwordChecks)
 	registerRuntime(reg)
 	return m
 }

@@ -128,26 +128,35 @@ func (s *Server) token(r *http.Request) (*TokenResponse, *apiError) {
 	if err != nil {
 		return nil, newAPIError(http.StatusBadRequest, ErrCodeInvalidRequest, "jwk must be a public Ed25519 or P-256 key")
 	}
-	addr := clientAddr(r, s.cfg.TrustForwardedFor)
-	account := req.GrantType + ":" + req.Username
-	if blocked, left := s.addrLimit.blocked(addr); blocked {
-		e := newAPIError(http.StatusTooManyRequests, ErrCodeRateLimited, "too many failed attempts")
-		e.retryAfter = left
-		return nil, e
-	}
-	if req.GrantType == GrantPassword {
-		if blocked, left := s.acctLimit.blocked(account); blocked {
-			e := newAPIError(http.StatusTooManyRequests, ErrCodeRateLimited, "too many failed attempts")
-			e.retryAfter = left
-			return nil, e
-		}
-	}
 	if s.cfg.Authenticator == nil {
 		return nil, newAPIError(http.StatusBadRequest, ErrCodeUnsupported, "no authenticator is configured")
+	}
+	// Attempts are reserved before the credentials are checked, so that
+	// concurrent attempts cannot all be checked before the first failure
+	// counts; then a password check takes one of a bounded number of slots.
+	addr := clientAddr(r, s.cfg.TrustForwardedFor)
+	account := req.GrantType + ":" + req.Username
+	failed := false
+	ok, left := s.addrLimit.reserve(addr)
+	if !ok {
+		return nil, rateLimited(left)
+	}
+	defer func() { s.addrLimit.done(addr, failed) }()
+	release := func() {}
+	if req.GrantType == GrantPassword {
+		if ok, left := s.acctLimit.reserve(account); !ok {
+			return nil, rateLimited(left)
+		}
+		defer func() { s.acctLimit.done(account, failed) }()
+		var aerr *apiError
+		if release, aerr = s.passwordSlot(); aerr != nil {
+			return nil, aerr
+		}
 	}
 	id, err := s.cfg.Authenticator.Authenticate(r.Context(), Credentials{
 		GrantType: req.GrantType, Username: req.Username, Password: req.Password, Assertion: req.Assertion,
 	})
+	release()
 	if errors.Is(err, ErrUnsupportedGrant) {
 		return nil, newAPIError(http.StatusBadRequest, ErrCodeUnsupported, "grant type not supported here")
 	}
@@ -156,10 +165,7 @@ func (s *Server) token(r *http.Request) (*TokenResponse, *apiError) {
 		if err != nil && !errors.Is(err, ErrInvalidCredentials) {
 			s.log.Error("authenticator failed", "grant", req.GrantType, "err", err)
 		}
-		s.addrLimit.fail(addr)
-		if req.GrantType == GrantPassword {
-			s.acctLimit.fail(account)
-		}
+		failed = true
 		s.log.Info("login failed", "grant", req.GrantType, "remote", addr)
 		return nil, invalidGrant()
 	}

@@ -11,6 +11,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -393,4 +394,51 @@ func TestServeTLSFilesCheckedBeforeReady(t *testing.T) {
 	if resp.StatusCode != 200 {
 		t.Fatal(resp.StatusCode)
 	}
+}
+
+// The HTTP timeouts are flags (or SIGIL_* variables, or config keys): an
+// idle keep-alive connection and a trickled request body are dropped.
+func TestServeHTTPTimeouts(t *testing.T) {
+	cmd := sigil(t, "", "serve", "--addr", "127.0.0.1:0", "--data-dir", t.TempDir(), "--idle-timeout", "300ms")
+	cmd.Env = append(cmd.Env, "SIGIL_READ_TIMEOUT=300ms")
+	addr := strings.TrimPrefix(readyURL(t, cmd), "http://")
+	closed := func(c net.Conn, what string) {
+		t.Helper()
+		_ = c.SetReadDeadline(time.Now().Add(30 * time.Second))
+		if _, err := io.Copy(io.Discard, c); errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("%s: still open", what)
+		}
+	}
+	idle, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer idle.Close()
+	if _, err := io.WriteString(idle, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(idle), nil)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatal(resp, err)
+	}
+	resp.Body.Close()
+	closed(idle, "idle keep-alive connection")
+
+	slow, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slow.Close()
+	if _, err := io.WriteString(slow, "POST /v1/token HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n{"); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		for {
+			time.Sleep(20 * time.Millisecond)
+			if _, err := slow.Write([]byte{' '}); err != nil {
+				return
+			}
+		}
+	}()
+	closed(slow, "trickled body")
 }

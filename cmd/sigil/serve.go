@@ -32,7 +32,8 @@ type serveFlags struct {
 	insecureHTTP, demo, trustXFF                   bool
 	origins, issuer, audience, wsURL               string
 	tokenTTL, refreshTTL, shutdownTimeout          time.Duration
-	maxFrame                                       int
+	maxFrame, maxFamilies, hashMemoryMiB           int
+	http                                           server.HTTPConfig
 	extIssuer, extAudience, extJWKS, extRolesClaim string
 	extSubjectClaim, extRoleMap, extDefaultRoles   string
 	logLevel, logFormat                            string
@@ -58,6 +59,15 @@ func serveFlagSet(f *serveFlags) *flag.FlagSet {
 	fs.DurationVar(&f.refreshTTL, "refresh-ttl", 24*time.Hour, "refresh token family lifetime")
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 10*time.Second, "drain deadline on SIGTERM")
 	fs.IntVar(&f.maxFrame, "max-frame", protocol.DefaultMaxFrame, "client frame size limit in bytes")
+	fs.IntVar(&f.maxFamilies, "max-refresh-families", server.DefaultMaxFamilies, "live refresh-token families (logins) per user; one more login evicts the oldest")
+	fs.IntVar(&f.hashMemoryMiB, "password-hash-memory", server.DefaultPasswordHashMemory>>20,
+		"MiB that concurrent password checks may use, at 19 MiB each (argon2id); logins beyond get 503 with Retry-After")
+	def := server.DefaultHTTPConfig()
+	fs.DurationVar(&f.http.ReadHeaderTimeout, "read-header-timeout", def.ReadHeaderTimeout, "HTTP: time to read a request's headers")
+	fs.DurationVar(&f.http.ReadTimeout, "read-timeout", def.ReadTimeout, "HTTP: time to read a whole request, body included (WebSockets are not affected)")
+	fs.DurationVar(&f.http.WriteTimeout, "write-timeout", def.WriteTimeout, "HTTP: time to handle a request and write its response (WebSockets are not affected)")
+	fs.DurationVar(&f.http.IdleTimeout, "idle-timeout", def.IdleTimeout, "HTTP: how long an idle keep-alive connection is kept")
+	fs.IntVar(&f.http.MaxHeaderBytes, "max-header-bytes", 0, "HTTP: request header size limit in bytes (0: max-frame + 16 KiB)")
 	fs.StringVar(&f.extIssuer, "external-issuer", "", "trusted identity provider iss (enables grant_type external)")
 	fs.StringVar(&f.extAudience, "external-audience", "", "expected aud of identity provider tokens")
 	fs.StringVar(&f.extJWKS, "external-jwks", "", "identity provider JWKS: a file or an https:// URL (http:// only to localhost or a loopback IP)")
@@ -99,6 +109,7 @@ func serve(args []string, stdout, stderr io.Writer) error {
 		Issuer: f.issuer, Audience: f.audience, WSURL: f.wsURL,
 		TokenTTL: f.tokenTTL, RefreshTTL: f.refreshTTL, MaxFrame: f.maxFrame,
 		AllowedOrigins: splitList(f.origins), TrustForwardedFor: f.trustXFF, Logger: log,
+		MaxRefreshFamilies: f.maxFamilies, PasswordHashMemory: int64(f.hashMemoryMiB) << 20, HTTP: f.http,
 	}
 	if f.policy != "" {
 		data, err := os.ReadFile(f.policy)
@@ -198,7 +209,8 @@ func serve(args []string, stdout, stderr io.Writer) error {
 		static, _ := iofs.Sub(chat.Static, "static")
 		mux.Handle("/", http.FileServerFS(static))
 	}
-	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, TLSConfig: tlsConf, ErrorLog: slog.NewLogLogger(handler, slog.LevelWarn)}
+	hs := srv.HTTPServer(mux)
+	hs.TLSConfig = tlsConf
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		_ = srv.Shutdown(context.Background())
