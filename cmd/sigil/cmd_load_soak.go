@@ -107,14 +107,19 @@ type serverSample struct {
 	Sessions   int     `json:"sessions"`
 }
 
-// serverTrend summarises the samples: the least-squares slope of RSS and
-// of the heap in use, in MiB per minute, over the samples after the first
-// quarter of the run (the warm-up, while the load ramps up and the
-// runtime sizes its heap).
+// serverTrend summarises the samples: least-squares slopes per minute over
+// the samples after the first quarter of the run (the warm-up, while the
+// load ramps up and the runtime sizes its heap). RSS and the heap in use
+// also count garbage not yet collected (each argon2id login leaves 19 MiB
+// of it), so they are noisy; the heap floor, the smallest heap in use of
+// each minute (close to the live heap just after a collection), shows what
+// the server keeps.
 type serverTrend struct {
 	Samples         []serverSample `json:"samples"`
 	RSSSlope        float64        `json:"rss_slope_mib_per_min"`
 	HeapSlope       float64        `json:"heap_slope_mib_per_min"`
+	HeapFloor       []float64      `json:"heap_floor_mib"` // per minute
+	HeapFloorSlope  float64        `json:"heap_floor_slope_mib_per_min"`
 	GoroutinesSlope float64        `json:"goroutines_slope_per_min"`
 	FDsSlope        float64        `json:"open_fds_slope_per_min"`
 	Errors          int            `json:"errors,omitempty"` // samples that could not be read
@@ -185,32 +190,60 @@ func readServerSample(ctx context.Context, hc *http.Client, url string) (serverS
 
 func (tr *serverTrend) summarise() {
 	s := tr.Samples[len(tr.Samples)/4:]
-	slope := func(y func(serverSample) float64) float64 {
-		if len(s) < 2 {
-			return 0
+	trend := func(y func(serverSample) float64) float64 {
+		xs, ys := make([]float64, len(s)), make([]float64, len(s))
+		for i, p := range s {
+			xs[i], ys[i] = p.T/60, y(p)
 		}
-		var mx, my float64
-		for _, p := range s {
-			mx += p.T / 60
-			my += y(p)
-		}
-		mx /= float64(len(s))
-		my /= float64(len(s))
-		var sxy, sxx float64
-		for _, p := range s {
-			dx := p.T/60 - mx
-			sxy += dx * (y(p) - my)
-			sxx += dx * dx
-		}
-		if sxx == 0 {
-			return 0
-		}
-		return round3(sxy / sxx)
+		return slope(xs, ys)
 	}
-	tr.RSSSlope = slope(func(p serverSample) float64 { return p.RSS })
-	tr.HeapSlope = slope(func(p serverSample) float64 { return p.HeapInuse })
-	tr.GoroutinesSlope = slope(func(p serverSample) float64 { return float64(p.Goroutines) })
-	tr.FDsSlope = slope(func(p serverSample) float64 { return float64(p.OpenFDs) })
+	tr.RSSSlope = trend(func(p serverSample) float64 { return p.RSS })
+	tr.HeapSlope = trend(func(p serverSample) float64 { return p.HeapInuse })
+	tr.GoroutinesSlope = trend(func(p serverSample) float64 { return float64(p.Goroutines) })
+	tr.FDsSlope = trend(func(p serverSample) float64 { return float64(p.OpenFDs) })
+	// The floor: the smallest heap of each whole minute of samples.
+	tr.HeapFloor = nil
+	var xs []float64
+	for _, p := range tr.Samples {
+		m := int(p.T / 60)
+		for len(tr.HeapFloor) <= m {
+			tr.HeapFloor = append(tr.HeapFloor, -1)
+			xs = append(xs, float64(len(xs)))
+		}
+		if f := tr.HeapFloor[m]; f < 0 || p.HeapInuse < f {
+			tr.HeapFloor[m] = p.HeapInuse
+		}
+	}
+	if n := len(tr.Samples); n > 0 && tr.Samples[n-1].T < 60*float64(len(tr.HeapFloor)) {
+		tr.HeapFloor, xs = tr.HeapFloor[:len(tr.HeapFloor)-1], xs[:len(xs)-1] // a partial last minute
+	}
+	q := len(xs) / 4
+	tr.HeapFloorSlope = slope(xs[q:], tr.HeapFloor[q:])
+}
+
+// slope is the least-squares slope of ys over xs (0 with fewer than two
+// distinct xs).
+func slope(xs, ys []float64) float64 {
+	n := float64(len(xs))
+	if len(xs) < 2 {
+		return 0
+	}
+	var mx, my float64
+	for i := range xs {
+		mx += xs[i]
+		my += ys[i]
+	}
+	mx /= n
+	my /= n
+	var sxy, sxx float64
+	for i := range xs {
+		sxy += (xs[i] - mx) * (ys[i] - my)
+		sxx += (xs[i] - mx) * (xs[i] - mx)
+	}
+	if sxx == 0 {
+		return 0
+	}
+	return round3(sxy / sxx)
 }
 
 func (tr *serverTrend) print(w io.Writer) {
@@ -225,6 +258,10 @@ func (tr *serverTrend) print(w io.Writer) {
 	}
 	fmt.Fprintf(w, "server RSS     %.1f → %.1f MiB (max %.1f), trend %+.3f MiB/min after the first quarter; heap in use %.1f → %.1f MiB, %+.3f MiB/min\n",
 		first.RSS, last.RSS, maxRSS, tr.RSSSlope, first.HeapInuse, last.HeapInuse, tr.HeapSlope)
+	if len(tr.HeapFloor) > 0 {
+		fmt.Fprintf(w, "server heap    floor (smallest heap in use of each minute) %.1f → %.1f MiB, trend %+.3f MiB/min after the first quarter\n",
+			tr.HeapFloor[0], tr.HeapFloor[len(tr.HeapFloor)-1], tr.HeapFloorSlope)
+	}
 	fmt.Fprintf(w, "server         goroutines %d → %d (%+.2f/min), open fds %d → %d (%+.2f/min), %d samples\n",
 		first.Goroutines, last.Goroutines, tr.GoroutinesSlope, first.OpenFDs, last.OpenFDs, tr.FDsSlope, len(tr.Samples))
 }

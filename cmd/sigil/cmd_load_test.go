@@ -189,3 +189,22 @@ func TestLoadChurnAndWatch(t *testing.T) {
 		}
 	}
 }
+
+// The soak's trends: slopes per minute after the first quarter, and the
+// heap floor (the smallest heap of each whole minute), which sees through
+// the sawtooth of garbage collection.
+func TestServerTrend(t *testing.T) {
+	var tr serverTrend
+	for i := 0; i <= 60; i++ { // 10 minutes, a sample every 10 s
+		ts := float64(i * 10)
+		saw := float64(i%6) * 30 // garbage: 0..150 MiB over each minute
+		tr.Samples = append(tr.Samples, serverSample{T: ts, RSS: 200 + saw, HeapInuse: 100 + 2*ts/60 + saw, Goroutines: 30, OpenFDs: 20})
+	}
+	tr.summarise()
+	if len(tr.HeapFloor) != 10 || tr.HeapFloor[0] != 100 || tr.HeapFloorSlope != 2 {
+		t.Fatalf("floor %v, slope %v; want 10 minutes from 100 MiB, +2 MiB/min", tr.HeapFloor, tr.HeapFloorSlope)
+	}
+	if tr.GoroutinesSlope != 0 || tr.FDsSlope != 0 {
+		t.Fatalf("flat series have slopes %v, %v", tr.GoroutinesSlope, tr.FDsSlope)
+	}
+}
