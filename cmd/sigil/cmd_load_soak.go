@@ -111,13 +111,15 @@ type serverSample struct {
 // the samples after the first quarter of the run (the warm-up, while the
 // load ramps up and the runtime sizes its heap). RSS and the heap in use
 // also count garbage not yet collected (each argon2id login leaves 19 MiB
-// of it), so they are noisy; the heap floor, the smallest heap in use of
-// each minute (close to the live heap just after a collection), shows what
-// the server keeps.
+// of it), so they are noisy; their floors, the smallest value of each whole
+// minute (the heap's is close to the live heap just after a collection),
+// show what the server keeps.
 type serverTrend struct {
 	Samples         []serverSample `json:"samples"`
 	RSSSlope        float64        `json:"rss_slope_mib_per_min"`
 	HeapSlope       float64        `json:"heap_slope_mib_per_min"`
+	RSSFloor        []float64      `json:"rss_floor_mib"` // per minute
+	RSSFloorSlope   float64        `json:"rss_floor_slope_mib_per_min"`
 	HeapFloor       []float64      `json:"heap_floor_mib"` // per minute
 	HeapFloorSlope  float64        `json:"heap_floor_slope_mib_per_min"`
 	GoroutinesSlope float64        `json:"goroutines_slope_per_min"`
@@ -201,24 +203,29 @@ func (tr *serverTrend) summarise() {
 	tr.HeapSlope = trend(func(p serverSample) float64 { return p.HeapInuse })
 	tr.GoroutinesSlope = trend(func(p serverSample) float64 { return float64(p.Goroutines) })
 	tr.FDsSlope = trend(func(p serverSample) float64 { return float64(p.OpenFDs) })
-	// The floor: the smallest heap of each whole minute of samples.
-	tr.HeapFloor = nil
-	var xs []float64
+	tr.RSSFloor, tr.RSSFloorSlope = tr.floor(func(p serverSample) float64 { return p.RSS })
+	tr.HeapFloor, tr.HeapFloorSlope = tr.floor(func(p serverSample) float64 { return p.HeapInuse })
+}
+
+// floor returns the smallest y of each whole minute of samples and their
+// slope after the first quarter.
+func (tr *serverTrend) floor(y func(serverSample) float64) ([]float64, float64) {
+	var fl, xs []float64
 	for _, p := range tr.Samples {
 		m := int(p.T / 60)
-		for len(tr.HeapFloor) <= m {
-			tr.HeapFloor = append(tr.HeapFloor, -1)
+		for len(fl) <= m {
+			fl = append(fl, -1)
 			xs = append(xs, float64(len(xs)))
 		}
-		if f := tr.HeapFloor[m]; f < 0 || p.HeapInuse < f {
-			tr.HeapFloor[m] = p.HeapInuse
+		if f := fl[m]; f < 0 || y(p) < f {
+			fl[m] = y(p)
 		}
 	}
-	if n := len(tr.Samples); n > 0 && tr.Samples[n-1].T < 60*float64(len(tr.HeapFloor)) {
-		tr.HeapFloor, xs = tr.HeapFloor[:len(tr.HeapFloor)-1], xs[:len(xs)-1] // a partial last minute
+	if n := len(tr.Samples); n > 0 && tr.Samples[n-1].T < 60*float64(len(fl)) {
+		fl, xs = fl[:len(fl)-1], xs[:len(xs)-1] // a partial last minute
 	}
 	q := len(xs) / 4
-	tr.HeapFloorSlope = slope(xs[q:], tr.HeapFloor[q:])
+	return fl, slope(xs[q:], fl[q:])
 }
 
 // slope is the least-squares slope of ys over xs (0 with fewer than two
@@ -256,12 +263,14 @@ func (tr *serverTrend) print(w io.Writer) {
 	for _, s := range tr.Samples {
 		maxRSS = max(maxRSS, s.RSS)
 	}
-	fmt.Fprintf(w, "server RSS     %.1f → %.1f MiB (max %.1f), trend %+.3f MiB/min after the first quarter; heap in use %.1f → %.1f MiB, %+.3f MiB/min\n",
-		first.RSS, last.RSS, maxRSS, tr.RSSSlope, first.HeapInuse, last.HeapInuse, tr.HeapSlope)
-	if len(tr.HeapFloor) > 0 {
-		fmt.Fprintf(w, "server heap    floor (smallest heap in use of each minute) %.1f → %.1f MiB, trend %+.3f MiB/min after the first quarter\n",
-			tr.HeapFloor[0], tr.HeapFloor[len(tr.HeapFloor)-1], tr.HeapFloorSlope)
+	fmt.Fprintf(w, "server         RSS %.1f → %.1f MiB (max %.1f), heap in use %.1f → %.1f MiB, goroutines %d → %d, open fds %d → %d; %d samples\n",
+		first.RSS, last.RSS, maxRSS, first.HeapInuse, last.HeapInuse, first.Goroutines, last.Goroutines, first.OpenFDs, last.OpenFDs, len(tr.Samples))
+	if len(tr.HeapFloor) < 2 {
+		fmt.Fprintf(w, "server trend   (a run of at least two minutes shows trends)\n")
+		return
 	}
-	fmt.Fprintf(w, "server         goroutines %d → %d (%+.2f/min), open fds %d → %d (%+.2f/min), %d samples\n",
-		first.Goroutines, last.Goroutines, tr.GoroutinesSlope, first.OpenFDs, last.OpenFDs, tr.FDsSlope, len(tr.Samples))
+	fmt.Fprintf(w, "server trend   per minute after the first quarter: RSS %+.3f MiB, heap %+.3f MiB, goroutines %+.2f, open fds %+.2f\n",
+		tr.RSSSlope, tr.HeapSlope, tr.GoroutinesSlope, tr.FDsSlope)
+	fmt.Fprintf(w, "server floor   smallest of each minute: RSS %.1f → %.1f MiB (%+.3f MiB/min), heap %.1f → %.1f MiB (%+.3f MiB/min)\n",
+		tr.RSSFloor[0], tr.RSSFloor[len(tr.RSSFloor)-1], tr.RSSFloorSlope, tr.HeapFloor[0], tr.HeapFloor[len(tr.HeapFloor)-1], tr.HeapFloorSlope)
 }

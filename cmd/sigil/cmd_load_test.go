@@ -201,10 +201,15 @@ func TestServerTrend(t *testing.T) {
 		tr.Samples = append(tr.Samples, serverSample{T: ts, RSS: 200 + saw, HeapInuse: 100 + 2*ts/60 + saw, Goroutines: 30, OpenFDs: 20})
 	}
 	tr.summarise()
-	if len(tr.HeapFloor) != 10 || tr.HeapFloor[0] != 100 || tr.HeapFloorSlope != 2 {
+	if len(tr.HeapFloor) != 10 || tr.HeapFloor[0] != 100 || tr.HeapFloorSlope != 2 || tr.RSSFloorSlope != 0 {
 		t.Fatalf("floor %v, slope %v; want 10 minutes from 100 MiB, +2 MiB/min", tr.HeapFloor, tr.HeapFloorSlope)
 	}
 	if tr.GoroutinesSlope != 0 || tr.FDsSlope != 0 {
 		t.Fatalf("flat series have slopes %v, %v", tr.GoroutinesSlope, tr.FDsSlope)
+	}
+	var out bytes.Buffer
+	tr.print(&out)
+	if !strings.Contains(out.String(), "heap 100.0 → 118.0 MiB (+2.000 MiB/min)") {
+		t.Fatalf("summary:\n%s", out.String())
 	}
 }
