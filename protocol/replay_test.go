@@ -229,6 +229,12 @@ func TestMemoryRevocationsForgetExpiredTokens(t *testing.T) {
 	if revoked, _ := r.IsRevoked(ctx, "y", "bob", now.Add(time.Minute)); revoked {
 		t.Fatal("a token issued after the subject's revocation is refused")
 	}
+	// The latest revocation of a subject is kept: an earlier one, written
+	// later (a late notice from another node, say), revokes nothing less.
+	r.RevokeSubject("bob", now.Add(-time.Hour))
+	if revoked, _ := r.IsRevoked(ctx, "x", "bob", now.Add(-time.Minute)); !revoked {
+		t.Fatal("an earlier subject revocation replaced the later one")
+	}
 }
 
 // A session that stops sending (it disconnected) is compacted by time: once
