@@ -343,7 +343,7 @@ func (c *client) expectError(code protocol.Code) protocol.ErrorBody {
 }
 
 // expectClose reads until the connection closes and checks the code.
-func (c *client) expectClose(code int) {
+func (c *client) expectClose(code protocol.CloseCode) {
 	c.t.Helper()
 	_ = c.ws.SetReadDeadline(time.Now().Add(20 * time.Second))
 	for {
@@ -355,7 +355,7 @@ func (c *client) expectClose(code int) {
 		if !ok {
 			c.t.Fatalf("want close %d, got %v", code, err)
 		}
-		if ce.Code != code {
+		if ce.Code != int(code) {
 			c.t.Fatalf("want close %d, got %d %q", code, ce.Code, ce.Text)
 		}
 		return
@@ -363,14 +363,14 @@ func (c *client) expectClose(code int) {
 }
 
 // expectCloseFirst checks that the next thing to arrive is the close with code.
-func (c *client) expectCloseFirst(code int) {
+func (c *client) expectCloseFirst(code protocol.CloseCode) {
 	c.t.Helper()
 	_ = c.ws.SetReadDeadline(time.Now().Add(20 * time.Second))
 	_, data, err := c.ws.ReadMessage()
 	if err == nil {
 		c.t.Fatalf("want close %d, got a frame %.80s", code, data)
 	}
-	if ce, ok := err.(*websocket.CloseError); !ok || ce.Code != code {
+	if ce, ok := err.(*websocket.CloseError); !ok || ce.Code != int(code) {
 		c.t.Fatalf("want close %d, got %v", code, err)
 	}
 }
