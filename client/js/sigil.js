@@ -51,6 +51,16 @@ export const CLOSE = Object.freeze({
   4006: { meaning: 'server error (or a store it needs is unavailable)', reconnect: 'backoff' },
 });
 
+/**
+ * closeInfo returns what a client does after close code (spec §12.3): its
+ * row of CLOSE, or, for a code outside the table, 'no' for a 4xxx code (it
+ * may mean something this client does not know) and 'backoff' for any
+ * other (1006 and other 1xxx codes).
+ */
+export function closeInfo(code) {
+  return CLOSE[code] || { meaning: 'unknown code', reconnect: code >= 4000 && code <= 4999 ? 'no' : 'backoff' };
+}
+
 /** backoffDelay: exponential from 0.5 s up to 30 s, with full jitter (§12.3). */
 export function backoffDelay(attempt, rand = Math.random) {
   return Math.floor(rand() * Math.min(30_000, 500 * 2 ** attempt));
@@ -639,7 +649,7 @@ export class Client {
       p.reject(new SigilError('closed', `connection closed (${code})`));
       this.pending.delete(cid);
     }
-    const info = CLOSE[code] || { meaning: 'closed', reconnect: code >= 4000 ? 'no' : 'backoff' };
+    const info = closeInfo(code);
     const ev = { code, reason: reason || info.meaning, meaning: info.meaning, helloError: this.helloError };
     this.helloError = null;
     if (this.welcomeWaiter) {
@@ -676,7 +686,7 @@ export class Client {
         await this.connect();
         for (const ch of [...this.channels.keys()]) await this.subscribe(ch).catch(() => {});
       } catch (e) {
-        if (!this.ws && !this.ended && (!e.closeCode || (CLOSE[e.closeCode] || {}).reconnect === 'backoff')) this.#reconnect();
+        if (!this.ws && !this.ended && (!e.closeCode || closeInfo(e.closeCode).reconnect === 'backoff')) this.#reconnect();
       }
     }, delay);
   }
