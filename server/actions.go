@@ -146,13 +146,13 @@ func (c *conn) refresh(m *protocol.Message) *protocol.Error {
 		c.abort(&m.Envelope, pe, protocol.CloseServerError, "store unavailable")
 		return nil
 	}
-	res, aerr := s.rotateRefresh(s.ctx, rb.RefreshToken, c.sid, c.sess.Key.Thumbprint(), c)
+	res, aerr := s.rotateRefresh(s.ctx, rb.RefreshToken, c.sid, c.sess.Key().Thumbprint(), c)
 	if aerr != nil {
 		if aerr.status >= 500 {
 			return failClosed() // rotateRefresh logged and counted the failure
 		}
 		pe := &protocol.Error{Code: protocol.CodeBadToken, Message: "refresh token rejected", Ref: m.ID}
-		revoked, err := s.cfg.Revocations.IsRevoked(s.ctx, c.sess.TokenID, c.sub, c.sess.IssuedAt)
+		revoked, err := s.cfg.Revocations.IsRevoked(s.ctx, c.sess.TokenID(), c.sub, c.sess.IssuedAt())
 		if err != nil {
 			// Whether a reuse just revoked this session cannot be told.
 			s.storeError("refresh revocation check", err)
@@ -175,9 +175,9 @@ func (c *conn) refresh(m *protocol.Message) *protocol.Error {
 		return asProtoErr(err)
 	}
 	c.mu.Lock()
-	c.roles, c.jti = c.sess.Roles, c.sess.TokenID
+	c.roles, c.jti = c.sess.Roles(), c.sess.TokenID()
 	c.mu.Unlock()
-	c.exp.Store(c.sess.Expiry.UnixMilli())
+	c.exp.Store(c.sess.Expiry().UnixMilli())
 	c.warned.Store(false)
 	c.sendSigned(&protocol.Envelope{Action: protocol.ActRefreshed, Corr: m.Corr},
 		protocol.RefreshedBody{Token: res.Token, Expiry: res.ExpiresAt, RefreshToken: res.RefreshToken})

@@ -479,17 +479,17 @@ func (c *conn) hello(frame []byte) {
 	s.m.accepted.Inc()
 	s.accepted.Add(1)
 	c.sess = sess
-	c.sid, c.sub, c.jwk = sess.ID, sess.Subject, sess.JWK
-	c.roles, c.jti = sess.Roles, sess.TokenID
-	c.exp.Store(sess.Expiry.UnixMilli())
+	c.sid, c.sub, c.jwk = sess.ID(), sess.Subject(), sess.JWK()
+	c.roles, c.jti = sess.Roles(), sess.TokenID()
+	c.exp.Store(sess.Expiry().UnixMilli())
 	wb := protocol.WelcomeBody{
-		Session: sess.ID, Subject: sess.Subject, Roles: sess.Roles,
-		Expiry: sess.Expiry.UnixMilli(), Time: s.cfg.Now().UnixMilli(),
+		Session: sess.ID(), Subject: sess.Subject(), Roles: sess.Roles(),
+		Expiry: sess.Expiry().UnixMilli(), Time: s.cfg.Now().UnixMilli(),
 		Skew: s.cfg.Skew.Milliseconds(), Window: s.cfg.Skew.Milliseconds(),
 		LastSeq: m.Seq, MaxFrame: s.cfg.MaxFrame,
 	}
-	if len(sess.Agreement) > 0 {
-		ekey, err := protocol.ParseAgreementJWK(sess.Agreement)
+	if len(sess.Agreement()) > 0 {
+		ekey, err := protocol.ParseAgreementJWK(sess.Agreement())
 		if err == nil {
 			var key *protocol.ContentKey
 			if key, err = protocol.NewContentKey(protocol.ScopeSession, nil); err == nil {
@@ -498,7 +498,7 @@ func (c *conn) hello(frame []byte) {
 			if err == nil {
 				c.ekey, c.sessKey, c.keys = ekey, key, protocol.NewKeyRing(s.cfg.Now)
 				c.keys.Add(key, time.Time{})
-				sess.Keys = c.keys
+				sess.SetKeys(c.keys)
 			}
 		}
 		if err != nil {
@@ -526,7 +526,7 @@ func (c *conn) hello(frame []byte) {
 	// A revocation that raced with this hello must still close it; the
 	// queue (the welcome, and anything delivered since) is discarded. If
 	// the store cannot tell, the session fails closed.
-	revoked, err := s.cfg.Revocations.IsRevoked(s.ctx, sess.TokenID, sess.Subject, sess.IssuedAt)
+	revoked, err := s.cfg.Revocations.IsRevoked(s.ctx, sess.TokenID(), sess.Subject(), sess.IssuedAt())
 	if err != nil {
 		pe := &protocol.Error{Code: protocol.CodeUnavailable, Message: "revocation check failed"}
 		s.storeError("welcome revocation check", err)
