@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/sigil-ws/sigil/client"
+	"github.com/sigil-ws/sigil/internal/sigiltest"
 	"github.com/sigil-ws/sigil/protocol"
 	"github.com/sigil-ws/sigil/server"
 	"golang.org/x/crypto/bcrypt"
@@ -45,33 +46,13 @@ type env struct {
 	url   string // ws://127.0.0.1:port/v1/ws
 	keys  []*protocol.PrivateKey
 	mod   func(*server.Config)
-	clock *testClock // the clock of the server and of the clients dial makes, if set
+	clock *sigiltest.Clock // the clock of the server and of the clients dial makes, if set
 }
 
-// testClock is real time plus an offset that the test moves forward, so
-// that token lifetimes pass without sleeping through them. Socket
-// deadlines, pings, timers and backoff stay on real time.
-type testClock struct {
-	mu     sync.Mutex
-	offset time.Duration
-}
-
-func (c *testClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return time.Now().Add(c.offset)
-}
-
-func (c *testClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.offset += d
-	c.mu.Unlock()
-}
-
-// newEnvClock is newEnv with a testClock shared by the server (across
+// newEnvClock is newEnv with a running sigiltest.Clock shared by the server (across
 // restarts) and the clients that dial makes.
 func newEnvClock(t testing.TB, mod func(*server.Config)) *env {
-	clk := &testClock{}
+	clk := sigiltest.NewClock()
 	e := newEnv(t, func(c *server.Config) {
 		c.Now = clk.Now
 		if mod != nil {

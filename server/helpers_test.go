@@ -17,6 +17,7 @@ import (
 
 	jose "github.com/go-jose/go-jose/v4"
 	"github.com/gorilla/websocket"
+	"github.com/sigil-ws/sigil/internal/sigiltest"
 	"github.com/sigil-ws/sigil/protocol"
 	"github.com/sigil-ws/sigil/server"
 	"golang.org/x/crypto/bcrypt"
@@ -28,33 +29,14 @@ type env struct {
 	srv   *server.Server
 	hs    *httptest.Server
 	url   string
-	clock *testClock // the server's clock, if the test drives one
+	clock *sigiltest.Clock // the server's clock, if the test drives one
 }
 
-// testClock is real time plus an offset that the test moves forward, so
-// that token lifetimes pass without sleeping through them. Socket
-// deadlines, pings and timers stay on real time.
-type testClock struct {
-	mu     sync.Mutex
-	offset time.Duration
-}
-
-func (c *testClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return time.Now().Add(c.offset)
-}
-
-func (c *testClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.offset += d
-	c.mu.Unlock()
-}
-
-// newEnvClock is newEnv with a testClock as the server's clock; clients
+// newEnvClock is newEnv with a running sigiltest.Clock as the server's
+// clock; clients
 // that env.login makes sign and verify on it too.
 func newEnvClock(t testing.TB, mod func(*server.Config)) *env {
-	clk := &testClock{}
+	clk := sigiltest.NewClock()
 	e := newEnv(t, func(c *server.Config) {
 		c.Now = clk.Now
 		if mod != nil {

@@ -17,6 +17,7 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/sigil-ws/sigil/internal/sigiltest"
 	"github.com/sigil-ws/sigil/protocol"
 	"github.com/sigil-ws/sigil/server"
 )
@@ -147,11 +148,11 @@ func TestRefreshHTTPRotationAndReuse(t *testing.T) {
 // In-band refresh, reuse and expiry, on the server's injected clock: no
 // test waits through a real token lifetime.
 func TestInBandRefreshAndExpiry(t *testing.T) {
-	clk := newStepClock()
+	clk := sigiltest.NewStoppedClock()
 	e := newEnv(t, func(c *server.Config) { c.Now, c.SweepInterval = clk.Now, 20*time.Millisecond })
 	c := e.loginOn("alice", clk).connect()
 	d := e.loginOn("bob", clk).connect()
-	clk.Add(15*time.Minute - 59*time.Second) // inside the default 60 s warning
+	clk.Advance(15*time.Minute - 59*time.Second) // inside the default 60 s warning
 	m := c.recvAct(protocol.ActExpiring)
 	var xb protocol.ExpiringBody
 	must(t, json.Unmarshal(m.Body, &xb))
@@ -178,7 +179,7 @@ func TestInBandRefreshAndExpiry(t *testing.T) {
 	// Without refresh: expiring, then close 4002 at exp.
 	d.recvAct(protocol.ActExpiring)
 	d.ping()
-	clk.Add(time.Minute)
+	clk.Advance(time.Minute)
 	d.expectClose(protocol.CloseTokenExpired)
 }
 
