@@ -159,10 +159,15 @@ export class Client {
     return data;
   }
 
-  /** loadJWKS fetches and caches the server's JWKS (§13.3). Keys never come from a frame. */
-  async loadJWKS(force = false) {
+  /**
+   * loadJWKS fetches and caches the server's JWKS (§13.3). Keys never come
+   * from a frame. force fetches again, at most once a minute, or at once
+   * with anyAge: before welcome, a connection attempt may fetch once
+   * (attempts are spaced by the reconnect backoff).
+   */
+  async loadJWKS(force = false, anyAge = false) {
     if (this.jwks && !force) return this.jwks;
-    if (force && this.jwksAt && Date.now() - this.jwksAt < 60_000) return this.jwks;
+    if (force && !anyAge && this.jwksAt && Date.now() - this.jwksAt < 60_000) return this.jwks;
     this.jwks = await KeySet.fromJWKS(await this.httpJSON('/.well-known/jwks.json'));
     this.jwksAt = Date.now();
     return this.jwks;
@@ -415,9 +420,11 @@ export class Client {
       env = await this.verifier.verify(data);
     } catch (e) {
       if (e.code === 'unknown_key' && e.kid) {
-        // Refetch the JWKS (at most once a minute) in case the server rotated its key (§13.3).
+        // Refetch the JWKS in case the server rotated its key (§13.3): at
+        // most once a minute, or once for this connection attempt before
+        // welcome (the first frame decides the attempt).
         try {
-          this.verifier.keys = await this.loadJWKS(true);
+          this.verifier.keys = await this.loadJWKS(true, !this.welcomed);
           env = await this.verifier.verify(data);
         } catch (e2) {
           e = e2;

@@ -19,10 +19,15 @@ let srv;
 
 /** startScripted starts the scripted server; srv.onHello(env, send, ws) decides what answers a hello. */
 async function startScripted() {
-  const key = await generateSessionKey('ES256');
+  let key = await generateSessionKey('ES256');
   const jwks = { keys: [{ ...key.jwk, kid: key.kid, alg: 'ES256', use: 'sig' }] };
   const sid = globalThis.crypto.randomUUID();
   const s = { sid, onHello: null };
+  // rotate makes a new signing key and adds it to the JWKS.
+  s.rotate = async () => {
+    key = await generateSessionKey('ES256');
+    jwks.keys.push({ ...key.jwk, kid: key.kid, alg: 'ES256', use: 'sig' });
+  };
   const frame = (env) => signCompact(key, TYP_SERVER, JSON.stringify({ id: globalThis.crypto.randomUUID(), ts: Date.now(), ...env }));
   s.welcome = (hello) =>
     frame({
@@ -172,4 +177,14 @@ test('CLOSE matches the table of spec §12.3', () => {
   assert.equal(closeInfo(1011).reconnect, 'backoff');
   assert.equal(closeInfo(4100).reconnect, 'no');
   assert.equal(closeInfo(4999).reconnect, 'no');
+});
+
+test('a welcome signed by a key rotated since login: the JWKS is fetched again, once (§13.3)', async () => {
+  srv.onHello = async (hello, send) => send(await srv.welcome(hello));
+  const c = await loggedIn(); // fetched the JWKS just now
+  await srv.rotate();
+  const w = await c.connect();
+  assert.equal(w.sid, srv.sid);
+  assert.equal(c.state, 'open');
+  c.close();
 });
