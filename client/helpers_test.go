@@ -2,8 +2,6 @@ package client_test
 
 import (
 	"context"
-	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -16,27 +14,16 @@ import (
 	"github.com/sigil-ws/sigil/internal/sigiltest"
 	"github.com/sigil-ws/sigil/protocol"
 	"github.com/sigil-ws/sigil/server"
-	"golang.org/x/crypto/bcrypt"
-)
-
-var (
-	hashOnce sync.Once
-	pwHash   string
 )
 
 func testUsers() *server.UsersDoc {
-	hashOnce.Do(func() {
-		h, _ := bcrypt.GenerateFromPassword([]byte("pw"), bcrypt.MinCost)
-		pwHash = string(h)
-	})
+	pwHash := sigiltest.PasswordHash()
 	return &server.UsersDoc{Users: []server.User{
 		{Name: "alice", Hash: pwHash, Roles: []string{"user"}},
 		{Name: "bob", Hash: pwHash, Roles: []string{"user"}},
 		{Name: "carol", Hash: pwHash, Roles: []string{"user"}},
 	}}
 }
-
-func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
 // env is a real Sigil server on a random loopback port.
 type env struct {
@@ -86,7 +73,7 @@ func (e *env) start(l net.Listener) {
 	cfg := server.Config{
 		Keys:          e.keys,
 		Authenticator: server.StaticUsers{Doc: testUsers()},
-		Logger:        quietLogger(),
+		Logger:        sigiltest.QuietLogger(),
 		HelloTimeout:  10 * time.Second,
 	}
 	if e.mod != nil {
@@ -120,18 +107,7 @@ func (e *env) restart() {
 	e.t.Helper()
 	addr := e.hs.Listener.Addr().String()
 	e.stop()
-	var l net.Listener
-	var err error
-	for i := 0; i < 50; i++ {
-		if l, err = net.Listen("tcp", addr); err == nil {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	e.start(l)
+	e.restartStopped(addr)
 }
 
 var fastReconnect = &client.ReconnectPolicy{Min: 20 * time.Millisecond, Max: 200 * time.Millisecond}

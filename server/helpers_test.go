@@ -7,11 +7,9 @@ import (
 	"crypto/ed25519"
 	"encoding/json"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -20,7 +18,6 @@ import (
 	"github.com/sigil-ws/sigil/internal/sigiltest"
 	"github.com/sigil-ws/sigil/protocol"
 	"github.com/sigil-ws/sigil/server"
-	"golang.org/x/crypto/bcrypt"
 )
 
 // env is a server on a random loopback port.
@@ -47,16 +44,8 @@ func newEnvClock(t testing.TB, mod func(*server.Config)) *env {
 	return e
 }
 
-var (
-	hashOnce sync.Once
-	pwHash   string
-)
-
 func testUsers() *server.UsersDoc {
-	hashOnce.Do(func() {
-		h, _ := bcrypt.GenerateFromPassword([]byte("pw"), bcrypt.MinCost)
-		pwHash = string(h)
-	})
+	pwHash := sigiltest.PasswordHash()
 	return &server.UsersDoc{Users: []server.User{
 		{Name: "alice", Hash: pwHash, Roles: []string{"user"}},
 		{Name: "bob", Hash: pwHash, Roles: []string{"user"}},
@@ -66,13 +55,11 @@ func testUsers() *server.UsersDoc {
 	}}
 }
 
-func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
-
 func newEnv(t testing.TB, mod func(*server.Config)) *env {
 	t.Helper()
 	cfg := server.Config{
 		Authenticator: server.StaticUsers{Doc: testUsers()},
-		Logger:        quietLogger(),
+		Logger:        sigiltest.QuietLogger(),
 		HelloTimeout:  10 * time.Second,
 	}
 	if mod != nil {
