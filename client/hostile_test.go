@@ -127,6 +127,23 @@ func newHostile(t *testing.T) *hostile {
 	return h
 }
 
+// dial connects a real client to h as alice, with a fresh session key and
+// the JWKS pinned to h's key (nothing is fetched); mod adjusts the options.
+func (h *hostile) dial(mod func(*client.Options)) (*client.Client, error) {
+	ks, err := protocol.NewKeySet(h.key.Public())
+	must(h.t, err)
+	ckey, err := protocol.GenerateKey(protocol.EdDSA, nil)
+	must(h.t, err)
+	o := &client.Options{
+		Tokens: client.SessionToken(client.Token{Token: "opaque-test-token", Key: ckey, Session: h.sid, Subject: "alice"}),
+		JWKS:   ks,
+	}
+	if mod != nil {
+		mod(o)
+	}
+	return client.Dial(ctxT(h.t), "ws"+strings.TrimPrefix(h.hs.URL, "http")+"/v1/ws", o)
+}
+
 func (h *hostile) welcome(hello *protocol.Envelope) []byte {
 	fr, err := h.signer.SignBody(&protocol.Envelope{Action: protocol.ActWelcome, Session: h.sid, Corr: hello.Corr},
 		protocol.WelcomeBody{Session: h.sid, Subject: "alice", Roles: []string{"user"}, Expiry: time.Now().Add(time.Hour).UnixMilli(),
@@ -148,24 +165,17 @@ func (h *hostile) deliver(sender *protocol.ClientSigner, ch, text string) []byte
 
 func TestHostileServerFrames(t *testing.T) {
 	h := newHostile(t)
-	ks, err := protocol.NewKeySet(h.key.Public())
-	must(t, err)
-	ckey, err := protocol.GenerateKey(protocol.EdDSA, nil)
-	must(t, err)
 	var mu sync.Mutex
 	var codes []protocol.Code
 	st := newStates()
-	url := "ws" + strings.TrimPrefix(h.hs.URL, "http") + "/v1/ws"
 	ctx := ctxT(t)
-	c, err := client.Dial(ctx, url, &client.Options{
-		Tokens: client.SessionToken(client.Token{Token: "opaque-test-token", Key: ckey, Session: h.sid, Subject: "alice"}),
-		JWKS:   ks, // pinned: nothing is fetched
-		OnError: func(err error) {
+	c, err := h.dial(func(o *client.Options) {
+		o.OnError = func(err error) {
 			mu.Lock()
 			codes = append(codes, protocol.CodeOf(err))
 			mu.Unlock()
-		},
-		OnStateChange: st.record,
+		}
+		o.OnStateChange = st.record
 	})
 	must(t, err)
 	defer c.Close()
@@ -252,24 +262,17 @@ func TestHostileServerFrames(t *testing.T) {
 // frame that rejects a hello is not a violation.
 func TestFrameBeforeWelcome(t *testing.T) {
 	h := newHostile(t)
-	ks, err := protocol.NewKeySet(h.key.Public())
-	must(t, err)
-	ckey, err := protocol.GenerateKey(protocol.EdDSA, nil)
-	must(t, err)
 	sender, _ := protocol.GenerateKey(protocol.EdDSA, nil)
 	bob := &protocol.ClientSigner{Key: sender, Session: uuid.NewString(), Subject: "bob"}
-	url := "ws" + strings.TrimPrefix(h.hs.URL, "http") + "/v1/ws"
 	dial := func() (*client.Client, []error, error) {
 		var mu sync.Mutex
 		var reported []error
-		c, err := client.Dial(ctxT(t), url, &client.Options{
-			Tokens: client.SessionToken(client.Token{Token: "opaque-test-token", Key: ckey, Session: h.sid, Subject: "alice"}),
-			JWKS:   ks,
-			OnError: func(err error) {
+		c, err := h.dial(func(o *client.Options) {
+			o.OnError = func(err error) {
 				mu.Lock()
 				reported = append(reported, err)
 				mu.Unlock()
-			},
+			}
 		})
 		mu.Lock()
 		defer mu.Unlock()
@@ -332,7 +335,7 @@ func TestFrameBeforeWelcome(t *testing.T) {
 		must(t, err)
 		return [][]byte{fr}
 	}
-	_, _, err = dial()
+	_, _, err := dial()
 	var ce *client.CloseError
 	if !errors.As(err, &ce) || ce.Code != protocol.CloseHelloRejected || protocol.CodeOf(err) != protocol.CodeBadToken {
 		t.Fatalf("want a 4001 CloseError with bad_token, got %v", err)
@@ -343,18 +346,8 @@ func TestFrameBeforeWelcome(t *testing.T) {
 // connection (RFC 6455 §8.1): the client closes with 1007 and reconnects.
 func TestServerTextNotUTF8(t *testing.T) {
 	h := newHostile(t)
-	ks, err := protocol.NewKeySet(h.key.Public())
-	must(t, err)
-	ckey, err := protocol.GenerateKey(protocol.EdDSA, nil)
-	must(t, err)
 	st := newStates()
-	url := "ws" + strings.TrimPrefix(h.hs.URL, "http") + "/v1/ws"
-	c, err := client.Dial(ctxT(t), url, &client.Options{
-		Tokens:        client.SessionToken(client.Token{Token: "opaque-test-token", Key: ckey, Session: h.sid, Subject: "alice"}),
-		JWKS:          ks,
-		Reconnect:     fastReconnect,
-		OnStateChange: st.record,
-	})
+	c, err := h.dial(func(o *client.Options) { o.Reconnect, o.OnStateChange = fastReconnect, st.record })
 	must(t, err)
 	defer c.Close()
 	h.out <- []byte("\xff\xfe.\xff.\xff")
@@ -381,18 +374,8 @@ func TestServerTextNotUTF8(t *testing.T) {
 // 1xxx codes it reconnects with backoff.
 func TestCloseCodeRules(t *testing.T) {
 	h := newHostile(t)
-	ks, err := protocol.NewKeySet(h.key.Public())
-	must(t, err)
-	url := "ws" + strings.TrimPrefix(h.hs.URL, "http") + "/v1/ws"
 	dial := func(st *states) *client.Client {
-		ckey, err := protocol.GenerateKey(protocol.EdDSA, nil)
-		must(t, err)
-		c, err := client.Dial(ctxT(t), url, &client.Options{
-			Tokens:        client.SessionToken(client.Token{Token: "opaque-test-token", Key: ckey, Session: h.sid, Subject: "alice"}),
-			JWKS:          ks,
-			Reconnect:     fastReconnect,
-			OnStateChange: st.record,
-		})
+		c, err := h.dial(func(o *client.Options) { o.Reconnect, o.OnStateChange = fastReconnect, st.record })
 		must(t, err)
 		t.Cleanup(func() { c.Close() })
 		return c

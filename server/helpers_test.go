@@ -30,8 +30,7 @@ type env struct {
 }
 
 // newEnvClock is newEnv with a running sigiltest.Clock as the server's
-// clock; clients
-// that env.login makes sign and verify on it too.
+// clock; clients that env.login makes sign and verify on it too.
 func newEnvClock(t testing.TB, mod func(*server.Config)) *env {
 	clk := sigiltest.NewClock()
 	e := newEnv(t, func(c *server.Config) {
@@ -184,6 +183,17 @@ func (e *env) loginAlg(user string, alg jose.SignatureAlgorithm) *client {
 	if e.clock != nil {
 		c.signer.Now, c.fv.Now = e.clock.Now, e.clock.Now
 	}
+	return c
+}
+
+// loginEncrypted logs user in with an agreement key (body encryption),
+// ready to connect.
+func (e *env) loginEncrypted(user string) *client {
+	e.t.Helper()
+	c := e.login(user)
+	k, err := protocol.GenerateAgreementKey(nil)
+	must(e.t, err)
+	c.ekey = k
 	return c
 }
 

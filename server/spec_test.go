@@ -581,11 +581,7 @@ func TestSpecChannelSemantics(t *testing.T) {
 func TestSpecEncryptedLeaveRotates(t *testing.T) {
 	e := newEnv(t, nil)
 	enc := func(user string) *client {
-		c := e.login(user)
-		k, err := protocol.GenerateAgreementKey(nil)
-		must(t, err)
-		c.ekey = k
-		c.connect()
+		c := e.loginEncrypted(user).connect()
 		c.send(&protocol.Envelope{Action: protocol.ActSub, Channel: "rooms.s"})
 		var sr protocol.SubReplyBody
 		must(t, json.Unmarshal(c.recvAct(protocol.ActReply).Body, &sr))
