@@ -274,7 +274,7 @@ func (c *Client) fail(err error) {
 	}
 	c.mu.Unlock()
 	if cn != nil {
-		_ = cn.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(closeNormal, ""), time.Now().Add(time.Second))
+		_ = cn.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(int(protocol.CloseNormal), ""), time.Now().Add(time.Second))
 		cn.close()
 	}
 	for _, ch := range pending {
@@ -350,19 +350,15 @@ func (c *Client) supervise(cn *conn) {
 			c.ready = make(chan struct{})
 		}
 		c.mu.Unlock()
-		rule := closeRule(cn.code)
-		lost := &CloseError{Code: cn.code, Reason: closeMeaning(cn.code)}
-		switch {
-		case rule == ruleRevoked:
-			c.fail(lost)
-			return
-		case rule == ruleNever || c.opts.Reconnect.Disable:
+		rule := cn.code.Reconnect()
+		lost := &CloseError{Code: cn.code, Reason: cn.reason}
+		if rule == protocol.ReconnectNever || rule == protocol.ReconnectReauthenticate || c.opts.Reconnect.Disable {
 			c.fail(lost)
 			return
 		}
 		c.log.Info("sigil: connection lost", "code", cn.code, "err", cn.err)
 		c.setState(StateReconnecting, lost)
-		next := c.reconnect(rule == ruleNewToken)
+		next := c.reconnect(rule == protocol.ReconnectNewToken)
 		if next == nil {
 			return
 		}
@@ -400,14 +396,11 @@ func (c *Client) reconnect(newToken bool) *conn {
 		lastErr = err
 		var ce *CloseError
 		if errors.As(err, &ce) {
-			switch closeRule(ce.Code) {
-			case ruleRevoked:
+			switch ce.Code.Reconnect() {
+			case protocol.ReconnectNever, protocol.ReconnectReauthenticate:
 				c.fail(ce)
 				return nil
-			case ruleNever:
-				c.fail(ce)
-				return nil
-			case ruleNewToken:
+			case protocol.ReconnectNewToken:
 				if freshTried {
 					// A fresh token was rejected too: stop.
 					c.fail(ce)
@@ -446,7 +439,7 @@ func (c *Client) redial(ctx context.Context, newToken bool) (*conn, error) {
 	if err != nil {
 		if fresh {
 			var ce *CloseError
-			if errors.As(err, &ce) && closeRule(ce.Code) == ruleNewToken {
+			if errors.As(err, &ce) && ce.Code.Reconnect() == protocol.ReconnectNewToken {
 				return nil, fmt.Errorf("%w: %w", errFreshTokenRejected, err)
 			}
 		}

@@ -375,7 +375,7 @@ func TestStoreUnavailable(t *testing.T) {
 	}
 	_, err := client.Dial(ctx, e.url, &client.Options{Tokens: client.Password("bob", "pw")})
 	var ce *client.CloseError
-	if !errors.As(err, &ce) || ce.Code != server.CloseServerError || protocol.CodeOf(err) != protocol.CodeUnavailable {
+	if !errors.As(err, &ce) || ce.Code != protocol.CloseServerError || protocol.CodeOf(err) != protocol.CodeUnavailable {
 		t.Fatalf("want a 4006 CloseError with unavailable, got %v", err)
 	}
 	rev.down.Store(false)

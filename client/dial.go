@@ -99,8 +99,9 @@ type conn struct {
 	done   chan struct{}           // closed when the reader has ended
 	closed chan struct{}           // closed by close: the writer stops
 	once   sync.Once
-	code   int   // close code, valid after done
-	err    error // why the reader ended, valid after done
+	code   protocol.CloseCode // close code, valid after done
+	reason string             // the server's close reason, valid after done
+	err    error              // why the reader ended, valid after done
 }
 
 // sendQueue is how many signed frames may wait for the writer; senders
@@ -201,16 +202,26 @@ func (c *Client) connect(ctx context.Context) (_ *conn, _ *welcome, rerr error) 
 		ws.Close()
 		var ce *websocket.CloseError
 		if errors.As(err, &ce) {
-			return nil, nil, &CloseError{Code: ce.Code, Reason: ce.Text}
+			return nil, nil, &CloseError{Code: protocol.CloseCode(ce.Code), Reason: ce.Text}
 		}
 		return nil, nil, fmt.Errorf("sigil client: waiting for welcome: %w", err)
 	}
 	m, err := firstFrame(hv, mt, data, cid)
+	if protocol.IsCode(err, protocol.CodeUnknownKey) {
+		// A key the client does not know: the server may have rotated
+		// its keys since the JWKS was fetched. Fetch it again, once for
+		// this attempt, and check the frame again. No reader runs yet,
+		// so fv is this goroutine's.
+		if ks := c.refetchKeys(ctx, false); ks != nil {
+			hv.Keys, fv.Keys = ks, ks
+			m, err = firstFrame(hv, mt, data, cid)
+		}
+	}
 	if err != nil {
 		var ce *CloseError
 		if !errors.As(err, &ce) {
 			c.report(err)
-			_ = ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(closeProtocolError, "protocol violation"), time.Now().Add(time.Second))
+			_ = ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(int(protocol.CloseProtocolError), "protocol violation"), time.Now().Add(time.Second))
 		}
 		ws.Close()
 		return nil, nil, err
@@ -266,7 +277,7 @@ func firstFrame(hv *protocol.FrameVerifier, mt int, data []byte, cid string) (*p
 		return m, nil
 	case m.Action == protocol.ActError && m.Session == "":
 		pe := errorFrame(m)
-		return nil, &CloseError{Code: helloCloseCode(pe.Code), Reason: string(pe.Code), Err: pe}
+		return nil, &CloseError{Code: protocol.RejectionClose(pe.Code, true), Reason: string(pe.Code), Err: pe}
 	case m.Action == protocol.ActWelcome:
 		return nil, fmt.Errorf("%w: the welcome does not answer this hello (cid)", ErrProtocolViolation)
 	}

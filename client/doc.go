@@ -48,26 +48,31 @@
 // # Reconnect semantics
 //
 // When the connection drops, the client follows the close-code table of
-// spec.md §12.3:
+// spec.md §12.3, as protocol.CloseCode.Reconnect holds it:
 //
-//   - 1001 (going away), 4000, 4005, 4006 and network failures: reconnect
-//     with exponential backoff and full jitter (0.5 s doubling to 30 s by
-//     default, see ReconnectPolicy), with the same token and session, and
-//     the seq sequence continuing;
+//   - 1001 (going away), 4000, 4005, 4006, network failures (1006) and
+//     other 1xxx codes: reconnect with exponential backoff and full jitter
+//     (0.5 s doubling to 30 s by default, see ReconnectPolicy), with the
+//     same token and session, and the seq sequence continuing;
 //   - 4001 (hello rejected) and 4002 (token expired): reconnect only with a
 //     new token — renewed over /v1/refresh if there is a refresh token,
 //     otherwise from the token source (a new session); if the new token is
 //     rejected too, the client closes;
 //   - 4003 (revoked): never; the client closes with an error wrapping
 //     ErrRevoked, and a person has to log in again;
-//   - 1000, 1003, 1007, 1008, 1009, 4004 (kicked): no reconnect; the client
-//     closes with a *CloseError.
+//   - 1000, 1003, 1007, 1008, 1009, 4004 (kicked), and any 4xxx code the
+//     table does not list (it may mean something this client does not
+//     know): no reconnect; the client closes with a *CloseError carrying
+//     the code and the server's reason.
 //
 // A server whose first frame on a connection is not the welcome answering
 // the hello (or the error rejecting it) breaks spec.md §8.3: the client
 // acts on nothing, closes with 1002, and the attempt fails with
 // ErrProtocolViolation (Dial returns it; a reconnecting client backs off
-// and tries again). A hello answered with unavailable or internal, a
+// and tries again). A first frame signed by a key the client's JWKS does
+// not hold makes it fetch the JWKS again, once for that attempt (unless
+// Options.JWKS pins it), so that a key the server rotated meanwhile does
+// not fail the reconnection (spec.md §13.3). A hello answered with unavailable or internal, a
 // failure of the server's stores, closes with 4006: backoff.
 //
 // While reconnecting, Publish, Send, Call, Presence and Subscribe wait for

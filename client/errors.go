@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"strconv"
 
 	"github.com/sigil-ws/sigil/protocol"
 )
@@ -44,14 +43,15 @@ var (
 
 // CloseError reports that the server closed the connection with a code
 // that does not allow a reconnect (spec.md §12.3), or a rejected hello.
+// Code.Reconnect tells what the code allows.
 type CloseError struct {
-	Code   int             // WebSocket close code
-	Reason string          // the close reason sent by the server
-	Err    *protocol.Error // the error frame that preceded it, if any
+	Code   protocol.CloseCode // WebSocket close code
+	Reason string             // the close reason sent by the server
+	Err    *protocol.Error    // the error frame that preceded it, if any
 }
 
 func (e *CloseError) Error() string {
-	s := "sigil client: connection closed by the server with " + strconv.Itoa(e.Code) + " (" + closeMeaning(e.Code) + ")"
+	s := "sigil client: connection closed by the server with " + e.Code.String()
 	if e.Err != nil {
 		s += ": " + e.Err.Error()
 	} else if e.Reason != "" {
@@ -67,7 +67,7 @@ func (e *CloseError) Unwrap() []error {
 	if e.Err != nil {
 		errs = append(errs, e.Err)
 	}
-	if e.Code == closeRevoked {
+	if e.Code == protocol.CloseRevoked {
 		errs = append(errs, ErrRevoked)
 	}
 	return errs
@@ -90,94 +90,4 @@ func (e *HTTPError) Error() string {
 		s += ": " + e.Message
 	}
 	return s
-}
-
-// Close codes (spec.md §12.3).
-const (
-	closeNormal        = 1000
-	closeGoingAway     = 1001
-	closeUnsupported   = 1003
-	closeInvalidData   = 1007
-	closeProtocolError = 1002 // sent by the client (spec.md §8.3)
-	closeAbnormal      = 1006
-	closePolicy        = 1008
-	closeTooBig        = 1009
-	closeHelloTimeout  = 4000
-	closeHelloRejected = 4001
-	closeTokenExpired  = 4002
-	closeRevoked       = 4003
-	closeKicked        = 4004
-	closeSlowConsumer  = 4005
-	closeServerError   = 4006
-)
-
-// reconnectRule is what spec.md §12.3 says a client does after a close code.
-type reconnectRule int
-
-const (
-	ruleNever    reconnectRule = iota // give up (client bug, admin action, normal close)
-	ruleBackoff                       // reconnect with backoff and the same token
-	ruleNewToken                      // reconnect only with a refreshed or new token
-	ruleRevoked                       // never; the session is revoked
-)
-
-func closeRule(code int) reconnectRule {
-	switch code {
-	case closeNormal, closeUnsupported, closeInvalidData, closePolicy, closeTooBig, closeKicked:
-		return ruleNever
-	case closeRevoked:
-		return ruleRevoked
-	case closeHelloRejected, closeTokenExpired:
-		return ruleNewToken
-	default: // 1001, 4000, 4005, 4006, 1006 (network), unknown codes
-		return ruleBackoff
-	}
-}
-
-func closeMeaning(code int) string {
-	switch code {
-	case closeNormal:
-		return "normal closure"
-	case closeGoingAway:
-		return "server going away"
-	case closeUnsupported:
-		return "binary message sent"
-	case closeInvalidData:
-		return "text frame not valid UTF-8"
-	case closeAbnormal:
-		return "connection lost"
-	case closePolicy:
-		return "too many rejected frames"
-	case closeTooBig:
-		return "frame too large"
-	case closeHelloTimeout:
-		return "no hello within the deadline"
-	case closeHelloRejected:
-		return "hello rejected"
-	case closeTokenExpired:
-		return "token expired"
-	case closeRevoked:
-		return "session revoked"
-	case closeKicked:
-		return "kicked by an administrator"
-	case closeSlowConsumer:
-		return "slow consumer"
-	case closeServerError:
-		return "server error (or a store it needs is unavailable)"
-	}
-	return "unknown code"
-}
-
-// helloCloseCode is the close code a server uses after rejecting a hello
-// with code (spec.md §8.2).
-func helloCloseCode(code protocol.Code) int {
-	switch code {
-	case protocol.CodeTokenExpired:
-		return closeTokenExpired
-	case protocol.CodeTokenRevoked:
-		return closeRevoked
-	case protocol.CodeUnavailable, protocol.CodeInternal:
-		return closeServerError
-	}
-	return closeHelloRejected
 }

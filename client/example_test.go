@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/sigil-ws/sigil/client"
+	"github.com/sigil-ws/sigil/internal/sigiltest"
 	"github.com/sigil-ws/sigil/protocol"
 	"github.com/sigil-ws/sigil/server"
 )
@@ -23,7 +24,7 @@ func exampleServer() (url string, stop func()) {
 	srv, err := server.New(server.Config{
 		Authenticator: server.StaticUsers{Doc: testUsers()},
 		Policy:        policy,
-		Logger:        quietLogger(),
+		Logger:        sigiltest.QuietLogger(),
 	})
 	if err != nil {
 		log.Fatal(err)

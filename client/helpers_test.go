@@ -2,8 +2,6 @@ package client_test
 
 import (
 	"context"
-	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -13,29 +11,19 @@ import (
 	"time"
 
 	"github.com/sigil-ws/sigil/client"
+	"github.com/sigil-ws/sigil/internal/sigiltest"
 	"github.com/sigil-ws/sigil/protocol"
 	"github.com/sigil-ws/sigil/server"
-	"golang.org/x/crypto/bcrypt"
-)
-
-var (
-	hashOnce sync.Once
-	pwHash   string
 )
 
 func testUsers() *server.UsersDoc {
-	hashOnce.Do(func() {
-		h, _ := bcrypt.GenerateFromPassword([]byte("pw"), bcrypt.MinCost)
-		pwHash = string(h)
-	})
+	pwHash := sigiltest.PasswordHash()
 	return &server.UsersDoc{Users: []server.User{
 		{Name: "alice", Hash: pwHash, Roles: []string{"user"}},
 		{Name: "bob", Hash: pwHash, Roles: []string{"user"}},
 		{Name: "carol", Hash: pwHash, Roles: []string{"user"}},
 	}}
 }
-
-func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
 // env is a real Sigil server on a random loopback port.
 type env struct {
@@ -45,33 +33,13 @@ type env struct {
 	url   string // ws://127.0.0.1:port/v1/ws
 	keys  []*protocol.PrivateKey
 	mod   func(*server.Config)
-	clock *testClock // the clock of the server and of the clients dial makes, if set
+	clock *sigiltest.Clock // the clock of the server and of the clients dial makes, if set
 }
 
-// testClock is real time plus an offset that the test moves forward, so
-// that token lifetimes pass without sleeping through them. Socket
-// deadlines, pings, timers and backoff stay on real time.
-type testClock struct {
-	mu     sync.Mutex
-	offset time.Duration
-}
-
-func (c *testClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return time.Now().Add(c.offset)
-}
-
-func (c *testClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.offset += d
-	c.mu.Unlock()
-}
-
-// newEnvClock is newEnv with a testClock shared by the server (across
+// newEnvClock is newEnv with a running sigiltest.Clock shared by the server (across
 // restarts) and the clients that dial makes.
 func newEnvClock(t testing.TB, mod func(*server.Config)) *env {
-	clk := &testClock{}
+	clk := sigiltest.NewClock()
 	e := newEnv(t, func(c *server.Config) {
 		c.Now = clk.Now
 		if mod != nil {
@@ -105,7 +73,7 @@ func (e *env) start(l net.Listener) {
 	cfg := server.Config{
 		Keys:          e.keys,
 		Authenticator: server.StaticUsers{Doc: testUsers()},
-		Logger:        quietLogger(),
+		Logger:        sigiltest.QuietLogger(),
 		HelloTimeout:  10 * time.Second,
 	}
 	if e.mod != nil {
@@ -139,18 +107,7 @@ func (e *env) restart() {
 	e.t.Helper()
 	addr := e.hs.Listener.Addr().String()
 	e.stop()
-	var l net.Listener
-	var err error
-	for i := 0; i < 50; i++ {
-		if l, err = net.Listen("tcp", addr); err == nil {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	e.start(l)
+	e.restartStopped(addr)
 }
 
 var fastReconnect = &client.ReconnectPolicy{Min: 20 * time.Millisecond, Max: 200 * time.Millisecond}

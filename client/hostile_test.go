@@ -7,8 +7,10 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -16,7 +18,6 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/sigil-ws/sigil/client"
 	"github.com/sigil-ws/sigil/protocol"
-	"github.com/sigil-ws/sigil/server"
 )
 
 // hostile is a small test-only server that speaks just enough of the
@@ -35,6 +36,19 @@ type hostile struct {
 	// instead of the welcome; closed receives the client's close code.
 	first  func(hello *protocol.Envelope) [][]byte
 	closed chan int
+
+	conns atomic.Int32 // connections so far
+
+	mu   sync.Mutex
+	kill func(code int) // closes the latest connection with code
+}
+
+// closeWith closes the latest connection with a close frame with code.
+func (h *hostile) closeWith(code int) {
+	h.mu.Lock()
+	kill := h.kill
+	h.mu.Unlock()
+	kill(code)
 }
 
 func newHostile(t *testing.T) *hostile {
@@ -48,12 +62,20 @@ func newHostile(t *testing.T) *hostile {
 			return
 		}
 		defer ws.Close()
+		h.conns.Add(1)
 		var wmu sync.Mutex
 		write := func(b []byte) {
 			wmu.Lock()
 			defer wmu.Unlock()
 			_ = ws.WriteMessage(websocket.TextMessage, b)
 		}
+		h.mu.Lock()
+		h.kill = func(code int) {
+			wmu.Lock()
+			defer wmu.Unlock()
+			_ = ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, "test"), time.Now().Add(time.Second))
+		}
+		h.mu.Unlock()
 		done := make(chan struct{})
 		defer close(done)
 		go func() {
@@ -105,6 +127,23 @@ func newHostile(t *testing.T) *hostile {
 	return h
 }
 
+// dial connects a real client to h as alice, with a fresh session key and
+// the JWKS pinned to h's key (nothing is fetched); mod adjusts the options.
+func (h *hostile) dial(mod func(*client.Options)) (*client.Client, error) {
+	ks, err := protocol.NewKeySet(h.key.Public())
+	must(h.t, err)
+	ckey, err := protocol.GenerateKey(protocol.EdDSA, nil)
+	must(h.t, err)
+	o := &client.Options{
+		Tokens: client.SessionToken(client.Token{Token: "opaque-test-token", Key: ckey, Session: h.sid, Subject: "alice"}),
+		JWKS:   ks,
+	}
+	if mod != nil {
+		mod(o)
+	}
+	return client.Dial(ctxT(h.t), "ws"+strings.TrimPrefix(h.hs.URL, "http")+"/v1/ws", o)
+}
+
 func (h *hostile) welcome(hello *protocol.Envelope) []byte {
 	fr, err := h.signer.SignBody(&protocol.Envelope{Action: protocol.ActWelcome, Session: h.sid, Corr: hello.Corr},
 		protocol.WelcomeBody{Session: h.sid, Subject: "alice", Roles: []string{"user"}, Expiry: time.Now().Add(time.Hour).UnixMilli(),
@@ -126,24 +165,17 @@ func (h *hostile) deliver(sender *protocol.ClientSigner, ch, text string) []byte
 
 func TestHostileServerFrames(t *testing.T) {
 	h := newHostile(t)
-	ks, err := protocol.NewKeySet(h.key.Public())
-	must(t, err)
-	ckey, err := protocol.GenerateKey(protocol.EdDSA, nil)
-	must(t, err)
 	var mu sync.Mutex
 	var codes []protocol.Code
 	st := newStates()
-	url := "ws" + strings.TrimPrefix(h.hs.URL, "http") + "/v1/ws"
 	ctx := ctxT(t)
-	c, err := client.Dial(ctx, url, &client.Options{
-		Tokens: client.SessionToken(client.Token{Token: "opaque-test-token", Key: ckey, Session: h.sid, Subject: "alice"}),
-		JWKS:   ks, // pinned: nothing is fetched
-		OnError: func(err error) {
+	c, err := h.dial(func(o *client.Options) {
+		o.OnError = func(err error) {
 			mu.Lock()
 			codes = append(codes, protocol.CodeOf(err))
 			mu.Unlock()
-		},
-		OnStateChange: st.record,
+		}
+		o.OnStateChange = st.record
 	})
 	must(t, err)
 	defer c.Close()
@@ -230,24 +262,17 @@ func TestHostileServerFrames(t *testing.T) {
 // frame that rejects a hello is not a violation.
 func TestFrameBeforeWelcome(t *testing.T) {
 	h := newHostile(t)
-	ks, err := protocol.NewKeySet(h.key.Public())
-	must(t, err)
-	ckey, err := protocol.GenerateKey(protocol.EdDSA, nil)
-	must(t, err)
 	sender, _ := protocol.GenerateKey(protocol.EdDSA, nil)
 	bob := &protocol.ClientSigner{Key: sender, Session: uuid.NewString(), Subject: "bob"}
-	url := "ws" + strings.TrimPrefix(h.hs.URL, "http") + "/v1/ws"
 	dial := func() (*client.Client, []error, error) {
 		var mu sync.Mutex
 		var reported []error
-		c, err := client.Dial(ctxT(t), url, &client.Options{
-			Tokens: client.SessionToken(client.Token{Token: "opaque-test-token", Key: ckey, Session: h.sid, Subject: "alice"}),
-			JWKS:   ks,
-			OnError: func(err error) {
+		c, err := h.dial(func(o *client.Options) {
+			o.OnError = func(err error) {
 				mu.Lock()
 				reported = append(reported, err)
 				mu.Unlock()
-			},
+			}
 		})
 		mu.Lock()
 		defer mu.Unlock()
@@ -310,9 +335,9 @@ func TestFrameBeforeWelcome(t *testing.T) {
 		must(t, err)
 		return [][]byte{fr}
 	}
-	_, _, err = dial()
+	_, _, err := dial()
 	var ce *client.CloseError
-	if !errors.As(err, &ce) || ce.Code != server.CloseHelloRejected || protocol.CodeOf(err) != protocol.CodeBadToken {
+	if !errors.As(err, &ce) || ce.Code != protocol.CloseHelloRejected || protocol.CodeOf(err) != protocol.CodeBadToken {
 		t.Fatalf("want a 4001 CloseError with bad_token, got %v", err)
 	}
 }
@@ -321,18 +346,8 @@ func TestFrameBeforeWelcome(t *testing.T) {
 // connection (RFC 6455 §8.1): the client closes with 1007 and reconnects.
 func TestServerTextNotUTF8(t *testing.T) {
 	h := newHostile(t)
-	ks, err := protocol.NewKeySet(h.key.Public())
-	must(t, err)
-	ckey, err := protocol.GenerateKey(protocol.EdDSA, nil)
-	must(t, err)
 	st := newStates()
-	url := "ws" + strings.TrimPrefix(h.hs.URL, "http") + "/v1/ws"
-	c, err := client.Dial(ctxT(t), url, &client.Options{
-		Tokens:        client.SessionToken(client.Token{Token: "opaque-test-token", Key: ckey, Session: h.sid, Subject: "alice"}),
-		JWKS:          ks,
-		Reconnect:     fastReconnect,
-		OnStateChange: st.record,
-	})
+	c, err := h.dial(func(o *client.Options) { o.Reconnect, o.OnStateChange = fastReconnect, st.record })
 	must(t, err)
 	defer c.Close()
 	h.out <- []byte("\xff\xfe.\xff.\xff")
@@ -349,5 +364,46 @@ func TestServerTextNotUTF8(t *testing.T) {
 	must(t, c.Ping(ctxT(t)))
 	if s := c.Stats(); s.Rejected != 1 || s.Reconnects != 1 {
 		t.Fatalf("stats %+v", s)
+	}
+}
+
+// TestCloseCodeRules: the client follows the table of spec.md §12.3 as
+// protocol.CloseCode holds it. After 1007 (a client bug), 1008, 4004 or an
+// unknown 4xxx code it does not reconnect: it closes with a *CloseError
+// carrying the code and the server's reason. After 1001, 4006 and other
+// 1xxx codes it reconnects with backoff.
+func TestCloseCodeRules(t *testing.T) {
+	h := newHostile(t)
+	dial := func(st *states) *client.Client {
+		c, err := h.dial(func(o *client.Options) { o.Reconnect, o.OnStateChange = fastReconnect, st.record })
+		must(t, err)
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	for _, code := range []int{1007, 1008, 4004, 4100, 4999} {
+		st := newStates()
+		c := dial(st)
+		before := h.conns.Load()
+		h.closeWith(code)
+		select {
+		case <-c.Done():
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%d: the client did not close", code)
+		}
+		var ce *client.CloseError
+		if !errors.As(c.Err(), &ce) || int(ce.Code) != code || ce.Reason != "test" {
+			t.Fatalf("%d: Err() = %v, want a CloseError with the code and reason", code, c.Err())
+		}
+		if slices.Contains(st.list(), client.StateReconnecting) || h.conns.Load() != before {
+			t.Fatalf("%d: the client reconnected (states %v)", code, st.list())
+		}
+	}
+	for _, code := range []int{1001, 1011, 4006} {
+		st := newStates()
+		c := dial(st)
+		h.closeWith(code)
+		st.wait(t, client.StateReconnecting, 5*time.Second)
+		st.wait(t, client.StateConnected, 10*time.Second)
+		must(t, c.Ping(ctxT(t)))
 	}
 }

@@ -27,8 +27,9 @@ type Options struct {
 	// trusted: the client never fetches keys, from the server or from any
 	// URL found in a message. If nil, the key set is fetched from the
 	// server's /.well-known/jwks.json over TLS (plain http only to a
-	// loopback address), and fetched again, at most once a minute, when a
-	// server frame names an unknown kid.
+	// loopback address), and fetched again when a server frame names an
+	// unknown kid: at most once a minute, or once per connection attempt
+	// for the first frame of a connection (spec.md §13.3).
 	JWKS *protocol.KeySet
 
 	// Encrypt asks the server for body encryption (spec.md §11): bodies are

@@ -1,6 +1,7 @@
 package client
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"time"
@@ -19,10 +20,10 @@ func (c *Client) read(cn *conn) {
 	for {
 		mt, data, err := cn.ws.ReadMessage()
 		if err != nil {
-			cn.code, cn.err = closeAbnormal, err
+			cn.code, cn.err = protocol.CloseAbnormal, err
 			var ce *websocket.CloseError
 			if errors.As(err, &ce) {
-				cn.code = ce.Code
+				cn.code, cn.reason = protocol.CloseCode(ce.Code), ce.Text
 			}
 			cn.close()
 			return
@@ -35,14 +36,17 @@ func (c *Client) read(cn *conn) {
 			// RFC 6455 §8.1: fail the connection; it is lost (1006), and
 			// the client reconnects with backoff (spec.md §10.2).
 			c.reject(&protocol.Error{Code: protocol.CodeMalformed, Message: "text frame from the server is not valid UTF-8"})
-			_ = cn.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(closeInvalidData, "invalid UTF-8"), time.Now().Add(time.Second))
-			cn.code, cn.err = closeAbnormal, errors.New("sigil client: the server sent a text frame that is not UTF-8")
+			_ = cn.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(int(protocol.CloseInvalidUTF8), "invalid UTF-8"), time.Now().Add(time.Second))
+			cn.code, cn.err = protocol.CloseAbnormal, errors.New("sigil client: the server sent a text frame that is not UTF-8")
 			cn.close()
 			return
 		}
 		m, err := cn.fv.Verify(data)
-		if err != nil && protocol.CodeOf(err) == protocol.CodeUnknownKey && c.refetchKeys(cn) {
-			m, err = cn.fv.Verify(data)
+		if protocol.IsCode(err, protocol.CodeUnknownKey) {
+			if ks := c.refetchKeys(c.ctx, true); ks != nil {
+				cn.fv.Keys = ks // the reader is the only user of cn.fv
+				m, err = cn.fv.Verify(data)
+			}
 		}
 		if err != nil {
 			c.reject(err)
@@ -59,26 +63,31 @@ func (c *Client) reject(err error) {
 	c.report(fmt.Errorf("sigil client: server frame rejected: %w", err))
 }
 
-// refetchKeys fetches the JWKS again after an unknown kid, at most once a
-// minute, unless the keys are pinned. It runs on the reader goroutine,
-// the only user of cn.fv.
-func (c *Client) refetchKeys(cn *conn) bool {
+// refetchKeys fetches the server's JWKS again after a frame named a key
+// the client does not know: the server may have rotated its keys (spec.md
+// §13.3). It returns the new key set, or nil when the keys are pinned
+// (Options.JWKS), the fetch failed (reported), or, with limit, the last
+// fetch was less than a minute ago. The limit holds after the welcome, so
+// that frames naming unknown keys cannot make the client fetch in a loop;
+// before it, each connection attempt may fetch once (attempts are spaced
+// by the reconnect backoff). The caller installs the keys in the
+// verifier it owns.
+func (c *Client) refetchKeys(ctx context.Context, limit bool) *protocol.KeySet {
 	if c.opts.JWKS != nil {
-		return false
+		return nil
 	}
 	c.keysMu.Lock()
 	defer c.keysMu.Unlock()
-	if time.Since(c.keysFetched) < time.Minute {
-		return false
+	if limit && time.Since(c.keysFetched) < time.Minute {
+		return nil
 	}
 	c.keysFetched = time.Now()
-	ks, err := fetchKeys(c.ctx, c.opts.HTTPClient, c.base)
+	ks, err := fetchKeys(ctx, c.opts.HTTPClient, c.base)
 	if err != nil {
 		c.report(err)
-		return false
+		return nil
 	}
-	cn.fv.Keys = ks
-	return true
+	return ks
 }
 
 // dispatch acts on a verified server frame.

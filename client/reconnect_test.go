@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -255,4 +256,46 @@ func TestExpiredTokenReconnectsWithNewToken(t *testing.T) {
 		t.Fatalf("stats %+v: want the expired token renewed once, on the one reconnect", st)
 	}
 	_ = fmt.Sprint
+}
+
+// TestKeyRotationBeforeWelcome: the server rotates its signing key and
+// restarts. The client's JWKS predates the new key, so the welcome of its
+// reconnect names a key it does not know: it fetches the JWKS again, once,
+// and carries on in its session, with no protocol violation. A client
+// whose JWKS is pinned does not fetch: the welcome is a violation, and it
+// keeps retrying.
+func TestKeyRotationBeforeWelcome(t *testing.T) {
+	e := newEnv(t, nil)
+	violations := func(n *atomic.Int32) func(error) {
+		return func(err error) {
+			if errors.Is(err, client.ErrProtocolViolation) {
+				n.Add(1)
+			}
+		}
+	}
+	var aliceV, pinnedV atomic.Int32
+	st := newStates()
+	alice := e.dial("alice", func(o *client.Options) { o.OnStateChange, o.OnError = st.record, violations(&aliceV) })
+	pinned := e.dial("bob", func(o *client.Options) { o.JWKS, o.OnError = e.srv.KeySet(), violations(&pinnedV) })
+	k2, err := protocol.GenerateKey(protocol.EdDSA, nil)
+	must(t, err)
+	e.keys = append(e.keys, k2)
+	e.restart()
+	st.wait(t, client.StateReconnecting, 5*time.Second)
+	st.wait(t, client.StateConnected, 10*time.Second)
+	ctx := ctxT(t)
+	must(t, alice.Ping(ctx)) // the pong is signed by the new key
+	if n := aliceV.Load(); n != 0 || alice.Stats().Reconnects != 1 {
+		t.Fatalf("%d protocol violations, %d reconnects; want 0 and 1", n, alice.Stats().Reconnects)
+	}
+	for pinnedV.Load() == 0 {
+		select {
+		case <-ctx.Done():
+			t.Fatal("the client with a pinned JWKS reported no protocol violation")
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	if s := pinned.State(); s != client.StateReconnecting {
+		t.Fatalf("pinned client state %v, want reconnecting", s)
+	}
 }

@@ -76,7 +76,7 @@ func (f TokenSourceFunc) Token(ctx context.Context, r *TokenRequest) (*Token, er
 // token.
 func Password(username, password string) TokenSource {
 	return TokenSourceFunc(func(ctx context.Context, r *TokenRequest) (*Token, error) {
-		return requestToken(ctx, r, map[string]any{"grant_type": "password", "username": username, "password": password})
+		return requestToken(ctx, r, protocol.TokenRequest{GrantType: protocol.GrantPassword, Username: username, Password: password})
 	})
 }
 
@@ -89,7 +89,7 @@ func External(assertion func(ctx context.Context) (string, error)) TokenSource {
 		if err != nil {
 			return nil, fmt.Errorf("sigil client: identity provider assertion: %w", err)
 		}
-		return requestToken(ctx, r, map[string]any{"grant_type": "external", "assertion": a})
+		return requestToken(ctx, r, protocol.TokenRequest{GrantType: protocol.GrantExternal, Assertion: a})
 	})
 }
 
@@ -132,19 +132,9 @@ func RefreshToken(t Token, save func(Token) error) TokenSource {
 	})
 }
 
-// tokenResponse is the answer of /v1/token and /v1/refresh (spec.md §13.1).
-type tokenResponse struct {
-	Token            string   `json:"token"`
-	ExpiresAt        int64    `json:"expires_at"`
-	RefreshToken     string   `json:"refresh_token"`
-	RefreshExpiresAt int64    `json:"refresh_expires_at"`
-	Session          string   `json:"sid"`
-	Subject          string   `json:"sub"`
-	Roles            []string `json:"roles"`
-	WSURL            string   `json:"ws_url"`
-}
-
-func requestToken(ctx context.Context, r *TokenRequest, req map[string]any) (*Token, error) {
+// requestToken asks POST /v1/token for a token bound to a fresh session
+// key; req carries the grant, requestToken adds the key.
+func requestToken(ctx context.Context, r *TokenRequest, req protocol.TokenRequest) (*Token, error) {
 	alg := r.Algorithm
 	if alg == "" {
 		alg = protocol.EdDSA
@@ -157,12 +147,12 @@ func requestToken(ctx context.Context, r *TokenRequest, req map[string]any) (*To
 	if err != nil {
 		return nil, err
 	}
-	req["jwk"] = json.RawMessage(jwk)
-	var tr tokenResponse
+	req.JWK = jwk
+	var tr protocol.TokenResponse
 	if err := postJSON(ctx, r.HTTPClient, r.BaseURL+"/v1/token", req, &tr); err != nil {
 		return nil, err
 	}
-	return tr.token(key, 0)
+	return newToken(&tr, key, 0)
 }
 
 // refreshHTTP renews cur over /v1/refresh with a proof signed by signer,
@@ -180,29 +170,27 @@ func refreshHTTP(ctx context.Context, base string, hc *http.Client, signer *prot
 	if err != nil {
 		return nil, err
 	}
-	var tr tokenResponse
-	if err := postJSON(ctx, hc, base+"/v1/refresh", map[string]string{"refresh_token": cur.RefreshToken, "proof": string(proof)}, &tr); err != nil {
+	var tr protocol.TokenResponse
+	if err := postJSON(ctx, hc, base+"/v1/refresh", protocol.RefreshRequest{RefreshToken: cur.RefreshToken, Proof: string(proof)}, &tr); err != nil {
 		return nil, err
 	}
 	if tr.Session != cur.Session || tr.Subject != cur.Subject {
 		return nil, errors.New("sigil client: refresh answered for another session")
 	}
-	return tr.token(cur.Key, env.Seq)
+	return newToken(&tr, cur.Key, env.Seq)
 }
 
-func (tr *tokenResponse) token(key *protocol.PrivateKey, seq uint64) (*Token, error) {
+// newToken is the Token of a token response, bound to key, whose session
+// has used seq.
+func newToken(tr *protocol.TokenResponse, key *protocol.PrivateKey, seq uint64) (*Token, error) {
 	if tr.Token == "" || tr.Session == "" || tr.Subject == "" {
 		return nil, errors.New("sigil client: token response lacks token, sid or sub")
 	}
-	t := &Token{
+	return &Token{
 		Token: tr.Token, RefreshToken: tr.RefreshToken, Key: key,
 		Session: tr.Session, Subject: tr.Subject, Roles: tr.Roles,
-		Expiry: time.UnixMilli(tr.ExpiresAt), Seq: seq,
-	}
-	if tr.RefreshExpiresAt > 0 {
-		t.RefreshExpiry = time.UnixMilli(tr.RefreshExpiresAt)
-	}
-	return t, nil
+		Expiry: tr.Expiry(), RefreshExpiry: tr.RefreshExpiry(), Seq: seq,
+	}, nil
 }
 
 // postJSON posts v and decodes a 200 answer into out; other answers become
@@ -229,10 +217,7 @@ func postJSON(ctx context.Context, hc *http.Client, url string, v, out any) erro
 	}
 	if resp.StatusCode != http.StatusOK {
 		he := &HTTPError{Status: resp.StatusCode, RetryAfter: resp.Header.Get("Retry-After")}
-		var eb struct {
-			Error   string `json:"error"`
-			Message string `json:"message"`
-		}
+		var eb protocol.ErrorResponse
 		if json.Unmarshal(body, &eb) == nil {
 			he.Code, he.Message = eb.Error, eb.Message
 		}

@@ -26,6 +26,11 @@ const (
 	CloseServerError   CloseCode = 4006 // internal server error
 )
 
+// CloseProtocolError is sent by a client, never by a server: the server
+// broke the protocol before welcome (spec.md §8.3). It is not in the table
+// of §12.3.
+const CloseProtocolError CloseCode = 1002
+
 // Reconnect is what a client does after a close code (spec.md §12.3).
 type Reconnect int
 
@@ -74,7 +79,7 @@ var closeTable = map[CloseCode]struct {
 	CloseRevoked:       {"session revoked", ReconnectReauthenticate},
 	CloseKicked:        {"kicked by an administrator", ReconnectNever},
 	CloseSlowConsumer:  {"slow consumer", ReconnectBackoff},
-	CloseServerError:   {"internal server error", ReconnectBackoff},
+	CloseServerError:   {"server error or a store unavailable", ReconnectBackoff},
 }
 
 // Reconnect reports what a client does after the server closed with c
@@ -108,9 +113,10 @@ func (c CloseCode) Meaning() string {
 // RejectionClose returns the close code that follows the error frame
 // answering a rejected frame with code, or 0 if the connection stays open.
 // For a hello (spec.md §8.2): 4002 for token_expired, 4003 for
-// token_revoked, 4001 for every other code. After the handshake (§7 step
-// 9): 4002 and 4003 for those two codes, and 0 otherwise (a server may
-// still close with 1008 after repeated rejections, §12.4).
+// token_revoked, 4006 for unavailable and internal (the server could not
+// check the hello), 4001 for every other code. After the handshake (§7
+// step 9): 4002 and 4003 for those two codes, and 0 otherwise (a server
+// may still close with 1008 after repeated rejections, §12.4).
 func RejectionClose(code Code, hello bool) CloseCode {
 	switch code {
 	case CodeTokenExpired:
@@ -118,8 +124,11 @@ func RejectionClose(code Code, hello bool) CloseCode {
 	case CodeTokenRevoked:
 		return CloseRevoked
 	}
-	if hello {
-		return CloseHelloRejected
+	switch {
+	case !hello:
+		return 0
+	case code == CodeUnavailable || code == CodeInternal:
+		return CloseServerError
 	}
-	return 0
+	return CloseHelloRejected
 }

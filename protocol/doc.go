@@ -23,7 +23,9 @@
 // in the administration API ([Verifier.VerifyTokenProof]), or from a proof
 // of a session the server stored with a refresh token
 // ([Verifier.VerifyRecordProof], /v1/refresh). All three run the whole of
-// spec.md §7 and name the session key by its thumbprint.
+// spec.md §7 and name the session key by its thumbprint. Its fields are
+// unexported and read through methods; a Session made elsewhere (the zero
+// value) verifies nothing.
 //
 // # Wire vocabulary
 //

@@ -21,7 +21,7 @@ func TestKeyRingUsesInjectedClock(t *testing.T) {
 	old, err := protocol.NewContentKey(protocol.ScopeSession, nil)
 	must(t, err)
 	ring.Add(old, time.Time{})
-	s.Keys = ring
+	s.SetKeys(ring)
 	send := func() error {
 		enc, err := protocol.SealBody(old, []byte(`{"text":"sealed"}`))
 		must(t, err)

@@ -37,7 +37,7 @@ func Example() {
 	body, _ := json.Marshal(protocol.HelloBody{Token: token, JWK: jwk})
 	hello, _ := signer.Sign(&protocol.Envelope{Action: protocol.ActHello, Body: body})
 	session, _, err := verifier.VerifyHello(ctx, hello)
-	fmt.Println("hello:", session.Subject, session.Roles, err)
+	fmt.Println("hello:", session.Subject(), session.Roles(), err)
 
 	// Every later frame goes through the full pipeline.
 	pub, _ := signer.Sign(&protocol.Envelope{Action: protocol.ActPub, Channel: "rooms.lobby", Body: json.RawMessage(`{"text":"hi"}`)})

@@ -2,6 +2,8 @@ package protocol
 
 import (
 	stdjson "encoding/json"
+
+	"github.com/sigil-ws/sigil/internal/strictjson"
 )
 
 // Bodies of built-in frames (spec.md §8–§12). Every body is strict JSON; a
@@ -93,8 +95,5 @@ func DecodeBody(body []byte, v any) error {
 	if len(body) == 0 {
 		return errString("body is required")
 	}
-	if err := decodeStrict(body, v); err != nil {
-		return err
-	}
-	return nil
+	return strictjson.Unmarshal(body, v, &strictjson.Options{MaxDepth: MaxDepth})
 }

@@ -70,7 +70,7 @@ func FuzzVerify(f *testing.F) {
 		if err != nil {
 			t.Fatalf("accepted frame whose payload does not decode: %v", err)
 		}
-		if m.Session != rec.ID || m.Subject != rec.Subject || s.ID != rec.ID || !bytes.Equal(m.Frame, frame) {
+		if m.Session != rec.ID || m.Subject != rec.Subject || s.ID() != rec.ID || !bytes.Equal(m.Frame, frame) {
 			t.Fatalf("accepted frame of another session: %+v", m)
 		}
 		checkClaims(t, raw, m)
@@ -149,7 +149,7 @@ func FuzzVerifyTokenProof(f *testing.F) {
 			}
 			return
 		}
-		if s.ID != claims.Session || s.Key.Thumbprint() != claims.Confirm.JKT || m.Session != s.ID {
+		if s.ID() != claims.Session || s.Key().Thumbprint() != claims.Confirm.JKT || m.Session != s.ID() {
 			t.Fatalf("accepted a proof of another session or key: %+v", s)
 		}
 		raw, _ := protocol.UnsafeClaims(frame)
@@ -173,7 +173,7 @@ func FuzzVerifyHello(f *testing.F) {
 			}
 			return
 		}
-		if s.Key.Thumbprint() == "" || s.Subject == "" {
+		if s.Key().Thumbprint() == "" || s.Subject() == "" {
 			t.Fatalf("accepted hello with an empty session: %+v", s)
 		}
 	})

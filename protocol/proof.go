@@ -1,8 +1,10 @@
 package protocol
 
 import (
+	"bytes"
 	"context"
 	stdjson "encoding/json"
+	"slices"
 	"time"
 )
 
@@ -14,8 +16,8 @@ import (
 // (VerifyTokenProof); a refresh proof belongs to a session the server
 // stored with the refresh token (VerifyRecordProof). Each returns the
 // Session it verified the frame for: a Session always comes from one of
-// these three, never from a hand-filled literal, so that its key is bound
-// to its thumbprint exactly as the pipeline expects.
+// these three (its fields are unexported), so that its key is bound to its
+// thumbprint exactly as the pipeline expects.
 
 // SessionRecord is what a server stored about a session when it issued a
 // refresh token (spec.md §4.3): enough to verify a frame of the session
@@ -47,8 +49,8 @@ func (v *Verifier) VerifyRecordProof(ctx context.Context, rec SessionRecord, fra
 		return nil, nil, wrapErr(CodeInternal, err, "the stored session key does not parse")
 	}
 	s := &Session{
-		ID: rec.ID, Subject: rec.Subject, Roles: rec.Roles, Key: boundKey(key), JWK: append([]byte(nil), rec.JWK...),
-		TokenID: rec.TokenID, IssuedAt: rec.IssuedAt, Expiry: rec.Expiry, Keys: rec.Keys,
+		id: rec.ID, subject: rec.Subject, roles: slices.Clone(rec.Roles), key: boundKey(key), jwk: bytes.Clone(rec.JWK),
+		tokenID: rec.TokenID, issuedAt: rec.IssuedAt, expiry: rec.Expiry, keys: rec.Keys,
 	}
 	m, perr := v.verify(ctx, frame, s)
 	if perr != nil {
@@ -134,9 +136,9 @@ func boundKey(key *PublicKey) *PublicKey {
 // newSession is the session of a verified token and its bound key.
 func newSession(claims *SessionClaims, key *PublicKey, jwk []byte, agreement stdjson.RawMessage) *Session {
 	return &Session{
-		ID: claims.Session, Subject: claims.Subject, Roles: claims.Roles,
-		Key: key, JWK: append([]byte(nil), jwk...), TokenID: claims.ID,
-		IssuedAt: claims.IssuedAtTime(), Expiry: claims.ExpiresAt(), Agreement: agreement,
+		id: claims.Session, subject: claims.Subject, roles: claims.Roles,
+		key: key, jwk: bytes.Clone(jwk), tokenID: claims.ID,
+		issuedAt: claims.IssuedAtTime(), expiry: claims.ExpiresAt(), agreement: agreement,
 	}
 }
 

@@ -34,7 +34,7 @@ func TestVerifyTokenProof(t *testing.T) {
 	proof := adminProof(t, signer, "admin.sessions", jwk)
 	s, m, err := v.VerifyTokenProof(ctx, tok, proof)
 	must(t, err)
-	if s.ID != claims.Session || s.Subject != "root" || s.Key.Thumbprint() != claims.Confirm.JKT || s.Key.KeyID() != claims.Confirm.JKT || m.Action != "admin.sessions" {
+	if s.ID() != claims.Session || s.Subject() != "root" || s.Key().Thumbprint() != claims.Confirm.JKT || s.Key().KeyID() != claims.Confirm.JKT || m.Action != "admin.sessions" {
 		t.Fatalf("session %+v, message %+v", s, m)
 	}
 	// Each proof is usable once.
@@ -94,7 +94,7 @@ func TestVerifyRecordProof(t *testing.T) {
 	p := refresh()
 	rs, m, err := f.verifier.VerifyRecordProof(ctx, rec, p)
 	must(t, err)
-	if rs.ID != s.ID || rs.Key.Thumbprint() != s.Key.Thumbprint() || m.Action != protocol.ActRefresh || m.Seq != 2 {
+	if rs.ID() != s.ID() || rs.Key().Thumbprint() != s.Key().Thumbprint() || m.Action != protocol.ActRefresh || m.Seq != 2 {
 		t.Fatalf("session %+v, message %+v", rs, m)
 	}
 	// The proof shares the session's replay state with its WebSocket

@@ -78,6 +78,17 @@ func NewMemoryReplayStore(maxIDs int, now func() time.Time) *MemoryReplayStore {
 	return &MemoryReplayStore{maxIDs: maxIDs, now: now, sessions: make(map[string]*replaySession)}
 }
 
+// ReplayError is the error a ReplayStore's Check returns for the frame
+// whose id is ref: code is CodeReplayID (the id was already seen) or
+// CodeReplaySeq (seq is not greater than the last accepted seq).
+func ReplayError(code Code, ref string) *Error {
+	msg := "message id already seen"
+	if code == CodeReplaySeq {
+		msg = "seq must be greater than the last accepted seq"
+	}
+	return &Error{Code: code, Message: msg, Ref: ref}
+}
+
 // Check implements ReplayStore.
 func (m *MemoryReplayStore) Check(_ context.Context, c ReplayCheck) error {
 	m.mu.Lock()
@@ -94,10 +105,10 @@ func (m *MemoryReplayStore) Check(_ context.Context, c ReplayCheck) error {
 	}
 	nowN := now.UnixNano()
 	if exp, seen := s.ids[c.ID]; seen && nowN <= exp {
-		return &Error{Code: CodeReplayID, Message: "message id already seen", Ref: c.ID}
+		return ReplayError(CodeReplayID, c.ID)
 	}
 	if c.Seq <= s.lastSeq {
-		return &Error{Code: CodeReplaySeq, Message: "seq must be greater than the last accepted seq", Ref: c.ID}
+		return ReplayError(CodeReplaySeq, c.ID)
 	}
 	s.lastSeq = c.Seq
 	s.add(c.ID, c.IDExpiry.UnixNano(), nowN, m.maxIDs)
@@ -294,10 +305,14 @@ func (r *MemoryRevocations) Len() int {
 	return len(r.tokens) + len(r.subjects)
 }
 
-// RevokeSubject revokes every token of sub issued at or before at.
+// RevokeSubject revokes every token of sub issued at or before at. An
+// earlier at than the one already held changes nothing: the latest
+// revocation of a subject is kept.
 func (r *MemoryRevocations) RevokeSubject(sub string, at time.Time) {
 	r.mu.Lock()
-	r.subjects[sub] = at
+	if at.After(r.subjects[sub]) {
+		r.subjects[sub] = at
+	}
 	r.mu.Unlock()
 }
 

@@ -156,10 +156,10 @@ func TestSessionRefresh(t *testing.T) {
 	s := f.hello(t)
 	// A refreshed token for the same session and key moves the session on.
 	f.now = f.now.Add(10 * time.Minute)
-	tok, c, err := f.issuer.Issue(protocol.IssueRequest{Subject: "alice", Roles: []string{"user"}, JKT: f.client.Public().Thumbprint(), Session: s.ID})
+	tok, c, err := f.issuer.Issue(protocol.IssueRequest{Subject: "alice", Roles: []string{"user"}, JKT: f.client.Public().Thumbprint(), Session: s.ID()})
 	must(t, err)
 	must(t, f.verifier.Refresh(context.Background(), s, tok))
-	if s.TokenID != c.ID || !s.Expiry.Equal(c.ExpiresAt()) {
+	if s.TokenID() != c.ID || !s.Expiry().Equal(c.ExpiresAt()) {
 		t.Fatalf("session not moved to the new token: %+v", s)
 	}
 	// A token for another session is refused.
@@ -228,6 +228,12 @@ func TestMemoryRevocationsForgetExpiredTokens(t *testing.T) {
 	}
 	if revoked, _ := r.IsRevoked(ctx, "y", "bob", now.Add(time.Minute)); revoked {
 		t.Fatal("a token issued after the subject's revocation is refused")
+	}
+	// The latest revocation of a subject is kept: an earlier one, written
+	// later (a late notice from another node, say), revokes nothing less.
+	r.RevokeSubject("bob", now.Add(-time.Hour))
+	if revoked, _ := r.IsRevoked(ctx, "x", "bob", now.Add(-time.Minute)); !revoked {
+		t.Fatal("an earlier subject revocation replaced the later one")
 	}
 }
 

@@ -69,15 +69,11 @@ func (f *FrameVerifier) verify(frame []byte) (*Message, *Error) {
 	default:
 		return fail(newErr(CodeWrongSession, "frame names no session"))
 	}
-	now := time.Now
-	if f.Now != nil {
-		now = f.Now
-	}
 	skew := f.Skew
 	if skew <= 0 {
 		skew = DefaultSkew
 	}
-	t, ts := now(), env.Time()
+	t, ts := clockNow(f.Now), env.Time()
 	if ts.Before(t.Add(-skew)) {
 		return fail(newErr(CodeStale, "server frame is stale"))
 	}

@@ -65,14 +65,10 @@ func (s *ClientSigner) SignWith(env *Envelope, then func([]byte) error) ([]byte,
 	if err != nil {
 		return nil, err
 	}
-	now := time.Now
-	if s.Now != nil {
-		now = s.Now
-	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	env.ID = id
-	env.TS = now().Add(s.offset).UnixMilli()
+	env.TS = clockNow(s.Now).Add(s.offset).UnixMilli()
 	env.Session = s.Session
 	env.Subject = s.Subject
 	env.Seq = s.seq + 1
@@ -102,12 +98,8 @@ func (s *ServerSigner) Sign(env *Envelope) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	now := time.Now
-	if s.Now != nil {
-		now = s.Now
-	}
 	env.ID = id
-	env.TS = now().UnixMilli()
+	env.TS = clockNow(s.Now).UnixMilli()
 	env.Seq = 0
 	return signEnvelope(s.Key, TypServer, env)
 }

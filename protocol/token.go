@@ -11,6 +11,15 @@ import (
 	"github.com/google/uuid"
 )
 
+// clockNow returns clock's time, or the real time when clock is nil:
+// what every Now field of this package means when it is not set.
+func clockNow(clock func() time.Time) time.Time {
+	if clock == nil {
+		return time.Now()
+	}
+	return clock()
+}
+
 // SessionClaims are the claims of a session token (spec.md §4.1).
 type SessionClaims struct {
 	Issuer   string       `json:"iss"`
@@ -73,15 +82,11 @@ func (i *TokenIssuer) Issue(req IssueRequest) (string, *SessionClaims, error) {
 		// (spec.md §10.3); no session may carry that name.
 		return "", nil, errors.New(`sigil: the subject "server" is reserved`)
 	}
-	now := time.Now
-	if i.Now != nil {
-		now = i.Now
-	}
 	ttl := i.TTL
 	if ttl <= 0 {
 		ttl = 15 * time.Minute
 	}
-	t := now()
+	t := clockNow(i.Now)
 	jti, err := newUUID(i.Rand)
 	if err != nil {
 		return "", nil, err
@@ -155,15 +160,11 @@ func (v *TokenVerifier) verify(ctx context.Context, token string) (*SessionClaim
 	if c.Issuer != v.Issuer || c.Audience != v.Audience {
 		return nil, newErr(CodeBadToken, "session token: wrong iss or aud")
 	}
-	now := time.Now
-	if v.Now != nil {
-		now = v.Now
-	}
 	skew := v.Skew
 	if skew <= 0 {
-		skew = 30 * time.Second
+		skew = DefaultSkew
 	}
-	t := now()
+	t := clockNow(v.Now)
 	if c.IssuedAtTime().After(t.Add(skew)) {
 		return nil, newErr(CodeBadToken, "session token: issued in the future")
 	}

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"testing"
 	"testing/cryptotest"
 
@@ -113,12 +114,8 @@ func TestVectorsCoverEveryStep(t *testing.T) {
 	}
 	var lines []string
 	for c, n := range codes {
-		lines = append(lines, string(c)+"="+itoa(n))
+		lines = append(lines, string(c)+"="+strconv.Itoa(n))
 	}
 	sort.Strings(lines)
 	t.Logf("%d vectors; invalid by code: %v", len(set.Vectors), lines)
-}
-
-func itoa(n int) string {
-	return string(rune('0'+n/100%10)) + string(rune('0'+n/10%10)) + string(rune('0'+n%10))
 }

@@ -1,8 +1,10 @@
 package protocol
 
 import (
+	"bytes"
 	"context"
 	stdjson "encoding/json"
+	"slices"
 	"time"
 )
 
@@ -65,24 +67,62 @@ func NewVerifier(cfg VerifierConfig) *Verifier {
 // Config returns the effective configuration.
 func (v *Verifier) Config() VerifierConfig { return v.cfg }
 
-// Session is the verified state of one client session, established by hello.
+// Session is the verified state of one client session. Only protocol
+// builds one — VerifyHello, VerifyTokenProof and VerifyRecordProof return
+// it, with its key bound to the token's cnf.jkt exactly as the pipeline
+// expects — so its fields are read through methods, and a Session made
+// elsewhere (the zero value) verifies nothing. A Session is used by one
+// goroutine at a time.
 type Session struct {
-	ID       string     // sid
-	Subject  string     // sub
-	Roles    []string   // roles
-	Key      *PublicKey // the session key; its thumbprint is the token's cnf.jkt
-	JWK      []byte     // the session key as the client sent it
-	TokenID  string     // jti of the current token
-	IssuedAt time.Time  // iat of the current token
-	Expiry   time.Time  // exp of the current token
-	// Keys holds the content keys this session may use (nil: body
-	// encryption not negotiated).
-	Keys ContentKeys
-	// Agreement is the client's P-256 key from hello's ekey, if any.
-	Agreement stdjson.RawMessage
+	id, subject string
+	roles       []string
+	key         *PublicKey // named by its thumbprint, the token's cnf.jkt
+	jwk         []byte     // the session key as the client sent it
+	tokenID     string
+	issuedAt    time.Time
+	expiry      time.Time
+	keys        ContentKeys
+	agreement   stdjson.RawMessage
 
 	hdr string // the last protected header segment that passed step 3
 }
+
+// ID returns the session id (sid).
+func (s *Session) ID() string { return s.id }
+
+// Subject returns the session's subject (sub).
+func (s *Session) Subject() string { return s.subject }
+
+// Roles returns a copy of the current token's roles.
+func (s *Session) Roles() []string { return slices.Clone(s.roles) }
+
+// Key returns the session key; its thumbprint is the token's cnf.jkt, and
+// its kid that thumbprint.
+func (s *Session) Key() *PublicKey { return s.key }
+
+// JWK returns a copy of the session key as the client sent it.
+func (s *Session) JWK() []byte { return bytes.Clone(s.jwk) }
+
+// TokenID returns the jti of the current token.
+func (s *Session) TokenID() string { return s.tokenID }
+
+// IssuedAt returns the iat of the current token.
+func (s *Session) IssuedAt() time.Time { return s.issuedAt }
+
+// Expiry returns the exp of the current token (for a refresh proof, the
+// end of the refresh family: SessionRecord.Expiry).
+func (s *Session) Expiry() time.Time { return s.expiry }
+
+// Agreement returns the client's P-256 key from hello's ekey, or nil.
+func (s *Session) Agreement() stdjson.RawMessage { return s.agreement }
+
+// Keys returns the content keys the session may use (nil: body encryption
+// not negotiated).
+func (s *Session) Keys() ContentKeys { return s.keys }
+
+// SetKeys sets the content keys the session may use, once the server has
+// negotiated body encryption (spec.md §11).
+func (s *Session) SetKeys(k ContentKeys) { s.keys = k }
 
 // Message is a verified frame.
 type Message struct {
@@ -103,6 +143,9 @@ func (v *Verifier) Verify(ctx context.Context, frame []byte, s *Session) (*Messa
 }
 
 func (v *Verifier) verify(ctx context.Context, frame []byte, s *Session) (*Message, *Error) {
+	if s == nil || s.key == nil {
+		return nil, newErr(CodeInternal, "the session was not established by protocol (VerifyHello, VerifyTokenProof, VerifyRecordProof)")
+	}
 	// 1–3: size, form, header, typ. A session's header never changes, so
 	// the segment that passed last time is accepted by comparison.
 	var hdr header
@@ -110,23 +153,23 @@ func (v *Verifier) verify(ctx context.Context, frame []byte, s *Session) (*Messa
 		return nil, newErr(CodeTooLarge, "frame is %d bytes; the limit is %d", len(frame), v.cfg.MaxFrame)
 	}
 	if h, _, _, ok := splitCompact(frame); ok && s.hdr != "" && string(h) == s.hdr {
-		hdr = header{alg: s.Key.alg, kid: s.Key.kid, typ: TypClient}
+		hdr = header{alg: s.key.alg, kid: s.key.kid, typ: TypClient}
 	} else {
 		var err *Error
 		if hdr, err = checkForm(frame, v.cfg.MaxFrame, TypClient); err != nil {
 			return nil, err
 		}
 		defer func() {
-			if hdr.kid == s.Key.kid && hdr.alg == s.Key.alg {
+			if hdr.kid == s.key.kid && hdr.alg == s.key.alg {
 				s.hdr = string(h)
 			}
 		}()
 	}
 	// 4: signature under the session key, algorithm pinned by the key.
-	if hdr.kid != s.Key.kid {
+	if hdr.kid != s.key.kid {
 		return nil, newErr(CodeUnknownKey, "kid does not name this session's key")
 	}
-	payload, err := verifySignature(frame, hdr, s.Key)
+	payload, err := verifySignature(frame, hdr, s.key)
 	if err != nil {
 		return nil, err
 	}
@@ -148,7 +191,7 @@ func (v *Verifier) afterClaims(ctx context.Context, frame []byte, env *Envelope,
 		return nil, e
 	}
 	// 6: session binding.
-	if env.Session != s.ID || env.Subject != s.Subject {
+	if env.Session != s.id || env.Subject != s.subject {
 		return fail(newErr(CodeWrongSession, "sid or sub does not match this session"))
 	}
 	// 7: freshness.
@@ -162,8 +205,8 @@ func (v *Verifier) afterClaims(ctx context.Context, frame []byte, env *Envelope,
 	}
 	// 8: replay (only now that the signature has verified).
 	if err := v.cfg.Replay.Check(ctx, ReplayCheck{
-		Session: s.ID, ID: env.ID, Seq: env.Seq,
-		IDExpiry: ts.Add(v.cfg.Skew), SessionExpiry: s.Expiry.Add(v.cfg.Skew),
+		Session: s.id, ID: env.ID, Seq: env.Seq,
+		IDExpiry: ts.Add(v.cfg.Skew), SessionExpiry: s.expiry.Add(v.cfg.Skew),
 	}); err != nil {
 		if pe, ok := err.(*Error); ok {
 			return fail(pe)
@@ -171,11 +214,11 @@ func (v *Verifier) afterClaims(ctx context.Context, frame []byte, env *Envelope,
 		return fail(wrapErr(CodeUnavailable, err, "replay store failed"))
 	}
 	// 9: token expiry and revocation.
-	if !now.Before(s.Expiry) {
+	if !now.Before(s.expiry) {
 		return fail(newErr(CodeTokenExpired, "session token has expired"))
 	}
 	if v.cfg.Revocation != nil {
-		revoked, err := v.cfg.Revocation.IsRevoked(ctx, s.TokenID, s.Subject, s.IssuedAt)
+		revoked, err := v.cfg.Revocation.IsRevoked(ctx, s.tokenID, s.subject, s.issuedAt)
 		if err != nil {
 			return fail(wrapErr(CodeUnavailable, err, "revocation check failed"))
 		}
@@ -185,7 +228,7 @@ func (v *Verifier) afterClaims(ctx context.Context, frame []byte, env *Envelope,
 	}
 	// 10: authorization.
 	if env.Action != ActHello {
-		if err := v.cfg.Policy.Allow(env.Action, env.Channel, s.Roles); err != nil {
+		if err := v.cfg.Policy.Allow(env.Action, env.Channel, s.roles); err != nil {
 			return fail(err.(*Error))
 		}
 	}
@@ -196,7 +239,7 @@ func (v *Verifier) afterClaims(ctx context.Context, frame []byte, env *Envelope,
 		if env.Action == ActPub {
 			scope = ChannelScope(env.Channel)
 		}
-		plain, err := openBody(env.Enc, s.Keys, scope)
+		plain, err := openBody(env.Enc, s.keys, scope)
 		if err != nil {
 			return fail(err)
 		}
@@ -275,13 +318,16 @@ func (v *Verifier) verifyHello(ctx context.Context, frame []byte) (*Session, *Me
 // Refresh moves a session to a new token after an in-band refresh. The new
 // token must verify and carry the same sid, sub and cnf.jkt.
 func (v *Verifier) Refresh(ctx context.Context, s *Session, token string) error {
+	if s == nil || s.key == nil {
+		return newErr(CodeInternal, "the session was not established by protocol")
+	}
 	c, err := v.cfg.Tokens.verify(ctx, token)
 	if err != nil {
 		return err
 	}
-	if c.Session != s.ID || c.Subject != s.Subject || c.Confirm.JKT != s.Key.jkt {
+	if c.Session != s.id || c.Subject != s.subject || c.Confirm.JKT != s.key.jkt {
 		return newErr(CodeBadToken, "refreshed token does not match the session")
 	}
-	s.TokenID, s.IssuedAt, s.Expiry, s.Roles = c.ID, c.IssuedAtTime(), c.ExpiresAt(), c.Roles
+	s.tokenID, s.issuedAt, s.expiry, s.roles = c.ID, c.IssuedAtTime(), c.ExpiresAt(), c.Roles
 	return nil
 }

@@ -21,7 +21,7 @@ func TestRoundTrip(t *testing.T) {
 		t.Run(alg, func(t *testing.T) {
 			f := newFixture(t, alg)
 			s := f.hello(t)
-			if s.Subject != "alice" || s.ID != f.claims.Session {
+			if s.Subject() != "alice" || s.ID() != f.claims.Session {
 				t.Fatalf("session = %+v", s)
 			}
 			env := &protocol.Envelope{Action: protocol.ActPub, Channel: "rooms.lobby", Body: []byte(`{"text":"hi"}`)}
@@ -41,6 +41,30 @@ func TestRoundTrip(t *testing.T) {
 	}
 }
 
+// A Session comes only from protocol: one made elsewhere (its zero value,
+// the only one other packages can write) verifies nothing and refreshes
+// nothing, and the roles and key it hands out are copies.
+func TestSessionOnlyFromProtocol(t *testing.T) {
+	f := newFixture(t, "EdDSA")
+	s := f.hello(t)
+	frame, err := f.signer.Sign(&protocol.Envelope{Action: protocol.ActPing})
+	must(t, err)
+	if _, err := f.verifier.Verify(context.Background(), frame, &protocol.Session{}); protocol.CodeOf(err) != protocol.CodeInternal {
+		t.Fatalf("Verify with a hand-made session: %v, want internal", err)
+	}
+	if err := f.verifier.Refresh(context.Background(), &protocol.Session{}, f.token); protocol.CodeOf(err) != protocol.CodeInternal {
+		t.Fatalf("Refresh of a hand-made session: %v, want internal", err)
+	}
+	s.Roles()[0] = "admin"
+	s.JWK()[0] = 'x'
+	if s.Roles()[0] != "user" || s.JWK()[0] != '{' {
+		t.Fatal("a Session's roles or jwk changed through what it returned")
+	}
+	if _, err := f.verifier.Verify(context.Background(), frame, s); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // spec.md §7 step 8: the replay state is written only by frames whose
 // signature verified, so a forged frame with a huge seq cannot lock the
 // session out.
@@ -49,7 +73,7 @@ func TestReplayStateOnlyAfterSignature(t *testing.T) {
 	s := f.hello(t)
 	mallory, err := protocol.KeyFromSeed(protocol.EdDSA, "mallory", f.client.KeyID())
 	must(t, err)
-	forger := &protocol.ClientSigner{Key: mallory, Session: s.ID, Subject: "alice", Now: f.signer.Now}
+	forger := &protocol.ClientSigner{Key: mallory, Session: s.ID(), Subject: "alice", Now: f.signer.Now}
 	forger.SetSeq(1 << 40)
 	forged, err := forger.Sign(&protocol.Envelope{Action: protocol.ActPing})
 	must(t, err)

@@ -2,7 +2,6 @@ package server
 
 import (
 	"bytes"
-	"encoding/base64"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -18,10 +17,7 @@ const ProofHeader = "Sigil-Proof"
 // AdminBody is the body of the proof frame of an admin request: the
 // session public key (its thumbprint must be the bearer token's cnf.jkt)
 // and the request body as JSON ({} for GET).
-type AdminBody struct {
-	JWK json.RawMessage `json:"jwk"`
-	Req json.RawMessage `json:"req"`
-}
+type AdminBody = protocol.AdminProofBody
 
 // AdminHandler serves the admin API under /v1/admin/:
 //
@@ -72,7 +68,7 @@ func (s *Server) serveAdmin(w http.ResponseWriter, r *http.Request) {
 			JTI string `json:"jti"`
 			Sub string `json:"sub"`
 		}
-		if !strictInto(body, &req) || (req.JTI == "") == (req.Sub == "") {
+		if protocol.DecodeBody(body, &req) != nil || (req.JTI == "") == (req.Sub == "") {
 			writeError(w, newAPIError(http.StatusBadRequest, ErrCodeInvalidRequest, `body must be {"jti"} or {"sub"}`))
 			return
 		}
@@ -93,7 +89,7 @@ func (s *Server) serveAdmin(w http.ResponseWriter, r *http.Request) {
 		var req struct {
 			SID string `json:"sid"`
 		}
-		if !strictInto(body, &req) || req.SID == "" {
+		if protocol.DecodeBody(body, &req) != nil || req.SID == "" {
 			writeError(w, newAPIError(http.StatusBadRequest, ErrCodeInvalidRequest, `body must be {"sid"}`))
 			return
 		}
@@ -107,15 +103,6 @@ func (s *Server) serveAdmin(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-func strictInto(data []byte, v any) bool {
-	if !exactMembers(data, v) {
-		return false
-	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	return dec.Decode(v) == nil
-}
-
 func (s *Server) adminAuth(r *http.Request, act string, body []byte) *apiError {
 	unauth := newAPIError(http.StatusUnauthorized, ErrCodeUnauthorized, "a bearer session token and a Sigil-Proof are required")
 	auth := r.Header.Get("Authorization")
@@ -124,33 +111,14 @@ func (s *Server) adminAuth(r *http.Request, act string, body []byte) *apiError {
 	if !ok || token == "" || proof == "" || len(proof) > s.cfg.MaxFrame {
 		return unauth
 	}
-	ks := s.keys()
-	claims, err := ks.tokens.Verify(r.Context(), token)
+	_, m, err := s.keys().admin.VerifyTokenProof(r.Context(), token, []byte(proof))
 	if err != nil {
-		return unauth
-	}
-	// Key resolution: the jwk in the proof's body must be the key the token
-	// is bound to; the frame is then verified under it.
-	jwk := proofJWK(proof)
-	if jwk == nil {
-		return unauth
-	}
-	key, err := protocol.ParsePublicJWK(jwk)
-	if err != nil || key.Thumbprint() != claims.Confirm.JKT {
-		return unauth
-	}
-	bound, err := protocol.NewPublicKey(key.Key(), "")
-	if err != nil {
-		return unauth
-	}
-	sess := &protocol.Session{
-		ID: claims.Session, Subject: claims.Subject, Roles: claims.Roles, Key: bound, JWK: jwk,
-		TokenID: claims.ID, IssuedAt: claims.IssuedAtTime(), Expiry: claims.ExpiresAt(),
-	}
-	m, err := ks.admin.Verify(r.Context(), []byte(proof), sess)
-	if err != nil {
-		if protocol.IsCode(err, protocol.CodeForbidden) {
+		switch protocol.CodeOf(err) {
+		case protocol.CodeForbidden:
 			return newAPIError(http.StatusForbidden, ErrCodeForbidden, "the admin role is required")
+		case protocol.CodeUnavailable, protocol.CodeInternal:
+			s.storeError("admin", err)
+			return storeFailed()
 		}
 		return unauth
 	}
@@ -162,24 +130,6 @@ func (s *Server) adminAuth(r *http.Request, act string, body []byte) *apiError {
 		return newAPIError(http.StatusUnauthorized, ErrCodeUnauthorized, "proof body.req must equal the request body")
 	}
 	return nil
-}
-
-func proofJWK(proof string) []byte {
-	parts := strings.Split(proof, ".")
-	if len(parts) != 3 {
-		return nil
-	}
-	payload, err := base64.RawURLEncoding.Strict().DecodeString(parts[1])
-	if err != nil || strictjson.Valid(payload, protocol.MaxDepth) != nil {
-		return nil
-	}
-	var env struct {
-		Body AdminBody `json:"body"`
-	}
-	if json.Unmarshal(payload, &env) != nil || len(env.Body.JWK) == 0 {
-		return nil
-	}
-	return env.Body.JWK
 }
 
 func sameJSON(a, b []byte) bool {

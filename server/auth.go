@@ -2,12 +2,14 @@ package server
 
 import (
 	"context"
+
+	"github.com/sigil-ws/sigil/protocol"
 )
 
-// Grant types of /v1/token.
+// Grant types of /v1/token (spec.md §13.1).
 const (
-	GrantPassword = "password" // username and password, checked by a users file
-	GrantExternal = "external" // a JWT assertion from a trusted identity provider
+	GrantPassword = protocol.GrantPassword // username and password, checked by a users file
+	GrantExternal = protocol.GrantExternal // a JWT assertion from a trusted identity provider
 )
 
 // Credentials are what a client presented to /v1/token.

@@ -3,35 +3,13 @@ package server_test
 import (
 	"context"
 	"fmt"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/sigil-ws/sigil/internal/sigiltest"
 	"github.com/sigil-ws/sigil/protocol"
 	"github.com/sigil-ws/sigil/server"
 )
-
-// stepClock is a clock that moves only when a test moves it. It starts at
-// the real time, and only moves forward, so that socket deadlines computed
-// from it are never in the past.
-type stepClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func newStepClock() *stepClock { return &stepClock{now: time.Now()} }
-
-func (c *stepClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *stepClock) Add(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
-}
 
 func mustSign(t testing.TB, s *protocol.ClientSigner, env *protocol.Envelope) []byte {
 	t.Helper()
@@ -41,7 +19,7 @@ func mustSign(t testing.TB, s *protocol.ClientSigner, env *protocol.Envelope) []
 }
 
 // loginOn logs user in and makes its client sign and check frames on clk.
-func (e *env) loginOn(user string, clk *stepClock) *client {
+func (e *env) loginOn(user string, clk *sigiltest.Clock) *client {
 	e.t.Helper()
 	c := e.login(user)
 	c.signer.Now, c.fv.Now = clk.Now, clk.Now
@@ -87,7 +65,7 @@ func TestRefreshFamiliesPerSubjectBounded(t *testing.T) {
 // The memory refresh store's size depends on the subjects and MaxFamilies,
 // not on how often they log in; expired families go by time.
 func TestMemoryRefreshStoreBounded(t *testing.T) {
-	clk := newStepClock()
+	clk := sigiltest.NewStoppedClock()
 	m := server.NewMemoryRefreshStore(clk.Now)
 	ctx := context.Background()
 	for i := 0; i < 5000; i++ {
@@ -110,7 +88,7 @@ func TestMemoryRefreshStoreBounded(t *testing.T) {
 		}
 	}
 	// A day later every family has expired; the next login sweeps them.
-	clk.Add(24*time.Hour + time.Minute)
+	clk.Advance(24*time.Hour + time.Minute)
 	_, hash, _ := server.NewRefreshToken()
 	must(t, m.Create(ctx, server.RefreshRecord{Hash: hash, Family: "new", Subject: "user-0", Expires: clk.Now().Add(time.Hour)}))
 	if f, tok := m.Len(); f != 1 || tok != 1 {
@@ -123,7 +101,7 @@ func TestMemoryRefreshStoreBounded(t *testing.T) {
 // and one sweep interval of the server's clock, its ids are gone, while its
 // seq still rejects a replay of its frames on a new connection.
 func TestReplayStateAfterDisconnect(t *testing.T) {
-	clk := newStepClock()
+	clk := sigiltest.NewStoppedClock()
 	replay := protocol.NewMemoryReplayStore(0, clk.Now)
 	e := newEnv(t, func(c *server.Config) { c.Now, c.Replay = clk.Now, replay })
 	alice := e.loginOn("alice", clk).connect()
@@ -136,7 +114,7 @@ func TestReplayStateAfterDisconnect(t *testing.T) {
 	_ = alice.ws.Close()
 	waitUntil(t, "the session to end", func() bool { return e.srv.Stats().Sessions == 0 })
 
-	clk.Add(protocol.DefaultSkew + protocol.ReplaySweepInterval + time.Second)
+	clk.Advance(protocol.DefaultSkew + protocol.ReplaySweepInterval + time.Second)
 	bob := e.loginOn("bob", clk).connect() // its hello's check sweeps
 	bob.ping()
 	if n, ids := replay.Len(), replay.IDs(); n != 2 || ids > 2 {

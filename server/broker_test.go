@@ -200,13 +200,7 @@ func TestPublicationEncoding(t *testing.T) {
 // one re-sealed per session) work end to end over real sockets.
 func TestHubOverCodecBroker(t *testing.T) {
 	e := newEnv(t, func(c *server.Config) { c.Broker = newCodecBroker() })
-	enc := func(user string) *client {
-		c := e.login(user)
-		k, err := protocol.GenerateAgreementKey(nil)
-		must(t, err)
-		c.ekey = k
-		return c.connect()
-	}
+	enc := func(user string) *client { return e.loginEncrypted(user).connect() }
 	alice, bob := enc("alice"), enc("bob")
 	bob.send(&protocol.Envelope{Action: protocol.ActSub, Channel: "rooms.x"})
 	bob.recvAct(protocol.ActReply)

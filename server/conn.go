@@ -2,7 +2,6 @@ package server
 
 import (
 	"crypto/ecdsa"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -55,7 +54,7 @@ type conn struct {
 	writing   bool // a writer goroutine runs, or is held (held)
 	held      bool // the welcome is queued but nothing is written until the session is registered and checked
 	closed    bool
-	closeCode int // pending close after the queue drains (0: none)
+	closeCode protocol.CloseCode // pending close after the queue drains (0: none)
 	closeMsg  string
 	closeBy   time.Time // read deadline once closing (real time, as every socket deadline)
 	helloBy   time.Time // read deadline until the hello is handled
@@ -103,19 +102,19 @@ func (c *conn) loop(hello bool) {
 			case c.readStopped():
 				// Shutdown: every frame read so far has been answered;
 				// the queue is written, then 1001.
-				c.close(CloseGoingAway, "server shutting down", true)
+				c.close(protocol.CloseGoingAway, "server shutting down", true)
 				c.waitCloseSent()
 				c.drain()
 			case hello && errors.As(err, &ne) && ne.Timeout() && !c.isClosed():
-				c.close(CloseHelloTimeout, "no hello within the deadline", false)
+				c.close(protocol.CloseHelloTimeout, "no hello within the deadline", false)
 			case errors.Is(err, websocket.ErrReadLimit):
-				c.markClosed(CloseTooBig)
+				c.markClosed(protocol.CloseTooBig)
 				c.drain()
 			case errors.Is(err, errBinary):
-				c.close(CloseUnsupported, "binary frames are not supported", false)
+				c.close(protocol.CloseUnsupported, "binary frames are not supported", false)
 				c.drain()
 			case errors.Is(err, errNotUTF8):
-				c.close(CloseInvalidData, "text frame is not valid UTF-8", false)
+				c.close(protocol.CloseInvalidUTF8, "text frame is not valid UTF-8", false)
 				c.drain()
 			}
 			return
@@ -265,18 +264,18 @@ func (c *conn) isClosed() bool {
 	return c.closed
 }
 
-func (c *conn) markClosed(code int) {
+func (c *conn) markClosed(code protocol.CloseCode) {
 	c.mu.Lock()
 	c.closed = true
 	c.queue = nil
 	c.mu.Unlock()
-	c.srv.m.closes.WithLabelValues(strconv.Itoa(code)).Inc()
+	c.srv.m.closes.WithLabelValues(strconv.Itoa(int(code))).Inc()
 }
 
 // close starts the closing handshake with code. With drain, queued frames
 // are written first. The reader goroutine keeps reading (and discarding)
 // until the peer answers or a short deadline passes.
-func (c *conn) close(code int, reason string, drain bool) {
+func (c *conn) close(code protocol.CloseCode, reason string, drain bool) {
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
@@ -299,15 +298,15 @@ func (c *conn) close(code int, reason string, drain bool) {
 	c.sendClose(code, reason)
 }
 
-func (c *conn) sendClose(code int, reason string) {
-	c.srv.m.closes.WithLabelValues(strconv.Itoa(code)).Inc()
-	if code == CloseSlowConsumer {
+func (c *conn) sendClose(code protocol.CloseCode, reason string) {
+	c.srv.m.closes.WithLabelValues(strconv.Itoa(int(code))).Inc()
+	if code == protocol.CloseSlowConsumer {
 		c.srv.m.slowDrops.Inc()
 	}
 	if c.sid != "" {
 		c.srv.log.Info("session closed", "sid", c.sid, "sub", c.sub, "code", code, "reason", reason)
 	}
-	_ = c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason), time.Now().Add(time.Second))
+	_ = c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(int(code), reason), time.Now().Add(time.Second))
 	c.signalCloseSent()
 	_ = c.ws.NetConn().SetReadDeadline(time.Now().Add(2 * time.Second))
 }
@@ -321,7 +320,7 @@ func (c *conn) enqueue(f outFrame) bool {
 	}
 	if len(c.queue) >= c.srv.cfg.SendQueue {
 		c.mu.Unlock()
-		go c.close(CloseSlowConsumer, "send queue overflow", false)
+		go c.close(protocol.CloseSlowConsumer, "send queue overflow", false)
 		return false
 	}
 	c.queue = append(c.queue, f)
@@ -401,7 +400,7 @@ func (c *conn) sendSigned(env *protocol.Envelope, v any) {
 // broker failure, fail closed): every queued frame but an unsent welcome
 // is discarded, the error frame answering ref (may be nil) is queued, and
 // the connection closes with code once it is written.
-func (c *conn) abort(ref *protocol.Envelope, pe *protocol.Error, code int, reason string) {
+func (c *conn) abort(ref *protocol.Envelope, pe *protocol.Error, code protocol.CloseCode, reason string) {
 	frame, err := c.srv.keys().signer.ErrorFrame(c.sid, ref, pe)
 	if err != nil {
 		c.srv.log.Error("signing an error frame failed", "err", err)
@@ -471,33 +470,26 @@ func (c *conn) hello(frame []byte) {
 		s.m.reject(pe.Code)
 		s.rejected.Add(1)
 		c.sendError(nil, pe)
-		code := CloseHelloRejected
-		switch pe.Code {
-		case protocol.CodeTokenExpired:
-			code = CloseTokenExpired
-		case protocol.CodeTokenRevoked:
-			code = CloseRevoked
-		case protocol.CodeUnavailable, protocol.CodeInternal:
-			code = CloseServerError
+		if pe.Code == protocol.CodeUnavailable || pe.Code == protocol.CodeInternal {
 			s.storeError("hello", pe)
 		}
-		c.close(code, string(pe.Code), true)
+		c.close(protocol.RejectionClose(pe.Code, true), string(pe.Code), true)
 		return
 	}
 	s.m.accepted.Inc()
 	s.accepted.Add(1)
 	c.sess = sess
-	c.sid, c.sub, c.jwk = sess.ID, sess.Subject, sess.JWK
-	c.roles, c.jti = sess.Roles, sess.TokenID
-	c.exp.Store(sess.Expiry.UnixMilli())
+	c.sid, c.sub, c.jwk = sess.ID(), sess.Subject(), sess.JWK()
+	c.roles, c.jti = sess.Roles(), sess.TokenID()
+	c.exp.Store(sess.Expiry().UnixMilli())
 	wb := protocol.WelcomeBody{
-		Session: sess.ID, Subject: sess.Subject, Roles: sess.Roles,
-		Expiry: sess.Expiry.UnixMilli(), Time: s.cfg.Now().UnixMilli(),
+		Session: sess.ID(), Subject: sess.Subject(), Roles: sess.Roles(),
+		Expiry: sess.Expiry().UnixMilli(), Time: s.cfg.Now().UnixMilli(),
 		Skew: s.cfg.Skew.Milliseconds(), Window: s.cfg.Skew.Milliseconds(),
 		LastSeq: m.Seq, MaxFrame: s.cfg.MaxFrame,
 	}
-	if len(sess.Agreement) > 0 {
-		ekey, err := protocol.ParseAgreementJWK(sess.Agreement)
+	if len(sess.Agreement()) > 0 {
+		ekey, err := protocol.ParseAgreementJWK(sess.Agreement())
 		if err == nil {
 			var key *protocol.ContentKey
 			if key, err = protocol.NewContentKey(protocol.ScopeSession, nil); err == nil {
@@ -506,12 +498,12 @@ func (c *conn) hello(frame []byte) {
 			if err == nil {
 				c.ekey, c.sessKey, c.keys = ekey, key, protocol.NewKeyRing(s.cfg.Now)
 				c.keys.Add(key, time.Time{})
-				sess.Keys = c.keys
+				sess.SetKeys(c.keys)
 			}
 		}
 		if err != nil {
 			c.sendError(&m.Envelope, &protocol.Error{Code: protocol.CodeInternal, Message: "could not set up body encryption"})
-			c.close(CloseServerError, "encryption setup failed", true)
+			c.close(protocol.CloseServerError, "encryption setup failed", true)
 			return
 		}
 	}
@@ -522,27 +514,27 @@ func (c *conn) hello(frame []byte) {
 	welcome, err := ks.signer.SignBody(&protocol.Envelope{Action: protocol.ActWelcome, Session: c.sid, Corr: m.Corr}, wb)
 	if err != nil {
 		s.log.Error("signing a frame failed", "err", err)
-		c.close(CloseServerError, "signing failed", false)
+		c.close(protocol.CloseServerError, "signing failed", false)
 		return
 	}
 	c.holdWelcome(welcome)
 	c.welcomed.Store(true)
 	if perr := s.hub.register(c); perr != nil {
-		c.abort(&m.Envelope, perr, CloseServerError, "broker unavailable")
+		c.abort(&m.Envelope, perr, protocol.CloseServerError, "broker unavailable")
 		return
 	}
 	// A revocation that raced with this hello must still close it; the
 	// queue (the welcome, and anything delivered since) is discarded. If
 	// the store cannot tell, the session fails closed.
-	revoked, err := s.cfg.Revocations.IsRevoked(s.ctx, sess.TokenID, sess.Subject, sess.IssuedAt)
+	revoked, err := s.cfg.Revocations.IsRevoked(s.ctx, sess.TokenID(), sess.Subject(), sess.IssuedAt())
 	if err != nil {
 		pe := &protocol.Error{Code: protocol.CodeUnavailable, Message: "revocation check failed"}
 		s.storeError("welcome revocation check", err)
-		c.abort(&m.Envelope, pe, CloseServerError, "revocation store unavailable")
+		c.abort(&m.Envelope, pe, protocol.CloseServerError, "revocation store unavailable")
 		return
 	}
 	if revoked {
-		c.close(CloseRevoked, "revoked", false)
+		c.close(protocol.CloseRevoked, "revoked", false)
 		return
 	}
 	c.release()
@@ -555,22 +547,24 @@ func (c *conn) reject(frame []byte, err error) {
 	pe := asProtoErr(err)
 	s.m.reject(pe.Code)
 	s.rejected.Add(1)
+	// The cid of a frame whose signature verified is authentic: the
+	// error answers it (protocol.Verifier does not return the envelope
+	// with an error).
 	var ref *protocol.Envelope
 	if afterSignature(pe.Code) {
-		ref = peekEnvelope(frame)
+		if env, err := protocol.UnsafeEnvelope(frame); err == nil {
+			ref = &protocol.Envelope{ID: env.ID, Corr: env.Corr}
+		}
 	}
 	if ref != nil && pe.Ref != "" {
 		ref.ID = pe.Ref
 	}
 	c.sendError(ref, pe)
-	switch pe.Code {
-	case protocol.CodeTokenExpired:
-		c.close(CloseTokenExpired, "token expired", true)
+	if code := protocol.RejectionClose(pe.Code, false); code != 0 {
+		c.close(code, string(pe.Code), true)
 		return
-	case protocol.CodeTokenRevoked:
-		c.close(CloseRevoked, "revoked", true)
-		return
-	case protocol.CodeUnavailable, protocol.CodeInternal:
+	}
+	if pe.Code == protocol.CodeUnavailable || pe.Code == protocol.CodeInternal {
 		// The server's failure, not the client's: no violation.
 		s.storeError("verify", pe)
 		return
@@ -582,7 +576,7 @@ func (c *conn) reject(frame []byte, err error) {
 	}
 	c.rejects = append(c.rejects[cut:], now)
 	if len(c.rejects) > s.cfg.MaxViolations {
-		c.close(ClosePolicy, "too many rejected frames", true)
+		c.close(protocol.ClosePolicy, "too many rejected frames", true)
 	}
 }
 
@@ -596,24 +590,6 @@ func afterSignature(code protocol.Code) bool {
 		return true
 	}
 	return false
-}
-
-// peekEnvelope reads id and cid of a frame whose signature and strict
-// claims already verified (protocol.Verifier does not return the envelope
-// with an error).
-func peekEnvelope(frame []byte) *protocol.Envelope {
-	payload, err := protocol.UnsafeClaims(frame)
-	if err != nil {
-		return nil
-	}
-	var e struct {
-		ID  string `json:"id"`
-		Cid string `json:"cid"`
-	}
-	if json.Unmarshal(payload, &e) != nil {
-		return nil
-	}
-	return &protocol.Envelope{ID: e.ID, Corr: e.Cid}
 }
 
 // storeError logs and counts a failed store call: err is the store's
@@ -642,7 +618,7 @@ func (c *conn) tick(now time.Time, ping bool) {
 	exp := time.UnixMilli(c.exp.Load())
 	switch {
 	case !now.Before(exp):
-		c.close(CloseTokenExpired, "token expired", false)
+		c.close(protocol.CloseTokenExpired, "token expired", false)
 		return
 	case !now.Before(exp.Add(-c.srv.cfg.ExpiryWarning)) && !c.warned.Swap(true):
 		c.sendSigned(&protocol.Envelope{Action: protocol.ActExpiring}, protocol.ExpiringBody{Expiry: exp.UnixMilli()})

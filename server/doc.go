@@ -24,15 +24,12 @@
 //
 // # Close codes
 //
-//	1000 normal                 1001 server going away (reconnect with backoff)
-//	1003 binary frame (no)      1007 text frame not UTF-8 (no)
-//	1008 too many rejected frames (no)
-//	1009 over read limit (no)   4000 hello timeout (yes)
-//	4001 hello rejected (only with a new token)
-//	4002 token expired (after refresh or with a new token)
-//	4003 revoked (never)        4004 kicked by an admin (no)
-//	4005 slow consumer (yes, backoff)
-//	4006 server error (yes, backoff)
+// The server closes with the protocol.CloseCode values of spec.md §12.3;
+// protocol holds the one table of what each means and whether a client
+// reconnects after it (CloseCode.Reconnect). The code that follows a
+// rejected hello or frame is protocol.RejectionClose: 4001 for a rejected
+// hello, 4002 or 4003 for an expired or revoked token, 4006 when the
+// server could not check a hello (a store failed).
 //
 // # Seams
 //

@@ -6,25 +6,13 @@ import (
 	"net/http"
 	"strconv"
 	"time"
+
+	"github.com/sigil-ws/sigil/protocol"
 )
 
-// WebSocket close codes (see the package documentation for whether a
-// client should reconnect).
-const (
-	CloseNormal        = 1000 // normal closure
-	CloseGoingAway     = 1001 // server shutting down: reconnect with backoff
-	CloseUnsupported   = 1003 // a binary frame was received: do not reconnect
-	CloseInvalidData   = 1007 // a text frame that is not UTF-8 (RFC 6455 §8.1): do not reconnect
-	ClosePolicy        = 1008 // too many rejected frames: do not reconnect
-	CloseTooBig        = 1009 // frame over the read limit: do not reconnect
-	CloseHelloTimeout  = 4000 // no hello within the deadline: reconnect
-	CloseHelloRejected = 4001 // hello rejected: reconnect only with a new token
-	CloseTokenExpired  = 4002 // token expired: refresh or get a new token first
-	CloseRevoked       = 4003 // token or subject revoked: never reconnect
-	CloseKicked        = 4004 // kicked by an admin: do not reconnect
-	CloseSlowConsumer  = 4005 // send queue overflowed: reconnect with backoff
-	CloseServerError   = 4006 // server error: reconnect with backoff
-)
+// WebSocket close codes are protocol.CloseCode values (spec.md §12.3):
+// protocol holds the one table of what each means and whether a client
+// reconnects after it.
 
 // HTTP API error codes (the "error" member of an HTTP error response).
 const (
@@ -35,8 +23,14 @@ const (
 	ErrCodeForbidden      = "forbidden"              // 403: authenticated but not allowed
 	ErrCodeNotFound       = "not_found"              // 404: no such session
 	ErrCodeRateLimited    = "rate_limited"           // 429: too many failed attempts; see Retry-After
-	ErrCodeUnavailable    = "unavailable"            // 503: shutting down
-	ErrCodeInternal       = "internal"               // 500: server failure
+	// 503: the server is shutting down, or too many password checks are
+	// in progress (with Retry-After). (Over WebSocket, the frame code
+	// unavailable also means that a shared store or the broker is
+	// unreachable; over HTTP that is internal.)
+	ErrCodeUnavailable = "unavailable"
+	// 500: a server failure, a shared store (refresh tokens, revocation)
+	// that failed or is unreachable among them (spec.md §13.4).
+	ErrCodeInternal = "internal"
 )
 
 // Sentinel errors of the stores and authenticators.
@@ -54,11 +48,12 @@ var (
 	ErrRefreshReused = errors.New("sigil: refresh token reused")
 )
 
-// apiError is an HTTP API error response.
+// apiError is an HTTP API error response: its status, and the body
+// protocol.ErrorResponse (spec.md §13.4: exactly error and message).
 type apiError struct {
 	status     int
-	Code       string `json:"error"`
-	Message    string `json:"message"` // always present (spec.md §13.4: exactly two members)
+	Code       string
+	Message    string
 	retryAfter time.Duration
 }
 
@@ -79,5 +74,5 @@ func writeError(w http.ResponseWriter, e *apiError) {
 	if e.retryAfter > 0 {
 		w.Header().Set("Retry-After", strconv.Itoa(int(e.retryAfter.Seconds()+0.999)))
 	}
-	writeJSON(w, e.status, e)
+	writeJSON(w, e.status, protocol.ErrorResponse{Error: e.Code, Message: e.Message})
 }

@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"time"
 
+	"github.com/sigil-ws/sigil/internal/sigiltest"
 	"github.com/sigil-ws/sigil/protocol"
 	"github.com/sigil-ws/sigil/server"
 )
@@ -20,7 +21,7 @@ func Example() {
 
 	srv, err := server.New(server.Config{
 		Authenticator: server.Authenticators{Password: server.StaticUsers{Doc: users}},
-		Logger:        quietLogger(),
+		Logger:        sigiltest.QuietLogger(),
 	})
 	if err != nil {
 		panic(err)

@@ -15,6 +15,8 @@ import (
 
 	jose "github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
+
+	"github.com/sigil-ws/sigil/internal/sigiltest"
 )
 
 // Plain http is allowed only to a loopback host, parsed, not by prefix.
@@ -80,10 +82,10 @@ func TestExternalIssuerJWKSRefetchOnItsClock(t *testing.T) {
 		_, _ = w.Write(jwks)
 	}))
 	defer hs.Close()
-	now := time.Now()
-	x := &ExternalIssuer{Issuer: "https://idp", Audience: "sigil", JWKSURL: hs.URL, RefreshInterval: time.Hour, Now: func() time.Time { return now }}
+	clk := sigiltest.NewStoppedClock()
+	x := &ExternalIssuer{Issuer: "https://idp", Audience: "sigil", JWKSURL: hs.URL, RefreshInterval: time.Hour, Now: clk.Now}
 	login := func(kid string, age time.Duration) error {
-		at := now.Add(-age)
+		at := clk.Now().Add(-age)
 		s, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: jose.JSONWebKey{Key: key, KeyID: kid}}, nil)
 		if err != nil {
 			t.Fatal(err)
@@ -97,7 +99,7 @@ func TestExternalIssuerJWKSRefetchOnItsClock(t *testing.T) {
 	}
 	step := func(d time.Duration, kid string, ok bool, wantFetches int32) {
 		t.Helper()
-		now = now.Add(d)
+		clk.Advance(d)
 		age := time.Duration(0)
 		if !ok && kid == "k1" {
 			age = 2 * time.Minute // signed two minutes ago: expired

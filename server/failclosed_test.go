@@ -176,7 +176,7 @@ func TestBrokerFailureFailsClosed(t *testing.T) {
 		t.Fatalf("want welcome first, got %s", m.Action)
 	}
 	dave.expectError(protocol.CodeUnavailable)
-	dave.expectClose(server.CloseServerError)
+	dave.expectClose(protocol.CloseServerError)
 	for _, si := range e.srv.Sessions() {
 		if si.Subject == "admin" {
 			t.Fatal("a session whose subject could not be subscribed is registered")
@@ -263,7 +263,7 @@ func TestStoreFailureFailsClosed(t *testing.T) {
 	h := e.login("carol").dial()
 	h.write(h.helloFrame(h.tok.Token))
 	h.expectHelloError(protocol.CodeUnavailable)
-	h.expectClose(server.CloseServerError)
+	h.expectClose(protocol.CloseServerError)
 	rep.fail.Store(false)
 	bob.quiet()
 	alice.ping() // still up: none of it counted toward 1008
@@ -280,7 +280,7 @@ func TestStoreFailureFailsClosed(t *testing.T) {
 		t.Fatalf("want welcome, got %s", m.Action)
 	}
 	w.expectError(protocol.CodeUnavailable)
-	w.expectClose(server.CloseServerError)
+	w.expectClose(protocol.CloseServerError)
 	rev.disarm()
 
 	// The in-band refresh: a refused refresh token, and the check of
@@ -293,7 +293,7 @@ func TestStoreFailureFailsClosed(t *testing.T) {
 	rev.arm(perFrame)
 	r.send(&protocol.Envelope{Action: protocol.ActRefresh, Corr: "r", Body: mustJSON(t, protocol.RefreshBody{RefreshToken: "not-a-refresh-token"})})
 	r.expectUnavailable("r")
-	r.expectClose(server.CloseServerError)
+	r.expectClose(protocol.CloseServerError)
 	rev.disarm()
 
 	bob.quiet()
@@ -303,5 +303,38 @@ func TestStoreFailureFailsClosed(t *testing.T) {
 		if !strings.Contains(got, want) {
 			t.Fatalf("store errors counted, want %s:\n%s", want, got)
 		}
+	}
+}
+
+// TestHTTPProofStoreFailure: a refresh proof or an admin proof that cannot
+// be checked because the revocation store fails is answered 500 internal
+// (spec.md §13.4), not as a bad credential, and the failure is counted.
+func TestHTTPProofStoreFailure(t *testing.T) {
+	rev := &flakyRevocations{MemoryRevocationStore: server.NewMemoryRevocationStore()}
+	e := newEnv(t, func(c *server.Config) { c.Revocations = rev })
+	alice := e.login("alice")
+	adm := e.login("admin")
+	rev.arm(0)
+	rt := alice.tok.RefreshToken
+	var ae apiErr
+	if st := e.postJSON("/v1/refresh", map[string]string{"refresh_token": rt, "proof": alice.refreshProof(rt)}, &ae); st != 500 || ae.Error != server.ErrCodeInternal {
+		t.Fatalf("refresh with the revocation store down: %d %v, want 500 internal", st, ae)
+	}
+	st, body := adm.admin(http.MethodGet, "sessions", "")
+	if st != 500 || !strings.Contains(string(body), `"error":"internal"`) {
+		t.Fatalf("admin request with the revocation store down: %d %s, want 500 internal", st, body)
+	}
+	rev.disarm()
+	got := e.metric(`sigil_backend_errors_total{backend="store"`)
+	for _, want := range []string{`op="refresh proof"} 1`, `op="admin"} 1`} {
+		if !strings.Contains(got, want) {
+			t.Fatalf("store errors counted, want %s:\n%s", want, got)
+		}
+	}
+	if st := e.postJSON("/v1/refresh", map[string]string{"refresh_token": rt, "proof": alice.refreshProof(rt)}, &ae); st != 200 {
+		t.Fatalf("refresh once the store is back: %d %v", st, ae)
+	}
+	if st, body := adm.admin(http.MethodGet, "sessions", ""); st != 200 {
+		t.Fatalf("admin request once the store is back: %d %s", st, body)
 	}
 }

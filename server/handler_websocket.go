@@ -42,7 +42,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	ws.SetReadLimit(s.cfg.ReadLimit)
 	c := newConn(s, ws, clientAddr(r, false))
 	if !s.addConn(c) {
-		_ = ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(CloseGoingAway, "server shutting down"), time.Now().Add(s.cfg.WriteTimeout))
+		_ = ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(int(protocol.CloseGoingAway), "server shutting down"), time.Now().Add(s.cfg.WriteTimeout))
 		_ = ws.Close()
 		return
 	}

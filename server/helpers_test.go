@@ -7,19 +7,17 @@ import (
 	"crypto/ed25519"
 	"encoding/json"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	jose "github.com/go-jose/go-jose/v4"
 	"github.com/gorilla/websocket"
+	"github.com/sigil-ws/sigil/internal/sigiltest"
 	"github.com/sigil-ws/sigil/protocol"
 	"github.com/sigil-ws/sigil/server"
-	"golang.org/x/crypto/bcrypt"
 )
 
 // env is a server on a random loopback port.
@@ -28,33 +26,13 @@ type env struct {
 	srv   *server.Server
 	hs    *httptest.Server
 	url   string
-	clock *testClock // the server's clock, if the test drives one
+	clock *sigiltest.Clock // the server's clock, if the test drives one
 }
 
-// testClock is real time plus an offset that the test moves forward, so
-// that token lifetimes pass without sleeping through them. Socket
-// deadlines, pings and timers stay on real time.
-type testClock struct {
-	mu     sync.Mutex
-	offset time.Duration
-}
-
-func (c *testClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return time.Now().Add(c.offset)
-}
-
-func (c *testClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.offset += d
-	c.mu.Unlock()
-}
-
-// newEnvClock is newEnv with a testClock as the server's clock; clients
-// that env.login makes sign and verify on it too.
+// newEnvClock is newEnv with a running sigiltest.Clock as the server's
+// clock; clients that env.login makes sign and verify on it too.
 func newEnvClock(t testing.TB, mod func(*server.Config)) *env {
-	clk := &testClock{}
+	clk := sigiltest.NewClock()
 	e := newEnv(t, func(c *server.Config) {
 		c.Now = clk.Now
 		if mod != nil {
@@ -65,16 +43,8 @@ func newEnvClock(t testing.TB, mod func(*server.Config)) *env {
 	return e
 }
 
-var (
-	hashOnce sync.Once
-	pwHash   string
-)
-
 func testUsers() *server.UsersDoc {
-	hashOnce.Do(func() {
-		h, _ := bcrypt.GenerateFromPassword([]byte("pw"), bcrypt.MinCost)
-		pwHash = string(h)
-	})
+	pwHash := sigiltest.PasswordHash()
 	return &server.UsersDoc{Users: []server.User{
 		{Name: "alice", Hash: pwHash, Roles: []string{"user"}},
 		{Name: "bob", Hash: pwHash, Roles: []string{"user"}},
@@ -84,13 +54,11 @@ func testUsers() *server.UsersDoc {
 	}}
 }
 
-func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
-
 func newEnv(t testing.TB, mod func(*server.Config)) *env {
 	t.Helper()
 	cfg := server.Config{
 		Authenticator: server.StaticUsers{Doc: testUsers()},
-		Logger:        quietLogger(),
+		Logger:        sigiltest.QuietLogger(),
 		HelloTimeout:  10 * time.Second,
 	}
 	if mod != nil {
@@ -215,6 +183,17 @@ func (e *env) loginAlg(user string, alg jose.SignatureAlgorithm) *client {
 	if e.clock != nil {
 		c.signer.Now, c.fv.Now = e.clock.Now, e.clock.Now
 	}
+	return c
+}
+
+// loginEncrypted logs user in with an agreement key (body encryption),
+// ready to connect.
+func (e *env) loginEncrypted(user string) *client {
+	e.t.Helper()
+	c := e.login(user)
+	k, err := protocol.GenerateAgreementKey(nil)
+	must(e.t, err)
+	c.ekey = k
 	return c
 }
 
@@ -343,7 +322,7 @@ func (c *client) expectError(code protocol.Code) protocol.ErrorBody {
 }
 
 // expectClose reads until the connection closes and checks the code.
-func (c *client) expectClose(code int) {
+func (c *client) expectClose(code protocol.CloseCode) {
 	c.t.Helper()
 	_ = c.ws.SetReadDeadline(time.Now().Add(20 * time.Second))
 	for {
@@ -355,7 +334,7 @@ func (c *client) expectClose(code int) {
 		if !ok {
 			c.t.Fatalf("want close %d, got %v", code, err)
 		}
-		if ce.Code != code {
+		if ce.Code != int(code) {
 			c.t.Fatalf("want close %d, got %d %q", code, ce.Code, ce.Text)
 		}
 		return
@@ -363,14 +342,14 @@ func (c *client) expectClose(code int) {
 }
 
 // expectCloseFirst checks that the next thing to arrive is the close with code.
-func (c *client) expectCloseFirst(code int) {
+func (c *client) expectCloseFirst(code protocol.CloseCode) {
 	c.t.Helper()
 	_ = c.ws.SetReadDeadline(time.Now().Add(20 * time.Second))
 	_, data, err := c.ws.ReadMessage()
 	if err == nil {
 		c.t.Fatalf("want close %d, got a frame %.80s", code, data)
 	}
-	if ce, ok := err.(*websocket.CloseError); !ok || ce.Code != code {
+	if ce, ok := err.(*websocket.CloseError); !ok || ce.Code != int(code) {
 		c.t.Fatalf("want close %d, got %v", code, err)
 	}
 }

@@ -90,12 +90,12 @@ func TestHostile01Handshake(t *testing.T) {
 	ws.Close()
 	// No hello: close 4000.
 	c := e.login("alice").dial()
-	c.expectClose(server.CloseHelloTimeout)
+	c.expectClose(protocol.CloseHelloTimeout)
 	// A first frame that is not hello: hello_required, 4001.
 	c = e.login("alice").dial()
 	c.send(&protocol.Envelope{Action: protocol.ActPing})
 	c.expectHelloError(protocol.CodeHelloRequired)
-	c.expectClose(server.CloseHelloRejected)
+	c.expectClose(protocol.CloseHelloRejected)
 	by.unaffected()
 }
 
@@ -112,13 +112,13 @@ func TestHostile02BadHello(t *testing.T) {
 	must(t, err)
 	c.dial().write(c.helloFrame(tok))
 	c.expectHelloError(protocol.CodeTokenExpired)
-	c.expectClose(server.CloseTokenExpired)
+	c.expectClose(protocol.CloseTokenExpired)
 	// Token bound to another key: key_mismatch, 4001.
 	c = e.login("alice")
 	other := e.login("alice")
 	c.dial().write(c.helloFrame(other.tok.Token))
 	c.expectHelloError(protocol.CodeKeyMismatch)
-	c.expectClose(server.CloseHelloRejected)
+	c.expectClose(protocol.CloseHelloRejected)
 	// Token signed by an unknown key: bad_token, 4001.
 	rogue, _ := protocol.GenerateKey(protocol.EdDSA, nil)
 	c = e.login("alice")
@@ -126,7 +126,7 @@ func TestHostile02BadHello(t *testing.T) {
 	must(t, err)
 	c.dial().write(c.helloFrame(tok))
 	c.expectHelloError(protocol.CodeBadToken)
-	c.expectClose(server.CloseHelloRejected)
+	c.expectClose(protocol.CloseHelloRejected)
 	by.unaffected()
 }
 

@@ -17,6 +17,7 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/sigil-ws/sigil/internal/sigiltest"
 	"github.com/sigil-ws/sigil/protocol"
 	"github.com/sigil-ws/sigil/server"
 )
@@ -129,7 +130,7 @@ func TestRefreshHTTPRotationAndReuse(t *testing.T) {
 	if st := e.postJSON("/v1/refresh", map[string]string{"refresh_token": rt1, "proof": c.refreshProof(rt1)}, &ae); st != 401 || ae.Error != "invalid_grant" {
 		t.Fatalf("reuse: %d %v", st, ae)
 	}
-	c.expectClose(server.CloseRevoked)
+	c.expectClose(protocol.CloseRevoked)
 	if st := e.postJSON("/v1/refresh", map[string]string{"refresh_token": r2.RefreshToken, "proof": c.refreshProof(r2.RefreshToken)}, &ae); st != 401 {
 		t.Fatalf("family not revoked: %d", st)
 	}
@@ -137,7 +138,7 @@ func TestRefreshHTTPRotationAndReuse(t *testing.T) {
 	c2 := &client{t: t, e: e, key: c.key, raw: c.raw, jwk: c.jwk, tok: r2, signer: c.signer, fv: c.fv}
 	c2.dial().write(c2.helloFrame(r2.Token))
 	c2.expectHelloError(protocol.CodeTokenRevoked)
-	c2.expectClose(server.CloseRevoked)
+	c2.expectClose(protocol.CloseRevoked)
 	// Garbage.
 	if st := e.postJSON("/v1/refresh", `{"refresh_token":"x"}`, &ae); st != 400 {
 		t.Fatalf("missing proof: %d", st)
@@ -147,11 +148,11 @@ func TestRefreshHTTPRotationAndReuse(t *testing.T) {
 // In-band refresh, reuse and expiry, on the server's injected clock: no
 // test waits through a real token lifetime.
 func TestInBandRefreshAndExpiry(t *testing.T) {
-	clk := newStepClock()
+	clk := sigiltest.NewStoppedClock()
 	e := newEnv(t, func(c *server.Config) { c.Now, c.SweepInterval = clk.Now, 20*time.Millisecond })
 	c := e.loginOn("alice", clk).connect()
 	d := e.loginOn("bob", clk).connect()
-	clk.Add(15*time.Minute - 59*time.Second) // inside the default 60 s warning
+	clk.Advance(15*time.Minute - 59*time.Second) // inside the default 60 s warning
 	m := c.recvAct(protocol.ActExpiring)
 	var xb protocol.ExpiringBody
 	must(t, json.Unmarshal(m.Body, &xb))
@@ -173,13 +174,13 @@ func TestInBandRefreshAndExpiry(t *testing.T) {
 	c.send(&protocol.Envelope{Action: protocol.ActRefresh, Body: body, Corr: "r2"})
 	c.expectError(protocol.CodeBadToken)
 	// which revoked the family: the session closes with 4003.
-	c.expectClose(server.CloseRevoked)
+	c.expectClose(protocol.CloseRevoked)
 
 	// Without refresh: expiring, then close 4002 at exp.
 	d.recvAct(protocol.ActExpiring)
 	d.ping()
-	clk.Add(time.Minute)
-	d.expectClose(server.CloseTokenExpired)
+	clk.Advance(time.Minute)
+	d.expectClose(protocol.CloseTokenExpired)
 }
 
 func TestJWKSRotation(t *testing.T) {
@@ -294,7 +295,7 @@ func TestAdminAPI(t *testing.T) {
 	if st, data := adm.admin("POST", "kick", `{"sid":"`+alice.tok.Session+`"}`); st != 200 || string(data) != "{\"closed\":1}\n" {
 		t.Fatalf("kick %d %s", st, data)
 	}
-	alice.expectClose(server.CloseKicked)
+	alice.expectClose(protocol.CloseKicked)
 	if st, _ := adm.admin("POST", "kick", `{"sid":"00000000-0000-4000-8000-000000000000"}`); st != 404 {
 		t.Fatalf("kick unknown %d", st)
 	}
@@ -302,15 +303,15 @@ func TestAdminAPI(t *testing.T) {
 	if st, data := adm.admin("POST", "revoke", `{"sub":"bob"}`); st != 200 || string(data) != "{\"closed\":2}\n" {
 		t.Fatalf("revoke sub %d %s", st, data)
 	}
-	bob.expectClose(server.CloseRevoked)
-	bob2.expectClose(server.CloseRevoked)
+	bob.expectClose(protocol.CloseRevoked)
+	bob2.expectClose(protocol.CloseRevoked)
 	// Revoke carol's token by jti.
 	claims, err := (&protocol.TokenVerifier{Keys: e.srv.KeySet(), Issuer: "sigil", Audience: "sigil.v1"}).Verify(context.Background(), carol.tok.Token)
 	must(t, err)
 	if st, _ := adm.admin("POST", "revoke", `{"jti":"`+claims.ID+`"}`); st != 200 {
 		t.Fatalf("revoke jti %d", st)
 	}
-	carol.expectClose(server.CloseRevoked)
+	carol.expectClose(protocol.CloseRevoked)
 	if st, _ := adm.admin("POST", "revoke", `{"jti":"a","sub":"b"}`); st != 400 {
 		t.Fatalf("revoke both %d", st)
 	}
@@ -429,7 +430,7 @@ func TestBinaryFrameAndSlowConsumer(t *testing.T) {
 		if err == nil {
 			continue
 		}
-		if ce, ok := err.(*websocket.CloseError); ok && ce.Code != server.CloseSlowConsumer && ce.Code != websocket.CloseAbnormalClosure {
+		if ce, ok := err.(*websocket.CloseError); ok && ce.Code != int(protocol.CloseSlowConsumer) && ce.Code != websocket.CloseAbnormalClosure {
 			t.Fatalf("slow consumer closed with %d", ce.Code)
 		}
 		break

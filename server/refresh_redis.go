@@ -12,10 +12,6 @@ import (
 	"github.com/sigil-ws/sigil/protocol"
 )
 
-// defaultRedisMaxFamilies is the default cap on a subject's live refresh
-// families.
-const defaultRedisMaxFamilies = 32
-
 // RedisRefreshStore is the RefreshStore that nodes share through Redis, so
 // that a refresh token works on every node and is used at most once across
 // all of them (spec §4.3).
@@ -58,10 +54,10 @@ type RedisRefreshStore struct {
 var _ RefreshStore = (*RedisRefreshStore)(nil)
 
 // NewRedisRefreshStore returns a refresh store on r that keeps at most
-// maxFamilies live families per subject (0 means 32).
+// maxFamilies live families per subject (0 means DefaultMaxFamilies).
 func NewRedisRefreshStore(r *Redis, maxFamilies int) *RedisRefreshStore {
 	if maxFamilies <= 0 {
-		maxFamilies = defaultRedisMaxFamilies
+		maxFamilies = DefaultMaxFamilies
 	}
 	return &RedisRefreshStore{r: r, max: maxFamilies}
 }

@@ -10,16 +10,31 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sigil-ws/sigil/protocol"
 	"github.com/sigil-ws/sigil/server"
 )
 
 var errStoreDown = errors.New("store down (injected)")
 
 // flakyRefresh is the memory refresh store with RevokeFamily failing while
-// down is set.
+// down is set, and Get and Use failing while lookupDown is set.
 type flakyRefresh struct {
 	*server.MemoryRefreshStore
-	down atomic.Bool
+	down, lookupDown atomic.Bool
+}
+
+func (f *flakyRefresh) Get(ctx context.Context, hash string) (server.RefreshRecord, error) {
+	if f.lookupDown.Load() {
+		return server.RefreshRecord{}, errStoreDown
+	}
+	return f.MemoryRefreshStore.Get(ctx, hash)
+}
+
+func (f *flakyRefresh) Use(ctx context.Context, hash string) (server.RefreshRecord, error) {
+	if f.lookupDown.Load() {
+		return server.RefreshRecord{}, errStoreDown
+	}
+	return f.MemoryRefreshStore.Use(ctx, hash)
 }
 
 func (f *flakyRefresh) RevokeFamily(ctx context.Context, family string) ([]string, error) {
@@ -78,7 +93,7 @@ func TestRefreshReuseStoreFailureFailsClosed(t *testing.T) {
 			if st := e.postJSON("/v1/refresh", map[string]string{"refresh_token": rt1, "proof": c.refreshProof(rt1)}, &ae); st != 500 || ae.Error != server.ErrCodeInternal {
 				t.Fatalf("reuse with the %s store down: %d %v, want 500 internal", which, st, ae)
 			}
-			c.expectClose(server.CloseRevoked)
+			c.expectClose(protocol.CloseRevoked)
 			if m := metricsText(t, e); !strings.Contains(m, `sigil_backend_errors_total{backend="store",op="`+which+`"} 1`) {
 				t.Fatalf("store error not counted:\n%s", grepLines(m, "sigil_backend_errors_total"))
 			}
@@ -96,5 +111,31 @@ func TestRefreshReuseStoreFailureFailsClosed(t *testing.T) {
 			c2.dial().write(c2.helloFrame(r2.Token))
 			c2.expectHelloError("token_revoked")
 		})
+	}
+}
+
+// An in-band refresh whose refresh store fails fails closed (spec.md
+// §12.2): unavailable with the frame's cid and ref, then 4006; the failure
+// is logged and counted once; other sessions carry on; and the refresh
+// token, never consumed, still works once the store is back.
+func TestInBandRefreshStoreFailure(t *testing.T) {
+	refresh := &flakyRefresh{MemoryRefreshStore: server.NewMemoryRefreshStore(nil)}
+	e := newEnv(t, func(c *server.Config) { c.Refresh = refresh })
+	c := e.login("alice").connect()
+	bob := e.login("bob").connect()
+	body := mustJSON(t, protocol.RefreshBody{RefreshToken: c.tok.RefreshToken})
+	refresh.lookupDown.Store(true)
+	c.send(&protocol.Envelope{Action: protocol.ActRefresh, Body: body, Corr: "r"})
+	c.expectUnavailable("r")
+	c.expectClose(protocol.CloseServerError)
+	bob.ping()
+	if got := e.metric(`sigil_backend_errors_total{backend="store"`); !strings.Contains(got+"\n", `op="refresh"} 1`+"\n") {
+		t.Fatalf("want the refresh store's failure counted once:\n%s", got)
+	}
+	refresh.lookupDown.Store(false)
+	c.connect()
+	c.send(&protocol.Envelope{Action: protocol.ActRefresh, Body: body, Corr: "again"})
+	if m := c.recvAct(protocol.ActRefreshed); m.Corr != "again" {
+		t.Fatalf("refreshed cid %q", m.Corr)
 	}
 }

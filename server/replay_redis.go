@@ -86,9 +86,9 @@ func (s *RedisReplayStore) Check(ctx context.Context, c protocol.ReplayCheck) er
 	case err != nil:
 		return err
 	case verdict == 1:
-		return &protocol.Error{Code: protocol.CodeReplayID, Message: "message id already seen", Ref: c.ID}
+		return protocol.ReplayError(protocol.CodeReplayID, c.ID)
 	case verdict == 2:
-		return &protocol.Error{Code: protocol.CodeReplaySeq, Message: "seq must be greater than the last accepted seq", Ref: c.ID}
+		return protocol.ReplayError(protocol.CodeReplaySeq, c.ID)
 	}
 	return nil
 }

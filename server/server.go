@@ -261,7 +261,7 @@ func (s *Server) Sessions() []SessionInfo {
 func (s *Server) Kick(sid string) int {
 	n := 0
 	for _, c := range s.hub.conns(func(c *conn) bool { return c.sid == sid }) {
-		c.close(CloseKicked, "kicked by an admin", false)
+		c.close(protocol.CloseKicked, "kicked by an admin", false)
 		n++
 	}
 	return n
@@ -288,7 +288,7 @@ func (s *Server) RevokeSubject(ctx context.Context, sub string) (int, error) {
 func (s *Server) closeWhere(pred func(*conn) bool) int {
 	n := 0
 	for _, c := range s.hub.conns(pred) {
-		c.close(CloseRevoked, "revoked", false)
+		c.close(protocol.CloseRevoked, "revoked", false)
 		n++
 	}
 	return n

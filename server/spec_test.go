@@ -8,6 +8,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -263,7 +264,7 @@ func TestSpecRefreshProofPipeline(t *testing.T) {
 	if _, err := e.srv.RevokeSubject(context.Background(), "alice"); err != nil {
 		t.Fatal(err)
 	}
-	c.expectClose(server.CloseRevoked)
+	c.expectClose(protocol.CloseRevoked)
 	if st := e.postJSON("/v1/refresh", map[string]string{"refresh_token": r3.RefreshToken, "proof": c.refreshProof(r3.RefreshToken)}, nil); st != 401 {
 		t.Fatalf("refresh after revocation: %d", st)
 	}
@@ -372,7 +373,7 @@ func TestSpecAdminAPI(t *testing.T) {
 	if st, data := adm.admin(http.MethodPost, "kick", `{"sid":"`+alice.tok.Session+`"}`); st != 200 || string(data) != "{\"closed\":1}\n" {
 		t.Fatalf("kick %d %s", st, data)
 	}
-	alice.expectClose(server.CloseKicked)
+	alice.expectClose(protocol.CloseKicked)
 	again := &client{t: t, e: e, key: alice.key, raw: alice.raw, jwk: alice.jwk, tok: alice.tok, signer: alice.signer, fv: alice.fv}
 	again.connect().ping()
 	// Revoking a subject with no live session closes nothing.
@@ -399,6 +400,53 @@ func TestSpecRejectionThreshold(t *testing.T) {
 	c.write([]byte("junk"))
 	c.expectError(protocol.CodeMalformed)
 	c.expectClose(websocket.ClosePolicyViolation)
+}
+
+// TestSpecActionFields: a built-in action's frame with a field missing or
+// one too many (§9.1) — a ping or a sub that carries a body among them — is
+// answered bad_request after it was accepted, with its cid and ref; it has
+// no effect (nothing is subscribed) and does not count toward the 1008
+// threshold (§9.5). (A sub or presence without ch does not get that far
+// under the default policy, whose rules for them name channels: forbidden,
+// §9.3.)
+func TestSpecActionFields(t *testing.T) {
+	e := newEnv(t, func(c *server.Config) { c.MaxViolations = 2 })
+	a := e.login("alice").connect()
+	e.login("bob").connect()
+	body := json.RawMessage(`{"x":1}`)
+	for i, env := range []*protocol.Envelope{
+		{Action: protocol.ActPing, Body: body},
+		{Action: protocol.ActPing, Channel: "rooms.a"},
+		{Action: protocol.ActSub, Channel: "rooms.a", Body: body},
+		{Action: protocol.ActSub, Channel: "rooms.a", To: "bob"},
+		{Action: protocol.ActUnsub, Channel: "rooms.a", Body: body},
+		{Action: protocol.ActPresence, Channel: "rooms.a", Body: body},
+		{Action: protocol.ActPub, Channel: "rooms.a"},
+		{Action: protocol.ActPub, Channel: "rooms.a", To: "bob", Body: body},
+		{Action: protocol.ActDM, To: "bob"},
+		{Action: protocol.ActDM, To: "bob", Channel: "rooms.a", Body: body},
+		{Action: protocol.ActRefresh, Channel: "rooms.a", Body: json.RawMessage(`{"refresh_token":"x"}`)},
+	} {
+		env.Corr = fmt.Sprint("m", i)
+		a.send(env)
+		m := a.recv()
+		if m.Action != protocol.ActError {
+			t.Fatalf("%s %+v: answered %s %s, want bad_request", env.Action, env, m.Action, m.Body)
+		}
+		var eb protocol.ErrorBody
+		must(t, json.Unmarshal(m.Body, &eb))
+		if eb.Code != protocol.CodeBadRequest || m.Corr != env.Corr || eb.Ref != env.ID {
+			t.Fatalf("%s: error %s (%s), cid %q ref %q; want bad_request, cid %q ref %q", env.Action, eb.Code, eb.Message, m.Corr, eb.Ref, env.Corr, env.ID)
+		}
+	}
+	// The sub with a body subscribed nothing.
+	a.send(&protocol.Envelope{Action: protocol.ActPresence, Channel: "rooms.a", Corr: "p"})
+	var pb protocol.PresenceBody
+	must(t, json.Unmarshal(a.recvAct(protocol.ActReply).Body, &pb))
+	if len(pb.Members) != 0 {
+		t.Fatalf("members %v after a refused sub", pb.Members)
+	}
+	a.ping()
 }
 
 func TestSpecIdleTimeout(t *testing.T) {
@@ -533,11 +581,7 @@ func TestSpecChannelSemantics(t *testing.T) {
 func TestSpecEncryptedLeaveRotates(t *testing.T) {
 	e := newEnv(t, nil)
 	enc := func(user string) *client {
-		c := e.login(user)
-		k, err := protocol.GenerateAgreementKey(nil)
-		must(t, err)
-		c.ekey = k
-		c.connect()
+		c := e.loginEncrypted(user).connect()
 		c.send(&protocol.Envelope{Action: protocol.ActSub, Channel: "rooms.s"})
 		var sr protocol.SubReplyBody
 		must(t, json.Unmarshal(c.recvAct(protocol.ActReply).Body, &sr))

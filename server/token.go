@@ -3,90 +3,38 @@ package server
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
-	"reflect"
 	"strings"
 	"time"
 
-	"github.com/sigil-ws/sigil/internal/strictjson"
 	"github.com/sigil-ws/sigil/protocol"
 )
 
 // TokenResponse is the answer of /v1/token and /v1/refresh.
-type TokenResponse struct {
-	Token            string   `json:"token"`
-	ExpiresAt        int64    `json:"expires_at"` // Unix ms
-	RefreshToken     string   `json:"refresh_token"`
-	RefreshExpiresAt int64    `json:"refresh_expires_at"` // Unix ms
-	Session          string   `json:"sid"`
-	Subject          string   `json:"sub"`
-	Roles            []string `json:"roles"`
-	WSURL            string   `json:"ws_url"`
-}
+type TokenResponse = protocol.TokenResponse
 
-type tokenRequest struct {
-	GrantType string          `json:"grant_type"`
-	Username  string          `json:"username"`
-	Password  string          `json:"password"`
-	Assertion string          `json:"assertion"`
-	JWK       json.RawMessage `json:"jwk"`
-}
+// maxRequestBody bounds the body of /v1/token and /v1/refresh.
+const maxRequestBody = 32 << 10
 
-type refreshRequest struct {
-	RefreshToken string `json:"refresh_token"`
-	Proof        string `json:"proof"`
-}
-
-// decodeStrict reads a bounded strict JSON object into v, rejecting
-// unknown, duplicate and case-variant members.
-func decodeStrict(r *http.Request, v any) *apiError {
+// decodeRequest reads the bounded strict JSON body of a POST into v
+// (protocol.DecodeBody: no unknown, duplicate or case-variant members).
+func decodeRequest(r *http.Request, v any) *apiError {
 	if r.Method != http.MethodPost {
 		return newAPIError(http.StatusMethodNotAllowed, ErrCodeInvalidRequest, "POST only")
 	}
 	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/json") {
 		return newAPIError(http.StatusBadRequest, ErrCodeInvalidRequest, "Content-Type must be application/json")
 	}
-	data, err := io.ReadAll(io.LimitReader(r.Body, 32<<10+1))
-	if err != nil || len(data) > 32<<10 {
+	data, err := io.ReadAll(io.LimitReader(r.Body, maxRequestBody+1))
+	if err != nil || len(data) > maxRequestBody {
 		return newAPIError(http.StatusBadRequest, ErrCodeInvalidRequest, "body too large or unreadable")
 	}
-	if err := strictjson.Valid(data, protocol.MaxDepth); err != nil {
-		return newAPIError(http.StatusBadRequest, ErrCodeInvalidRequest, "body is not strict JSON")
-	}
-	if !exactMembers(data, v) {
-		return newAPIError(http.StatusBadRequest, ErrCodeInvalidRequest, "body has unknown or mistyped members")
-	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return newAPIError(http.StatusBadRequest, ErrCodeInvalidRequest, "body has unknown or mistyped members")
+	if err := protocol.DecodeBody(data, v); err != nil {
+		return newAPIError(http.StatusBadRequest, ErrCodeInvalidRequest, "body is not strict JSON with the documented members")
 	}
 	return nil
-}
-
-// exactMembers reports whether data is an object whose member names are
-// all, byte for byte, json tags of the struct v points to (encoding/json
-// alone would accept case variants).
-func exactMembers(data []byte, v any) bool {
-	var obj map[string]json.RawMessage
-	if json.Unmarshal(data, &obj) != nil {
-		return false
-	}
-	t := reflect.TypeOf(v).Elem()
-	known := map[string]bool{}
-	for i := 0; i < t.NumField(); i++ {
-		name, _, _ := strings.Cut(t.Field(i).Tag.Get("json"), ",")
-		known[name] = true
-	}
-	for k := range obj {
-		if !known[k] {
-			return false
-		}
-	}
-	return true
 }
 
 func invalidGrant() *apiError {
@@ -114,8 +62,8 @@ func (s *Server) TokenHandler() http.Handler {
 }
 
 func (s *Server) token(r *http.Request) (*TokenResponse, *apiError) {
-	var req tokenRequest
-	if aerr := decodeStrict(r, &req); aerr != nil {
+	var req protocol.TokenRequest
+	if aerr := decodeRequest(r, &req); aerr != nil {
 		return nil, aerr
 	}
 	if req.GrantType != GrantPassword && req.GrantType != GrantExternal {
@@ -272,7 +220,7 @@ func (s *Server) refreshReused(ctx context.Context, rec RefreshRecord, self *con
 	s.log.Warn("refresh token reuse: revoking the family", "sub", rec.Subject, "sid", rec.Session)
 	defer func() {
 		for _, c := range s.hub.conns(func(c *conn) bool { return c.sid == rec.Session && c != self }) {
-			c.close(CloseRevoked, "revoked", false)
+			c.close(protocol.CloseRevoked, "revoked", false)
 		}
 	}()
 	jtis, ferr := s.cfg.Refresh.RevokeFamily(ctx, rec.Family)
@@ -298,8 +246,8 @@ func (s *Server) refreshReused(ctx context.Context, rec RefreshRecord, self *con
 // RefreshHandler serves POST /v1/refresh.
 func (s *Server) RefreshHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		var req refreshRequest
-		if aerr := decodeStrict(r, &req); aerr != nil {
+		var req protocol.RefreshRequest
+		if aerr := decodeRequest(r, &req); aerr != nil {
 			writeError(w, aerr)
 			return
 		}
@@ -317,27 +265,25 @@ func (s *Server) RefreshHandler() http.Handler {
 	})
 }
 
-func (s *Server) httpRefresh(ctx context.Context, req refreshRequest) (*TokenResponse, *apiError) {
+func (s *Server) httpRefresh(ctx context.Context, req protocol.RefreshRequest) (*TokenResponse, *apiError) {
 	// The proof is checked against the key the refresh token is bound to,
 	// so the record is looked up first (by hash; nothing is consumed yet).
 	rec, aerr := s.peekRefresh(ctx, req.RefreshToken)
 	if aerr != nil {
 		return nil, aerr
 	}
-	key, err := protocol.ParsePublicJWK(rec.JWK)
-	if err != nil {
-		return nil, invalidGrant()
-	}
-	bound, err := protocol.NewPublicKey(key.Key(), "")
-	if err != nil {
-		return nil, invalidGrant()
-	}
-	sess := &protocol.Session{
-		ID: rec.Session, Subject: rec.Subject, Roles: rec.Roles, Key: bound, JWK: rec.JWK,
+	_, m, err := s.keys().verifier.VerifyRecordProof(ctx, protocol.SessionRecord{
+		ID: rec.Session, Subject: rec.Subject, Roles: rec.Roles, JWK: rec.JWK,
 		TokenID: rec.TokenID, IssuedAt: rec.TokenIat, Expiry: rec.Expires,
+	}, []byte(req.Proof))
+	if err != nil {
+		if c := protocol.CodeOf(err); c == protocol.CodeUnavailable || c == protocol.CodeInternal {
+			s.storeError("refresh proof", err)
+			return nil, storeFailed()
+		}
+		return nil, invalidGrant()
 	}
-	m, err := s.keys().verifier.Verify(ctx, []byte(req.Proof), sess)
-	if err != nil || m.Action != protocol.ActRefresh {
+	if m.Action != protocol.ActRefresh {
 		return nil, invalidGrant()
 	}
 	var rb protocol.RefreshBody

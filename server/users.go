@@ -1,7 +1,6 @@
 package server
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/subtle"
@@ -38,34 +37,12 @@ type UsersDoc struct {
 // case-variant members), no unknown members, valid unique names, hashes in
 // a supported format, valid role names.
 func ParseUsers(data []byte) (*UsersDoc, error) {
-	if err := strictjson.Valid(data, 8); err != nil {
-		return nil, fmt.Errorf("users: %w", err)
-	}
-	// encoding/json matches member names case-insensitively: check the
-	// exact names first.
-	var top map[string]json.RawMessage
-	if err := json.Unmarshal(data, &top); err != nil {
-		return nil, fmt.Errorf("users: %w", err)
-	}
-	if _, ok := top["users"]; !ok || len(top) != 1 {
-		return nil, errors.New(`users: must be an object with exactly a "users" member`)
-	}
-	var entries []map[string]json.RawMessage
-	if err := json.Unmarshal(top["users"], &entries); err != nil {
-		return nil, fmt.Errorf("users: %w", err)
-	}
-	for i, e := range entries {
-		for k := range e {
-			if k != "name" && k != "hash" && k != "roles" {
-				return nil, fmt.Errorf("users: entry %d: unknown member %q", i, k)
-			}
-		}
-	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
 	var doc UsersDoc
-	if err := dec.Decode(&doc); err != nil {
+	if err := strictjson.Unmarshal(data, &doc, &strictjson.Options{MaxDepth: 8}); err != nil {
 		return nil, fmt.Errorf("users: %w", err)
+	}
+	if doc.Users == nil {
+		return nil, errors.New(`users: must be an object with a "users" array`)
 	}
 	seen := map[string]bool{}
 	for i, u := range doc.Users {

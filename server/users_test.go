@@ -48,6 +48,11 @@ func TestUsersFile(t *testing.T) {
 		`{"users":[{"name":"a","Name":"b","hash":"` + b + `","roles":[]}]}`,
 		`{"users":[{"name":"a","hash":"` + b + `","roles":[],"admin":true}]}`,
 		`{"users":[{"name":"a","hash":"$argon2id$v=19$m=99999999,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA","roles":[]}]}`,
+		`{}`,
+		`{"users":null}`,
+		`{"Users":[]}`,
+		`{"users":[],"admins":[]}`,
+		`[]`,
 	}
 	for i, s := range bad {
 		if _, err := server.ParseUsers([]byte(s)); err == nil {

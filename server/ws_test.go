@@ -145,13 +145,7 @@ func TestAppHandlers(t *testing.T) {
 
 func TestEncryption(t *testing.T) {
 	e := newEnv(t, nil)
-	enc := func(user string) *client {
-		c := e.login(user)
-		k, err := protocol.GenerateAgreementKey(nil)
-		must(t, err)
-		c.ekey = k
-		return c.connect()
-	}
+	enc := func(user string) *client { return e.loginEncrypted(user).connect() }
 	alice, bob := enc("alice"), enc("bob")
 	plainBob := e.login("bob").connect()
 	for _, c := range []*client{alice, bob} {

@@ -51,6 +51,16 @@ export const CLOSE = Object.freeze({
   4006: { meaning: 'server error (or a store it needs is unavailable)', reconnect: 'backoff' },
 });
 
+/**
+ * closeInfo returns what a client does after close code (spec §12.3): its
+ * row of CLOSE, or, for a code outside the table, 'no' for a 4xxx code (it
+ * may mean something this client does not know) and 'backoff' for any
+ * other (1006 and other 1xxx codes).
+ */
+export function closeInfo(code) {
+  return CLOSE[code] || { meaning: 'unknown code', reconnect: code >= 4000 && code <= 4999 ? 'no' : 'backoff' };
+}
+
 /** backoffDelay: exponential from 0.5 s up to 30 s, with full jitter (§12.3). */
 export function backoffDelay(attempt, rand = Math.random) {
   return Math.floor(rand() * Math.min(30_000, 500 * 2 ** attempt));
@@ -149,10 +159,15 @@ export class Client {
     return data;
   }
 
-  /** loadJWKS fetches and caches the server's JWKS (§13.3). Keys never come from a frame. */
-  async loadJWKS(force = false) {
+  /**
+   * loadJWKS fetches and caches the server's JWKS (§13.3). Keys never come
+   * from a frame. force fetches again, at most once a minute, or at once
+   * with anyAge: before welcome, a connection attempt may fetch once
+   * (attempts are spaced by the reconnect backoff).
+   */
+  async loadJWKS(force = false, anyAge = false) {
     if (this.jwks && !force) return this.jwks;
-    if (force && this.jwksAt && Date.now() - this.jwksAt < 60_000) return this.jwks;
+    if (force && !anyAge && this.jwksAt && Date.now() - this.jwksAt < 60_000) return this.jwks;
     this.jwks = await KeySet.fromJWKS(await this.httpJSON('/.well-known/jwks.json'));
     this.jwksAt = Date.now();
     return this.jwks;
@@ -405,9 +420,11 @@ export class Client {
       env = await this.verifier.verify(data);
     } catch (e) {
       if (e.code === 'unknown_key' && e.kid) {
-        // Refetch the JWKS (at most once a minute) in case the server rotated its key (§13.3).
+        // Refetch the JWKS in case the server rotated its key (§13.3): at
+        // most once a minute, or once for this connection attempt before
+        // welcome (the first frame decides the attempt).
         try {
-          this.verifier.keys = await this.loadJWKS(true);
+          this.verifier.keys = await this.loadJWKS(true, !this.welcomed);
           env = await this.verifier.verify(data);
         } catch (e2) {
           e = e2;
@@ -639,7 +656,7 @@ export class Client {
       p.reject(new SigilError('closed', `connection closed (${code})`));
       this.pending.delete(cid);
     }
-    const info = CLOSE[code] || { meaning: 'closed', reconnect: code >= 4000 ? 'no' : 'backoff' };
+    const info = closeInfo(code);
     const ev = { code, reason: reason || info.meaning, meaning: info.meaning, helloError: this.helloError };
     this.helloError = null;
     if (this.welcomeWaiter) {
@@ -676,7 +693,7 @@ export class Client {
         await this.connect();
         for (const ch of [...this.channels.keys()]) await this.subscribe(ch).catch(() => {});
       } catch (e) {
-        if (!this.ws && !this.ended && (!e.closeCode || (CLOSE[e.closeCode] || {}).reconnect === 'backoff')) this.#reconnect();
+        if (!this.ws && !this.ended && (!e.closeCode || closeInfo(e.closeCode).reconnect === 'backoff')) this.#reconnect();
       }
     }, delay);
   }

@@ -10,29 +10,12 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/sigil-ws/sigil/internal/sigiltest"
 	"github.com/sigil-ws/sigil/protocol"
 )
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // TestLoginSendListen runs the client commands against an in-process
 // server: login stores 0600 credentials, listen prints verified messages,
@@ -63,7 +46,7 @@ func TestLoginSendListen(t *testing.T) {
 	}
 
 	ctx, cancel := context.WithCancel(context.Background())
-	var lout syncBuffer
+	var lout sigiltest.SyncBuffer
 	lerr := make(chan error, 1)
 	go func() { lerr <- runListen(ctx, []string{"--json", "--credentials", aliceFile, "rooms.cli"}, &lout) }()
 

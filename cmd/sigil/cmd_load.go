@@ -289,7 +289,7 @@ func (l *loadRun) onStateChange(s client.State, err error) {
 		return // a Close of ours, or a network failure without a code
 	}
 	l.mu.Lock()
-	l.disconnects[strconv.Itoa(ce.Code)]++
+	l.disconnects[strconv.Itoa(int(ce.Code))]++
 	l.mu.Unlock()
 }
 
@@ -552,7 +552,7 @@ func errorKey(err error) string {
 	var ce *client.CloseError
 	switch {
 	case errors.As(err, &ce):
-		return "closed_" + strconv.Itoa(ce.Code)
+		return "closed_" + strconv.Itoa(int(ce.Code))
 	case errors.Is(err, client.ErrConnectionLost):
 		return "connection_lost"
 	case errors.Is(err, client.ErrSlowConsumer):

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"io"
-	"log/slog"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -13,21 +12,20 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sigil-ws/sigil/internal/sigiltest"
 	"github.com/sigil-ws/sigil/server"
-	"golang.org/x/crypto/bcrypt"
 )
 
 // testServer starts an in-process server with users alice and bob
 // (password "pw"); TestLoginSendListen and the load tests use it.
 func testServer(t *testing.T) string {
 	t.Helper()
-	h, _ := bcrypt.GenerateFromPassword([]byte("pw"), bcrypt.MinCost)
 	srv, err := server.New(server.Config{
 		Authenticator: server.StaticUsers{Doc: &server.UsersDoc{Users: []server.User{
-			{Name: "alice", Hash: string(h), Roles: []string{"user"}},
-			{Name: "bob", Hash: string(h), Roles: []string{"user"}},
+			{Name: "alice", Hash: sigiltest.PasswordHash(), Roles: []string{"user"}},
+			{Name: "bob", Hash: sigiltest.PasswordHash(), Roles: []string{"user"}},
 		}}},
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Logger: sigiltest.QuietLogger(),
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -14,14 +14,13 @@ import (
 
 // parseConfigFile decodes a JSON config file: an object whose member names
 // are flag names and whose values are strings, numbers, booleans or arrays
-// of strings (joined with commas). Unknown names are errors.
+// of strings (joined with commas). It is strict JSON (internal/strictjson:
+// no duplicate names, valid UTF-8, nesting at most 4 deep). Unknown names
+// are errors.
 func parseConfigFile(data []byte, known func(string) bool) (map[string]string, error) {
-	if err := strictjson.Valid(data, 4); err != nil {
-		return nil, fmt.Errorf("config: %w", err)
-	}
 	var raw map[string]json.RawMessage
-	if err := json.Unmarshal(data, &raw); err != nil {
-		return nil, fmt.Errorf("config: must be a JSON object: %w", err)
+	if err := strictjson.Unmarshal(data, &raw, &strictjson.Options{MaxDepth: 4}); err != nil {
+		return nil, fmt.Errorf("config: must be a strict JSON object: %w", err)
 	}
 	out := make(map[string]string, len(raw))
 	for name, v := range raw {

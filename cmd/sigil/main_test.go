@@ -26,6 +26,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sigil-ws/sigil/internal/sigiltest"
 	"github.com/sigil-ws/sigil/protocol"
 	"github.com/sigil-ws/sigil/server"
 )
@@ -51,7 +52,7 @@ func sigil(t *testing.T, stdin string, args ...string) *exec.Cmd {
 func sigilExit(t *testing.T, args ...string) (string, error) {
 	t.Helper()
 	cmd := sigil(t, "", args...)
-	var out syncBuffer
+	var out sigiltest.SyncBuffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

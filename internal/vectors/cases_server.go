@@ -2,6 +2,7 @@ package vectors
 
 import (
 	"encoding/json"
+	"strconv"
 	"strings"
 
 	"github.com/sigil-ws/sigil/protocol"
@@ -144,5 +145,5 @@ func (g *gen) tokenVectors() {
 	g.add(Vector{Name: "token-claims-duplicate", Kind: "token", Comment: "a duplicate roles claim", Frame: rawJWS(priv, hdr("EdDSA", "sigil-test-1", protocol.TypSession), strings.Replace(c, `"roles":`, `"roles":["admin"],"roles":`, 1)), Expect: fail(protocol.CodeBadToken)})
 	g.add(Vector{Name: "token-missing-cnf", Kind: "token", Comment: "no cnf: the token is not bound to a key", Frame: rawJWS(priv, hdr("EdDSA", "sigil-test-1", protocol.TypSession), strings.Replace(c, `,"cnf":{"jkt":"`+alice.claims.Confirm.JKT+`"}`, "", 1)), Expect: fail(protocol.CodeBadToken)})
 	g.add(Vector{Name: "token-alg-none", Kind: "token", Comment: `alg "none"`, Frame: b64.EncodeToString([]byte(hdr("none", "sigil-test-1", protocol.TypSession))) + "." + b64.EncodeToString([]byte(c)) + ".", Expect: fail(protocol.CodeBadToken)})
-	g.add(Vector{Name: "token-future-iat", Kind: "token", Comment: "issued more than the skew in the future", Frame: rawJWS(priv, hdr("EdDSA", "sigil-test-1", protocol.TypSession), strings.Replace(c, `"iat":`+itoa(uint64(alice.claims.IssuedAt)), `"iat":`+itoa(uint64(NowMS/1000+60)), 1)), Expect: fail(protocol.CodeBadToken)})
+	g.add(Vector{Name: "token-future-iat", Kind: "token", Comment: "issued more than the skew in the future", Frame: rawJWS(priv, hdr("EdDSA", "sigil-test-1", protocol.TypSession), strings.Replace(c, `"iat":`+strconv.FormatInt(alice.claims.IssuedAt, 10), `"iat":`+strconv.FormatInt(NowMS/1000+60, 10), 1)), Expect: fail(protocol.CodeBadToken)})
 }

@@ -121,7 +121,6 @@ type identity struct {
 	claims *protocol.SessionClaims
 	token  string
 	signer *protocol.ClientSigner
-	ck     *protocol.ContentKey
 }
 
 func (g *gen) issue(sub string, roles []string, key *protocol.PrivateKey, signWith *protocol.PrivateKey, mod func(*protocol.TokenIssuer)) (string, *protocol.SessionClaims) {

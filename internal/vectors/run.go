@@ -99,7 +99,7 @@ func (s *Set) Run(v Vector) error {
 		if v.Expect.Result != "ok" {
 			return fmt.Errorf("accepted; want %s", v.Expect.Code)
 		}
-		got := ExpectSession{SID: sess.ID, Sub: sess.Subject, Roles: sess.Roles}
+		got := ExpectSession{SID: sess.ID(), Sub: sess.Subject(), Roles: sess.Roles()}
 		if !reflect.DeepEqual(&got, v.Expect.Session) {
 			return fmt.Errorf("session = %+v; want %+v", got, *v.Expect.Session)
 		}

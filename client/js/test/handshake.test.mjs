@@ -12,16 +12,22 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer } from 'node:http';
 import WebSocket, { WebSocketServer } from 'ws';
-import { Client, generateSessionKey, signCompact, TYP_SERVER, TYP_SESSION, SUBPROTOCOL, CLOSE } from '../sigil.js';
+import { readFileSync } from 'node:fs';
+import { Client, generateSessionKey, signCompact, TYP_SERVER, TYP_SESSION, SUBPROTOCOL, CLOSE, closeInfo } from '../sigil.js';
 
 let srv;
 
 /** startScripted starts the scripted server; srv.onHello(env, send, ws) decides what answers a hello. */
 async function startScripted() {
-  const key = await generateSessionKey('ES256');
+  let key = await generateSessionKey('ES256');
   const jwks = { keys: [{ ...key.jwk, kid: key.kid, alg: 'ES256', use: 'sig' }] };
   const sid = globalThis.crypto.randomUUID();
   const s = { sid, onHello: null };
+  // rotate makes a new signing key and adds it to the JWKS.
+  s.rotate = async () => {
+    key = await generateSessionKey('ES256');
+    jwks.keys.push({ ...key.jwk, kid: key.kid, alg: 'ES256', use: 'sig' });
+  };
   const frame = (env) => signCompact(key, TYP_SERVER, JSON.stringify({ id: globalThis.crypto.randomUUID(), ts: Date.now(), ...env }));
   s.welcome = (hello) =>
     frame({
@@ -134,4 +140,51 @@ test('close 1007 (a text frame that is not UTF-8) does not reconnect (§12.3)', 
   const ev = await out;
   assert.equal(ev.reason, 'closed');
   assert.match(ev.message, /1007/);
+});
+
+// The close table is the one of spec §12.3, row for row, like
+// TestCloseCodesMatchSpec checks for Go's protocol.CloseCode.
+test('CLOSE matches the table of spec §12.3', () => {
+  const spec = readFileSync(new URL('../../../spec.md', import.meta.url), 'utf8');
+  const start = spec.indexOf('12.3. **Close codes**');
+  assert.ok(start >= 0, 'spec.md has no §12.3 close-code table');
+  const table = spec.slice(start, spec.indexOf('\n\n', spec.indexOf('|------', start)));
+  const rules = {
+    no: 'no',
+    'no (client bug)': 'no',
+    'yes, with backoff': 'backoff',
+    'only with a new token': 'new-token',
+    'only after refreshing or obtaining a new token': 'refresh',
+    'never (re-authenticate as a person)': 'never',
+  };
+  const rows = [...table.matchAll(/^\| (\d{4}) \| ([^|]+) \| ([^|]+) \|$/gm)];
+  assert.ok(rows.length >= 13, `found only ${rows.length} rows in §12.3`);
+  const inSpec = new Set();
+  for (const [, code, , rule] of rows) {
+    inSpec.add(Number(code));
+    assert.ok(rule.trim() in rules, `§12.3 ${code}: unknown reconnect column ${rule}`);
+    assert.ok(CLOSE[code], `§12.3 lists ${code}; CLOSE does not`);
+    assert.equal(CLOSE[code].reconnect, rules[rule.trim()], `${code}: CLOSE says ${CLOSE[code].reconnect}, the spec ${rule.trim()}`);
+  }
+  // 1006 is the one row of CLOSE that is not in the table: a closure
+  // without a close frame, which §12.3 names in its text.
+  for (const code of Object.keys(CLOSE).map(Number)) {
+    if (code !== 1006) assert.ok(inSpec.has(code), `CLOSE has ${code}; §12.3 does not`);
+  }
+  // Codes outside the table: any 4xxx means do not reconnect; 1006 and any
+  // other 1xxx code, reconnect with backoff.
+  assert.equal(closeInfo(1006).reconnect, 'backoff');
+  assert.equal(closeInfo(1011).reconnect, 'backoff');
+  assert.equal(closeInfo(4100).reconnect, 'no');
+  assert.equal(closeInfo(4999).reconnect, 'no');
+});
+
+test('a welcome signed by a key rotated since login: the JWKS is fetched again, once (§13.3)', async () => {
+  srv.onHello = async (hello, send) => send(await srv.welcome(hello));
+  const c = await loggedIn(); // fetched the JWKS just now
+  await srv.rotate();
+  const w = await c.connect();
+  assert.equal(w.sid, srv.sid);
+  assert.equal(c.state, 'open');
+  c.close();
 });
