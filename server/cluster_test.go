@@ -612,6 +612,7 @@ var clusterCases = []struct {
 	{"ReplayAndReconnect", testClusterReplayAndReconnect},
 	{"RefreshRace", testClusterRefreshRace},
 	{"EncryptedChannel", testClusterEncryptedChannel},
+	{"Resubscribe", testClusterResubscribe},
 }
 
 func TestCluster(t *testing.T) {
@@ -637,4 +638,154 @@ func TestClusterOnRedisCluster(t *testing.T) {
 	if shards < 2 {
 		t.Fatalf("keys per shard %v: the tests did not spread over the cluster", rc.KeyCounts(t))
 	}
+}
+
+// feed reads a client's frames on a goroutine of its own, so that a test
+// can wait for a frame with a time limit (a read deadline would break a
+// WebSocket connection for good).
+type feed struct {
+	c  *client
+	ch chan *protocol.Message
+}
+
+func (c *client) feed() *feed {
+	f := &feed{c: c, ch: make(chan *protocol.Message, 1024)}
+	go func() {
+		defer close(f.ch)
+		for {
+			_, data, err := c.ws.ReadMessage()
+			if err != nil {
+				return
+			}
+			m, err := c.fv.Verify(data)
+			if err != nil {
+				c.t.Errorf("server frame does not verify: %v", err)
+				return
+			}
+			f.ch <- m
+		}
+	}()
+	return f
+}
+
+// next returns the next frame, or false after d. A key frame gives the
+// client its key.
+func (f *feed) next(d time.Duration) (*protocol.Message, bool) {
+	select {
+	case m, ok := <-f.ch:
+		if !ok {
+			f.c.t.Fatalf("%s's connection ended", f.c.tok.Subject)
+		}
+		if m.Action == protocol.ActKey {
+			var kb protocol.KeyBody
+			must(f.c.t, json.Unmarshal(m.Body, &kb))
+			k, err := protocol.UnwrapContentKey(kb.Key, f.c.ekey)
+			must(f.c.t, err)
+			f.c.addKey(k)
+		}
+		return m, true
+	case <-time.After(d):
+		return nil, false
+	}
+}
+
+// flows waits until a publication of from (to ch, sealed with its newest
+// key of ch if it has one) reaches to: from publishes again as long as it
+// has not (while the cluster recovers, a publication may be refused as
+// unavailable, or reach no one).
+func flows(t *testing.T, from, to *feed, ch string) {
+	t.Helper()
+	deadline := time.Now().Add(clusterWaitLimit)
+	for try := 0; time.Now().Before(deadline); try++ {
+		text := fmt.Sprintf(`"try %d"`, try)
+		env := &protocol.Envelope{Action: protocol.ActPub, Channel: ch, Corr: text}
+		if from.c.ekey != nil {
+			sealed, err := protocol.SealBody(from.c.keyFor(protocol.ChannelScope(ch)), []byte(text))
+			must(t, err)
+			env.Enc = sealed
+		} else {
+			env.Body = json.RawMessage(text)
+		}
+		from.c.send(env)
+		for answered := false; !answered; {
+			m, ok := from.next(clusterWaitLimit)
+			if !ok {
+				t.Fatalf("%s's publication not answered", from.c.tok.Subject)
+			}
+			answered = m.Corr == text
+		}
+		for wait := time.Now().Add(200 * time.Millisecond); ; {
+			m, ok := to.next(time.Until(wait))
+			if !ok {
+				break // not this one: publish again
+			}
+			if m.Action == protocol.ActDeliver {
+				_, inner, err := protocol.OpenDelivery(m, to.c.keys)
+				must(t, err)
+				if string(inner.Body) == text {
+					return
+				}
+			}
+		}
+	}
+	t.Fatalf("no publication of %s reached %s", from.c.tok.Subject, to.c.tok.Subject)
+}
+
+// When Redis drops the nodes' subscription connections (here: CLIENT KILL
+// TYPE pubsub on every shard), every node subscribes again by itself, and
+// re-checks its live sessions against the revocations, as it may have
+// missed notices: a revocation written without a notice closes its
+// session.
+func testClusterResubscribe(t *testing.T, url, prefix string) {
+	cl := newClusterEnv(t, 2, url, prefix, nil)
+	alice := cl.login(0, "alice").connect()
+	bob := cl.login(1, "bob").connect()
+	carol := cl.login(1, "carol").connect()
+	alice.subscribe("rooms.k")
+	bob.subscribe("rooms.k")
+
+	raw := cl.clusters[0].Redis // a node's connection, used as a plain Redis client
+	ctx := context.Background()
+	must(t, server.RedisSet(ctx, raw, prefix+"revoked:sub:carol", fmt.Sprint(time.Now().UnixNano())))
+	must(t, server.RedisKillPubSub(ctx, raw))
+	carol.expectCloseFirst(server.CloseRevoked)
+	af, bf := alice.feed(), bob.feed()
+	flows(t, af, bf, "rooms.k")
+	flows(t, bf, af, "rooms.k")
+}
+
+// Redis restarts empty: the nodes subscribe again, re-register their
+// members and sessions (the heartbeat finds itself gone), and agree on a
+// new content key for the encrypted channel they hold, with no restart of
+// their own.
+func TestClusterRedisRestart(t *testing.T) {
+	srv := sigiltest.StartRedis(t)
+	cl := newClusterEnv(t, 2, srv.URL, "test:", func(_ int, cc *server.ClusterConfig, _ *server.Config) {
+		if cc != nil {
+			cc.Heartbeat = 200 * time.Millisecond
+		}
+	})
+	alice, bob := cl.encClient(0, "alice").connect(), cl.encClient(1, "bob").connect()
+	alice.subscribe("rooms.r")
+	bob.subscribe("rooms.r")
+
+	srv.Restart()
+	af, bf := alice.feed(), bob.feed()
+	flows(t, af, bf, "rooms.r")
+	flows(t, bf, af, "rooms.r")
+	ctx := context.Background()
+	until(t, "the members to be back", func() bool {
+		m, err := cl.clusters[1].Presence.Members(ctx, "rooms.r")
+		return err == nil && slices.Equal(m, []string{"alice", "bob"})
+	})
+	until(t, "the sessions to be back", func() bool {
+		s, err := cl.nodes[0].srv.ClusterSessions(ctx)
+		return err == nil && len(s) == 2
+	})
+	// A newcomer gets the key the others hold now.
+	carol := cl.encClient(1, "carol").connect()
+	carol.subscribe("rooms.r")
+	cf := carol.feed()
+	flows(t, cf, af, "rooms.r")
+	flows(t, af, cf, "rooms.r")
 }
