@@ -32,19 +32,32 @@ type ReplayStore interface {
 
 // MemoryReplayStore is the in-process ReplayStore. The zero value is not
 // usable; call NewMemoryReplayStore.
+//
+// Its memory is bounded in count and in time. A session holds at most
+// maxIDs ids. Once a minute (of the store's clock; checked by Check and by
+// Sweep, never by a count of operations) the store forgets the sessions
+// whose expiry has passed and compacts the others: ids whose freshness
+// window has ended are dropped and the session's tables are rebuilt at their
+// new size, so that a session that has disconnected soon holds only its seq
+// high-water mark (which it needs until its expiry: its token may still
+// open a new connection) and the ids still inside the window.
 type MemoryReplayStore struct {
 	maxIDs int
 	now    func() time.Time
 
-	mu       sync.Mutex
-	sessions map[string]*replaySession
-	checks   int
+	mu        sync.Mutex
+	sessions  map[string]*replaySession
+	nextSweep time.Time
 }
+
+// ReplaySweepInterval is how often, by their clocks, MemoryReplayStore and
+// MemoryRevocations forget expired state.
+const ReplaySweepInterval = time.Minute
 
 type replaySession struct {
 	lastSeq uint64
 	expiry  time.Time
-	ids     map[string]int64 // id → expiry, Unix nanoseconds
+	ids     map[string]int64 // id → expiry, Unix nanoseconds; nil when empty
 	// ring holds the ids in insertion order, oldest at head, for bounded
 	// eviction; it grows up to maxIDs and is then reused in place.
 	ring    []string
@@ -70,13 +83,10 @@ func (m *MemoryReplayStore) Check(_ context.Context, c ReplayCheck) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	now := m.now()
-	m.checks++
-	if m.checks%4096 == 0 {
-		m.sweepLocked(now)
-	}
+	m.maybeSweepLocked(now)
 	s := m.sessions[c.Session]
 	if s == nil {
-		s = &replaySession{ids: make(map[string]int64, 8)}
+		s = &replaySession{}
 		m.sessions[c.Session] = s
 	}
 	if c.SessionExpiry.After(s.expiry) {
@@ -97,6 +107,9 @@ func (m *MemoryReplayStore) Check(_ context.Context, c ReplayCheck) error {
 // add records id, first dropping expired ids from the front and, when the
 // session already holds max ids, the oldest.
 func (s *replaySession) add(id string, exp, now int64, limit int) {
+	if s.ids == nil {
+		s.ids = make(map[string]int64, 8)
+	}
 	for s.n > 0 {
 		old := s.ring[s.head]
 		if e, ok := s.ids[old]; ok && now <= e && s.n < limit {
@@ -120,6 +133,38 @@ func (s *replaySession) add(id string, exp, now int64, limit int) {
 	s.ids[id] = exp
 }
 
+// compact drops the ids whose window has ended (anywhere in the ring, not
+// only at its head) and, if any was dropped, rebuilds the tables at the new
+// size (a Go map never shrinks); with no id left the session holds only its
+// seq and expiry.
+func (s *replaySession) compact(now int64) {
+	keep := 0
+	for i := 0; i < s.n; i++ {
+		if now <= s.ids[s.ring[(s.head+i)%len(s.ring)]] {
+			keep++
+		}
+	}
+	if keep == s.n {
+		return
+	}
+	if keep == 0 {
+		s.ids, s.ring, s.head, s.n = nil, nil, 0, 0
+		return
+	}
+	ids := make(map[string]int64, keep)
+	ring := make([]string, max(8, keep))
+	j := 0
+	for i := 0; i < s.n; i++ {
+		id := s.ring[(s.head+i)%len(s.ring)]
+		if exp := s.ids[id]; now <= exp {
+			ids[id] = exp
+			ring[j] = id
+			j++
+		}
+	}
+	s.ids, s.ring, s.head, s.n = ids, ring, 0, keep
+}
+
 // LastSeq implements ReplayStore.
 func (m *MemoryReplayStore) LastSeq(_ context.Context, session string) (uint64, error) {
 	m.mu.Lock()
@@ -130,18 +175,31 @@ func (m *MemoryReplayStore) LastSeq(_ context.Context, session string) (uint64, 
 	return 0, nil
 }
 
-// Sweep forgets sessions whose expiry has passed. Check calls it from time
-// to time; servers may also call it from a ticker.
+// Sweep forgets sessions whose expiry has passed and compacts the others
+// (see MemoryReplayStore). Check sweeps once per ReplaySweepInterval of the
+// store's clock; servers may also call Sweep from a ticker.
 func (m *MemoryReplayStore) Sweep() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.sweepLocked(m.now())
+	now := m.now()
+	m.sweepLocked(now)
+	m.nextSweep = now.Add(ReplaySweepInterval)
+}
+
+func (m *MemoryReplayStore) maybeSweepLocked(now time.Time) {
+	if !now.Before(m.nextSweep) {
+		m.sweepLocked(now)
+		m.nextSweep = now.Add(ReplaySweepInterval)
+	}
 }
 
 func (m *MemoryReplayStore) sweepLocked(now time.Time) {
+	nowN := now.UnixNano()
 	for sid, s := range m.sessions {
 		if now.After(s.expiry) {
 			delete(m.sessions, sid)
+		} else {
+			s.compact(nowN)
 		}
 	}
 }
@@ -151,6 +209,18 @@ func (m *MemoryReplayStore) Len() int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return len(m.sessions)
+}
+
+// IDs returns the number of message ids held over all sessions, for
+// metrics and tests.
+func (m *MemoryReplayStore) IDs() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	n := 0
+	for _, s := range m.sessions {
+		n += s.n
+	}
+	return n
 }
 
 // RevocationChecker answers whether a session token has been revoked, by
@@ -163,18 +233,29 @@ type RevocationChecker interface {
 // MemoryRevocations is the in-process RevocationChecker. Safe for concurrent
 // use. A revoked token id is kept until its token has expired (an expired
 // token fails step 9 anyway) and then forgotten, so the list does not grow
-// without bound; a subject's revocation time is kept for good.
+// without bound: expired ids are swept once per ReplaySweepInterval of its
+// clock, when a token is revoked, and by Sweep. A subject's revocation time
+// is kept for good.
 type MemoryRevocations struct {
-	now      func() time.Time
-	mu       sync.RWMutex
-	tokens   map[string]time.Time // jti -> forget after
-	subjects map[string]time.Time // sub -> revoked at
-	nextGC   int                  // sweep expired ids when len(tokens) reaches this
+	now       func() time.Time
+	mu        sync.RWMutex
+	tokens    map[string]time.Time // jti -> forget after
+	subjects  map[string]time.Time // sub -> revoked at
+	nextSweep time.Time
 }
 
-// NewMemoryRevocations returns an empty revocation list.
+// NewMemoryRevocations returns an empty revocation list on the system clock.
 func NewMemoryRevocations() *MemoryRevocations {
-	return &MemoryRevocations{now: time.Now, tokens: map[string]time.Time{}, subjects: map[string]time.Time{}, nextGC: 1024}
+	return NewMemoryRevocationsWithClock(nil)
+}
+
+// NewMemoryRevocationsWithClock returns an empty revocation list whose
+// entries expire by the clock now (nil means time.Now).
+func NewMemoryRevocationsWithClock(now func() time.Time) *MemoryRevocations {
+	if now == nil {
+		now = time.Now
+	}
+	return &MemoryRevocations{now: now, tokens: map[string]time.Time{}, subjects: map[string]time.Time{}}
 }
 
 // RevokeToken revokes one token id; it may be forgotten after until (the
@@ -182,17 +263,15 @@ func NewMemoryRevocations() *MemoryRevocations {
 func (r *MemoryRevocations) RevokeToken(jti string, until time.Time) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if now := r.now(); !now.Before(r.nextSweep) {
+		r.sweepLocked(now)
+	}
 	if until.After(r.tokens[jti]) {
 		r.tokens[jti] = until
 	}
-	if len(r.tokens) >= r.nextGC {
-		r.sweepLocked(r.now())
-		r.nextGC = max(1024, 2*len(r.tokens))
-	}
 }
 
-// Sweep forgets revoked token ids whose tokens have expired. RevokeToken
-// also sweeps as the list grows.
+// Sweep forgets revoked token ids whose tokens have expired.
 func (r *MemoryRevocations) Sweep() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -205,6 +284,7 @@ func (r *MemoryRevocations) sweepLocked(now time.Time) {
 			delete(r.tokens, jti)
 		}
 	}
+	r.nextSweep = now.Add(ReplaySweepInterval)
 }
 
 // Len returns the number of revoked token ids and subjects held.

@@ -193,19 +193,25 @@ func TestServerSubjectReserved(t *testing.T) {
 }
 
 func TestMemoryRevocationsForgetExpiredTokens(t *testing.T) {
-	r := protocol.NewMemoryRevocations()
+	now := time.UnixMilli(1767225600000)
+	r := protocol.NewMemoryRevocationsWithClock(func() time.Time { return now })
 	ctx := context.Background()
-	now := time.Now()
 	r.RevokeToken("live", now.Add(time.Hour))
 	for i := 0; i < 5000; i++ {
-		r.RevokeToken(fmt.Sprint("old-", i), now.Add(-time.Second)) // already expired
+		r.RevokeToken(fmt.Sprint("old-", i), now.Add(time.Second))
 	}
-	if n := r.Len(); n >= 5000 {
-		t.Fatalf("%d entries: expired token ids are never forgotten", n)
+	// Expired ids are swept by time, not by count: a minute of the store's
+	// clock later, the next revocation forgets them.
+	now = now.Add(protocol.ReplaySweepInterval)
+	r.RevokeToken("next", now.Add(time.Hour))
+	if n := r.Len(); n != 2 {
+		t.Fatalf("%d entries after a sweep interval, want 2", n)
 	}
+	r.RevokeToken("soon", now.Add(time.Second))
+	now = now.Add(2 * time.Second)
 	r.Sweep()
-	if n := r.Len(); n != 1 {
-		t.Fatalf("%d entries after Sweep, want 1", n)
+	if n := r.Len(); n != 2 {
+		t.Fatalf("%d entries after Sweep, want 2", n)
 	}
 	if revoked, _ := r.IsRevoked(ctx, "live", "alice", now); !revoked {
 		t.Fatal("a live revoked token was forgotten")
@@ -222,5 +228,50 @@ func TestMemoryRevocationsForgetExpiredTokens(t *testing.T) {
 	}
 	if revoked, _ := r.IsRevoked(ctx, "y", "bob", now.Add(time.Minute)); revoked {
 		t.Fatal("a token issued after the subject's revocation is refused")
+	}
+}
+
+// A session that stops sending (it disconnected) is compacted by time: once
+// its ids' windows have ended it holds only its seq high-water mark, which
+// still rejects a replay, until its expiry; ids still inside the window are
+// kept. Sweeps run by the store's clock, not by a count of checks.
+func TestReplayStoreCompactsIdleSessions(t *testing.T) {
+	now := time.UnixMilli(1767225600000)
+	m := protocol.NewMemoryReplayStore(0, func() time.Time { return now })
+	ctx := context.Background()
+	check := func(sid string, seq int, idLife time.Duration) error {
+		return m.Check(ctx, protocol.ReplayCheck{Session: sid, ID: fmt.Sprint(sid, "-", seq), Seq: uint64(seq),
+			IDExpiry: now.Add(idLife), SessionExpiry: now.Add(15 * time.Minute)})
+	}
+	for i := 1; i <= 1000; i++ {
+		must(t, check("gone", i, time.Minute))
+	}
+	for i := 1; i <= 10; i++ {
+		must(t, check("late", i, 5*time.Minute)) // ids with a longer window
+	}
+	if n := m.IDs(); n != 1010 {
+		t.Fatalf("%d ids, want 1010", n)
+	}
+	// A minute and a bit later both are idle; the next check sweeps.
+	now = now.Add(protocol.ReplaySweepInterval + time.Second)
+	must(t, check("live", 1, time.Minute))
+	if n, ids := m.Len(), m.IDs(); n != 3 || ids != 11 {
+		t.Fatalf("after a sweep: %d sessions, %d ids; want 3 sessions, 11 ids (late's 10 and live's 1)", n, ids)
+	}
+	if last, _ := m.LastSeq(ctx, "gone"); last != 1000 {
+		t.Fatalf("compacted session lost its seq: %d", last)
+	}
+	if err := check("gone", 1000, time.Minute); protocol.CodeOf(err) != protocol.CodeReplaySeq {
+		t.Fatalf("replay to a compacted session: %v", err)
+	}
+	if err := check("late", 10, time.Minute); protocol.CodeOf(err) != protocol.CodeReplayID && protocol.CodeOf(err) != protocol.CodeReplaySeq {
+		t.Fatalf("replay of an id inside the window: %v", err)
+	}
+	must(t, check("gone", 1001, time.Minute)) // a compacted session goes on
+	// After the sessions' expiry only their state goes.
+	now = now.Add(15*time.Minute + time.Second)
+	m.Sweep()
+	if n := m.Len(); n != 0 {
+		t.Fatalf("%d sessions after expiry", n)
 	}
 }

@@ -29,10 +29,11 @@ type Config struct {
 
 	// Replay is the replay store. Default protocol.NewMemoryReplayStore.
 	Replay protocol.ReplayStore
-	// Revocations stores revoked token ids and subjects. Default
-	// NewMemoryRevocationStore().
+	// Revocations stores revoked token ids and subjects. Default an
+	// in-memory store on the clock Now.
 	Revocations RevocationStore
-	// Refresh stores refresh tokens. Default NewMemoryRefreshStore().
+	// Refresh stores refresh tokens. Default NewMemoryRefreshStore(Now)
+	// with MaxRefreshFamilies.
 	Refresh RefreshStore
 	// Broker fans frames out to subscribers. Default NewMemoryBroker().
 	Broker Broker
@@ -46,6 +47,12 @@ type Config struct {
 	TokenTTL time.Duration
 	// RefreshTTL is the lifetime of a refresh-token family. Default 24 hours.
 	RefreshTTL time.Duration
+	// MaxRefreshFamilies is the number of live refresh-token families
+	// (logins) a subject may hold in the default refresh store; a login
+	// beyond it evicts the subject's oldest family (RefreshStore). Default
+	// DefaultMaxFamilies (32). A Refresh store given in Config has its own
+	// setting.
+	MaxRefreshFamilies int
 	// MaxFrame is the size limit of a client frame. Default 64 KiB.
 	MaxFrame int
 	// ReadLimit is the WebSocket read limit; a larger frame closes the
@@ -107,11 +114,26 @@ type Config struct {
 	// TrustForwardedFor uses the first X-Forwarded-For address as the client
 	// address for rate limiting. Default false (RemoteAddr).
 	TrustForwardedFor bool
+	// PasswordHashMemory bounds the memory of the password checks of
+	// /v1/token that run at once: each is counted at PasswordCheckMemory
+	// (19 MiB, an argon2id check with HashPassword's parameters), so the
+	// default, DefaultPasswordHashMemory (256 MiB), allows 13 at once (at
+	// least 1 always). A login that
+	// finds them all busy is answered 503 unavailable with Retry-After at
+	// once, before its password is hashed. Users files with costlier
+	// argon2id parameters need a larger budget.
+	PasswordHashMemory int64
+
+	// HTTP holds the timeouts and limits of the http.Server that
+	// Server.HTTPServer builds.
+	HTTP HTTPConfig
 
 	// Logger receives structured logs. Default slog.Default().
 	Logger *slog.Logger
-	// Registerer receives the Prometheus metrics; /metrics serves Gatherer.
-	// Default: a new registry private to the server.
+	// Registerer receives the Prometheus metrics, including the standard Go
+	// runtime and process collectors (go_*, process_*) unless it already
+	// has them; /metrics serves Gatherer. Default: a new registry private
+	// to the server.
 	Registerer prometheus.Registerer
 	// Gatherer is what /metrics serves. Default: the private registry, or
 	// prometheus.DefaultGatherer when Registerer is
@@ -148,10 +170,12 @@ func (c *Config) setDefaults() {
 		c.Replay = protocol.NewMemoryReplayStore(0, c.Now)
 	}
 	if c.Revocations == nil {
-		c.Revocations = NewMemoryRevocationStore()
+		c.Revocations = &MemoryRevocationStore{list: protocol.NewMemoryRevocationsWithClock(c.Now)}
 	}
 	if c.Refresh == nil {
-		c.Refresh = NewMemoryRefreshStore(c.Now)
+		rs := NewMemoryRefreshStore(c.Now)
+		rs.MaxFamilies = c.MaxRefreshFamilies
+		c.Refresh = rs
 	}
 	if c.Broker == nil {
 		c.Broker = NewMemoryBroker()
@@ -182,6 +206,10 @@ func (c *Config) setDefaults() {
 	defInt(&c.LoginFailuresPerAccount, 10)
 	defInt(&c.LoginFailuresPerAddress, 50)
 	def(&c.LoginWindow, time.Minute)
+	if c.PasswordHashMemory <= 0 {
+		c.PasswordHashMemory = DefaultPasswordHashMemory
+	}
+	c.HTTP.setDefaults(c.MaxFrame)
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}

@@ -7,7 +7,11 @@
 // Build one with New(Config); every Config field has a documented
 // zero-value default, so New(Config{}) runs on in-memory stores with a
 // freshly generated signing key. Mount Server.Handler() or the individual
-// handlers in an existing mux.
+// handlers in an existing mux, and serve them with Server.HTTPServer, whose
+// timeouts and header limit (Config.HTTP) bound what a client can hold
+// before it authenticates; /v1/token also bounds concurrent password checks
+// (Config.PasswordHashMemory) and reserves each attempt against the login
+// rate limits before the password is checked.
 //
 // # Verification
 //

@@ -6,8 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/url"
 	"os"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -28,7 +32,10 @@ type ExternalIssuer struct {
 	// is required.
 	JWKSFile string
 	// JWKSURL is fetched at first use and then every RefreshInterval, and
-	// at most once a minute when a token names an unknown kid.
+	// at most once a minute when a token names an unknown kid. It must be
+	// https; plain http is allowed only for a loopback host (localhost
+	// exactly, or a loopback IP). Redirects are followed only to URLs that
+	// meet the same rule.
 	JWKSURL string
 	// Keys is a fixed key set (tests, embedding).
 	Keys *jose.JSONWebKeySet
@@ -48,7 +55,8 @@ type ExternalIssuer struct {
 	Leeway time.Duration
 	// RefreshInterval for JWKSURL. Default 1 hour.
 	RefreshInterval time.Duration
-	// HTTPClient fetches JWKSURL. Default a client with a 10s timeout.
+	// HTTPClient fetches JWKSURL. Default a client with a 10s timeout that
+	// follows redirects only to URLs allowed for JWKSURL.
 	HTTPClient *http.Client
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
@@ -56,6 +64,54 @@ type ExternalIssuer struct {
 	mu        sync.Mutex
 	keys      *jose.JSONWebKeySet
 	fetchedAt time.Time
+}
+
+// Validate reports a configuration error: no Issuer or Audience, no key
+// source, or a JWKSURL that is neither https nor http to a loopback host.
+// It does no I/O.
+func (x *ExternalIssuer) Validate() error {
+	switch {
+	case x.Issuer == "":
+		return errors.New("external issuer: Issuer is required")
+	case x.Audience == "":
+		return errors.New("external issuer: Audience is required")
+	case x.Keys == nil && x.JWKSFile == "" && x.JWKSURL == "":
+		return errors.New("external issuer: one of Keys, JWKSFile or JWKSURL is required")
+	case x.JWKSURL != "":
+		return checkJWKSURL(x.JWKSURL)
+	}
+	return nil
+}
+
+// checkJWKSURL allows https, and plain http only to a loopback host: the
+// host is "localhost" exactly or a loopback IP, so neither
+// http://localhost.evil.example/ nor http://127.0.0.1@evil.example/ passes.
+func checkJWKSURL(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return fmt.Errorf("external issuer: JWKS URL: %w", err)
+	}
+	if u.Host == "" || u.Opaque != "" {
+		return errors.New("external issuer: JWKS URL must be an absolute https:// URL")
+	}
+	switch strings.ToLower(u.Scheme) {
+	case "https":
+		return nil
+	case "http":
+		host := u.Hostname()
+		if ip := net.ParseIP(host); strings.EqualFold(host, "localhost") || ip != nil && ip.IsLoopback() {
+			return nil
+		}
+		return fmt.Errorf("external issuer: JWKS URL must be https (plain http only for localhost or a loopback IP), not %s://%s", u.Scheme, u.Host)
+	}
+	return fmt.Errorf("external issuer: JWKS URL must be https, not %q", u.Scheme)
+}
+
+func (x *ExternalIssuer) now() time.Time {
+	if x.Now != nil {
+		return x.Now()
+	}
+	return time.Now()
 }
 
 // Authenticate implements Authenticator for the external grant.
@@ -87,10 +143,6 @@ func (x *ExternalIssuer) Authenticate(ctx context.Context, c Credentials) (*Iden
 	if err := tok.Claims(key.Key, &std, &all); err != nil {
 		return nil, ErrInvalidCredentials
 	}
-	now := time.Now
-	if x.Now != nil {
-		now = x.Now
-	}
 	leeway := x.Leeway
 	if leeway <= 0 {
 		leeway = 30 * time.Second
@@ -98,7 +150,7 @@ func (x *ExternalIssuer) Authenticate(ctx context.Context, c Credentials) (*Iden
 	if std.Expiry == nil {
 		return nil, ErrInvalidCredentials
 	}
-	if err := std.ValidateWithLeeway(jwt.Expected{Issuer: x.Issuer, AnyAudience: jwt.Audience{x.Audience}, Time: now()}, leeway); err != nil {
+	if err := std.ValidateWithLeeway(jwt.Expected{Issuer: x.Issuer, AnyAudience: jwt.Audience{x.Audience}, Time: x.now()}, leeway); err != nil {
 		return nil, ErrInvalidCredentials
 	}
 	subClaim := x.SubjectClaim
@@ -131,21 +183,12 @@ func (x *ExternalIssuer) Authenticate(ctx context.Context, c Credentials) (*Iden
 			mapped = x.RoleMap[p]
 		}
 		for _, r := range mapped {
-			if validName(r) && !contains(roles, r) {
+			if validName(r) && !slices.Contains(roles, r) {
 				roles = append(roles, r)
 			}
 		}
 	}
 	return &Identity{Subject: sub, Roles: roles}, nil
-}
-
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
 }
 
 func (x *ExternalIssuer) key(ctx context.Context, kid string) (*jose.JSONWebKey, error) {
@@ -158,13 +201,14 @@ func (x *ExternalIssuer) key(ctx context.Context, kid string) (*jose.JSONWebKey,
 	if refresh <= 0 {
 		refresh = time.Hour
 	}
-	stale := x.keys == nil || time.Since(x.fetchedAt) > refresh
+	age := x.now().Sub(x.fetchedAt)
+	stale := x.keys == nil || age > refresh
 	if !stale {
 		if k, err := findKey(x.keys, kid); err == nil {
 			return k, nil
 		}
 		// Unknown kid: refetch at most once a minute.
-		stale = time.Since(x.fetchedAt) > time.Minute
+		stale = age > time.Minute
 	}
 	if stale {
 		ks, err := x.fetch(ctx)
@@ -173,7 +217,7 @@ func (x *ExternalIssuer) key(ctx context.Context, kid string) (*jose.JSONWebKey,
 				return nil, err
 			}
 		} else {
-			x.keys, x.fetchedAt = ks, time.Now()
+			x.keys, x.fetchedAt = ks, x.now()
 		}
 	}
 	if x.keys == nil {
@@ -202,9 +246,17 @@ func (x *ExternalIssuer) fetch(ctx context.Context) (*jose.JSONWebKeySet, error)
 	case x.JWKSFile != "":
 		data, err = os.ReadFile(x.JWKSFile)
 	case x.JWKSURL != "":
+		if err := checkJWKSURL(x.JWKSURL); err != nil {
+			return nil, err
+		}
 		client := x.HTTPClient
 		if client == nil {
-			client = &http.Client{Timeout: 10 * time.Second}
+			client = &http.Client{Timeout: 10 * time.Second, CheckRedirect: func(r *http.Request, via []*http.Request) error {
+				if len(via) >= 5 {
+					return errors.New("jwks: too many redirects")
+				}
+				return checkJWKSURL(r.URL.String())
+			}}
 		}
 		var req *http.Request
 		if req, err = http.NewRequestWithContext(ctx, http.MethodGet, x.JWKSURL, nil); err != nil {

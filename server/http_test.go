@@ -15,6 +15,8 @@ import (
 	jose "github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
 	"github.com/gorilla/websocket"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/sigil-ws/sigil/protocol"
 	"github.com/sigil-ws/sigil/server"
 )
@@ -142,17 +144,18 @@ func TestRefreshHTTPRotationAndReuse(t *testing.T) {
 	}
 }
 
+// In-band refresh, reuse and expiry, on the server's injected clock: no
+// test waits through a real token lifetime.
 func TestInBandRefreshAndExpiry(t *testing.T) {
-	e := newEnv(t, func(c *server.Config) {
-		c.TokenTTL = 3 * time.Second
-		c.ExpiryWarning = 2500 * time.Millisecond
-		c.SweepInterval = 100 * time.Millisecond
-	})
-	c := e.login("alice").connect()
+	clk := newStepClock()
+	e := newEnv(t, func(c *server.Config) { c.Now, c.SweepInterval = clk.Now, 20*time.Millisecond })
+	c := e.loginOn("alice", clk).connect()
+	d := e.loginOn("bob", clk).connect()
+	clk.Add(15*time.Minute - 59*time.Second) // inside the default 60 s warning
 	m := c.recvAct(protocol.ActExpiring)
 	var xb protocol.ExpiringBody
 	must(t, json.Unmarshal(m.Body, &xb))
-	if xb.Expiry != c.tok.ExpiresAt/1000*1000 && xb.Expiry != c.tok.ExpiresAt {
+	if xb.Expiry != c.tok.ExpiresAt {
 		t.Fatalf("expiring %d vs %d", xb.Expiry, c.tok.ExpiresAt)
 	}
 	body, _ := json.Marshal(protocol.RefreshBody{RefreshToken: c.tok.RefreshToken})
@@ -163,15 +166,19 @@ func TestInBandRefreshAndExpiry(t *testing.T) {
 	if m.Corr != "r" || rb.Token == "" || rb.RefreshToken == c.tok.RefreshToken {
 		t.Fatal("refreshed")
 	}
+	if rb.Expiry != clk.Now().Add(15*time.Minute).Truncate(time.Second).UnixMilli() {
+		t.Fatalf("refreshed token expires at %d, want 15 min from the server's clock", rb.Expiry)
+	}
 	// Reusing the old refresh token in-band fails with bad_token.
 	c.send(&protocol.Envelope{Action: protocol.ActRefresh, Body: body, Corr: "r2"})
 	c.expectError(protocol.CodeBadToken)
 	// which revoked the family: the session closes with 4003.
 	c.expectClose(server.CloseRevoked)
 
-	// Without refresh: expiring, then close 4002.
-	d := e.login("bob").connect()
+	// Without refresh: expiring, then close 4002 at exp.
 	d.recvAct(protocol.ActExpiring)
+	d.ping()
+	clk.Add(time.Minute)
 	d.expectClose(server.CloseTokenExpired)
 }
 
@@ -352,8 +359,34 @@ func TestHealthReadyMetrics(t *testing.T) {
 	}
 }
 
+// /metrics carries the standard Go runtime and process collectors, on the
+// server's private registry and on one that already has them.
+func TestMetricsRuntimeCollectors(t *testing.T) {
+	shared := prometheus.NewRegistry()
+	shared.MustRegister(collectors.NewGoCollector())
+	for name, reg := range map[string]*prometheus.Registry{"private": nil, "shared": shared} {
+		e := newEnv(t, func(c *server.Config) {
+			if reg != nil {
+				c.Registerer, c.Gatherer = reg, reg
+			}
+		})
+		resp, err := http.Get(e.url + "/metrics")
+		must(t, err)
+		m, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		for _, want := range []string{"go_goroutines ", "go_memstats_heap_inuse_bytes ", "process_resident_memory_bytes ", "process_open_fds "} {
+			if !strings.Contains(string(m), "\n"+want) {
+				t.Errorf("%s registry: /metrics lacks %q", name, want)
+			}
+		}
+	}
+}
+
 func TestBinaryFrameAndSlowConsumer(t *testing.T) {
-	e := newEnv(t, func(c *server.Config) { c.SendQueue = 8; c.WriteTimeout = time.Second })
+	// The write deadline is far longer than it takes to overflow the
+	// queue, so that the slow consumer is dropped by the overflow (4005)
+	// and not, on a busy machine, by a write that times out first.
+	e := newEnv(t, func(c *server.Config) { c.SendQueue, c.WriteTimeout = 8, 30*time.Second })
 	c := e.login("alice").connect()
 	must(t, c.ws.WriteMessage(websocket.BinaryMessage, []byte{1, 2, 3}))
 	c.expectClose(websocket.CloseUnsupportedData)

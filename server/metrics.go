@@ -1,22 +1,26 @@
 package server
 
 import (
+	"errors"
+
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/sigil-ws/sigil/protocol"
 )
 
 type metrics struct {
-	connections   prometheus.Gauge
-	connTotal     prometheus.Counter
-	accepted      prometheus.Counter
-	rejected      *prometheus.CounterVec
-	rejectedBy    map[protocol.Code]prometheus.Counter
-	verifySeconds prometheus.Histogram
-	deliveries    prometheus.Counter
-	slowDrops     prometheus.Counter
-	closes        *prometheus.CounterVec
-	logins        *prometheus.CounterVec
-	backendErrors *prometheus.CounterVec
+	connections    prometheus.Gauge
+	connTotal      prometheus.Counter
+	accepted       prometheus.Counter
+	rejected       *prometheus.CounterVec
+	rejectedBy     map[protocol.Code]prometheus.Counter
+	verifySeconds  prometheus.Histogram
+	deliveries     prometheus.Counter
+	slowDrops      prometheus.Counter
+	closes         *prometheus.CounterVec
+	logins         *prometheus.CounterVec
+	backendErrors  *prometheus.CounterVec
+	passwordChecks prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -36,12 +40,28 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		rejectedBy: map[protocol.Code]prometheus.Counter{},
 		backendErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sigil_backend_errors_total",
 			Help: "Failed calls to a shared store or the broker, by backend (store, broker) and operation."}, []string{"backend", "op"}),
+		passwordChecks: prometheus.NewGauge(prometheus.GaugeOpts{Name: "sigil_password_checks", Help: "Password checks in progress (at most PasswordHashMemory / 19 MiB)."}),
 	}
 	for _, c := range protocol.Codes {
 		m.rejectedBy[c] = m.rejected.WithLabelValues(string(c))
 	}
-	reg.MustRegister(m.connections, m.connTotal, m.accepted, m.rejected, m.verifySeconds, m.deliveries, m.slowDrops, m.closes, m.logins, m.backendErrors)
+	reg.MustRegister(m.connections, m.connTotal, m.accepted, m.rejected, m.verifySeconds, m.deliveries, m.slowDrops, m.closes, m.logins, m.backendErrors, m.passwordChecks)
+	registerRuntime(reg)
 	return m
+}
+
+// registerRuntime adds the standard Go runtime (go_goroutines,
+// go_memstats_*, …) and process (process_resident_memory_bytes,
+// process_open_fds, …) collectors that Go service dashboards expect. A
+// registry that already has them (prometheus.DefaultRegisterer does) keeps
+// its own.
+func registerRuntime(reg prometheus.Registerer) {
+	for _, c := range []prometheus.Collector{collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})} {
+		var are prometheus.AlreadyRegisteredError
+		if err := reg.Register(c); err != nil && !errors.As(err, &are) {
+			panic(err)
+		}
+	}
 }
 
 func (m *metrics) reject(code protocol.Code) {

@@ -5,59 +5,89 @@ import (
 	"time"
 )
 
-// failureLimiter counts failures per key in fixed windows.
+// failureLimiter counts failures per key in fixed windows, and the attempts
+// in flight: an attempt is reserved before its credentials are checked, so
+// that concurrent attempts cannot all be checked before the first failure
+// is recorded. Keys whose window has ended are forgotten once per window
+// of its clock.
 type failureLimiter struct {
 	max    int
 	window time.Duration
 	now    func() time.Time
 
-	mu   sync.Mutex
-	keys map[string]*failWindow
-	ops  int
+	mu        sync.Mutex
+	keys      map[string]*failWindow
+	nextSweep time.Time
 }
 
 type failWindow struct {
-	start time.Time
-	n     int
+	start   time.Time // of the window: the first failure; zero before it
+	n       int       // failures in the window
+	pending int       // attempts reserved and not yet done
 }
 
 func newFailureLimiter(max int, window time.Duration, now func() time.Time) *failureLimiter {
 	return &failureLimiter{max: max, window: window, now: now, keys: map[string]*failWindow{}}
 }
 
-// blocked reports whether key is over the limit and for how long.
-func (l *failureLimiter) blocked(key string) (bool, time.Duration) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	w := l.keys[key]
-	if w == nil {
-		return false, 0
-	}
-	left := w.start.Add(l.window).Sub(l.now())
-	if left <= 0 {
-		delete(l.keys, key)
-		return false, 0
-	}
-	return w.n >= l.max, left
-}
-
-// fail records a failure for key.
-func (l *failureLimiter) fail(key string) {
+// reserve takes an attempt for key, unless the failures in its window and
+// the attempts in flight already reach the limit; then it reports how long
+// to wait: until the window ends, or a second when only attempts in flight
+// block it. Every successful reserve must be followed by exactly one done.
+func (l *failureLimiter) reserve(key string) (bool, time.Duration) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	now := l.now()
-	l.ops++
-	if l.ops%1024 == 0 {
-		for k, w := range l.keys {
-			if now.Sub(w.start) > l.window {
-				delete(l.keys, k)
-			}
-		}
-	}
+	l.sweepLocked(now)
 	w := l.keys[key]
-	if w == nil || now.Sub(w.start) > l.window {
-		w = &failWindow{start: now}
+	if w == nil {
+		w = &failWindow{}
 		l.keys[key] = w
 	}
-	w.n++
+	if !w.start.IsZero() && now.Sub(w.start) > l.window {
+		w.start, w.n = time.Time{}, 0 // the window has ended
+	}
+	switch {
+	case w.n >= l.max:
+		return false, max(w.start.Add(l.window).Sub(now), time.Second)
+	case w.n+w.pending >= l.max:
+		return false, time.Second
+	}
+	w.pending++
+	return true, 0
+}
+
+// done ends an attempt reserved for key, recording a failure if it failed.
+func (l *failureLimiter) done(key string, failed bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	w := l.keys[key]
+	if w == nil { // cannot happen: reserved keys are not swept
+		return
+	}
+	w.pending--
+	if failed {
+		now := l.now()
+		if w.start.IsZero() || now.Sub(w.start) > l.window {
+			w.start, w.n = now, 0
+		}
+		w.n++
+	}
+	if w.n == 0 && w.pending == 0 {
+		delete(l.keys, key)
+	}
+}
+
+// sweepLocked forgets, once per window, the keys with nothing in flight
+// whose window has ended.
+func (l *failureLimiter) sweepLocked(now time.Time) {
+	if now.Before(l.nextSweep) {
+		return
+	}
+	for k, w := range l.keys {
+		if w.pending == 0 && now.Sub(w.start) > l.window {
+			delete(l.keys, k)
+		}
+	}
+	l.nextSweep = now.Add(l.window)
 }

@@ -74,6 +74,7 @@ type Server struct {
 
 	acctLimit *failureLimiter
 	addrLimit *failureLimiter
+	hashSlots chan struct{} // one per concurrent password check (login.go)
 
 	adminReplay protocol.ReplayStore
 
@@ -102,6 +103,7 @@ func New(cfg Config) (*Server, error) {
 		conns:       map[*conn]struct{}{},
 		acctLimit:   newFailureLimiter(cfg.LoginFailuresPerAccount, cfg.LoginWindow, cfg.Now),
 		addrLimit:   newFailureLimiter(cfg.LoginFailuresPerAddress, cfg.LoginWindow, cfg.Now),
+		hashSlots:   make(chan struct{}, cfg.passwordChecks()),
 		adminReplay: protocol.NewMemoryReplayStore(0, cfg.Now),
 		sweepStop:   make(chan struct{}),
 		sweepEnd:    make(chan struct{}),

@@ -93,6 +93,12 @@ func invalidGrant() *apiError {
 	return newAPIError(http.StatusUnauthorized, ErrCodeInvalidGrant, "invalid credentials")
 }
 
+// storeFailed answers a request that a failed store operation (already
+// logged and counted with storeError) could not complete safely.
+func storeFailed() *apiError {
+	return newAPIError(http.StatusInternalServerError, ErrCodeInternal, "a store failed")
+}
+
 // TokenHandler serves POST /v1/token.
 func (s *Server) TokenHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -122,26 +128,35 @@ func (s *Server) token(r *http.Request) (*TokenResponse, *apiError) {
 	if err != nil {
 		return nil, newAPIError(http.StatusBadRequest, ErrCodeInvalidRequest, "jwk must be a public Ed25519 or P-256 key")
 	}
-	addr := clientAddr(r, s.cfg.TrustForwardedFor)
-	account := req.GrantType + ":" + req.Username
-	if blocked, left := s.addrLimit.blocked(addr); blocked {
-		e := newAPIError(http.StatusTooManyRequests, ErrCodeRateLimited, "too many failed attempts")
-		e.retryAfter = left
-		return nil, e
-	}
-	if req.GrantType == GrantPassword {
-		if blocked, left := s.acctLimit.blocked(account); blocked {
-			e := newAPIError(http.StatusTooManyRequests, ErrCodeRateLimited, "too many failed attempts")
-			e.retryAfter = left
-			return nil, e
-		}
-	}
 	if s.cfg.Authenticator == nil {
 		return nil, newAPIError(http.StatusBadRequest, ErrCodeUnsupported, "no authenticator is configured")
+	}
+	// Attempts are reserved before the credentials are checked, so that
+	// concurrent attempts cannot all be checked before the first failure
+	// counts; then a password check takes one of a bounded number of slots.
+	addr := clientAddr(r, s.cfg.TrustForwardedFor)
+	account := req.GrantType + ":" + req.Username
+	failed := false
+	ok, left := s.addrLimit.reserve(addr)
+	if !ok {
+		return nil, rateLimited(left)
+	}
+	defer func() { s.addrLimit.done(addr, failed) }()
+	release := func() {}
+	if req.GrantType == GrantPassword {
+		if ok, left := s.acctLimit.reserve(account); !ok {
+			return nil, rateLimited(left)
+		}
+		defer func() { s.acctLimit.done(account, failed) }()
+		var aerr *apiError
+		if release, aerr = s.passwordSlot(); aerr != nil {
+			return nil, aerr
+		}
 	}
 	id, err := s.cfg.Authenticator.Authenticate(r.Context(), Credentials{
 		GrantType: req.GrantType, Username: req.Username, Password: req.Password, Assertion: req.Assertion,
 	})
+	release()
 	if errors.Is(err, ErrUnsupportedGrant) {
 		return nil, newAPIError(http.StatusBadRequest, ErrCodeUnsupported, "grant type not supported here")
 	}
@@ -150,10 +165,7 @@ func (s *Server) token(r *http.Request) (*TokenResponse, *apiError) {
 		if err != nil && !errors.Is(err, ErrInvalidCredentials) {
 			s.log.Error("authenticator failed", "grant", req.GrantType, "err", err)
 		}
-		s.addrLimit.fail(addr)
-		if req.GrantType == GrantPassword {
-			s.acctLimit.fail(account)
-		}
+		failed = true
 		s.log.Info("login failed", "grant", req.GrantType, "remote", addr)
 		return nil, invalidGrant()
 	}
@@ -192,6 +204,7 @@ func (s *Server) issue(ctx context.Context, sub string, roles []string, jkt stri
 		rec.Expires = familyExp // rotation does not extend the family
 	}
 	if err := s.cfg.Refresh.Create(ctx, rec); err != nil {
+		s.storeError("refresh", err)
 		return nil, err
 	}
 	return &TokenResponse{
@@ -220,15 +233,26 @@ func (s *Server) rotateRefresh(ctx context.Context, token, sid, jkt string, self
 	// presents another session's refresh token must not burn it (the
 	// owner's next, legitimate refresh would then look like reuse and
 	// revoke the owner's family).
-	if peek, ok := s.peekRefresh(ctx, token); !ok || peek.Session != sid || peek.JKT != jkt {
+	peek, aerr := s.peekRefresh(ctx, token)
+	if aerr != nil {
+		return nil, aerr
+	}
+	if peek.Session != sid || peek.JKT != jkt {
 		return nil, invalidGrant()
 	}
 	rec, err := s.cfg.Refresh.Use(ctx, HashRefreshToken(token))
-	if errors.Is(err, ErrRefreshReused) {
-		s.refreshReused(ctx, rec, self)
+	switch {
+	case errors.Is(err, ErrRefreshReused):
+		if err := s.refreshReused(ctx, rec, self); err != nil {
+			return nil, storeFailed()
+		}
 		return nil, invalidGrant()
-	}
-	if err != nil || rec.Session != sid || rec.JKT != jkt {
+	case errors.Is(err, ErrRefreshInvalid):
+		return nil, invalidGrant()
+	case err != nil:
+		s.storeError("refresh", err)
+		return nil, storeFailed()
+	case rec.Session != sid || rec.JKT != jkt:
 		return nil, invalidGrant()
 	}
 	res, err := s.issue(ctx, rec.Subject, rec.Roles, rec.JKT, rec.JWK, rec.Session, rec.Family, rec.Expires)
@@ -239,20 +263,36 @@ func (s *Server) rotateRefresh(ctx context.Context, token, sid, jkt string, self
 }
 
 // refreshReused revokes a family whose refresh token was used twice, every
-// token issued in it, and closes the session's live sockets with 4003.
-func (s *Server) refreshReused(ctx context.Context, rec RefreshRecord, self *conn) {
+// token issued in it, and closes the session's live sockets with 4003. It
+// fails closed: a store error is logged, counted and returned, and the
+// request that found the reuse fails (500) instead of answering as if the
+// family were revoked; a retry finds the reuse again and retries the
+// revocation. The sockets are closed whatever the stores answer.
+func (s *Server) refreshReused(ctx context.Context, rec RefreshRecord, self *conn) error {
 	s.log.Warn("refresh token reuse: revoking the family", "sub", rec.Subject, "sid", rec.Session)
-	jtis, err := s.cfg.Refresh.RevokeFamily(ctx, rec.Family)
-	if err != nil {
-		s.log.Error("revoking a refresh family failed", "err", err)
+	defer func() {
+		for _, c := range s.hub.conns(func(c *conn) bool { return c.sid == rec.Session && c != self }) {
+			c.close(CloseRevoked, "revoked", false)
+		}
+	}()
+	jtis, ferr := s.cfg.Refresh.RevokeFamily(ctx, rec.Family)
+	if ferr != nil {
+		// Nothing else is revoked, so that the session's key can still
+		// sign the proof of a retry, which finds the reuse again.
+		s.storeError("refresh", ferr)
+		return ferr
 	}
 	until := s.cfg.Now().Add(s.cfg.TokenTTL + s.cfg.Skew)
+	var rerr error
 	for _, jti := range jtis {
-		_ = s.cfg.Revocations.RevokeToken(ctx, jti, until)
+		if err := s.cfg.Revocations.RevokeToken(ctx, jti, until); err != nil {
+			rerr = err
+		}
 	}
-	for _, c := range s.hub.conns(func(c *conn) bool { return c.sid == rec.Session && c != self }) {
-		c.close(CloseRevoked, "revoked", false)
+	if rerr != nil {
+		s.storeError("revocation", rerr)
 	}
+	return rerr
 }
 
 // RefreshHandler serves POST /v1/refresh.
@@ -280,9 +320,9 @@ func (s *Server) RefreshHandler() http.Handler {
 func (s *Server) httpRefresh(ctx context.Context, req refreshRequest) (*TokenResponse, *apiError) {
 	// The proof is checked against the key the refresh token is bound to,
 	// so the record is looked up first (by hash; nothing is consumed yet).
-	rec, ok := s.peekRefresh(ctx, req.RefreshToken)
-	if !ok {
-		return nil, invalidGrant()
+	rec, aerr := s.peekRefresh(ctx, req.RefreshToken)
+	if aerr != nil {
+		return nil, aerr
 	}
 	key, err := protocol.ParsePublicJWK(rec.JWK)
 	if err != nil {
@@ -307,11 +347,16 @@ func (s *Server) httpRefresh(ctx context.Context, req refreshRequest) (*TokenRes
 	return s.rotateRefresh(ctx, req.RefreshToken, rec.Session, rec.JKT, nil)
 }
 
-// peekRefresh finds a refresh record without consuming it.
-func (s *Server) peekRefresh(ctx context.Context, token string) (RefreshRecord, bool) {
+// peekRefresh finds a refresh record without consuming it (a used one
+// too: consuming it then finds the reuse).
+func (s *Server) peekRefresh(ctx context.Context, token string) (RefreshRecord, *apiError) {
 	rec, err := s.cfg.Refresh.Get(ctx, HashRefreshToken(token))
-	if err != nil && !errors.Is(err, ErrRefreshReused) {
-		return RefreshRecord{}, false
+	switch {
+	case err == nil, errors.Is(err, ErrRefreshReused):
+		return rec, nil
+	case errors.Is(err, ErrRefreshInvalid):
+		return RefreshRecord{}, invalidGrant()
 	}
-	return rec, true
+	s.storeError("refresh", err)
+	return RefreshRecord{}, storeFailed()
 }

@@ -36,8 +36,8 @@ type loadFlags struct {
 	server, users, passwordFile, alg, channel string
 	insecure, encrypt, asJSON                 bool
 	conns, subs, size, count                  int
-	rate                                      float64
-	duration, drain                           time.Duration
+	rate, churn                               float64
+	duration, drain, watch                    time.Duration
 }
 
 // runLoad implements "sigil load": N publisher clients and M subscriber
@@ -65,6 +65,8 @@ func runLoad(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	fs.BoolVar(&f.encrypt, "encrypt", false, "body encryption (spec.md §11); publishers then subscribe too, for the channel key")
 	fs.BoolVar(&f.asJSON, "json", false, "print the summary as one JSON object")
 	fs.DurationVar(&f.drain, "drain", 5*time.Second, "after publishing, how long to wait for outstanding deliveries")
+	fs.Float64Var(&f.churn, "churn", 0, "soak: short sessions per second during the run, each a new login, a connection, 3 pings and a close")
+	fs.DurationVar(&f.watch, "watch", 0, "soak: sample the server's /metrics this often and report its memory, goroutine and fd trends (0: off)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -76,6 +78,8 @@ func runLoad(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 		return errors.New("--conns must be at least 1 and --subs at least 0")
 	case f.rate < 0 || math.IsNaN(f.rate) || math.IsInf(f.rate, 0):
 		return errors.New("--rate must be a number ≥ 0")
+	case f.churn < 0 || math.IsNaN(f.churn) || math.IsInf(f.churn, 0) || f.watch < 0:
+		return errors.New("--churn and --watch must not be negative")
 	case f.duration <= 0 || f.drain < 0 || f.count < 0 || f.size < 0:
 		return errors.New("--duration must be positive; --drain, --count and --size not negative")
 	case !protocol.ValidChannel(f.channel):
@@ -90,7 +94,7 @@ func runLoad(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	default:
 		return fmt.Errorf("--alg %q: want EdDSA or ES256", f.alg)
 	}
-	wsURL, _, err := clientEndpoints(f.server, f.insecure)
+	wsURL, httpBase, err := clientEndpoints(f.server, f.insecure)
 	if err != nil {
 		return err
 	}
@@ -101,7 +105,8 @@ func runLoad(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt)
 	defer stop()
-	l := &loadRun{f: f, base: time.Now(), disconnects: map[string]int{}}
+	l := &loadRun{f: f, base: time.Now(), disconnects: map[string]int{},
+		wsURL: wsURL, httpBase: httpBase, alg: alg, users: users, passwords: passwords}
 	l.runID = newRunID()
 	defer l.closeAll()
 	if err := l.dialAll(ctx, wsURL, alg, users, passwords); err != nil {
@@ -207,6 +212,10 @@ type loadRun struct {
 	f     loadFlags
 	base  time.Time // the clock origin of the timestamps in bodies
 	runID string
+
+	wsURL, httpBase  string
+	alg              jose.SignatureAlgorithm
+	users, passwords []string
 
 	pubs, subs []*loadClient
 	all        []*loadClient
@@ -362,6 +371,19 @@ func (l *loadRun) run(ctx context.Context) (*loadReport, error) {
 
 	start := time.Now()
 	end := start.Add(f.duration)
+	stopWatch, watched := make(chan struct{}), make(chan struct{})
+	if f.watch > 0 {
+		rep.Server = &serverTrend{}
+		go func() { defer close(watched); l.watch(ctx, start, stopWatch, rep.Server) }()
+	} else {
+		close(watched)
+	}
+	var cwg sync.WaitGroup
+	if f.churn > 0 {
+		rep.Churn = &churnReport{Rate: f.churn, Errors: map[string]int{}}
+		cwg.Add(1)
+		go func() { defer cwg.Done(); l.churn(ctx, end, rep.Churn) }()
+	}
 	pres := make([]pubResult, len(l.pubs))
 	var pwg sync.WaitGroup
 	for i, lc := range l.pubs {
@@ -370,7 +392,10 @@ func (l *loadRun) run(ctx context.Context) (*loadReport, error) {
 		go func() { defer pwg.Done(); l.publisher(ctx, lc.c, i, end, &pres[i]) }()
 	}
 	pwg.Wait()
+	cwg.Wait()
 	pubEnd := time.Now()
+	close(stopWatch)
+	<-watched
 
 	// Wait for the deliveries of acknowledged publishes still in flight.
 	drain := f.drain
@@ -573,6 +598,8 @@ type loadReport struct {
 	SubscriptionErrors map[string]int `json:"subscription_errors"`
 	Foreign            int64          `json:"foreign,omitempty"` // other messages on the channel, not counted
 	Interrupted        bool           `json:"interrupted,omitempty"`
+	Churn              *churnReport   `json:"churn,omitempty"`  // --churn
+	Server             *serverTrend   `json:"server,omitempty"` // --watch
 }
 
 type latencySummary struct {
@@ -616,6 +643,13 @@ func (r *loadReport) print(w io.Writer) {
 	}
 	if r.Foreign > 0 {
 		fmt.Fprintf(w, "foreign        %d messages of other publishers on the channel, not counted\n", r.Foreign)
+	}
+	if r.Churn != nil {
+		fmt.Fprintf(w, "churn          %d short sessions at %g/s asked, %d skipped (all %d slots busy)%s\n",
+			r.Churn.Sessions, r.Churn.Rate, r.Churn.Skipped, churnConcurrency, countsString(r.Churn.Errors))
+	}
+	if r.Server != nil {
+		r.Server.print(w)
 	}
 }
 

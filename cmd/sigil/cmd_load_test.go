@@ -169,3 +169,47 @@ func TestHistogram(t *testing.T) {
 		}
 	}
 }
+
+// --churn runs short sessions (login, connect, pings, close) beside the
+// load, and --watch samples the server's /metrics; the soak uses both.
+func TestLoadChurnAndWatch(t *testing.T) {
+	url := testServer(t)
+	rep := runLoadJSON(t, "pw\n", "--server", url, "--user", "alice,bob", "--conns", "1", "--subs", "1",
+		"--rate", "20", "--duration", "2s", "--churn", "10", "--watch", "500ms")
+	checkLossless(t, rep, rep.Publishes)
+	if rep.Churn == nil || rep.Churn.Sessions < 1 || len(rep.Churn.Errors) != 0 {
+		t.Fatalf("churn %+v", rep.Churn)
+	}
+	if rep.Server == nil || len(rep.Server.Samples) < 2 || rep.Server.Errors != 0 {
+		t.Fatalf("watch %+v", rep.Server)
+	}
+	for _, s := range rep.Server.Samples {
+		if s.RSS <= 0 || s.HeapInuse <= 0 || s.Goroutines <= 0 || s.OpenFDs <= 0 {
+			t.Fatalf("sample %+v", s)
+		}
+	}
+}
+
+// The soak's trends: slopes per minute after the first quarter, and the
+// heap floor (the smallest heap of each whole minute), which sees through
+// the sawtooth of garbage collection.
+func TestServerTrend(t *testing.T) {
+	var tr serverTrend
+	for i := 0; i <= 60; i++ { // 10 minutes, a sample every 10 s
+		ts := float64(i * 10)
+		saw := float64(i%6) * 30 // garbage: 0..150 MiB over each minute
+		tr.Samples = append(tr.Samples, serverSample{T: ts, RSS: 200 + saw, HeapInuse: 100 + 2*ts/60 + saw, Goroutines: 30, OpenFDs: 20})
+	}
+	tr.summarise()
+	if len(tr.HeapFloor) != 10 || tr.HeapFloor[0] != 100 || tr.HeapFloorSlope != 2 || tr.RSSFloorSlope != 0 {
+		t.Fatalf("floor %v, slope %v; want 10 minutes from 100 MiB, +2 MiB/min", tr.HeapFloor, tr.HeapFloorSlope)
+	}
+	if tr.GoroutinesSlope != 0 || tr.FDsSlope != 0 {
+		t.Fatalf("flat series have slopes %v, %v", tr.GoroutinesSlope, tr.FDsSlope)
+	}
+	var out bytes.Buffer
+	tr.print(&out)
+	if !strings.Contains(out.String(), "heap 100.0 → 118.0 MiB (+2.000 MiB/min)") {
+		t.Fatalf("summary:\n%s", out.String())
+	}
+}

@@ -3,9 +3,20 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
+	"errors"
 	"flag"
+	"fmt"
 	"io"
+	"math/big"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -32,6 +43,29 @@ func sigil(t *testing.T, stdin string, args ...string) *exec.Cmd {
 	cmd.Env = append(os.Environ(), "SIGIL_TEST_MAIN=1")
 	cmd.Stdin = strings.NewReader(stdin)
 	return cmd
+}
+
+// sigilExit runs a command that is expected to exit, such as a serve that
+// refuses its configuration; one that is still running after a generous
+// limit is killed, and the test sees its output so far and an error.
+func sigilExit(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	cmd := sigil(t, "", args...)
+	var out syncBuffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		return out.String(), err
+	case <-time.After(30 * time.Second):
+		_ = cmd.Process.Kill()
+		<-done
+		return out.String(), fmt.Errorf("still running after 30s")
+	}
 }
 
 // startServe starts `sigil serve` and waits for SIGIL_READY; it returns the
@@ -83,7 +117,7 @@ func login(t *testing.T, url, user, pw string) (int, server.TokenResponse) {
 }
 
 func TestServeDemo(t *testing.T) {
-	url, lines, cmd := startServe(t, "--demo", "--port", "0")
+	url, lines, cmd := startServe(t, "--demo", "--addr", "127.0.0.1:0")
 	if !strings.HasPrefix(url, "http://127.0.0.1:") {
 		t.Fatal(url)
 	}
@@ -234,3 +268,177 @@ func FuzzParseConfigFile(f *testing.F) {
 }
 
 var _ = flag.ContinueOnError
+
+// --external-jwks: https, or plain http only to localhost exactly or a
+// loopback IP; the URL is parsed, not matched by prefix.
+func TestServeExternalJWKSPlainHTTP(t *testing.T) {
+	ext := func(jwks string) []string {
+		return []string{"serve", "--addr", "127.0.0.1:0", "--data-dir", t.TempDir(),
+			"--external-issuer", "https://idp.example", "--external-audience", "sigil", "--external-jwks", jwks}
+	}
+	for _, bad := range []string{"http://localhost.evil.example/jwks", "http://127.0.0.1@evil.example/jwks", "http://evil.example/jwks"} {
+		out, err := sigilExit(t, ext(bad)...)
+		if err == nil || !strings.Contains(string(out), "must be https") || strings.Contains(string(out), "SIGIL_READY") {
+			t.Errorf("%s: %v %s", bad, err, out)
+		}
+	}
+	for _, good := range []string{"http://localhost:9/jwks", "http://127.0.0.1:9/jwks", "https://idp.example/jwks"} {
+		startServe(t, ext(good)[1:]...)
+	}
+}
+
+// --addr is the one way to set the listen address, in every mode: the demo
+// honours it (and its plain-HTTP rule) too, and there is no --port.
+func TestServeAddrInEveryMode(t *testing.T) {
+	url, _, _ := startServe(t, "--demo", "--addr", "127.0.0.1:0")
+	if !strings.HasPrefix(url, "http://127.0.0.1:") || strings.HasSuffix(url, ":8080") {
+		t.Fatalf("demo ignored --addr: %s", url)
+	}
+	cmd := sigil(t, "", "serve", "--demo")
+	cmd.Env = append(cmd.Env, "SIGIL_ADDR=127.0.0.1:0")
+	if url := readyURL(t, cmd); strings.HasSuffix(url, ":8080") {
+		t.Fatalf("demo ignored SIGIL_ADDR: %s", url)
+	}
+	out, err := sigilExit(t, "serve", "--demo", "--addr", "0.0.0.0:0")
+	if err == nil || !strings.Contains(out, "refusing plain HTTP") || strings.Contains(out, "SIGIL_READY") {
+		t.Fatalf("demo on a public address without TLS: %v %s", err, out)
+	}
+	out, err = sigilExit(t, "serve", "--demo", "--port", "0")
+	if err == nil || !strings.Contains(out, "-port") || strings.Contains(out, "SIGIL_READY") {
+		t.Fatalf("--port: %v %s", err, out)
+	}
+}
+
+// readyURL starts cmd and returns the URL of its ready line.
+func readyURL(t *testing.T, cmd *exec.Cmd) string {
+	t.Helper()
+	out, _ := cmd.StdoutPipe()
+	cmd.Stderr = io.Discard
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	sc := bufio.NewScanner(out)
+	for sc.Scan() {
+		if u, ok := strings.CutPrefix(sc.Text(), "SIGIL_READY url="); ok {
+			go func() { _, _ = io.Copy(io.Discard, out) }()
+			return u
+		}
+	}
+	t.Fatal("no SIGIL_READY")
+	return ""
+}
+
+// writeCert writes a self-signed certificate for 127.0.0.1 and its key.
+func writeCert(t *testing.T, dir, name string) (certFile, keyFile string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name},
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile = filepath.Join(dir, name+".crt"), filepath.Join(dir, name+".key")
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return certFile, keyFile
+}
+
+// The TLS files are loaded and checked before the server listens: bad ones
+// end the command with a clear error and no ready line; good ones serve
+// HTTPS.
+func TestServeTLSFilesCheckedBeforeReady(t *testing.T) {
+	dir := t.TempDir()
+	cert, key := writeCert(t, dir, "a")
+	_, otherKey := writeCert(t, dir, "b")
+	garbage := filepath.Join(dir, "garbage.pem")
+	if err := os.WriteFile(garbage, []byte("not a certificate\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for name, files := range map[string][2]string{
+		"missing cert": {filepath.Join(dir, "nope.crt"), key},
+		"missing key":  {cert, filepath.Join(dir, "nope.key")},
+		"garbage cert": {garbage, key},
+		"other key":    {cert, otherKey},
+	} {
+		out, err := sigilExit(t, "serve", "--addr", "127.0.0.1:0", "--data-dir", t.TempDir(), "--tls-cert", files[0], "--tls-key", files[1])
+		if err == nil || !strings.Contains(out, "--tls-cert/--tls-key:") || strings.Contains(out, "SIGIL_READY") || strings.Contains(out, "listening") {
+			t.Errorf("%s: %v\n%s", name, err, out)
+		}
+	}
+	url, _, _ := startServe(t, "--addr", "127.0.0.1:0", "--data-dir", t.TempDir(), "--tls-cert", cert, "--tls-key", key)
+	if !strings.HasPrefix(url, "https://127.0.0.1:") {
+		t.Fatal(url)
+	}
+	pool := x509.NewCertPool()
+	pemData, _ := os.ReadFile(cert)
+	pool.AppendCertsFromPEM(pemData)
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	resp, err := hc.Get(url + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatal(resp.StatusCode)
+	}
+}
+
+// The HTTP timeouts are flags (or SIGIL_* variables, or config keys): an
+// idle keep-alive connection and a trickled request body are dropped.
+func TestServeHTTPTimeouts(t *testing.T) {
+	cmd := sigil(t, "", "serve", "--addr", "127.0.0.1:0", "--data-dir", t.TempDir(), "--idle-timeout", "300ms")
+	cmd.Env = append(cmd.Env, "SIGIL_READ_TIMEOUT=300ms")
+	addr := strings.TrimPrefix(readyURL(t, cmd), "http://")
+	closed := func(c net.Conn, what string) {
+		t.Helper()
+		_ = c.SetReadDeadline(time.Now().Add(30 * time.Second))
+		if _, err := io.Copy(io.Discard, c); errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("%s: still open", what)
+		}
+	}
+	idle, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer idle.Close()
+	if _, err := io.WriteString(idle, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(idle), nil)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatal(resp, err)
+	}
+	resp.Body.Close()
+	closed(idle, "idle keep-alive connection")
+
+	slow, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slow.Close()
+	if _, err := io.WriteString(slow, "POST /v1/token HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n{"); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		for {
+			time.Sleep(20 * time.Millisecond)
+			if _, err := slow.Write([]byte{' '}); err != nil {
+				return
+			}
+		}
+	}()
+	closed(slow, "trickled body")
+}

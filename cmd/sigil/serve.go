@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -15,7 +16,6 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -30,10 +30,10 @@ type serveFlags struct {
 	addr, config, dataDir, keyFiles, users, policy string
 	tlsCert, tlsKey                                string
 	insecureHTTP, demo, trustXFF                   bool
-	port                                           int
 	origins, issuer, audience, wsURL               string
 	tokenTTL, refreshTTL, shutdownTimeout          time.Duration
-	maxFrame                                       int
+	maxFrame, maxFamilies, hashMemoryMiB           int
+	http                                           server.HTTPConfig
 	extIssuer, extAudience, extJWKS, extRolesClaim string
 	extSubjectClaim, extRoleMap, extDefaultRoles   string
 	logLevel, logFormat                            string
@@ -41,7 +41,7 @@ type serveFlags struct {
 
 func serveFlagSet(f *serveFlags) *flag.FlagSet {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	fs.StringVar(&f.addr, "addr", "127.0.0.1:8080", "listen address")
+	fs.StringVar(&f.addr, "addr", "127.0.0.1:8080", "listen address, in every mode (port 0: a free port, printed in the ready line)")
 	fs.StringVar(&f.config, "config", "", "JSON config file (flag names as keys); flags > SIGIL_* env > file")
 	fs.StringVar(&f.dataDir, "data-dir", "sigil-data", "data directory (keys/, users.json)")
 	fs.StringVar(&f.keyFiles, "key-files", "", "comma-separated private JWK files, oldest first; the last signs (default: <data-dir>/keys/*.jwk, generated on first start)")
@@ -50,8 +50,7 @@ func serveFlagSet(f *serveFlags) *flag.FlagSet {
 	fs.StringVar(&f.tlsCert, "tls-cert", "", "TLS certificate file")
 	fs.StringVar(&f.tlsKey, "tls-key", "", "TLS key file")
 	fs.BoolVar(&f.insecureHTTP, "insecure-http", false, "allow plain HTTP on a non-loopback address")
-	fs.BoolVar(&f.demo, "demo", false, "demo mode: 127.0.0.1, ephemeral keys and users, chat app at /")
-	fs.IntVar(&f.port, "port", 8080, "demo mode: port on 127.0.0.1 (0: random)")
+	fs.BoolVar(&f.demo, "demo", false, "demo mode: ephemeral keys and users, chat app at /")
 	fs.StringVar(&f.origins, "origins", "", "comma-separated extra allowed browser origins for /v1/ws")
 	fs.StringVar(&f.issuer, "issuer", "", "iss of session tokens (default sigil)")
 	fs.StringVar(&f.audience, "audience", "", "aud of session tokens (default sigil.v1)")
@@ -60,9 +59,18 @@ func serveFlagSet(f *serveFlags) *flag.FlagSet {
 	fs.DurationVar(&f.refreshTTL, "refresh-ttl", 24*time.Hour, "refresh token family lifetime")
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 10*time.Second, "drain deadline on SIGTERM")
 	fs.IntVar(&f.maxFrame, "max-frame", protocol.DefaultMaxFrame, "client frame size limit in bytes")
+	fs.IntVar(&f.maxFamilies, "max-refresh-families", server.DefaultMaxFamilies, "live refresh-token families (logins) per user; one more login evicts the oldest")
+	fs.IntVar(&f.hashMemoryMiB, "password-hash-memory", server.DefaultPasswordHashMemory>>20,
+		"MiB that concurrent password checks may use, at 19 MiB each (argon2id); logins beyond get 503 with Retry-After")
+	def := server.DefaultHTTPConfig()
+	fs.DurationVar(&f.http.ReadHeaderTimeout, "read-header-timeout", def.ReadHeaderTimeout, "HTTP: time to read a request's headers")
+	fs.DurationVar(&f.http.ReadTimeout, "read-timeout", def.ReadTimeout, "HTTP: time to read a whole request, body included (WebSockets are not affected)")
+	fs.DurationVar(&f.http.WriteTimeout, "write-timeout", def.WriteTimeout, "HTTP: time to handle a request and write its response (WebSockets are not affected)")
+	fs.DurationVar(&f.http.IdleTimeout, "idle-timeout", def.IdleTimeout, "HTTP: how long an idle keep-alive connection is kept")
+	fs.IntVar(&f.http.MaxHeaderBytes, "max-header-bytes", 0, "HTTP: request header size limit in bytes (0: max-frame + 16 KiB)")
 	fs.StringVar(&f.extIssuer, "external-issuer", "", "trusted identity provider iss (enables grant_type external)")
 	fs.StringVar(&f.extAudience, "external-audience", "", "expected aud of identity provider tokens")
-	fs.StringVar(&f.extJWKS, "external-jwks", "", "identity provider JWKS: a file or an https:// URL")
+	fs.StringVar(&f.extJWKS, "external-jwks", "", "identity provider JWKS: a file or an https:// URL (http:// only to localhost or a loopback IP)")
 	fs.StringVar(&f.extRolesClaim, "external-roles-claim", "roles", "claim holding the provider's roles")
 	fs.StringVar(&f.extSubjectClaim, "external-subject-claim", "sub", "claim used as the subject")
 	fs.StringVar(&f.extRoleMap, "external-role-map", "", `JSON object mapping provider roles to Sigil roles, e.g. {"staff":["user"]}`)
@@ -101,6 +109,7 @@ func serve(args []string, stdout, stderr io.Writer) error {
 		Issuer: f.issuer, Audience: f.audience, WSURL: f.wsURL,
 		TokenTTL: f.tokenTTL, RefreshTTL: f.refreshTTL, MaxFrame: f.maxFrame,
 		AllowedOrigins: splitList(f.origins), TrustForwardedFor: f.trustXFF, Logger: log,
+		MaxRefreshFamilies: f.maxFamilies, PasswordHashMemory: int64(f.hashMemoryMiB) << 20, HTTP: f.http,
 	}
 	if f.policy != "" {
 		data, err := os.ReadFile(f.policy)
@@ -114,15 +123,22 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	var auth server.Authenticators
 	var demoPasswords [][2]string
 	addr := f.addr
-	if f.demo {
-		addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(f.port))
-	}
 	tlsOn := f.tlsCert != "" || f.tlsKey != ""
 	if tlsOn && (f.tlsCert == "" || f.tlsKey == "") {
 		return errors.New("--tls-cert and --tls-key go together")
 	}
 	if !tlsOn && !f.insecureHTTP && !isLoopback(addr) {
 		return fmt.Errorf("refusing plain HTTP on non-loopback address %s: use --tls-cert/--tls-key, or --insecure-http behind a TLS proxy", addr)
+	}
+	// Everything is loaded and checked before the server listens, and it
+	// says it is ready only once it listens.
+	var tlsConf *tls.Config
+	if tlsOn {
+		cert, err := tls.LoadX509KeyPair(f.tlsCert, f.tlsKey)
+		if err != nil {
+			return fmt.Errorf("--tls-cert/--tls-key: %w", err)
+		}
+		tlsConf = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	}
 	if f.demo {
 		doc, pws, err := demoUsers()
@@ -157,15 +173,21 @@ func serve(args []string, stdout, stderr io.Writer) error {
 			SubjectClaim: f.extSubjectClaim, DefaultRoles: splitList(f.extDefaultRoles),
 		}
 		switch {
-		case strings.HasPrefix(f.extJWKS, "https://"), strings.HasPrefix(f.extJWKS, "http://127.0.0.1"), strings.HasPrefix(f.extJWKS, "http://localhost"):
-			x.JWKSURL = f.extJWKS
-		case f.extJWKS != "":
-			x.JWKSFile = f.extJWKS
-		default:
+		case f.extJWKS == "":
 			return errors.New("--external-issuer needs --external-jwks")
+		case strings.Contains(f.extJWKS, "://"):
+			x.JWKSURL = f.extJWKS
+		default:
+			if _, err := os.Stat(f.extJWKS); err != nil {
+				return fmt.Errorf("--external-jwks: %w", err)
+			}
+			x.JWKSFile = f.extJWKS
 		}
 		if f.extAudience == "" {
 			return errors.New("--external-issuer needs --external-audience")
+		}
+		if err := x.Validate(); err != nil {
+			return fmt.Errorf("--external-jwks: %w", err)
 		}
 		if f.extRoleMap != "" {
 			if err := json.Unmarshal([]byte(f.extRoleMap), &x.RoleMap); err != nil {
@@ -187,8 +209,11 @@ func serve(args []string, stdout, stderr io.Writer) error {
 		static, _ := iofs.Sub(chat.Static, "static")
 		mux.Handle("/", http.FileServerFS(static))
 	}
+	hs := srv.HTTPServer(mux)
+	hs.TLSConfig = tlsConf
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
+		_ = srv.Shutdown(context.Background())
 		return err
 	}
 	scheme := "http"
@@ -196,7 +221,6 @@ func serve(args []string, stdout, stderr io.Writer) error {
 		scheme = "https"
 	}
 	url := scheme + "://" + ln.Addr().String()
-	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(handler, slog.LevelWarn)}
 	if f.demo {
 		fmt.Fprintf(stdout, "Sigil demo: open %s/ in two browser windows.\nDemo users (passwords are shown only now):\n", url)
 		for _, p := range demoPasswords {
@@ -210,7 +234,7 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	errc := make(chan error, 1)
 	go func() {
 		if tlsOn {
-			errc <- hs.ServeTLS(ln, f.tlsCert, f.tlsKey)
+			errc <- hs.ServeTLS(ln, "", "") // the certificate is in TLSConfig
 		} else {
 			errc <- hs.Serve(ln)
 		}

@@ -1,4 +1,4 @@
-// Test helper: builds cmd/sigil once and starts `sigil serve --demo --port 0`.
+// Test helper: builds cmd/sigil once and starts `sigil serve --demo --addr 127.0.0.1:0`.
 import assert from 'node:assert/strict';
 import { spawn, execFileSync } from 'node:child_process';
 import { mkdirSync, existsSync } from 'node:fs';
@@ -21,12 +21,12 @@ export function buildSigil() {
 }
 
 /**
- * startDemo starts `sigil serve --demo --port 0` and resolves with
+ * startDemo starts `sigil serve --demo --addr 127.0.0.1:0` and resolves with
  * {url, users: {alice: pw, ...}, stop(), log()} once it prints SIGIL_READY.
  */
 export function startDemo(extraArgs = []) {
   const bin = buildSigil();
-  const child = spawn(bin, ['serve', '--demo', '--port', '0', ...extraArgs], { cwd: repo, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(bin, ['serve', '--demo', '--addr', '127.0.0.1:0', ...extraArgs], { cwd: repo, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   let err = '';
   child.stderr.on('data', (d) => {
