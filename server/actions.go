@@ -67,19 +67,25 @@ func (c *conn) dispatch(m *protocol.Message) *protocol.Error {
 	case protocol.ActPing:
 		c.sendSigned(&protocol.Envelope{Action: protocol.ActPong, Corr: m.Corr}, nil)
 	case protocol.ActSub:
-		members, key, joined, err := s.hub.subscribe(c, m.Channel)
+		members, key, err := s.hub.subscribe(c, m.Channel)
 		if err != nil {
 			return codedError(err, "subscribe failed")
 		}
-		c.reply(m, protocol.SubReplyBody{Members: members, Key: key}, true)
-		if joined {
-			s.hub.presence(m.Channel, protocol.ActJoin, c.sub)
-		}
+		// The reply, then the channel's frames held since c was added.
+		c.releaseChannel(m.Channel, c.sign(&protocol.Envelope{Action: protocol.ActReply, Corr: m.Corr, Channel: m.Channel},
+			protocol.SubReplyBody{Members: members, Key: key}))
+		s.hub.updateSession(c)
 	case protocol.ActUnsub:
-		s.hub.unsubscribe(c, m.Channel)
+		if s.hub.unsubscribe(c, m.Channel) {
+			s.hub.updateSession(c)
+		}
 		c.reply(m, nil, false)
 	case protocol.ActPresence:
-		c.reply(m, protocol.PresenceBody{Members: s.hub.members(m.Channel)}, true)
+		members, perr := s.hub.members(s.ctx, m.Channel)
+		if perr != nil {
+			return perr
+		}
+		c.reply(m, protocol.PresenceBody{Members: members}, true)
 	case protocol.ActPub:
 		err := s.hub.publish(s.ctx, m.Channel, m.Frame, c.jwk, c.sub)
 		if err != nil {
@@ -87,9 +93,6 @@ func (c *conn) dispatch(m *protocol.Message) *protocol.Error {
 		}
 		c.reply(m, nil, false)
 	case protocol.ActDM:
-		if !s.hub.interested(UserTopic(m.To)) {
-			return &protocol.Error{Code: protocol.CodeNotFound, Message: "the recipient has no session"}
-		}
 		// m.Frame is in the connection's read buffer, reused after this
 		// frame: the publication gets its own copy (a broker may keep it).
 		d := &DirectMessage{To: m.To, Sender: c.sub, SenderJWK: c.jwk, Frame: bytes.Clone(m.Frame)}
@@ -175,9 +178,10 @@ func (c *conn) refresh(m *protocol.Message) *protocol.Error {
 		return asProtoErr(err)
 	}
 	c.mu.Lock()
-	c.roles, c.jti = c.sess.Roles(), c.sess.TokenID()
+	c.roles, c.jti, c.iat = c.sess.Roles(), c.sess.TokenID(), c.sess.IssuedAt()
 	c.mu.Unlock()
 	c.exp.Store(c.sess.Expiry().UnixMilli())
+	s.hub.updateSession(c)
 	c.warned.Store(false)
 	c.sendSigned(&protocol.Envelope{Action: protocol.ActRefreshed, Corr: m.Corr},
 		protocol.RefreshedBody{Token: res.Token, Expiry: res.ExpiresAt, RefreshToken: res.RefreshToken})
