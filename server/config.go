@@ -119,6 +119,13 @@ type Config struct {
 	// argon2id parameters need a larger budget.
 	PasswordHashMemory int64
 
+	// ReadyChecks are the dependencies /readyz reports on (ReadyCheck): the
+	// server answers 503 while one of them fails. Default none.
+	ReadyChecks []ReadyCheck
+	// ReadyInterval is how often the ReadyChecks run. Default
+	// DefaultReadyInterval (1s).
+	ReadyInterval time.Duration
+
 	// HTTP holds the timeouts and limits of the http.Server that
 	// Server.HTTPServer builds.
 	HTTP HTTPConfig
@@ -195,6 +202,7 @@ func (c *Config) setDefaults() {
 	def(&c.ChannelKeyRotation, 24*time.Hour)
 	def(&c.KeyGrace, 60*time.Second)
 	def(&c.SweepInterval, time.Second)
+	def(&c.ReadyInterval, DefaultReadyInterval)
 	defInt(&c.LoginFailuresPerAccount, 10)
 	defInt(&c.LoginFailuresPerAddress, 50)
 	def(&c.LoginWindow, time.Minute)

@@ -68,11 +68,12 @@ type Server struct {
 	handlersMu sync.RWMutex
 	handlers   map[string]HandlerFunc
 
-	acctLimit *failureLimiter
-	addrLimit *failureLimiter
+	acctLimit loginLimiter
+	addrLimit loginLimiter
 	hashSlots chan struct{} // one per concurrent password check (login.go)
 
 	adminReplay protocol.ReplayStore
+	ready       *readiness
 
 	mu       sync.Mutex
 	conns    map[*conn]struct{}
@@ -105,6 +106,10 @@ func New(cfg Config) (*Server, error) {
 		sweepEnd:    make(chan struct{}),
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
+	if err := checkReadyChecks(cfg.ReadyChecks); err != nil {
+		return nil, err
+	}
+	s.ready = newReadiness(cfg.ReadyChecks, cfg.ReadyInterval, cfg.Registerer)
 	keys := cfg.Keys
 	if len(keys) == 0 {
 		k, err := protocol.GenerateKey(protocol.EdDSA, nil)
@@ -132,6 +137,10 @@ func New(cfg Config) (*Server, error) {
 			writeError(w, newAPIError(status, ErrCodeInvalidRequest, reason.Error()))
 		},
 	}
+	// The checks run once before New returns, so that a server whose
+	// dependency is down starts not ready; then every ReadyInterval.
+	s.ready.runOnce(s.ctx, s)
+	go s.ready.run(s.ctx, s)
 	go s.sweep()
 	return s, nil
 }
@@ -184,18 +193,6 @@ func (s *Server) Mount(mux *http.ServeMux) {
 func (s *Server) HealthHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
-	})
-}
-
-// ReadyHandler answers 200 while the server accepts connections and 503
-// once Shutdown has begun.
-func (s *Server) ReadyHandler() http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		if s.isDraining() {
-			writeError(w, newAPIError(http.StatusServiceUnavailable, ErrCodeUnavailable, "shutting down"))
-			return
-		}
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
 	})
 }
 
