@@ -130,6 +130,10 @@ type Config struct {
 	// Server.HTTPServer builds.
 	HTTP HTTPConfig
 
+	// Node names this node when several act as one server (cluster mode):
+	// the server's log lines carry it as the attribute "node", and the
+	// metric sigil_node_info{node} is 1. Default empty: neither.
+	Node string
 	// Logger receives structured logs. Default slog.Default().
 	Logger *slog.Logger
 	// Registerer receives the Prometheus metrics, including the standard Go

@@ -23,7 +23,7 @@ type metrics struct {
 	passwordChecks prometheus.Gauge
 }
 
-func newMetrics(reg prometheus.Registerer) *metrics {
+func newMetrics(reg prometheus.Registerer, node string) *metrics {
 	m := &metrics{
 		connections: prometheus.NewGauge(prometheus.GaugeOpts{Name: "sigil_connections", Help: "Open WebSocket connections."}),
 		connTotal:   prometheus.NewCounter(prometheus.CounterOpts{Name: "sigil_connections_total", Help: "WebSocket connections accepted."}),
@@ -46,6 +46,12 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		m.rejectedBy[c] = m.rejected.WithLabelValues(string(c))
 	}
 	reg.MustRegister(m.connections, m.connTotal, m.accepted, m.rejected, m.verifySeconds, m.deliveries, m.slowDrops, m.closes, m.logins, m.backendErrors, m.passwordChecks)
+	if node != "" {
+		info := prometheus.NewGauge(prometheus.GaugeOpts{Name: "sigil_node_info", Help: "1, labelled with the node name (Config.Node).",
+			ConstLabels: prometheus.Labels{"node": node}})
+		info.Set(1)
+		reg.MustRegister(info)
+	}
 	registerRuntime(reg)
 	return m
 }

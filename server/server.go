@@ -95,7 +95,7 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{
 		cfg:         cfg,
 		log:         cfg.Logger,
-		m:           newMetrics(cfg.Registerer),
+		m:           newMetrics(cfg.Registerer, cfg.Node),
 		handlers:    map[string]HandlerFunc{},
 		conns:       map[*conn]struct{}{},
 		acctLimit:   newFailureLimiter(cfg.LoginFailuresPerAccount, cfg.LoginWindow, cfg.Now),
@@ -104,6 +104,9 @@ func New(cfg Config) (*Server, error) {
 		adminReplay: protocol.NewMemoryReplayStore(0, cfg.Now),
 		sweepStop:   make(chan struct{}),
 		sweepEnd:    make(chan struct{}),
+	}
+	if cfg.Node != "" {
+		s.log = s.log.With("node", cfg.Node)
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	if err := checkReadyChecks(cfg.ReadyChecks); err != nil {
