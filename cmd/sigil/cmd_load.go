@@ -50,7 +50,7 @@ func runLoad(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	var f loadFlags
 	fs := flag.NewFlagSet("load", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&f.server, "server", os.Getenv("SIGIL_SERVER"), "server URL (wss://host/v1/ws or https://host); env SIGIL_SERVER")
+	fs.StringVar(&f.server, "server", os.Getenv("SIGIL_SERVER"), "server URL (wss://host/v1/ws or https://host), or comma-separated URLs of the nodes of a cluster, which client i connects to in turn (i mod n); env SIGIL_SERVER")
 	fs.StringVar(&f.users, "user", "", "user name, or comma-separated names the clients rotate through")
 	fs.StringVar(&f.passwordFile, "password-file", "", "file with the password: one line for every user, or one line per user in --user order (default: stdin)")
 	fs.StringVar(&f.alg, "alg", "EdDSA", "session key algorithm: EdDSA or ES256")
@@ -66,7 +66,7 @@ func runLoad(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	fs.BoolVar(&f.asJSON, "json", false, "print the summary as one JSON object")
 	fs.DurationVar(&f.drain, "drain", 5*time.Second, "after publishing, how long to wait for outstanding deliveries")
 	fs.Float64Var(&f.churn, "churn", 0, "soak: short sessions per second during the run, each a new login, a connection, 3 pings and a close")
-	fs.DurationVar(&f.watch, "watch", 0, "soak: sample the server's /metrics this often and report its memory, goroutine and fd trends (0: off)")
+	fs.DurationVar(&f.watch, "watch", 0, "soak: sample the (first) server's /metrics this often and report its memory, goroutine and fd trends (0: off)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -94,9 +94,17 @@ func runLoad(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	default:
 		return fmt.Errorf("--alg %q: want EdDSA or ES256", f.alg)
 	}
-	wsURL, httpBase, err := clientEndpoints(f.server, f.insecure)
-	if err != nil {
-		return err
+	var wsURLs []string
+	var httpBase string
+	for i, srv := range splitList(f.server) {
+		wsURL, base, err := clientEndpoints(srv, f.insecure)
+		if err != nil {
+			return err
+		}
+		wsURLs = append(wsURLs, wsURL)
+		if i == 0 {
+			httpBase = base // --watch samples the first server
+		}
 	}
 	passwords, err := readLoadPasswords(f.passwordFile, stdin, len(users))
 	if err != nil {
@@ -106,10 +114,10 @@ func runLoad(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt)
 	defer stop()
 	l := &loadRun{f: f, base: time.Now(), disconnects: map[string]int{},
-		wsURL: wsURL, httpBase: httpBase, alg: alg, users: users, passwords: passwords}
+		wsURLs: wsURLs, httpBase: httpBase, alg: alg, users: users, passwords: passwords}
 	l.runID = newRunID()
 	defer l.closeAll()
-	if err := l.dialAll(ctx, wsURL, alg, users, passwords); err != nil {
+	if err := l.dialAll(ctx, alg, users, passwords); err != nil {
 		if ctx.Err() != nil {
 			return errors.New("interrupted while connecting")
 		}
@@ -213,7 +221,8 @@ type loadRun struct {
 	base  time.Time // the clock origin of the timestamps in bodies
 	runID string
 
-	wsURL, httpBase  string
+	wsURLs           []string // client i connects to wsURLs[i mod n]
+	httpBase         string   // of the first server
 	alg              jose.SignatureAlgorithm
 	users, passwords []string
 
@@ -230,7 +239,7 @@ type loadRun struct {
 }
 
 // dialAll connects the publishers and the subscribers, a few at a time.
-func (l *loadRun) dialAll(ctx context.Context, wsURL string, alg jose.SignatureAlgorithm, users, passwords []string) error {
+func (l *loadRun) dialAll(ctx context.Context, alg jose.SignatureAlgorithm, users, passwords []string) error {
 	n := l.f.conns + l.f.subs
 	clients := make([]*loadClient, n)
 	errs := make([]error, n)
@@ -249,7 +258,7 @@ func (l *loadRun) dialAll(ctx context.Context, wsURL string, alg jose.SignatureA
 			}
 			dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 			defer cancel()
-			c, err := client.Dial(dctx, wsURL, &client.Options{
+			c, err := client.Dial(dctx, l.wsURLs[i%len(l.wsURLs)], &client.Options{
 				Tokens:                 client.Password(users[u], passwords[u]),
 				Algorithm:              alg,
 				Encrypt:                l.f.encrypt,

@@ -58,12 +58,11 @@ func (l *loadRun) churn(ctx context.Context, end time.Time, r *churnReport) {
 			skipped.Add(1)
 			continue
 		}
-		u := n % len(l.users)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			defer func() { <-slots }()
-			if err := l.shortSession(ctx, u); err != nil {
+			if err := l.shortSession(ctx, n); err != nil {
 				mu.Lock()
 				r.Errors[errorKey(err)]++
 				mu.Unlock()
@@ -76,10 +75,13 @@ func (l *loadRun) churn(ctx context.Context, end time.Time, r *churnReport) {
 	r.Sessions, r.Skipped = done.Load(), skipped.Load()
 }
 
-func (l *loadRun) shortSession(ctx context.Context, u int) error {
+// shortSession is the churn's session number n: user n mod the users, on
+// server n mod the servers.
+func (l *loadRun) shortSession(ctx context.Context, n int) error {
+	u := n % len(l.users)
 	dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	c, err := client.Dial(dctx, l.wsURL, &client.Options{
+	c, err := client.Dial(dctx, l.wsURLs[n%len(l.wsURLs)], &client.Options{
 		Tokens:                 client.Password(l.users[u], l.passwords[u]),
 		Algorithm:              l.alg,
 		HTTPClient:             cliHTTPClient(),
