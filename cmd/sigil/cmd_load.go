@@ -34,7 +34,7 @@ const loadDialConcurrency = 8
 
 type loadFlags struct {
 	server, users, passwordFile, alg, channel string
-	insecure, encrypt, asJSON                 bool
+	insecure, encrypt, asJSON, stats          bool
 	conns, subs, size, count                  int
 	rate, churn                               float64
 	duration, drain, watch                    time.Duration
@@ -64,6 +64,7 @@ func runLoad(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	fs.IntVar(&f.size, "size", 256, "JSON body size in bytes (at least the timestamp record, about 70 bytes)")
 	fs.BoolVar(&f.encrypt, "encrypt", false, "body encryption (spec.md §11); publishers then subscribe too, for the channel key")
 	fs.BoolVar(&f.asJSON, "json", false, "print the summary as one JSON object")
+	fs.BoolVar(&f.stats, "stats", false, "read every server's /metrics before the first publish and after the drain, and report their CPU time and Redis round trips per publish")
 	fs.DurationVar(&f.drain, "drain", 5*time.Second, "after publishing, how long to wait for outstanding deliveries")
 	fs.Float64Var(&f.churn, "churn", 0, "soak: short sessions per second during the run, each a new login, a connection, 3 pings and a close")
 	fs.DurationVar(&f.watch, "watch", 0, "soak: sample the (first) server's /metrics this often and report its memory, goroutine and fd trends (0: off)")
@@ -94,17 +95,13 @@ func runLoad(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	default:
 		return fmt.Errorf("--alg %q: want EdDSA or ES256", f.alg)
 	}
-	var wsURLs []string
-	var httpBase string
-	for i, srv := range splitList(f.server) {
+	var wsURLs, httpBases []string
+	for _, srv := range splitList(f.server) {
 		wsURL, base, err := clientEndpoints(srv, f.insecure)
 		if err != nil {
 			return err
 		}
-		wsURLs = append(wsURLs, wsURL)
-		if i == 0 {
-			httpBase = base // --watch samples the first server
-		}
+		wsURLs, httpBases = append(wsURLs, wsURL), append(httpBases, base)
 	}
 	passwords, err := readLoadPasswords(f.passwordFile, stdin, len(users))
 	if err != nil {
@@ -114,7 +111,7 @@ func runLoad(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt)
 	defer stop()
 	l := &loadRun{f: f, base: time.Now(), disconnects: map[string]int{},
-		wsURLs: wsURLs, httpBase: httpBase, alg: alg, users: users, passwords: passwords}
+		wsURLs: wsURLs, httpBases: httpBases, alg: alg, users: users, passwords: passwords}
 	l.runID = newRunID()
 	defer l.closeAll()
 	if err := l.dialAll(ctx, alg, users, passwords); err != nil {
@@ -222,7 +219,7 @@ type loadRun struct {
 	runID string
 
 	wsURLs           []string // client i connects to wsURLs[i mod n]
-	httpBase         string   // of the first server
+	httpBases        []string // the same servers' HTTP bases
 	alg              jose.SignatureAlgorithm
 	users, passwords []string
 
@@ -378,6 +375,13 @@ func (l *loadRun) run(ctx context.Context) (*loadReport, error) {
 		}()
 	}
 
+	var statsBefore []map[string]float64
+	if f.stats {
+		var err error
+		if statsBefore, err = l.sampleStats(ctx); err != nil {
+			return nil, err
+		}
+	}
 	start := time.Now()
 	end := start.Add(f.duration)
 	stopWatch, watched := make(chan struct{}), make(chan struct{})
@@ -418,6 +422,13 @@ func (l *loadRun) run(ctx context.Context) (*loadReport, error) {
 	}
 	close(stopSubs)
 	swg.Wait()
+	if f.stats {
+		after, err := l.sampleStats(context.WithoutCancel(ctx))
+		if err != nil {
+			return nil, err
+		}
+		rep.Stats = l.diffStats(statsBefore, after, l.published.Load())
+	}
 	for _, lc := range l.all {
 		st := lc.c.Stats()
 		rep.Reconnects += st.Reconnects
@@ -609,6 +620,7 @@ type loadReport struct {
 	Interrupted        bool           `json:"interrupted,omitempty"`
 	Churn              *churnReport   `json:"churn,omitempty"`  // --churn
 	Server             *serverTrend   `json:"server,omitempty"` // --watch
+	Stats              *loadStats     `json:"stats,omitempty"`  // --stats
 }
 
 type latencySummary struct {
@@ -659,6 +671,9 @@ func (r *loadReport) print(w io.Writer) {
 	}
 	if r.Server != nil {
 		r.Server.print(w)
+	}
+	if r.Stats != nil {
+		r.Stats.print(w)
 	}
 }
 
