@@ -119,6 +119,14 @@ type Config struct {
 	// argon2id parameters need a larger budget.
 	PasswordHashMemory int64
 
+	// Redis is the node's connection to Redis when it shares its state
+	// with other nodes (a Cluster's Configure sets it). New then counts
+	// failed logins there, across the nodes (a login is refused with 503
+	// while Redis does not answer); serves the connection's metrics
+	// (sigil_redis_seconds, sigil_redis_errors_total); and adds the
+	// ReadyCheck "redis" (Redis.Ping). Default nil: none of these.
+	Redis *Redis
+
 	// ReadyChecks are the dependencies /readyz reports on (ReadyCheck): the
 	// server answers 503 while one of them fails. Default none.
 	ReadyChecks []ReadyCheck

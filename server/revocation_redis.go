@@ -238,9 +238,7 @@ func (s *RedisRevocationStore) Watch(ctx context.Context, fn func(RevocationEven
 			if err == nil {
 				err = errors.New("subscription ended")
 			}
-			if s.r.observe != nil {
-				s.r.observe("revocation.watch", time.Since(start), err)
-			}
+			s.r.reportEvent("revocation.watch", time.Since(start), err)
 			if subscribed.Load() == 0 {
 				failed <- err
 				return

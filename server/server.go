@@ -2,14 +2,17 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/sigil-ws/sigil/protocol"
 )
@@ -98,8 +101,6 @@ func New(cfg Config) (*Server, error) {
 		m:           newMetrics(cfg.Registerer, cfg.Node),
 		handlers:    map[string]HandlerFunc{},
 		conns:       map[*conn]struct{}{},
-		acctLimit:   newFailureLimiter(cfg.LoginFailuresPerAccount, cfg.LoginWindow, cfg.Now),
-		addrLimit:   newFailureLimiter(cfg.LoginFailuresPerAddress, cfg.LoginWindow, cfg.Now),
 		hashSlots:   make(chan struct{}, cfg.passwordChecks()),
 		adminReplay: protocol.NewMemoryReplayStore(0, cfg.Now),
 		sweepStop:   make(chan struct{}),
@@ -109,10 +110,24 @@ func New(cfg Config) (*Server, error) {
 		s.log = s.log.With("node", cfg.Node)
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
-	if err := checkReadyChecks(cfg.ReadyChecks); err != nil {
+	checks := cfg.ReadyChecks
+	if r := cfg.Redis; r != nil {
+		s.acctLimit = newRedisLimiter(r, "acct", cfg.LoginFailuresPerAccount, cfg.LoginWindow)
+		s.addrLimit = newRedisLimiter(r, "addr", cfg.LoginFailuresPerAddress, cfg.LoginWindow)
+		if err := cfg.Registerer.Register(r); err != nil && !errors.As(err, new(prometheus.AlreadyRegisteredError)) {
+			s.cancel()
+			return nil, err
+		}
+		checks = append(slices.Clip(checks), ReadyCheck{Name: "redis", Check: r.Ping})
+	} else {
+		s.acctLimit = newFailureLimiter(cfg.LoginFailuresPerAccount, cfg.LoginWindow, cfg.Now)
+		s.addrLimit = newFailureLimiter(cfg.LoginFailuresPerAddress, cfg.LoginWindow, cfg.Now)
+	}
+	if err := checkReadyChecks(checks); err != nil {
+		s.cancel()
 		return nil, err
 	}
-	s.ready = newReadiness(cfg.ReadyChecks, cfg.ReadyInterval, cfg.Registerer)
+	s.ready = newReadiness(checks, cfg.ReadyInterval, cfg.Registerer)
 	keys := cfg.Keys
 	if len(keys) == 0 {
 		k, err := protocol.GenerateKey(protocol.EdDSA, nil)

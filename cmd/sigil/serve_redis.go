@@ -128,7 +128,7 @@ func useRedis(cfg *server.Config, f *redisFlags, node string, log *slog.Logger) 
 	cfg.Replay = server.NewRedisReplayStore(r)
 	cfg.Revocations = server.NewRedisRevocationStore(r)
 	cfg.Refresh = server.NewRedisRefreshStore(r, cfg.MaxRefreshFamilies)
-	cfg.ReadyChecks = append(cfg.ReadyChecks, server.ReadyCheck{Name: "redis", Check: r.Ping})
+	cfg.Redis = r
 	log.Info("cluster mode", "redis", redactURL(f.url), "prefix", rc.Prefix)
 	return r.Close, nil
 }
