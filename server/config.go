@@ -122,7 +122,8 @@ type Config struct {
 	// Redis is the node's connection to Redis when it shares its state
 	// with other nodes (a Cluster's Configure sets it). New then counts
 	// failed logins there, across the nodes (a login is refused with 503
-	// while Redis does not answer); serves the connection's metrics
+	// while Redis does not answer); checks the replay of admin proofs there
+	// (AdminHandler); serves the connection's metrics
 	// (sigil_redis_seconds, sigil_redis_errors_total); and adds the
 	// ReadyCheck "redis" (Redis.Ping). Default nil: none of these.
 	Redis *Redis

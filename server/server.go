@@ -119,6 +119,9 @@ func New(cfg Config) (*Server, error) {
 			return nil, err
 		}
 		checks = append(slices.Clip(checks), ReadyCheck{Name: "redis", Check: r.Ping})
+		// Admin proofs have their own seqs (AdminHandler), shared too: a
+		// proof accepted by one node is a replay on every other.
+		s.adminReplay = &RedisReplayStore{r: r, name: "admin-replay"}
 	} else {
 		s.acctLimit = newFailureLimiter(cfg.LoginFailuresPerAccount, cfg.LoginWindow, cfg.Now)
 		s.addrLimit = newFailureLimiter(cfg.LoginFailuresPerAddress, cfg.LoginWindow, cfg.Now)
