@@ -84,7 +84,8 @@ func (s *Server) serveAdmin(w http.ResponseWriter, r *http.Request) {
 			n, err = s.RevokeSubject(ctx, req.Sub)
 		}
 		if err != nil {
-			writeError(w, newAPIError(http.StatusInternalServerError, ErrCodeInternal, "revocation failed"))
+			s.storeError("admin revoke", err)
+			writeError(w, storeUnavailable("the revocation could not be stored"))
 			return
 		}
 		s.log.Info("admin revoke", "jti", req.JTI, "sub", req.Sub, "closed", n)
@@ -97,8 +98,13 @@ func (s *Server) serveAdmin(w http.ResponseWriter, r *http.Request) {
 			writeError(w, newAPIError(http.StatusBadRequest, ErrCodeInvalidRequest, `body must be {"sid"}`))
 			return
 		}
-		n := s.Kick(req.SID)
-		if n == 0 {
+		n, err := s.Kick(ctx, req.SID)
+		if err != nil {
+			s.storeError("admin kick", err)
+			writeError(w, storeUnavailable("the kick could not reach the other nodes"))
+			return
+		}
+		if n == 0 && s.control == nil {
 			writeError(w, newAPIError(http.StatusNotFound, ErrCodeNotFound, "no live session with this sid"))
 			return
 		}
@@ -126,6 +132,9 @@ func (s *Server) adminAuth(r *http.Request, act string, body []byte) *apiError {
 	}
 	ks := s.keys()
 	claims, err := ks.tokens.Verify(r.Context(), token)
+	if protocol.IsCode(err, protocol.CodeUnavailable) {
+		return storeUnavailable("a shared store did not answer")
+	}
 	if err != nil {
 		return unauth
 	}
@@ -149,6 +158,9 @@ func (s *Server) adminAuth(r *http.Request, act string, body []byte) *apiError {
 	}
 	m, err := ks.admin.Verify(r.Context(), []byte(proof), sess)
 	if err != nil {
+		if protocol.IsCode(err, protocol.CodeUnavailable) {
+			return storeUnavailable("a shared store did not answer")
+		}
 		if protocol.IsCode(err, protocol.CodeForbidden) {
 			return newAPIError(http.StatusForbidden, ErrCodeForbidden, "the admin role is required")
 		}

@@ -1,11 +1,14 @@
 package server_test
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/redis/rueidis"
 	"github.com/sigil-ws/sigil/internal/sigiltest"
 	"github.com/sigil-ws/sigil/protocol"
 	"github.com/sigil-ws/sigil/server"
@@ -50,4 +53,62 @@ func TestAdminProofReplayAcrossNodes(t *testing.T) {
 	if st := adminWithProof(t, b.url, adm, next); st != 200 {
 		t.Fatalf("a new proof on node b: %d", st)
 	}
+}
+
+// rawRedis is a plain client of rs, for what a test does behind the
+// nodes' backs.
+func rawRedis(t *testing.T, rs *sigiltest.Redis) rueidis.Client {
+	t.Helper()
+	c, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{rs.Addr}, DisableCache: true})
+	must(t, err)
+	t.Cleanup(c.Close)
+	return c
+}
+
+// An admin kick on one node closes the session's connections on every
+// node with 4004; with Redis away it is refused with 503, and nothing is
+// closed.
+func TestAdminKickAcrossNodes(t *testing.T) {
+	rs := sigiltest.StartRedis(t)
+	keys := sharedKeys(t)
+	a, b := redisNode(t, rs, keys), redisNode(t, rs, keys)
+	adm := a.login("admin")
+	alice := b.login("alice").connect()
+	bob := b.login("bob").connect()
+	st, data := adm.admin("POST", "kick", `{"sid":"`+alice.tok.Session+`"}`)
+	if st != 200 {
+		t.Fatalf("kick: %d %s", st, data)
+	}
+	alice.expectClose(server.CloseKicked)
+	bob.ping()
+
+	rs.Stop()
+	st, data = adm.admin("POST", "kick", `{"sid":"`+bob.tok.Session+`"}`)
+	var ae apiErr
+	must(t, json.Unmarshal(data, &ae))
+	if st != 503 || ae.Error != server.ErrCodeUnavailable {
+		t.Fatalf("kick with Redis stopped: %d %s", st, data)
+	}
+	st, data = adm.admin("POST", "revoke", `{"sub":"bob"}`)
+	if st != 503 || !strings.Contains(string(data), `"unavailable"`) {
+		t.Fatalf("revoke with Redis stopped: %d %s", st, data)
+	}
+	bob.quiet()
+}
+
+// A node that may have missed kick notices (its subscription to them was
+// lost) looks its sessions up when it subscribes again, and closes those
+// that were kicked meanwhile.
+func TestKickResyncAfterLostSubscription(t *testing.T) {
+	rs := sigiltest.StartRedis(t)
+	b := redisNode(t, rs, nil)
+	alice := b.login("alice").connect()
+	bob := b.login("bob").connect()
+	raw := rawRedis(t, rs)
+	ctx := context.Background()
+	// A kick whose notice b never saw: the key alone.
+	must(t, raw.Do(ctx, raw.B().Set().Key("limits:kicked:"+alice.tok.Session).Value("1").Px(time.Minute).Build()).Error())
+	must(t, raw.Do(ctx, raw.B().ClientKill().TypePubsub().Build()).Error())
+	alice.expectClose(server.CloseKicked)
+	bob.ping()
 }

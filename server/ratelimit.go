@@ -20,6 +20,14 @@ type loginLimiter interface {
 	reserve(ctx context.Context, key string) (done func(failed bool), wait time.Duration, err error)
 }
 
+// storeUnavailable is the answer to a request that needs a shared store
+// that did not answer: 503 unavailable, to be retried after a second.
+func storeUnavailable(msg string) *apiError {
+	e := newAPIError(http.StatusServiceUnavailable, ErrCodeUnavailable, msg)
+	e.retryAfter = time.Second
+	return e
+}
+
 // reserveLogin takes an attempt from l for key, answering 429 with
 // Retry-After when the limit is reached and 503 with Retry-After when the
 // limiter's store does not answer: an attempt is never let through
@@ -28,11 +36,8 @@ func (s *Server) reserveLogin(ctx context.Context, l loginLimiter, key string) (
 	done, wait, err := l.reserve(ctx, key)
 	switch {
 	case err != nil:
-		s.m.backendErrors.WithLabelValues("store", "ratelimit.reserve").Inc()
-		s.log.Error("login rate limit unavailable: refusing the login", "err", err)
-		e := newAPIError(http.StatusServiceUnavailable, ErrCodeUnavailable, "the rate limit cannot be checked now")
-		e.retryAfter = time.Second
-		return nil, e
+		s.storeError("ratelimit.reserve", err)
+		return nil, storeUnavailable("the rate limit cannot be checked now")
 	case done == nil:
 		return nil, rateLimited(wait)
 	}

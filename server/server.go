@@ -77,6 +77,7 @@ type Server struct {
 
 	adminReplay protocol.ReplayStore
 	ready       *readiness
+	control     *nodeControl // with Config.Redis: kicks reach every node
 
 	mu       sync.Mutex
 	conns    map[*conn]struct{}
@@ -122,6 +123,7 @@ func New(cfg Config) (*Server, error) {
 		// Admin proofs have their own seqs (AdminHandler), shared too: a
 		// proof accepted by one node is a replay on every other.
 		s.adminReplay = &RedisReplayStore{r: r, name: "admin-replay"}
+		s.control = newNodeControl(r)
 	} else {
 		s.acctLimit = newFailureLimiter(cfg.LoginFailuresPerAccount, cfg.LoginWindow, cfg.Now)
 		s.addrLimit = newFailureLimiter(cfg.LoginFailuresPerAddress, cfg.LoginWindow, cfg.Now)
@@ -157,6 +159,12 @@ func New(cfg Config) (*Server, error) {
 		Error: func(w http.ResponseWriter, _ *http.Request, status int, reason error) {
 			writeError(w, newAPIError(status, ErrCodeInvalidRequest, reason.Error()))
 		},
+	}
+	if s.control != nil {
+		if err := s.control.watch(s.ctx, s.onKick); err != nil {
+			s.cancel()
+			return nil, fmt.Errorf("kicks: %w", err)
+		}
 	}
 	// The checks run once before New returns, so that a server whose
 	// dependency is down starts not ready; then every ReadyInterval.
@@ -275,8 +283,20 @@ func (s *Server) Sessions() []SessionInfo {
 }
 
 // Kick closes every connection of session sid with 4004 and reports how
-// many were closed.
-func (s *Server) Kick(sid string) int {
+// many this node closed. With Config.Redis it closes them on every node:
+// it records the kick in Redis and tells the other nodes (an error then
+// means that they were not told).
+func (s *Server) Kick(ctx context.Context, sid string) (int, error) {
+	if s.control != nil {
+		if err := s.control.kick(ctx, sid, s.cfg.TokenTTL+s.cfg.Skew); err != nil {
+			return 0, err
+		}
+	}
+	return s.kickLocal(sid), nil
+}
+
+// kickLocal closes this node's connections of session sid with 4004.
+func (s *Server) kickLocal(sid string) int {
 	n := 0
 	for _, c := range s.hub.conns(func(c *conn) bool { return c.sid == sid }) {
 		c.close(CloseKicked, "kicked by an admin", false)
