@@ -1,15 +1,20 @@
 package main
 
 import (
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/base64"
 	"errors"
 	"flag"
 	"fmt"
+	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -131,4 +136,61 @@ func useRedis(cfg *server.Config, f *redisFlags, node string, log *slog.Logger) 
 	cfg.Redis = r
 	log.Info("cluster mode", "redis", redactURL(f.url), "prefix", rc.Prefix)
 	return r.Close, nil
+}
+
+// clusterSecretBytes is the size of a generated cluster secret.
+const clusterSecretBytes = 32
+
+// loadClusterSecret reads the cluster secret from path: 32 or more bytes,
+// base64url-encoded (padding optional), on one line. If the file does not
+// exist it is created (mode 0600) with a new random secret, atomically, so
+// that nodes starting at once on one data directory all read the same
+// one. Every node of a server needs the same secret: copy the file.
+func loadClusterSecret(path string, stderr io.Writer) ([]byte, error) {
+	data, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		if err := createClusterSecret(path); err != nil {
+			return nil, fmt.Errorf("creating the cluster secret: %w", err)
+		}
+		fmt.Fprintf(stderr, "generated the cluster secret %s: copy it to every node\n", path)
+		data, err = os.ReadFile(path)
+	}
+	if err != nil {
+		return nil, err
+	}
+	text := strings.TrimRight(strings.TrimSpace(string(data)), "=")
+	secret, err := base64.RawURLEncoding.DecodeString(text)
+	if err != nil || len(secret) < clusterSecretBytes {
+		return nil, fmt.Errorf("cluster secret %s: want at least %d bytes, base64url-encoded", path, clusterSecretBytes)
+	}
+	return secret, nil
+}
+
+// createClusterSecret writes a new secret to path unless it exists: the
+// secret is written to a temporary file that is then linked to path, which
+// fails if another process linked its own first.
+func createClusterSecret(path string) error {
+	var b [clusterSecretBytes]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".cluster-secret-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	_, err = tmp.WriteString(base64.RawURLEncoding.EncodeToString(b[:]) + "\n")
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	if err := os.Link(tmp.Name(), path); err != nil && !errors.Is(err, fs.ErrExist) {
+		return err
+	}
+	return nil
 }

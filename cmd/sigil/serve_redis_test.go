@@ -2,9 +2,13 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"io"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -108,5 +112,51 @@ func waitCond(t *testing.T, what string, cond func() bool) {
 			t.Fatalf("waited 60s for %s", what)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// The cluster secret is created once, atomically: nodes that start at once
+// on one data directory read the same secret; a bad file is refused.
+func TestClusterSecretFile(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "sub", "cluster-secret")
+	secrets := make(chan []byte, 8)
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s, err := loadClusterSecret(path, io.Discard)
+			if err != nil {
+				t.Error(err)
+			}
+			secrets <- s
+		}()
+	}
+	wg.Wait()
+	close(secrets)
+	first := <-secrets
+	if len(first) != 32 {
+		t.Fatalf("secret of %d bytes", len(first))
+	}
+	for s := range secrets {
+		if !bytes.Equal(s, first) {
+			t.Fatal("two nodes read different secrets")
+		}
+	}
+	if st, err := os.Stat(path); err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("secret file mode: %v %v", st, err)
+	}
+	if left, _ := filepath.Glob(filepath.Join(dir, "sub", ".cluster-secret-*")); len(left) != 0 {
+		t.Fatalf("temporary files left: %v", left)
+	}
+	for _, bad := range []string{"short\n", "!!!not base64 at all, but long enough to be a secret!!!\n"} {
+		p := filepath.Join(dir, "bad")
+		if err := os.WriteFile(p, []byte(bad), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := loadClusterSecret(p, io.Discard); err == nil {
+			t.Errorf("secret %q accepted", bad)
+		}
 	}
 }
