@@ -65,25 +65,31 @@ func (c *conn) dispatch(m *protocol.Message) *protocol.Error {
 		if m.Channel == "" {
 			return badRequest("sub needs ch")
 		}
-		members, key, joined, err := s.hub.subscribe(c, m.Channel)
+		members, key, err := s.hub.subscribe(c, m.Channel)
 		if err != nil {
 			return codedError(err, "subscribe failed")
 		}
-		c.reply(m, protocol.SubReplyBody{Members: members, Key: key}, true)
-		if joined {
-			s.hub.presence(m.Channel, protocol.ActJoin, c.sub)
-		}
+		// The reply, then the channel's frames held since c was added.
+		c.releaseChannel(m.Channel, c.sign(&protocol.Envelope{Action: protocol.ActReply, Corr: m.Corr, Channel: m.Channel},
+			protocol.SubReplyBody{Members: members, Key: key}))
+		s.hub.updateSession(c)
 	case protocol.ActUnsub:
 		if m.Channel == "" {
 			return badRequest("unsub needs ch")
 		}
-		s.hub.unsubscribe(c, m.Channel)
+		if s.hub.unsubscribe(c, m.Channel) {
+			s.hub.updateSession(c)
+		}
 		c.reply(m, nil, false)
 	case protocol.ActPresence:
 		if m.Channel == "" {
 			return badRequest("presence needs ch")
 		}
-		c.reply(m, protocol.PresenceBody{Members: s.hub.members(m.Channel)}, true)
+		members, perr := s.hub.members(s.ctx, m.Channel)
+		if perr != nil {
+			return perr
+		}
+		c.reply(m, protocol.PresenceBody{Members: members}, true)
 	case protocol.ActPub:
 		if m.Channel == "" || (len(m.Body) == 0 && !m.Encrypted) {
 			return badRequest("pub needs ch and body or enc")
@@ -96,9 +102,6 @@ func (c *conn) dispatch(m *protocol.Message) *protocol.Error {
 	case protocol.ActDM:
 		if m.To == "" || (len(m.Body) == 0 && !m.Encrypted) {
 			return badRequest("dm needs to and body or enc")
-		}
-		if !s.hub.interested(UserTopic(m.To)) {
-			return &protocol.Error{Code: protocol.CodeNotFound, Message: "the recipient has no session"}
 		}
 		// m.Frame is in the connection's read buffer, reused after this
 		// frame: the publication gets its own copy (a broker may keep it).
@@ -184,9 +187,10 @@ func (c *conn) refresh(m *protocol.Message) *protocol.Error {
 		return asProtoErr(err)
 	}
 	c.mu.Lock()
-	c.roles, c.jti = c.sess.Roles, c.sess.TokenID
+	c.roles, c.jti, c.iat = c.sess.Roles, c.sess.TokenID, c.sess.IssuedAt
 	c.mu.Unlock()
 	c.exp.Store(c.sess.Expiry.UnixMilli())
+	s.hub.updateSession(c)
 	c.warned.Store(false)
 	c.sendSigned(&protocol.Envelope{Action: protocol.ActRefreshed, Corr: m.Corr},
 		protocol.RefreshedBody{Token: res.Token, Expiry: res.ExpiresAt, RefreshToken: res.RefreshToken})

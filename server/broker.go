@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/sigil-ws/sigil/protocol"
 )
@@ -29,8 +30,11 @@ import (
 //   - Publish returns only once the publication is with the broker: a nil
 //     error means every node subscribed to the topic at that moment will
 //     be handed it (the frame that caused it is then acknowledged to its
-//     sender). An error means it reached nobody; the hub answers the frame
-//     with the error code unavailable.
+//     sender). ErrNoSubscribers means that the broker could tell that no
+//     node was subscribed: the publication reached no one, which is not a
+//     failure (the hub answers a dm to a subject with no session anywhere
+//     with not_found). Any other error means it reached nobody; the hub
+//     answers the frame with the error code unavailable.
 //   - Order: the publications of one topic published by one node reach each
 //     subscribed node's handler in the order Publish was called. Nothing is
 //     promised across topics or across publishing nodes.
@@ -64,11 +68,26 @@ type BrokerEventHandler interface {
 	HandlePublication(p *Publication)
 }
 
-// InterestBroker is an optional Broker extension: Interested reports
-// whether any node is subscribed to t. The hub uses it to skip signing
-// deliveries nobody receives and to answer not_found for direct messages to
-// users with no session (spec.md §9.5). A broker that cannot tell does not
-// implement it; such direct messages are then accepted and reach no one.
+// BrokerResyncHandler is an optional extension of BrokerEventHandler,
+// which the hub implements. A broker whose subscriptions were interrupted
+// (its connection was lost and re-established) calls HandleResync with the
+// topics it subscribed again: their publications made in the gap are lost,
+// and the node re-reads the state it keeps from publications (the current
+// content keys of those channels).
+type BrokerResyncHandler interface {
+	HandleResync(topics []Topic)
+}
+
+// ErrNoSubscribers is returned by Publish when the broker can tell that no
+// node is subscribed to the publication's topic (see Broker). A broker that
+// cannot tell returns nil instead; a direct message to a subject with no
+// session is then accepted and reaches no one (spec.md §9.5).
+var ErrNoSubscribers = errors.New("sigil: no node is subscribed to the topic")
+
+// InterestBroker is an optional Broker extension: Interested reports,
+// without a network round trip, whether any node is subscribed to t. The
+// hub uses it to skip signing channel deliveries nobody receives. A broker
+// that cannot tell locally does not implement it.
 type InterestBroker interface {
 	Interested(t Topic) bool
 }
@@ -110,7 +129,8 @@ func (t Topic) String() string {
 	return fmt.Sprintf("topic(%d):%s", t.Kind, t.Name)
 }
 
-// Publication is one fan-out: exactly one of Channel and Direct is set.
+// Publication is one fan-out: exactly one of Channel, Direct and Key is
+// set.
 type Publication struct {
 	// Channel is a channel publication: a deliver, join or leave frame
 	// for Channel, signed once by the publishing node. Every node sends
@@ -120,6 +140,25 @@ type Publication struct {
 	// direct frame for each local session of the recipient, because an
 	// encrypted body is re-sealed for every session (spec.md §11.4).
 	Direct *DirectMessage
+	// Key is a channel's new content key (spec.md §11.5): every node adds
+	// it to the key rings of its local encrypted subscribers of the
+	// channel, and sends each of them a key frame.
+	Key *ChannelKey
+}
+
+// ChannelKey is a channel's current content key, as the nodes share it.
+type ChannelKey struct {
+	Channel string
+	// Version grows with every new key of the channel. A node ignores a
+	// key whose version is not greater than that of the key it holds, so
+	// a late or repeated publication cannot bring back an older key.
+	Version uint64
+	// Key is the key itself, in the clear: like DirectMessage.Plain, it
+	// must never be logged or cross a network unencrypted.
+	Key *protocol.ContentKey
+	// Created is when the key was made; it is replaced after
+	// Config.ChannelKeyRotation.
+	Created time.Time
 }
 
 // ChannelPublication is a signed frame for every subscriber of a channel.
@@ -147,11 +186,13 @@ type DirectMessage struct {
 
 // Topic returns the topic p is published to.
 func (p *Publication) Topic() Topic {
-	if p.Direct != nil {
+	switch {
+	case p.Direct != nil:
 		return UserTopic(p.Direct.To)
-	}
-	if p.Channel != nil {
+	case p.Channel != nil:
 		return ChannelTopic(p.Channel.Channel)
+	case p.Key != nil:
+		return ChannelTopic(p.Key.Channel)
 	}
 	return Topic{}
 }
@@ -163,24 +204,39 @@ type pubWire struct {
 	To     string          `json:"to,omitempty"`
 	Sub    string          `json:"sub,omitempty"`
 	JWK    json.RawMessage `json:"jwk,omitempty"`
-	Frame  string          `json:"frame"`
+	Frame  string          `json:"frame,omitempty"`
 	Plain  json.RawMessage `json:"plain,omitempty"`
 	Direct bool            `json:"direct,omitempty"`
+	Key    *keyWire        `json:"key,omitempty"`
+}
+
+// keyWire is a ChannelKey's key, version and creation time (Unix ms).
+type keyWire struct {
+	Kid string `json:"kid"`
+	K   []byte `json:"k"`
+	Ver uint64 `json:"ver"`
+	At  int64  `json:"at"`
 }
 
 // MarshalBinary encodes p for a broker that carries publications between
 // processes (version 1, JSON). The encoding contains DirectMessage.Plain
-// as is: see the rule there.
+// and ChannelKey.Key as they are: see the rule there.
 func (p *Publication) MarshalBinary() ([]byte, error) {
 	var w pubWire
 	switch {
-	case p.Channel != nil && p.Direct == nil:
+	case p.Channel != nil && p.Direct == nil && p.Key == nil:
 		w = pubWire{V: 1, Ch: p.Channel.Channel, Frame: string(p.Channel.Frame)}
-	case p.Direct != nil && p.Channel == nil:
+	case p.Direct != nil && p.Channel == nil && p.Key == nil:
 		d := p.Direct
 		w = pubWire{V: 1, Direct: true, To: d.To, Sub: d.Sender, JWK: d.SenderJWK, Frame: string(d.Frame), Plain: d.Plain}
+	case p.Key != nil && p.Channel == nil && p.Direct == nil:
+		k := p.Key
+		if k.Key == nil || k.Key.Scope != protocol.ChannelScope(k.Channel) {
+			return nil, errors.New("sigil: a channel key publication needs the channel's key")
+		}
+		w = pubWire{V: 1, Ch: k.Channel, Key: &keyWire{Kid: k.Key.ID, K: k.Key.Key, Ver: k.Version, At: k.Created.UnixMilli()}}
 	default:
-		return nil, errors.New("sigil: a publication has exactly one of Channel and Direct")
+		return nil, errors.New("sigil: a publication has exactly one of Channel, Direct and Key")
 	}
 	return json.Marshal(w)
 }
@@ -193,8 +249,21 @@ func (p *Publication) UnmarshalBinary(data []byte) error {
 	if err := protocol.DecodeBody(data, &w); err != nil {
 		return fmt.Errorf("sigil: publication: %w", err)
 	}
-	if w.V != 1 || w.Frame == "" {
-		return errors.New("sigil: publication: unknown version or no frame")
+	if w.V != 1 {
+		return errors.New("sigil: publication: unknown version")
+	}
+	if w.Key != nil {
+		k := w.Key
+		if w.Direct || w.Ch == "" || w.Frame != "" || w.To != "" || w.Sub != "" || w.JWK != nil || w.Plain != nil ||
+			k.Kid == "" || len(k.K) != protocol.ContentKeySize || k.Ver == 0 {
+			return errors.New("sigil: publication: a channel key has exactly ch and key {kid, k (32 bytes), ver > 0, at}")
+		}
+		*p = Publication{Key: &ChannelKey{Channel: w.Ch, Version: k.Ver, Created: time.UnixMilli(k.At),
+			Key: &protocol.ContentKey{ID: k.Kid, Key: k.K, Scope: protocol.ChannelScope(w.Ch)}}}
+		return nil
+	}
+	if w.Frame == "" {
+		return errors.New("sigil: publication: no frame")
 	}
 	if !w.Direct {
 		if w.Ch == "" || w.To != "" || w.Sub != "" || w.JWK != nil || w.Plain != nil {

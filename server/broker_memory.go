@@ -7,7 +7,7 @@ import (
 
 // MemoryBroker is the single-node Broker: Publish hands the publication to
 // the handler synchronously, in the publishing goroutine, when its topic is
-// subscribed. It never fails.
+// subscribed, and returns ErrNoSubscribers when it is not. It never fails.
 type MemoryBroker struct {
 	mu      sync.RWMutex
 	handler BrokerEventHandler
@@ -31,7 +31,10 @@ func (b *MemoryBroker) Publish(_ context.Context, p *Publication) error {
 	h := b.handler
 	_, ok := b.topics[p.Topic()]
 	b.mu.RUnlock()
-	if ok && h != nil {
+	if !ok {
+		return ErrNoSubscribers
+	}
+	if h != nil {
 		h.HandlePublication(p)
 	}
 	return nil

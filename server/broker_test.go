@@ -3,6 +3,7 @@ package server_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"slices"
 	"sync"
 	"testing"
@@ -61,32 +62,55 @@ func brokerContract(t *testing.T, b server.Broker) {
 	dm := &server.Publication{Direct: &server.DirectMessage{To: "alice", Sender: "bob", SenderJWK: json.RawMessage(`{"kty":"OKP"}`),
 		Frame: []byte("a.b.c"), Plain: json.RawMessage(`{"secret":1}`)}}
 
-	must(t, b.Publish(ctx, chPub(0))) // nobody subscribed: reaches no one
+	// nobody subscribed: reaches no one, and a broker that can tell says so
+	noSubscribers := func(err error) {
+		t.Helper()
+		if err != nil && !errors.Is(err, server.ErrNoSubscribers) {
+			t.Fatal(err)
+		}
+	}
+	noSubscribers(b.Publish(ctx, chPub(0)))
 	must(t, b.Subscribe(ctx, lobby))
 	must(t, b.Subscribe(ctx, lobby)) // a set: the second is harmless
 	must(t, b.Subscribe(ctx, alice))
+	ck, err := protocol.NewContentKey(protocol.ChannelScope("rooms.lobby"), nil)
+	must(t, err)
+	created := time.UnixMilli(time.Now().UnixMilli())
 	for i := 1; i <= 5; i++ {
 		must(t, b.Publish(ctx, chPub(i)))
-	}
-	must(t, b.Publish(ctx, dm))
-	got := r.wait(t, 6)
-	var order []string
-	for _, p := range got {
-		if p.Channel != nil {
-			order = append(order, string(p.Channel.Frame))
-		} else if d := p.Direct; d == nil || p.Topic() != alice || d.Sender != "bob" || string(d.Frame) != "a.b.c" ||
-			string(d.SenderJWK) != `{"kty":"OKP"}` || string(d.Plain) != `{"secret":1}` {
-			t.Fatalf("direct message handed over as %+v", p)
+		if i == 3 {
+			must(t, b.Publish(ctx, &server.Publication{Key: &server.ChannelKey{Channel: "rooms.lobby", Version: 7, Key: ck, Created: created}}))
 		}
 	}
-	if !slices.Equal(order, []string{"f1", "f2", "f3", "f4", "f5"}) {
+	must(t, b.Publish(ctx, dm))
+	got := r.wait(t, 7)
+	var order []string
+	for _, p := range got {
+		switch {
+		case p.Channel != nil:
+			order = append(order, string(p.Channel.Frame))
+		case p.Key != nil:
+			k := p.Key
+			if p.Topic() != lobby || k.Version != 7 || !k.Created.Equal(created) || k.Key.ID != ck.ID ||
+				string(k.Key.Key) != string(ck.Key) || k.Key.Scope != ck.Scope {
+				t.Fatalf("key handed over as %+v", k)
+			}
+			order = append(order, "key")
+		default:
+			if d := p.Direct; d == nil || p.Topic() != alice || d.Sender != "bob" || string(d.Frame) != "a.b.c" ||
+				string(d.SenderJWK) != `{"kty":"OKP"}` || string(d.Plain) != `{"secret":1}` {
+				t.Fatalf("direct message handed over as %+v", p)
+			}
+		}
+	}
+	if !slices.Equal(order, []string{"f1", "f2", "f3", "key", "f4", "f5"}) {
 		t.Fatalf("channel publications handed over as %v", order)
 	}
 	must(t, b.Unsubscribe(ctx, lobby))
 	must(t, b.Unsubscribe(ctx, lobby)) // harmless too
-	must(t, b.Publish(ctx, chPub(6)))
+	noSubscribers(b.Publish(ctx, chPub(6)))
 	must(t, b.Publish(ctx, dm)) // alice is still subscribed: a fence
-	if got := r.wait(t, 7); len(got) != 7 || got[6].Direct == nil {
+	if got := r.wait(t, 8); len(got) != 8 || got[7].Direct == nil {
 		t.Fatalf("after Unsubscribe: %d publications, the last %+v", len(got), got[len(got)-1])
 	}
 	if ib, ok := b.(server.InterestBroker); ok {
@@ -156,6 +180,9 @@ func (b *codecBroker) Unsubscribe(_ context.Context, t server.Topic) error {
 	return nil
 }
 
+// b64zero32 is 32 zero bytes in standard base64, as encoding/json writes []byte.
+const b64zero32 = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
+
 // TestPublicationEncoding: the encoding between nodes round-trips and is
 // strict.
 func TestPublicationEncoding(t *testing.T) {
@@ -163,6 +190,8 @@ func TestPublicationEncoding(t *testing.T) {
 		{Channel: &server.ChannelPublication{Channel: "rooms.a", Frame: []byte("h.p.s")}},
 		{Direct: &server.DirectMessage{To: "bob", Sender: "alice", SenderJWK: json.RawMessage(`{"kty":"OKP","crv":"Ed25519","x":"AA"}`), Frame: []byte("h.p.s")}},
 		{Direct: &server.DirectMessage{To: "bob", Sender: "alice", SenderJWK: json.RawMessage(`{"kty":"OKP"}`), Frame: []byte("h.p.s"), Plain: json.RawMessage(`"hi"`)}},
+		{Key: &server.ChannelKey{Channel: "rooms.a", Version: 3, Created: time.UnixMilli(1767225600000),
+			Key: &protocol.ContentKey{ID: "k1", Key: make([]byte, 32), Scope: "ch:rooms.a"}}},
 	} {
 		data, err := p.MarshalBinary()
 		must(t, err)
@@ -175,14 +204,18 @@ func TestPublicationEncoding(t *testing.T) {
 		}
 	}
 	for _, bad := range []string{
-		`{"v":1,"ch":"rooms.a"}`,                                                 // no frame
-		`{"v":2,"ch":"rooms.a","frame":"x"}`,                                     // unknown version
-		`{"v":1,"ch":"rooms.a","frame":"x","to":"bob"}`,                          // channel with direct members
-		`{"v":1,"direct":true,"to":"bob","frame":"x"}`,                           // direct without sender
-		`{"v":1,"ch":"rooms.a","frame":"x","x":1}`,                               // unknown member
-		`{"v":1,"ch":"rooms.a","frame":"x","ch":"rooms.b"}`,                      // duplicate member
-		`{"v":1,"CH":"rooms.a","frame":"x"}`,                                     // case variant
-		`{"v":1,"direct":true,"ch":"a","to":"b","sub":"c","jwk":{},"frame":"x"}`, // both kinds
+		`{"v":1,"ch":"rooms.a"}`,                                                                      // no frame
+		`{"v":2,"ch":"rooms.a","frame":"x"}`,                                                          // unknown version
+		`{"v":1,"ch":"rooms.a","frame":"x","to":"bob"}`,                                               // channel with direct members
+		`{"v":1,"direct":true,"to":"bob","frame":"x"}`,                                                // direct without sender
+		`{"v":1,"ch":"rooms.a","frame":"x","x":1}`,                                                    // unknown member
+		`{"v":1,"ch":"rooms.a","frame":"x","ch":"rooms.b"}`,                                           // duplicate member
+		`{"v":1,"CH":"rooms.a","frame":"x"}`,                                                          // case variant
+		`{"v":1,"direct":true,"ch":"a","to":"b","sub":"c","jwk":{},"frame":"x"}`,                      // both kinds
+		`{"v":1,"ch":"rooms.a","key":{"kid":"k","k":"AAAA","ver":1,"at":0}}`,                          // a key of 3 bytes
+		`{"v":1,"ch":"rooms.a","key":{"kid":"k","k":"` + b64zero32 + `","ver":0,"at":0}}`,             // version 0
+		`{"v":1,"ch":"rooms.a","frame":"x","key":{"kid":"k","k":"` + b64zero32 + `","ver":1,"at":0}}`, // key and frame
+		`{"v":1,"ch":"rooms.a","key":{"kid":"k","k":"` + b64zero32 + `","ver":1,"at":0,"scope":"x"}}`, // unknown member
 	} {
 		var q server.Publication
 		if err := q.UnmarshalBinary([]byte(bad)); err == nil {

@@ -37,6 +37,11 @@ type Config struct {
 	Refresh RefreshStore
 	// Broker fans frames out to subscribers. Default NewMemoryBroker().
 	Broker Broker
+	// Presence holds channel members, channel content keys and the
+	// session list. Default NewMemoryPresence(Now). A cluster sets Broker,
+	// Presence and the three stores above together: see
+	// Cluster.Configure.
+	Presence Presence
 
 	// TokenTTL is the lifetime of session tokens. Default 15 minutes.
 	TokenTTL time.Duration
@@ -194,6 +199,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.Broker == nil {
 		c.Broker = NewMemoryBroker()
+	}
+	if c.Presence == nil {
+		c.Presence = NewMemoryPresence(c.Now)
 	}
 	def(&c.TokenTTL, 15*time.Minute)
 	def(&c.RefreshTTL, 24*time.Hour)

@@ -64,13 +64,18 @@ type conn struct {
 	closeSent chan struct{} // closed once the close frame is written or the socket dropped
 	closeOnce sync.Once
 	channels  map[string]struct{}
+	holds     map[string][]outFrame // per channel being subscribed: its fan-out frames, until the sub is answered
 	roles     []string
 	jti       string
+	iat       time.Time // of the current token
+
+	regKey string // names the connection in the presence's session list
 }
 
 func newConn(s *Server, ws *websocket.Conn, remote string) *conn {
 	return &conn{srv: s, ws: ws, remote: remote, connectedAt: s.cfg.Now(),
-		helloBy: time.Now().Add(s.cfg.HelloTimeout), closeSent: make(chan struct{})}
+		helloBy: time.Now().Add(s.cfg.HelloTimeout), closeSent: make(chan struct{}),
+		regKey: strconv.FormatUint(s.connSeq.Add(1), 10)}
 }
 
 var readBufPool = sync.Pool{New: func() any { b := make([]byte, 0, 2048); return &b }}
@@ -313,18 +318,40 @@ func (c *conn) sendClose(code int, reason string) {
 }
 
 // enqueue queues f; an overflow closes the session with 4005.
-func (c *conn) enqueue(f outFrame) bool {
+func (c *conn) enqueue(f outFrame) bool { return c.enqueueIn("", f) }
+
+// enqueueIn queues f, a frame of channel ch (or of none, ""): while c's
+// sub of ch is not answered, the frame is held (holdChannel). An overflow
+// closes the session with 4005.
+func (c *conn) enqueueIn(ch string, f outFrame) bool {
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
 		return false
 	}
-	if len(c.queue) >= c.srv.cfg.SendQueue {
+	if held, ok := c.holds[ch]; ok && ch != "" {
+		if len(held) >= c.srv.cfg.SendQueue {
+			c.mu.Unlock()
+			go c.close(CloseSlowConsumer, "send queue overflow", false)
+			return false
+		}
+		c.holds[ch] = append(held, f)
+		c.mu.Unlock()
+		return true
+	}
+	return c.pushLocked(f)
+}
+
+// pushLocked appends fs to the queue and starts the writer; the caller
+// holds c.mu, which pushLocked releases. An overflow closes the session
+// with 4005.
+func (c *conn) pushLocked(fs ...outFrame) bool {
+	if len(c.queue)+len(fs) > c.srv.cfg.SendQueue {
 		c.mu.Unlock()
 		go c.close(CloseSlowConsumer, "send queue overflow", false)
 		return false
 	}
-	c.queue = append(c.queue, f)
+	c.queue = append(c.queue, fs...)
 	start := !c.writing
 	c.writing = true
 	c.mu.Unlock()
@@ -332,6 +359,47 @@ func (c *conn) enqueue(f outFrame) bool {
 		go c.writeLoop()
 	}
 	return true
+}
+
+// holdChannel starts holding the fan-out frames of channel ch (deliveries,
+// join, leave, key) that reach c, so that they follow the answer to the sub
+// that is subscribing c (releaseChannel). The hub calls it as it adds c
+// to the channel.
+func (c *conn) holdChannel(ch string) {
+	c.mu.Lock()
+	if c.holds == nil {
+		c.holds = map[string][]outFrame{}
+	}
+	c.holds[ch] = []outFrame{}
+	c.mu.Unlock()
+}
+
+// releaseChannel queues answer (the sub's reply; nil for none), then the
+// frames held for ch, and stops holding them.
+func (c *conn) releaseChannel(ch string, answer []byte) {
+	c.mu.Lock()
+	held := c.holds[ch]
+	delete(c.holds, ch)
+	if c.closed {
+		c.mu.Unlock()
+		return
+	}
+	if answer != nil {
+		held = append([]outFrame{{data: answer}}, held...)
+	}
+	if len(held) == 0 {
+		c.mu.Unlock()
+		return
+	}
+	c.pushLocked(held...)
+}
+
+// dropHold discards the frames held for ch: the sub failed, c is not
+// subscribed.
+func (c *conn) dropHold(ch string) {
+	c.mu.Lock()
+	delete(c.holds, ch)
+	c.mu.Unlock()
 }
 
 // writeLoop drains the queue and exits when it is empty.
@@ -381,7 +449,18 @@ func (c *conn) writeLoop() {
 }
 
 // sendSigned signs env (with body v) for this session and queues it.
-func (c *conn) sendSigned(env *protocol.Envelope, v any) {
+func (c *conn) sendSigned(env *protocol.Envelope, v any) { c.sendChannel("", env, v) }
+
+// sendChannel is sendSigned for a frame of channel ch (see enqueueIn).
+func (c *conn) sendChannel(ch string, env *protocol.Envelope, v any) {
+	if frame := c.sign(env, v); frame != nil {
+		c.enqueueIn(ch, outFrame{data: frame})
+	}
+}
+
+// sign signs env (with body v) for this session; nil if that failed,
+// which is logged.
+func (c *conn) sign(env *protocol.Envelope, v any) []byte {
 	env.Session = c.sid
 	var frame []byte
 	var err error
@@ -392,9 +471,9 @@ func (c *conn) sendSigned(env *protocol.Envelope, v any) {
 	}
 	if err != nil {
 		c.srv.log.Error("signing a frame failed", "err", err)
-		return
+		return nil
 	}
-	c.enqueue(outFrame{data: frame})
+	return frame
 }
 
 // abort ends the session after a check it could not pass (a store or
@@ -488,7 +567,7 @@ func (c *conn) hello(frame []byte) {
 	s.accepted.Add(1)
 	c.sess = sess
 	c.sid, c.sub, c.jwk = sess.ID, sess.Subject, sess.JWK
-	c.roles, c.jti = sess.Roles, sess.TokenID
+	c.roles, c.jti, c.iat = sess.Roles, sess.TokenID, sess.IssuedAt
 	c.exp.Store(sess.Expiry.UnixMilli())
 	wb := protocol.WelcomeBody{
 		Session: sess.ID, Subject: sess.Subject, Roles: sess.Roles,
@@ -656,6 +735,13 @@ func (c *conn) tokenID() string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.jti
+}
+
+// token returns the id and issue time of the session's current token.
+func (c *conn) token() (jti string, iat time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.jti, c.iat
 }
 
 func (c *conn) info() SessionInfo {

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"hash/maphash"
 	"maps"
 	"slices"
@@ -12,15 +13,17 @@ import (
 	"github.com/sigil-ws/sigil/protocol"
 )
 
-// hub holds this node's sessions, channels and presence. Fan-out goes
-// through the Broker: the hub publishes a Publication to a Topic and, as
-// the broker's BrokerEventHandler, delivers what the broker hands back to
-// its local sessions.
+// hub holds this node's sessions and channels. Fan-out goes through the
+// Broker: the hub publishes a Publication to a Topic and, as the broker's
+// BrokerEventHandler, delivers what the broker hands back to its local
+// sessions. Channel membership across nodes, channel keys and the session
+// list are the Presence's; the hub counts its local sessions per subject
+// and calls the presence at the first and the last of them.
 //
 // Locks: a topic lock (topicLock) serialises the changes of one topic's
-// local membership together with the broker Subscribe or Unsubscribe they
-// cause; then hub.mu; then conn.mu. The broker is called under a topic
-// lock at most, never under hub.mu or conn.mu.
+// local membership together with the broker and presence calls they cause;
+// then hub.mu; then conn.mu. The broker and the presence are called under
+// a topic lock at most, never under hub.mu or conn.mu.
 type hub struct {
 	s *Server
 
@@ -34,19 +37,19 @@ type hub struct {
 
 	leftMu sync.Mutex
 	left   map[Topic]struct{} // topics whose broker Unsubscribe failed
+	rotate map[string]uint64  // channels whose key rotation failed: the version to rotate from
 }
 
 type channel struct {
 	name    string
 	subs    map[*conn]struct{}
-	members map[string]int // sub -> number of its sessions subscribed
-	key     *protocol.ContentKey
-	keyAt   time.Time
+	members map[string]int // sub -> number of its sessions subscribed here
+	key     *ChannelKey    // the current content key, once one was needed
 }
 
 func newHub(s *Server) *hub {
 	return &hub{s: s, seed: maphash.MakeSeed(), all: map[*conn]struct{}{}, users: map[string]map[*conn]struct{}{},
-		channels: map[string]*channel{}, left: map[Topic]struct{}{}}
+		channels: map[string]*channel{}, left: map[Topic]struct{}{}, rotate: map[string]uint64{}}
 }
 
 // topicLock returns the lock of t (shared with the topics that hash alike).
@@ -112,7 +115,8 @@ func (h *hub) retryUnsubscribes() {
 
 // register makes c reachable: it joins the sessions of its subject, and
 // the node subscribes to the subject's direct messages if c is the first.
-// If that fails, c is not registered.
+// If that fails, c is not registered. c is then listed in the presence's
+// session list.
 func (h *hub) register(c *conn) *protocol.Error {
 	t := UserTopic(c.sub)
 	tl := h.topicLock(t)
@@ -128,21 +132,22 @@ func (h *hub) register(c *conn) *protocol.Error {
 	}
 	u[c] = struct{}{}
 	h.mu.Unlock()
-	if !first {
-		return nil
+	if first {
+		if err := h.brokerSubscribe(t); err != nil {
+			h.mu.Lock()
+			delete(h.all, c)
+			delete(h.users, c.sub) // c was its only session
+			h.mu.Unlock()
+			return err
+		}
 	}
-	if err := h.brokerSubscribe(t); err != nil {
-		h.mu.Lock()
-		delete(h.all, c)
-		delete(h.users, c.sub) // c was its only session
-		h.mu.Unlock()
-		return err
-	}
+	h.updateSession(c)
 	return nil
 }
 
-// unregister removes c from its channels (leave, key rotation) and from
-// the sessions of its subject. It is idempotent.
+// unregister removes c from its channels (leave, key rotation), from the
+// sessions of its subject and from the presence's session list. It is
+// idempotent.
 func (h *hub) unregister(c *conn) {
 	c.mu.Lock()
 	chs := slices.Collect(maps.Keys(c.channels))
@@ -166,6 +171,7 @@ func (h *hub) unregister(c *conn) {
 		}
 	}
 	h.mu.Unlock()
+	h.s.cfg.Presence.RemoveSession(c.regKey)
 	if last {
 		h.brokerUnsubscribe(t)
 	}
@@ -194,12 +200,15 @@ func (h *hub) sessions() []SessionInfo {
 	return out
 }
 
-// subscribe adds c to ch. It returns the members, the channel key wrapped
-// for c (if c negotiated encryption) and whether c's subject just joined.
-// If c is the channel's first local subscriber and the broker fails to
-// subscribe the node, the change is rolled back and the error is
-// unavailable.
-func (h *hub) subscribe(c *conn, name string) (members []string, wrapped string, joined bool, err error) {
+// subscribe adds c to channel name: the node subscribes to the channel
+// if c is its first local subscriber, and c's subject joins the channel's
+// membership (Presence.Join, which publishes the join) if c is its first
+// session here. It returns the members and, if c negotiated encryption,
+// the channel's content key wrapped for c. Fan-out frames of the channel
+// are held for c until the caller queues the answer to the sub
+// (conn.releaseChannel). If the broker or the presence fails, everything is
+// rolled back and the error is unavailable.
+func (h *hub) subscribe(c *conn, name string) (members []string, wrapped string, err error) {
 	t := ChannelTopic(name)
 	tl := h.topicLock(t)
 	tl.Lock()
@@ -212,20 +221,49 @@ func (h *hub) subscribe(c *conn, name string) (members []string, wrapped string,
 		h.channels[name] = ch
 	}
 	_, already := ch.subs[c]
+	localFirst := false
 	if !already {
 		ch.subs[c] = struct{}{}
 		ch.members[c.sub]++
-		joined = ch.members[c.sub] == 1
+		localFirst = ch.members[c.sub] == 1
+		c.holdChannel(name)
+	}
+	h.mu.Unlock()
+	// undo takes c out again: the broker unsubscribes if c was the
+	// channel's only subscriber here (and had been subscribed), and c's
+	// subject leaves if it had joined.
+	undo := func(subscribed, joined bool) {
+		if !already {
+			h.leaveLocked(c, ch, subscribed, joined, false)
+			c.dropHold(name)
+		}
 	}
 	if first {
-		h.mu.Unlock()
 		if perr := h.brokerSubscribe(t); perr != nil {
-			h.mu.Lock()
-			delete(h.channels, name) // c was its only subscriber
-			h.mu.Unlock()
-			return nil, "", false, perr
+			undo(false, false)
+			return nil, "", perr
 		}
-		h.mu.Lock()
+	}
+	ctx := h.s.ctx
+	if localFirst {
+		members, _, err = h.s.cfg.Presence.Join(ctx, name, c.sub)
+	} else {
+		members, err = h.s.cfg.Presence.Members(ctx, name)
+	}
+	if err != nil {
+		undo(true, false)
+		return nil, "", h.presenceError("join", err)
+	}
+	if c.ekey != nil {
+		k, err := h.currentKey(ctx, ch)
+		if err == nil {
+			c.keys.Add(k.Key, time.Time{})
+			wrapped, err = protocol.WrapContentKey(k.Key, c.ekey)
+		}
+		if err != nil {
+			undo(true, localFirst)
+			return nil, "", h.presenceError("channel key", err)
+		}
 	}
 	if !already {
 		c.mu.Lock()
@@ -235,158 +273,206 @@ func (h *hub) subscribe(c *conn, name string) (members []string, wrapped string,
 		c.channels[name] = struct{}{}
 		c.mu.Unlock()
 	}
-	if c.ekey != nil {
-		if ch.key == nil {
-			if ch.key, err = protocol.NewContentKey(protocol.ChannelScope(name), nil); err != nil {
-				h.mu.Unlock()
-				return nil, "", false, err
-			}
-			ch.keyAt = h.s.cfg.Now()
-		}
-		c.keys.Add(ch.key, time.Time{})
-		key := ch.key
-		members = ch.memberList()
-		h.mu.Unlock()
-		wrapped, err = protocol.WrapContentKey(key, c.ekey)
-		return members, wrapped, joined, err
-	}
-	members = ch.memberList()
-	h.mu.Unlock()
-	return members, "", joined, nil
+	return members, wrapped, nil
 }
 
-// memberList is the channel's subjects, sorted; never nil.
-func (ch *channel) memberList() []string {
-	out := slices.AppendSeq(make([]string, 0, len(ch.members)), maps.Keys(ch.members))
-	slices.Sort(out)
-	return out
+// presenceError logs and counts a failed presence call and returns it as
+// the error frame that answers the frame which needed it.
+func (h *hub) presenceError(op string, err error) *protocol.Error {
+	h.s.storeError("presence "+op, err)
+	return &protocol.Error{Code: protocol.CodeUnavailable, Message: "the presence store is unavailable"}
 }
 
-// unsubscribe removes c from ch, broadcasts leave if its subject left, and
-// rotates the channel key for the remaining encrypted subscribers.
+// unsubscribe removes c from channel name: its subject leaves if c was its
+// last session here (Presence.Leave, which publishes the leave), the
+// channel key is rotated if c held it and other sessions remain, and the
+// node unsubscribes if c was the last local subscriber. It reports whether
+// c was subscribed.
 func (h *hub) unsubscribe(c *conn, name string) (was bool) {
 	t := ChannelTopic(name)
 	tl := h.topicLock(t)
 	tl.Lock()
-	h.mu.Lock()
+	defer tl.Unlock()
+	h.mu.RLock()
 	ch := h.channels[name]
+	h.mu.RUnlock()
 	if ch == nil {
-		h.mu.Unlock()
-		tl.Unlock()
 		return false
 	}
+	return h.leaveLocked(c, ch, true, true, true)
+}
+
+// leaveLocked takes c out of ch; the caller holds the channel's topic
+// lock. With leave, c's subject leaves the membership if c was its last
+// session here; with rotate, the key is rotated if c held it and others
+// remain subscribed; with unsub, the node unsubscribes if ch has no local
+// subscriber left. It reports whether c was subscribed.
+func (h *hub) leaveLocked(c *conn, ch *channel, unsub, leave, rotate bool) bool {
+	h.mu.Lock()
 	if _, ok := ch.subs[c]; !ok {
 		h.mu.Unlock()
-		tl.Unlock()
 		return false
 	}
 	delete(ch.subs, c)
 	c.mu.Lock()
-	delete(c.channels, name)
+	delete(c.channels, ch.name)
 	c.mu.Unlock()
-	left := false
+	localLast := false
 	if ch.members[c.sub]--; ch.members[c.sub] <= 0 {
 		delete(ch.members, c.sub)
-		left = true
+		localLast = true
 	}
-	last := len(ch.subs) == 0
-	if last {
-		delete(h.channels, name)
+	empty := len(ch.subs) == 0
+	if empty {
+		delete(h.channels, ch.name)
 	}
-	var rotate []*conn
-	var newKey *protocol.ContentKey
-	if c.ekey != nil && len(ch.subs) > 0 {
-		newKey, rotate = h.rotateLocked(ch)
+	var from uint64
+	if ch.key != nil {
+		from = ch.key.Version
 	}
 	h.mu.Unlock()
-	if last {
-		h.brokerUnsubscribe(t)
+	othersElsewhere := false
+	if leave && localLast {
+		_, remaining, err := h.s.cfg.Presence.Leave(h.s.ctx, ch.name, c.sub)
+		if err != nil {
+			h.presenceError("leave", err)
+			remaining = 1 // in doubt, rotate
+		}
+		othersElsewhere = remaining > 0
 	}
-	tl.Unlock()
-	h.sendKeys(ch, newKey, rotate)
-	if left {
-		h.presence(name, protocol.ActLeave, c.sub)
+	if rotate && c.ekey != nil && from != 0 && (!empty || othersElsewhere) {
+		h.rotateKey(ch.name, from)
+	}
+	if unsub && empty {
+		h.brokerUnsubscribe(ChannelTopic(ch.name))
 	}
 	return true
 }
 
-// rotateLocked makes a new channel key and returns the encrypted
-// subscribers to send it to. The old key stays valid for KeyGrace.
-func (h *hub) rotateLocked(ch *channel) (*protocol.ContentKey, []*conn) {
-	k, err := protocol.NewContentKey(protocol.ChannelScope(ch.name), nil)
+// currentKey returns ch's content key: the one this node holds, or the
+// presence's (made if ch has none), which it then holds.
+func (h *hub) currentKey(ctx context.Context, ch *channel) (*ChannelKey, error) {
+	h.mu.RLock()
+	k := ch.key
+	h.mu.RUnlock()
+	if k != nil {
+		return k, nil
+	}
+	k, err := h.s.cfg.Presence.ChannelKey(ctx, ch.name)
 	if err != nil {
-		h.s.log.Error("channel key rotation failed", "ch", ch.name, "err", err)
-		return nil, nil
+		return nil, err
+	}
+	h.installKey(k)
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	if ch.key != nil && ch.key.Version > k.Version {
+		return ch.key, nil // a newer one arrived meanwhile
+	}
+	return k, nil
+}
+
+// rotateKey asks the presence to replace channel name's key if it is still
+// version from. A failure is logged and retried by the sweeper.
+func (h *hub) rotateKey(name string, from uint64) {
+	if err := h.s.cfg.Presence.RotateKey(h.s.ctx, name, from); err != nil {
+		h.presenceError("rotate key", err)
+		h.leftMu.Lock()
+		h.rotate[name] = from
+		h.leftMu.Unlock()
+	}
+}
+
+// retryRotations retries the key rotations that failed. The sweeper calls
+// it.
+func (h *hub) retryRotations() {
+	h.leftMu.Lock()
+	jobs := maps.Clone(h.rotate)
+	clear(h.rotate)
+	h.leftMu.Unlock()
+	for name, from := range jobs {
+		h.rotateKey(name, from)
+	}
+}
+
+// installKey makes k the channel's key on this node, unless the node holds
+// the same or a newer one: every local encrypted subscriber gets it in its
+// key ring (the previous key stays valid for KeyGrace) and, if it held a
+// previous key, a key frame.
+func (h *hub) installKey(k *ChannelKey) {
+	h.mu.Lock()
+	ch := h.channels[k.Channel]
+	if ch == nil || (ch.key != nil && ch.key.Version >= k.Version) {
+		h.mu.Unlock()
+		return
 	}
 	old := ch.key
-	ch.key, ch.keyAt = k, h.s.cfg.Now()
-	var out []*conn
+	ch.key = k
+	var to []*conn
 	grace := h.s.cfg.Now().Add(h.s.cfg.KeyGrace)
 	for sc := range ch.subs {
 		if sc.ekey != nil {
-			sc.keys.Add(k, time.Time{})
+			sc.keys.Add(k.Key, time.Time{})
 			if old != nil {
-				sc.keys.Expire(old.ID, grace)
+				sc.keys.Expire(old.Key.ID, grace)
 			}
-			out = append(out, sc)
-		}
-	}
-	return k, out
-}
-
-func (h *hub) sendKeys(ch *channel, k *protocol.ContentKey, to []*conn) {
-	for _, c := range to {
-		wrapped, err := protocol.WrapContentKey(k, c.ekey)
-		if err != nil {
-			continue
-		}
-		c.sendSigned(&protocol.Envelope{Action: protocol.ActKey, Channel: ch.name}, protocol.KeyBody{Key: wrapped})
-	}
-}
-
-// rotateOld rotates channel keys older than ChannelKeyRotation.
-func (h *hub) rotateOld(now time.Time) {
-	type job struct {
-		ch *channel
-		k  *protocol.ContentKey
-		to []*conn
-	}
-	var jobs []job
-	h.mu.Lock()
-	for _, ch := range h.channels {
-		if ch.key != nil && now.Sub(ch.keyAt) >= h.s.cfg.ChannelKeyRotation {
-			k, to := h.rotateLocked(ch)
-			jobs = append(jobs, job{ch, k, to})
+			to = append(to, sc)
 		}
 	}
 	h.mu.Unlock()
-	for _, j := range jobs {
-		h.sendKeys(j.ch, j.k, j.to)
+	if old == nil {
+		return // the channel's first key here: subscribers get it with their sub reply
+	}
+	for _, c := range to {
+		wrapped, err := protocol.WrapContentKey(k.Key, c.ekey)
+		if err != nil {
+			continue
+		}
+		c.sendChannel(k.Channel, &protocol.Envelope{Action: protocol.ActKey, Channel: k.Channel}, protocol.KeyBody{Key: wrapped})
 	}
 }
 
-func (h *hub) members(name string) []string {
+// rotateOld rotates the channel keys older than ChannelKeyRotation. On a
+// cluster every node holding the channel asks; the first one wins.
+func (h *hub) rotateOld(now time.Time) {
+	type job struct {
+		name string
+		from uint64
+	}
+	var jobs []job
 	h.mu.RLock()
-	defer h.mu.RUnlock()
-	if ch := h.channels[name]; ch != nil {
-		return ch.memberList()
+	for _, ch := range h.channels {
+		if ch.key != nil && now.Sub(ch.key.Created) >= h.s.cfg.ChannelKeyRotation {
+			jobs = append(jobs, job{ch.name, ch.key.Version})
+		}
 	}
-	return []string{}
+	h.mu.RUnlock()
+	for _, j := range jobs {
+		h.rotateKey(j.name, j.from)
+	}
 }
 
-// presence broadcasts join or leave to the channel. It answers no frame of
-// its own (the sub or unsub that caused it is answered already), so a
-// broker failure is only logged and counted.
-func (h *hub) presence(name, act, sub string) {
-	frame, err := h.s.keys().signer.SignBody(&protocol.Envelope{Action: act, Channel: name}, protocol.JoinBody{Sub: sub})
+// members returns the channel's members on every node.
+func (h *hub) members(ctx context.Context, name string) ([]string, *protocol.Error) {
+	m, err := h.s.cfg.Presence.Members(ctx, name)
 	if err != nil {
-		h.s.log.Error("signing a presence frame failed", "err", err)
-		return
+		return nil, h.presenceError("members", err)
 	}
-	t := ChannelTopic(name)
-	if err := h.s.cfg.Broker.Publish(h.s.ctx, &Publication{Channel: &ChannelPublication{Channel: name, Frame: frame}}); err != nil {
-		h.brokerError("publish", t, err)
+	return m, nil
+}
+
+// presenceEvent is the PresenceSigner: the signed join or leave frame of
+// sub in ch, as a channel publication.
+func (h *hub) presenceEvent(act, ch, sub string) (*Publication, error) {
+	frame, err := h.s.keys().signer.SignBody(&protocol.Envelope{Action: act, Channel: ch}, protocol.JoinBody{Sub: sub})
+	if err != nil {
+		return nil, err
 	}
+	return &Publication{Channel: &ChannelPublication{Channel: ch, Frame: frame}}, nil
+}
+
+// updateSession records c's current description with the presence.
+func (h *hub) updateSession(c *conn) {
+	h.s.cfg.Presence.SetSession(c.regKey, c.info())
 }
 
 // interested reports whether anyone may receive t.
@@ -409,19 +495,49 @@ func (h *hub) publish(ctx context.Context, name string, inner []byte, jwk []byte
 	if err != nil {
 		return err
 	}
-	if err := h.s.cfg.Broker.Publish(ctx, &Publication{Channel: &ChannelPublication{Channel: name, Frame: frame}}); err != nil {
+	err = h.s.cfg.Broker.Publish(ctx, &Publication{Channel: &ChannelPublication{Channel: name, Frame: frame}})
+	if err != nil && !errors.Is(err, ErrNoSubscribers) {
 		return h.brokerError("publish", t, err)
 	}
 	return nil
 }
 
-// direct hands a direct message to the broker. A broker failure is
-// logged, counted and returned as unavailable.
+// direct hands a direct message to the broker: not_found if no node has a
+// session of the recipient (spec.md §9.5). A broker failure is logged,
+// counted and returned as unavailable.
 func (h *hub) direct(ctx context.Context, d *DirectMessage) *protocol.Error {
-	if err := h.s.cfg.Broker.Publish(ctx, &Publication{Direct: d}); err != nil {
+	err := h.s.cfg.Broker.Publish(ctx, &Publication{Direct: d})
+	if errors.Is(err, ErrNoSubscribers) {
+		return &protocol.Error{Code: protocol.CodeNotFound, Message: "the recipient has no session"}
+	}
+	if err != nil {
 		return h.brokerError("publish", UserTopic(d.To), err)
 	}
 	return nil
+}
+
+// HandleResync implements BrokerResyncHandler: publications of topics
+// may have been lost, so the node reads the current key of each of those
+// channels that it holds one of.
+func (h *hub) HandleResync(topics []Topic) {
+	for _, t := range topics {
+		if t.Kind != TopicChannel {
+			continue
+		}
+		h.mu.RLock()
+		ch := h.channels[t.Name]
+		has := ch != nil && ch.key != nil
+		h.mu.RUnlock()
+		if !has {
+			continue
+		}
+		k, err := h.s.cfg.Presence.ChannelKey(h.s.ctx, t.Name)
+		if err != nil {
+			h.presenceError("channel key", err)
+			continue
+		}
+		h.installKey(k)
+	}
 }
 
 // HandlePublication implements BrokerEventHandler: it delivers p to the
@@ -437,13 +553,15 @@ func (h *hub) HandlePublication(p *Publication) {
 		h.mu.RLock()
 		if ch := h.channels[p.Channel.Channel]; ch != nil {
 			for c := range ch.subs {
-				if c.enqueue(outFrame{pm: pm}) {
+				if c.enqueueIn(ch.name, outFrame{pm: pm}) {
 					n++
 				}
 			}
 		}
 		h.mu.RUnlock()
 		h.s.m.deliveries.Add(float64(n))
+	case p.Key != nil:
+		h.installKey(p.Key)
 	case p.Direct != nil:
 		h.mu.RLock()
 		var targets []*conn

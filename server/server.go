@@ -41,6 +41,9 @@ type SessionInfo struct {
 	ExpiresAt   time.Time `json:"expires_at"`
 	Channels    []string  `json:"channels"`
 	Encrypted   bool      `json:"encrypted"`
+	// Node is the name of the node that serves the session, in a cluster
+	// (ClusterConfig.Node); empty on a single node.
+	Node string `json:"node,omitempty"`
 }
 
 // Stats are counters for tests and benchmarks (Prometheus has the rest).
@@ -58,6 +61,7 @@ func (s *Server) Stats() Stats {
 // Server is a Sigil server. Create it with New.
 type Server struct {
 	accepted, rejected atomic.Uint64
+	connSeq            atomic.Uint64 // numbers connections for the presence's session list
 
 	cfg      Config
 	log      *slog.Logger
@@ -147,6 +151,14 @@ func New(cfg Config) (*Server, error) {
 	s.hub = newHub(s)
 	if err := cfg.Broker.Start(s.hub); err != nil {
 		return nil, fmt.Errorf("broker: %w", err)
+	}
+	if err := cfg.Presence.Start(cfg.Broker, s.hub.presenceEvent); err != nil {
+		s.cancel()
+		return nil, fmt.Errorf("presence: %w", err)
+	}
+	if err := s.watchRevocations(); err != nil {
+		s.cancel()
+		return nil, fmt.Errorf("revocations: %w", err)
 	}
 	s.upgrader = websocket.Upgrader{
 		HandshakeTimeout:  cfg.HandshakeTimeout,
@@ -390,6 +402,7 @@ func (s *Server) sweep() {
 		s.hub.rotateOld(now)
 		if ping {
 			s.hub.retryUnsubscribes()
+			s.hub.retryRotations()
 		}
 		if m, ok := s.cfg.Replay.(*protocol.MemoryReplayStore); ok && ping {
 			m.Sweep()
