@@ -66,7 +66,13 @@ func (s *Server) serveAdmin(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	switch op {
 	case "sessions":
-		writeJSON(w, http.StatusOK, map[string]any{"sessions": s.Sessions()})
+		list, err := s.ClusterSessions(ctx)
+		if err != nil {
+			s.storeError("admin sessions", err)
+			writeError(w, storeUnavailable("the session list could not be read"))
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"sessions": list})
 	case "revoke":
 		var req struct {
 			JTI string `json:"jti"`
@@ -88,6 +94,18 @@ func (s *Server) serveAdmin(w http.ResponseWriter, r *http.Request) {
 			writeError(w, storeUnavailable("the revocation could not be stored"))
 			return
 		}
+		if s.control != nil {
+			// The other nodes close theirs on the revocation's notice; the
+			// count is of every node's, or of this node's if the list
+			// cannot be read.
+			all, err := s.clusterCount(ctx, func(si SessionInfo) bool {
+				return (req.JTI != "" && si.TokenID == req.JTI) || (req.Sub != "" && si.Subject == req.Sub)
+			})
+			if err != nil {
+				s.storeError("admin revoke count", err)
+			}
+			n = max(n, all)
+		}
 		s.log.Info("admin revoke", "jti", req.JTI, "sub", req.Sub, "closed", n)
 		writeJSON(w, http.StatusOK, map[string]int{"closed": n})
 	case "kick":
@@ -104,7 +122,7 @@ func (s *Server) serveAdmin(w http.ResponseWriter, r *http.Request) {
 			writeError(w, storeUnavailable("the kick could not reach the other nodes"))
 			return
 		}
-		if n == 0 && s.control == nil {
+		if n == 0 {
 			writeError(w, newAPIError(http.StatusNotFound, ErrCodeNotFound, "no live session with this sid"))
 			return
 		}

@@ -14,13 +14,6 @@ import (
 	"github.com/sigil-ws/sigil/server"
 )
 
-// sharedKeys makes the nodes of a test accept each other's tokens.
-func sharedKeys(t *testing.T) func(*server.Config) {
-	k, err := protocol.GenerateKey(protocol.EdDSA, nil)
-	must(t, err)
-	return func(c *server.Config) { c.Keys = []*protocol.PrivateKey{k} }
-}
-
 // adminWithProof sends GET /v1/admin/sessions to url with c's token and
 // the given proof, and returns the status.
 func adminWithProof(t *testing.T, url string, c *client, proof []byte) int {
@@ -37,9 +30,8 @@ func adminWithProof(t *testing.T, url string, c *client, proof []byte) int {
 // With Config.Redis, an admin proof accepted by one node is a replay on
 // every other (its seq and id are checked in Redis).
 func TestAdminProofReplayAcrossNodes(t *testing.T) {
-	rs := sigiltest.StartRedis(t)
-	keys := sharedKeys(t)
-	a, b := redisNode(t, rs, keys), redisNode(t, rs, keys)
+	cl := newClusterEnv(t, 2, sigiltest.StartRedis(t).URL, "adm:", nil)
+	a, b := cl.nodes[0], cl.nodes[1]
 	adm := a.login("admin")
 	ab, _ := json.Marshal(server.AdminBody{JWK: adm.jwk, Req: json.RawMessage(`{}`)})
 	proof := adm.sign(&protocol.Envelope{Action: "admin.sessions", Body: ab})
@@ -65,35 +57,71 @@ func rawRedis(t *testing.T, rs *sigiltest.Redis) rueidis.Client {
 	return c
 }
 
-// An admin kick on one node closes the session's connections on every
-// node with 4004; with Redis away it is refused with 503, and nothing is
-// closed.
-func TestAdminKickAcrossNodes(t *testing.T) {
+// The admin API sees every node: the session list has the sessions of
+// every node, with their node's name; a kick on one node closes the
+// session's connections on another with 4004 (and counts them); with
+// Redis away the API answers 503, and nothing is closed.
+func TestAdminAcrossNodes(t *testing.T) {
 	rs := sigiltest.StartRedis(t)
-	keys := sharedKeys(t)
-	a, b := redisNode(t, rs, keys), redisNode(t, rs, keys)
-	adm := a.login("admin")
-	alice := b.login("alice").connect()
-	bob := b.login("bob").connect()
+	cl := newClusterEnv(t, 3, rs.URL, "adm:", nil)
+	adm := cl.login(0, "admin")
+	alice := cl.login(1, "alice").connect()
+	bob := cl.login(2, "bob").connect()
+	var list struct{ Sessions []server.SessionInfo }
+	until(t, "the session list to show both sessions", func() bool {
+		st, data := adm.admin("GET", "sessions", "")
+		must(t, json.Unmarshal(data, &list))
+		return st == 200 && len(list.Sessions) == 2
+	})
+	nodes := map[string]string{}
+	for _, si := range list.Sessions {
+		nodes[si.Subject] = si.Node
+	}
+	if nodes["alice"] != "node-b" || nodes["bob"] != "node-c" {
+		t.Fatalf("sessions by node: %v", nodes)
+	}
+
 	st, data := adm.admin("POST", "kick", `{"sid":"`+alice.tok.Session+`"}`)
-	if st != 200 {
+	if st != 200 || string(data) != "{\"closed\":1}\n" {
 		t.Fatalf("kick: %d %s", st, data)
 	}
 	alice.expectClose(server.CloseKicked)
 	bob.ping()
+	if st, _ := adm.admin("POST", "kick", `{"sid":"00000000-0000-4000-8000-000000000000"}`); st != 404 {
+		t.Fatalf("kick of an unknown sid: %d", st)
+	}
 
 	rs.Stop()
-	st, data = adm.admin("POST", "kick", `{"sid":"`+bob.tok.Session+`"}`)
-	var ae apiErr
-	must(t, json.Unmarshal(data, &ae))
-	if st != 503 || ae.Error != server.ErrCodeUnavailable {
-		t.Fatalf("kick with Redis stopped: %d %s", st, data)
+	for _, op := range [][2]string{{"GET", "sessions"}, {"POST", "kick"}, {"POST", "revoke"}} {
+		body := map[string]string{"sessions": "", "kick": `{"sid":"` + bob.tok.Session + `"}`, "revoke": `{"sub":"bob"}`}[op[1]]
+		st, data = adm.admin(op[0], op[1], body)
+		var ae apiErr
+		must(t, json.Unmarshal(data, &ae))
+		if st != 503 || ae.Error != server.ErrCodeUnavailable {
+			t.Fatalf("%s with Redis stopped: %d %s", op[1], st, data)
+		}
 	}
-	st, data = adm.admin("POST", "revoke", `{"sub":"bob"}`)
-	if st != 503 || !strings.Contains(string(data), `"unavailable"`) {
-		t.Fatalf("revoke with Redis stopped: %d %s", st, data)
-	}
-	bob.quiet()
+	rs.Restart()
+	bob.pingUntilAnswered() // still connected: nothing was kicked
+}
+
+// pingUntilAnswered pings until the server answers pong rather than
+// unavailable (a shared store coming back), failing on anything else.
+func (c *client) pingUntilAnswered() {
+	c.t.Helper()
+	until(c.t, "a pong", func() bool {
+		env := c.send(&protocol.Envelope{Action: protocol.ActPing, Corr: "p"})
+		m := c.recv()
+		if m.Action == protocol.ActPong && m.Corr == env.Corr {
+			return true
+		}
+		var eb protocol.ErrorBody
+		if m.Action != protocol.ActError || json.Unmarshal(m.Body, &eb) != nil || eb.Code != protocol.CodeUnavailable {
+			c.t.Fatalf("want pong or unavailable, got %s %s", m.Action, m.Body)
+		}
+		time.Sleep(20 * time.Millisecond)
+		return false
+	})
 }
 
 // A node that may have missed kick notices (its subscription to them was
@@ -101,13 +129,13 @@ func TestAdminKickAcrossNodes(t *testing.T) {
 // that were kicked meanwhile.
 func TestKickResyncAfterLostSubscription(t *testing.T) {
 	rs := sigiltest.StartRedis(t)
-	b := redisNode(t, rs, nil)
+	b := newClusterEnv(t, 1, rs.URL, "adm:", nil).nodes[0]
 	alice := b.login("alice").connect()
 	bob := b.login("bob").connect()
 	raw := rawRedis(t, rs)
 	ctx := context.Background()
 	// A kick whose notice b never saw: the key alone.
-	must(t, raw.Do(ctx, raw.B().Set().Key("limits:kicked:"+alice.tok.Session).Value("1").Px(time.Minute).Build()).Error())
+	must(t, raw.Do(ctx, raw.B().Set().Key("adm:kicked:"+alice.tok.Session).Value("1").Px(time.Minute).Build()).Error())
 	must(t, raw.Do(ctx, raw.B().ClientKill().TypePubsub().Build()).Error())
 	alice.expectClose(server.CloseKicked)
 	bob.ping()

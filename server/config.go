@@ -128,9 +128,11 @@ type Config struct {
 	// with other nodes (a Cluster's Configure sets it). New then counts
 	// failed logins there, across the nodes (a login is refused with 503
 	// while Redis does not answer); checks the replay of admin proofs there
-	// (AdminHandler); serves the connection's metrics
-	// (sigil_redis_seconds, sigil_redis_errors_total); and adds the
-	// ReadyCheck "redis" (Redis.Ping). Default nil: none of these.
+	// (AdminHandler); sends admin kicks to every node (Kick); and serves
+	// the connection's metrics (sigil_redis_seconds,
+	// sigil_redis_errors_total). Add a ReadyCheck for it as well
+	// (Redis.Ping, or Cluster.Ready, which Cluster.Configure adds). Default
+	// nil: none of these.
 	Redis *Redis
 
 	// ReadyChecks are the dependencies /readyz reports on (ReadyCheck): the

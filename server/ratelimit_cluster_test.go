@@ -3,25 +3,10 @@ package server_test
 import (
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/sigil-ws/sigil/internal/sigiltest"
 	"github.com/sigil-ws/sigil/server"
 )
-
-// redisNode is a server whose Config.Redis is a new connection to rs.
-func redisNode(t *testing.T, rs *sigiltest.Redis, mod func(*server.Config)) *env {
-	t.Helper()
-	r, err := server.NewRedis(server.RedisConfig{URL: rs.URL, Prefix: "limits:", OpTimeout: 500 * time.Millisecond})
-	must(t, err)
-	t.Cleanup(r.Close)
-	return newEnv(t, func(c *server.Config) {
-		c.Redis = r
-		if mod != nil {
-			mod(c)
-		}
-	})
-}
 
 // With Config.Redis, failed logins count across the nodes: an account's
 // failures on two nodes add up to its limit on both; while Redis does not
@@ -29,8 +14,12 @@ func redisNode(t *testing.T, rs *sigiltest.Redis, mod func(*server.Config)) *env
 // unlimited; the Redis operations show in the metrics.
 func TestLoginLimitsAcrossNodes(t *testing.T) {
 	rs := sigiltest.StartRedis(t)
-	limits := func(c *server.Config) { c.LoginFailuresPerAccount = 3; c.LoginFailuresPerAddress = 100 }
-	a, b := redisNode(t, rs, limits), redisNode(t, rs, limits)
+	cl := newClusterEnv(t, 2, rs.URL, "limits:", func(_ int, _ *server.ClusterConfig, c *server.Config) {
+		if c != nil {
+			c.LoginFailuresPerAccount, c.LoginFailuresPerAddress = 3, 100
+		}
+	})
+	a, b := cl.nodes[0], cl.nodes[1]
 	for i, n := range []*env{a, b, a} {
 		if st, _ := postToken(t, n.url, tokenBody(t, "alice", "wrong")); st != 401 {
 			t.Fatalf("failure %d: %d, want 401", i+1, st)

@@ -37,7 +37,7 @@ func TestReadyzFollowsRedis(t *testing.T) {
 	must(t, err)
 	t.Cleanup(r.Close)
 	e := newEnv(t, func(c *server.Config) {
-		c.Redis = r // its check is "redis"
+		c.ReadyChecks = []server.ReadyCheck{{Name: "redis", Check: r.Ping}}
 		c.ReadyInterval = 20 * time.Millisecond
 	})
 	ready := func() bool { st, _ := e.getStatus("/readyz"); return st == http.StatusOK }

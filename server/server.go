@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -115,7 +114,6 @@ func New(cfg Config) (*Server, error) {
 		s.log = s.log.With("node", cfg.Node)
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
-	checks := cfg.ReadyChecks
 	if r := cfg.Redis; r != nil {
 		s.acctLimit = newRedisLimiter(r, "acct", cfg.LoginFailuresPerAccount, cfg.LoginWindow)
 		s.addrLimit = newRedisLimiter(r, "addr", cfg.LoginFailuresPerAddress, cfg.LoginWindow)
@@ -123,7 +121,6 @@ func New(cfg Config) (*Server, error) {
 			s.cancel()
 			return nil, err
 		}
-		checks = append(slices.Clip(checks), ReadyCheck{Name: "redis", Check: r.Ping})
 		// Admin proofs have their own seqs (AdminHandler), shared too: a
 		// proof accepted by one node is a replay on every other.
 		s.adminReplay = &RedisReplayStore{r: r, name: "admin-replay"}
@@ -132,11 +129,11 @@ func New(cfg Config) (*Server, error) {
 		s.acctLimit = newFailureLimiter(cfg.LoginFailuresPerAccount, cfg.LoginWindow, cfg.Now)
 		s.addrLimit = newFailureLimiter(cfg.LoginFailuresPerAddress, cfg.LoginWindow, cfg.Now)
 	}
-	if err := checkReadyChecks(checks); err != nil {
+	if err := checkReadyChecks(cfg.ReadyChecks); err != nil {
 		s.cancel()
 		return nil, err
 	}
-	s.ready = newReadiness(checks, cfg.ReadyInterval, cfg.Registerer)
+	s.ready = newReadiness(cfg.ReadyChecks, cfg.ReadyInterval, cfg.Registerer)
 	keys := cfg.Keys
 	if len(keys) == 0 {
 		k, err := protocol.GenerateKey(protocol.EdDSA, nil)
@@ -295,16 +292,35 @@ func (s *Server) Sessions() []SessionInfo {
 }
 
 // Kick closes every connection of session sid with 4004 and reports how
-// many this node closed. With Config.Redis it closes them on every node:
-// it records the kick in Redis and tells the other nodes (an error then
-// means that they were not told).
+// many it closed. With Config.Redis it closes them on every node: it
+// records the kick in Redis and tells every node, and counts the
+// connections in the session list of every node (Config.Presence); an
+// error means that the other nodes were not told.
 func (s *Server) Kick(ctx context.Context, sid string) (int, error) {
-	if s.control != nil {
-		if err := s.control.kick(ctx, sid, s.cfg.TokenTTL+s.cfg.Skew); err != nil {
-			return 0, err
+	if s.control == nil {
+		return s.kickLocal(sid), nil
+	}
+	n, err := s.clusterCount(ctx, func(si SessionInfo) bool { return si.ID == sid })
+	if err != nil {
+		return 0, err
+	}
+	if err := s.control.kick(ctx, sid, s.cfg.TokenTTL+s.cfg.Skew); err != nil {
+		return 0, err
+	}
+	// This node's own connections may be too new for the list.
+	return max(n, s.kickLocal(sid)), nil
+}
+
+// clusterCount counts the live connections of every node that match.
+func (s *Server) clusterCount(ctx context.Context, match func(SessionInfo) bool) (int, error) {
+	list, err := s.ClusterSessions(ctx)
+	n := 0
+	for _, si := range list {
+		if match(si) {
+			n++
 		}
 	}
-	return s.kickLocal(sid), nil
+	return n, err
 }
 
 // kickLocal closes this node's connections of session sid with 4004.

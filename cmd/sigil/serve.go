@@ -204,7 +204,10 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	cfg.Authenticator = auth
 	log = log.With("node", f.node) // as the server's own lines
 	if f.redis.url != "" {
-		closeRedis, err := useRedis(&cfg, &f.redis, f.node, log)
+		if f.demo {
+			return errors.New("--demo has keys and users of its own process: a cluster's nodes need shared ones (--data-dir)")
+		}
+		closeRedis, err := useRedis(&cfg, &f.redis, f.dataDir, f.node, log, stderr)
 		if err != nil {
 			return err
 		}

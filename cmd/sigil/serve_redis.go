@@ -23,6 +23,7 @@ import (
 
 // redisFlags are the cluster-mode flags of sigil serve.
 type redisFlags struct {
+	secretFile             string
 	url, prefix, ca        string
 	opTimeout, dialTimeout time.Duration
 	pipeline, pool         int
@@ -33,6 +34,7 @@ func (f *redisFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.url, "redis", "", "cluster mode: the Redis that the nodes share, as a URL: redis://[user:password@]host:port[/db], "+
 		"rediss:// for TLS, Sentinel ?master_set=NAME&addr=host2:port, Cluster ?addr=host2:port&addr=...; "+
 		"give a URL with a password as SIGIL_REDIS or in the config file, not on the command line (it is never logged). Empty: one node, state in memory")
+	fs.StringVar(&f.secretFile, "cluster-secret-file", "", "cluster mode: the file of the secret the nodes share (base64url, 32+ bytes), which seals direct messages and channel keys between them; default <data-dir>/cluster-secret, created by the first node: copy it to every node")
 	fs.StringVar(&f.prefix, "redis-prefix", server.DefaultRedisPrefix, "start of every Redis key and channel; the nodes of one server share it")
 	fs.StringVar(&f.ca, "redis-ca", "", "PEM file of the CA certificates that rediss:// servers are checked against (default: the system roots)")
 	fs.DurationVar(&f.opTimeout, "redis-timeout", server.DefaultRedisOpTimeout, "bound of each Redis call; one that runs out fails closed (the frame or login is refused with unavailable)")
@@ -119,23 +121,29 @@ func redactURL(s string) string {
 	return u.Redacted()
 }
 
-// useRedis connects to the Redis of f and puts the node's shared state
-// there (cluster mode). It returns what closes the connection.
-func useRedis(cfg *server.Config, f *redisFlags, node string, log *slog.Logger) (func(), error) {
+// useRedis connects the node to the Redis of f and puts its shared state
+// there (cluster mode, server.NewCluster). It returns what releases it,
+// to call after the server's Shutdown.
+func useRedis(cfg *server.Config, f *redisFlags, dataDir, node string, log *slog.Logger, stderr io.Writer) (func(), error) {
 	rc, err := f.config(node)
 	if err != nil {
 		return nil, err
 	}
-	r, err := server.NewRedis(rc)
+	path := f.secretFile
+	if path == "" {
+		path = filepath.Join(dataDir, "cluster-secret")
+	}
+	secret, err := loadClusterSecret(path, stderr)
+	if err != nil {
+		return nil, err
+	}
+	c, err := server.NewCluster(server.ClusterConfig{Redis: rc, Node: node, Secret: secret, MaxRefreshFamilies: cfg.MaxRefreshFamilies})
 	if err != nil {
 		return nil, fmt.Errorf("--redis %s: %w", redactURL(f.url), err)
 	}
-	cfg.Replay = server.NewRedisReplayStore(r)
-	cfg.Revocations = server.NewRedisRevocationStore(r)
-	cfg.Refresh = server.NewRedisRefreshStore(r, cfg.MaxRefreshFamilies)
-	cfg.Redis = r
+	c.Configure(cfg)
 	log.Info("cluster mode", "redis", redactURL(f.url), "prefix", rc.Prefix)
-	return r.Close, nil
+	return c.Close, nil
 }
 
 // clusterSecretBytes is the size of a generated cluster secret.

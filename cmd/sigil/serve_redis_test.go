@@ -31,6 +31,9 @@ func TestServeRedisPlaintextRefused(t *testing.T) {
 			t.Errorf("%s: %v\n%s", u, err, out)
 		}
 	}
+	if out, err := sigilExit(t, "serve", "--demo", "--addr", "127.0.0.1:0", "--redis", "redis://127.0.0.1:1"); err == nil || !strings.Contains(out, "--demo") {
+		t.Errorf("--demo with --redis: %v\n%s", err, out)
+	}
 	for _, u := range []string{"redis://127.0.0.1:6379", "redis://localhost", "redis://[::1]:6379", "rediss://10.0.0.7:6379", "unix:///run/redis.sock",
 		"redis://127.0.0.1:7000?addr=127.0.0.2:7001", "rediss://h?skip_verify=false"} {
 		p, _ := url.Parse(u)
