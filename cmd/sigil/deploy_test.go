@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -190,23 +192,227 @@ func recvBody(t *testing.T, sub *client.Subscription) string {
 	return ""
 }
 
-// deploy/run.sh runs three nodes, Redis and HAProxy: a session logged in
-// on one node connects through the balancer; the balancer reports ready.
+// deploy/run.sh runs three nodes, Redis and HAProxy as one server: a
+// session logged in on one node connects through the balancer;
+// publications and direct messages cross the nodes; sigil load, spread over
+// the three nodes, loses nothing; the balancer reports ready.
 func TestDeployRunScript(t *testing.T) {
 	c := startDeploy(t)
 	if st, body := get(t, c.url+"/readyz"); st != 200 {
 		t.Fatalf("balancer /readyz = %d %s", st, body)
 	}
 	ctx := context.Background()
-	alice := c.dial(t, strings.Replace(c.url, "http", "ws", 1)+"/v1/ws", c.nodes[0], "alice", nil)
-	sub, err := alice.Subscribe(ctx, "rooms.deploy")
+	ws := func(base string) string { return strings.Replace(base, "http", "ws", 1) + "/v1/ws" }
+	alice := c.dial(t, ws(c.url), c.nodes[0], "alice", nil) // logged in on node 1, through the balancer
+	bob := c.dial(t, ws(c.nodes[1]), c.nodes[1], "bob", nil)
+	carol := c.dial(t, ws(c.nodes[2]), c.nodes[0], "carol", nil)
+	subs := map[string]*client.Subscription{}
+	for name, cl := range map[string]*client.Client{"alice": alice, "bob": bob} {
+		s, err := cl.Subscribe(ctx, "rooms.deploy")
+		if err != nil {
+			t.Fatal(err)
+		}
+		subs[name] = s
+	}
+	if err := carol.Publish(ctx, "rooms.deploy", json.RawMessage(`"from node 3"`)); err != nil {
+		t.Fatal(err)
+	}
+	for name, s := range subs {
+		if got := recvBody(t, s); got != `"from node 3"` {
+			t.Fatalf("%s got %s", name, got)
+		}
+	}
+	if err := alice.Send(ctx, "bob", json.RawMessage(`"a direct message"`)); err != nil {
+		t.Fatal(err)
+	}
+	if got := recvBody(t, bob.Inbox()); got != `"a direct message"` {
+		t.Fatalf("bob's inbox: %s", got)
+	}
+
+	pw := filepath.Join(t.TempDir(), "pw")
+	if err := os.WriteFile(pw, []byte(c.passwords["alice"]+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	rep := runLoadJSON(t, "", "--server", strings.Join(c.nodes[:], ","), "--user", "alice", "--password-file", pw,
+		"--conns", "3", "--subs", "3", "--count", "30", "--duration", "120s", "--stats")
+	checkLossless(t, rep, 3*30)
+	if st := rep.Stats; st == nil || len(st.Servers) != 3 || st.RedisOps["replay.check"] < 90 {
+		t.Fatalf("stats %+v", rep.Stats)
+	}
+}
+
+// killBody is what the publishers of TestDeployNodeKilled send.
+type killBody struct {
+	P int `json:"p"`
+	K int `json:"k"`
+}
+
+// SIGKILL of a node behind the balancer loses only its connections: its
+// clients reconnect through the balancer to another node and go on with
+// their session (their seq continues, replay protection holds across the
+// nodes); every acknowledged publish reaches every subscriber exactly once,
+// and nothing reaches a subscriber twice or without having been published.
+func TestDeployNodeKilled(t *testing.T) {
+	c := startDeploy(t)
+	ctx := context.Background()
+	ws := func(base string) string { return strings.Replace(base, "http", "ws", 1) + "/v1/ws" }
+	fast := &client.Options{Reconnect: &client.ReconnectPolicy{Min: 50 * time.Millisecond, Max: 500 * time.Millisecond}}
+
+	// Subscribers on the nodes that stay, publishers through the balancer
+	// (least connections: they spread over the three nodes).
+	var subs []*client.Subscription
+	for _, node := range []string{c.nodes[0], c.nodes[2]} {
+		s, err := c.dial(t, ws(node), node, "bob", fast).Subscribe(ctx, "rooms.kill")
+		if err != nil {
+			t.Fatal(err)
+		}
+		subs = append(subs, s)
+	}
+	const publishers = 6
+	pubs := make([]*client.Client, publishers)
+	for i := range pubs {
+		pubs[i] = c.dial(t, ws(c.url), c.url, "alice", fast)
+	}
+	if n := nodeConnections(t, c.nodes[1]); n < 1 {
+		t.Fatalf("node 2 serves %v connections: the balancer put no publisher there", n)
+	}
+	// A raw session on node 2, whose hello is replayed to node 1 after the
+	// kill.
+	raw := newRawSession(t, c.url, "carol", c.passwords["carol"])
+	hello := raw.connect(t, ws(c.nodes[1]))
+
+	// Publish until told to stop; the publishers' answers are the truth.
+	type result struct {
+		acked, tried map[killBody]bool
+		errs         map[string]int
+	}
+	results := make([]result, publishers)
+	var acks atomic.Int64
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for i, p := range pubs {
+		results[i] = result{acked: map[killBody]bool{}, tried: map[killBody]bool{}, errs: map[string]int{}}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := &results[i]
+			for k := 0; ; k++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				b := killBody{P: i, K: k}
+				r.tried[b] = true
+				pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+				err := p.Publish(pctx, "rooms.kill", b)
+				cancel()
+				if err == nil {
+					r.acked[b] = true
+					acks.Add(1)
+					continue
+				}
+				r.errs[errorKey(err)]++
+				time.Sleep(20 * time.Millisecond)
+			}
+		}()
+	}
+	waitCond(t, "100 acknowledged publishes", func() bool { return acks.Load() >= 100 })
+	raw.publish(t, "rooms.raw", "before the kill")
+	if err := syscall.Kill(c.pid(t, "node2"), syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	// Node 1 knows what node 2 accepted: the raw session's first hello,
+	// sent again (still fresh), is a replay there; the session goes on
+	// with a new one.
+	raw.expectHelloReplay(t, ws(c.nodes[0]), hello)
+	raw.connect(t, ws(c.nodes[0]))
+	raw.publish(t, "rooms.raw", "after the kill")
+	before := acks.Load()
+	waitCond(t, "the clients of node 2 to reconnect elsewhere and go on", func() bool {
+		for _, p := range pubs {
+			if p.Stats().Reconnects > 0 {
+				return acks.Load() >= before+300
+			}
+		}
+		return false
+	})
+	close(stop)
+	wg.Wait()
+
+	moved := 0
+	var acked, tried = map[killBody]bool{}, map[killBody]bool{}
+	for i, p := range pubs {
+		if p.Stats().Reconnects > 0 {
+			moved++
+		}
+		for code := range results[i].errs {
+			if strings.HasPrefix(code, "replay") {
+				t.Errorf("publisher %d: %v: its session did not continue", i, results[i].errs)
+			}
+		}
+		for b := range results[i].acked {
+			acked[b] = true
+		}
+		for b := range results[i].tried {
+			tried[b] = true
+		}
+	}
+	if moved == 0 {
+		t.Fatal("no publisher reconnected")
+	}
+	for si, s := range subs {
+		got := map[killBody]int{}
+		missing := func() int {
+			n := 0
+			for b := range acked {
+				if got[b] == 0 {
+					n++
+				}
+			}
+			return n
+		}
+		for missing() > 0 {
+			select {
+			case m, ok := <-s.C():
+				if !ok {
+					t.Fatalf("subscriber %d ended: %v", si, s.Err())
+				}
+				var b killBody
+				if err := json.Unmarshal(m.Body, &b); err != nil {
+					t.Fatal(err)
+				}
+				got[b]++
+			case <-time.After(30 * time.Second):
+				t.Fatalf("subscriber %d: %d of %d acknowledged publishes never arrived", si, missing(), len(acked))
+			}
+		}
+		// Whatever else is still queued (publishes that were in flight).
+		for drained := false; !drained; {
+			select {
+			case m := <-s.C():
+				var b killBody
+				_ = json.Unmarshal(m.Body, &b)
+				got[b]++
+			case <-time.After(500 * time.Millisecond):
+				drained = true
+			}
+		}
+		for b, n := range got {
+			if n != 1 || !tried[b] {
+				t.Errorf("subscriber %d got %+v %d times (published: %v)", si, b, n, tried[b])
+			}
+		}
+	}
+	t.Logf("%d acknowledged publishes, %d publishers moved off the killed node", len(acked), moved)
+}
+
+// nodeConnections reads a node's sigil_connections.
+func nodeConnections(t *testing.T, base string) float64 {
+	t.Helper()
+	v, err := readMetrics(context.Background(), cliHTTPClient(), base+"/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := alice.Publish(ctx, "rooms.deploy", json.RawMessage(`"through the balancer"`)); err != nil {
-		t.Fatal(err)
-	}
-	if got := recvBody(t, sub); got != `"through the balancer"` {
-		t.Fatalf("delivery %s", got)
-	}
+	return v["sigil_connections"]
 }
