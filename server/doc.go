@@ -38,9 +38,10 @@
 //
 // The replay store (protocol.ReplayStore), the revocation store
 // (RevocationStore), the refresh-token store (RefreshStore), the broker
-// that fans frames out (Broker) and the authenticator (Authenticator) are
-// interfaces with in-memory implementations. A cluster broker plugs in
-// through Config.Broker without changes to the hub.
+// that fans frames out (Broker), the presence (Presence: channel members,
+// channel content keys, the session list) and the authenticator
+// (Authenticator) are interfaces with in-memory implementations, the
+// defaults of a single node.
 //
 // The broker contract is typed (broker.go). The hub publishes each fan-out
 // as a Publication to a Topic (a channel, or a user for direct messages)
@@ -51,12 +52,30 @@
 // DirectMessage carries what each node needs to sign a direct frame per
 // recipient session, re-sealing an encrypted body (its Plain member is a
 // message body in the clear, which must never cross a network
-// unencrypted). Publication.MarshalBinary is the encoding between nodes.
+// unencrypted). A Key publication carries a channel's new content key to
+// every node. Publication.MarshalBinary is the encoding between nodes.
+//
+// The hub counts its own sessions per channel and subject, and calls the
+// presence at a subject's first session in a channel on the node (Join)
+// and its last (Leave): the presence decides whether the subject joined or
+// left the whole server's membership, and publishes the event.
+//
+// # Cluster
+//
+// Nodes that act as one server share all of it through Redis: NewCluster
+// connects a node and builds its RedisBroker (sharded pub/sub), its
+// RedisPresence (heartbeats, membership scripts that publish their own
+// events, sealed content keys, the session list) and the Redis replay,
+// revocation and refresh stores; Cluster.Configure puts them into a
+// Config, and New then watches the revocations of every node
+// (RevocationWatcher). Direct messages and content keys cross Redis sealed
+// under ClusterConfig.Secret. spec.md §19 states what is shared and the
+// guarantees.
 //
 // # Failures
 //
-// A failing store (replay state, revocations, refresh tokens) or broker
-// fails closed: no frame is accepted unchecked. A frame that needs it is
+// A failing store (replay state, revocations, refresh tokens, presence)
+// or broker fails closed: no frame is accepted unchecked. A frame that needs it is
 // answered with an error frame whose code is unavailable (the frame was
 // not accepted; the client may send it again with backoff); a hello, or a
 // session that cannot be checked after its welcome or during an in-band
@@ -74,11 +93,20 @@
 // bounded per-connection queue drained by a writer goroutine that exists
 // only while the queue is not empty, so idle sessions cost one goroutine.
 // Lock order: Server.mu (sessions) → a hub topic lock → hub.mu → conn.mu.
-// No lock is held while writing to a socket or calling a store or handler.
-// The broker is called under a topic lock at most (Subscribe and
-// Unsubscribe, so that a topic's first-in and last-out transitions reach
-// the broker in order), never under hub.mu or conn.mu; it calls the hub's
-// handler, which takes hub.mu (read) and conn.mu, from any goroutine.
+// No lock is held while writing to a socket or calling a store or handler,
+// but for a topic lock: the broker and the presence are called under one
+// (Subscribe, Unsubscribe, Join and Leave, so that a topic's first-in and
+// last-out transitions reach them in order), never under hub.mu or
+// conn.mu; the broker calls the hub's handler, which takes hub.mu and
+// conn.mu, from any goroutine (the Redis broker: from one goroutine per
+// partition, in the order Redis delivered the publications). While a
+// session's sub is being handled, the channel's frames that reach it are
+// held on the session, and queued after the sub's reply.
+//
+// The Redis presence runs two goroutines per node: the heartbeat (which
+// also retries failed membership changes and removes dead nodes) and the
+// writer of the session list. The Redis broker runs one watcher per
+// partition, which re-subscribes after a lost connection.
 //
 // Tokens, keys, passwords and message bodies are never logged.
 package server

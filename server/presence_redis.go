@@ -24,8 +24,10 @@ import (
 //	<prefix>ps:{<n>}:key:<ch>        hash: the current content key of ch,
 //	                                 sealed (v: version, k: the key)
 //	<prefix>ps:{<n>}:kv:<ch>         the last key version of ch (kept a day
-//	                                 after its last use, so that versions
-//	                                 never repeat)
+//	                                 after its last use; a version is at
+//	                                 least the node's clock in µs, so that
+//	                                 versions never repeat, even after Redis
+//	                                 lost its data)
 //	<prefix>node:{<node>}:alive      the node's heartbeat (TTL: 3 heartbeats)
 //	<prefix>node:{<node>}:chans      set: the channels the node holds members in
 //	<prefix>node:{<node>}:sessions   hash: its live sessions (SessionInfo JSON)
@@ -162,11 +164,17 @@ return {removed, n, tonumber(redis.call('HGET', KEYS[3], 'v') or '0')}
 
 // keyVersionScript reserves the next key version of a channel, if its key
 // is still version ARGV[1] (0: none). KEYS[1] the last version, KEYS[2]
-// the key; ARGV[2] the last version's TTL (ms). Returns the new version,
-// or 0 if the key has moved on.
+// the key; ARGV[2] the last version's TTL (ms), ARGV[3] the node's clock
+// in microseconds. A version is at least the clock, so that versions keep
+// growing even after Redis lost its data. Returns the new version, or 0 if
+// the key has moved on.
 var keyVersionScript = rueidis.NewLuaScript(`
 if (redis.call('HGET', KEYS[2], 'v') or '0') ~= ARGV[1] then return 0 end
 local v = redis.call('INCR', KEYS[1])
+if v < tonumber(ARGV[3]) then
+  redis.call('SET', KEYS[1], ARGV[3])
+  v = tonumber(ARGV[3])
+end
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return v
 `)
@@ -405,7 +413,7 @@ func (p *RedisPresence) RotateKey(ctx context.Context, ch string, from uint64) e
 	err := p.r.call(ctx, "presence.rotate_key", func(ctx context.Context) error {
 		var err error
 		v, err = keyVersionScript.Exec(ctx, p.r.client, []string{p.versionKey(ch), p.keyKey(ch)},
-			[]string{fromArg, strconv.FormatInt(keyVersionTTL.Milliseconds(), 10)}).AsInt64()
+			[]string{fromArg, strconv.FormatInt(keyVersionTTL.Milliseconds(), 10), strconv.FormatInt(p.r.now().UnixMicro(), 10)}).AsInt64()
 		return err
 	})
 	if err != nil || v == 0 {

@@ -18,7 +18,7 @@ import (
 // read before it closes with 1001, so every message a subscriber received
 // was acknowledged to its publisher.
 func TestServeSIGTERMDrains(t *testing.T) {
-	url, lines, cmd := startServe(t, "--demo", "--port", "0")
+	url, lines, cmd := startServe(t, "--demo", "--addr", "127.0.0.1:0")
 	pw := map[string]string{}
 	for _, l := range lines {
 		if f := strings.Fields(l); len(f) == 2 {
