@@ -145,7 +145,7 @@ if [ -s "$work/passwords" ]; then
   echo "  users (passwords also in $work/passwords):"
   sed 's/^/    /' "$work/passwords"
 fi
-echo "  try: sigil listen --server $url rooms.lobby   (after sigil login --server $url --user alice)"
+echo "  try: sigil login --server $url --user alice && sigil listen rooms.lobby"
 echo "SIGIL_CLUSTER_READY url=$url dir=$work"
 
 # Run until interrupted; a node that dies (or is killed) does not stop the
