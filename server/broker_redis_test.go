@@ -1,10 +1,15 @@
 package server_test
 
 import (
+	"context"
+	"errors"
+	"fmt"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/sigil-ws/sigil/internal/sigiltest"
+	"github.com/sigil-ws/sigil/server"
 )
 
 // The broker contract (broker_test.go) holds for the Redis broker on one
@@ -17,4 +22,41 @@ func TestRedisBrokerContract(t *testing.T) {
 func TestRedisBrokerContractOnCluster(t *testing.T) {
 	rc := sigiltest.StartRedisCluster(t, 3)
 	brokerContract(t, newCluster(t, rc.URL, "test-"+uuid.NewString()[:8]+":", nil).Broker)
+}
+
+// Without Redis the broker fails closed and the node says it is not
+// ready; when Redis is back, the broker subscribes again by itself and
+// the node is ready again, with nothing re-created.
+func TestRedisBrokerFailsClosedAndRecovers(t *testing.T) {
+	srv := sigiltest.StartRedis(t)
+	c := newCluster(t, srv.URL, "test:", func(cc *server.ClusterConfig) { cc.Heartbeat = 100 * time.Millisecond })
+	r := newRecorder()
+	must(t, c.Broker.Start(r))
+	must(t, c.Presence.Start(c.Broker, func(act, ch, sub string) (*server.Publication, error) {
+		return &server.Publication{Channel: &server.ChannelPublication{Channel: ch, Frame: []byte(act + " " + sub)}}, nil
+	}))
+	ctx := context.Background()
+	must(t, c.Ready(ctx))
+	lobby := server.ChannelTopic("rooms.lobby")
+	must(t, c.Broker.Subscribe(ctx, lobby))
+	pub := func(i int) *server.Publication {
+		return &server.Publication{Channel: &server.ChannelPublication{Channel: "rooms.lobby", Frame: []byte(fmt.Sprint(i))}}
+	}
+
+	srv.Stop()
+	if err := c.Broker.Publish(ctx, pub(1)); !errors.Is(err, server.ErrRedisUnavailable) {
+		t.Fatalf("Publish without Redis: %v", err)
+	}
+	until(t, "the node to be not ready", func() bool { return c.Ready(ctx) != nil })
+	if err := c.Broker.Subscribe(ctx, server.ChannelTopic("rooms.other")); !errors.Is(err, server.ErrRedisUnavailable) {
+		t.Fatalf("Subscribe without Redis: %v", err)
+	}
+
+	srv.Restart()
+	until(t, "the node to be ready again", func() bool { return c.Ready(ctx) == nil })
+	must(t, c.Broker.Publish(ctx, pub(2))) // lobby was subscribed again
+	if got := r.wait(t, 1); string(got[0].Channel.Frame) != "2" {
+		t.Fatalf("after the restart: %s", got[0].Channel.Frame)
+	}
+	must(t, c.Broker.Subscribe(ctx, server.ChannelTopic("rooms.other")))
 }
