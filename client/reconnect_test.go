@@ -216,7 +216,7 @@ func TestKickedDoesNotReconnect(t *testing.T) {
 	e := newEnv(t, nil)
 	alice := e.dial("alice", nil)
 	sid, _ := alice.Session()
-	if e.srv.Kick(sid) != 1 {
+	if n, err := e.srv.Kick(context.Background(), sid); err != nil || n != 1 {
 		t.Fatal("kick")
 	}
 	<-alice.Done()

@@ -62,7 +62,13 @@ func (s *Server) serveAdmin(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	switch op {
 	case "sessions":
-		writeJSON(w, http.StatusOK, map[string]any{"sessions": s.Sessions()})
+		list, err := s.ClusterSessions(ctx)
+		if err != nil {
+			s.storeError("admin sessions", err)
+			writeError(w, storeUnavailable("the session list could not be read"))
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"sessions": list})
 	case "revoke":
 		var req struct {
 			JTI string `json:"jti"`
@@ -80,8 +86,21 @@ func (s *Server) serveAdmin(w http.ResponseWriter, r *http.Request) {
 			n, err = s.RevokeSubject(ctx, req.Sub)
 		}
 		if err != nil {
-			writeError(w, newAPIError(http.StatusInternalServerError, ErrCodeInternal, "revocation failed"))
+			s.storeError("admin revoke", err)
+			writeError(w, storeUnavailable("the revocation could not be stored"))
 			return
+		}
+		if s.control != nil {
+			// The other nodes close theirs on the revocation's notice; the
+			// count is of every node's, or of this node's if the list
+			// cannot be read.
+			all, err := s.clusterCount(ctx, func(si SessionInfo) bool {
+				return (req.JTI != "" && si.TokenID == req.JTI) || (req.Sub != "" && si.Subject == req.Sub)
+			})
+			if err != nil {
+				s.storeError("admin revoke count", err)
+			}
+			n = max(n, all)
 		}
 		s.log.Info("admin revoke", "jti", req.JTI, "sub", req.Sub, "closed", n)
 		writeJSON(w, http.StatusOK, map[string]int{"closed": n})
@@ -93,7 +112,12 @@ func (s *Server) serveAdmin(w http.ResponseWriter, r *http.Request) {
 			writeError(w, newAPIError(http.StatusBadRequest, ErrCodeInvalidRequest, `body must be {"sid"}`))
 			return
 		}
-		n := s.Kick(req.SID)
+		n, err := s.Kick(ctx, req.SID)
+		if err != nil {
+			s.storeError("admin kick", err)
+			writeError(w, storeUnavailable("the kick could not reach the other nodes"))
+			return
+		}
 		if n == 0 {
 			writeError(w, newAPIError(http.StatusNotFound, ErrCodeNotFound, "no live session with this sid"))
 			return

@@ -184,9 +184,7 @@ func (p *brokerPartition) watch(dc rueidis.DedicatedClient, lost <-chan error) {
 	if err == nil {
 		err = errors.New("subscription connection closed")
 	}
-	if b.r.observe != nil {
-		b.r.observe("broker.connection_lost", 0, err)
-	}
+	b.r.reportEvent("broker.connection_lost", 0, err)
 	p.mu.Lock()
 	if p.dc == dc {
 		p.dc = nil
@@ -375,16 +373,14 @@ func (b *RedisBroker) decode(msg string, fresh bool) (*Publication, error) {
 // onMessage hands a received publication to the hub. It runs on the
 // partition connection's reader goroutine. A message that does not decode,
 // or arrived on another topic's channel, is dropped and reported to
-// RedisConfig.Observe as "broker.receive".
+// RedisConfig.Observe and sigil_redis_errors_total as "broker.receive".
 func (b *RedisBroker) onMessage(m rueidis.PubSubMessage) {
 	p, err := b.decode(m.Message, true)
 	if err == nil && b.channelOf(p.Topic()) != m.Channel {
 		err = errors.New("publication on another topic's channel")
 	}
 	if err != nil {
-		if b.r.observe != nil {
-			b.r.observe("broker.receive", 0, err)
-		}
+		b.r.reportEvent("broker.receive", 0, err)
 		return
 	}
 	b.h.HandlePublication(p)

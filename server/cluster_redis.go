@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"time"
 
@@ -139,14 +140,21 @@ func checkClusterSettings(r *Redis, partitions int, sealID string) error {
 }
 
 // Configure sets cfg's Broker, Presence, Replay, Revocations and Refresh
-// to the cluster's. New then starts them, and watches the revocations of
-// every node (RevocationWatcher).
+// to the cluster's, its Redis (login limits, admin proofs, kicks and the
+// Redis metrics; see Config.Redis), its Node unless set, and adds the
+// ReadyCheck "redis" (Ready). New then starts them, and watches the
+// revocations of every node (RevocationWatcher).
 func (c *Cluster) Configure(cfg *Config) {
 	cfg.Broker = c.Broker
 	cfg.Presence = c.Presence
 	cfg.Replay = c.Replay
 	cfg.Revocations = c.Revocations
 	cfg.Refresh = c.Refresh
+	cfg.Redis = c.Redis
+	if cfg.Node == "" {
+		cfg.Node = c.Presence.node
+	}
+	cfg.ReadyChecks = append(slices.Clip(cfg.ReadyChecks), ReadyCheck{Name: "redis", Check: c.Ready})
 }
 
 // Ready reports whether the node can serve: Redis answers, every broker

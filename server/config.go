@@ -124,10 +124,32 @@ type Config struct {
 	// argon2id parameters need a larger budget.
 	PasswordHashMemory int64
 
+	// Redis is the node's connection to Redis when it shares its state
+	// with other nodes (a Cluster's Configure sets it). New then counts
+	// failed logins there, across the nodes (a login is refused with 503
+	// while Redis does not answer); checks the replay of admin proofs there
+	// (AdminHandler); sends admin kicks to every node (Kick); and serves
+	// the connection's metrics (sigil_redis_seconds,
+	// sigil_redis_errors_total). Add a ReadyCheck for it as well
+	// (Redis.Ping, or Cluster.Ready, which Cluster.Configure adds). Default
+	// nil: none of these.
+	Redis *Redis
+
+	// ReadyChecks are the dependencies /readyz reports on (ReadyCheck): the
+	// server answers 503 while one of them fails. Default none.
+	ReadyChecks []ReadyCheck
+	// ReadyInterval is how often the ReadyChecks run. Default
+	// DefaultReadyInterval (1s).
+	ReadyInterval time.Duration
+
 	// HTTP holds the timeouts and limits of the http.Server that
 	// Server.HTTPServer builds.
 	HTTP HTTPConfig
 
+	// Node names this node when several act as one server (cluster mode):
+	// the server's log lines carry it as the attribute "node", and the
+	// metric sigil_node_info{node} is 1. Default empty: neither.
+	Node string
 	// Logger receives structured logs. Default slog.Default().
 	Logger *slog.Logger
 	// Registerer receives the Prometheus metrics, including the standard Go
@@ -203,6 +225,7 @@ func (c *Config) setDefaults() {
 	def(&c.ChannelKeyRotation, 24*time.Hour)
 	def(&c.KeyGrace, 60*time.Second)
 	def(&c.SweepInterval, time.Second)
+	def(&c.ReadyInterval, DefaultReadyInterval)
 	defInt(&c.LoginFailuresPerAccount, 10)
 	defInt(&c.LoginFailuresPerAddress, 50)
 	def(&c.LoginWindow, time.Minute)

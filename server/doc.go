@@ -65,8 +65,12 @@
 // events, sealed content keys, the session list) and the Redis replay,
 // revocation and refresh stores; Cluster.Configure puts them into a
 // Config, and New then watches the revocations of every node
-// (RevocationWatcher). Direct messages and content keys cross Redis sealed
-// under ClusterConfig.Secret. spec.md §19 states what is shared and the
+// (RevocationWatcher). Configure also sets Config.Redis, with which the
+// login rate limits, the replay state of admin proofs and admin kicks are
+// shared too, and the connection's metrics are served; and it makes
+// Cluster.Ready the ReadyCheck "redis", so that /readyz answers 503 while
+// Redis is away. Direct messages and content keys cross Redis sealed under
+// ClusterConfig.Secret. spec.md §19 states what is shared and the
 // guarantees.
 //
 // # Failures

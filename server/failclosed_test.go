@@ -307,7 +307,7 @@ func TestStoreFailureFailsClosed(t *testing.T) {
 }
 
 // TestHTTPProofStoreFailure: a refresh proof or an admin proof that cannot
-// be checked because the revocation store fails is answered 500 internal
+// be checked because the revocation store fails is answered 503 unavailable
 // (spec.md §13.4), not as a bad credential, and the failure is counted.
 func TestHTTPProofStoreFailure(t *testing.T) {
 	rev := &flakyRevocations{MemoryRevocationStore: server.NewMemoryRevocationStore()}
@@ -317,12 +317,12 @@ func TestHTTPProofStoreFailure(t *testing.T) {
 	rev.arm(0)
 	rt := alice.tok.RefreshToken
 	var ae apiErr
-	if st := e.postJSON("/v1/refresh", map[string]string{"refresh_token": rt, "proof": alice.refreshProof(rt)}, &ae); st != 500 || ae.Error != server.ErrCodeInternal {
-		t.Fatalf("refresh with the revocation store down: %d %v, want 500 internal", st, ae)
+	if st := e.postJSON("/v1/refresh", map[string]string{"refresh_token": rt, "proof": alice.refreshProof(rt)}, &ae); st != 503 || ae.Error != server.ErrCodeUnavailable {
+		t.Fatalf("refresh with the revocation store down: %d %v, want 503 unavailable", st, ae)
 	}
 	st, body := adm.admin(http.MethodGet, "sessions", "")
-	if st != 500 || !strings.Contains(string(body), `"error":"internal"`) {
-		t.Fatalf("admin request with the revocation store down: %d %s, want 500 internal", st, body)
+	if st != 503 || !strings.Contains(string(body), `"error":"unavailable"`) {
+		t.Fatalf("admin request with the revocation store down: %d %s, want 503 unavailable", st, body)
 	}
 	rev.disarm()
 	got := e.metric(`sigil_backend_errors_total{backend="store"`)

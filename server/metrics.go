@@ -2,6 +2,7 @@ package server
 
 import (
 	"errors"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -23,7 +24,7 @@ type metrics struct {
 	passwordChecks prometheus.Gauge
 }
 
-func newMetrics(reg prometheus.Registerer) *metrics {
+func newMetrics(reg prometheus.Registerer, node string) *metrics {
 	m := &metrics{
 		connections: prometheus.NewGauge(prometheus.GaugeOpts{Name: "sigil_connections", Help: "Open WebSocket connections."}),
 		connTotal:   prometheus.NewCounter(prometheus.CounterOpts{Name: "sigil_connections_total", Help: "WebSocket connections accepted."}),
@@ -46,6 +47,12 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		m.rejectedBy[c] = m.rejected.WithLabelValues(string(c))
 	}
 	reg.MustRegister(m.connections, m.connTotal, m.accepted, m.rejected, m.verifySeconds, m.deliveries, m.slowDrops, m.closes, m.logins, m.backendErrors, m.passwordChecks)
+	if node != "" {
+		info := prometheus.NewGauge(prometheus.GaugeOpts{Name: "sigil_node_info", Help: "1, labelled with the node name (Config.Node).",
+			ConstLabels: prometheus.Labels{"node": node}})
+		info.Set(1)
+		reg.MustRegister(info)
+	}
 	registerRuntime(reg)
 	return m
 }
@@ -70,4 +77,60 @@ func (m *metrics) reject(code protocol.Code) {
 		return
 	}
 	m.rejected.WithLabelValues(string(code)).Inc()
+}
+
+// redisMetrics are a Redis connection's metrics (sigil_redis_*). Every
+// Redis has them; a Server whose Config.Redis is set registers them.
+type redisMetrics struct {
+	seconds *prometheus.HistogramVec
+	errors  *prometheus.CounterVec
+}
+
+func newRedisMetrics() *redisMetrics {
+	return &redisMetrics{
+		seconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "sigil_redis_seconds", Help: "Duration of Redis operations (one round trip each), by operation, failed ones included.",
+			Buckets: []float64{100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 100e-3, 250e-3, 1},
+		}, []string{"op"}),
+		errors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sigil_redis_errors_total",
+			Help: "Failed Redis operations, and lost subscriptions, by operation."}, []string{"op"}),
+	}
+}
+
+// report records one Redis operation (a round trip): its duration and,
+// if it failed, its error. Observe sees it too.
+func (r *Redis) report(op string, d time.Duration, err error) {
+	r.metrics.seconds.WithLabelValues(op).Observe(d.Seconds())
+	if err != nil {
+		r.metrics.errors.WithLabelValues(op).Inc()
+	}
+	if r.observe != nil {
+		r.observe(op, d, err)
+	}
+}
+
+// reportEvent records what is not a round trip, such as the end of a
+// subscription (d is how long it lasted): an error if err is not nil, and
+// a call of Observe.
+func (r *Redis) reportEvent(op string, d time.Duration, err error) {
+	if err != nil {
+		r.metrics.errors.WithLabelValues(op).Inc()
+	}
+	if r.observe != nil {
+		r.observe(op, d, err)
+	}
+}
+
+// Describe implements prometheus.Collector: a Redis exports its metrics,
+// sigil_redis_seconds{op} and sigil_redis_errors_total{op}, through the
+// Server whose Config.Redis it is, or a registry it is registered with.
+func (r *Redis) Describe(ch chan<- *prometheus.Desc) {
+	r.metrics.seconds.Describe(ch)
+	r.metrics.errors.Describe(ch)
+}
+
+// Collect implements prometheus.Collector.
+func (r *Redis) Collect(ch chan<- prometheus.Metric) {
+	r.metrics.seconds.Collect(ch)
+	r.metrics.errors.Collect(ch)
 }

@@ -1,9 +1,48 @@
 package server
 
 import (
+	"context"
+	"net/http"
 	"sync"
 	"time"
 )
+
+// loginLimiter bounds the failed logins per key (an account or a client
+// address) in a window, counting the attempts in flight as failures until
+// they are done. failureLimiter is the in-memory one; redisLimiter counts
+// across the nodes that share a Redis.
+type loginLimiter interface {
+	// reserve takes an attempt for key. It returns done, which must be
+	// called exactly once when the attempt is over, with whether it
+	// failed; or, when the limit is reached, a nil done and how long to
+	// wait; or an error when it could not tell, and then the caller fails
+	// closed.
+	reserve(ctx context.Context, key string) (done func(failed bool), wait time.Duration, err error)
+}
+
+// storeUnavailable is the answer to a request that needs a shared store
+// that did not answer: 503 unavailable, to be retried after a second.
+func storeUnavailable(msg string) *apiError {
+	e := newAPIError(http.StatusServiceUnavailable, ErrCodeUnavailable, msg)
+	e.retryAfter = time.Second
+	return e
+}
+
+// reserveLogin takes an attempt from l for key, answering 429 with
+// Retry-After when the limit is reached and 503 with Retry-After when the
+// limiter's store does not answer: an attempt is never let through
+// unchecked.
+func (s *Server) reserveLogin(ctx context.Context, l loginLimiter, key string) (func(failed bool), *apiError) {
+	done, wait, err := l.reserve(ctx, key)
+	switch {
+	case err != nil:
+		s.storeError("ratelimit.reserve", err)
+		return nil, storeUnavailable("the rate limit cannot be checked now")
+	case done == nil:
+		return nil, rateLimited(wait)
+	}
+	return done, nil
+}
 
 // failureLimiter counts failures per key in fixed windows, and the attempts
 // in flight: an attempt is reserved before its credentials are checked, so
@@ -30,11 +69,20 @@ func newFailureLimiter(max int, window time.Duration, now func() time.Time) *fai
 	return &failureLimiter{max: max, window: window, now: now, keys: map[string]*failWindow{}}
 }
 
-// reserve takes an attempt for key, unless the failures in its window and
+// reserve implements loginLimiter; it never fails.
+func (l *failureLimiter) reserve(_ context.Context, key string) (func(bool), time.Duration, error) {
+	ok, wait := l.take(key)
+	if !ok {
+		return nil, wait, nil
+	}
+	return func(failed bool) { l.done(key, failed) }, 0, nil
+}
+
+// take takes an attempt for key, unless the failures in its window and
 // the attempts in flight already reach the limit; then it reports how long
 // to wait: until the window ends, or a second when only attempts in flight
-// block it. Every successful reserve must be followed by exactly one done.
-func (l *failureLimiter) reserve(key string) (bool, time.Duration) {
+// block it. Every successful take must be followed by exactly one done.
+func (l *failureLimiter) take(key string) (bool, time.Duration) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	now := l.now()
@@ -57,7 +105,7 @@ func (l *failureLimiter) reserve(key string) (bool, time.Duration) {
 	return true, 0
 }
 
-// done ends an attempt reserved for key, recording a failure if it failed.
+// done ends an attempt taken for key, recording a failure if it failed.
 func (l *failureLimiter) done(key string, failed bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()

@@ -99,6 +99,7 @@ type Redis struct {
 	prefix  string
 	timeout time.Duration
 	observe func(string, time.Duration, error)
+	metrics *redisMetrics
 	now     func() time.Time
 }
 
@@ -159,7 +160,7 @@ func NewRedis(cfg RedisConfig) (*Redis, error) {
 	if now == nil {
 		now = time.Now
 	}
-	return &Redis{client: client, prefix: prefix, timeout: timeout, observe: cfg.Observe, now: now}, nil
+	return &Redis{client: client, prefix: prefix, timeout: timeout, observe: cfg.Observe, metrics: newRedisMetrics(), now: now}, nil
 }
 
 func redisDuration(v, def time.Duration) time.Duration {
@@ -180,16 +181,14 @@ func (r *Redis) Ping(ctx context.Context) error {
 	})
 }
 
-// call runs one store operation under OpTimeout, reports it to Observe,
-// and wraps its error in ErrRedisUnavailable.
+// call runs one store operation under OpTimeout, reports it (to Observe
+// and the metrics), and wraps its error in ErrRedisUnavailable.
 func (r *Redis) call(ctx context.Context, op string, fn func(context.Context) error) error {
 	ctx, cancel := context.WithTimeout(ctx, r.timeout)
 	defer cancel()
 	start := time.Now()
 	err := fn(ctx)
-	if r.observe != nil {
-		r.observe(op, time.Since(start), err)
-	}
+	r.report(op, time.Since(start), err)
 	if err != nil {
 		return wrapRedis(op, err)
 	}

@@ -68,7 +68,7 @@ func metricsText(t *testing.T, e *env) string {
 }
 
 // A refresh-token reuse whose family revocation fails in a store fails
-// closed: the request is answered 500 internal (not invalid_grant as if the
+// closed: the request is answered 503 unavailable (not invalid_grant as if the
 // family were revoked), the failure is counted, the session's live sockets
 // close with 4003 anyway, and a retry once the store is back completes the
 // revocation.
@@ -90,8 +90,8 @@ func TestRefreshReuseStoreFailureFailsClosed(t *testing.T) {
 				revs.down.Store(true)
 			}
 			var ae apiErr
-			if st := e.postJSON("/v1/refresh", map[string]string{"refresh_token": rt1, "proof": c.refreshProof(rt1)}, &ae); st != 500 || ae.Error != server.ErrCodeInternal {
-				t.Fatalf("reuse with the %s store down: %d %v, want 500 internal", which, st, ae)
+			if st := e.postJSON("/v1/refresh", map[string]string{"refresh_token": rt1, "proof": c.refreshProof(rt1)}, &ae); st != 503 || ae.Error != server.ErrCodeUnavailable {
+				t.Fatalf("reuse with the %s store down: %d %v, want 503 unavailable", which, st, ae)
 			}
 			c.expectClose(protocol.CloseRevoked)
 			if m := metricsText(t, e); !strings.Contains(m, `sigil_backend_errors_total{backend="store",op="`+which+`"} 1`) {

@@ -19,6 +19,10 @@ import (
 //	<prefix>replay:{<sid>}:id:<id>    one per accepted id; kept until the
 //	                                  id's expiry (its ts + skew)
 //
+// A Server with Config.Redis checks the proofs of admin requests
+// (AdminHandler), which have seqs of their own, in the same form under
+// <prefix>admin-replay:{<sid>}.
+//
 // Check is one round trip: a Lua script (EVALSHA) that, atomically, answers
 // replay_id if the id's key exists, replay_seq if seq is not greater than
 // the mark, and otherwise creates the id's key and raises the mark. Of any
@@ -33,14 +37,15 @@ import (
 // A Redis failure is returned as an error wrapping ErrRedisUnavailable,
 // never as an acceptance, so a verifier that fails on errors fails closed.
 type RedisReplayStore struct {
-	r *Redis
+	r    *Redis
+	name string // the keys' first part: "replay", or another space of seqs
 }
 
 var _ protocol.ReplayStore = (*RedisReplayStore)(nil)
 
 // NewRedisReplayStore returns a replay store on r.
 func NewRedisReplayStore(r *Redis) *RedisReplayStore {
-	return &RedisReplayStore{r: r}
+	return &RedisReplayStore{r: r, name: "replay"}
 }
 
 // replayCheckScript implements Check. Seqs are compared as decimal strings
@@ -64,11 +69,11 @@ return 0
 `)
 
 func (s *RedisReplayStore) seqKey(session string) string {
-	return s.r.key("replay", redisTag(session), "seq")
+	return s.r.key(s.name, redisTag(session), "seq")
 }
 
 func (s *RedisReplayStore) idKey(session, id string) string {
-	return s.r.key("replay", redisTag(session), "id", id)
+	return s.r.key(s.name, redisTag(session), "id", id)
 }
 
 // Check implements protocol.ReplayStore in one round trip.

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"strconv"
-	"sync/atomic"
 	"time"
 
 	"github.com/redis/rueidis"
@@ -160,10 +159,6 @@ func (s *RedisRevocationStore) IsRevoked(ctx context.Context, jti, sub string, i
 	return revoked, err
 }
 
-// watchBuffer is how many notices Watch holds for a slow fn before it
-// drops them for one Resync.
-const watchBuffer = 1024
-
 // Watch subscribes to the revocation notices of every node and returns
 // once the subscription is in place (or with an error if it could not be
 // made within RedisConfig.OpTimeout). Until ctx is done it then calls fn,
@@ -177,108 +172,12 @@ const watchBuffer = 1024
 // Resync. A node needs one Watch: two on one Redis share a connection, and
 // the end of one makes the other re-subscribe (and Resync).
 func (s *RedisRevocationStore) Watch(ctx context.Context, fn func(RevocationEvent)) error {
-	ctx, cancel := context.WithCancel(ctx)
-	var (
-		subscribed atomic.Int64
-		ready      = make(chan struct{})
-		resync     = make(chan struct{}, 1)
-		events     = make(chan RevocationEvent, watchBuffer)
-	)
-	signalResync := func() {
-		select {
-		case resync <- struct{}{}:
-		default:
-		}
-	}
-	// The hook runs in rueidis' connection goroutine: it must not block.
-	hookCtx := rueidis.WithOnSubscriptionHook(ctx, func(ps rueidis.PubSubSubscription) {
-		if ps.Kind != "subscribe" {
-			return
-		}
-		if subscribed.Add(1) == 1 {
-			close(ready)
-		} else {
-			signalResync()
-		}
-	})
-	// Receive does not unsubscribe when ctx ends; this hook does, on the
-	// connection that subscribed.
-	hookCtx = rueidis.WithOnReceiveReturnHook(hookCtx, func(err error, c rueidis.CommandClient) error {
-		if ctx.Err() != nil {
-			ctx, cancel := context.WithTimeout(context.Background(), s.r.timeout)
-			defer cancel()
-			_ = c.Do(ctx, c.B().Unsubscribe().Channel(s.channel).Build()).Error()
-		}
-		return err
-	})
-	// So does the message callback, in effect: rueidis' buffer is small,
-	// and a full one stalls every command on the connection.
-	onMessage := func(m rueidis.PubSubMessage) {
-		var n revocationNotice
-		ev := RevocationEvent{Resync: true}
-		if protocol.DecodeBody([]byte(m.Message), &n) == nil && (n.JTI != "") != (n.Sub != "") {
-			ev = RevocationEvent{TokenID: n.JTI, Until: n.Until, Subject: n.Sub, At: n.At}
-		}
-		select {
-		case events <- ev:
-		default:
-			signalResync()
-		}
-	}
-	failed := make(chan error, 1)
-	go func() {
-		defer cancel()
-		backoff := 50 * time.Millisecond
-		for {
-			start, before := time.Now(), subscribed.Load()
-			err := s.r.client.Receive(hookCtx, s.r.client.B().Subscribe().Channel(s.channel).Build(), onMessage)
-			if ctx.Err() != nil {
-				return
+	return watchChannel(ctx, s.r, "revocation.watch", s.channel, RevocationEvent{Resync: true},
+		func(msg string) (RevocationEvent, bool) {
+			var n revocationNotice
+			if protocol.DecodeBody([]byte(msg), &n) != nil || (n.JTI != "") == (n.Sub != "") {
+				return RevocationEvent{}, false
 			}
-			if err == nil {
-				err = errors.New("subscription ended")
-			}
-			if s.r.observe != nil {
-				s.r.observe("revocation.watch", time.Since(start), err)
-			}
-			if subscribed.Load() == 0 {
-				failed <- err
-				return
-			}
-			if subscribed.Load() > before {
-				backoff = 50 * time.Millisecond // it worked for a while
-			}
-			select {
-			case <-time.After(backoff):
-			case <-ctx.Done():
-				return
-			}
-			backoff = min(2*backoff, time.Second)
-		}
-	}()
-	timer := time.NewTimer(s.r.timeout)
-	defer timer.Stop()
-	select {
-	case <-ready:
-	case err := <-failed:
-		return wrapRedis("revocation.watch", err)
-	case <-timer.C:
-		cancel()
-		return wrapRedis("revocation.watch", errors.New("not subscribed in time"))
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	go func() {
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case ev := <-events:
-				fn(ev)
-			case <-resync:
-				fn(RevocationEvent{Resync: true})
-			}
-		}
-	}()
-	return nil
+			return RevocationEvent{TokenID: n.JTI, Until: n.Until, Subject: n.Sub, At: n.At}, true
+		}, fn)
 }

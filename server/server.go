@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/sigil-ws/sigil/protocol"
 )
@@ -72,11 +74,13 @@ type Server struct {
 	handlersMu sync.RWMutex
 	handlers   map[string]HandlerFunc
 
-	acctLimit *failureLimiter
-	addrLimit *failureLimiter
+	acctLimit loginLimiter
+	addrLimit loginLimiter
 	hashSlots chan struct{} // one per concurrent password check (login.go)
 
 	adminReplay protocol.ReplayStore
+	ready       *readiness
+	control     *nodeControl // with Config.Redis: kicks reach every node
 
 	mu       sync.Mutex
 	conns    map[*conn]struct{}
@@ -98,17 +102,38 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{
 		cfg:         cfg,
 		log:         cfg.Logger,
-		m:           newMetrics(cfg.Registerer),
+		m:           newMetrics(cfg.Registerer, cfg.Node),
 		handlers:    map[string]HandlerFunc{},
 		conns:       map[*conn]struct{}{},
-		acctLimit:   newFailureLimiter(cfg.LoginFailuresPerAccount, cfg.LoginWindow, cfg.Now),
-		addrLimit:   newFailureLimiter(cfg.LoginFailuresPerAddress, cfg.LoginWindow, cfg.Now),
 		hashSlots:   make(chan struct{}, cfg.passwordChecks()),
 		adminReplay: protocol.NewMemoryReplayStore(0, cfg.Now),
 		sweepStop:   make(chan struct{}),
 		sweepEnd:    make(chan struct{}),
 	}
+	if cfg.Node != "" {
+		s.log = s.log.With("node", cfg.Node)
+	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
+	if r := cfg.Redis; r != nil {
+		s.acctLimit = newRedisLimiter(r, "acct", cfg.LoginFailuresPerAccount, cfg.LoginWindow)
+		s.addrLimit = newRedisLimiter(r, "addr", cfg.LoginFailuresPerAddress, cfg.LoginWindow)
+		if err := cfg.Registerer.Register(r); err != nil && !errors.As(err, new(prometheus.AlreadyRegisteredError)) {
+			s.cancel()
+			return nil, err
+		}
+		// Admin proofs have their own seqs (AdminHandler), shared too: a
+		// proof accepted by one node is a replay on every other.
+		s.adminReplay = &RedisReplayStore{r: r, name: "admin-replay"}
+		s.control = newNodeControl(r)
+	} else {
+		s.acctLimit = newFailureLimiter(cfg.LoginFailuresPerAccount, cfg.LoginWindow, cfg.Now)
+		s.addrLimit = newFailureLimiter(cfg.LoginFailuresPerAddress, cfg.LoginWindow, cfg.Now)
+	}
+	if err := checkReadyChecks(cfg.ReadyChecks); err != nil {
+		s.cancel()
+		return nil, err
+	}
+	s.ready = newReadiness(cfg.ReadyChecks, cfg.ReadyInterval, cfg.Registerer)
 	keys := cfg.Keys
 	if len(keys) == 0 {
 		k, err := protocol.GenerateKey(protocol.EdDSA, nil)
@@ -144,6 +169,16 @@ func New(cfg Config) (*Server, error) {
 			writeError(w, newAPIError(status, ErrCodeInvalidRequest, reason.Error()))
 		},
 	}
+	if s.control != nil {
+		if err := s.control.watch(s.ctx, s.onKick); err != nil {
+			s.cancel()
+			return nil, fmt.Errorf("kicks: %w", err)
+		}
+	}
+	// The checks run once before New returns, so that a server whose
+	// dependency is down starts not ready; then every ReadyInterval.
+	s.ready.runOnce(s.ctx, s)
+	go s.ready.run(s.ctx, s)
 	go s.sweep()
 	return s, nil
 }
@@ -196,18 +231,6 @@ func (s *Server) Mount(mux *http.ServeMux) {
 func (s *Server) HealthHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
-	})
-}
-
-// ReadyHandler answers 200 while the server accepts connections and 503
-// once Shutdown has begun.
-func (s *Server) ReadyHandler() http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		if s.isDraining() {
-			writeError(w, newAPIError(http.StatusServiceUnavailable, ErrCodeUnavailable, "shutting down"))
-			return
-		}
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
 	})
 }
 
@@ -269,8 +292,39 @@ func (s *Server) Sessions() []SessionInfo {
 }
 
 // Kick closes every connection of session sid with 4004 and reports how
-// many were closed.
-func (s *Server) Kick(sid string) int {
+// many it closed. With Config.Redis it closes them on every node: it
+// records the kick in Redis and tells every node, and counts the
+// connections in the session list of every node (Config.Presence); an
+// error means that the other nodes were not told.
+func (s *Server) Kick(ctx context.Context, sid string) (int, error) {
+	if s.control == nil {
+		return s.kickLocal(sid), nil
+	}
+	n, err := s.clusterCount(ctx, func(si SessionInfo) bool { return si.ID == sid })
+	if err != nil {
+		return 0, err
+	}
+	if err := s.control.kick(ctx, sid, s.cfg.TokenTTL+s.cfg.Skew); err != nil {
+		return 0, err
+	}
+	// This node's own connections may be too new for the list.
+	return max(n, s.kickLocal(sid)), nil
+}
+
+// clusterCount counts the live connections of every node that match.
+func (s *Server) clusterCount(ctx context.Context, match func(SessionInfo) bool) (int, error) {
+	list, err := s.ClusterSessions(ctx)
+	n := 0
+	for _, si := range list {
+		if match(si) {
+			n++
+		}
+	}
+	return n, err
+}
+
+// kickLocal closes this node's connections of session sid with 4004.
+func (s *Server) kickLocal(sid string) int {
 	n := 0
 	for _, c := range s.hub.conns(func(c *conn) bool { return c.sid == sid }) {
 		c.close(protocol.CloseKicked, "kicked by an admin", false)

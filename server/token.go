@@ -44,7 +44,7 @@ func invalidGrant() *apiError {
 // storeFailed answers a request that a failed store operation (already
 // logged and counted with storeError) could not complete safely.
 func storeFailed() *apiError {
-	return newAPIError(http.StatusInternalServerError, ErrCodeInternal, "a store failed")
+	return storeUnavailable("a store did not answer; try again")
 }
 
 // TokenHandler serves POST /v1/token.
@@ -85,18 +85,18 @@ func (s *Server) token(r *http.Request) (*TokenResponse, *apiError) {
 	addr := clientAddr(r, s.cfg.TrustForwardedFor)
 	account := req.GrantType + ":" + req.Username
 	failed := false
-	ok, left := s.addrLimit.reserve(addr)
-	if !ok {
-		return nil, rateLimited(left)
+	addrDone, aerr := s.reserveLogin(r.Context(), s.addrLimit, addr)
+	if aerr != nil {
+		return nil, aerr
 	}
-	defer func() { s.addrLimit.done(addr, failed) }()
+	defer func() { addrDone(failed) }()
 	release := func() {}
 	if req.GrantType == GrantPassword {
-		if ok, left := s.acctLimit.reserve(account); !ok {
-			return nil, rateLimited(left)
+		acctDone, aerr := s.reserveLogin(r.Context(), s.acctLimit, account)
+		if aerr != nil {
+			return nil, aerr
 		}
-		defer func() { s.acctLimit.done(account, failed) }()
-		var aerr *apiError
+		defer func() { acctDone(failed) }()
 		if release, aerr = s.passwordSlot(); aerr != nil {
 			return nil, aerr
 		}

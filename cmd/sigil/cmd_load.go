@@ -34,7 +34,7 @@ const loadDialConcurrency = 8
 
 type loadFlags struct {
 	server, users, passwordFile, alg, channel string
-	insecure, encrypt, asJSON                 bool
+	insecure, encrypt, asJSON, stats          bool
 	conns, subs, size, count                  int
 	rate, churn                               float64
 	duration, drain, watch                    time.Duration
@@ -50,7 +50,7 @@ func runLoad(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	var f loadFlags
 	fs := flag.NewFlagSet("load", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&f.server, "server", os.Getenv("SIGIL_SERVER"), "server URL (wss://host/v1/ws or https://host); env SIGIL_SERVER")
+	fs.StringVar(&f.server, "server", os.Getenv("SIGIL_SERVER"), "server URL (wss://host/v1/ws or https://host), or comma-separated URLs of the nodes of a cluster, which client i connects to in turn (i mod n); env SIGIL_SERVER")
 	fs.StringVar(&f.users, "user", "", "user name, or comma-separated names the clients rotate through")
 	fs.StringVar(&f.passwordFile, "password-file", "", "file with the password: one line for every user, or one line per user in --user order (default: stdin)")
 	fs.StringVar(&f.alg, "alg", "EdDSA", "session key algorithm: EdDSA or ES256")
@@ -64,9 +64,10 @@ func runLoad(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	fs.IntVar(&f.size, "size", 256, "JSON body size in bytes (at least the timestamp record, about 70 bytes)")
 	fs.BoolVar(&f.encrypt, "encrypt", false, "body encryption (spec.md §11); publishers then subscribe too, for the channel key")
 	fs.BoolVar(&f.asJSON, "json", false, "print the summary as one JSON object")
+	fs.BoolVar(&f.stats, "stats", false, "read every server's /metrics before the first publish and after the drain, and report their CPU time and Redis round trips per publish")
 	fs.DurationVar(&f.drain, "drain", 5*time.Second, "after publishing, how long to wait for outstanding deliveries")
 	fs.Float64Var(&f.churn, "churn", 0, "soak: short sessions per second during the run, each a new login, a connection, 3 pings and a close")
-	fs.DurationVar(&f.watch, "watch", 0, "soak: sample the server's /metrics this often and report its memory, goroutine and fd trends (0: off)")
+	fs.DurationVar(&f.watch, "watch", 0, "soak: sample the (first) server's /metrics this often and report its memory, goroutine and fd trends (0: off)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -94,9 +95,13 @@ func runLoad(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	default:
 		return fmt.Errorf("--alg %q: want EdDSA or ES256", f.alg)
 	}
-	wsURL, httpBase, err := clientEndpoints(f.server, f.insecure)
-	if err != nil {
-		return err
+	var wsURLs, httpBases []string
+	for _, srv := range splitList(f.server) {
+		wsURL, base, err := clientEndpoints(srv, f.insecure)
+		if err != nil {
+			return err
+		}
+		wsURLs, httpBases = append(wsURLs, wsURL), append(httpBases, base)
 	}
 	passwords, err := readLoadPasswords(f.passwordFile, stdin, len(users))
 	if err != nil {
@@ -106,10 +111,10 @@ func runLoad(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt)
 	defer stop()
 	l := &loadRun{f: f, base: time.Now(), disconnects: map[string]int{},
-		wsURL: wsURL, httpBase: httpBase, alg: alg, users: users, passwords: passwords}
+		wsURLs: wsURLs, httpBases: httpBases, alg: alg, users: users, passwords: passwords}
 	l.runID = newRunID()
 	defer l.closeAll()
-	if err := l.dialAll(ctx, wsURL, alg, users, passwords); err != nil {
+	if err := l.dialAll(ctx, alg, users, passwords); err != nil {
 		if ctx.Err() != nil {
 			return errors.New("interrupted while connecting")
 		}
@@ -213,7 +218,8 @@ type loadRun struct {
 	base  time.Time // the clock origin of the timestamps in bodies
 	runID string
 
-	wsURL, httpBase  string
+	wsURLs           []string // client i connects to wsURLs[i mod n]
+	httpBases        []string // the same servers' HTTP bases
 	alg              jose.SignatureAlgorithm
 	users, passwords []string
 
@@ -230,7 +236,7 @@ type loadRun struct {
 }
 
 // dialAll connects the publishers and the subscribers, a few at a time.
-func (l *loadRun) dialAll(ctx context.Context, wsURL string, alg jose.SignatureAlgorithm, users, passwords []string) error {
+func (l *loadRun) dialAll(ctx context.Context, alg jose.SignatureAlgorithm, users, passwords []string) error {
 	n := l.f.conns + l.f.subs
 	clients := make([]*loadClient, n)
 	errs := make([]error, n)
@@ -249,7 +255,7 @@ func (l *loadRun) dialAll(ctx context.Context, wsURL string, alg jose.SignatureA
 			}
 			dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 			defer cancel()
-			c, err := client.Dial(dctx, wsURL, &client.Options{
+			c, err := client.Dial(dctx, l.wsURLs[i%len(l.wsURLs)], &client.Options{
 				Tokens:                 client.Password(users[u], passwords[u]),
 				Algorithm:              alg,
 				Encrypt:                l.f.encrypt,
@@ -369,6 +375,13 @@ func (l *loadRun) run(ctx context.Context) (*loadReport, error) {
 		}()
 	}
 
+	var statsBefore []map[string]float64
+	if f.stats {
+		var err error
+		if statsBefore, err = l.sampleStats(ctx); err != nil {
+			return nil, err
+		}
+	}
 	start := time.Now()
 	end := start.Add(f.duration)
 	stopWatch, watched := make(chan struct{}), make(chan struct{})
@@ -409,6 +422,13 @@ func (l *loadRun) run(ctx context.Context) (*loadReport, error) {
 	}
 	close(stopSubs)
 	swg.Wait()
+	if f.stats {
+		after, err := l.sampleStats(context.WithoutCancel(ctx))
+		if err != nil {
+			return nil, err
+		}
+		rep.Stats = l.diffStats(statsBefore, after, l.published.Load())
+	}
 	for _, lc := range l.all {
 		st := lc.c.Stats()
 		rep.Reconnects += st.Reconnects
@@ -600,6 +620,7 @@ type loadReport struct {
 	Interrupted        bool           `json:"interrupted,omitempty"`
 	Churn              *churnReport   `json:"churn,omitempty"`  // --churn
 	Server             *serverTrend   `json:"server,omitempty"` // --watch
+	Stats              *loadStats     `json:"stats,omitempty"`  // --stats
 }
 
 type latencySummary struct {
@@ -650,6 +671,9 @@ func (r *loadReport) print(w io.Writer) {
 	}
 	if r.Server != nil {
 		r.Server.print(w)
+	}
+	if r.Stats != nil {
+		r.Stats.print(w)
 	}
 }
 

@@ -58,12 +58,11 @@ func (l *loadRun) churn(ctx context.Context, end time.Time, r *churnReport) {
 			skipped.Add(1)
 			continue
 		}
-		u := n % len(l.users)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			defer func() { <-slots }()
-			if err := l.shortSession(ctx, u); err != nil {
+			if err := l.shortSession(ctx, n); err != nil {
 				mu.Lock()
 				r.Errors[errorKey(err)]++
 				mu.Unlock()
@@ -76,10 +75,13 @@ func (l *loadRun) churn(ctx context.Context, end time.Time, r *churnReport) {
 	r.Sessions, r.Skipped = done.Load(), skipped.Load()
 }
 
-func (l *loadRun) shortSession(ctx context.Context, u int) error {
+// shortSession is the churn's session number n: user n mod the users, on
+// server n mod the servers.
+func (l *loadRun) shortSession(ctx context.Context, n int) error {
+	u := n % len(l.users)
 	dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	c, err := client.Dial(dctx, l.wsURL, &client.Options{
+	c, err := client.Dial(dctx, l.wsURLs[n%len(l.wsURLs)], &client.Options{
 		Tokens:                 client.Password(l.users[u], l.passwords[u]),
 		Algorithm:              l.alg,
 		HTTPClient:             cliHTTPClient(),
@@ -127,13 +129,14 @@ type serverTrend struct {
 	Errors          int            `json:"errors,omitempty"` // samples that could not be read
 }
 
-// watch samples base/metrics every f.watch from start until stop.
+// watch samples the first server's /metrics every f.watch from start until
+// stop.
 func (l *loadRun) watch(ctx context.Context, start time.Time, stop <-chan struct{}, tr *serverTrend) {
 	hc := cliHTTPClient()
 	t := time.NewTicker(l.f.watch)
 	defer t.Stop()
 	sample := func() {
-		s, err := readServerSample(ctx, hc, l.httpBase+"/metrics")
+		s, err := readServerSample(ctx, hc, l.httpBases[0]+"/metrics")
 		if err != nil {
 			tr.Errors++
 			return
@@ -158,17 +161,29 @@ func (l *loadRun) watch(ctx context.Context, start time.Time, stop <-chan struct
 }
 
 func readServerSample(ctx context.Context, hc *http.Client, url string) (serverSample, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	v, err := readMetrics(ctx, hc, url)
 	if err != nil {
 		return serverSample{}, err
+	}
+	const mib = 1 << 20
+	return serverSample{RSS: round3(v["process_resident_memory_bytes"] / mib), HeapInuse: round3(v["go_memstats_heap_inuse_bytes"] / mib),
+		Goroutines: int(v["go_goroutines"]), OpenFDs: int(v["process_open_fds"]), Sessions: int(v["sigil_connections"])}, nil
+}
+
+// readMetrics reads a server's /metrics (url) into a map from each
+// sample's name with its labels, as printed, to its value.
+func readMetrics(ctx context.Context, hc *http.Client, url string) (map[string]float64, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, err
 	}
 	resp, err := hc.Do(req)
 	if err != nil {
-		return serverSample{}, err
+		return nil, err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return serverSample{}, fmt.Errorf("/metrics: HTTP %d", resp.StatusCode)
+		return nil, fmt.Errorf("/metrics: HTTP %d", resp.StatusCode)
 	}
 	v := map[string]float64{}
 	sc := bufio.NewScanner(io.LimitReader(resp.Body, 4<<20))
@@ -182,12 +197,13 @@ func readServerSample(ctx context.Context, hc *http.Client, url string) (serverS
 			v[name] = x
 		}
 	}
-	if _, ok := v["process_resident_memory_bytes"]; !ok {
-		return serverSample{}, fmt.Errorf("/metrics has no process_resident_memory_bytes")
+	if err := sc.Err(); err != nil {
+		return nil, err
 	}
-	const mib = 1 << 20
-	return serverSample{RSS: round3(v["process_resident_memory_bytes"] / mib), HeapInuse: round3(v["go_memstats_heap_inuse_bytes"] / mib),
-		Goroutines: int(v["go_goroutines"]), OpenFDs: int(v["process_open_fds"]), Sessions: int(v["sigil_connections"])}, nil
+	if _, ok := v["process_resident_memory_bytes"]; !ok {
+		return nil, fmt.Errorf("/metrics has no process_resident_memory_bytes")
+	}
+	return v, nil
 }
 
 func (tr *serverTrend) summarise() {

@@ -113,6 +113,34 @@ func TestLoad(t *testing.T) {
 	}
 }
 
+// --server takes several servers, which the clients use in turn; --stats
+// reports what each one spent on the run.
+func TestLoadServersAndStats(t *testing.T) {
+	a, b := testServer(t), testServer(t)
+	rep := runLoadJSON(t, "pw\n", "--server", a+","+b, "--user", "alice", "--conns", "2", "--subs", "0",
+		"--count", "7", "--duration", "60s", "--stats")
+	st := rep.Stats
+	if rep.Publishes != 14 || st == nil || len(st.Servers) != 2 {
+		t.Fatalf("report %+v, stats %+v", rep, st)
+	}
+	for i, s := range st.Servers {
+		if s.Server != []string{a, b}[i] || s.FramesAccepted < 7 || s.CPUSeconds < 0 || s.RedisOps != nil {
+			t.Errorf("server %d: %+v; want one publisher's 7 frames at least", i, s)
+		}
+	}
+	if st.FramesAccepted != st.Servers[0].FramesAccepted+st.Servers[1].FramesAccepted || st.RedisOpsTotal != 0 || st.RedisOpsPerPublish != 0 {
+		t.Errorf("totals %+v", st)
+	}
+	var out bytes.Buffer
+	if err := runLoad(context.Background(), []string{"--server", a, "--user", "alice", "--conns", "1", "--subs", "1", "--count", "3", "--stats"},
+		strings.NewReader("pw\n"), &out, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "server CPU     ") || !strings.Contains(out.String(), "ms per acknowledged publish") {
+		t.Errorf("summary lacks the server CPU line:\n%s", out.String())
+	}
+}
+
 func TestLoadRefusals(t *testing.T) {
 	url := testServer(t)
 	for _, c := range []struct {

@@ -69,8 +69,8 @@ func usage(w io.Writer) {
   sigil listen [--json] [--encrypt] CHANNEL
   sigil verify --jwks FILE|URL [--json] [FRAME-FILE]   verify a delivery offline (frames from listen --json)
   sigil verify --jwks FILE|URL --token T --key JWK-FILE [--json] [FRAME-FILE]   a client frame and its token
-  sigil load --server URL --user NAME[,NAME...] [--password-file F] [--conns N] [--subs M]
-             [--channel C] [--rate R] [--duration D] [--count K] [--size BYTES] [--encrypt] [--json]
+  sigil load --server URL[,URL...] --user NAME[,NAME...] [--password-file F] [--conns N] [--subs M]
+             [--channel C] [--rate R] [--duration D] [--count K] [--size BYTES] [--encrypt] [--stats] [--json]
                                       (passwords on stdin unless --password-file; -h for all flags)
 `)
 }

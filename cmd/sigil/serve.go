@@ -37,6 +37,8 @@ type serveFlags struct {
 	extIssuer, extAudience, extJWKS, extRolesClaim string
 	extSubjectClaim, extRoleMap, extDefaultRoles   string
 	logLevel, logFormat                            string
+	node                                           string
+	redis                                          redisFlags
 }
 
 func serveFlagSet(f *serveFlags) *flag.FlagSet {
@@ -78,6 +80,9 @@ func serveFlagSet(f *serveFlags) *flag.FlagSet {
 	fs.BoolVar(&f.trustXFF, "trust-forwarded-for", false, "rate-limit by X-Forwarded-For (behind a trusted proxy)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&f.logFormat, "log-format", "text", "text or json")
+	host, _ := os.Hostname()
+	fs.StringVar(&f.node, "node", host, "name of this node, in every log line (node=) and in the metric sigil_node_info{node}")
+	f.redis.register(fs)
 	return fs
 }
 
@@ -105,7 +110,7 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	}
 	log := slog.New(handler)
 
-	cfg := server.Config{
+	cfg := server.Config{Node: f.node,
 		Issuer: f.issuer, Audience: f.audience, WSURL: f.wsURL,
 		TokenTTL: f.tokenTTL, RefreshTTL: f.refreshTTL, MaxFrame: f.maxFrame,
 		AllowedOrigins: splitList(f.origins), TrustForwardedFor: f.trustXFF, Logger: log,
@@ -197,6 +202,17 @@ func serve(args []string, stdout, stderr io.Writer) error {
 		auth.External = x
 	}
 	cfg.Authenticator = auth
+	log = log.With("node", f.node) // as the server's own lines
+	if f.redis.url != "" {
+		if f.demo {
+			return errors.New("--demo has keys and users of its own process: a cluster's nodes need shared ones (--data-dir)")
+		}
+		closeRedis, err := useRedis(&cfg, &f.redis, f.dataDir, f.node, log, stderr)
+		if err != nil {
+			return err
+		}
+		defer closeRedis()
+	}
 
 	srv, err := server.New(cfg)
 	if err != nil {
@@ -286,6 +302,11 @@ func isLoopback(addr string) bool {
 	if err != nil {
 		return false
 	}
+	return loopbackName(host)
+}
+
+// loopbackName reports whether host is localhost or a loopback IP.
+func loopbackName(host string) bool {
 	if host == "localhost" {
 		return true
 	}

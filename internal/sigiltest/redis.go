@@ -54,6 +54,13 @@ func StartRedis(t testing.TB) *Redis {
 	return startRedis(t)
 }
 
+// StartRedisArgs is StartRedis with extra redis-server arguments, such as
+// "--requirepass", "pw"; Restart keeps them.
+func StartRedisArgs(t testing.TB, args ...string) *Redis {
+	t.Helper()
+	return startRedis(t, func(r *Redis) { r.args = args })
+}
+
 // StartRedisTLS is StartRedis with TLS only: URL is rediss://, and the
 // server presents a certificate for 127.0.0.1 that only RootCAs trusts.
 // Clients are not asked for certificates.
