@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # client/js/ci.sh: installs what the JS side needs on a fresh Debian machine
 # and runs every JS test: the shared vectors, strict JSON and JOSE
-# cross-checks, the JS⇄Go cross-implementation test and the real-browser
+# cross-checks, the JS⇄Go cross-implementation tests (one server, and a
+# browser on one node of a Redis cluster with Go on another) and the real-browser
 # tests (chat; session lifetime, failed verification, mobile layout). It
 # fails if any of them cannot run; nothing is skipped.
 #
@@ -21,7 +22,14 @@ if [ "${SIGIL_CI_NO_INSTALL:-}" != 1 ]; then
   npm ci --no-audit --no-fund --loglevel=error
 fi
 
-for tool in node go /usr/bin/chromium; do
+if [ "${SIGIL_CI_NO_INSTALL:-}" != 1 ] && ! command -v redis-server >/dev/null 2>&1; then
+  SUDO=""
+  [ "$(id -u)" = 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server >/dev/null
+fi
+
+for tool in node go /usr/bin/chromium redis-server; do
   command -v "$tool" >/dev/null 2>&1 || { echo "ci.sh: $tool is missing" >&2; exit 1; }
 done
 [ -d node_modules/playwright-core ] && [ -d node_modules/ws ] && [ -d node_modules/jose ] || { echo "ci.sh: run npm ci first" >&2; exit 1; }
@@ -33,7 +41,7 @@ log="$(mktemp)"
 set +e
 node --test --test-concurrency=1 \
   test/vectors.test.mjs test/strictjson.test.mjs test/jose-cross.test.mjs test/handshake.test.mjs \
-  test/cross.test.mjs test/browser.test.mjs test/browser-lifetime.test.mjs >"$log" 2>&1
+  test/cross.test.mjs test/cluster.test.mjs test/browser.test.mjs test/browser-lifetime.test.mjs >"$log" 2>&1
 status=$?
 set -e
 grep -E '^# (tests|suites|pass|fail|cancelled|skipped|todo|duration_ms) |sigil vectors|^not ok' "$log" || true
