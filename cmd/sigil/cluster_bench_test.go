@@ -32,6 +32,9 @@ import (
 //	throughput-ratio   deliveries/s, 3 nodes on Redis ÷ 1 node in memory
 //	cpu-ratio          server CPU per acknowledged publish, the same ratio
 //	                   (the CPU time of the server processes, from /proc)
+//	node-cpu-ratio     the same for ONE node on Redis ÷ one node in memory:
+//	                   what Redis costs a node, without the fan-out to
+//	                   other nodes (a third setup, alternated with the two)
 //	rtt/publish        Redis round trips per acknowledged publish
 //	rtt/frame          Redis round trips per frame accepted (verified)
 //
@@ -48,24 +51,27 @@ func BenchmarkCluster(b *testing.B) {
 	pw := benchData(b, data)
 	workload := []string{"--user", "alice", "--password-file", pw, "--conns", strconv.Itoa(conns), "--subs", strconv.Itoa(subs), "--rate", "0",
 		"--size", "256", "--duration", duration, "--drain", "30s", "--stats", "--channel", "rooms.bench"}
-	var single, multi []benchResult
+	var single, one, multi []benchResult
 	for round := range rounds {
 		b.Logf("round %d of %d", round+1, rounds)
 		single = append(single, benchSingle(b, data, workload))
-		multi = append(multi, benchCluster(b, data, workload))
+		one = append(one, benchCluster(b, data, workload, 1))
+		multi = append(multi, benchCluster(b, data, workload, 3))
 	}
-	s, m := medianResult(single), medianResult(multi)
+	s, o, m := medianResult(single), medianResult(one), medianResult(multi)
 	b.ReportMetric(m.deliveriesPerS/s.deliveriesPerS, "throughput-ratio")
 	b.ReportMetric(m.cpuMsPerPublish/s.cpuMsPerPublish, "cpu-ratio")
+	b.ReportMetric(o.cpuMsPerPublish/s.cpuMsPerPublish, "node-cpu-ratio")
 	b.ReportMetric(m.rttPerPublish, "rtt/publish")
 	b.ReportMetric(m.rttPerFrame, "rtt/frame")
-	for _, r := range append(single, multi...) {
+	for _, r := range append(append(single, one...), multi...) {
 		b.Logf("%s", r)
 	}
-	b.Logf("median: 1 node %.0f deliveries/s, %.3f ms CPU per publish; 3 nodes %.0f deliveries/s, %.3f ms CPU per publish (Redis: %.3f ms more); "+
-		"throughput %.2f×, CPU per publish %.2f×; Redis round trips %.2f per publish, %.2f per frame; commands seen by Redis per publish: %s",
-		s.deliveriesPerS, s.cpuMsPerPublish, m.deliveriesPerS, m.cpuMsPerPublish, m.redisCPUMsPerPublish,
-		m.deliveriesPerS/s.deliveriesPerS, m.cpuMsPerPublish/s.cpuMsPerPublish, m.rttPerPublish, m.rttPerFrame, m.commands)
+	b.Logf("median: 1 node in memory %.0f deliveries/s, %.3f ms CPU per publish; 1 node on Redis %.0f deliveries/s, %.3f ms CPU per publish; "+
+		"3 nodes %.0f deliveries/s, %.3f ms CPU per publish (Redis: %.3f ms more); "+
+		"throughput (3 nodes) %.2f×, CPU per publish: one node on Redis %.2f×, three nodes %.2f×; Redis round trips %.2f per publish, %.2f per frame; commands seen by Redis per publish: %s",
+		s.deliveriesPerS, s.cpuMsPerPublish, o.deliveriesPerS, o.cpuMsPerPublish, m.deliveriesPerS, m.cpuMsPerPublish, m.redisCPUMsPerPublish,
+		m.deliveriesPerS/s.deliveriesPerS, o.cpuMsPerPublish/s.cpuMsPerPublish, m.cpuMsPerPublish/s.cpuMsPerPublish, m.rttPerPublish, m.rttPerFrame, m.commands)
 }
 
 type benchResult struct {
@@ -177,11 +183,11 @@ func benchSingle(b *testing.B, data string, workload []string) benchResult {
 		cpuMsPerPublish: rep.Stats.CPUMsPerPublish}
 }
 
-func benchCluster(b *testing.B, data string, workload []string) benchResult {
+func benchCluster(b *testing.B, data string, workload []string, nodes int) benchResult {
 	rs := sigiltest.StartRedis(b)
 	defer rs.Stop()
 	var urls []string
-	for i := range 3 {
+	for i := range nodes {
 		url, stop := benchServe(b, "--data-dir", data, "--redis", rs.URL, "--node", fmt.Sprintf("node%d", i+1))
 		defer stop()
 		urls = append(urls, url)
@@ -189,7 +195,7 @@ func benchCluster(b *testing.B, data string, workload []string) benchResult {
 	before := redisInfo(b, rs.Addr)
 	rep := benchLoad(b, urls, workload)
 	after := redisInfo(b, rs.Addr)
-	r := benchResult{setup: "3 nodes, Redis", publishes: rep.Publishes, deliveriesPerS: rep.DeliveriesPerS, loss: rep.Loss,
+	r := benchResult{setup: fmt.Sprintf("%d node(s), Redis", nodes), publishes: rep.Publishes, deliveriesPerS: rep.DeliveriesPerS, loss: rep.Loss,
 		cpuMsPerPublish: rep.Stats.CPUMsPerPublish, rttPerPublish: rep.Stats.RedisOpsPerPublish, rttPerFrame: rep.Stats.RedisOpsPerFrame}
 	if rep.Publishes > 0 {
 		p := float64(rep.Publishes)
