@@ -41,7 +41,7 @@ func (r *recorder) wait(t *testing.T, n int) []*server.Publication {
 		}
 		select {
 		case <-r.ch:
-		case <-time.After(5 * time.Second):
+		case <-time.After(30 * time.Second): // no progress at all: lost
 			t.Fatalf("%d publications handed over, want %d", len(got), n)
 		}
 	}
