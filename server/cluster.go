@@ -77,5 +77,9 @@ func (s *Server) recheckRevocations() {
 // it lists the same sessions as Sessions. Each one's Node names the node
 // that serves it.
 func (s *Server) ClusterSessions(ctx context.Context) ([]SessionInfo, error) {
-	return s.cfg.Presence.Sessions(ctx)
+	list, err := s.cfg.Presence.Sessions(ctx)
+	if list == nil && err == nil {
+		list = []SessionInfo{} // the admin API answers {"sessions": []}, never null
+	}
+	return list, err
 }

@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -245,6 +246,10 @@ func (c *client) admin(method, op string, body string) (int, []byte) {
 func TestAdminAPI(t *testing.T) {
 	e := newEnv(t, nil)
 	adm := e.login("admin")
+	// No session yet: the list is [], never null (spec §13.6).
+	if st, data := adm.admin("GET", "sessions", ""); st != 200 || string(bytes.TrimSpace(data)) != `{"sessions":[]}` {
+		t.Fatalf("empty sessions: %d %s", st, data)
+	}
 	alice := e.login("alice").connect()
 	bob := e.login("bob").connect()
 	bob2 := e.login("bob").connect()
