@@ -40,13 +40,7 @@ func BenchmarkRedisReplayCheck(b *testing.B) {
 			var seq uint64
 			b.ReportAllocs()
 			for b.Loop() {
-				seq++
-				if seq%uint64(len(ids)) == 0 {
-					sid = uuid.NewString()
-				}
-				c := protocol.ReplayCheck{Session: sid, ID: ids[seq%uint64(len(ids))], Seq: seq,
-					IDExpiry: now.Add(time.Minute), SessionExpiry: now.Add(time.Hour)}
-				if err := s.store.Check(ctx, c); err != nil {
+				if err := s.store.Check(ctx, nextCheck(&sid, &seq, ids, now)); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -59,13 +53,7 @@ func BenchmarkRedisReplayCheck(b *testing.B) {
 				sid := uuid.NewString()
 				var seq uint64
 				for pb.Next() {
-					seq++
-					if seq%uint64(len(ids)) == 0 {
-						sid = uuid.NewString()
-					}
-					c := protocol.ReplayCheck{Session: sid, ID: ids[seq%uint64(len(ids))], Seq: seq,
-						IDExpiry: now.Add(time.Minute), SessionExpiry: now.Add(time.Hour)}
-					if err := s.store.Check(ctx, c); err != nil {
+					if err := s.store.Check(ctx, nextCheck(&sid, &seq, ids, now)); err != nil {
 						b.Error(err)
 						return
 					}
@@ -73,4 +61,15 @@ func BenchmarkRedisReplayCheck(b *testing.B) {
 			})
 		})
 	}
+}
+
+// nextCheck is the benchmarks' next replay check: seq+1, cycling through
+// ids, with a new session each time they wrap around.
+func nextCheck(sid *string, seq *uint64, ids []string, now time.Time) protocol.ReplayCheck {
+	*seq++
+	if *seq%uint64(len(ids)) == 0 {
+		*sid = uuid.NewString()
+	}
+	return protocol.ReplayCheck{Session: *sid, ID: ids[*seq%uint64(len(ids))], Seq: *seq,
+		IDExpiry: now.Add(time.Minute), SessionExpiry: now.Add(time.Hour)}
 }
