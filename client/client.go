@@ -56,7 +56,7 @@ type Client struct {
 	wg     sync.WaitGroup
 
 	stats struct {
-		rejected, reconnects, delivered, duplicates, refreshes atomic.Uint64
+		rejected, reconnects, delivered, duplicates, unrouted, refreshes atomic.Uint64
 	}
 }
 
@@ -66,6 +66,7 @@ type Stats struct {
 	Reconnects uint64 // successful reconnections
 	Delivered  uint64 // verified messages handed to subscriptions or the inbox
 	Duplicates uint64 // deliveries dropped because they were already delivered
+	Unrouted   uint64 // verified deliveries dropped because nothing was open to take them (a direct message before Inbox)
 	Refreshes  uint64 // successful token refreshes
 }
 
@@ -240,6 +241,7 @@ func (c *Client) Stats() Stats {
 	return Stats{
 		Rejected: c.stats.rejected.Load(), Reconnects: c.stats.reconnects.Load(),
 		Delivered: c.stats.delivered.Load(), Duplicates: c.stats.duplicates.Load(),
+		Unrouted:  c.stats.unrouted.Load(),
 		Refreshes: c.stats.refreshes.Load(),
 	}
 }

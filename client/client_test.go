@@ -100,6 +100,32 @@ func TestDirectMessages(t *testing.T) {
 	none(t, alice.Inbox(), 100*time.Millisecond)
 }
 
+// A direct message to a client with no inbox open is dropped, and counted:
+// the cause of a cluster test's lost delivery (it opened the inbox after the
+// send) and a trap for any caller, so the count makes it visible.
+func TestDirectMessageWithoutInboxIsCounted(t *testing.T) {
+	e := newEnv(t, nil)
+	alice := e.dial("alice", nil)
+	bob := e.dial("bob", nil)
+	ctx := ctxT(t)
+	must(t, alice.Send(ctx, "bob", text{"early"}))
+	for bob.Stats().Unrouted == 0 {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("the dropped direct message was not counted: %+v", bob.Stats())
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	if st := bob.Stats(); st.Delivered != 0 || st.Unrouted != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+	inbox := bob.Inbox()
+	must(t, alice.Send(ctx, "bob", text{"late"}))
+	if m := next(t, inbox); string(m.Body) != `{"text":"late"}` {
+		t.Fatalf("inbox got %s", m.Body)
+	}
+}
+
 func TestCall(t *testing.T) {
 	e := newEnv(t, func(c *server.Config) {
 		c.Policy, _ = protocol.NewPolicy(append(protocol.DefaultPolicy().Rules(),

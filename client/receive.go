@@ -209,6 +209,8 @@ func (c *Client) deliver(d *protocol.Message) {
 	c.mu.Unlock()
 	if len(targets) > 0 {
 		c.stats.delivered.Add(1)
+	} else {
+		c.stats.unrouted.Add(1)
 	}
 	for _, s := range targets {
 		s.push(msg)

@@ -190,7 +190,8 @@ func (s *Subscription) pump() {
 
 // Inbox returns the subscription that receives direct messages sent to the
 // client's user (Send). Direct messages that arrive while no inbox is open
-// are dropped.
+// are dropped (and counted in Stats.Unrouted): open the inbox before anyone
+// can send to the user, for example right after Dial.
 func (c *Client) Inbox() *Subscription {
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -5,7 +5,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -69,6 +72,26 @@ func startDeploy(t *testing.T, extraEnv ...string) *deployCluster {
 	done := make(chan struct{})
 	go func() { _ = cmd.Wait(); close(done) }()
 	t.Cleanup(func() {
+		if t.Failed() {
+			out, _ := exec.Command("redis-cli", "-p", strconv.Itoa(ports[4]), "PUBSUB", "SHARDCHANNELS").CombinedOutput()
+			t.Logf("redis shard channels:\n%s", out)
+			for i := 1; i <= 3; i++ {
+				resp, err := http.Get("http://127.0.0.1:" + strconv.Itoa(ports[i]) + "/metrics")
+				if err != nil {
+					continue
+				}
+				data, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				for _, l := range strings.Split(string(data), "\n") {
+					if strings.HasPrefix(l, "#") || strings.HasSuffix(l, " 0") {
+						continue
+					}
+					if strings.Contains(l, "deliver") || strings.Contains(l, "redis_errors") || strings.Contains(l, "backend_errors") || strings.Contains(l, "sigil_frames") {
+						t.Logf("node%d %s", i, l)
+					}
+				}
+			}
+		}
 		_ = syscall.Kill(cmd.Process.Pid, syscall.SIGTERM) // the script stops its processes
 		select {
 		case <-done:
@@ -148,6 +171,15 @@ func (c *deployCluster) dial(t *testing.T, url, tokenURL, user string, opts *cli
 		o = *opts
 	}
 	pw := c.passwords[user]
+	if o.OnStateChange == nil {
+		o.OnStateChange = func(s client.State, err error) { t.Logf("%s: state %v (%v)", user, s, err) }
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.NewTextHandler(tlogWriter{t, user}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	if o.OnError == nil {
+		o.OnError = func(err error) { t.Logf("%s: error %v", user, err) }
+	}
 	o.Tokens = client.TokenSourceFunc(func(ctx context.Context, r *client.TokenRequest) (*client.Token, error) {
 		at := *r
 		at.BaseURL = tokenURL
@@ -223,10 +255,13 @@ func TestDeployRunScript(t *testing.T) {
 			t.Fatalf("%s got %s", name, got)
 		}
 	}
+	// The inbox is open before the send: a direct message that reaches a
+	// client with no inbox open is dropped (Stats.Unrouted).
+	inbox := bob.Inbox()
 	if err := alice.Send(ctx, "bob", json.RawMessage(`"a direct message"`)); err != nil {
 		t.Fatal(err)
 	}
-	if got := recvBody(t, bob.Inbox()); got != `"a direct message"` {
+	if got := recvBody(t, inbox); got != `"a direct message"` {
 		t.Fatalf("bob's inbox: %s", got)
 	}
 
@@ -417,3 +452,10 @@ func nodeConnections(t *testing.T, base string) float64 {
 	}
 	return v["sigil_connections"]
 }
+
+type tlogWriter struct {
+	t    *testing.T
+	user string
+}
+
+func (w tlogWriter) Write(p []byte) (int, error) { w.t.Logf("%s: %s", w.user, p); return len(p), nil }
