@@ -234,6 +234,23 @@ func (m *MemoryReplayStore) IDs() int {
 	return n
 }
 
+// ReplayRevocationChecker is an optional extension of ReplayStore, for a
+// store shared by several nodes that can make a frame's replay check (§7
+// step 8) and its revocation check (step 9) in one round trip. A Verifier
+// uses CheckRevoked in place of Check and RevocationChecker.IsRevoked when
+// its Replay implements this interface and Covers its Revocation. The
+// outcome is the same as the two calls in order: a replay error first, then
+// expiry (checked locally), then revoked; an error of either read is an
+// error, never an acceptance.
+type ReplayRevocationChecker interface {
+	ReplayStore
+	// CheckRevoked is Check(c), and then, whatever Check answered,
+	// whether the token (tokenID, subject, issuedAt) is revoked.
+	CheckRevoked(ctx context.Context, c ReplayCheck, tokenID, subject string, issuedAt time.Time) (revoked bool, err error)
+	// Covers reports whether CheckRevoked's revocation answer is r's.
+	Covers(r RevocationChecker) bool
+}
+
 // RevocationChecker answers whether a session token has been revoked, by
 // its jti or by its subject (every token of the subject issued at or before
 // the revocation).

@@ -203,28 +203,42 @@ func (v *Verifier) afterClaims(ctx context.Context, frame []byte, env *Envelope,
 	if ts.After(now.Add(v.cfg.Skew)) {
 		return fail(newErr(CodeFuture, "ts is more than %v in the future", v.cfg.Skew))
 	}
-	// 8: replay (only now that the signature has verified).
-	if err := v.cfg.Replay.Check(ctx, ReplayCheck{
+	// 8: replay (only now that the signature has verified), and 9: token
+	// expiry and revocation; a shared store may answer 8 and 9's
+	// revocation in one round trip (ReplayRevocationChecker).
+	rc := ReplayCheck{
 		Session: s.id, ID: env.ID, Seq: env.Seq,
 		IDExpiry: ts.Add(v.cfg.Skew), SessionExpiry: s.expiry.Add(v.cfg.Skew),
-	}); err != nil {
-		if pe, ok := err.(*Error); ok {
-			return fail(pe)
-		}
-		return fail(wrapErr(CodeUnavailable, err, "replay store failed"))
 	}
-	// 9: token expiry and revocation.
+	var revoked bool
+	var revErr error
+	if both, ok := v.cfg.Replay.(ReplayRevocationChecker); ok && v.cfg.Revocation != nil && both.Covers(v.cfg.Revocation) {
+		var err error
+		if revoked, err = both.CheckRevoked(ctx, rc, s.tokenID, s.subject, s.issuedAt); err != nil {
+			if pe, ok := err.(*Error); ok {
+				return fail(pe)
+			}
+			return fail(wrapErr(CodeUnavailable, err, "replay or revocation check failed"))
+		}
+	} else {
+		if err := v.cfg.Replay.Check(ctx, rc); err != nil {
+			if pe, ok := err.(*Error); ok {
+				return fail(pe)
+			}
+			return fail(wrapErr(CodeUnavailable, err, "replay store failed"))
+		}
+		if v.cfg.Revocation != nil && now.Before(s.expiry) {
+			revoked, revErr = v.cfg.Revocation.IsRevoked(ctx, s.tokenID, s.subject, s.issuedAt)
+		}
+	}
 	if !now.Before(s.expiry) {
 		return fail(newErr(CodeTokenExpired, "session token has expired"))
 	}
-	if v.cfg.Revocation != nil {
-		revoked, err := v.cfg.Revocation.IsRevoked(ctx, s.tokenID, s.subject, s.issuedAt)
-		if err != nil {
-			return fail(wrapErr(CodeUnavailable, err, "revocation check failed"))
-		}
-		if revoked {
-			return fail(newErr(CodeTokenRevoked, "session has been revoked"))
-		}
+	if revErr != nil {
+		return fail(wrapErr(CodeUnavailable, revErr, "revocation check failed"))
+	}
+	if revoked {
+		return fail(newErr(CodeTokenRevoked, "session has been revoked"))
 	}
 	// 10: authorization.
 	if env.Action != ActHello {

@@ -24,7 +24,7 @@ func BenchmarkRedisReplayCheck(b *testing.B) {
 		store protocol.ReplayStore
 	}{
 		{"memory", protocol.NewMemoryReplayStore(0, nil)},
-		{"redis", NewRedisReplayStore(r)},
+		{"redis", NewRedisReplayStore(r, nil)},
 	}
 	ctx := context.Background()
 	// ids are made before the timer runs, so uuid generation is not

@@ -95,12 +95,13 @@ func NewCluster(cfg ClusterConfig) (*Cluster, error) {
 		return nil, err
 	}
 	b := newRedisBroker(r, seal, parts)
+	rev := NewRedisRevocationStore(r)
 	return &Cluster{
 		Redis:       r,
 		Broker:      b,
 		Presence:    newRedisPresence(b, cfg.Node, hb),
-		Replay:      NewRedisReplayStore(r),
-		Revocations: NewRedisRevocationStore(r),
+		Replay:      NewRedisReplayStore(r, rev),
+		Revocations: rev,
 		Refresh:     NewRedisRefreshStore(r, cfg.MaxRefreshFamilies),
 	}, nil
 }

@@ -22,6 +22,7 @@ func TestRedisStoresOnCluster(t *testing.T) {
 		{"ReplayRace", testReplayRace},
 		{"ReplayLargeSeq", testReplayLargeSeq},
 		{"ReplayExpiry", testReplayExpiry},
+		{"ReplayCheckRevoked", testReplayCheckRevoked},
 		{"RevocationAcrossNodes", testRevocationAcrossNodes},
 		{"RevocationExpiry", testRevocationExpiry},
 		{"RevocationWatch", testRevocationWatch},

@@ -112,7 +112,7 @@ func TestRedisTLS(t *testing.T) {
 	r := newTestRedis(t, srv, func(c *RedisConfig) { c.TLS = &tls.Config{RootCAs: srv.RootCAs} })
 	ctx := context.Background()
 	noErr(t, r.Ping(ctx))
-	s := NewRedisReplayStore(r)
+	s := NewRedisReplayStore(r, nil)
 	noErr(t, s.Check(ctx, replayCheck("tls-session", "id-1", 1)))
 	if n, err := s.LastSeq(ctx, "tls-session"); err != nil || n != 1 {
 		t.Fatalf("LastSeq over TLS = %d, %v", n, err)
@@ -148,7 +148,7 @@ func TestRedisSentinel(t *testing.T) {
 				}
 			}
 			r := redisEnv{url: s.URL, prefix: "test:"}.node(t, tlsConf)
-			store := NewRedisReplayStore(r)
+			store := NewRedisReplayStore(r, nil)
 			ctx := context.Background()
 			noErr(t, store.Check(ctx, replayCheck("sentinel-session", "id-1", 1)))
 			direct := redisEnv{url: s.Primary.URL, prefix: "test:"}.node(t, tlsConf)

@@ -20,7 +20,7 @@ func ExampleNewRedis() {
 	defer r.Close()
 	revocations := server.NewRedisRevocationStore(r)
 	cfg := server.Config{
-		Replay:      server.NewRedisReplayStore(r),
+		Replay:      server.NewRedisReplayStore(r, revocations), // one round trip per frame for both checks
 		Revocations: revocations,
 		Refresh:     server.NewRedisRefreshStore(r, 0), // 32 live families per subject
 	}

@@ -19,7 +19,7 @@ type redisStores struct {
 }
 
 func newRedisStores(r *Redis) redisStores {
-	return redisStores{NewRedisReplayStore(r), NewRedisRevocationStore(r), NewRedisRefreshStore(r, 0)}
+	return redisStores{NewRedisReplayStore(r, nil), NewRedisRevocationStore(r), NewRedisRefreshStore(r, 0)}
 }
 
 // calls returns every store call, each reporting what it answered.

@@ -32,6 +32,7 @@ type sentPub struct {
 	answered int  // when its answer arrived
 	stopped  bool // sent and answered while Redis was stopped (not paused)
 	acked    bool
+	at       time.Time // when it was sent
 }
 
 // faultPublisher publishes to ch from its session, one publish at a time,
@@ -58,7 +59,7 @@ func (f *faultPublisher) run(ch string, stop <-chan struct{}) {
 		default:
 		}
 		key := fmt.Sprintf("%d/%d", f.p, k)
-		phase, stopped := int(f.phase.Load()), f.stopped.Load()
+		phase, stopped, at := int(f.phase.Load()), f.stopped.Load(), time.Now()
 		fr, err := f.c.signer.Sign(&protocol.Envelope{Action: protocol.ActPub, Channel: ch, Corr: key,
 			Body: json.RawMessage(fmt.Sprintf(`{"key":%q}`, key))})
 		if err == nil {
@@ -92,7 +93,7 @@ func (f *faultPublisher) run(ch string, stop <-chan struct{}) {
 		}
 		acked := m.Action == protocol.ActReply
 		answered := int(f.phase.Load())
-		f.sent[key] = sentPub{phase: phase, answered: answered, stopped: stopped && answered == phaseDown, acked: acked}
+		f.sent[key] = sentPub{phase: phase, answered: answered, stopped: stopped && answered == phaseDown, acked: acked, at: at}
 		if acked {
 			f.acks[phase]++
 		} else {
@@ -167,8 +168,18 @@ func (s *faultSubscriber) count(key string) int {
 // sent while Redis was stopped reaches anyone.
 func TestClusterRedisOutage(t *testing.T) {
 	rs := sigiltest.StartRedis(t)
-	cl := newClusterEnv(t, 3, rs.URL, "fault:", func(_ int, cc *server.ClusterConfig, c *server.Config) {
+	var lostMu sync.Mutex
+	var lost []string // broker connection losses, for the failure message
+	start := time.Now()
+	cl := newClusterEnv(t, 3, rs.URL, "fault:", func(node int, cc *server.ClusterConfig, c *server.Config) {
 		if cc != nil {
+			cc.Redis.Observe = func(op string, _ time.Duration, err error) {
+				if op == "broker.connection_lost" {
+					lostMu.Lock()
+					lost = append(lost, fmt.Sprintf("node %d at %v: %v", node, time.Since(start).Round(time.Millisecond), err))
+					lostMu.Unlock()
+				}
+			}
 			cc.Redis.OpTimeout = 300 * time.Millisecond
 			cc.Heartbeat = 200 * time.Millisecond
 		}
@@ -289,15 +300,28 @@ func TestClusterRedisOutage(t *testing.T) {
 			}
 		}
 	}
-	for _, s := range subs {
-		until(t, "every acknowledged publish to arrive", func() bool {
+	for si, s := range subs {
+		deadline := time.Now().Add(clusterWaitLimit)
+		for {
+			var missing []string
 			for k, p := range sent {
 				if p.acked && p.phase == phaseUp && s.count(k) == 0 {
-					return false
+					missing = append(missing, fmt.Sprintf("%s (sent at %v)", k, p.at.Sub(start).Round(time.Millisecond)))
 				}
 			}
-			return true
-		})
+			if len(missing) == 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				s.mu.Lock()
+				serr := s.err
+				s.mu.Unlock()
+				lostMu.Lock()
+				t.Fatalf("subscriber %d (err %v) lacks %d acknowledged publishes after %v, e.g. %v; broker connection losses: %v",
+					si, serr, len(missing), clusterWaitLimit, missing[:min(5, len(missing))], lost)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
 	}
 	// Publish order holds per node, so one last publish from each node,
 	// once arrived, follows everything its node published: duplicates

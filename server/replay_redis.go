@@ -2,7 +2,11 @@ package server
 
 import (
 	"context"
+	"crypto/sha1"
+	"encoding/hex"
+	"errors"
 	"strconv"
+	"time"
 
 	"github.com/redis/rueidis"
 	"github.com/sigil-ws/sigil/protocol"
@@ -39,13 +43,17 @@ import (
 type RedisReplayStore struct {
 	r    *Redis
 	name string // the keys' first part: "replay", or another space of seqs
+	rev  *RedisRevocationStore
 }
 
-var _ protocol.ReplayStore = (*RedisReplayStore)(nil)
+var _ protocol.ReplayRevocationChecker = (*RedisReplayStore)(nil)
 
-// NewRedisReplayStore returns a replay store on r.
-func NewRedisReplayStore(r *Redis) *RedisReplayStore {
-	return &RedisReplayStore{r: r, name: "replay"}
+// NewRedisReplayStore returns a replay store on r. If rev is not nil, the
+// store also answers rev's revocation check in the same round trip
+// (protocol.ReplayRevocationChecker): a verifier whose revocation checker
+// is rev then makes one Redis round trip per frame, not two.
+func NewRedisReplayStore(r *Redis, rev *RedisRevocationStore) *RedisReplayStore {
+	return &RedisReplayStore{r: r, name: "replay", rev: rev}
 }
 
 // replayCheckScript implements Check. Seqs are compared as decimal strings
@@ -55,7 +63,16 @@ func NewRedisReplayStore(r *Redis) *RedisReplayStore {
 // KEYS[1] the session's seq mark, KEYS[2] the id's key.
 // ARGV[1] seq, ARGV[2] the id's TTL (ms), ARGV[3] the session's TTL (ms).
 // Returns 0 (accepted), 1 (replay_id) or 2 (replay_seq).
-var replayCheckScript = rueidis.NewLuaScript(`
+var replayCheckScript = rueidis.NewLuaScript(replayCheckSource)
+
+// replayCheckSHA is the script's SHA-1, for the EVALSHA of CheckRevoked
+// (rueidis's Lua computes the same).
+var replayCheckSHA = func() string {
+	sum := sha1.Sum([]byte(replayCheckSource))
+	return hex.EncodeToString(sum[:])
+}()
+
+const replayCheckSource = `
 if redis.call('EXISTS', KEYS[2]) == 1 then return 1 end
 local last = redis.call('GET', KEYS[1]) or '0'
 local seq = ARGV[1]
@@ -66,7 +83,7 @@ local pttl = redis.call('PTTL', KEYS[1])
 if pttl > ttl then ttl = pttl end
 redis.call('SET', KEYS[1], seq, 'PX', ttl)
 return 0
-`)
+`
 
 func (s *RedisReplayStore) seqKey(session string) string {
 	return s.r.key(s.name, redisTag(session), "seq")
@@ -76,26 +93,78 @@ func (s *RedisReplayStore) idKey(session, id string) string {
 	return s.r.key(s.name, redisTag(session), "id", id)
 }
 
+// checkArgs returns the keys and arguments of replayCheckScript for c.
+func (s *RedisReplayStore) checkArgs(c protocol.ReplayCheck) (keys, args []string) {
+	return []string{s.seqKey(c.Session), s.idKey(c.Session, c.ID)},
+		[]string{strconv.FormatUint(c.Seq, 10), strconv.FormatInt(s.r.ttl(c.IDExpiry), 10), strconv.FormatInt(s.r.ttl(c.SessionExpiry), 10)}
+}
+
 // Check implements protocol.ReplayStore in one round trip.
 func (s *RedisReplayStore) Check(ctx context.Context, c protocol.ReplayCheck) error {
 	var verdict int64
 	err := s.r.call(ctx, "replay.check", func(ctx context.Context) error {
 		var err error
-		verdict, err = replayCheckScript.Exec(ctx, s.r.client,
-			[]string{s.seqKey(c.Session), s.idKey(c.Session, c.ID)},
-			[]string{strconv.FormatUint(c.Seq, 10), strconv.FormatInt(s.r.ttl(c.IDExpiry), 10), strconv.FormatInt(s.r.ttl(c.SessionExpiry), 10)},
-		).AsInt64()
+		keys, args := s.checkArgs(c)
+		verdict, err = replayCheckScript.Exec(ctx, s.r.client, keys, args).AsInt64()
 		return err
 	})
-	switch {
-	case err != nil:
+	if err != nil {
 		return err
-	case verdict == 1:
+	}
+	return replayVerdict(verdict, c)
+}
+
+// replayVerdict turns the script's answer into Check's.
+func replayVerdict(verdict int64, c protocol.ReplayCheck) error {
+	switch verdict {
+	case 1:
 		return protocol.ReplayError(protocol.CodeReplayID, c.ID)
-	case verdict == 2:
+	case 2:
 		return protocol.ReplayError(protocol.CodeReplaySeq, c.ID)
 	}
 	return nil
+}
+
+// Covers implements protocol.ReplayRevocationChecker: true for the
+// revocation store given to NewRedisReplayStore.
+func (s *RedisReplayStore) Covers(r protocol.RevocationChecker) bool {
+	rev, ok := r.(*RedisRevocationStore)
+	return ok && s.rev != nil && rev == s.rev
+}
+
+// CheckRevoked implements protocol.ReplayRevocationChecker: the replay
+// script and the revocation store's two reads, pipelined in one round trip
+// (on a Redis Cluster, rueidis sends each to the node of its slot at once).
+// Any failed read is an error.
+func (s *RedisReplayStore) CheckRevoked(ctx context.Context, c protocol.ReplayCheck, jti, sub string, iat time.Time) (bool, error) {
+	if s.rev == nil {
+		return false, errors.New("sigil: replay store: no revocation store to check")
+	}
+	var verdict int64
+	var revoked bool
+	err := s.r.call(ctx, "replay.check", func(ctx context.Context) error {
+		cl := s.r.client
+		keys, args := s.checkArgs(c)
+		res := cl.DoMulti(ctx,
+			cl.B().Evalsha().Sha1(replayCheckSHA).Numkeys(2).Key(keys...).Arg(args...).Build(),
+			s.rev.tokenRead(jti), s.rev.subjectRead(sub))
+		v, err := res[0].AsInt64()
+		if re, ok := rueidis.IsRedisErr(err); ok && re.IsNoScript() {
+			// The first use on this Redis (or after a SCRIPT FLUSH):
+			// Exec loads the script. The reads above stand.
+			v, err = replayCheckScript.Exec(ctx, cl, keys, args).AsInt64()
+		}
+		if err != nil {
+			return err
+		}
+		verdict = v
+		revoked, err = revokedFrom(res[1], res[2], iat)
+		return err
+	})
+	if err != nil {
+		return false, err
+	}
+	return revoked, replayVerdict(verdict, c)
 }
 
 // LastSeq implements protocol.ReplayStore.

@@ -28,7 +28,7 @@ func TestRedisReplayAcrossNodesMatchesMemory(t *testing.T) {
 func testReplayAcrossNodesMatchesMemory(t *testing.T, e redisEnv) {
 	ctx := context.Background()
 	ra, rb := e.node(t), e.node(t)
-	a, b := NewRedisReplayStore(ra), NewRedisReplayStore(rb)
+	a, b := NewRedisReplayStore(ra, nil), NewRedisReplayStore(rb, nil)
 	mem := protocol.NewMemoryReplayStore(0, nil)
 
 	sid, other := uuid.NewString(), uuid.NewString()
@@ -86,7 +86,7 @@ func TestRedisReplayRace(t *testing.T) { testReplayRace(t, standalone(t)) }
 func testReplayRace(t *testing.T, e redisEnv) {
 	ctx := context.Background()
 	ra, rb := e.node(t), e.node(t)
-	nodes := []*RedisReplayStore{NewRedisReplayStore(ra), NewRedisReplayStore(rb)}
+	nodes := []*RedisReplayStore{NewRedisReplayStore(ra, nil), NewRedisReplayStore(rb, nil)}
 	sid := uuid.NewString()
 
 	race := func(check func(i int) protocol.ReplayCheck) (wins int, codes map[protocol.Code]int) {
@@ -140,7 +140,7 @@ func TestRedisReplayLargeSeq(t *testing.T) { testReplayLargeSeq(t, standalone(t)
 func testReplayLargeSeq(t *testing.T, e redisEnv) {
 	ctx := context.Background()
 	r := e.node(t)
-	s := NewRedisReplayStore(r)
+	s := NewRedisReplayStore(r, nil)
 	sid := uuid.NewString()
 	for _, st := range []struct {
 		seq uint64
@@ -166,7 +166,7 @@ func TestRedisReplayExpiry(t *testing.T) { testReplayExpiry(t, standalone(t)) }
 func testReplayExpiry(t *testing.T, e redisEnv) {
 	ctx := context.Background()
 	ra, rb := e.node(t), e.node(t)
-	a, b := NewRedisReplayStore(ra), NewRedisReplayStore(rb)
+	a, b := NewRedisReplayStore(ra, nil), NewRedisReplayStore(rb, nil)
 	sid, id := uuid.NewString(), uuid.NewString()
 	now := time.Now()
 	// The keys expire with the id and the session, not later.
@@ -225,4 +225,58 @@ func testReplayExpiry(t *testing.T, e redisEnv) {
 func isCode(err error, code protocol.Code) bool {
 	var pe *protocol.Error
 	return errors.As(err, &pe) && pe.Code == code
+}
+
+// CheckRevoked answers as Check then IsRevoked would, in one round trip:
+// the replay verdict stands whatever the revocation says, a revoked
+// token or subject is reported, and the script is loaded on first use
+// (after SCRIPT FLUSH, EVALSHA answers NOSCRIPT). Only the revocation store
+// it was built with is covered.
+func TestRedisReplayCheckRevoked(t *testing.T) { testReplayCheckRevoked(t, standalone(t)) }
+
+func testReplayCheckRevoked(t *testing.T, e redisEnv) {
+	ctx := context.Background()
+	r := e.node(t)
+	rev := NewRedisRevocationStore(r)
+	s := NewRedisReplayStore(r, rev)
+	if !s.Covers(rev) || s.Covers(NewRedisRevocationStore(r)) || NewRedisReplayStore(r, nil).Covers(rev) {
+		t.Fatal("Covers must hold exactly for the store given")
+	}
+	for _, n := range r.client.Nodes() {
+		if err := n.Do(ctx, n.B().ScriptFlush().Build()).Error(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sid, jti, iat := uuid.NewString(), uuid.NewString(), time.Now().Add(-time.Minute)
+	sub := "sub-" + uuid.NewString()[:8]
+	id := uuid.NewString()
+	if revoked, err := s.CheckRevoked(ctx, replayCheck(sid, id, 1), jti, sub, iat); err != nil || revoked {
+		t.Fatalf("fresh frame: revoked=%v err=%v", revoked, err)
+	}
+	if _, err := s.CheckRevoked(ctx, replayCheck(sid, id, 2), jti, sub, iat); protocol.CodeOf(err) != protocol.CodeReplayID {
+		t.Fatalf("same id: %v", err)
+	}
+	if err := rev.RevokeToken(ctx, jti, time.Now().Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	revoked, err := s.CheckRevoked(ctx, replayCheck(sid, uuid.NewString(), 3), jti, sub, iat)
+	if err != nil || !revoked {
+		t.Fatalf("revoked token: revoked=%v err=%v", revoked, err)
+	}
+	// The replay verdict comes first, and the frame was recorded.
+	revoked, err = s.CheckRevoked(ctx, replayCheck(sid, uuid.NewString(), 3), jti, sub, iat)
+	if protocol.CodeOf(err) != protocol.CodeReplaySeq || !revoked {
+		t.Fatalf("replayed seq of a revoked token: revoked=%v err=%v", revoked, err)
+	}
+	// A subject revocation covers tokens issued before it, not after.
+	other := uuid.NewString()
+	if err := rev.RevokeSubject(ctx, sub, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if revoked, err := s.CheckRevoked(ctx, replayCheck(sid, uuid.NewString(), 4), other, sub, iat); err != nil || !revoked {
+		t.Fatalf("subject revoked: revoked=%v err=%v", revoked, err)
+	}
+	if revoked, err := s.CheckRevoked(ctx, replayCheck(sid, uuid.NewString(), 5), other, sub, time.Now().Add(time.Minute)); err != nil || revoked {
+		t.Fatalf("token issued after the subject's revocation: revoked=%v err=%v", revoked, err)
+	}
 }

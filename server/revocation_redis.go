@@ -137,26 +137,38 @@ func (s *RedisRevocationStore) RevokeSubject(ctx context.Context, sub string, at
 func (s *RedisRevocationStore) IsRevoked(ctx context.Context, jti, sub string, iat time.Time) (bool, error) {
 	var revoked bool
 	err := s.r.call(ctx, "revocation.is_revoked", func(ctx context.Context) error {
-		c := s.r.client
-		res := c.DoMulti(ctx,
-			c.B().Exists().Key(s.tokenKey(jti)).Build(),
-			c.B().Get().Key(s.subjectKey(sub)).Build())
-		n, err := res[0].AsInt64()
-		if err != nil {
-			return err
-		}
-		at, err := res[1].AsInt64()
-		if rueidis.IsRedisNil(err) {
-			revoked = n == 1
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		revoked = n == 1 || !iat.After(time.Unix(0, at))
-		return nil
+		res := s.r.client.DoMulti(ctx, s.tokenRead(jti), s.subjectRead(sub))
+		var err error
+		revoked, err = revokedFrom(res[0], res[1], iat)
+		return err
 	})
 	return revoked, err
+}
+
+// tokenRead and subjectRead are IsRevoked's two reads; revokedFrom
+// interprets their answers for a token issued at iat. RedisReplayStore
+// pipelines them with its replay check.
+func (s *RedisRevocationStore) tokenRead(jti string) rueidis.Completed {
+	return s.r.client.B().Exists().Key(s.tokenKey(jti)).Build()
+}
+
+func (s *RedisRevocationStore) subjectRead(sub string) rueidis.Completed {
+	return s.r.client.B().Get().Key(s.subjectKey(sub)).Build()
+}
+
+func revokedFrom(token, subject rueidis.RedisResult, iat time.Time) (bool, error) {
+	n, err := token.AsInt64()
+	if err != nil {
+		return false, err
+	}
+	at, err := subject.AsInt64()
+	if rueidis.IsRedisNil(err) {
+		return n == 1, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return n == 1 || !iat.After(time.Unix(0, at)), nil
 }
 
 // Watch subscribes to the revocation notices of every node and returns
