@@ -150,9 +150,10 @@ func (s *RedisReplayStore) CheckRevoked(ctx context.Context, c protocol.ReplayCh
 			s.rev.tokenRead(jti), s.rev.subjectRead(sub))
 		v, err := res[0].AsInt64()
 		if re, ok := rueidis.IsRedisErr(err); ok && re.IsNoScript() {
-			// The first use on this Redis (or after a SCRIPT FLUSH):
-			// Exec loads the script. The reads above stand.
-			v, err = replayCheckScript.Exec(ctx, cl, keys, args).AsInt64()
+			// The first use on this Redis (or after a restart or a
+			// SCRIPT FLUSH): EVAL runs the script and caches it. The reads
+			// above stand.
+			v, err = cl.Do(ctx, cl.B().Eval().Script(replayCheckSource).Numkeys(2).Key(keys...).Arg(args...).Build()).AsInt64()
 		}
 		if err != nil {
 			return err
