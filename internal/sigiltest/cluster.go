@@ -75,3 +75,80 @@ func (c *RedisCluster) KeyCounts(t testing.TB) []int {
 	}
 	return counts
 }
+
+// cli runs redis-cli against node i and returns its output.
+func (c *RedisCluster) cli(t testing.TB, i int, args ...string) string {
+	t.Helper()
+	host, port, _ := strings.Cut(c.Nodes[i].Addr, ":")
+	out, err := exec.Command("redis-cli", append([]string{"-h", host, "-p", port}, args...)...).CombinedOutput()
+	if err != nil || strings.HasPrefix(string(out), "ERR") {
+		t.Fatalf("sigiltest: redis-cli %v on %s: %v %s", args, c.Nodes[i].Addr, err, out)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// Owner returns the index in Nodes of the node that owns slot.
+func (c *RedisCluster) Owner(t testing.TB, slot int) int {
+	t.Helper()
+	for i := range c.Nodes {
+		id := c.cli(t, i, "CLUSTER", "MYID")
+		for _, line := range strings.Split(c.cli(t, i, "CLUSTER", "NODES"), "\n") {
+			f := strings.Fields(line)
+			if len(f) < 8 || f[0] != id {
+				continue
+			}
+			for _, r := range f[8:] {
+				lo, hi, ok := strings.Cut(r, "-")
+				if !ok {
+					hi = lo
+				}
+				a, err1 := strconv.Atoi(lo)
+				b, err2 := strconv.Atoi(hi)
+				if err1 == nil && err2 == nil && a <= slot && slot <= b {
+					return i
+				}
+			}
+		}
+	}
+	t.Fatalf("sigiltest: no node owns slot %d", slot)
+	return -1
+}
+
+// Slot returns the cluster slot of key (CLUSTER KEYSLOT).
+func (c *RedisCluster) Slot(t testing.TB, key string) int {
+	t.Helper()
+	n, err := strconv.Atoi(c.cli(t, 0, "CLUSTER", "KEYSLOT", key))
+	if err != nil {
+		t.Fatalf("sigiltest: CLUSTER KEYSLOT %s: %v", key, err)
+	}
+	return n
+}
+
+// MigrateSlot moves slot, with its keys, from the node that owns it to
+// Nodes[to], the way a live resharding does: SETSLOT IMPORTING and
+// MIGRATING, MIGRATE of each key, then SETSLOT NODE on every node. Redis
+// then tells the subscribers of the slot's shard channels that they were
+// unsubscribed. It returns the index of the previous owner.
+func (c *RedisCluster) MigrateSlot(t testing.TB, slot, to int) int {
+	t.Helper()
+	from := c.Owner(t, slot)
+	if from == to {
+		return from
+	}
+	s := strconv.Itoa(slot)
+	fromID, toID := c.cli(t, from, "CLUSTER", "MYID"), c.cli(t, to, "CLUSTER", "MYID")
+	c.cli(t, to, "CLUSTER", "SETSLOT", s, "IMPORTING", fromID)
+	c.cli(t, from, "CLUSTER", "SETSLOT", s, "MIGRATING", toID)
+	host, port, _ := strings.Cut(c.Nodes[to].Addr, ":")
+	for {
+		keys := strings.Fields(c.cli(t, from, "CLUSTER", "GETKEYSINSLOT", s, "100"))
+		if len(keys) == 0 {
+			break
+		}
+		c.cli(t, from, append([]string{"MIGRATE", host, port, "", "0", "5000", "KEYS"}, keys...)...)
+	}
+	for i := range c.Nodes {
+		c.cli(t, i, "CLUSTER", "SETSLOT", s, "NODE", toID)
+	}
+	return from
+}
