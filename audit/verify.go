@@ -5,8 +5,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/url"
+	"slices"
 	"time"
 
 	"github.com/sigil-ws/sigil/protocol"
@@ -84,7 +86,7 @@ type Report struct {
 	Root       []byte            `json:"root"`       // its root hash
 	Checkpoint []byte            `json:"checkpoint"` // the checkpoint verified, as read
 	Kinds      map[string]uint64 `json:"kinds"`      // entries by kind
-	Senders    int               `json:"senders"`    // distinct subjects of frame entries
+	Subjects   []string          `json:"subjects"`   // the senders: distinct subjects of frame entries, sorted
 	First      int64             `json:"first"`      // earliest entry time, Unix ms (0: none)
 	Last       int64             `json:"last"`       // latest entry time, Unix ms
 	Problems   []Problem         `json:"problems"`
@@ -197,7 +199,7 @@ func Verify(ctx context.Context, src Source, opts VerifyOptions) (*Report, error
 			add(-1, CodeTree, "the entries hash to %x, not to the checkpoint's root %x", root, cp.Hash)
 		}
 	}
-	r.Senders = len(ev.senders)
+	r.Subjects = ev.subjects()
 	return r, nil
 }
 
@@ -339,6 +341,10 @@ type tokenInfo struct {
 
 func newEvidenceChecker(pinned *protocol.KeySet) *evidenceChecker {
 	return &evidenceChecker{pinned: pinned, keys: pinned, tokens: map[string]tokenInfo{}, senders: map[string]struct{}{}}
+}
+
+func (c *evidenceChecker) subjects() []string {
+	return slices.Sorted(maps.Keys(c.senders))
 }
 
 func (c *evidenceChecker) check(index uint64, data []byte, r *Report, add func(int64, string, string, ...any), visit func(uint64, []byte, *Entry, *protocol.Evidence)) {

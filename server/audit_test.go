@@ -103,7 +103,7 @@ func TestAuditSync(t *testing.T) {
 	rep, err := audit.Verify(context.Background(), l.Source(), audit.VerifyOptions{Verifier: v})
 	must(t, err)
 	if !rep.OK() || rep.Size != n || rep.Kinds[audit.KindFrame] != 2 || rep.Kinds[audit.KindToken] != 2 ||
-		rep.Kinds[audit.KindKeys] != 1 || rep.Kinds[audit.KindServer] != 1 || rep.Senders != 1 {
+		rep.Kinds[audit.KindKeys] != 1 || rep.Kinds[audit.KindServer] != 1 || len(rep.Subjects) != 1 {
 		t.Fatalf("report: %+v", rep)
 	}
 	// Over HTTP, as a third party reads it.
