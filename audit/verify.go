@@ -343,6 +343,13 @@ func newEvidenceChecker(pinned *protocol.KeySet) *evidenceChecker {
 	return &evidenceChecker{pinned: pinned, keys: pinned, tokens: map[string]tokenInfo{}, senders: map[string]struct{}{}}
 }
 
+func (c *evidenceChecker) keyByID(kid string) (*protocol.PublicKey, bool) {
+	if c.keys == nil {
+		return nil, false
+	}
+	return c.keys.Key(kid)
+}
+
 func (c *evidenceChecker) subjects() []string {
 	return slices.Sorted(maps.Keys(c.senders))
 }
@@ -368,10 +375,23 @@ func (c *evidenceChecker) check(index uint64, data []byte, r *Report, add func(i
 			return
 		}
 		if c.pinned == nil {
-			c.all = append(c.all, ks.Keys()...)
-			if c.keys, err = protocol.NewKeySet(c.all...); err != nil {
-				add(i, CodeEntry, "keys: %v", err)
-				return
+			// The keys logged so far, each once: a kid names one key.
+			grew := false
+			for _, k := range ks.Keys() {
+				if old, ok := c.keyByID(k.KeyID()); ok {
+					if old.Thumbprint() != k.Thumbprint() {
+						add(i, CodeEvidence, "keys: kid %s names another key than before", k.KeyID())
+						return
+					}
+					continue
+				}
+				c.all, grew = append(c.all, k), true
+			}
+			if grew {
+				if c.keys, err = protocol.NewKeySet(c.all...); err != nil {
+					add(i, CodeEntry, "keys: %v", err)
+					return
+				}
 			}
 		}
 	case KindToken:

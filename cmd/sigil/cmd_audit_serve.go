@@ -45,7 +45,11 @@ func useAudit(cfg *server.Config, f *auditFlags, cluster bool) (func(), error) {
 	if keyFile == "" {
 		keyFile = f.dir + ".key"
 	}
-	signer, verifier, err := audit.LoadOrCreateKey(keyFile, audit.Origin(cfg.Issuer, node), f.dir)
+	issuer := cfg.Issuer
+	if issuer == "" {
+		issuer = "sigil" // server.Config's default
+	}
+	signer, verifier, err := audit.LoadOrCreateKey(keyFile, audit.Origin(issuer, node), f.dir)
 	if err != nil {
 		return nil, err
 	}
