@@ -39,6 +39,7 @@ func newFixture(t *testing.T) *fixture {
 	signer, _ := note.NewSigner(skey)
 	v, _ := note.NewVerifier(vkey)
 	f := &fixture{t: t, dir: t.TempDir(), v: v}
+	must(t, os.WriteFile(filepath.Join(f.dir, audit.VKeyFile), []byte(vkey+"\n"), 0o644))
 	f.log, err = audit.Open(context.Background(), audit.Config{Dir: f.dir, Signer: signer, CheckpointInterval: 100 * time.Millisecond})
 	must(t, err)
 	t.Cleanup(func() { _ = f.log.Close(context.Background()) })
