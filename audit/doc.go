@@ -19,3 +19,5 @@
 // reads but the checkpoint key it is given (and, if pinned, the server's
 // keys).
 package audit
+
+//go:generate go test -run ^TestAuditVectorsGolden$ -update .

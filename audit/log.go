@@ -122,6 +122,10 @@ func (l *Log) AddRaw(ctx context.Context, data []byte) Future {
 // Append adds e and waits until it is durable: its index.
 func (l *Log) Append(ctx context.Context, e *Entry) (uint64, error) { return l.Add(ctx, e)() }
 
+// Size is the number of entries integrated into the tree and durable;
+// a checkpoint may not cover them yet.
+func (l *Log) Size(ctx context.Context) (uint64, error) { return l.reader.IntegratedSize(ctx) }
+
 // Origin is the checkpoint's origin line, the name of the signing key.
 func (l *Log) Origin() string { return l.origin }
 
