@@ -36,7 +36,15 @@ type AuditConfig struct {
 	// change no message record and are not logged (tokens from a refresh
 	// are).
 	Actions []string
+
+	backlog chan struct{} // async: one per entry added and not yet written
 }
+
+// MaxAuditBacklog bounds the entries of an asynchronous audit log that
+// were accepted and not yet written: beyond it, a frame waits for a slot
+// (its connection reads its next frame after that), so that a crash loses
+// at most this many.
+const MaxAuditBacklog = 4096
 
 // MaxAuditFrame is the largest MaxFrame with the audit log on: an entry
 // holds the frame and at most 1 KiB besides, within audit.MaxEntry.
@@ -67,15 +75,22 @@ func (s *Server) auditEntry(kind string) *audit.Entry {
 // auditAdd adds e, and in sync mode (or when wait) waits for its index.
 // ok is false when the index is not known (async).
 func (s *Server) auditAdd(e *audit.Entry, wait bool) (index uint64, ok bool, err error) {
-	f := s.cfg.Audit.Log.Add(s.ctx, e)
 	if s.cfg.Audit.Async && !wait {
+		select {
+		case s.cfg.Audit.backlog <- struct{}{}:
+		case <-s.ctx.Done():
+			return 0, false, s.ctx.Err()
+		}
+		f := s.cfg.Audit.Log.Add(s.ctx, e)
 		go func() {
+			defer func() { <-s.cfg.Audit.backlog }()
 			if _, err := f(); err != nil {
 				s.auditFailed(e.Kind, err)
 			}
 		}()
 		return 0, false, nil
 	}
+	f := s.cfg.Audit.Log.Add(s.ctx, e)
 	index, err = f()
 	if err != nil {
 		s.auditFailed(e.Kind, err)
@@ -221,5 +236,6 @@ func checkAudit(cfg *Config) error {
 	if cfg.MaxFrame > MaxAuditFrame {
 		return fmt.Errorf("sigil: with the audit log on, MaxFrame may be at most %d bytes (it is %d)", MaxAuditFrame, cfg.MaxFrame)
 	}
+	a.backlog = make(chan struct{}, MaxAuditBacklog)
 	return nil
 }

@@ -41,7 +41,12 @@ func auditBenchEnv(b *testing.B, mode string) (*env, *audit.Log) {
 			must(b, err)
 			signer, _ := note.NewSigner(skey)
 			v, _ := note.NewVerifier(vkey)
-			l, err = audit.Open(context.Background(), audit.Config{Dir: b.TempDir(), Signer: signer})
+			cfg := audit.Config{Dir: b.TempDir(), Signer: signer}
+			if s := os.Getenv("SIGIL_AUDIT_BATCH_" + strings.ToUpper(mode)); s != "" {
+				cfg.BatchMaxAge, err = time.ParseDuration(s)
+				must(b, err)
+			}
+			l, err = audit.Open(context.Background(), cfg)
 			must(b, err)
 			b.Cleanup(func() { _ = l.Close(context.Background()) })
 			c.Audit = server.AuditConfig{Log: l, Verifier: v, Async: mode == "async"}

@@ -129,7 +129,7 @@ func New(cfg Config) (*Server, error) {
 		s.acctLimit = newFailureLimiter(cfg.LoginFailuresPerAccount, cfg.LoginWindow, cfg.Now)
 		s.addrLimit = newFailureLimiter(cfg.LoginFailuresPerAddress, cfg.LoginWindow, cfg.Now)
 	}
-	if err := checkAudit(&cfg); err != nil {
+	if err := checkAudit(&s.cfg); err != nil {
 		s.cancel()
 		return nil, err
 	}

@@ -5,6 +5,7 @@
 //	sigil user add|passwd|remove    manage the users file
 //	sigil login|send|listen         a command-line client (package client)
 //	sigil load [flags]              measure throughput and latency against a server
+//	sigil audit verify|prove|check-proof|export   the audit log, offline
 //
 // Run "sigil <command> -h" for the flags of each command.
 package main
