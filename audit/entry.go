@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 
 	"github.com/sigil-ws/sigil/internal/strictjson"
 )
@@ -54,17 +55,71 @@ func (e *Entry) Marshal() ([]byte, error) {
 	if err := e.check(); err != nil {
 		return nil, err
 	}
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(e); err != nil {
-		return nil, err
+	// By hand, on the message path: what encoding/json with HTML escaping
+	// off gives for the struct, without reflection.
+	b := make([]byte, 0, 128+len(e.Node)+len(e.Frame)+len(e.Token)+len(e.JWK)+len(e.JWKS))
+	b = append(b, `{"v":`...)
+	b = strconv.AppendInt(b, int64(e.V), 10)
+	b = appendString(b, `,"kind":`, e.Kind)
+	b = append(b, `,"time":`...)
+	b = strconv.AppendInt(b, e.Time, 10)
+	var err error
+	for _, m := range []struct {
+		name string
+		s    string
+	}{{`,"node":`, e.Node}, {`,"frame":`, e.Frame}, {`,"token":`, e.Token}, {`,"jti":`, e.JTI}, {`,"jkt":`, e.JKT}} {
+		if m.s != "" {
+			b = appendString(b, m.name, m.s)
+		}
 	}
-	b := bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
+	for _, m := range []struct {
+		name string
+		raw  json.RawMessage
+	}{{`,"jwk":`, e.JWK}, {`,"jwks":`, e.JWKS}} {
+		if len(m.raw) > 0 {
+			if b, err = appendCompact(append(b, m.name...), m.raw); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if e.Pos != nil {
+		b = strconv.AppendUint(append(b, `,"pos":`...), *e.Pos, 10)
+	}
+	b = append(b, '}')
 	if len(b) > MaxEntry {
 		return nil, ErrTooLarge
 	}
 	return b, nil
+}
+
+// appendString appends name and s as a JSON string: s as is when it has
+// only printable ASCII but '"' and '\\' (JWS, UUIDs, thumbprints), else
+// as encoding/json writes it with HTML escaping off.
+func appendString(b []byte, name, s string) []byte {
+	b = append(b, name...)
+	plain := true
+	for i := 0; i < len(s) && plain; i++ {
+		c := s[i]
+		plain = c >= 0x20 && c < 0x7f && c != '"' && c != '\\'
+	}
+	if plain {
+		return append(append(append(b, '"'), s...), '"')
+	}
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(s) // a string always encodes
+	return append(b, bytes.TrimSuffix(buf.Bytes(), []byte("\n"))...)
+}
+
+// appendCompact appends raw compacted, as encoding/json writes a
+// json.RawMessage with HTML escaping off.
+func appendCompact(b []byte, raw json.RawMessage) ([]byte, error) {
+	buf := bytes.NewBuffer(b)
+	if err := json.Compact(buf, raw); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
 }
 
 // ErrTooLarge is returned for an entry over MaxEntry bytes.

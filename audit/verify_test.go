@@ -315,3 +315,24 @@ func TestEntryStrict(t *testing.T) {
 		}
 	}
 }
+
+// Marshal writes what encoding/json writes for the struct with HTML
+// escaping off: the one form of spec.md §21.2.
+func TestEntryMarshalIsEncodingJSON(t *testing.T) {
+	pos := uint64(7)
+	for _, node := range []string{"", "node-a", `a"b\c`, "<&>", "tab\there", "é\u2028\x01"} {
+		e := &audit.Entry{V: 1, Kind: audit.KindFrame, Time: 5, Node: node, Frame: "a.b.c", JTI: "j", JKT: "k", JWK: json.RawMessage(`{ "kty" : "OKP" }`), Pos: &pos}
+		got, err := e.Marshal()
+		must(t, err)
+		var buf bytes.Buffer
+		enc := json.NewEncoder(&buf)
+		enc.SetEscapeHTML(false)
+		must(t, enc.Encode(e))
+		if want := bytes.TrimSuffix(buf.Bytes(), []byte("\n")); !bytes.Equal(got, want) {
+			t.Errorf("node %q:\n got %s\nwant %s", node, got, want)
+		}
+		if _, err := audit.ParseEntry(got); err != nil {
+			t.Errorf("node %q: %v", node, err)
+		}
+	}
+}
