@@ -27,9 +27,11 @@ type Config struct {
 	// Signer signs checkpoints (a C2SP signed note, Ed25519). Its name is
 	// the checkpoint's origin line. See GenerateKey.
 	Signer note.Signer
-	// BatchMaxAge is how long an entry may wait for others before its
-	// batch is written and fsynced: the fsync batching window. Default
-	// DefaultBatchMaxAge.
+	// BatchMaxAge is how long a batch waits for more entries before it is
+	// written and fsynced (Tessera's batching window). Batches are also
+	// committed as a group: the entries added while one batch is being
+	// written form the next, so under load a batch grows with the write
+	// time whatever the window. Default DefaultBatchMaxAge.
 	BatchMaxAge time.Duration
 	// BatchMaxSize writes a batch once it has this many entries. Default
 	// 256 (Tessera's).
@@ -41,7 +43,7 @@ type Config struct {
 
 // Defaults of Config.
 const (
-	DefaultBatchMaxAge        = 10 * time.Millisecond
+	DefaultBatchMaxAge        = 2 * time.Millisecond
 	DefaultCheckpointInterval = time.Second
 )
 
@@ -53,10 +55,29 @@ type Log struct {
 	reader    tessera.LogReader
 	dir       string
 	origin    string
+	bg        context.Context
 	cancel    context.CancelFunc
 	closeOnce sync.Once
 	closeErr  error
+
+	// Group commit: entries wait here while a group is being written.
+	mu      sync.Mutex
+	queue   []*pending
+	busy    bool          // a committer goroutine runs
+	closed  bool          // Add fails from now on
+	drained chan struct{} // closed when the committer ends after closed
 }
+
+// pending is an entry waiting for its group to be written.
+type pending struct {
+	data  []byte
+	index uint64
+	err   error
+	done  chan struct{}
+}
+
+// ErrClosed is the error of an entry added after Close.
+var ErrClosed = errors.New("audit: the log is closed")
 
 // Open opens (or creates) the log in cfg.Dir. Close it with Close.
 func Open(ctx context.Context, cfg Config) (*Log, error) {
@@ -91,7 +112,7 @@ func Open(ctx context.Context, cfg Config) (*Log, error) {
 		cancel()
 		return nil, fmt.Errorf("audit: %w", err)
 	}
-	l := &Log{add: app.Add, shutdown: shutdown, reader: reader, dir: cfg.Dir, origin: cfg.Signer.Name(), cancel: cancel}
+	l := &Log{add: app.Add, shutdown: shutdown, reader: reader, dir: cfg.Dir, origin: cfg.Signer.Name(), bg: bg, cancel: cancel}
 	return l, nil
 }
 
@@ -110,12 +131,57 @@ func (l *Log) Add(ctx context.Context, e *Entry) Future {
 }
 
 // AddRaw queues data as an entry unchecked. It exists for tests and the
-// vectors, which need logs with bad entries; use Add.
+// vectors, which need logs with bad entries; use Add. Entries get their
+// indexes in the order they are added.
 func (l *Log) AddRaw(ctx context.Context, data []byte) Future {
-	f := l.add(ctx, tessera.NewEntry(data))
+	p := &pending{data: data, done: make(chan struct{})}
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return func() (uint64, error) { return 0, ErrClosed }
+	}
+	l.queue = append(l.queue, p)
+	if !l.busy {
+		l.busy = true
+		go l.commit()
+	}
+	l.mu.Unlock()
 	return func() (uint64, error) {
-		i, err := f()
-		return i.Index, err
+		select {
+		case <-p.done:
+			return p.index, p.err
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		}
+	}
+}
+
+// commit hands the queued entries to Tessera as one group and waits
+// until they are written, then the next group, until none is left.
+func (l *Log) commit() {
+	for {
+		l.mu.Lock()
+		group := l.queue
+		l.queue = nil
+		if len(group) == 0 {
+			l.busy = false
+			if l.closed && l.drained != nil {
+				close(l.drained)
+				l.drained = nil
+			}
+			l.mu.Unlock()
+			return
+		}
+		l.mu.Unlock()
+		futures := make([]tessera.IndexFuture, len(group))
+		for i, p := range group {
+			futures[i] = l.add(l.bg, tessera.NewEntry(p.data))
+		}
+		for i, p := range group {
+			idx, err := futures[i]()
+			p.index, p.err = idx.Index, err
+			close(p.done)
+		}
 	}
 }
 
@@ -144,6 +210,20 @@ func (l *Log) Source() Source { return l.reader }
 // Add fails from then on. Only the first call does anything.
 func (l *Log) Close(ctx context.Context) error {
 	l.closeOnce.Do(func() {
+		l.mu.Lock()
+		l.closed = true
+		var drained chan struct{}
+		if l.busy {
+			drained = make(chan struct{})
+			l.drained = drained
+		}
+		l.mu.Unlock()
+		if drained != nil {
+			select {
+			case <-drained:
+			case <-ctx.Done():
+			}
+		}
 		l.closeErr = l.shutdown(ctx)
 		l.cancel()
 	})
