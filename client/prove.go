@@ -69,7 +69,9 @@ func logIndex(m *protocol.Message) (uint64, error) {
 // (GET /v1/audit/proof, spec.md §21.4) and checks it against the
 // checkpoint key v, which the caller pins (it is the server's log.vkey,
 // obtained out of band). It waits, until ctx is done, for a checkpoint
-// that covers the entry (one comes every checkpoint interval). It returns
+// that covers the entry (one comes every checkpoint interval). The server
+// serves proofs to anyone only with AuditConfig.Public (sigil serve
+// --audit-public); otherwise they are an admin's (401). It returns
 // the checked proof and its entry; the caller compares the entry's frame
 // with the message it holds (Entry.Frame is the frame byte for byte).
 func (c *Client) Prove(ctx context.Context, index uint64, v note.Verifier) (*audit.Proof, *audit.Entry, error) {

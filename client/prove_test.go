@@ -22,7 +22,7 @@ func auditServer(t *testing.T) (*env, note.Verifier) {
 	l, err := audit.Open(context.Background(), audit.Config{Dir: dir, Signer: signer, CheckpointInterval: 100 * time.Millisecond})
 	must(t, err)
 	t.Cleanup(func() { _ = l.Close(context.Background()) })
-	e := newEnv(t, func(c *server.Config) { c.Audit = server.AuditConfig{Log: l, Verifier: v} })
+	e := newEnv(t, func(c *server.Config) { c.Audit = server.AuditConfig{Log: l, Verifier: v, Public: true} })
 	return e, v
 }
 

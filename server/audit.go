@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/sigil-ws/sigil/audit"
 	"github.com/sigil-ws/sigil/protocol"
@@ -36,6 +37,13 @@ type AuditConfig struct {
 	// change no message record and are not logged (tokens from a refresh
 	// are).
 	Actions []string
+	// Public serves the log's entries (tile/entries/...) and proofs to
+	// anyone. They hold every logged message, bodies included unless
+	// encrypted, so by default they are served only to an admin
+	// (AdminHandler's authentication, act "admin.audit"); the checkpoint,
+	// the hash tiles and the key, which reveal no message, are always
+	// public. Default false.
+	Public bool
 
 	backlog chan struct{} // async: one per entry added and not yet written
 }
@@ -174,13 +182,22 @@ func (s *Server) auditPublished(frame []byte) error {
 // and the checkpoint key (log.vkey) under /v1/audit/, and
 // GET /v1/audit/proof?index=N, an inclusion proof (audit.Proof) against
 // the latest checkpoint: 404 not_found before that checkpoint covers N.
-// Without an audit log it answers 404.
+// Entry bundles and proofs need an admin's bearer token and Sigil-Proof
+// (act "admin.audit", body {}) unless AuditConfig.Public. Without an
+// audit log it answers 404.
 func (s *Server) AuditHandler() http.Handler {
 	if !s.auditOn() {
 		return http.NotFoundHandler()
 	}
 	files := http.StripPrefix("/v1/audit", audit.Handler(s.cfg.Audit.Log.Dir()))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		entries := r.URL.Path == "/v1/audit/proof" || strings.HasPrefix(r.URL.Path, "/v1/audit/tile/entries/")
+		if entries && !s.cfg.Audit.Public {
+			if aerr := s.adminAuth(r, "admin.audit", []byte("{}")); aerr != nil {
+				writeError(w, aerr)
+				return
+			}
+		}
 		if r.URL.Path != "/v1/audit/proof" {
 			files.ServeHTTP(w, r)
 			return

@@ -38,7 +38,7 @@ func auditLog(t testing.TB) (*audit.Log, note.Verifier) {
 func newAuditEnv(t testing.TB, async bool) (*env, *audit.Log, note.Verifier) {
 	l, v := auditLog(t)
 	e := newEnv(t, func(c *server.Config) {
-		c.Audit = server.AuditConfig{Log: l, Verifier: v, Async: async}
+		c.Audit = server.AuditConfig{Log: l, Verifier: v, Async: async, Public: true}
 	})
 	return e, l, v
 }
@@ -179,6 +179,46 @@ func TestAuditFailsClosed(t *testing.T) {
 		if m.Action == protocol.ActDeliver {
 			t.Fatalf("bob received %s", m.Body)
 		}
+	}
+}
+
+// By default the entries and proofs, which hold the messages, are an
+// admin's only; the checkpoint, hash tiles and key are public.
+func TestAuditEntriesPrivate(t *testing.T) {
+	l, v := auditLog(t)
+	e := newEnv(t, func(c *server.Config) { c.Audit = server.AuditConfig{Log: l, Verifier: v} })
+	alice := e.login("alice").connect()
+	alice.send(&protocol.Envelope{Action: protocol.ActPub, Channel: "rooms.a", Corr: "p", Body: json.RawMessage(`{"text":"private"}`)})
+	alice.recvAct(protocol.ActReply)
+	waitCheckpoint(t, l.Source(), v, 3)
+	for path, want := range map[string]int{
+		"/v1/audit/checkpoint": 200, "/v1/audit/log.vkey": 200, "/v1/audit/tile/0/000.p/3": 200,
+		"/v1/audit/tile/entries/000.p/3": 401, "/v1/audit/proof?index=2": 401,
+	} {
+		resp, err := http.Get(e.url + path)
+		must(t, err)
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("GET %s: %d, want %d", path, resp.StatusCode, want)
+		}
+	}
+	// An admin's signed request gets the proof; alice's does not.
+	get := func(c *client) int {
+		ab, _ := json.Marshal(server.AdminBody{JWK: c.jwk, Req: json.RawMessage("{}")})
+		proof := c.sign(&protocol.Envelope{Action: "admin.audit", Body: ab})
+		r, _ := http.NewRequest(http.MethodGet, e.url+"/v1/audit/proof?index=2", nil)
+		r.Header.Set("Authorization", "Bearer "+c.tok.Token)
+		r.Header.Set(server.ProofHeader, string(proof))
+		resp, err := http.DefaultClient.Do(r)
+		must(t, err)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if st := get(alice); st != http.StatusForbidden {
+		t.Errorf("alice: %d", st)
+	}
+	if st := get(e.login("admin")); st != 200 {
+		t.Errorf("admin: %d", st)
 	}
 }
 

@@ -127,7 +127,8 @@ export async function checkProof(proof, vkey) {
 /**
  * proveInLog fetches the proof of entry index from a Sigil server
  * (GET base/v1/audit/proof?index=N) and checks it (checkProof). A 404
- * means no published checkpoint covers the entry yet: retry later.
+ * means no published checkpoint covers the entry yet: retry later; 401 that
+ * the server serves proofs to admins only (sigil serve --audit-public opens them).
  */
 export async function proveInLog(base, index, vkey, fetchFn = globalThis.fetch) {
   const res = await fetchFn(String(base).replace(/\/+$/, '') + '/v1/audit/proof?index=' + Number(index), { headers: { Accept: 'application/json' } });

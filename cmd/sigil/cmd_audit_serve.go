@@ -21,6 +21,7 @@ const AsyncAuditBatch = 100 * time.Millisecond
 type auditFlags struct {
 	dir, mode, key string
 	batch, every   time.Duration
+	public         bool
 }
 
 func (f *auditFlags) register(fs *flag.FlagSet) {
@@ -28,6 +29,7 @@ func (f *auditFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.mode, "audit", "sync", "audit log: sync (the reply and the deliveries wait until the entry is fsynced; the reply carries log_index) or async (a crash loses at most the last --audit-batch window)")
 	fs.StringVar(&f.key, "audit-key", "", "audit log: the checkpoint signing key file, created on first start (default <audit-dir>.key; keep it out of the served directory)")
 	fs.DurationVar(&f.batch, "audit-batch", 0, "audit log: the fsync batching window, how long an entry waits for others before a batch is written (0: 10ms with --audit=sync, 100ms with async, the crash-loss bound); longer batches cost less CPU per entry")
+	fs.BoolVar(&f.public, "audit-public", false, "audit log: serve its entries and proofs to anyone (they hold every logged message, bodies included unless encrypted); default: to admins only, the checkpoint and hash tiles to anyone")
 	fs.DurationVar(&f.every, "audit-checkpoint", audit.DefaultCheckpointInterval, "audit log: how often a checkpoint is signed and published, if the log grew")
 }
 
@@ -69,7 +71,7 @@ func useAudit(cfg *server.Config, f *auditFlags, cluster bool) (func(), error) {
 	if err != nil {
 		return nil, err
 	}
-	cfg.Audit = server.AuditConfig{Log: l, Verifier: verifier, Async: f.mode == "async"}
+	cfg.Audit = server.AuditConfig{Log: l, Verifier: verifier, Async: f.mode == "async", Public: f.public}
 	if cfg.MaxFrame == protocol.DefaultMaxFrame {
 		cfg.MaxFrame = server.MaxAuditFrame // the default --max-frame: an entry must fit in 64 KiB
 	}

@@ -98,7 +98,7 @@ func TestAuditCrash(t *testing.T) {
 	}})
 	must(t, os.WriteFile(users, doc, 0o600))
 	logDir := filepath.Join(dir, "log")
-	args := []string{"--addr", "127.0.0.1:0", "--data-dir", dir, "--audit-dir", logDir, "--audit-checkpoint", "100ms"}
+	args := []string{"--addr", "127.0.0.1:0", "--data-dir", dir, "--audit-dir", logDir, "--audit-checkpoint", "100ms", "--audit-public"}
 	url, _, cmd := startServe(t, args...)
 	ws := "ws" + strings.TrimPrefix(url, "http") + "/v1/ws"
 	var mu sync.Mutex
