@@ -10,6 +10,7 @@ import (
 	"github.com/sigil-ws/sigil/audit"
 	"github.com/sigil-ws/sigil/protocol"
 	"github.com/sigil-ws/sigil/server"
+	"k8s.io/klog/v2"
 )
 
 // AsyncAuditBatch is sigil serve's batching window with --audit=async: no
@@ -52,6 +53,8 @@ func useAudit(cfg *server.Config, f *auditFlags, cluster bool) (func(), error) {
 	if keyFile == "" {
 		keyFile = f.dir + ".key"
 	}
+	// Tessera logs through klog: into the server's structured log.
+	klog.SetSlogLogger(cfg.Logger.With("component", "tessera"))
 	issuer := cfg.Issuer
 	if issuer == "" {
 		issuer = "sigil" // server.Config's default
