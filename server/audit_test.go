@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -219,6 +220,25 @@ func TestAuditEntriesPrivate(t *testing.T) {
 	}
 	if st := get(e.login("admin")); st != 200 {
 		t.Errorf("admin: %d", st)
+	}
+}
+
+// A frame whose entry would not fit in 65535 bytes is answered
+// too_large and not delivered (here: a long node name, and a frame near
+// MaxFrame); the session goes on.
+func TestAuditEntryTooLarge(t *testing.T) {
+	l, v := auditLog(t)
+	e := newEnv(t, func(c *server.Config) {
+		c.Audit = server.AuditConfig{Log: l, Verifier: v}
+		c.Node = strings.Repeat("n", 4000)
+	})
+	alice := e.login("alice").connect()
+	text := strings.Repeat("x", 46000) // ~61 KiB as a JWS, under MaxAuditFrame
+	alice.send(&protocol.Envelope{Action: protocol.ActPub, Channel: "rooms.a", Corr: "p", Body: json.RawMessage(`{"text":"` + text + `"}`)})
+	alice.expectError(protocol.CodeTooLarge)
+	alice.send(&protocol.Envelope{Action: protocol.ActPub, Channel: "rooms.a", Corr: "q", Body: json.RawMessage(`{"text":"short"}`)})
+	if _, ok := replyIndex(t, alice.recvAct(protocol.ActReply)); !ok {
+		t.Fatal("no log_index after a too_large")
 	}
 }
 
