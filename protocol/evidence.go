@@ -46,6 +46,54 @@ func verifyEvidence(keys *KeySet, token string, jwk []byte, frame []byte) (*Evid
 	if err != nil {
 		return nil, err
 	}
+	return frameEvidence(claims, key, frame)
+}
+
+// VerifyTokenEvidence checks the first two links of spec.md §14 alone:
+// token is a session token signed by a key of keys (typ, header, strict
+// claims; not exp, iss or aud), and jwk is the session key it binds
+// (cnf.jkt). It returns the claims and the key, named by its thumbprint,
+// for VerifyFrameEvidence: an archive that holds many frames of one
+// session checks its token once. Errors are *Error values.
+func VerifyTokenEvidence(keys *KeySet, token string, jwk []byte) (*SessionClaims, *PublicKey, error) {
+	claims, err := parseSessionToken(keys, token)
+	if err != nil {
+		return nil, nil, err
+	}
+	key, err := bindKey(claims, jwk)
+	if err != nil {
+		return nil, nil, err
+	}
+	return claims, key, nil
+}
+
+// VerifyFrameEvidence checks the third link of spec.md §14: frame is a
+// client frame signed by key (as VerifyTokenEvidence returned it) whose
+// sid and sub are those of claims. Errors are *Error values.
+func VerifyFrameEvidence(claims *SessionClaims, key *PublicKey, frame []byte) (*Evidence, error) {
+	ev, err := frameEvidence(claims, key, frame)
+	if err != nil {
+		return nil, err
+	}
+	return ev, nil
+}
+
+// VerifyPublishedEvidence checks offline a frame that the server
+// application published (spec.md §10.3): a server frame signed by a key of
+// keys, with strict claims, act pub, a ch and no sid. Errors are *Error
+// values.
+func VerifyPublishedEvidence(keys *KeySet, frame []byte) (*Evidence, error) {
+	env, err := verifyServerFrame(keys, frame, DefaultMaxFrame*16)
+	if err != nil {
+		return nil, err
+	}
+	if env.Action != ActPub || env.Channel == "" || env.Session != "" {
+		return nil, &Error{Code: CodeWrongSession, Message: "not a frame the server application published", Ref: env.ID}
+	}
+	return &Evidence{Subject: ServerSubject, FromServer: true, Message: &Message{Envelope: *env, Frame: frame}}, nil
+}
+
+func frameEvidence(claims *SessionClaims, key *PublicKey, frame []byte) (*Evidence, *Error) {
 	m, err := verifyClientFrame(key, frame)
 	if err != nil {
 		return nil, err

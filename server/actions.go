@@ -22,7 +22,11 @@ func (c *conn) handle(frame []byte) {
 	}
 	s.m.accepted.Inc()
 	s.accepted.Add(1)
-	if perr := c.dispatch(m); perr != nil {
+	var perr *protocol.Error
+	if c.logIndex, perr = c.auditFrame(m); perr == nil {
+		perr = c.dispatch(m)
+	}
+	if perr != nil {
 		s.m.reject(perr.Code)
 		if perr.Ref == "" {
 			perr.Ref = m.ID
@@ -49,6 +53,9 @@ func badRequest(msg string) *protocol.Error {
 func (c *conn) reply(m *protocol.Message, body any, force bool) {
 	if m.Corr == "" && !force {
 		return
+	}
+	if body == nil && c.logIndex >= 0 {
+		body = LoggedReply{LogIndex: uint64(c.logIndex)}
 	}
 	if body == nil {
 		body = struct{}{}
@@ -180,6 +187,7 @@ func (c *conn) refresh(m *protocol.Message) *protocol.Error {
 	c.mu.Lock()
 	c.roles, c.jti, c.iat = c.sess.Roles(), c.sess.TokenID(), c.sess.IssuedAt()
 	c.mu.Unlock()
+	c.auditToken(res.Token)
 	c.exp.Store(c.sess.Expiry().UnixMilli())
 	s.hub.updateSession(c)
 	c.warned.Store(false)

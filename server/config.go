@@ -146,6 +146,10 @@ type Config struct {
 	// Server.HTTPServer builds.
 	HTTP HTTPConfig
 
+	// Audit turns on the audit log (spec.md §21). With it, MaxFrame
+	// defaults to, and may not exceed, MaxAuditFrame. Default: off.
+	Audit AuditConfig
+
 	// Node names this node when several act as one server (cluster mode):
 	// the server's log lines carry it as the attribute "node", and the
 	// metric sigil_node_info{node} is 1. Default empty: neither.
@@ -207,6 +211,9 @@ func (c *Config) setDefaults() {
 	}
 	def(&c.TokenTTL, 15*time.Minute)
 	def(&c.RefreshTTL, 24*time.Hour)
+	if c.Audit.Log != nil {
+		defInt(&c.MaxFrame, MaxAuditFrame)
+	}
 	defInt(&c.MaxFrame, protocol.DefaultMaxFrame)
 	if c.ReadLimit <= 0 {
 		c.ReadLimit = 4 * int64(c.MaxFrame)

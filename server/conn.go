@@ -45,6 +45,7 @@ type conn struct {
 	sess      *protocol.Session
 	rejects   []time.Time
 	handedOff bool
+	logIndex  int64 // the audit log index of the frame being handled (-1: none)
 
 	exp    atomic.Int64 // token expiry, Unix ms
 	warned atomic.Bool
@@ -561,6 +562,7 @@ func (c *conn) hello(frame []byte) {
 	c.sid, c.sub, c.jwk = sess.ID(), sess.Subject(), sess.JWK()
 	c.roles, c.jti, c.iat = sess.Roles(), sess.TokenID(), sess.IssuedAt()
 	c.exp.Store(sess.Expiry().UnixMilli())
+	c.auditHello(m)
 	wb := protocol.WelcomeBody{
 		Session: sess.ID(), Subject: sess.Subject(), Roles: sess.Roles(),
 		Expiry: sess.Expiry().UnixMilli(), Time: s.cfg.Now().UnixMilli(),

@@ -73,6 +73,20 @@
 // ClusterConfig.Secret. spec.md §19 states what is shared and the
 // guarantees.
 //
+// # Audit log
+//
+// With Config.Audit (an audit.Log the caller opens), every accepted frame
+// of a logged action (pub, dm, application actions), every Publish, every
+// session token (at hello and refresh) and the server's keys are entries
+// of a transparency log (package audit, spec.md §21). The frame is logged
+// on its reader goroutine after it was accepted and before it is
+// dispatched: in sync mode (the default) the reply and deliveries wait
+// until the entry is durable, and the reply to pub and dm carries its
+// index (LoggedReply); in async mode they do not wait. A log that fails
+// fails the frame closed (unavailable). AuditHandler serves the log
+// read-only under /v1/audit/, with inclusion proofs. In a cluster each
+// node keeps its own log.
+//
 // # Failures
 //
 // A failing store (replay state, revocations, refresh tokens, presence)

@@ -68,7 +68,7 @@ func (s *Server) setKeys(keys []*protocol.PrivateKey) error {
 		serverJWK: serverJWK,
 	}
 	s.ks.Store(st)
-	return nil
+	return s.auditKeys(jwks)
 }
 
 // RotateKey adds k as the newest key: it signs from now on, and the older

@@ -129,6 +129,10 @@ func New(cfg Config) (*Server, error) {
 		s.acctLimit = newFailureLimiter(cfg.LoginFailuresPerAccount, cfg.LoginWindow, cfg.Now)
 		s.addrLimit = newFailureLimiter(cfg.LoginFailuresPerAddress, cfg.LoginWindow, cfg.Now)
 	}
+	if err := checkAudit(&s.cfg); err != nil {
+		s.cancel()
+		return nil, err
+	}
 	if err := checkReadyChecks(cfg.ReadyChecks); err != nil {
 		s.cancel()
 		return nil, err
@@ -209,6 +213,7 @@ func (s *Server) handler(act string) HandlerFunc {
 //	     /v1/admin/...          AdminHandler
 //	GET  /healthz, /readyz      HealthHandler, ReadyHandler
 //	GET  /metrics               MetricsHandler
+//	GET  /v1/audit/...          AuditHandler (with Config.Audit)
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	s.Mount(mux)
@@ -225,6 +230,7 @@ func (s *Server) Mount(mux *http.ServeMux) {
 	mux.Handle("/healthz", s.HealthHandler())
 	mux.Handle("/readyz", s.ReadyHandler())
 	mux.Handle("/metrics", s.MetricsHandler())
+	mux.Handle("/v1/audit/", s.AuditHandler())
 }
 
 // HealthHandler answers 200 while the process runs.
@@ -372,6 +378,9 @@ func (s *Server) Publish(ctx context.Context, channel string, body any) error {
 	ks := s.keys()
 	inner, err := ks.signer.SignBody(&protocol.Envelope{Action: protocol.ActPub, Channel: channel}, body)
 	if err != nil {
+		return err
+	}
+	if err := s.auditPublished(inner); err != nil {
 		return err
 	}
 	return s.hub.publish(ctx, channel, inner, ks.serverJWK, protocol.ServerSubject)

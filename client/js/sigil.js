@@ -28,9 +28,11 @@ import {
   FrameVerifier, openDelivery, decodeTokenClaims, SUBPROTOCOL, TYP_CLIENT, TYP_SESSION, DEFAULT_SKEW_MS,
   DEFAULT_MAX_FRAME, MAX_TOKEN, channelScope,
 } from './protocol.js';
+import { proveInLog } from './audit.js';
 
 export * from './jose.js';
 export * from './protocol.js';
+export { parseVKey, openCheckpoint, checkProof, proveInLog } from './audit.js';
 export { parse as strictParse, validate as strictValidate, isStrict } from './strictjson.js';
 
 /** Close codes of spec §12.3 and what a client does with each. */
@@ -319,6 +321,16 @@ export class Client {
   /** ping measures liveness. */
   ping() {
     return this.call('ping');
+  }
+
+  /**
+   * prove checks that audit log entry index (a pub or dm reply's log_index,
+   * spec.md §21.4) is in the server's log, against the checkpoint key vkey
+   * (the log's log.vkey, pinned by the caller). It resolves to
+   * {index, size, origin, entry}; entry.frame is the message's frame.
+   */
+  prove(index, vkey) {
+    return proveInLog(this.base, index, vkey, (u, o) => this.fetch(u, o));
   }
 
   /** request calls an application action (a name with a dot, §9.4). */

@@ -5,6 +5,7 @@
 //	sigil user add|passwd|remove    manage the users file
 //	sigil login|send|listen         a command-line client (package client)
 //	sigil load [flags]              measure throughput and latency against a server
+//	sigil audit verify|prove|check-proof|export   the audit log, offline
 //
 // Run "sigil <command> -h" for the flags of each command.
 package main
@@ -41,6 +42,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		err = runListen(context.Background(), args[1:], stdout)
 	case "verify":
 		err = runVerify(context.Background(), args[1:], stdin, stdout)
+	case "audit":
+		err = runAudit(context.Background(), args[1:], stdin, stdout)
 	case "load":
 		err = runLoad(context.Background(), args[1:], stdin, stdout, stderr)
 	case "help", "-h", "--help":
@@ -69,6 +72,7 @@ func usage(w io.Writer) {
   sigil listen [--json] [--encrypt] CHANNEL
   sigil verify --jwks FILE|URL [--json] [FRAME-FILE]   verify a delivery offline (frames from listen --json)
   sigil verify --jwks FILE|URL --token T --key JWK-FILE [--json] [FRAME-FILE]   a client frame and its token
+  sigil audit verify|prove|check-proof|export ...   the audit log, offline ("sigil audit -h")
   sigil load --server URL[,URL...] --user NAME[,NAME...] [--password-file F] [--conns N] [--subs M]
              [--channel C] [--rate R] [--duration D] [--count K] [--size BYTES] [--encrypt] [--stats] [--json]
                                       (passwords on stdin unless --password-file; -h for all flags)

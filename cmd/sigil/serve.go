@@ -39,6 +39,7 @@ type serveFlags struct {
 	logLevel, logFormat                            string
 	node                                           string
 	redis                                          redisFlags
+	audit                                          auditFlags
 }
 
 func serveFlagSet(f *serveFlags) *flag.FlagSet {
@@ -83,6 +84,7 @@ func serveFlagSet(f *serveFlags) *flag.FlagSet {
 	host, _ := os.Hostname()
 	fs.StringVar(&f.node, "node", host, "name of this node, in every log line (node=) and in the metric sigil_node_info{node}")
 	f.redis.register(fs)
+	f.audit.register(fs)
 	return fs
 }
 
@@ -214,6 +216,11 @@ func serve(args []string, stdout, stderr io.Writer) error {
 		defer closeRedis()
 	}
 
+	closeAudit, err := useAudit(&cfg, &f.audit, f.redis.url != "")
+	if err != nil {
+		return err
+	}
+	defer closeAudit() // after the server's Shutdown
 	srv, err := server.New(cfg)
 	if err != nil {
 		return err

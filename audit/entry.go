@@ -1,0 +1,175 @@
+package audit
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+
+	"github.com/sigil-ws/sigil/internal/strictjson"
+)
+
+// Version is the entry format version (spec.md §21.2).
+const Version = 1
+
+// MaxEntry is the largest entry a log holds: a tlog-tiles entry bundle
+// prefixes each entry with a 16-bit length (C2SP tlog-tiles).
+const MaxEntry = 1<<16 - 1
+
+// Entry kinds (spec.md §21.2).
+const (
+	// KindKeys records the server's public JWKS, at start and whenever it
+	// changes: the keys that sign session tokens and server frames.
+	KindKeys = "keys"
+	// KindToken records a session token and the session key it binds
+	// (cnf.jkt), at hello and at every in-band refresh.
+	KindToken = "token"
+	// KindFrame records an accepted client frame, byte for byte, with the
+	// jti of the token of its session and the session key.
+	KindFrame = "frame"
+	// KindServer records a message the server application published: a
+	// server-signed frame (act pub).
+	KindServer = "server"
+)
+
+// Entry is one record of the audit log. Marshal gives its one encoding;
+// ParseEntry accepts that encoding and nothing else.
+type Entry struct {
+	V     int             `json:"v"`
+	Kind  string          `json:"kind"`
+	Time  int64           `json:"time"` // when the server received it, Unix ms
+	Node  string          `json:"node,omitempty"`
+	Frame string          `json:"frame,omitempty"` // frame, server: compact JWS
+	Token string          `json:"token,omitempty"` // token: compact session token
+	JTI   string          `json:"jti,omitempty"`   // frame: jti of the session's token
+	JKT   string          `json:"jkt,omitempty"`   // frame: thumbprint of the session key
+	JWK   json.RawMessage `json:"jwk,omitempty"`   // token, frame: the session public key
+	JWKS  json.RawMessage `json:"jwks,omitempty"`  // keys: {"keys":[...]}
+	Pos   *uint64         `json:"pos,omitempty"`   // frame (pub), server: stream position, if known
+}
+
+// Marshal encodes e compactly, members in the order of spec.md §21.2. It
+// fails if e does not fit its kind or exceeds MaxEntry.
+func (e *Entry) Marshal() ([]byte, error) {
+	if err := e.check(); err != nil {
+		return nil, err
+	}
+	// By hand, on the message path: what encoding/json with HTML escaping
+	// off gives for the struct, without reflection.
+	b := make([]byte, 0, 128+len(e.Node)+len(e.Frame)+len(e.Token)+len(e.JWK)+len(e.JWKS))
+	b = append(b, `{"v":`...)
+	b = strconv.AppendInt(b, int64(e.V), 10)
+	b = appendString(b, `,"kind":`, e.Kind)
+	b = append(b, `,"time":`...)
+	b = strconv.AppendInt(b, e.Time, 10)
+	var err error
+	for _, m := range []struct {
+		name string
+		s    string
+	}{{`,"node":`, e.Node}, {`,"frame":`, e.Frame}, {`,"token":`, e.Token}, {`,"jti":`, e.JTI}, {`,"jkt":`, e.JKT}} {
+		if m.s != "" {
+			b = appendString(b, m.name, m.s)
+		}
+	}
+	for _, m := range []struct {
+		name string
+		raw  json.RawMessage
+	}{{`,"jwk":`, e.JWK}, {`,"jwks":`, e.JWKS}} {
+		if len(m.raw) > 0 {
+			if b, err = appendCompact(append(b, m.name...), m.raw); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if e.Pos != nil {
+		b = strconv.AppendUint(append(b, `,"pos":`...), *e.Pos, 10)
+	}
+	b = append(b, '}')
+	if len(b) > MaxEntry {
+		return nil, ErrTooLarge
+	}
+	return b, nil
+}
+
+// appendString appends name and s as a JSON string: s as is when it has
+// only printable ASCII but '"' and '\\' (JWS, UUIDs, thumbprints), else
+// as encoding/json writes it with HTML escaping off.
+func appendString(b []byte, name, s string) []byte {
+	b = append(b, name...)
+	plain := true
+	for i := 0; i < len(s) && plain; i++ {
+		c := s[i]
+		plain = c >= 0x20 && c < 0x7f && c != '"' && c != '\\'
+	}
+	if plain {
+		return append(append(append(b, '"'), s...), '"')
+	}
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(s) // a string always encodes
+	return append(b, bytes.TrimSuffix(buf.Bytes(), []byte("\n"))...)
+}
+
+// appendCompact appends raw compacted, as encoding/json writes a
+// json.RawMessage with HTML escaping off.
+func appendCompact(b []byte, raw json.RawMessage) ([]byte, error) {
+	buf := bytes.NewBuffer(b)
+	if err := json.Compact(buf, raw); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+// ErrTooLarge is returned for an entry over MaxEntry bytes.
+var ErrTooLarge = errors.New("audit: entry larger than 65535 bytes")
+
+// ParseEntry decodes an entry strictly: strict JSON (no duplicate or
+// case-variant members, no unknown ones), the members its kind requires
+// and no others, and byte-identical to its re-encoding (Marshal), so that
+// an entry has exactly one form.
+func ParseEntry(data []byte) (*Entry, error) {
+	var e Entry
+	if err := strictjson.Unmarshal(data, &e, nil); err != nil {
+		return nil, fmt.Errorf("not a strict entry: %w", err)
+	}
+	again, err := e.Marshal()
+	if err != nil {
+		return nil, err
+	}
+	if !bytes.Equal(again, data) {
+		return nil, errors.New("entry is not in its canonical form")
+	}
+	return &e, nil
+}
+
+// check: the version, and the members of the kind, present or absent.
+func (e *Entry) check() error {
+	if e.V != Version {
+		return fmt.Errorf("entry version %d, want %d", e.V, Version)
+	}
+	if e.Time <= 0 {
+		return errors.New("entry has no time")
+	}
+	has := func(s string) bool { return s != "" }
+	type want struct{ frame, token, jti, jkt, jwk, jwks, pos bool }
+	var w want
+	switch e.Kind {
+	case KindKeys:
+		w = want{jwks: true}
+	case KindToken:
+		w = want{token: true, jwk: true}
+	case KindFrame:
+		w = want{frame: true, jti: true, jkt: true, jwk: true, pos: e.Pos != nil}
+	case KindServer:
+		w = want{frame: true, pos: e.Pos != nil}
+	default:
+		return fmt.Errorf("unknown entry kind %q", e.Kind)
+	}
+	got := want{has(e.Frame), has(e.Token), has(e.JTI), has(e.JKT), len(e.JWK) > 0, len(e.JWKS) > 0, e.Pos != nil}
+	if got != w {
+		return fmt.Errorf("a %s entry must have exactly the members of its kind", e.Kind)
+	}
+	return nil
+}

@@ -1,0 +1,292 @@
+package audit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/transparency-dev/tessera"
+	"github.com/transparency-dev/tessera/storage/posix"
+	"golang.org/x/mod/sumdb/note"
+)
+
+// Config configures a Log. Dir and Signer are required; the zero value of
+// every other field is the documented default.
+type Config struct {
+	// Dir is the log's directory: the C2SP tlog-tiles layout (checkpoint,
+	// tile/...), which can be served as static files, and Tessera's
+	// private .state/. Created if missing.
+	Dir string
+	// Signer signs checkpoints (a C2SP signed note, Ed25519). Its name is
+	// the checkpoint's origin line. See GenerateKey.
+	Signer note.Signer
+	// BatchMaxAge is how long a batch waits for more entries before it is
+	// written and fsynced (Tessera's batching window). Batches are also
+	// committed as a group: the entries added while one batch is being
+	// written form the next, so under load a batch grows with the write
+	// time whatever the window. Default DefaultBatchMaxAge.
+	BatchMaxAge time.Duration
+	// BatchMaxSize writes a batch once it has this many entries. Default
+	// DefaultBatchMaxSize: larger batches cost less CPU per entry (each
+	// batch rewrites and fsyncs the partial tiles and entry bundle).
+	BatchMaxSize uint
+	// CheckpointInterval is how often a checkpoint is signed and
+	// published, if the log grew. Default DefaultCheckpointInterval.
+	CheckpointInterval time.Duration
+}
+
+// Defaults of Config.
+const (
+	DefaultBatchMaxAge        = 2 * time.Millisecond
+	DefaultBatchMaxSize       = 4096
+	DefaultCheckpointInterval = time.Second
+)
+
+// Log is an append-only transparency log of entries, on Tessera's POSIX
+// driver. It is safe for concurrent use.
+type Log struct {
+	add       tessera.AddFn
+	shutdown  func(context.Context) error
+	reader    tessera.LogReader
+	dir       string
+	origin    string
+	bg        context.Context
+	cancel    context.CancelFunc
+	closeOnce sync.Once
+	closeErr  error
+
+	// Group commit: entries wait here while a group is being written.
+	mu      sync.Mutex
+	queue   []*pending
+	busy    bool          // a committer goroutine runs
+	closed  bool          // Add fails from now on
+	drained chan struct{} // closed when the committer ends after closed
+}
+
+// pending is an entry waiting for its group to be written.
+type pending struct {
+	data  []byte
+	index uint64
+	err   error
+	done  chan struct{}
+}
+
+// ErrClosed is the error of an entry added after Close.
+var ErrClosed = errors.New("audit: the log is closed")
+
+// Open opens (or creates) the log in cfg.Dir. Close it with Close.
+func Open(ctx context.Context, cfg Config) (*Log, error) {
+	if cfg.Dir == "" || cfg.Signer == nil {
+		return nil, errors.New("audit: Config.Dir and Config.Signer are required")
+	}
+	if cfg.BatchMaxAge <= 0 {
+		cfg.BatchMaxAge = DefaultBatchMaxAge
+	}
+	if cfg.BatchMaxSize == 0 {
+		cfg.BatchMaxSize = DefaultBatchMaxSize
+	}
+	if cfg.CheckpointInterval <= 0 {
+		cfg.CheckpointInterval = DefaultCheckpointInterval
+	}
+	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
+		return nil, err
+	}
+	// The appender's background work lives until Close.
+	bg, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	drv, err := posix.New(bg, posix.Config{Path: cfg.Dir})
+	if err != nil {
+		cancel()
+		return nil, fmt.Errorf("audit: %w", err)
+	}
+	opts := tessera.NewAppendOptions().
+		WithCheckpointSigner(cfg.Signer).
+		WithBatching(cfg.BatchMaxSize, cfg.BatchMaxAge).
+		WithCheckpointInterval(cfg.CheckpointInterval)
+	app, shutdown, reader, err := tessera.NewAppender(bg, drv, opts)
+	if err != nil {
+		cancel()
+		return nil, fmt.Errorf("audit: %w", err)
+	}
+	l := &Log{add: app.Add, shutdown: shutdown, reader: reader, dir: cfg.Dir, origin: cfg.Signer.Name(), bg: bg, cancel: cancel}
+	return l, nil
+}
+
+// Future resolves to an entry's index once the entry is sequenced,
+// integrated into the tree and written durably (fsynced), or to an error.
+type Future func() (uint64, error)
+
+// Add queues e; the returned Future waits for it. An entry that does not
+// fit its kind or exceeds MaxEntry fails at once (ErrTooLarge).
+func (l *Log) Add(ctx context.Context, e *Entry) Future {
+	data, err := e.Marshal()
+	if err != nil {
+		return func() (uint64, error) { return 0, err }
+	}
+	return l.AddRaw(ctx, data)
+}
+
+// AddRaw queues data as an entry unchecked. It exists for tests and the
+// vectors, which need logs with bad entries; use Add. Entries get their
+// indexes in the order they are added.
+func (l *Log) AddRaw(ctx context.Context, data []byte) Future {
+	p := &pending{data: data, done: make(chan struct{})}
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return func() (uint64, error) { return 0, ErrClosed }
+	}
+	l.queue = append(l.queue, p)
+	if !l.busy {
+		l.busy = true
+		go l.commit()
+	}
+	l.mu.Unlock()
+	return func() (uint64, error) {
+		select {
+		case <-p.done:
+			return p.index, p.err
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		}
+	}
+}
+
+// commit hands the queued entries to Tessera as one group and waits
+// until they are written, then the next group, until none is left.
+func (l *Log) commit() {
+	for {
+		l.mu.Lock()
+		group := l.queue
+		l.queue = nil
+		if len(group) == 0 {
+			l.busy = false
+			if l.closed && l.drained != nil {
+				close(l.drained)
+				l.drained = nil
+			}
+			l.mu.Unlock()
+			return
+		}
+		l.mu.Unlock()
+		futures := make([]tessera.IndexFuture, len(group))
+		for i, p := range group {
+			futures[i] = l.add(l.bg, tessera.NewEntry(p.data))
+		}
+		for i, p := range group {
+			idx, err := futures[i]()
+			p.index, p.err = idx.Index, err
+			close(p.done)
+		}
+	}
+}
+
+// Append adds e and waits until it is durable: its index.
+func (l *Log) Append(ctx context.Context, e *Entry) (uint64, error) { return l.Add(ctx, e)() }
+
+// Size is the number of entries integrated into the tree and durable;
+// a checkpoint may not cover them yet.
+func (l *Log) Size(ctx context.Context) (uint64, error) { return l.reader.IntegratedSize(ctx) }
+
+// Origin is the checkpoint's origin line, the name of the signing key.
+func (l *Log) Origin() string { return l.origin }
+
+// Dir is the log's directory.
+func (l *Log) Dir() string { return l.dir }
+
+// Checkpoint returns the latest published checkpoint (a signed note), or
+// an error wrapping os.ErrNotExist before the first.
+func (l *Log) Checkpoint(ctx context.Context) ([]byte, error) { return l.reader.ReadCheckpoint(ctx) }
+
+// Source reads the log, as a verifier or prover would.
+func (l *Log) Source() Source { return l.reader }
+
+// Close waits until every entry whose Future resolved to an index is
+// covered by a published checkpoint (or ctx is done), then stops the log:
+// Add fails from then on. Only the first call does anything.
+func (l *Log) Close(ctx context.Context) error {
+	l.closeOnce.Do(func() {
+		l.mu.Lock()
+		l.closed = true
+		var drained chan struct{}
+		if l.busy {
+			drained = make(chan struct{})
+			l.drained = drained
+		}
+		l.mu.Unlock()
+		if drained != nil {
+			select {
+			case <-drained:
+			case <-ctx.Done():
+			}
+		}
+		l.closeErr = l.shutdown(ctx)
+		l.cancel()
+	})
+	return l.closeErr
+}
+
+// Handler serves the log read-only at the C2SP tlog-tiles paths relative
+// to the request path it is mounted at (strip the prefix with
+// http.StripPrefix): checkpoint, tile/<L>/<N>[.p/<W>], tile/entries/<N>[.p/<W>],
+// and the checkpoint key as log.vkey. Nothing else is served: no
+// directory listings and not .state/.
+func Handler(dir string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			w.Header().Set("Allow", "GET, HEAD")
+			http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+			return
+		}
+		p := strings.TrimPrefix(r.URL.Path, "/")
+		if !servable(p) {
+			http.NotFound(w, r)
+			return
+		}
+		f, err := os.Open(filepath.Join(dir, filepath.FromSlash(p)))
+		if err != nil {
+			http.NotFound(w, r)
+			return
+		}
+		defer f.Close()
+		st, err := f.Stat()
+		if err != nil || st.IsDir() {
+			http.NotFound(w, r)
+			return
+		}
+		switch {
+		case p == "checkpoint" || p == VKeyFile:
+			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+			w.Header().Set("Cache-Control", "no-cache")
+		default:
+			w.Header().Set("Content-Type", "application/octet-stream")
+			if !strings.Contains(p, ".p/") {
+				// A full tile or bundle never changes.
+				w.Header().Set("Cache-Control", "public, max-age=31536000, immutable")
+			}
+		}
+		http.ServeContent(w, r, "", st.ModTime(), f)
+	})
+}
+
+// servable: the checkpoint, the key, or a clean path under tile/.
+func servable(p string) bool {
+	if p == "checkpoint" || p == VKeyFile {
+		return true
+	}
+	if !strings.HasPrefix(p, "tile/") || path.Clean(p) != p {
+		return false
+	}
+	for _, seg := range strings.Split(p, "/") {
+		if seg == "" || strings.HasPrefix(seg, ".") && seg != ".p" && !strings.HasPrefix(seg, ".p") {
+			return false
+		}
+	}
+	return true
+}
