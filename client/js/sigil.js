@@ -26,7 +26,7 @@ import {
 } from './jose.js';
 import {
   FrameVerifier, openDelivery, decodeTokenClaims, SUBPROTOCOL, TYP_CLIENT, TYP_SESSION, DEFAULT_SKEW_MS,
-  DEFAULT_MAX_FRAME, MAX_TOKEN, channelScope,
+  DEFAULT_MAX_FRAME, MAX_TOKEN, channelScope, grantsAllow,
 } from './protocol.js';
 
 export * from './jose.js';
@@ -333,6 +333,15 @@ export class Client {
     return this.encryptOutgoing;
   }
 
+  /**
+   * can reports whether the grants of the last welcome (§8.3) allow act on
+   * ch (ch omitted for dm, ping…). Advisory: the server still decides. If
+   * the server announced no grants, the rights are unknown and can is true.
+   */
+  can(act, ch) {
+    return !Array.isArray(this.grants) || grantsAllow(this.grants, act, ch);
+  }
+
   get encryptionAvailable() {
     return !!this.ring;
   }
@@ -463,6 +472,7 @@ export class Client {
         if (typeof b.seq === 'number' && b.seq > this.seq) this.seq = b.seq;
         if (typeof b.exp === 'number') this.expiresAt = b.exp;
         if (b.roles) this.roles = b.roles;
+        this.grants = Array.isArray(b.grants) ? b.grants : null; // §8.3; null: not announced
         this.ring = null;
         if (typeof b.key === 'string' && this.agreement) {
           this.ring = new KeyRing();
