@@ -112,7 +112,11 @@ export class Client {
 
   // ---- events ----------------------------------------------------------------
 
-  /** on subscribes to an event: message, direct, join, leave, presence, error, invalid, expiring, refreshed, state, closed, loggedout. */
+  /**
+   * on subscribes to an event: message, direct, join, leave, presence, error, invalid, expiring, refreshed,
+   * state (idle, connecting, open, reconnecting, closed), reconnecting ({inMs, attempt}: the next try),
+   * restored (reconnected and subscribed again), welcome, closed, loggedout.
+   */
   on(type, fn) {
     if (!this.listeners.has(type)) this.listeners.set(type, new Set());
     this.listeners.get(type).add(fn);
@@ -702,6 +706,9 @@ export class Client {
         if (this.expiresAt - this.now() < 5000) await this.refresh();
         await this.connect();
         for (const ch of [...this.channels.keys()]) await this.subscribe(ch).catch(() => {});
+        // Connected again and subscribed again: what waited for the
+        // connection can go out now.
+        this.emit('restored', { channels: [...this.channels.keys()] });
       } catch (e) {
         if (!this.ws && !this.ended && (!e.closeCode || closeInfo(e.closeCode).reconnect === 'backoff')) this.#reconnect();
       }
