@@ -89,6 +89,7 @@ test('direct messages: a conversation beside the rooms, with unread counts, neve
   await send(bob, 'Psst, a direct one.');
   await bob.waitForSelector('.msg.local[data-state="sent"] >> text=Psst, a direct one.');
   assert.match(await bob.textContent('.msg.local .status'), /Delivered to alice/);
+  assert.equal(await bob.$eval('.msg.local', (e) => e.dataset.verified), 'false', 'our own copy claims no verification');
 
   // alice, in the lobby, gets an unread count on the conversation; the
   // message is not in the lobby.
@@ -110,6 +111,7 @@ test('direct messages: a conversation beside the rooms, with unread counts, neve
   assert.deepEqual(rows, [{ from: 'bob', grouped: false }, { from: 'bob', grouped: true }]);
   assert.match(await alice.getAttribute('#message-input', 'placeholder'), /Message @bob/);
 
+  assert.deepEqual(await bob.$$eval('#messages .msg', (els) => els.map((e) => e.classList.contains('grouped'))), [false, true]);
   // alice answers; bob (still in the conversation) sees it verified, and his
   // room list got no unread count from it.
   await send(alice, 'Got it, thanks.');

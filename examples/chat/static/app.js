@@ -595,9 +595,10 @@ export function linkify(parent, text) {
 }
 
 // groupsWith reports whether m continues the previous message's group: the
-// same verified sender, in the same direction, within GROUP_MS.
+// same sender (verified, or ourselves), within GROUP_MS.
 function groupsWith(prev, m) {
-  if (!prev || prev.system || m.system || !prev.verified || !m.verified || m.pending || prev.pending) return false;
+  const shown = (x) => x && !x.system && (x.verified || x.local); // a failed message stands alone
+  if (!shown(prev) || !shown(m)) return false;
   if (prev.from !== m.from || !!prev.history !== !!m.history) return false;
   const t = (x) => (x.verified ? x.ts : x.receivedAt);
   return Math.abs(t(m) - t(prev)) <= GROUP_MS;
@@ -791,7 +792,7 @@ async function deliver(m) {
     if (c.kind === 'room') {
       // The room echoes our own message back, verified: that copy replaces this one.
       c.messages.splice(c.messages.indexOf(m), 1);
-      if (m.row) m.row.remove();
+      if (c.key === active) renderMessages(); // the groups around it change
       return;
     }
     redraw(m);
