@@ -35,7 +35,7 @@ for tool in node go /usr/bin/chromium redis-server; do
 done
 [ -d node_modules/playwright-core ] && [ -d node_modules/ws ] && [ -d node_modules/jose ] || { echo "ci.sh: run npm ci first" >&2; exit 1; }
 
-echo "== node --test (vectors, strict JSON, JOSE cross-check, handshake and close codes, JS⇄Go, browser, browser lifetime)"
+echo "== node --test (vectors, strict JSON, JOSE cross-check, handshake and close codes, grants, JS⇄Go, browser, browser lifetime, chat)"
 # One file at a time: the cross and browser tests each start a server, and
 # the browser is heavy on a small machine.
 log="$(mktemp)"

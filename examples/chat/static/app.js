@@ -46,9 +46,9 @@ function conv(key) {
   let c = convs.get(key);
   if (!c) {
     const room = ROOMS.find((r) => r.ch === key);
-    c = room
-      ? { key, kind: 'room', name: room.name, ch: room.ch, messages: [], unread: 0, seen: new Set() }
-      : { key, kind: 'dm', name: key.slice(1), peer: key.slice(1), messages: [], unread: 0, seen: new Set() };
+    c = key.startsWith('@')
+      ? { key, kind: 'dm', name: key.slice(1), peer: key.slice(1), messages: [], unread: 0, seen: new Set() }
+      : { key, kind: 'room', name: room ? room.name : key, ch: key, messages: [], unread: 0, seen: new Set() };
     convs.set(key, c);
   }
   return c;
@@ -201,13 +201,15 @@ function wire(c) {
     // If it claims to carry a message, also leave a lasting mark where the
     // message would have been. Nothing in it is trusted: not its sender,
     // not its text. A claimed room message is marked in that room if we
-    // are in it; a claimed direct message is marked only in the open
-    // conversation if that is a direct one, never in a room.
+    // are in it (else in the open room, never in a direct conversation); a
+    // claimed direct message only in the open direct conversation, never
+    // in a room.
     const claimed = e.env || unverifiedEnvelope(e.frame);
     if (!claimed || (claimed.act !== 'deliver' && claimed.act !== 'direct')) return;
     const failed = { verified: false, code: e.code, error: e.message, from: 'unknown sender', receivedAt: Date.now(), direct: claimed.act === 'direct' };
-    if (claimed.act === 'deliver') addMessage(joined.has(claimed.ch) ? claimed.ch : active, failed);
-    else if (conv(active).kind === 'dm') addMessage(active, failed);
+    const here = conv(active).kind;
+    if (claimed.act === 'deliver' && (joined.has(claimed.ch) || here === 'room')) addMessage(joined.has(claimed.ch) ? claimed.ch : active, failed);
+    else if (claimed.act === 'direct' && here === 'dm') addMessage(active, failed);
   });
   c.on('expiring', () => updateExpiry(true));
   c.on('refreshed', () => {
