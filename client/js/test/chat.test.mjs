@@ -204,30 +204,32 @@ test('reading: safe links, length counter, no mid-word breaks, quiet mark, detai
   assert.equal(await bob.$$eval('#messages .msg .mark', (x) => x.length), 3);
   assert.doesNotMatch(await bob.textContent('#messages'), /signature verified in this browser/);
 
-  // No mid-word breaks: at a narrow width, each word of a wrapped message
-  // and of the key line stays on one line.
-  await bob.setViewportSize({ width: 400, height: 760 });
-  const broken = await bob.evaluate(() => {
-    const out = [];
-    const check = (node) => {
-      const text = node.textContent;
-      let i = 0;
-      for (const w of text.split(/(\s+)/)) {
-        if (w.trim() && w.length < 20) {
-          const r = document.createRange();
-          r.setStart(node, i);
-          r.setEnd(node, i + w.length);
-          const lines = new Set([...r.getClientRects()].map((x) => Math.round(x.top)));
-          if (lines.size > 1) out.push(w);
+  // No mid-word breaks: at a wide and a narrow width, each word of a
+  // wrapped message and of the key line stays on one line.
+  for (const width of [1200, 400]) {
+    await bob.setViewportSize({ width, height: 760 });
+    const broken = await bob.evaluate(() => {
+      const out = [];
+      const check = (node) => {
+        const text = node.textContent;
+        let i = 0;
+        for (const w of text.split(/(\s+)/)) {
+          if (w.trim() && w.length < 20) {
+            const r = document.createRange();
+            r.setStart(node, i);
+            r.setEnd(node, i + w.length);
+            const lines = new Set([...r.getClientRects()].map((x) => Math.round(x.top)));
+            if (lines.size > 1) out.push(w);
+          }
+          i += w.length;
         }
-        i += w.length;
-      }
-    };
-    for (const t of document.querySelectorAll('#messages .text')) for (const n of t.childNodes) if (n.nodeType === 3) check(n);
-    check(document.getElementById('key-info').firstChild);
-    return out;
-  });
-  assert.deepEqual(broken, [], 'words broken across lines');
+      };
+      for (const t of document.querySelectorAll('#messages .text')) for (const n of t.childNodes) if (n.nodeType === 3) check(n);
+      check(document.getElementById('key-info').firstChild);
+      return out;
+    });
+    assert.deepEqual(broken, [], `words broken across lines at ${width} px`);
+  }
   await bob.setViewportSize({ width: 1200, height: 760 });
 
   // The details panel: signer, full key thumbprint, time; no stream

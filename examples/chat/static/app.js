@@ -264,7 +264,8 @@ function setupUI() {
   $('me-name').textContent = client.sub;
   $('me-avatar').replaceWith(Object.assign(avatar(client.sub), { id: 'me-avatar' }));
   $('me').title = `${client.sub} (${client.roles.join(', ')})`;
-  $('key-info').textContent = `${client.key.alg === 'EdDSA' ? 'Ed25519' : 'P-256'} · non-extractable · ${client.key.jkt.slice(0, 10)}…`;
+  // A non-breaking hyphen (U+2011): "non-extractable" never splits.
+  $('key-info').textContent = `${client.key.alg === 'EdDSA' ? 'Ed25519' : 'P-256'} · non\u2011extractable · ${client.key.jkt.slice(0, 10)}…`;
   const enc = $('encrypt-toggle');
   enc.disabled = !client.encryptionAvailable;
   enc.checked = client.encryptOutgoing;
