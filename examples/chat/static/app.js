@@ -36,6 +36,7 @@ let active = ROOMS[0].ch;
 const joined = new Set();
 const convs = new Map(); // key → {key, kind: 'room'|'dm', name, ch?, peer?, messages: [], unread, seen: Set(id)}
 const outbox = []; // messages typed while disconnected: {conv, text, row}
+const awaitingIndex = new Map(); // conversation key → [{text, index}] (noteLogIndex)
 let expiryTimer = null;
 let retryTimer = null;
 let retryAt = 0;
@@ -57,6 +58,7 @@ function conv(key) {
 function resetConversations() {
   convs.clear();
   outbox.length = 0;
+  awaitingIndex.clear();
   for (const r of ROOMS) conv(r.ch);
 }
 resetConversations();
@@ -497,6 +499,7 @@ function push(c, m, { count = true } = {}) {
     if (c.seen.has(m.id)) return false;
     c.seen.add(m.id);
   }
+  claimLogIndex(c, m);
   c.messages.push(m);
   if (c.key === active) appendMessage(m, true);
   else if (count && !m.system && !m.local) {
@@ -709,9 +712,11 @@ function statusText(m) {
 
 // ---- the details panel ---------------------------------------------------------
 
-// positionOf and logIndexOf read the optional stream position (history)
-// and audit-log index of a message, in the shapes the client may give
-// them; both are absent on servers without those features.
+// positionOf and logIndexOf read the optional stream position (history:
+// the deliver frame's epoch and offset) and audit-log index (the log_index
+// of our own message's reply, noteLogIndex) of a message, in the shapes
+// the client may give them; both are absent on servers without those
+// features.
 function positionOf(m) {
   const p = m.position || m.stream || null;
   if (p && (p.offset !== undefined || p.epoch !== undefined)) return p;
@@ -719,7 +724,7 @@ function positionOf(m) {
   return null;
 }
 function logIndexOf(m) {
-  for (const v of [m.logIndex, m.auditIndex, m.audit && m.audit.index, m.index]) if (Number.isInteger(v)) return v;
+  for (const v of [m.logIndex, m.log_index, m.audit && m.audit.index]) if (Number.isInteger(v)) return v;
   return null;
 }
 
@@ -788,10 +793,10 @@ async function deliver(m) {
   m.state = 'sending';
   redraw(m);
   try {
-    if (c.kind === 'dm') await client.dm(c.peer, { text: m.text });
-    else await client.publish(c.ch, { text: m.text });
+    const r = c.kind === 'dm' ? await client.dm(c.peer, { text: m.text }) : await client.publish(c.ch, { text: m.text });
     m.state = 'sent';
     m.directSent = c.kind === 'dm';
+    if (r && Number.isInteger(r.log_index)) noteLogIndex(c, m, r.log_index);
     if (c.kind === 'room') {
       // The room echoes our own message back, verified: that copy replaces this one.
       c.messages.splice(c.messages.indexOf(m), 1);
@@ -809,6 +814,27 @@ async function deliver(m) {
     }
     markNotSent(m, `Not sent: ${humanError(e, c)}`);
   }
+}
+
+// noteLogIndex records where the server's audit log put a message we sent
+// (the reply's log_index, when the server keeps an audit log): on our own
+// copy in a direct conversation, else on the room's echo of it, the
+// oldest of ours with that text that has no index yet, now or when it
+// arrives (answers and echoes come in the order we sent).
+function noteLogIndex(c, m, index) {
+  if (c.kind === 'dm') {
+    m.logIndex = index;
+    return;
+  }
+  const echo = c.messages.find((x) => x.verified && x.mine && x.logIndex === undefined && x.readable && textOf(x.body) === m.text);
+  if (echo) echo.logIndex = index;
+  else awaitingIndex.set(c.key, [...(awaitingIndex.get(c.key) || []), { text: m.text, index }]);
+}
+function claimLogIndex(c, m) {
+  const list = awaitingIndex.get(c.key);
+  if (!list || !m.verified || !m.mine || !m.readable) return;
+  const i = list.findIndex((x) => x.text === textOf(m.body));
+  if (i >= 0) m.logIndex = list.splice(i, 1)[0].index;
 }
 
 function markNotSent(m, reason) {
