@@ -316,7 +316,7 @@ function renderRooms() {
     if (client && !client.can('pub', r.ch)) name.append(el('span', 'ro', 'read-only'));
     name.addEventListener('click', () => select(r.ch));
     li.append(name);
-    if (c.unread) li.append(el('span', 'unread', String(c.unread)));
+    if (c.unread) li.append(unreadBadge(c.unread));
     const t = el('button', 'join-toggle', joined.has(r.ch) ? 'Leave' : 'Join');
     t.type = 'button';
     t.dataset.action = joined.has(r.ch) ? 'leave' : 'join';
@@ -328,6 +328,12 @@ function renderRooms() {
     li.append(t);
     ul.append(li);
   }
+}
+
+function unreadBadge(n) {
+  const b = el('span', 'unread', String(n));
+  b.setAttribute('aria-label', `${n} unread`);
+  return b;
 }
 
 function renderDMs() {
@@ -342,7 +348,7 @@ function renderDMs() {
     name.append(avatar(c.peer), el('span', '', c.peer));
     name.addEventListener('click', () => select(c.key));
     li.append(name);
-    if (c.unread) li.append(el('span', 'unread', String(c.unread)));
+    if (c.unread) li.append(unreadBadge(c.unread));
     ul.append(li);
   }
 }
