@@ -9,6 +9,7 @@
 //   c.on('message', (m) => ...);             // every delivery, verified end to end (m.verified)
 //   await c.subscribe('rooms.lobby');
 //   await c.publish('rooms.lobby', { text: 'hi' });
+//   c.can('pub', 'announce.news');           // false: the welcome's grants (§8.3) say the server would refuse it
 //
 // Every frame sent is signed by the session key (id = crypto.randomUUID(),
 // ts corrected by the welcome clock offset, strictly increasing seq). Every

@@ -266,6 +266,10 @@ test('reading: safe links, length counter, no mid-word breaks, quiet mark, detai
   assert.equal(await carol.textContent('#details .position'), '41 (epoch ep-1)');
   assert.equal(await carol.textContent('#details .log-index'), 'in the log at index 7');
   await shot(carol, 'history-gap');
+  // Nothing recovered and older messages lost: the marker goes on top.
+  assert.equal(await carol.evaluate(() => window.sigilChat.showHistory('rooms.lobby', [], { gap: 'before' })), 0);
+  await carol.click('#rooms li[data-ch="rooms.lobby"] .room-name');
+  assert.equal(await carol.$eval('#messages > li', (e) => e.classList.contains('gap')), true);
 
   // The length counter: hidden well under the limit, then counting down,
   // then over it: the send button is disabled and nothing is cut.
