@@ -213,15 +213,17 @@ test('reading: safe links, length counter, no mid-word breaks, quiet mark, detai
       const check = (node) => {
         const text = node.textContent;
         let i = 0;
-        for (const w of text.split(/(\s+)/)) {
-          if (w.trim() && w.length < 20) {
+        // A line may end after a space or a hyphen ("non-" then
+        // "extractable" is fine typography); never inside a part.
+        for (const w of text.split(/(\s+|(?<=-))/)) {
+          if (w && w.trim() && w.length < 20) {
             const r = document.createRange();
             r.setStart(node, i);
             r.setEnd(node, i + w.length);
             const lines = new Set([...r.getClientRects()].map((x) => Math.round(x.top)));
             if (lines.size > 1) out.push(w);
           }
-          i += w.length;
+          i += w ? w.length : 0;
         }
       };
       for (const t of document.querySelectorAll('#messages .text')) for (const n of t.childNodes) if (n.nodeType === 3) check(n);
