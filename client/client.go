@@ -43,6 +43,7 @@ type Client struct {
 	ring       *protocol.KeyRing
 	ekey       *ecdsa.PrivateKey
 	sessKey    *protocol.ContentKey
+	grants     protocol.Grants                 // from the last welcome (nil: not announced)
 	chKeys     map[string]*protocol.ContentKey // newest key per channel
 	seen       map[string]time.Time            // delivered sender frames, for de-duplication
 	seenOps    int
@@ -159,6 +160,7 @@ func (c *Client) online(cn *conn, w *welcome) {
 	if w.body.Skew > 0 {
 		cn.fv.Skew = time.Duration(w.body.Skew) * time.Millisecond
 	}
+	c.grants = w.body.Grants
 	if w.sessKey != nil {
 		c.sessKey = w.sessKey
 		c.ring.Add(w.sessKey, time.Time{})

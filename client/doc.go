@@ -23,6 +23,14 @@
 // protocol.CodeOf(err). Server frames that fail verification are dropped,
 // counted in Stats and reported to Options.OnError; they change nothing.
 //
+// # Rights
+//
+// The welcome tells the client what the server's policy lets the session
+// do (spec.md §8.3): Grants returns the announced grants, and Can(action,
+// channel) says whether a frame would be allowed, so that a program or a
+// user interface can avoid a request that would be refused with
+// forbidden. They are advisory: the server decides every frame.
+//
 // # Concurrency
 //
 // A Client is safe for concurrent use by any number of goroutines. Frames

@@ -45,6 +45,13 @@
 // said what offline, with the server's JWKS alone and no clock (spec.md
 // §14). They are pure functions, safe for concurrent use.
 //
+// # Rights
+//
+// [Policy.Allow] decides every frame (spec.md §9.3). [Policy.Grants] is the
+// same policy seen from one session, as the welcome announces it (§8.3):
+// [Grants.Allows] matches a frame exactly as the policy would for those
+// roles, so a client can tell in advance what will be refused.
+//
 // # Algorithms and keys
 //
 // Only EdDSA (Ed25519) and ES256 (P-256) exist here. Every key is bound to

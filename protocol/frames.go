@@ -28,6 +28,10 @@ type WelcomeBody struct {
 	LastSeq  uint64   `json:"seq"`           // highest seq accepted so far (the hello's)
 	MaxFrame int      `json:"max_frame"`     // size limit for client frames, bytes
 	Key      string   `json:"key,omitempty"` // session content key, wrapped to ekey (JWE)
+	// Grants is what the policy lets this session do (§8.3). A server
+	// always sends it; a client reads nil as "not announced" (an older
+	// server) and [] as "nothing".
+	Grants Grants `json:"grants"`
 }
 
 // ErrorBody is the body of an error frame.

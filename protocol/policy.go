@@ -41,17 +41,9 @@ func NewPolicy(rules []Rule) (*Policy, error) {
 		if r.Action != "*" && !validAction(r.Action) {
 			return nil, fmt.Errorf("policy rule %d: invalid action %q", i, r.Action)
 		}
-		var segs []string
-		if r.Channel != "" {
-			segs = strings.Split(r.Channel, ".")
-			for j, s := range segs {
-				if s == "" || (s == ">" && j != len(segs)-1) {
-					return nil, fmt.Errorf("policy rule %d: invalid channel pattern %q", i, r.Channel)
-				}
-				if s != "*" && s != ">" && !ValidChannel(s) {
-					return nil, fmt.Errorf("policy rule %d: invalid channel pattern %q", i, r.Channel)
-				}
-			}
+		segs, ok := compilePattern(r.Channel)
+		if !ok {
+			return nil, fmt.Errorf("policy rule %d: invalid channel pattern %q", i, r.Channel)
 		}
 		if r.Roles == nil {
 			return nil, fmt.Errorf("policy rule %d: roles is required (use [] for any session)", i)
@@ -109,13 +101,7 @@ func (p *Policy) Allow(action, channel string, roles []string) error {
 	if p != nil {
 		for i := range p.rules {
 			r := &p.rules[i]
-			if r.Action != "*" && r.Action != action {
-				continue
-			}
-			if r.segs != nil && (channel == "" || !matchChannel(r.segs, channel)) {
-				continue
-			}
-			if len(r.Roles) == 0 || hasAnyRole(roles, r.Roles) {
+			if grantMatches(r.Action, r.segs, action, channel) && (len(r.Roles) == 0 || hasAnyRole(roles, r.Roles)) {
 				return nil
 			}
 		}
@@ -124,6 +110,88 @@ func (p *Policy) Allow(action, channel string, roles []string) error {
 		return newErr(CodeForbidden, "action %q on channel %q is not allowed for this session", action, channel)
 	}
 	return newErr(CodeForbidden, "action %q is not allowed for this session", action)
+}
+
+// Grant is one right of a session (spec.md §8.3): an action, or "*" for
+// any, optionally narrowed to a channel pattern. It is a policy rule
+// without its roles, and it matches a frame as that rule does.
+type Grant struct {
+	Action  string `json:"action"`
+	Channel string `json:"channel,omitempty"`
+}
+
+// Grants is what a session may do, as welcome announces it. Under the
+// policy that produced it, a frame is allowed exactly when a grant matches
+// it. It is advisory for a client (the server still decides every frame):
+// a user interface uses it to show what would be refused.
+type Grants []Grant
+
+// Grants returns the rights of a session with roles: the action and
+// channel pattern of every rule that lists one of roles or none, in rule
+// order, each once. The result is never nil ([] for a session that may do
+// nothing).
+func (p *Policy) Grants(roles []string) Grants {
+	out := Grants{}
+	if p == nil {
+		return out
+	}
+	seen := make(map[Grant]bool)
+	for i := range p.rules {
+		r := &p.rules[i]
+		g := Grant{Action: r.Action, Channel: r.Channel}
+		if seen[g] || (len(r.Roles) != 0 && !hasAnyRole(roles, r.Roles)) {
+			continue
+		}
+		seen[g] = true
+		out = append(out, g)
+	}
+	return out
+}
+
+// Allows reports whether a grant matches action on channel (channel may
+// be empty), as Policy.Allow would for the roles the grants were made
+// for. A grant with an invalid action or channel pattern matches nothing.
+func (gs Grants) Allows(action, channel string) bool {
+	for _, g := range gs {
+		if g.Action != "*" && !validAction(g.Action) {
+			continue
+		}
+		segs, ok := compilePattern(g.Channel)
+		if ok && grantMatches(g.Action, segs, action, channel) {
+			return true
+		}
+	}
+	return false
+}
+
+// grantMatches is the matching rule of spec.md §9.3: the rule's action is
+// "*" or act, and, when it has a channel pattern (segs), the frame has a
+// ch that matches it.
+func grantMatches(ruleAction string, segs []string, act, ch string) bool {
+	if ruleAction != "*" && ruleAction != act {
+		return false
+	}
+	return segs == nil || (ch != "" && matchChannel(segs, ch))
+}
+
+// compilePattern splits a channel pattern into its segments; "" (no
+// pattern) gives nil. ok is false for an invalid pattern: an empty
+// segment, ">" before the last segment, or a segment that is not a valid
+// channel name.
+func compilePattern(pattern string) (segs []string, ok bool) {
+	if pattern == "" {
+		return nil, true
+	}
+	segs = strings.Split(pattern, ".")
+	for j, s := range segs {
+		if s == "" || (s == ">" && j != len(segs)-1) {
+			return nil, false
+		}
+		if s != "*" && s != ">" && !ValidChannel(s) {
+			return nil, false
+		}
+	}
+	return segs, true
 }
 
 func hasAnyRole(have, want []string) bool {

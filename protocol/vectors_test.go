@@ -107,7 +107,7 @@ func TestVectorsCoverEveryStep(t *testing.T) {
 			t.Errorf("no vector expects %s", c)
 		}
 	}
-	for _, k := range []string{"hello", "client", "server", "delivery", "token", "wrapped_key"} {
+	for _, k := range []string{"hello", "client", "server", "delivery", "token", "wrapped_key", "grants"} {
 		if okKinds[k] == 0 {
 			t.Errorf("no valid %s vector", k)
 		}

@@ -567,7 +567,7 @@ func (c *conn) hello(frame []byte) {
 		Session: sess.ID(), Subject: sess.Subject(), Roles: sess.Roles(),
 		Expiry: sess.Expiry().UnixMilli(), Time: s.cfg.Now().UnixMilli(),
 		Skew: s.cfg.Skew.Milliseconds(), Window: s.cfg.Skew.Milliseconds(),
-		LastSeq: m.Seq, MaxFrame: s.cfg.MaxFrame,
+		LastSeq: m.Seq, MaxFrame: s.cfg.MaxFrame, Grants: s.cfg.Policy.Grants(sess.Roles()),
 	}
 	if len(sess.Agreement()) > 0 {
 		ekey, err := protocol.ParseAgreementJWK(sess.Agreement())

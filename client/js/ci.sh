@@ -3,7 +3,8 @@
 # and runs every JS test: the shared vectors, strict JSON and JOSE
 # cross-checks, the JS⇄Go cross-implementation tests (one server, and a
 # browser on one node of a Redis cluster with Go on another) and the real-browser
-# tests (chat; session lifetime, failed verification, mobile layout). It
+# tests (chat; session lifetime, failed verification, mobile layout; direct
+# messages, read-only rooms, dark mode, reconnecting, details: chat.test.mjs). It
 # fails if any of them cannot run; nothing is skipped.
 #
 #   client/js/ci.sh            install (apt-get, npm ci) and test
@@ -34,14 +35,14 @@ for tool in node go /usr/bin/chromium redis-server; do
 done
 [ -d node_modules/playwright-core ] && [ -d node_modules/ws ] && [ -d node_modules/jose ] || { echo "ci.sh: run npm ci first" >&2; exit 1; }
 
-echo "== node --test (vectors, strict JSON, JOSE cross-check, handshake and close codes, JS⇄Go, browser, browser lifetime)"
+echo "== node --test (vectors, strict JSON, JOSE cross-check, handshake and close codes, grants, JS⇄Go, browser, browser lifetime, chat)"
 # One file at a time: the cross and browser tests each start a server, and
 # the browser is heavy on a small machine.
 log="$(mktemp)"
 set +e
 node --test --test-concurrency=1 \
   test/vectors.test.mjs test/strictjson.test.mjs test/jose-cross.test.mjs test/handshake.test.mjs \
-  test/cross.test.mjs test/cluster.test.mjs test/browser.test.mjs test/browser-lifetime.test.mjs >"$log" 2>&1
+  test/grants.test.mjs test/cross.test.mjs test/cluster.test.mjs test/browser.test.mjs test/browser-lifetime.test.mjs test/chat.test.mjs >"$log" 2>&1
 status=$?
 set -e
 grep -E '^# (tests|suites|pass|fail|cancelled|skipped|todo|duration_ms) |sigil vectors|^not ok' "$log" || true

@@ -6,6 +6,7 @@
 //   FrameVerifier           the client's check of every server frame (§10.2)
 //   openDelivery            the end-to-end check of a deliver/direct (§10.3)
 //   Policy, ReplayStore, Revocations
+//   grantsAllow             what a welcome's grants allow (§8.3)
 
 import { members, StrictJSONError } from './strictjson.js';
 import {
@@ -182,6 +183,28 @@ export class Policy {
     }
     return false;
   }
+}
+
+// validPattern reports whether p is a channel pattern of §9.3: dot-separated
+// segments that are channel names, "*", or ">" as the last one.
+function validPattern(p) {
+  const segs = p.split('.');
+  return segs.every((s, i) => s !== '' && (s === '*' || (s === '>' ? i === segs.length - 1 : validChannel(s))));
+}
+
+/**
+ * grantsAllow reports whether the grants a welcome announced (§8.3) allow
+ * act on ch (ch undefined or '' for none), as the policy that made them
+ * would. A grant with an invalid action or pattern matches nothing.
+ */
+export function grantsAllow(grants, act, ch) {
+  if (!Array.isArray(grants)) return false;
+  return grants.some((g) => {
+    if (!g || typeof g !== 'object' || (g.action !== '*' && !validAction(g.action))) return false;
+    if (g.action !== '*' && g.action !== act) return false;
+    if (g.channel === undefined || g.channel === '') return true;
+    return typeof g.channel === 'string' && validPattern(g.channel) && !!ch && matchPattern(g.channel, ch);
+  });
 }
 
 // ---- replay (§7 step 8) and revocation (§4.4) ------------------------------------

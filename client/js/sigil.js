@@ -9,6 +9,7 @@
 //   c.on('message', (m) => ...);             // every delivery, verified end to end (m.verified)
 //   await c.subscribe('rooms.lobby');
 //   await c.publish('rooms.lobby', { text: 'hi' });
+//   c.can('pub', 'announce.news');           // false: the welcome's grants (§8.3) say the server would refuse it
 //
 // Every frame sent is signed by the session key (id = crypto.randomUUID(),
 // ts corrected by the welcome clock offset, strictly increasing seq). Every
@@ -26,7 +27,7 @@ import {
 } from './jose.js';
 import {
   FrameVerifier, openDelivery, decodeTokenClaims, SUBPROTOCOL, TYP_CLIENT, TYP_SESSION, DEFAULT_SKEW_MS,
-  DEFAULT_MAX_FRAME, MAX_TOKEN, channelScope,
+  DEFAULT_MAX_FRAME, MAX_TOKEN, channelScope, grantsAllow,
 } from './protocol.js';
 import { proveInLog } from './audit.js';
 
@@ -114,7 +115,11 @@ export class Client {
 
   // ---- events ----------------------------------------------------------------
 
-  /** on subscribes to an event: message, direct, join, leave, presence, error, invalid, expiring, refreshed, state, closed, loggedout. */
+  /**
+   * on subscribes to an event: message, direct, join, leave, presence, error, invalid, expiring, refreshed,
+   * state (idle, connecting, open, reconnecting, closed), reconnecting ({inMs, attempt}: the next try),
+   * restored (reconnected and subscribed again), welcome, closed, loggedout.
+   */
   on(type, fn) {
     if (!this.listeners.has(type)) this.listeners.set(type, new Set());
     this.listeners.get(type).add(fn);
@@ -345,6 +350,15 @@ export class Client {
     return this.encryptOutgoing;
   }
 
+  /**
+   * can reports whether the grants of the last welcome (§8.3) allow act on
+   * ch (ch omitted for dm, ping…). Advisory: the server still decides. If
+   * the server announced no grants, the rights are unknown and can is true.
+   */
+  can(act, ch) {
+    return !Array.isArray(this.grants) || grantsAllow(this.grants, act, ch);
+  }
+
   get encryptionAvailable() {
     return !!this.ring;
   }
@@ -475,6 +489,7 @@ export class Client {
         if (typeof b.seq === 'number' && b.seq > this.seq) this.seq = b.seq;
         if (typeof b.exp === 'number') this.expiresAt = b.exp;
         if (b.roles) this.roles = b.roles;
+        this.grants = Array.isArray(b.grants) ? b.grants : null; // §8.3; null: not announced
         this.ring = null;
         if (typeof b.key === 'string' && this.agreement) {
           this.ring = new KeyRing();
@@ -704,6 +719,9 @@ export class Client {
         if (this.expiresAt - this.now() < 5000) await this.refresh();
         await this.connect();
         for (const ch of [...this.channels.keys()]) await this.subscribe(ch).catch(() => {});
+        // Connected again and subscribed again: what waited for the
+        // connection can go out now.
+        this.emit('restored', { channels: [...this.channels.keys()] });
       } catch (e) {
         if (!this.ws && !this.ended && (!e.closeCode || closeInfo(e.closeCode).reconnect === 'backoff')) this.#reconnect();
       }

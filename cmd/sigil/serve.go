@@ -154,6 +154,11 @@ func serve(args []string, stdout, stderr io.Writer) error {
 		}
 		auth.Password = server.StaticUsers{Doc: doc}
 		demoPasswords = pws
+		if f.keyFiles != "" { // fixed keys: browser sessions survive a restart of the demo
+			if cfg.Keys, err = loadKeys(splitList(f.keyFiles), f.dataDir, stderr); err != nil {
+				return err
+			}
+		}
 	} else {
 		keys, err := loadKeys(splitList(f.keyFiles), f.dataDir, stderr)
 		if err != nil {

@@ -19,7 +19,8 @@ func (g *gen) serverVectors() {
 		add(name, comment, f, ok(claimsOf(f), bodyOf(f)))
 	}
 	valid("server-welcome-ok", "welcome", &protocol.Envelope{Action: protocol.ActWelcome, Session: cs.SID, Body: mustJSON(protocol.WelcomeBody{
-		Session: cs.SID, Subject: "alice", Roles: []string{"user"}, Expiry: alice.claims.Expiry * 1000, Time: NowMS, Skew: SkewMS, Window: SkewMS, LastSeq: 1, MaxFrame: MaxFrame})})
+		Session: cs.SID, Subject: "alice", Roles: []string{"user"}, Expiry: alice.claims.Expiry * 1000, Time: NowMS, Skew: SkewMS, Window: SkewMS, LastSeq: 1, MaxFrame: MaxFrame,
+		Grants: protocol.Grants{{Action: protocol.ActPing}, {Action: protocol.ActDM}, {Action: protocol.ActPub, Channel: "rooms.>"}}})})
 	valid("server-error-ok", "an error frame", &protocol.Envelope{Action: protocol.ActError, Session: cs.SID, Corr: "c-7", Body: mustJSON(protocol.ErrorBody{Code: protocol.CodeForbidden, Message: "no", Ref: g.uuid()})})
 	valid("server-reply-ok", "a reply", &protocol.Envelope{Action: protocol.ActReply, Session: cs.SID, Corr: "c-8", Body: json.RawMessage(`{"members":["alice","bob"]}`)})
 	valid("server-join-ok", "a presence broadcast names no session", &protocol.Envelope{Action: protocol.ActJoin, Channel: "rooms.lobby", Body: json.RawMessage(`{"sub":"bob"}`)})

@@ -18,6 +18,8 @@ type Vector struct {
 	//   "token"    verify a session token
 	//   "wrapped_key" client side: unwrap a content key (spec.md §11.3)
 	//              with the agreement key Wrap names, expecting Wrap.Scope
+	//   "grants"   the rights welcome announces for Grants.Roles under
+	//              policy.json (spec.md §8.3), and what they allow
 	Kind     string       `json:"kind"`
 	Now      int64        `json:"now"` // the verifier's clock, Unix ms
 	Config   Config       `json:"config"`
@@ -25,6 +27,7 @@ type Vector struct {
 	Client   *ClientState `json:"client,omitempty"`
 	Revoked  *Revoked     `json:"revoked,omitempty"`
 	Wrap     *WrapState   `json:"wrap,omitempty"`
+	Grants   *GrantsCase  `json:"grants,omitempty"`
 	Accepted []Accepted   `json:"accepted,omitempty"` // replay state before the frame
 	Frame    string       `json:"frame"`
 	Expect   Expect       `json:"expect"`
@@ -69,6 +72,22 @@ type WrapState struct {
 	Scope string `json:"scope"`
 }
 
+// GrantsCase is a session's roles ("grants" kind) and the frames asked
+// about: Allowed is whether the announced grants, like the policy, allow
+// Act on Ch.
+type GrantsCase struct {
+	Roles  []string     `json:"roles"`
+	Checks []GrantCheck `json:"checks"`
+}
+
+// GrantCheck is one frame asked about: an action and a channel ("" for
+// none).
+type GrantCheck struct {
+	Act     string `json:"act"`
+	Ch      string `json:"ch,omitempty"`
+	Allowed bool   `json:"allowed"`
+}
+
 // ContentKey is a body-encryption key.
 type ContentKey struct {
 	Kid   string `json:"kid"`
@@ -104,6 +123,7 @@ type Expect struct {
 	Body    json.RawMessage `json:"body,omitempty"`   // ok: the plaintext body, after decryption
 	Session *ExpectSession  `json:"session,omitempty"`
 	Sender  *ExpectSender   `json:"sender,omitempty"`
+	Grants  json.RawMessage `json:"grants,omitempty"` // grants: the announced grants, in order
 }
 
 // ExpectSession is the session a valid hello establishes.

@@ -166,6 +166,23 @@ func (s *Set) Run(v Vector) error {
 		}
 		return nil
 
+	case "grants":
+		got, _ := json.Marshal(s.Policy.Grants(v.Grants.Roles))
+		if !jsonEqual(got, v.Expect.Grants) {
+			return fmt.Errorf("grants = %s; want %s", got, v.Expect.Grants)
+		}
+		var announced protocol.Grants
+		if err := protocol.DecodeBody(v.Expect.Grants, &announced); err != nil {
+			return err
+		}
+		for _, k := range v.Grants.Checks {
+			byPolicy := s.Policy.Allow(k.Act, k.Ch, v.Grants.Roles) == nil
+			if announced.Allows(k.Act, k.Ch) != k.Allowed || byPolicy != k.Allowed {
+				return fmt.Errorf("%s %q: grants allow %v, policy allows %v; want %v", k.Act, k.Ch, announced.Allows(k.Act, k.Ch), byPolicy, k.Allowed)
+			}
+		}
+		return nil
+
 	case "token":
 		c, err := tokens.Verify(ctx, v.Frame)
 		if err != nil {

@@ -69,7 +69,7 @@ test('chat in a real browser: login, verified messages, read-only room, revocati
   await bob.click('#send-button');
   await alice.waitForSelector('.msg[data-from="bob"][data-verified="true"] .badge.verified');
   assert.match(await alice.textContent('.msg[data-from="bob"] .text'), /Hi Alice!/);
-  assert.match(await bob.textContent('.msg[data-from="alice"] .badge.verified'), /signature verified in this browser/);
+  assert.match(await bob.getAttribute('.msg[data-from="alice"] .badge.verified', 'aria-label'), /Verified: signed by alice/);
 
   // Encrypted message: alice turns the switch on; bob still reads it, verified.
   await alice.click('.switch .track');
@@ -92,15 +92,15 @@ test('chat in a real browser: login, verified messages, read-only room, revocati
   await bob.press('#message-input', 'Enter');
   await alice.waitForSelector('.msg[data-from="bob"][data-verified="true"] >> text=after a token refresh');
 
-  // bob is refused in the read-only announcements room.
+  // bob may read the announcements room, not post there: the welcome's
+  // grants (spec §8.3) disable his composer, with the reason. (The server's
+  // own refusal is tested in grants.test.mjs.)
   await bob.click('#menu-button');
   await bob.click('#rooms li[data-ch="announce.news"] .join-toggle');
   await bob.waitForSelector('#rooms li.joined[data-ch="announce.news"]');
-  await bob.fill('#message-input', 'Can I announce?');
-  await bob.press('#message-input', 'Enter');
-  const t = await bob.waitForSelector('.toast.error');
-  assert.match(await t.textContent(), /forbidden/);
-  await bob.screenshot({ path: join(artifacts, 'browser-3-bob-forbidden.png') });
+  assert.equal(await bob.isDisabled('#message-input'), true);
+  assert.match(await bob.textContent('#composer-reason'), /read-only for you/);
+  await bob.screenshot({ path: join(artifacts, 'browser-3-bob-read-only.png') });
 
   // Revoke alice's sessions through the admin API; her page logs out.
   const admin = new Client({ url: srv.url, WebSocket });
@@ -119,7 +119,7 @@ test('chat in a real browser: login, verified messages, read-only room, revocati
   admin.close();
 
   for (const p of [alice, bob]) assert.deepEqual(p.problems.filter((x) => !/WebSocket|Failed to load resource/.test(x)), []);
-  if (process.env.UPDATE_SCREENSHOT) copyFileSync(join(artifacts, 'browser-1-alice.png'), join(repo, 'client', 'js', 'test', 'screenshot-chat.png'));
+  if (process.env.UPDATE_SCREENSHOTS) copyFileSync(join(artifacts, 'browser-1-alice.png'), join(repo, 'docs', 'screenshots', 'chat-two-users.png'));
   await aliceCtx.close();
   await bobCtx.close();
 });

@@ -90,6 +90,33 @@ test('a well-behaved welcome opens the session', async () => {
   const w = await c.connect();
   assert.equal(w.sid, srv.sid);
   assert.equal(c.state, 'open');
+  // A welcome without grants (a server before §8.3's member): the rights
+  // are unknown, and can() leaves the decision to the server.
+  assert.equal(c.grants, null);
+  assert.equal(c.can('pub', 'announce.news'), true);
+  c.close();
+});
+
+test('welcome grants: can() follows them; a malformed grant matches nothing', async () => {
+  srv.onHello = async (hello, send) => {
+    const f = await srv.frame({
+      act: 'welcome', sid: srv.sid, cid: hello.cid,
+      body: {
+        sid: srv.sid, sub: 'alice', roles: ['user'], exp: Date.now() + 3_600_000, time: Date.now(), skew: 30000, window: 30000, seq: hello.seq, max_frame: 65536,
+        grants: [{ action: 'pub', channel: 'rooms.>' }, { action: 'dm' }, { action: 'sub', channel: 'a.>.b' }, { action: 'Bad Name' }],
+      },
+    });
+    send(f);
+  };
+  const c = await loggedIn();
+  await c.connect();
+  assert.equal(c.can('pub', 'rooms.lobby'), true);
+  assert.equal(c.can('pub', 'rooms'), false);
+  assert.equal(c.can('pub', 'announce.news'), false);
+  assert.equal(c.can('pub'), false);
+  assert.equal(c.can('dm'), true);
+  assert.equal(c.can('sub', 'a.x.b'), false, 'an invalid pattern matches nothing');
+  assert.equal(c.can('Bad Name'), false);
   c.close();
 });
 

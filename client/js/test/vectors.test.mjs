@@ -9,7 +9,7 @@ import {
   KeySet, KeyRing, importContentKey, SigilError, importAgreementPrivate, unwrapContentKey, sealBody, openBody,
 } from '../jose.js';
 import {
-  TokenVerifier, Verifier, FrameVerifier, ReplayStore, Revocations, Policy, openDelivery, claimsOf, checkAction,
+  TokenVerifier, Verifier, FrameVerifier, ReplayStore, Revocations, Policy, openDelivery, claimsOf, checkAction, grantsAllow,
 } from '../protocol.js';
 
 const dir = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'testdata', 'vectors');
@@ -48,6 +48,12 @@ async function run(v) {
       const key = await unwrapContentKey(v.frame, agreement.privateKey);
       if (key.scope !== v.wrap.scope) throw new SigilError('bad_enc', `scope ${key.scope} where ${v.wrap.scope} is expected`);
       return { key };
+    }
+    case 'grants': {
+      // The announced grants (expect.grants, as welcome carries them) must
+      // allow what the policy allows for the roles (§8.3).
+      const got = v.grants.checks.map((k) => ({ ...k, allowed: grantsAllow(v.expect.grants, k.act, k.ch) }));
+      return { checks: got, byPolicy: v.grants.checks.map((k) => ({ ...k, allowed: policy.allows(k.act, k.ch, v.grants.roles) })) };
     }
     case 'token':
       return { claims: await tokens.verify(v.frame) };
@@ -106,6 +112,10 @@ for (const name of names) {
       assert.equal(await openBody(sealed, ring, want.scope), JSON.stringify({ probe: v.name }));
       passed++;
       return;
+    }
+    if (v.kind === 'grants') {
+      assert.deepEqual(got.checks, v.grants.checks);
+      assert.deepEqual(got.byPolicy, v.grants.checks);
     }
     if (v.expect.claims) assert.deepEqual(got.claims, v.expect.claims);
     if (v.expect.body !== undefined && v.kind !== 'delivery') assert.deepEqual(got.body, v.expect.body);
