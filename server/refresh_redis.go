@@ -77,6 +77,7 @@ type refreshWire struct {
 	TokenIat time.Time `json:"iat"`
 	TokenExp time.Time `json:"exp"`
 	Expires  time.Time `json:"expires"`
+	Login    bool      `json:"login,omitempty"`
 }
 
 // decodeRefreshRecord reads a stored record strictly: strict JSON, no

@@ -19,7 +19,7 @@ import (
 
 // TestLoginSendListen runs the client commands against an in-process
 // server: login stores 0600 credentials, listen prints verified messages,
-// send publishes them, and stored sessions are reused across processes.
+// send publishes them, and one stored login serves every later command.
 func TestLoginSendListen(t *testing.T) {
 	url := testServer(t)
 	dir := t.TempDir()
@@ -99,8 +99,7 @@ func TestLoginSendListen(t *testing.T) {
 		t.Fatalf("texts %v", texts)
 	}
 	checkVerifyArchive(t, url, lout.String(), len(texts))
-	// The stored sessions keep working in later processes (rotated refresh
-	// tokens and seq were saved).
+	// The stored logins keep working in later commands.
 	send("rooms.cli", "again")
 	var lout2 bytes.Buffer
 	if err := runSendThenListenOnce(t, url, aliceFile, &lout2); err != nil {

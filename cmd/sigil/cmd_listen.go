@@ -50,7 +50,7 @@ func runListen(ctx context.Context, args []string, stdout io.Writer) error {
 			if ctx.Err() != nil {
 				return nil // interrupted
 			}
-			return err
+			return loginHint(err)
 		}
 		if *asJSON {
 			if err := enc.Encode(listenRecord(m)); err != nil {

@@ -43,7 +43,7 @@ func runSend(ctx context.Context, args []string, stdin io.Reader, stdout io.Writ
 		defer sub.Close()
 	}
 	send := func(text string) error {
-		return c.Publish(ctx, channel, map[string]string{"text": text})
+		return loginHint(c.Publish(ctx, channel, map[string]string{"text": text}))
 	}
 	if !*fromStdin {
 		return send(fs.Arg(1))
