@@ -23,11 +23,12 @@ func runListen(ctx context.Context, args []string, stdout io.Writer) error {
 	asJSON := fs.Bool("json", false, "print one JSON object per message")
 	encrypt := fs.Bool("encrypt", false, "ask for body encryption (spec.md §11)")
 	insecure := fs.Bool("insecure-plaintext", false, "allow ws:// to a non-loopback host")
+	count := fs.Int("count", 0, "exit after this many messages (0: run until interrupted)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if fs.NArg() != 1 {
-		return errors.New("usage: sigil listen [--json] CHANNEL")
+	if fs.NArg() != 1 || *count < 0 {
+		return errors.New("usage: sigil listen [--json] [--count N] CHANNEL")
 	}
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt)
 	defer stop()
@@ -43,8 +44,10 @@ func runListen(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
+	// Scripts wait for this line before they send (stdout has only messages).
+	fmt.Fprintf(os.Stderr, "sigil: listening to %s as %s (Ctrl-C to stop)\n", fs.Arg(0), c.Token().Subject)
 	enc := json.NewEncoder(stdout)
-	for {
+	for n := 0; *count == 0 || n < *count; n++ {
 		m, err := sub.Next(ctx)
 		if err != nil {
 			if ctx.Err() != nil {
@@ -70,6 +73,7 @@ func runListen(ctx context.Context, args []string, stdout io.Writer) error {
 		}
 		fmt.Fprintf(stdout, "%s %s: %s\n", m.Time.Local().Format(time.DateTime), m.From, body)
 	}
+	return nil
 }
 
 type listenJSON struct {
