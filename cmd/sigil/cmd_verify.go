@@ -33,9 +33,10 @@ func runVerify(ctx context.Context, args []string, stdin io.Reader, stdout io.Wr
 Verifies archived messages offline against the server's JWKS (spec.md §14).
 FILE (default stdin) holds compact frames or "sigil listen --json" records,
 one per line. Without --token, each is a deliver or direct frame: the
-server's signature, then the sender's own frame inside it. With --token and
---key, each is a client frame, checked against the token's subject and key.
-Exits 1 if any message fails.
+server's signature, then the sender's own frame inside it; a record's plain
+from, channel, id, time and body must say what its evidence says. With
+--token and --key, each is a client frame, checked against the token's
+subject and key. Exits 1 if any message fails.
 `)
 		fs.PrintDefaults()
 	}
@@ -82,11 +83,10 @@ Exits 1 if any message fails.
 			continue
 		}
 		frame := text
+		var rec *listenJSON
 		if text[0] == '{' {
-			var rec struct {
-				Evidence string `json:"evidence"`
-			}
-			if err := json.Unmarshal(text, &rec); err != nil || rec.Evidence == "" {
+			rec = &listenJSON{}
+			if err := json.Unmarshal(text, rec); err != nil || rec.Evidence == "" {
 				fmt.Fprintf(stdout, "FAIL line %d: not a frame nor a listen --json record with evidence\n", line)
 				failed++
 				continue
@@ -103,6 +103,15 @@ Exits 1 if any message fails.
 			fmt.Fprintf(stdout, "FAIL line %d: %s: %v\n", line, protocol.CodeOf(err), err)
 			failed++
 			continue
+		}
+		if rec != nil {
+			// The record's plain fields are what a reader of the archive
+			// sees: each must say what the signed evidence says.
+			if what := recordMismatch(rec, ev); what != "" {
+				fmt.Fprintf(stdout, "FAIL line %d: the record's %s differs from the signed evidence\n", line, what)
+				failed++
+				continue
+			}
 		}
 		ok++
 		m := ev.Message
@@ -133,6 +142,38 @@ Exits 1 if any message fails.
 		return fmt.Errorf("verify: %d of %d messages failed", failed, ok+failed)
 	}
 	return nil
+}
+
+// recordMismatch names the first field of a listen --json record that
+// does not match its verified evidence, or returns "". An encrypted body
+// cannot be compared offline (no keys): its record says so with
+// "encrypted", and its plain body is not vouched for.
+func recordMismatch(rec *listenJSON, ev *protocol.Evidence) string {
+	m := ev.Message
+	switch {
+	case rec.From != ev.Subject || rec.Server != ev.FromServer:
+		return "from"
+	case rec.Channel != m.Channel:
+		return "channel"
+	case rec.ID != m.ID:
+		return "id"
+	case !rec.Time.Equal(m.Time()):
+		return "time"
+	case rec.Encrypted != (m.Enc != ""):
+		return "encrypted"
+	case m.Enc == "" && !sameJSON(rec.Body, m.Body):
+		return "body"
+	}
+	return ""
+}
+
+// sameJSON compares two JSON texts ignoring insignificant white space.
+func sameJSON(a, b []byte) bool {
+	var ca, cb bytes.Buffer
+	if json.Compact(&ca, a) != nil || json.Compact(&cb, b) != nil {
+		return false
+	}
+	return bytes.Equal(ca.Bytes(), cb.Bytes())
 }
 
 type verifyJSON struct {
