@@ -90,34 +90,14 @@ func runLogin(ctx context.Context, args []string, stdin io.Reader, stdout io.Wri
 	return nil
 }
 
-// clientEndpoints checks a server URL as the client does and returns the
-// WebSocket URL and the HTTP base.
+// clientEndpoints checks a server URL as the client does (client.Endpoints)
+// and returns the WebSocket URL and the HTTP base.
 func clientEndpoints(raw string, insecure bool) (wsURL, base string, err error) {
-	wsURL, base = raw, raw
-	switch {
-	case strings.HasPrefix(raw, "wss://"):
-		base = "https://" + strings.TrimPrefix(raw, "wss://")
-	case strings.HasPrefix(raw, "ws://"):
-		base = "http://" + strings.TrimPrefix(raw, "ws://")
-	case strings.HasPrefix(raw, "https://"):
-		wsURL = "wss://" + strings.TrimSuffix(strings.TrimPrefix(raw, "https://"), "/") + "/v1/ws"
-	case strings.HasPrefix(raw, "http://"):
-		wsURL = "ws://" + strings.TrimSuffix(strings.TrimPrefix(raw, "http://"), "/") + "/v1/ws"
-	default:
-		return "", "", fmt.Errorf("server URL %q: want wss://, ws://, https:// or http://", raw)
+	wsURL, base, err = client.Endpoints(raw, insecure)
+	if err != nil && !insecure && strings.Contains(err.Error(), "TLS is required") {
+		err = fmt.Errorf("%w (--insecure-plaintext to override)", err)
 	}
-	base = strings.TrimSuffix(strings.TrimSuffix(base, "/"), "/v1/ws")
-	if !insecure && strings.HasPrefix(base, "http://") {
-		host := strings.TrimPrefix(base, "http://")
-		if i := strings.LastIndexByte(host, ':'); i >= 0 && !strings.HasSuffix(host, "]") {
-			host = host[:i]
-		}
-		host = strings.Trim(host, "[]")
-		if host != "localhost" && !strings.HasPrefix(host, "127.") && host != "::1" {
-			return "", "", fmt.Errorf("plain http to %s: TLS is required except to loopback (--insecure-plaintext to override)", host)
-		}
-	}
-	return wsURL, base, nil
+	return wsURL, base, err
 }
 
 func saveCredentials(path, server string, l client.Login) error {
