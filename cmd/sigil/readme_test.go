@@ -98,3 +98,57 @@ func TestREADMEWalkthrough(t *testing.T) {
 		})
 	}
 }
+
+// TestREADMEGoSnippets: every Go block of README.md is, word for word, the
+// part between "// README begin" and "// README end" of an Example in a
+// package's example_readme_test.go, and every such part is in the README,
+// so the README's Go compiles (go vet and go test build the examples).
+func TestREADMEGoSnippets(t *testing.T) {
+	data, err := os.ReadFile("../../README.md")
+	must(t, err)
+	var blocks []string
+	for rest := string(data); ; {
+		var ok bool
+		if _, rest, ok = strings.Cut(rest, "```go\n"); !ok {
+			break
+		}
+		var block string
+		block, rest, _ = strings.Cut(rest, "```")
+		blocks = append(blocks, strings.TrimSuffix(block, "\n"))
+	}
+	files, err := filepath.Glob("../../*/example_readme_test.go")
+	must(t, err)
+	examples := map[string]string{} // snippet → file
+	for _, f := range files {
+		src, err := os.ReadFile(f)
+		must(t, err)
+		for rest := string(src); ; {
+			var ok bool
+			if _, rest, ok = strings.Cut(rest, "\t// README begin\n"); !ok {
+				break
+			}
+			var region string
+			region, rest, _ = strings.Cut(rest, "\t// README end\n")
+			lines := strings.Split(strings.TrimSuffix(region, "\n"), "\n")
+			for i, l := range lines {
+				lines[i] = strings.TrimPrefix(l, "\t")
+			}
+			examples[strings.Join(lines, "\n")] = f
+		}
+	}
+	if len(blocks) == 0 || len(examples) == 0 {
+		t.Fatalf("%d Go blocks in the README, %d README examples", len(blocks), len(examples))
+	}
+	inReadme := map[string]bool{}
+	for _, b := range blocks {
+		if _, ok := examples[b]; !ok {
+			t.Errorf("README Go block is no example's README part (edit it in an example_readme_test.go, then copy it):\n%s", b)
+		}
+		inReadme[b] = true
+	}
+	for ex, f := range examples {
+		if !inReadme[ex] {
+			t.Errorf("%s: README part not in README.md:\n%s", f, ex)
+		}
+	}
+}
