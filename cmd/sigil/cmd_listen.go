@@ -3,8 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -18,7 +16,11 @@ import (
 // verified message of the channel — the sender (verified end to end), the
 // time and the body — until interrupted.
 func runListen(ctx context.Context, args []string, stdout io.Writer) error {
-	fs := flag.NewFlagSet("listen", flag.ContinueOnError)
+	fs := newFlagSet("listen", "[flags] CHANNEL", `
+Prints every message of CHANNEL, verified end to end (the sender's own
+signature), until interrupted or --count messages; --json prints one
+record per line with the server's signed delivery as evidence, for sigil
+verify.`)
 	file := fs.String("credentials", defaultCredentialsPath(), "credentials file written by sigil login")
 	asJSON := fs.Bool("json", false, "print one JSON object per message")
 	encrypt := fs.Bool("encrypt", false, "ask for body encryption (spec.md §11)")
@@ -28,7 +30,7 @@ func runListen(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	if fs.NArg() != 1 || *count < 0 {
-		return errors.New("usage: sigil listen [--json] [--count N] CHANNEL")
+		return badUsage(fs, "listen takes one CHANNEL and a --count of 0 or more")
 	}
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt)
 	defer stop()

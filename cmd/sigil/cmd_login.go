@@ -1,11 +1,9 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -47,7 +45,11 @@ func defaultCredentialsPath() string {
 // runLogin implements "sigil login --server URL --user NAME" (password on
 // stdin): it obtains a session and stores its refresh token and key.
 func runLogin(ctx context.Context, args []string, stdin io.Reader, stdout io.Writer) error {
-	fs := flag.NewFlagSet("login", flag.ContinueOnError)
+	fs := newFlagSet("login", "--server URL --user NAME [flags]", `
+Signs in and keeps a login in the credentials file (mode 0600): every later
+send or listen mints a session of its own from it (spec.md §4.5), so any
+number of them can run at once. The password is asked for without echo on
+a terminal, or read from the first line of stdin.`)
 	server := fs.String("server", os.Getenv("SIGIL_SERVER"), "server URL (wss://host/v1/ws or https://host); env SIGIL_SERVER")
 	user := fs.String("user", "", "user name")
 	file := fs.String("credentials", defaultCredentialsPath(), "credentials file (written with mode 0600); env SIGIL_CREDENTIALS")
@@ -56,14 +58,16 @@ func runLogin(ctx context.Context, args []string, stdin io.Reader, stdout io.Wri
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if *server == "" || *user == "" || fs.NArg() != 0 {
-		return errors.New("usage: sigil login --server URL --user NAME   (password on stdin)")
+	if *server == "" || *user == "" {
+		return badUsage(fs, "login needs --server and --user")
 	}
-	line, err := bufio.NewReader(stdin).ReadString('\n')
-	if err != nil && (err != io.EOF || line == "") {
-		return fmt.Errorf("reading the password from stdin: %w", err)
+	if fs.NArg() != 0 {
+		return badUsage(fs, "login takes no arguments, got %q", fs.Args())
 	}
-	password := strings.TrimRight(line, "\r\n")
+	password, err := readPassword(stdin, fmt.Sprintf("password for %s: ", *user), false)
+	if err != nil {
+		return err
+	}
 	var a jose.SignatureAlgorithm
 	switch *alg {
 	case "EdDSA":

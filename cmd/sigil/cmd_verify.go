@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -22,6 +21,7 @@ import (
 // token and session key. Nothing but the server's JWKS is trusted.
 func runVerify(ctx context.Context, args []string, stdin io.Reader, stdout io.Writer) error {
 	fs := flag.NewFlagSet("verify", flag.ContinueOnError)
+	fs.SetOutput(os.Stderr)
 	jwksArg := fs.String("jwks", "", "the server's JWKS: a file, or the server's https:// URL (http:// only to loopback)")
 	tokenFile := fs.String("token", "", "client frame mode: a file holding the session token")
 	keyFile := fs.String("key", "", "client frame mode: a file holding the session public JWK")
@@ -44,8 +44,7 @@ subject and key. Exits 1 if any message fails.
 		return err
 	}
 	if *jwksArg == "" || fs.NArg() > 1 || (*tokenFile == "") != (*keyFile == "") {
-		fs.Usage()
-		return errors.New("verify: --jwks is required; --token and --key go together")
+		return badUsage(fs, "verify needs --jwks and at most one FILE; --token and --key go together")
 	}
 	keys, err := loadJWKS(ctx, *jwksArg)
 	if err != nil {

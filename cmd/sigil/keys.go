@@ -2,7 +2,6 @@ package main
 
 import (
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -88,12 +87,17 @@ func writeKey(path string, alg jose.SignatureAlgorithm) error {
 }
 
 func keygen(args []string, stdout io.Writer) error {
-	fs := flag.NewFlagSet("keygen", flag.ContinueOnError)
+	fs := newFlagSet("keygen", "[--data-dir DIR | --out FILE] [--alg EdDSA|ES256]", `
+Creates a signing key: the next NNNN.jwk of <data-dir>/keys, which signs
+after the server's next start (the older keys still verify), or --out.`)
 	dataDir := fs.String("data-dir", "sigil-data", "data directory; the key is added to <data-dir>/keys and signs after the next start")
 	out := fs.String("out", "", "write the key to this file instead")
 	alg := fs.String("alg", "EdDSA", "EdDSA or ES256")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if fs.NArg() != 0 {
+		return badUsage(fs, "keygen takes no arguments, got %q", fs.Args())
 	}
 	a := jose.SignatureAlgorithm(*alg)
 	if a != protocol.EdDSA && a != protocol.ES256 {

@@ -93,6 +93,9 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	if fs.NArg() != 0 {
+		return badUsage(fs, "serve takes no arguments, got %q (flags go before them?)", fs.Args())
+	}
 	cfgPath := f.config
 	if cfgPath == "" {
 		cfgPath = os.Getenv("SIGIL_CONFIG")
