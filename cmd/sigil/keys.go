@@ -17,6 +17,10 @@ import (
 // *.jwk files of dataDir/keys in name order, generating the first one on
 // first start.
 func loadKeys(files []string, dataDir string, stderr io.Writer) ([]*protocol.PrivateKey, error) {
+	setting := "--key-files" // the setting the files come from, for errors
+	if len(files) == 0 {
+		setting = "--data-dir"
+	}
 	if len(files) == 0 {
 		dir := filepath.Join(dataDir, "keys")
 		if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -40,12 +44,13 @@ func loadKeys(files []string, dataDir string, stderr io.Writer) ([]*protocol.Pri
 	for _, f := range files {
 		data, err := os.ReadFile(f)
 		if err != nil {
-			return nil, err
+			return nil, fileError(setting, f, nil, err)
 		}
 		k, err := protocol.ParsePrivateJWK(data)
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", f, err)
+			return nil, fileError(setting, f, data, err)
 		}
+		warnReadable(stderr, "signing key", f)
 		keys = append(keys, k)
 	}
 	return keys, nil
