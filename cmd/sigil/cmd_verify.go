@@ -55,11 +55,11 @@ subject and key. Exits 1 if any message fails.
 	if *tokenFile != "" {
 		t, err := os.ReadFile(*tokenFile)
 		if err != nil {
-			return err
+			return fileError("--token", *tokenFile, nil, err)
 		}
 		token = strings.TrimSpace(string(t))
 		if jwk, err = os.ReadFile(*keyFile); err != nil {
-			return err
+			return fileError("--key", *keyFile, nil, err)
 		}
 	}
 	in := stdin
@@ -228,12 +228,12 @@ func loadJWKS(ctx context.Context, arg string) (*protocol.KeySet, error) {
 	} else {
 		var err error
 		if data, err = os.ReadFile(arg); err != nil {
-			return nil, err
+			return nil, fileError("--jwks", arg, nil, err)
 		}
 	}
 	keys, err := protocol.ParseKeySet(data)
 	if err != nil {
-		return nil, fmt.Errorf("JWKS %s: %w", arg, err)
+		return nil, fileError("--jwks", arg, data, err)
 	}
 	return keys, nil
 }

@@ -58,6 +58,30 @@ func TestServeRefusesBadSettings(t *testing.T) {
 	}
 }
 
+// TestFileErrorsNameTheSetting: the other commands' file errors name
+// their flag too.
+func TestFileErrorsNameTheSetting(t *testing.T) {
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.json")
+	must(t, os.WriteFile(bad, []byte("{\"users\": [\n  {\"name\": \"a\",, }]}"), 0o600))
+	none := filepath.Join(dir, "none")
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"user", "remove", "--users", none, "bob"}, "--users " + none + ": no such file"},
+		{[]string{"user", "passwd", "--users", bad, "bob"}, "--users " + bad + ":2:16: "},
+		{[]string{"verify", "--jwks", none, bad}, "--jwks " + none + ": no such file"},
+		{[]string{"verify", "--jwks", bad, bad}, "--jwks " + bad + ":2:16: "},
+		{[]string{"send", "--credentials", none, "rooms.x", "hi"}, "--credentials " + none + ": no such file: run `sigil login` first"},
+	} {
+		var so, se strings.Builder
+		if code := run(c.args, strings.NewReader("long enough\n"), &so, &se); code == 0 || !strings.Contains(se.String(), c.want) {
+			t.Errorf("sigil %v: exit %d %q, want %q", c.args, code, se.String(), c.want)
+		}
+	}
+}
+
 // serveWarnings starts serve, returns what it printed until it was
 // ready, and stops it.
 func serveWarnings(t *testing.T, args ...string) string {

@@ -59,11 +59,11 @@ func userCmd(args []string, stdin io.Reader, stdout io.Writer) error {
 	switch {
 	case err == nil:
 		if doc, err = server.ParseUsers(data); err != nil {
-			return err
+			return fileError("--users", *users, data, err)
 		}
 	case errors.Is(err, os.ErrNotExist) && op == "add":
 	default:
-		return err
+		return fileError("--users", *users, nil, err)
 	}
 	newPassword := func() (string, error) {
 		pw, err := readPassword(stdin, fmt.Sprintf("new password for %s: ", name), true)
