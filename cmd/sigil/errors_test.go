@@ -37,7 +37,6 @@ func TestServeRefusesBadSettings(t *testing.T) {
 		{[]string{"--token-ttl", "0"}, "--token-ttl 0s: must be more than zero"},
 		{[]string{"--refresh-ttl", "-1h"}, "--refresh-ttl -1h0m0s: must be more than zero"},
 		{[]string{"--read-timeout", "0s"}, "--read-timeout 0s: must be more than zero"},
-		{[]string{"--refresh-ttl", "1m"}, "--refresh-ttl 1m0s is shorter than --token-ttl 15m0s"},
 		{[]string{"--max-frame", "512"}, "--max-frame 512: must be between 8192"},
 		{[]string{"--max-refresh-families", "0"}, "--max-refresh-families 0: must be at least 1"},
 		{[]string{"--log-format", "yaml"}, `--log-format "yaml": want text or json`},
@@ -121,8 +120,9 @@ func TestServeWarnings(t *testing.T) {
 	}
 	policy := filepath.Join(dir, "policy.json")
 	must(t, os.WriteFile(policy, []byte(`{"rules": [{"action": "pubb", "roles": ["user"]}, {"action": "sub", "roles": ["editor"]}, {"action": "orders.quote", "roles": ["user"]}]}`), 0o600))
-	out := serveWarnings(t, "--key-files", key, "--users", users, "--policy", policy)
+	out := serveWarnings(t, "--key-files", key, "--users", users, "--policy", policy, "--refresh-ttl", "1m")
 	for _, w := range []string{
+		"--refresh-ttl 1m0s is shorter than --token-ttl 15m0s: no session can refresh",
 		"signing key " + key + " is readable by others (mode -rw-r--r--)",
 		`action \"pubb\" is not a built-in action`,
 		`role \"editor\" is held by no user`,

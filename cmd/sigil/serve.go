@@ -213,6 +213,7 @@ func serve(args []string, stdout, stderr io.Writer) error {
 		auth.External = x
 	}
 	cfg.Authenticator = auth
+	logWarnings(log, "settings", serveFlagWarnings(&f))
 	if cfg.Policy != nil {
 		logWarnings(log, "--policy "+f.policy, policyWarnings(cfg.Policy, usersDoc, f.extIssuer != ""))
 	}

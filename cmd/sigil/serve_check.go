@@ -40,9 +40,6 @@ func checkServeFlags(f *serveFlags) error {
 			return fmt.Errorf("--%s %v: must be more than zero", d.name, d.v)
 		}
 	}
-	if f.refreshTTL < f.tokenTTL {
-		return fmt.Errorf("--refresh-ttl %v is shorter than --token-ttl %v: a session could never refresh", f.refreshTTL, f.tokenTTL)
-	}
 	if f.maxFrame < minMaxFrame || f.maxFrame > maxMaxFrame {
 		return fmt.Errorf("--max-frame %d: must be between %d (a hello with the largest token) and %d bytes", f.maxFrame, minMaxFrame, maxMaxFrame)
 	}
@@ -64,6 +61,15 @@ func checkServeFlags(f *serveFlags) error {
 		}
 	}
 	return nil
+}
+
+// serveFlagWarnings finds settings that work but are probably not meant.
+func serveFlagWarnings(f *serveFlags) []string {
+	var out []string
+	if f.refreshTTL < f.tokenTTL {
+		out = append(out, fmt.Sprintf("--refresh-ttl %v is shorter than --token-ttl %v: no session can refresh", f.refreshTTL, f.tokenTTL))
+	}
+	return out
 }
 
 // checkOrigin accepts "*" and scheme://host[:port] with scheme http or
