@@ -49,8 +49,8 @@ func checkServeFlags(f *serveFlags) error {
 	if f.maxFamilies <= 0 {
 		return fmt.Errorf("--max-refresh-families %d: must be at least 1", f.maxFamilies)
 	}
-	if min := int(server.PasswordCheckMemory >> 20); f.hashMemoryMiB < min {
-		return fmt.Errorf("--password-hash-memory %d: must be at least %d (MiB of one password check)", f.hashMemoryMiB, min)
+	if least := int(server.PasswordCheckMemory >> 20); f.hashMemoryMiB < least {
+		return fmt.Errorf("--password-hash-memory %d: must be at least %d (MiB of one password check)", f.hashMemoryMiB, least)
 	}
 	if f.logFormat != "text" && f.logFormat != "json" {
 		return fmt.Errorf("--log-format %q: want text or json", f.logFormat)
