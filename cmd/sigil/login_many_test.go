@@ -54,9 +54,11 @@ func (c *countingStore) refreshedAtLeast(n int) int {
 // second refresh was a reuse and revoked the login.
 func TestOneLoginManyProcesses(t *testing.T) {
 	t.Run("memory", func(t *testing.T) {
+		t.Parallel()
 		oneLoginManyProcesses(t, server.NewMemoryRefreshStore(nil))
 	})
 	t.Run("redis", func(t *testing.T) {
+		t.Parallel()
 		rd := sigiltest.StartRedis(t)
 		r, err := server.NewRedis(server.RedisConfig{URL: rd.URL})
 		must(t, err)
@@ -73,7 +75,10 @@ func oneLoginManyProcesses(t *testing.T, store server.RefreshStore) {
 			{Name: "alice", Hash: sigiltest.PasswordHash(), Roles: []string{"user"}},
 		}}},
 		Refresh:  cs,
-		TokenTTL: 3 * time.Second, // in-band refreshes about every second
+		// In-band refreshes every 6 s or so: short enough to see each of
+		// 21 connections refresh, long enough that a refresh delayed by a
+		// loaded machine still comes before its token expires.
+		TokenTTL: 12 * time.Second,
 		Logger:   sigiltest.QuietLogger(),
 	})
 	must(t, err)
@@ -121,7 +126,26 @@ func oneLoginManyProcesses(t *testing.T, store server.RefreshStore) {
 	for i, pw := range pipes {
 		fmt.Fprintf(pw, "first from %d\n", i)
 	}
-	waitFor(t, "every first message", func() bool { return countLines(lout.String(), "first from ") == senders })
+	diag := func() string {
+		var b strings.Builder
+		for {
+			select {
+			case s := <-codes:
+				b.WriteString(s + "\n")
+				continue
+			case err := <-lerr:
+				fmt.Fprintf(&b, "listen ended: %v\n", err)
+				continue
+			default:
+			}
+			break
+		}
+		cs.mu.Lock()
+		fmt.Fprintf(&b, "refreshes by session: %v\n", cs.used)
+		cs.mu.Unlock()
+		return b.String()
+	}
+	waitForDiag(t, "every first message", diag, func() bool { return countLines(lout.String(), "first from ") == senders })
 	// Every connection (listen and the 20 senders) refreshes in-band while
 	// they all run. (Probes refresh nothing: they are short.)
 	waitFor(t, "a refresh in each of the 21 sessions", func() bool { return cs.refreshedAtLeast(1) >= senders+1 })
@@ -157,6 +181,18 @@ func countLines(s, substr string) int {
 		}
 	}
 	return n
+}
+
+// waitForDiag is waitFor that reports diag() when it gives up.
+func waitForDiag(t *testing.T, what string, diag func() string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s\n%s", what, diag())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // waitFor polls cond until it holds, failing after a generous safety limit
