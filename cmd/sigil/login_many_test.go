@@ -74,7 +74,7 @@ func oneLoginManyProcesses(t *testing.T, store server.RefreshStore) {
 		Authenticator: server.StaticUsers{Doc: &server.UsersDoc{Users: []server.User{
 			{Name: "alice", Hash: sigiltest.PasswordHash(), Roles: []string{"user"}},
 		}}},
-		Refresh:  cs,
+		Refresh: cs,
 		// In-band refreshes every 6 s or so: short enough to see each of
 		// 21 connections refresh, long enough that a refresh delayed by a
 		// loaded machine still comes before its token expires.
