@@ -15,6 +15,7 @@ require (
 	github.com/transparency-dev/tessera v1.0.4
 	golang.org/x/crypto v0.58.0
 	golang.org/x/mod v0.43.0
+	golang.org/x/term v0.47.0
 	k8s.io/klog/v2 v2.130.1
 )
 

@@ -78,7 +78,8 @@ type answer struct {
 }
 
 // Dial obtains a session token from opts.Tokens, connects to the server at
-// url (wss://host/v1/ws, or https://host), performs the hello/welcome
+// url (wss://host/v1/ws or wss://host, https://host or https://host/v1/ws;
+// ws:// and http:// to loopback: see Endpoints), performs the hello/welcome
 // handshake and returns a connected client. It does not retry: a failure is
 // returned. opts must not be nil; its zero fields take their defaults.
 func Dial(ctx context.Context, url string, opts *Options) (*Client, error) {
@@ -86,7 +87,7 @@ func Dial(ctx context.Context, url string, opts *Options) (*Client, error) {
 		return nil, errors.New("sigil client: Options.Tokens is required")
 	}
 	o := opts.withDefaults()
-	wsURL, base, err := endpoints(url, o.InsecureAllowPlaintext)
+	wsURL, base, err := Endpoints(url, o.InsecureAllowPlaintext)
 	if err != nil {
 		return nil, err
 	}

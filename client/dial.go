@@ -22,10 +22,16 @@ import (
 // maxServerFrame is the largest server frame the client reads (spec.md §2.6).
 const maxServerFrame = 1 << 20
 
-// endpoints derives the WebSocket URL and the HTTP base URL from the URL
-// given to Dial: "wss://host/v1/ws", or a base "https://host" to which
-// /v1/ws is added.
-func endpoints(raw string, insecure bool) (wsURL, base string, err error) {
+// Endpoints derives the WebSocket URL and the HTTP base URL (for
+// /v1/token, /v1/refresh and the JWKS) from a server URL, as Dial does,
+// and refuses plain ws:// or http:// to a host that is not a loopback
+// address unless insecure (spec.md §2.3). Every scheme takes the server's base or its WebSocket
+// endpoint: "wss://host" and "https://host" (with or without a path
+// prefix: /v1/ws is added), or "wss://host/v1/ws" and "https://host/v1/ws"
+// themselves; ws:// and http:// likewise. The HTTP base is the URL
+// without /v1/ws. A ws(s) URL with another path is used as it is, with the
+// host's root as the HTTP base.
+func Endpoints(raw string, insecure bool) (wsURL, base string, err error) {
 	u, err := url.Parse(raw)
 	if err != nil {
 		return "", "", fmt.Errorf("sigil client: bad URL: %w", err)
@@ -45,15 +51,23 @@ func endpoints(raw string, insecure bool) (wsURL, base string, err error) {
 	if httpScheme == "http" && !insecure && !isLoopback(u.Hostname()) {
 		return "", "", fmt.Errorf("sigil client: plain %s:// to %s: TLS is required except to loopback (spec.md §2.3); see Options.InsecureAllowPlaintext", u.Scheme, u.Hostname())
 	}
-	path := u.EscapedPath()
-	if u.Scheme == "http" || u.Scheme == "https" {
-		path = strings.TrimSuffix(path, "/") + "/v1/ws"
+	if u.Host == "" {
+		return "", "", fmt.Errorf("sigil client: URL %q has no host", raw)
+	}
+	path := strings.TrimSuffix(u.EscapedPath(), "/")
+	prefix, isWS := strings.CutSuffix(path, "/v1/ws")
+	switch {
+	case isWS:
+	case u.Scheme == "http" || u.Scheme == "https" || path == "":
+		prefix, path = path, path+"/v1/ws"
+	default:
+		prefix = "" // a WebSocket endpoint of its own; the API at the root
 	}
 	wsScheme := "wss"
 	if httpScheme == "http" {
 		wsScheme = "ws"
 	}
-	return wsScheme + "://" + u.Host + path, httpScheme + "://" + u.Host, nil
+	return wsScheme + "://" + u.Host + path, httpScheme + "://" + u.Host + prefix, nil
 }
 
 // isLoopback reports whether host is localhost or a loopback IP.

@@ -44,6 +44,14 @@
 // OnRefresh) run on the client's goroutines, one at a time, and must not
 // block for long or call Close.
 //
+// # Logins: many processes, one sign-in
+//
+// A session is used by one process at a time. Programs that run as many
+// processes from one sign-in (the sigil command) keep a Login instead
+// (LogIn, spec.md §4.5): a long-lived login token bound to a login key.
+// LoginSessions mints a session of its own — sid, seq, session key and
+// refresh tokens — for every client that dials with it.
+//
 // # Token refresh
 //
 // With a refresh token (Password, External, RefreshToken sources), the

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	jose "github.com/go-jose/go-jose/v4"
+	"github.com/google/uuid"
 	"github.com/sigil-ws/sigil/protocol"
 )
 
@@ -229,4 +230,92 @@ func postJSON(ctx context.Context, hc *http.Client, url string, v, out any) erro
 		return fmt.Errorf("sigil client: bad answer from %s: %w", req.URL.Path, err)
 	}
 	return nil
+}
+
+// Login is a long-lived credential from which any number of processes
+// mint sessions of their own (spec.md §4.5): a login token bound to a
+// login key. Each session minted from it has its own sid, seq, session key
+// and refresh tokens, so processes never share a seq or a single-use
+// refresh token. Token and Key are secrets; String never prints them.
+type Login struct {
+	Token   string               // the login token (secret)
+	Key     *protocol.PrivateKey // the login key the token is bound to (secret)
+	Subject string               // sub
+	Roles   []string             // roles
+	Expiry  time.Time            // the end of the login; then log in again
+}
+
+// String describes the login without its secrets.
+func (l Login) String() string {
+	return fmt.Sprintf("Login(sub=%s exp=%s)", l.Subject, l.Expiry.UTC().Format(time.RFC3339))
+}
+
+// LogIn signs in with a user name and password and returns a login bound
+// to a fresh login key (Algorithm r.Algorithm, EdDSA by default) instead
+// of a session (spec.md §4.5). Use LoginSessions to mint sessions from it.
+func LogIn(ctx context.Context, r *TokenRequest, username, password string) (*Login, error) {
+	alg := r.Algorithm
+	if alg == "" {
+		alg = protocol.EdDSA
+	}
+	key, err := protocol.GenerateKey(alg, nil)
+	if err != nil {
+		return nil, err
+	}
+	jwk, err := key.Public().MarshalJSON()
+	if err != nil {
+		return nil, err
+	}
+	req := protocol.TokenRequest{GrantType: protocol.GrantPassword, Username: username, Password: password, JWK: jwk, Login: true}
+	var lr protocol.LoginResponse
+	if err := postJSON(ctx, r.HTTPClient, r.BaseURL+"/v1/token", req, &lr); err != nil {
+		return nil, err
+	}
+	if lr.LoginToken == "" || lr.Subject == "" {
+		return nil, errors.New("sigil client: login response lacks login_token or sub")
+	}
+	return &Login{Token: lr.LoginToken, Key: key, Subject: lr.Subject, Roles: lr.Roles, Expiry: time.UnixMilli(lr.ExpiresAt)}, nil
+}
+
+// LoginSessions returns a TokenSource that mints a new session from l for
+// every token it gives (grant_type login, spec.md §4.5): a fresh session
+// key, a new sid, and refresh tokens of its own. Any number of clients,
+// in any number of processes, may use one login at once.
+func LoginSessions(l Login) TokenSource {
+	return TokenSourceFunc(func(ctx context.Context, r *TokenRequest) (*Token, error) {
+		if l.Key == nil || l.Token == "" {
+			return nil, errors.New("sigil client: LoginSessions needs the login token and key")
+		}
+		alg := r.Algorithm
+		if alg == "" {
+			alg = protocol.EdDSA
+		}
+		key, err := protocol.GenerateKey(alg, nil)
+		if err != nil {
+			return nil, err
+		}
+		jwk, err := key.Public().MarshalJSON()
+		if err != nil {
+			return nil, err
+		}
+		body, err := json.Marshal(protocol.LoginProofBody{LoginToken: l.Token, JWK: jwk})
+		if err != nil {
+			return nil, err
+		}
+		// Each proof is the one frame of a session id of its own.
+		signer := &protocol.ClientSigner{Key: l.Key, Session: uuid.NewString(), Subject: l.Subject}
+		proof, err := signer.Sign(&protocol.Envelope{Action: protocol.ActRefresh, Body: body})
+		if err != nil {
+			return nil, err
+		}
+		req := protocol.TokenRequest{GrantType: protocol.GrantLogin, LoginToken: l.Token, Proof: string(proof), JWK: jwk}
+		var tr protocol.TokenResponse
+		if err := postJSON(ctx, r.HTTPClient, r.BaseURL+"/v1/token", req, &tr); err != nil {
+			return nil, err
+		}
+		if tr.Subject != l.Subject {
+			return nil, errors.New("sigil client: the login grant answered for another subject")
+		}
+		return newToken(&tr, key, 0)
+	})
 }

@@ -13,17 +13,25 @@ import (
 const (
 	GrantPassword = "password" // username and password
 	GrantExternal = "external" // an identity provider's assertion
+	GrantLogin    = "login"    // a login token and a proof signed by its login key (spec.md §4.5)
 )
 
 // TokenRequest is the body of POST /v1/token (spec.md §13.1). A password
 // grant sends grant_type, username, password and jwk; an external grant
-// sends grant_type, assertion and jwk.
+// sends grant_type, assertion and jwk. Either may add login: true to ask
+// for a login instead of a session (spec.md §4.5); a login grant sends
+// grant_type, login_token, proof and jwk.
 type TokenRequest struct {
 	GrantType string             `json:"grant_type"`
 	Username  string             `json:"username,omitempty"`
 	Password  string             `json:"password,omitempty"`
 	Assertion string             `json:"assertion,omitempty"`
-	JWK       stdjson.RawMessage `json:"jwk"` // the session public key (spec.md §3.3)
+	JWK       stdjson.RawMessage `json:"jwk"` // the session public key, or the login key with login (spec.md §3.3)
+	// Login asks for a login bound to jwk instead of a session.
+	Login bool `json:"login,omitempty"`
+	// LoginToken and Proof are the login grant's (spec.md §4.5).
+	LoginToken string `json:"login_token,omitempty"`
+	Proof      string `json:"proof,omitempty"` // a client frame signed by the login key
 }
 
 // String never prints the password or the assertion.
@@ -64,6 +72,28 @@ func (r TokenResponse) RefreshExpiry() time.Time {
 		return time.Time{}
 	}
 	return time.UnixMilli(r.RefreshExpiresAt)
+}
+
+// LoginResponse is the answer of POST /v1/token to a request with login
+// (spec.md §4.5).
+type LoginResponse struct {
+	LoginToken string   `json:"login_token"` // the login's credential, bound to the login key (secret)
+	ExpiresAt  int64    `json:"expires_at"`  // the end of the login, Unix ms
+	Subject    string   `json:"sub"`
+	Roles      []string `json:"roles"`
+	WSURL      string   `json:"ws_url"`
+}
+
+// String never prints the login token.
+func (r LoginResponse) String() string {
+	return "LoginResponse(sub=" + r.Subject + " exp=" + time.UnixMilli(r.ExpiresAt).UTC().Format(time.RFC3339) + ")"
+}
+
+// LoginProofBody is the body of a login proof (spec.md §4.5): the login
+// token and the public key of the session it asks for.
+type LoginProofBody struct {
+	LoginToken string             `json:"login_token"`
+	JWK        stdjson.RawMessage `json:"jwk"`
 }
 
 // ErrorResponse is the body of every HTTP API error (spec.md §13.4).

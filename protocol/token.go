@@ -260,3 +260,40 @@ func decodeSessionClaims(payload []byte) (*SessionClaims, error) {
 	}
 	return &c, nil
 }
+
+// VerifyLoginProof verifies the proof of a login grant (spec.md §4.5): a
+// client frame signed by the login key rec.JWK, with a sid of its own (a
+// fresh UUID per proof, so that any number of processes can prove at once
+// without sharing a seq) and rec.Subject. It runs the whole of §7 as the
+// one frame of the session that sid names: its replay state is the
+// proof's own, and lasts until the proof is stale (its ts + skew, at most
+// rec.Expiry), so a proof is usable once; step 9 checks rec.Expiry (the
+// end of the login) and the revocation of rec.TokenID and rec.Subject (as
+// of rec.IssuedAt); step 10 applies the policy to its act. It returns the
+// verified frame; the caller checks act and body. Errors are *Error values.
+func (v *Verifier) VerifyLoginProof(ctx context.Context, rec SessionRecord, frame []byte) (*Message, error) {
+	key, err := ParsePublicJWK(rec.JWK)
+	if err != nil {
+		return nil, wrapErr(CodeInternal, err, "the stored login key does not parse")
+	}
+	// The proof names its own sid: read it (and ts) before the signature
+	// is verified, as a hello's key is; the signature, checked next, covers
+	// both.
+	env, perr := unsafeEnvelope(frame)
+	if perr != nil {
+		return nil, perr
+	}
+	expiry := rec.Expiry
+	if end := env.Time().Add(v.cfg.Skew); end.Before(expiry) {
+		expiry = end
+	}
+	s := &Session{
+		id: env.Session, subject: rec.Subject, roles: rec.Roles, key: boundKey(key), jwk: rec.JWK,
+		tokenID: rec.TokenID, issuedAt: rec.IssuedAt, expiry: expiry,
+	}
+	m, perr := v.verify(ctx, frame, s)
+	if perr != nil {
+		return nil, perr
+	}
+	return m, nil
+}

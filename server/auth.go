@@ -10,6 +10,7 @@ import (
 const (
 	GrantPassword = protocol.GrantPassword // username and password, checked by a users file
 	GrantExternal = protocol.GrantExternal // a JWT assertion from a trusted identity provider
+	GrantLogin    = protocol.GrantLogin    // a login token and a proof signed by its login key (login.go)
 )
 
 // Credentials are what a client presented to /v1/token.

@@ -23,6 +23,12 @@ type RefreshRecord struct {
 	TokenIat time.Time // iat of that session token
 	TokenExp time.Time // exp of that session token
 	Expires  time.Time // end of the family's lifetime
+	// Login marks the record of a login (spec.md §4.5): its hash is the
+	// login token's, Session the login's own id, JKT and JWK the login
+	// key's, TokenIat the time of the login. It is read with Get to mint
+	// sessions and never used (consumed); Use and RevokeFamily treat it as
+	// any token of its family.
+	Login bool
 }
 
 // RefreshStore stores refresh tokens. Implementations must be safe for
@@ -149,11 +155,26 @@ func (m *MemoryRefreshStore) Create(_ context.Context, rec RefreshRecord) error 
 		f.jtis = append(f.jtis, rec.TokenID)
 	}
 	if len(f.hashes) > maxFamilyTokens {
-		// A family rotated this often forgets its oldest used tokens
-		// (presenting one is then ErrRefreshInvalid) and their jtis (those
-		// session tokens expired long ago).
-		delete(m.tokens, f.hashes[0])
-		f.hashes = append(f.hashes[:0:0], f.hashes[1:]...)
+		// A family rotated this often, or a login that minted this many
+		// sessions, forgets one token (presenting it is then
+		// ErrRefreshInvalid): its oldest used one, else its oldest one
+		// that is not the login's. Their jtis go too (those session tokens
+		// expired long ago).
+		drop := -1
+		for i, h := range f.hashes {
+			t := m.tokens[h]
+			if t == nil || t.used {
+				drop = i
+				break
+			}
+			if drop < 0 && !t.rec.Login {
+				drop = i
+			}
+		}
+		if drop >= 0 {
+			delete(m.tokens, f.hashes[drop])
+			f.hashes = append(f.hashes[:drop:drop], f.hashes[drop+1:]...)
+		}
 	}
 	if len(f.jtis) > maxFamilyTokens {
 		f.jtis = append(f.jtis[:0:0], f.jtis[1:]...)

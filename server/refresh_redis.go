@@ -24,7 +24,8 @@ import (
 //	                                 strict JSON), e:<hash> (its expiry, Unix
 //	                                 ms) and u:<hash> (used); per family
 //	                                 t:<family> (its token hashes), x:<family>
-//	                                 (its expiry) and v:<family> (revoked)
+//	                                 (its expiry) and v:<family> (revoked);
+//	                                 l:<hash> marks a login's record
 //	<prefix>refresh:{<sub>}:order    sorted set of the families, oldest first
 //	<prefix>refresh:tok:<hash>       the subject and family of a token
 //	<prefix>refresh:fam:<family>     the subject of a family
@@ -36,6 +37,11 @@ import (
 // Every key expires with the last family it serves (TTLs computed on the
 // node's clock), and a family whose expiry has passed is refused at once
 // and its fields are removed at the subject's next Create.
+//
+// A family keeps at most 1,024 tokens, as MemoryRefreshStore's do: beyond,
+// Create forgets its oldest used token, else its oldest that is not a
+// login's (spec.md §4.5), so that a login that mints many sessions keeps
+// its login token.
 //
 // A subject holds at most Max live (unexpired, unrevoked) families: Create
 // of a new family beyond that evicts the oldest live ones. An evicted
@@ -77,6 +83,7 @@ type refreshWire struct {
 	TokenIat time.Time `json:"iat"`
 	TokenExp time.Time `json:"exp"`
 	Expires  time.Time `json:"expires"`
+	Login    bool      `json:"login,omitempty"`
 }
 
 // decodeRefreshRecord reads a stored record strictly: strict JSON, no
@@ -111,16 +118,20 @@ func (s *RedisRefreshStore) familyKey(family string) string {
 //
 // KEYS[1] the subject's hash, KEYS[2] its order set.
 // ARGV[1] token hash, ARGV[2] family, ARGV[3] record, ARGV[4] the record's
-// expiry (Unix ms), ARGV[5] now (Unix ms), ARGV[6] the cap, ARGV[7] TTL (ms).
+// expiry (Unix ms), ARGV[5] now (Unix ms), ARGV[6] the cap, ARGV[7] TTL (ms),
+// ARGV[8] "1" for a login's record, ARGV[9] the most tokens a family keeps:
+// beyond, it forgets its oldest used token, else its oldest that is not a
+// login's (l:<hash>), as MemoryRefreshStore does.
 // Returns the token hashes and the families it forgot, for their indexes.
 var refreshCreateScript = rueidis.NewLuaScript(`
 local U, O = KEYS[1], KEYS[2]
 local h, f = ARGV[1], ARGV[2]
 local exp, now, cap, ttl = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+local maxtok = tonumber(ARGV[9])
 local toks, fams = {}, {}
 local function forget(fam)
   for t in string.gmatch(redis.call('HGET', U, 't:'..fam) or '', '%S+') do
-    redis.call('HDEL', U, 'r:'..t, 'e:'..t, 'u:'..t)
+    redis.call('HDEL', U, 'r:'..t, 'e:'..t, 'u:'..t, 'l:'..t)
     table.insert(toks, t)
   end
   redis.call('HDEL', U, 't:'..fam, 'x:'..fam, 'v:'..fam)
@@ -134,6 +145,22 @@ end
 local new = redis.call('HEXISTS', U, 'x:'..f) == 0
 local list = redis.call('HGET', U, 't:'..f)
 redis.call('HSET', U, 'r:'..h, ARGV[3], 'e:'..h, ARGV[4], 't:'..f, list and (list..' '..h) or h)
+if ARGV[8] == '1' then redis.call('HSET', U, 'l:'..h, '1') end
+local all = {}
+for t in string.gmatch(redis.call('HGET', U, 't:'..f), '%S+') do table.insert(all, t) end
+if #all > maxtok then
+  local drop
+  for i, t in ipairs(all) do
+    if redis.call('HEXISTS', U, 'u:'..t) == 1 then drop = i break end
+    if not drop and redis.call('HEXISTS', U, 'l:'..t) == 0 then drop = i end
+  end
+  if drop then
+    local t = table.remove(all, drop)
+    redis.call('HDEL', U, 'r:'..t, 'e:'..t, 'u:'..t, 'l:'..t)
+    redis.call('HSET', U, 't:'..f, table.concat(all, ' '))
+    table.insert(toks, t)
+  end
+end
 if new or exp > tonumber(redis.call('HGET', U, 'x:'..f)) then redis.call('HSET', U, 'x:'..f, ARGV[4]) end
 if new then
   redis.call('ZADD', O, redis.call('HINCRBY', U, 'n', 1), f)
@@ -187,11 +214,16 @@ func (s *RedisRefreshStore) Create(ctx context.Context, rec RefreshRecord) error
 	}
 	sub, fam, hash := redisKeyPart(rec.Subject), redisKeyPart(rec.Family), redisKeyPart(rec.Hash)
 	ttl := s.r.ttl(rec.Expires)
+	loginFlag := "0"
+	if rec.Login {
+		loginFlag = "1"
+	}
 	return s.r.call(ctx, "refresh.create", func(ctx context.Context) error {
 		c := s.r.client
 		res, err := refreshCreateScript.Exec(ctx, c, []string{s.userKey(sub), s.orderKey(sub)}, []string{
 			hash, fam, string(data), strconv.FormatInt(rec.Expires.UnixMilli(), 10),
 			strconv.FormatInt(s.r.now().UnixMilli(), 10), strconv.Itoa(s.max), strconv.FormatInt(ttl, 10),
+			loginFlag, strconv.Itoa(maxFamilyTokens),
 		}).ToArray()
 		if err != nil {
 			return err

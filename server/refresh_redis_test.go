@@ -33,7 +33,8 @@ func newRefresh(t testing.TB, sub, family string, expires time.Time) (string, Re
 func sameRecord(a, b RefreshRecord) bool {
 	return a.Hash == b.Hash && a.Family == b.Family && a.Session == b.Session && a.Subject == b.Subject &&
 		reflect.DeepEqual(a.Roles, b.Roles) && a.JKT == b.JKT && string(a.JWK) == string(b.JWK) &&
-		a.TokenID == b.TokenID && a.TokenIat.Equal(b.TokenIat) && a.TokenExp.Equal(b.TokenExp) && a.Expires.Equal(b.Expires)
+		a.TokenID == b.TokenID && a.TokenIat.Equal(b.TokenIat) && a.TokenExp.Equal(b.TokenExp) && a.Expires.Equal(b.Expires) &&
+		a.Login == b.Login
 }
 
 // A sequence of operations spread over two nodes gives the same records and
@@ -270,6 +271,7 @@ func testRefreshExpiry(t *testing.T, e redisEnv) {
 // Stored records are strict JSON with every field of RefreshRecord.
 func TestRedisRefreshRecordStrict(t *testing.T) {
 	_, rec := newRefresh(t, "dave", "", time.Now().Add(time.Hour))
+	rec.Login = true
 	// Every field set, so a field the wire form dropped would show.
 	v := reflect.ValueOf(rec)
 	for i := range v.NumField() {

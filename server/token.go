@@ -61,13 +61,19 @@ func (s *Server) TokenHandler() http.Handler {
 	})
 }
 
-func (s *Server) token(r *http.Request) (*TokenResponse, *apiError) {
+func (s *Server) token(r *http.Request) (any, *apiError) {
 	var req protocol.TokenRequest
 	if aerr := decodeRequest(r, &req); aerr != nil {
 		return nil, aerr
 	}
+	if req.GrantType == GrantLogin {
+		return s.loginGrant(r, &req) // login.go; not rate-limited, as /v1/refresh
+	}
 	if req.GrantType != GrantPassword && req.GrantType != GrantExternal {
-		return nil, newAPIError(http.StatusBadRequest, ErrCodeUnsupported, "grant_type must be password or external")
+		return nil, newAPIError(http.StatusBadRequest, ErrCodeUnsupported, "grant_type must be password, external or login")
+	}
+	if req.LoginToken != "" || req.Proof != "" {
+		return nil, newAPIError(http.StatusBadRequest, ErrCodeInvalidRequest, "login_token and proof belong to the login grant")
 	}
 	if len(req.JWK) == 0 {
 		return nil, newAPIError(http.StatusBadRequest, ErrCodeInvalidRequest, "jwk is required")
@@ -119,6 +125,9 @@ func (s *Server) token(r *http.Request) (*TokenResponse, *apiError) {
 	}
 	jwk, _ := key.MarshalJSON()
 	jwk = bytes.Clone(jwk) // exact size: it is kept for the refresh family's lifetime
+	if req.Login {
+		return s.issueLogin(r, id, key.Thumbprint(), jwk) // login.go
+	}
 	res, err := s.issue(r.Context(), id.Subject, id.Roles, key.Thumbprint(), jwk, "", "", time.Time{})
 	if err != nil {
 		s.log.Error("issuing a token failed", "err", err)
@@ -185,7 +194,7 @@ func (s *Server) rotateRefresh(ctx context.Context, token, sid, jkt string, self
 	if aerr != nil {
 		return nil, aerr
 	}
-	if peek.Session != sid || peek.JKT != jkt {
+	if peek.Login || peek.Session != sid || peek.JKT != jkt { // a login token is not a refresh token
 		return nil, invalidGrant()
 	}
 	rec, err := s.cfg.Refresh.Use(ctx, HashRefreshToken(token))
@@ -218,8 +227,16 @@ func (s *Server) rotateRefresh(ctx context.Context, token, sid, jkt string, self
 // revocation. The sockets are closed whatever the stores answer.
 func (s *Server) refreshReused(ctx context.Context, rec RefreshRecord, self *conn) error {
 	s.log.Warn("refresh token reuse: revoking the family", "sub", rec.Subject, "sid", rec.Session)
+	var jtis []string
 	defer func() {
-		for _, c := range s.hub.conns(func(c *conn) bool { return c.sid == rec.Session && c != self }) {
+		// The session's sockets, and those of every other session of the
+		// family whose current token was revoked with it (the sessions of
+		// one login, spec.md §4.5).
+		revoked := make(map[string]bool, len(jtis))
+		for _, j := range jtis {
+			revoked[j] = true
+		}
+		for _, c := range s.hub.conns(func(c *conn) bool { return c != self && (c.sid == rec.Session || revoked[c.tokenID()]) }) {
 			c.close(protocol.CloseRevoked, "revoked", false)
 		}
 	}()
@@ -271,6 +288,9 @@ func (s *Server) httpRefresh(ctx context.Context, req protocol.RefreshRequest) (
 	rec, aerr := s.peekRefresh(ctx, req.RefreshToken)
 	if aerr != nil {
 		return nil, aerr
+	}
+	if rec.Login {
+		return nil, invalidGrant() // a login token mints sessions with the login grant only
 	}
 	_, m, err := s.keys().verifier.VerifyRecordProof(ctx, protocol.SessionRecord{
 		ID: rec.Session, Subject: rec.Subject, Roles: rec.Roles, JWK: rec.JWK,

@@ -19,7 +19,7 @@ import (
 
 // TestLoginSendListen runs the client commands against an in-process
 // server: login stores 0600 credentials, listen prints verified messages,
-// send publishes them, and stored sessions are reused across processes.
+// send publishes them, and one stored login serves every later command.
 func TestLoginSendListen(t *testing.T) {
 	url := testServer(t)
 	dir := t.TempDir()
@@ -99,8 +99,7 @@ func TestLoginSendListen(t *testing.T) {
 		t.Fatalf("texts %v", texts)
 	}
 	checkVerifyArchive(t, url, lout.String(), len(texts))
-	// The stored sessions keep working in later processes (rotated refresh
-	// tokens and seq were saved).
+	// The stored logins keep working in later commands.
 	send("rooms.cli", "again")
 	var lout2 bytes.Buffer
 	if err := runSendThenListenOnce(t, url, aliceFile, &lout2); err != nil {
@@ -165,6 +164,31 @@ func checkVerifyArchive(t *testing.T, url, archive string, n int) {
 	}
 	if !strings.Contains(out.String(), fmt.Sprintf("FAIL line %d: bad_signature", n)) || !strings.Contains(out.String(), fmt.Sprintf("%d verified, 1 failed", n-1)) {
 		t.Fatalf("tampered archive: %s", out.String())
+	}
+	// The evidence intact, but the record's plain body, sender or channel
+	// edited: the line fails, and the edited text is never printed as ok.
+	for _, edit := range [][2]string{
+		{`"text":"line two"`, `"text":"line 2, edited"`},
+		{`"from":"bob"`, `"from":"alice"`},
+		{`"channel":"rooms.cli"`, `"channel":"rooms.other"`},
+	} {
+		recs := strings.Split(strings.TrimSpace(archive), "\n")
+		if !strings.Contains(recs[n-1], edit[0]) {
+			t.Fatalf("last record %s lacks %s", recs[n-1], edit[0])
+		}
+		recs[n-1] = strings.Replace(recs[n-1], edit[0], edit[1], 1)
+		out.Reset()
+		if code := run([]string{"verify", "--jwks", jwksFile}, strings.NewReader(strings.Join(recs, "\n")), &out, &errb); code != 1 {
+			t.Fatalf("edited record (%s): exit %d %s", edit[1], code, out.String())
+		}
+		field := strings.Trim(strings.SplitN(edit[0], ":", 2)[0], `"`)
+		if field == "text" {
+			field = "body"
+		}
+		if !strings.Contains(out.String(), fmt.Sprintf("FAIL line %d: the record's %s differs from the signed evidence", n, field)) ||
+			strings.Contains(out.String(), "edited") || !strings.Contains(out.String(), fmt.Sprintf("%d verified, 1 failed", n-1)) {
+			t.Fatalf("edited record (%s): %s", edit[1], out.String())
+		}
 	}
 }
 

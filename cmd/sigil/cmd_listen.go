@@ -3,8 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -18,16 +16,21 @@ import (
 // verified message of the channel — the sender (verified end to end), the
 // time and the body — until interrupted.
 func runListen(ctx context.Context, args []string, stdout io.Writer) error {
-	fs := flag.NewFlagSet("listen", flag.ContinueOnError)
+	fs := newFlagSet("listen", "[flags] CHANNEL", `
+Prints every message of CHANNEL, verified end to end (the sender's own
+signature), until interrupted or --count messages; --json prints one
+record per line with the server's signed delivery as evidence, for sigil
+verify.`)
 	file := fs.String("credentials", defaultCredentialsPath(), "credentials file written by sigil login")
 	asJSON := fs.Bool("json", false, "print one JSON object per message")
 	encrypt := fs.Bool("encrypt", false, "ask for body encryption (spec.md §11)")
 	insecure := fs.Bool("insecure-plaintext", false, "allow ws:// to a non-loopback host")
+	count := fs.Int("count", 0, "exit after this many messages (0: run until interrupted)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if fs.NArg() != 1 {
-		return errors.New("usage: sigil listen [--json] CHANNEL")
+	if fs.NArg() != 1 || *count < 0 {
+		return badUsage(fs, "listen takes one CHANNEL and a --count of 0 or more")
 	}
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt)
 	defer stop()
@@ -43,14 +46,16 @@ func runListen(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
+	// Scripts wait for this line before they send (stdout has only messages).
+	fmt.Fprintf(os.Stderr, "sigil: listening to %s as %s (Ctrl-C to stop)\n", fs.Arg(0), c.Token().Subject)
 	enc := json.NewEncoder(stdout)
-	for {
+	for n := 0; *count == 0 || n < *count; n++ {
 		m, err := sub.Next(ctx)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil // interrupted
 			}
-			return err
+			return loginHint(err)
 		}
 		if *asJSON {
 			if err := enc.Encode(listenRecord(m)); err != nil {
@@ -70,6 +75,7 @@ func runListen(ctx context.Context, args []string, stdout io.Writer) error {
 		}
 		fmt.Fprintf(stdout, "%s %s: %s\n", m.Time.Local().Format(time.DateTime), m.From, body)
 	}
+	return nil
 }
 
 type listenJSON struct {

@@ -1,11 +1,9 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -19,18 +17,18 @@ import (
 	"github.com/sigil-ws/sigil/protocol"
 )
 
-// credentials is the file sigil login writes and send/listen use: enough to
-// renew the session over /v1/refresh without the password. It holds the
-// session's private key and refresh token: it is written with mode 0600.
+// credentials is the file sigil login writes and send/listen read: a
+// login (spec.md §4.5) from which every command mints a session of its
+// own, so that any number of them can run at once. It holds the login key
+// and the login token: it is written with mode 0600, and never rewritten
+// by the commands that use it.
 type credentials struct {
-	Server        string          `json:"server"`        // WebSocket URL
-	Session       string          `json:"sid"`           // session id
-	Subject       string          `json:"sub"`           // user
-	Roles         []string        `json:"roles"`         // roles at login
-	Key           json.RawMessage `json:"key"`           // private session JWK (secret)
-	RefreshToken  string          `json:"refresh_token"` // single-use, rotated on every use (secret)
-	RefreshExpiry int64           `json:"refresh_expires_at,omitempty"`
-	Seq           uint64          `json:"seq"` // last seq used by the session
+	Server     string          `json:"server"`      // WebSocket URL
+	Subject    string          `json:"sub"`         // user
+	Roles      []string        `json:"roles"`       // roles at login
+	Key        json.RawMessage `json:"key"`         // private login JWK (secret)
+	LoginToken string          `json:"login_token"` // bound to the login key (secret)
+	Expiry     int64           `json:"expires_at"`  // end of the login, Unix ms
 }
 
 func defaultCredentialsPath() string {
@@ -47,7 +45,11 @@ func defaultCredentialsPath() string {
 // runLogin implements "sigil login --server URL --user NAME" (password on
 // stdin): it obtains a session and stores its refresh token and key.
 func runLogin(ctx context.Context, args []string, stdin io.Reader, stdout io.Writer) error {
-	fs := flag.NewFlagSet("login", flag.ContinueOnError)
+	fs := newFlagSet("login", "--server URL --user NAME [flags]", `
+Signs in and keeps a login in the credentials file (mode 0600): every later
+send or listen mints a session of its own from it (spec.md §4.5), so any
+number of them can run at once. The password is asked for without echo on
+a terminal, or read from the first line of stdin.`)
 	server := fs.String("server", os.Getenv("SIGIL_SERVER"), "server URL (wss://host/v1/ws or https://host); env SIGIL_SERVER")
 	user := fs.String("user", "", "user name")
 	file := fs.String("credentials", defaultCredentialsPath(), "credentials file (written with mode 0600); env SIGIL_CREDENTIALS")
@@ -56,14 +58,16 @@ func runLogin(ctx context.Context, args []string, stdin io.Reader, stdout io.Wri
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if *server == "" || *user == "" || fs.NArg() != 0 {
-		return errors.New("usage: sigil login --server URL --user NAME   (password on stdin)")
+	if *server == "" || *user == "" {
+		return badUsage(fs, "login needs --server and --user")
 	}
-	line, err := bufio.NewReader(stdin).ReadString('\n')
-	if err != nil && (err != io.EOF || line == "") {
-		return fmt.Errorf("reading the password from stdin: %w", err)
+	if fs.NArg() != 0 {
+		return badUsage(fs, "login takes no arguments, got %q", fs.Args())
 	}
-	password := strings.TrimRight(line, "\r\n")
+	password, err := readPassword(stdin, fmt.Sprintf("password for %s: ", *user), false)
+	if err != nil {
+		return err
+	}
 	var a jose.SignatureAlgorithm
 	switch *alg {
 	case "EdDSA":
@@ -79,57 +83,33 @@ func runLogin(ctx context.Context, args []string, stdin io.Reader, stdout io.Wri
 	}
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	tok, err := client.Password(*user, password).Token(ctx, &client.TokenRequest{BaseURL: base, HTTPClient: cliHTTPClient(), Algorithm: a})
+	l, err := client.LogIn(ctx, &client.TokenRequest{BaseURL: base, HTTPClient: cliHTTPClient(), Algorithm: a}, *user, password)
 	if err != nil {
 		return fmt.Errorf("login: %w", err)
 	}
-	if err := saveCredentials(*file, wsURL, *tok); err != nil {
+	if err := saveCredentials(*file, wsURL, *l); err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "logged in as %s (session %s); credentials in %s\n", tok.Subject, tok.Session, *file)
+	fmt.Fprintf(stdout, "logged in as %s until %s; credentials in %s\n", l.Subject, l.Expiry.Local().Format(time.DateTime), *file)
 	return nil
 }
 
-// clientEndpoints checks a server URL as the client does and returns the
-// WebSocket URL and the HTTP base.
+// clientEndpoints checks a server URL as the client does (client.Endpoints)
+// and returns the WebSocket URL and the HTTP base.
 func clientEndpoints(raw string, insecure bool) (wsURL, base string, err error) {
-	wsURL, base = raw, raw
-	switch {
-	case strings.HasPrefix(raw, "wss://"):
-		base = "https://" + strings.TrimPrefix(raw, "wss://")
-	case strings.HasPrefix(raw, "ws://"):
-		base = "http://" + strings.TrimPrefix(raw, "ws://")
-	case strings.HasPrefix(raw, "https://"):
-		wsURL = "wss://" + strings.TrimSuffix(strings.TrimPrefix(raw, "https://"), "/") + "/v1/ws"
-	case strings.HasPrefix(raw, "http://"):
-		wsURL = "ws://" + strings.TrimSuffix(strings.TrimPrefix(raw, "http://"), "/") + "/v1/ws"
-	default:
-		return "", "", fmt.Errorf("server URL %q: want wss://, ws://, https:// or http://", raw)
+	wsURL, base, err = client.Endpoints(raw, insecure)
+	if err != nil && !insecure && strings.Contains(err.Error(), "TLS is required") {
+		err = fmt.Errorf("%w (--insecure-plaintext to override)", err)
 	}
-	base = strings.TrimSuffix(strings.TrimSuffix(base, "/"), "/v1/ws")
-	if !insecure && strings.HasPrefix(base, "http://") {
-		host := strings.TrimPrefix(base, "http://")
-		if i := strings.LastIndexByte(host, ':'); i >= 0 && !strings.HasSuffix(host, "]") {
-			host = host[:i]
-		}
-		host = strings.Trim(host, "[]")
-		if host != "localhost" && !strings.HasPrefix(host, "127.") && host != "::1" {
-			return "", "", fmt.Errorf("plain http to %s: TLS is required except to loopback (--insecure-plaintext to override)", host)
-		}
-	}
-	return wsURL, base, nil
+	return wsURL, base, err
 }
 
-func saveCredentials(path, server string, t client.Token) error {
-	key, err := t.Key.MarshalPrivateJWK()
+func saveCredentials(path, server string, l client.Login) error {
+	key, err := l.Key.MarshalPrivateJWK()
 	if err != nil {
 		return err
 	}
-	cr := credentials{Server: server, Session: t.Session, Subject: t.Subject, Roles: t.Roles, Key: key,
-		RefreshToken: t.RefreshToken, Seq: t.Seq}
-	if !t.RefreshExpiry.IsZero() {
-		cr.RefreshExpiry = t.RefreshExpiry.UnixMilli()
-	}
+	cr := credentials{Server: server, Subject: l.Subject, Roles: l.Roles, Key: key, LoginToken: l.Token, Expiry: l.Expiry.UnixMilli()}
 	data, err := json.MarshalIndent(cr, "", "  ")
 	if err != nil {
 		return err
@@ -158,65 +138,67 @@ func saveCredentials(path, server string, t client.Token) error {
 	return os.Rename(f.Name(), path)
 }
 
-func loadCredentials(path string) (*credentials, client.Token, error) {
+// loginAgain is what every stored-credentials failure says to do.
+const loginAgain = "run `sigil login` again"
+
+func loadCredentials(path string, now time.Time) (*credentials, client.Login, error) {
 	var cr credentials
 	st, err := os.Stat(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, client.Login{}, fmt.Errorf("--credentials %s: no such file: run `sigil login` first", path)
+	}
 	if err != nil {
-		return nil, client.Token{}, fmt.Errorf("%w (run sigil login first)", err)
+		return nil, client.Login{}, fmt.Errorf("--credentials: %w", err)
 	}
 	if st.Mode().Perm()&0o077 != 0 {
-		return nil, client.Token{}, fmt.Errorf("%s is readable by others (mode %v): refusing to use it", path, st.Mode().Perm())
+		return nil, client.Login{}, fmt.Errorf("--credentials %s is readable by others (mode %v): refusing to use it; chmod 600 it, or %s", path, st.Mode().Perm(), loginAgain)
 	}
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return nil, client.Token{}, err
+		return nil, client.Login{}, fmt.Errorf("--credentials: %w", err)
 	}
-	if err := json.Unmarshal(data, &cr); err != nil {
-		return nil, client.Token{}, fmt.Errorf("%s: %w", path, err)
+	if err := protocol.DecodeBody(data, &cr); err != nil || cr.LoginToken == "" || cr.Subject == "" || cr.Server == "" {
+		return nil, client.Login{}, fmt.Errorf("--credentials %s: not a login written by this version of sigil: %s", path, loginAgain)
 	}
 	key, err := protocol.ParsePrivateJWK(cr.Key)
 	if err != nil {
-		return nil, client.Token{}, fmt.Errorf("%s: session key: %w", path, err)
+		return nil, client.Login{}, fmt.Errorf("--credentials %s: login key: %v: %s", path, err, loginAgain)
 	}
-	if cr.RefreshToken == "" || cr.Session == "" || cr.Subject == "" {
-		return nil, client.Token{}, fmt.Errorf("%s: incomplete credentials (run sigil login again)", path)
+	exp := time.UnixMilli(cr.Expiry)
+	if !now.Before(exp) {
+		return nil, client.Login{}, fmt.Errorf("your login as %s expired at %s: %s", cr.Subject, exp.Local().Format(time.DateTime), loginAgain)
 	}
-	t := client.Token{RefreshToken: cr.RefreshToken, Key: key, Session: cr.Session, Subject: cr.Subject, Roles: cr.Roles, Seq: cr.Seq}
-	return &cr, t, nil
+	return &cr, client.Login{Token: cr.LoginToken, Key: key, Subject: cr.Subject, Roles: cr.Roles, Expiry: exp}, nil
 }
 
-// dialStored connects with stored credentials, saving every rotated
-// refresh token (they are single-use) and the final seq.
+// dialStored connects with a session of its own, minted from the stored
+// login: any number of commands may do so at once.
 func dialStored(ctx context.Context, path string, encrypt, insecure bool) (*client.Client, func(), error) {
-	cr, tok, err := loadCredentials(path)
+	cr, l, err := loadCredentials(path, time.Now())
 	if err != nil {
 		return nil, nil, err
 	}
-	save := func(t client.Token) error { return saveCredentials(path, cr.Server, t) }
 	c, err := client.Dial(ctx, cr.Server, &client.Options{
-		Tokens:                 client.RefreshToken(tok, save),
+		Tokens:                 client.LoginSessions(l),
 		Encrypt:                encrypt,
 		HTTPClient:             cliHTTPClient(),
 		InsecureAllowPlaintext: insecure,
-		OnRefresh: func(t client.Token) {
-			if err := save(t); err != nil {
-				fmt.Fprintln(os.Stderr, "sigil: saving the rotated refresh token:", err)
-			}
-		},
 	})
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, loginHint(err)
 	}
-	done := func() {
-		t := c.Token()
-		c.Close()
-		if t.RefreshToken != "" {
-			if err := save(t); err != nil {
-				fmt.Fprintln(os.Stderr, "sigil: saving credentials:", err)
-			}
-		}
+	return c, func() { c.Close() }, nil
+}
+
+// loginHint adds what to do to an error that means the login is no
+// longer good: refused by the server (expired, revoked, or revoked with
+// its family after a refresh-token reuse).
+func loginHint(err error) error {
+	var he *client.HTTPError
+	if errors.As(err, &he) && he.Code == "invalid_grant" || errors.Is(err, client.ErrRevoked) || errors.Is(err, client.ErrRefreshFailed) {
+		return fmt.Errorf("%w: the login was revoked or has expired: %s", err, loginAgain)
 	}
-	return c, done, nil
+	return err
 }
 
 func cliHTTPClient() *http.Client { return &http.Client{Timeout: 30 * time.Second} }

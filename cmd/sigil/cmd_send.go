@@ -3,8 +3,6 @@ package main
 import (
 	"bufio"
 	"context"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"time"
@@ -14,7 +12,10 @@ import (
 // CHANNEL" (one message per non-empty line). Each message is published as
 // {"text": MESSAGE}, signed by the stored session's key.
 func runSend(ctx context.Context, args []string, stdin io.Reader, stdout io.Writer) error {
-	fs := flag.NewFlagSet("send", flag.ContinueOnError)
+	fs := newFlagSet("send", "[flags] CHANNEL MESSAGE\n--stdin [flags] CHANNEL", `
+Publishes MESSAGE to CHANNEL as {"text": MESSAGE}, signed by a session of
+its own minted from the login of sigil login; with --stdin, every
+non-empty line of stdin, one message each.`)
 	file := fs.String("credentials", defaultCredentialsPath(), "credentials file written by sigil login")
 	fromStdin := fs.Bool("stdin", false, "send every non-empty line of stdin as a message")
 	encrypt := fs.Bool("encrypt", false, "seal bodies (spec.md §11)")
@@ -24,7 +25,7 @@ func runSend(ctx context.Context, args []string, stdin io.Reader, stdout io.Writ
 		return err
 	}
 	if (*fromStdin && fs.NArg() != 1) || (!*fromStdin && fs.NArg() != 2) {
-		return errors.New("usage: sigil send CHANNEL MESSAGE | sigil send --stdin CHANNEL")
+		return badUsage(fs, "send takes CHANNEL MESSAGE, or CHANNEL with --stdin; got %d arguments", fs.NArg())
 	}
 	channel := fs.Arg(0)
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
@@ -43,7 +44,7 @@ func runSend(ctx context.Context, args []string, stdin io.Reader, stdout io.Writ
 		defer sub.Close()
 	}
 	send := func(text string) error {
-		return c.Publish(ctx, channel, map[string]string{"text": text})
+		return loginHint(c.Publish(ctx, channel, map[string]string{"text": text}))
 	}
 	if !*fromStdin {
 		return send(fs.Arg(1))

@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -22,6 +21,7 @@ import (
 // token and session key. Nothing but the server's JWKS is trusted.
 func runVerify(ctx context.Context, args []string, stdin io.Reader, stdout io.Writer) error {
 	fs := flag.NewFlagSet("verify", flag.ContinueOnError)
+	fs.SetOutput(os.Stderr)
 	jwksArg := fs.String("jwks", "", "the server's JWKS: a file, or the server's https:// URL (http:// only to loopback)")
 	tokenFile := fs.String("token", "", "client frame mode: a file holding the session token")
 	keyFile := fs.String("key", "", "client frame mode: a file holding the session public JWK")
@@ -33,9 +33,10 @@ func runVerify(ctx context.Context, args []string, stdin io.Reader, stdout io.Wr
 Verifies archived messages offline against the server's JWKS (spec.md §14).
 FILE (default stdin) holds compact frames or "sigil listen --json" records,
 one per line. Without --token, each is a deliver or direct frame: the
-server's signature, then the sender's own frame inside it. With --token and
---key, each is a client frame, checked against the token's subject and key.
-Exits 1 if any message fails.
+server's signature, then the sender's own frame inside it; a record's plain
+from, channel, id, time and body must say what its evidence says. With
+--token and --key, each is a client frame, checked against the token's
+subject and key. Exits 1 if any message fails.
 `)
 		fs.PrintDefaults()
 	}
@@ -43,8 +44,7 @@ Exits 1 if any message fails.
 		return err
 	}
 	if *jwksArg == "" || fs.NArg() > 1 || (*tokenFile == "") != (*keyFile == "") {
-		fs.Usage()
-		return errors.New("verify: --jwks is required; --token and --key go together")
+		return badUsage(fs, "verify needs --jwks and at most one FILE; --token and --key go together")
 	}
 	keys, err := loadJWKS(ctx, *jwksArg)
 	if err != nil {
@@ -55,11 +55,11 @@ Exits 1 if any message fails.
 	if *tokenFile != "" {
 		t, err := os.ReadFile(*tokenFile)
 		if err != nil {
-			return err
+			return fileError("--token", *tokenFile, nil, err)
 		}
 		token = strings.TrimSpace(string(t))
 		if jwk, err = os.ReadFile(*keyFile); err != nil {
-			return err
+			return fileError("--key", *keyFile, nil, err)
 		}
 	}
 	in := stdin
@@ -82,11 +82,10 @@ Exits 1 if any message fails.
 			continue
 		}
 		frame := text
+		var rec *listenJSON
 		if text[0] == '{' {
-			var rec struct {
-				Evidence string `json:"evidence"`
-			}
-			if err := json.Unmarshal(text, &rec); err != nil || rec.Evidence == "" {
+			rec = &listenJSON{}
+			if err := json.Unmarshal(text, rec); err != nil || rec.Evidence == "" {
 				fmt.Fprintf(stdout, "FAIL line %d: not a frame nor a listen --json record with evidence\n", line)
 				failed++
 				continue
@@ -103,6 +102,15 @@ Exits 1 if any message fails.
 			fmt.Fprintf(stdout, "FAIL line %d: %s: %v\n", line, protocol.CodeOf(err), err)
 			failed++
 			continue
+		}
+		if rec != nil {
+			// The record's plain fields are what a reader of the archive
+			// sees: each must say what the signed evidence says.
+			if what := recordMismatch(rec, ev); what != "" {
+				fmt.Fprintf(stdout, "FAIL line %d: the record's %s differs from the signed evidence\n", line, what)
+				failed++
+				continue
+			}
 		}
 		ok++
 		m := ev.Message
@@ -133,6 +141,38 @@ Exits 1 if any message fails.
 		return fmt.Errorf("verify: %d of %d messages failed", failed, ok+failed)
 	}
 	return nil
+}
+
+// recordMismatch names the first field of a listen --json record that
+// does not match its verified evidence, or returns "". An encrypted body
+// cannot be compared offline (no keys): its record says so with
+// "encrypted", and its plain body is not vouched for.
+func recordMismatch(rec *listenJSON, ev *protocol.Evidence) string {
+	m := ev.Message
+	switch {
+	case rec.From != ev.Subject || rec.Server != ev.FromServer:
+		return "from"
+	case rec.Channel != m.Channel:
+		return "channel"
+	case rec.ID != m.ID:
+		return "id"
+	case !rec.Time.Equal(m.Time()):
+		return "time"
+	case rec.Encrypted != (m.Enc != ""):
+		return "encrypted"
+	case m.Enc == "" && !sameJSON(rec.Body, m.Body):
+		return "body"
+	}
+	return ""
+}
+
+// sameJSON compares two JSON texts ignoring insignificant white space.
+func sameJSON(a, b []byte) bool {
+	var ca, cb bytes.Buffer
+	if json.Compact(&ca, a) != nil || json.Compact(&cb, b) != nil {
+		return false
+	}
+	return bytes.Equal(ca.Bytes(), cb.Bytes())
 }
 
 type verifyJSON struct {
@@ -188,12 +228,12 @@ func loadJWKS(ctx context.Context, arg string) (*protocol.KeySet, error) {
 	} else {
 		var err error
 		if data, err = os.ReadFile(arg); err != nil {
-			return nil, err
+			return nil, fileError("--jwks", arg, nil, err)
 		}
 	}
 	keys, err := protocol.ParseKeySet(data)
 	if err != nil {
-		return nil, fmt.Errorf("JWKS %s: %w", arg, err)
+		return nil, fileError("--jwks", arg, data, err)
 	}
 	return keys, nil
 }

@@ -61,11 +61,11 @@ func applySources(fs *flag.FlagSet, configPath string, getenv func(string) strin
 	if configPath != "" {
 		data, err := os.ReadFile(configPath)
 		if err != nil {
-			return err
+			return fileError("--config", configPath, nil, err)
 		}
 		file, err = parseConfigFile(data, func(n string) bool { return fs.Lookup(n) != nil && n != "config" })
 		if err != nil {
-			return err
+			return fileError("--config", configPath, data, err)
 		}
 	}
 	var err error

@@ -2,7 +2,6 @@ package main
 
 import (
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -18,6 +17,10 @@ import (
 // *.jwk files of dataDir/keys in name order, generating the first one on
 // first start.
 func loadKeys(files []string, dataDir string, stderr io.Writer) ([]*protocol.PrivateKey, error) {
+	setting := "--key-files" // the setting the files come from, for errors
+	if len(files) == 0 {
+		setting = "--data-dir"
+	}
 	if len(files) == 0 {
 		dir := filepath.Join(dataDir, "keys")
 		if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -41,12 +44,13 @@ func loadKeys(files []string, dataDir string, stderr io.Writer) ([]*protocol.Pri
 	for _, f := range files {
 		data, err := os.ReadFile(f)
 		if err != nil {
-			return nil, err
+			return nil, fileError(setting, f, nil, err)
 		}
 		k, err := protocol.ParsePrivateJWK(data)
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", f, err)
+			return nil, fileError(setting, f, data, err)
 		}
+		warnReadable(stderr, "signing key", f)
 		keys = append(keys, k)
 	}
 	return keys, nil
@@ -88,12 +92,17 @@ func writeKey(path string, alg jose.SignatureAlgorithm) error {
 }
 
 func keygen(args []string, stdout io.Writer) error {
-	fs := flag.NewFlagSet("keygen", flag.ContinueOnError)
+	fs := newFlagSet("keygen", "[--data-dir DIR | --out FILE] [--alg EdDSA|ES256]", `
+Creates a signing key: the next NNNN.jwk of <data-dir>/keys, which signs
+after the server's next start (the older keys still verify), or --out.`)
 	dataDir := fs.String("data-dir", "sigil-data", "data directory; the key is added to <data-dir>/keys and signs after the next start")
 	out := fs.String("out", "", "write the key to this file instead")
 	alg := fs.String("alg", "EdDSA", "EdDSA or ES256")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if fs.NArg() != 0 {
+		return badUsage(fs, "keygen takes no arguments, got %q", fs.Args())
 	}
 	a := jose.SignatureAlgorithm(*alg)
 	if a != protocol.EdDSA && a != protocol.ES256 {

@@ -95,11 +95,17 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	if fs.NArg() != 0 {
+		return badUsage(fs, "serve takes no arguments, got %q (flags go before them?)", fs.Args())
+	}
 	cfgPath := f.config
 	if cfgPath == "" {
 		cfgPath = os.Getenv("SIGIL_CONFIG")
 	}
 	if err := applySources(fs, cfgPath, os.Getenv); err != nil {
+		return err
+	}
+	if err := checkServeFlags(&f); err != nil {
 		return err
 	}
 	var level slog.Level
@@ -119,14 +125,12 @@ func serve(args []string, stdout, stderr io.Writer) error {
 		MaxRefreshFamilies: f.maxFamilies, PasswordHashMemory: int64(f.hashMemoryMiB) << 20, HTTP: f.http,
 	}
 	if f.policy != "" {
-		data, err := os.ReadFile(f.policy)
-		if err != nil {
-			return err
-		}
-		if cfg.Policy, err = protocol.ParsePolicy(data); err != nil {
+		var err error
+		if cfg.Policy, err = readPolicy(f.policy); err != nil {
 			return err
 		}
 	}
+	var usersDoc *server.UsersDoc // for the policy's warnings
 	var auth server.Authenticators
 	var demoPasswords [][2]string
 	addr := f.addr
@@ -172,11 +176,18 @@ func serve(args []string, stdout, stderr io.Writer) error {
 			}
 		}
 		if users != "" {
-			u, err := server.NewUsersFile(users)
-			if err != nil {
+			if usersDoc, err = readUsers(users); err != nil {
 				return err
 			}
+			u, err := server.NewUsersFile(users)
+			if err != nil {
+				return fileError("--users", users, nil, err)
+			}
 			auth.Password = u
+		} else if f.extIssuer == "" {
+			log.Warn("no users file (--users, or " + f.dataDir + "/users.json) and no --external-issuer: nobody can log in; add a user with: sigil user add --users " + f.dataDir + "/users.json NAME")
+		} else {
+			log.Warn("no users file (--users, or " + f.dataDir + "/users.json): only --external-issuer logins")
 		}
 	}
 	if f.extIssuer != "" {
@@ -209,6 +220,10 @@ func serve(args []string, stdout, stderr io.Writer) error {
 		auth.External = x
 	}
 	cfg.Authenticator = auth
+	logWarnings(log, "settings", serveFlagWarnings(&f))
+	if cfg.Policy != nil {
+		logWarnings(log, "--policy "+f.policy, policyWarnings(cfg.Policy, usersDoc, f.extIssuer != ""))
+	}
 	log = log.With("node", f.node) // as the server's own lines
 	if f.redis.url != "" {
 		if f.demo {

@@ -1,9 +1,7 @@
 package main
 
 import (
-	"bufio"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -12,20 +10,48 @@ import (
 	"github.com/sigil-ws/sigil/server"
 )
 
+// userOps are the user subcommands: their synopsis and the flags that
+// apply to each.
+var userOps = map[string]struct {
+	synopsis, about string
+	flags           []string
+}{
+	"add":    {"[--users FILE] [--roles R1,R2] [--hash argon2id|bcrypt] NAME", "Adds a user; the password is asked for without echo on a terminal, or read from the first line of stdin (8 characters or more).", []string{"users", "roles", "hash"}},
+	"passwd": {"[--users FILE] [--hash argon2id|bcrypt] NAME", "Sets a user's password, read as for add.", []string{"users", "hash"}},
+	"remove": {"[--users FILE] NAME", "Removes a user.", []string{"users"}},
+}
+
+const userUsage = `usage: sigil user add [--users FILE] [--roles R1,R2] [--hash argon2id|bcrypt] NAME
+       sigil user passwd [--users FILE] [--hash argon2id|bcrypt] NAME
+       sigil user remove [--users FILE] NAME
+Run "sigil user OP -h" for the flags.
+`
+
 func userCmd(args []string, stdin io.Reader, stdout io.Writer) error {
 	if len(args) == 0 {
-		return errors.New("user: add, passwd or remove")
+		return &usageError{msg: "user needs an operation: add, passwd or remove\n" + userUsage}
 	}
 	op := args[0]
-	fs := flag.NewFlagSet("user "+op, flag.ContinueOnError)
-	users := fs.String("users", envOr("SIGIL_USERS", "sigil-data/users.json"), "users file")
-	roles := fs.String("roles", "user", "comma-separated roles (add)")
-	hash := fs.String("hash", "argon2id", "argon2id or bcrypt")
+	if op == "-h" || op == "--help" || op == "help" {
+		fmt.Fprint(stdout, userUsage)
+		return nil
+	}
+	spec, ok := userOps[op]
+	if !ok {
+		return &usageError{msg: fmt.Sprintf("user: unknown operation %q\n%s", op, userUsage)}
+	}
+	fs := newFlagSet("user "+op, spec.synopsis, spec.about)
+	users := fs.String("users", envOr("SIGIL_USERS", "sigil-data/users.json"), "users file; env SIGIL_USERS")
+	roles := fs.String("roles", "user", "comma-separated roles")
+	hash := fs.String("hash", "argon2id", "password hash: argon2id or bcrypt")
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
+	if err := onlyFlags(fs, "user "+op, spec.flags...); err != nil {
+		return err
+	}
 	if fs.NArg() != 1 {
-		return errors.New("user: exactly one NAME is required")
+		return badUsage(fs, "user %s takes exactly one NAME, got %d arguments", op, fs.NArg())
 	}
 	name := fs.Arg(0)
 	doc := &server.UsersDoc{}
@@ -33,20 +59,19 @@ func userCmd(args []string, stdin io.Reader, stdout io.Writer) error {
 	switch {
 	case err == nil:
 		if doc, err = server.ParseUsers(data); err != nil {
-			return err
+			return fileError("--users", *users, data, err)
 		}
 	case errors.Is(err, os.ErrNotExist) && op == "add":
 	default:
-		return err
+		return fileError("--users", *users, nil, err)
 	}
-	readPassword := func() (string, error) {
-		line, err := bufio.NewReader(stdin).ReadString('\n')
-		if err != nil && !errors.Is(err, io.EOF) {
+	newPassword := func() (string, error) {
+		pw, err := readPassword(stdin, fmt.Sprintf("new password for %s: ", name), true)
+		if err != nil {
 			return "", err
 		}
-		pw := strings.TrimRight(line, "\r\n")
 		if len(pw) < 8 {
-			return "", errors.New("the password (read from stdin) must have at least 8 characters")
+			return "", fmt.Errorf("the password must have at least 8 characters (it has %d)", len(pw))
 		}
 		return pw, nil
 	}
@@ -55,7 +80,7 @@ func userCmd(args []string, stdin io.Reader, stdout io.Writer) error {
 		if _, exists := doc.Lookup(name); exists {
 			return fmt.Errorf("user %q exists (use passwd)", name)
 		}
-		pw, err := readPassword()
+		pw, err := newPassword()
 		if err != nil {
 			return err
 		}
@@ -69,7 +94,7 @@ func userCmd(args []string, stdin io.Reader, stdout io.Writer) error {
 		if !ok {
 			return fmt.Errorf("no user %q", name)
 		}
-		pw, err := readPassword()
+		pw, err := newPassword()
 		if err != nil {
 			return err
 		}
