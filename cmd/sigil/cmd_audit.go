@@ -28,7 +28,7 @@ import (
 func runAudit(ctx context.Context, args []string, stdin io.Reader, stdout io.Writer) error {
 	if len(args) == 0 {
 		fmt.Fprint(stdout, auditUsage)
-		return errors.New("audit: a subcommand is required")
+		return &usageError{msg: "audit: a subcommand is required"}
 	}
 	switch args[0] {
 	case "verify":
@@ -44,7 +44,7 @@ func runAudit(ctx context.Context, args []string, stdin io.Reader, stdout io.Wri
 		return nil
 	}
 	fmt.Fprint(stdout, auditUsage)
-	return fmt.Errorf("audit: unknown subcommand %q", args[0])
+	return &usageError{msg: fmt.Sprintf("audit: unknown subcommand %q", args[0])}
 }
 
 const auditUsage = `usage:

@@ -36,6 +36,9 @@ func TestHelpAndUsage(t *testing.T) {
 		{[]string{"login", "--server", "http://127.0.0.1:1"}, 2, []string{"login needs --server and --user"}},
 		{[]string{"keygen", "extra"}, 2, []string{"keygen takes no arguments"}},
 		{[]string{"serve", "extra"}, 2, []string{"serve takes no arguments"}},
+		{[]string{"audit", "-h"}, 0, []string{"sigil audit verify", "sigil audit export"}},
+		{[]string{"audit", "frob"}, 2, []string{`unknown subcommand "frob"`}},
+		{[]string{"audit"}, 2, []string{"a subcommand is required"}},
 	} {
 		out, err := sigilExit(t, c.args...)
 		code := 0
