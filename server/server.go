@@ -149,6 +149,16 @@ func New(cfg Config) (*Server, error) {
 	if err := cfg.Broker.Start(s.hub); err != nil {
 		return nil, fmt.Errorf("broker: %w", err)
 	}
+	if cfg.History != nil {
+		if err := cfg.History.Start(cfg.Broker); err != nil {
+			s.cancel()
+			return nil, fmt.Errorf("history: %w", err)
+		}
+		if err := registerHistoryMetrics(cfg.Registerer, cfg.History); err != nil {
+			s.cancel()
+			return nil, err
+		}
+	}
 	if err := cfg.Presence.Start(cfg.Broker, s.hub.presenceEvent); err != nil {
 		s.cancel()
 		return nil, fmt.Errorf("presence: %w", err)
