@@ -162,9 +162,9 @@ func TestHistoryNotRecovered(t *testing.T) {
 		}
 	}
 	notRecovered(e, "other epoch", "rooms.w", protocol.Position{Epoch: "AAAAAAAAAAAAAAAA", Offset: 3}) // top 4
-	notRecovered(e, "ahead of the stream", "rooms.w", protocol.Position{Epoch: epoch, Offset: 50})   // top 5
-	bob.pubN("rooms.w", 6, 9)                                                                         // top 14, kept 5..14
-	notRecovered(e, "trimmed by size", "rooms.w", protocol.Position{Epoch: epoch, Offset: 3})         // top 15
+	notRecovered(e, "ahead of the stream", "rooms.w", protocol.Position{Epoch: epoch, Offset: 50})     // top 5
+	bob.pubN("rooms.w", 6, 9)                                                                          // top 14, kept 5..14
+	notRecovered(e, "trimmed by size", "rooms.w", protocol.Position{Epoch: epoch, Offset: 3})          // top 15
 	e.clock.Advance(61 * time.Second)
 	notRecovered(e, "trimmed by age", "rooms.w", protocol.Position{Epoch: epoch, Offset: 14}) // top 16
 	// Within the window: recovered.
