@@ -45,6 +45,8 @@ type Client struct {
 	sessKey    *protocol.ContentKey
 	chKeys     map[string]*protocol.ContentKey // newest key per channel
 	seen       map[string]time.Time            // delivered sender frames, for de-duplication
+	streams    map[string]*chanStream          // positions in the streams of channels with history (history.go)
+	subCids    map[string]string               // cid of a sub in flight -> its channel
 	seenOps    int
 	refreshing bool
 	err        error // why the client closed
@@ -56,7 +58,7 @@ type Client struct {
 	wg     sync.WaitGroup
 
 	stats struct {
-		rejected, reconnects, delivered, duplicates, refreshes atomic.Uint64
+		rejected, reconnects, delivered, duplicates, refreshes, gaps atomic.Uint64
 	}
 }
 
@@ -67,6 +69,7 @@ type Stats struct {
 	Delivered  uint64 // verified messages handed to subscriptions or the inbox
 	Duplicates uint64 // deliveries dropped because they were already delivered
 	Refreshes  uint64 // successful token refreshes
+	Gaps       uint64 // gaps reported: publications that could not be recovered (Gap)
 }
 
 // answer is the server's answer to a request.
@@ -241,6 +244,7 @@ func (c *Client) Stats() Stats {
 		Rejected: c.stats.rejected.Load(), Reconnects: c.stats.reconnects.Load(),
 		Delivered: c.stats.delivered.Load(), Duplicates: c.stats.duplicates.Load(),
 		Refreshes: c.stats.refreshes.Load(),
+		Gaps:      c.stats.gaps.Load(),
 	}
 }
 

@@ -149,6 +149,21 @@ type StoredDelivery struct {
 // frame is placed by its position, which the client checks against the
 // positions it has.
 func (f *FrameVerifier) VerifyStored(frame []byte, ch string) (*StoredDelivery, error) {
+	if ch == "" {
+		return nil, newErr(CodeWrongSession, "a stored frame needs its channel")
+	}
+	return f.verifyStored(frame, ch)
+}
+
+// VerifyLate is VerifyStored for a live deliver frame that failed
+// Verify only for being stale, whatever its channel: a client accepts it
+// if its position is the next one of the channel's stream (spec.md
+// §20.4), which the caller checks.
+func (f *FrameVerifier) VerifyLate(frame []byte) (*StoredDelivery, error) {
+	return f.verifyStored(frame, "")
+}
+
+func (f *FrameVerifier) verifyStored(frame []byte, ch string) (*StoredDelivery, error) {
 	max := f.MaxFrame
 	if max <= 0 {
 		max = 1 << 20
@@ -157,7 +172,10 @@ func (f *FrameVerifier) VerifyStored(frame []byte, ch string) (*StoredDelivery, 
 	if perr != nil {
 		return nil, perr
 	}
-	if env.Action != ActDeliver || env.Channel != ch || env.Session != "" || env.Corr != "" {
+	if ch == "" {
+		ch = env.Channel
+	}
+	if env.Action != ActDeliver || env.Channel == "" || env.Channel != ch || env.Session != "" || env.Corr != "" {
 		return nil, &Error{Code: CodeWrongSession, Message: "a stored frame is not a deliver frame of this channel", Ref: env.ID}
 	}
 	m := &Message{Envelope: *env, Frame: frame}
