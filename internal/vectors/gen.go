@@ -271,6 +271,7 @@ func Files() (map[string][]byte, error) {
 	g.wrapVectors()
 	g.jwkVectors()
 	g.specVectors()
+	g.historyVectors()
 	files := map[string][]byte{}
 	names := map[string]bool{}
 	for _, v := range g.out {
