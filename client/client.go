@@ -47,6 +47,7 @@ type Client struct {
 	seen       map[string]time.Time            // delivered sender frames, for de-duplication
 	streams    map[string]*chanStream          // positions in the streams of channels with history (history.go)
 	subCids    map[string]string               // cid of a sub in flight -> its channel
+	unacked    map[string]*unacked             // pub and dm frames sent and not answered, by cid (resend.go)
 	seenOps    int
 	refreshing bool
 	err        error // why the client closed
@@ -451,6 +452,11 @@ func (c *Client) redial(ctx context.Context, newToken bool) (*conn, error) {
 	}
 	c.online(cn, w)
 	if err := c.resubscribe(ctx, cn); err != nil {
+		cn.close()
+		<-cn.done
+		return nil, err
+	}
+	if err := c.resend(ctx, cn); err != nil {
 		cn.close()
 		<-cn.done
 		return nil, err

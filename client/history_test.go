@@ -3,7 +3,6 @@ package client_test
 import (
 	"encoding/json"
 	"errors"
-	"io"
 	"net"
 	"strings"
 	"sync"
@@ -21,9 +20,12 @@ type cutProxy struct {
 	l      net.Listener
 	target string
 
-	mu    sync.Mutex
-	down  bool
-	conns []net.Conn
+	mu       sync.Mutex
+	down     bool
+	conns    []net.Conn
+	dropUp   bool // swallow what the client sends
+	dropDown bool // swallow what the server sends
+	dropped  int  // bytes swallowed
 }
 
 func newCutProxy(t testing.TB, target string) *cutProxy {
@@ -58,15 +60,58 @@ func (p *cutProxy) serve() {
 		}
 		p.conns = append(p.conns, in, out)
 		p.mu.Unlock()
-		go func() { _, _ = io.Copy(out, in); out.Close() }()
-		go func() { _, _ = io.Copy(in, out); in.Close() }()
+		go func() { p.pipe(out, in, &p.dropUp); out.Close() }()
+		go func() { p.pipe(in, out, &p.dropDown); in.Close() }()
 	}
+}
+
+// pipe copies from src to dst, swallowing what arrives while *drop.
+func (p *cutProxy) pipe(dst, src net.Conn, drop *bool) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			p.mu.Lock()
+			d := *drop
+			if d {
+				p.dropped += n
+			}
+			p.mu.Unlock()
+			if !d {
+				if _, werr := dst.Write(buf[:n]); werr != nil {
+					return
+				}
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// swallow starts swallowing the traffic of one direction (up: from the
+// client).
+func (p *cutProxy) swallow(up bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if up {
+		p.dropUp = true
+	} else {
+		p.dropDown = true
+	}
+}
+
+func (p *cutProxy) swallowed() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.dropped
 }
 
 func (p *cutProxy) setDown(down bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.down = down
+	p.dropUp, p.dropDown, p.dropped = false, false, 0
 	if down {
 		for _, c := range p.conns {
 			c.Close()

@@ -235,7 +235,8 @@ func (c *Client) requestOn(ctx context.Context, cn *conn, signer *protocol.Clien
 			c.mu.Unlock()
 		}
 	}
-	if err := c.write(ctx, cn, signer, env); err != nil {
+	frame, err := c.writeFrame(ctx, cn, signer, env)
+	if err != nil {
 		forget()
 		select {
 		case <-c.done:
@@ -246,6 +247,9 @@ func (c *Client) requestOn(ctx context.Context, cn *conn, signer *protocol.Clien
 	}
 	if !want {
 		return nil, nil
+	}
+	if act == protocol.ActPub || act == protocol.ActDM {
+		return c.awaitResendable(ctx, cn, env, frame, ans, forget)
 	}
 	select {
 	case a := <-ans:

@@ -231,5 +231,13 @@ type HistoryRule struct {
 	TTL     int64  `json:"ttl"` // seconds; 0: no age limit
 }
 
+// DuplicateBody is the body of the reply to a copy of a pub or dm frame
+// that the server had accepted (spec.md §20.10): {"duplicate": true}. The
+// message was delivered once, with the first copy, and is not delivered
+// again.
+type DuplicateBody struct {
+	Duplicate bool `json:"duplicate"`
+}
+
 // MaxHistorySize bounds a HistoryRule's size.
 const MaxHistorySize = 1 << 20

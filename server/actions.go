@@ -17,16 +17,32 @@ func (c *conn) handle(frame []byte) {
 	m, err := ks.verifier.Verify(s.ctx, frame, c.sess)
 	s.m.verifySeconds.Observe(time.Since(t0).Seconds())
 	if err != nil {
+		if protocol.IsCode(err, protocol.CodeReplayID) && c.resent(frame) {
+			return // a copy of an accepted pub or dm, answered as it was
+		}
 		c.reject(frame, err)
 		return
 	}
 	s.m.accepted.Inc()
 	s.accepted.Add(1)
-	if perr := c.dispatch(m); perr != nil {
-		s.m.reject(perr.Code)
-		if perr.Ref == "" {
-			perr.Ref = m.ID
+	var end func(*protocol.Error)
+	if m.Action == protocol.ActPub || m.Action == protocol.ActDM {
+		end = s.outcomes.begin(c.sid, m, s.cfg.Now())
+	}
+	perr := c.dispatch(m)
+	if perr != nil && perr.Ref == "" {
+		perr.Ref = m.ID
+	}
+	if end != nil {
+		if perr != nil {
+			cp := *perr
+			end(&cp)
+		} else {
+			end(nil)
 		}
+	}
+	if perr != nil {
+		s.m.reject(perr.Code)
 		c.sendError(&m.Envelope, perr)
 	}
 }
