@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/sigil-ws/sigil/internal/sigiltest"
 	"github.com/sigil-ws/sigil/protocol"
 	"github.com/sigil-ws/sigil/server"
 )
@@ -36,13 +37,25 @@ func historyBenchPolicy(b testing.TB) *protocol.Policy {
 //     the stream's start, answered with 10,000 stored frames), against
 //     the live publish with history: "recovered-x-publish";
 //   - and the wall time of one such recovery ("recovery-ms").
-func BenchmarkHistory(b *testing.B) {
+func BenchmarkHistory(b *testing.B) { benchHistory(b, nil) }
+
+// BenchmarkHistoryRedis is BenchmarkHistory on one node of a cluster on
+// Redis: history in Redis Streams against a plain SPUBLISH.
+func BenchmarkHistoryRedis(b *testing.B) {
+	cc := newCluster(b, sigiltest.StartRedis(b).URL, "bench:", nil)
+	benchHistory(b, cc.Configure)
+}
+
+func benchHistory(b *testing.B, mod func(*server.Config)) {
 	const missed = 10000
 	e := newEnv(b, func(c *server.Config) {
 		c.HelloTimeout = 30 * time.Second
 		c.LoginFailuresPerAddress = 1 << 30
 		c.Policy = historyBenchPolicy(b)
 		c.SendQueue = 1 << 14
+		if mod != nil {
+			mod(c)
+		}
 	})
 	ch := startChild(b, "history", "SIGIL_URL="+e.url, "SIGIL_CONNS=1")
 	// Fill rooms.r with the 10,000 messages the recovering client missed.
