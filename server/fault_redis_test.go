@@ -123,6 +123,8 @@ type faultSubscriber struct {
 }
 
 func (s *faultSubscriber) run() {
+	// The subscribe's read deadline (recv's) must not end the count.
+	_ = s.c.ws.SetReadDeadline(time.Time{})
 	for {
 		_, data, err := s.c.ws.ReadMessage()
 		var m *protocol.Message
