@@ -54,7 +54,9 @@ func TestListenSince(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		var lout sigiltest.SyncBuffer
 		lerr := make(chan error, 1)
-		go func() { lerr <- runListen(ctx, []string{"--json", "--since", posFile, "--credentials", aliceFile, "rooms.since"}, &lout) }()
+		go func() {
+			lerr <- runListen(ctx, []string{"--json", "--since", posFile, "--credentials", aliceFile, "rooms.since"}, &lout)
+		}()
 		during()
 		deadline := time.Now().Add(20 * time.Second)
 		for !strings.Contains(lout.String(), `"`+until+`"`) {
