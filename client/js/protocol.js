@@ -452,6 +452,26 @@ export class FrameVerifier {
     this.ops = 0;
   }
 
+  /**
+   * verifyStored checks a deliver frame read from a channel's history
+   * (§20.4): form, header, signature under a JWKS key, strict claims,
+   * act deliver with ch (any ch when ch is null), no sid or cid, and a
+   * position. No freshness or id replay: the caller places it by its
+   * position. Returns {env, position}.
+   */
+  async verifyStored(frame, ch) {
+    const form = checkForm(frame, this.maxFrame, TYP_SERVER);
+    const key = this.keys.get(form.hdr.kid);
+    if (!key) fail('unknown_key', `kid ${JSON.stringify(form.hdr.kid)} is not in the server's JWKS`);
+    const env = envOrBadClaims(await verifySignature(form, key), false);
+    if (env.act !== 'deliver' || !env.ch || (ch !== null && env.ch !== ch) || 'sid' in env || 'cid' in env) {
+      fail('wrong_session', 'a stored frame is not a deliver frame of this channel', env.id);
+    }
+    const position = deliveryPosition(env);
+    if (!position) fail('bad_claims', 'a stored frame has no position', env.id);
+    return { env, position };
+  }
+
   /** remember records a server frame id as received at ts. */
   remember(id, ts = this.now()) {
     this.seen.set(id, ts + this.skewMs);
