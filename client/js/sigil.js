@@ -104,6 +104,7 @@ export class Client {
     this.channels = new Map(); // ch → Set(members)
     this.streams = new Map(); // ch → {epoch, offset, recoverTo, cid}: positions in channels with history (§20)
     this.subCids = new Map(); // cid of a sub in flight → ch
+    this.unacked = new Map(); // cid → {frame, seq, ts, resent}: pub and dm frames sent and not answered (§20.10)
     this.ring = null; // content keys (KeyRing) when encryption is on
     this.encryptOutgoing = false;
     if (this.opts.seal !== undefined) this.encWanted = !!this.opts.seal;
@@ -257,6 +258,7 @@ export class Client {
       const { frame, env } = await this.sign(fields);
       if (frame.length > this.maxFrame) throw new SigilError('too_large', `frame is over ${this.maxFrame} bytes`);
       this.ws.send(frame);
+      if ((env.act === 'pub' || env.act === 'dm') && env.cid) this.unacked.set(env.cid, { frame, seq: env.seq, ts: env.ts, resent: false });
       return env;
     });
     this.queue = p.catch(() => {});
@@ -531,11 +533,17 @@ export class Client {
           if (env.act === 'reply') this.#onSubReply(env);
         }
         const p = env.cid && this.pending.get(env.cid);
+        const u = env.cid && this.unacked.get(env.cid);
+        if (u) this.unacked.delete(env.cid);
         if (p) {
           this.pending.delete(env.cid);
           clearTimeout(p.timer);
           if (env.act === 'error') {
-            const e = new SigilError(b && b.code ? b.code : 'internal', b && b.message);
+            let e = new SigilError(b && b.code ? b.code : 'internal', b && b.message);
+            // The answer to a copy sent again after a lost connection (§20.10):
+            // replay_seq means certainly not accepted; replay_id or stale, unknown.
+            if (u && b && b.code === 'replay_seq') e = new SigilError('not_accepted', 'the server did not accept the message; sending it again is safe');
+            else if (u && u.resent && b && (b.code === 'replay_id' || b.code === 'stale')) e = new SigilError('connection_lost', 'the connection was lost before the answer; the outcome is unknown');
             if (b && b.ref) e.ref = b.ref;
             p.reject(e);
           } else {
@@ -793,12 +801,16 @@ export class Client {
     this.ws = null;
     const wasWelcomed = this.welcomed;
     this.welcomed = false;
+    const info = closeInfo(code);
     for (const [cid, p] of this.pending) {
+      // A pub or dm whose answer is lost waits for the reconnection, which
+      // sends it again (§20.10).
+      if (this.unacked.has(cid) && info.reconnect === 'backoff' && !this.ended) continue;
+      this.unacked.delete(cid);
       clearTimeout(p.timer);
       p.reject(new SigilError('closed', `connection closed (${code})`));
       this.pending.delete(cid);
     }
-    const info = closeInfo(code);
     const ev = { code, reason: reason || info.meaning, meaning: info.meaning, helloError: this.helloError };
     this.helloError = null;
     if (this.welcomeWaiter) {
@@ -834,10 +846,35 @@ export class Client {
         if (this.expiresAt - this.now() < 5000) await this.refresh();
         await this.connect();
         for (const ch of [...this.channels.keys()]) await this.subscribe(ch).catch(() => {});
+        this.#resend();
       } catch (e) {
         if (!this.ws && !this.ended && (!e.closeCode || closeInfo(e.closeCode).reconnect === 'backoff')) this.#reconnect();
       }
     }, delay);
+  }
+
+  // resend sends the unanswered pub and dm frames again, byte for byte, in
+  // seq order, while they are fresh (§20.10); the others are given up.
+  #resend() {
+    const list = [...this.unacked.entries()].sort((a, b) => a[1].seq - b[1].seq);
+    for (const [cid, u] of list) {
+      const p = this.pending.get(cid);
+      if (!p) {
+        this.unacked.delete(cid);
+        continue;
+      }
+      if (this.now() > u.ts + this.skewMs - 1000) {
+        this.unacked.delete(cid);
+        this.pending.delete(cid);
+        clearTimeout(p.timer);
+        p.reject(new SigilError('connection_lost', 'the connection was lost before the answer; the outcome is unknown'));
+        continue;
+      }
+      u.resent = true;
+      this.queue = this.queue.then(() => {
+        if (this.ws && this.ws.readyState === 1) this.ws.send(u.frame);
+      }).catch(() => {});
+    }
   }
 
   #logout(message, reason) {

@@ -92,3 +92,39 @@ test('a tampered stored frame is rejected', { timeout: 60_000 }, async () => {
   await assert.rejects(alice.verifier.verifyStored(r.frames[0], 'rooms.other'), (e) => e.code === 'wrong_session');
   alice.close();
 });
+
+test('a publish whose connection drops resolves exactly when it was delivered once', { timeout: 90_000 }, async () => {
+  const alice = new Client({ url: srv.url, WebSocket });
+  const bob = new Client({ url: srv.url, WebSocket });
+  const got = [];
+  alice.on('message', (m) => got.push(m.body.n));
+  await alice.login('alice', srv.users.alice);
+  await alice.connect();
+  await alice.subscribe('rooms.once');
+  await bob.login('bob', srv.users.bob);
+  await bob.connect();
+  const cut = async (i, prepare, before) => {
+    const states = [];
+    const off = bob.on('state', (s) => states.push(s));
+    prepare(bob.ws);
+    const p = bob.publish('rooms.once', { n: i }).then(() => 'accepted', (e) => e.code);
+    await before();
+    bob.ws.terminate();
+    const o = await p;
+    await until('bob to be back', () => states.includes('open'));
+    off();
+    return o;
+  };
+  // 1. The frame never reaches the server: the copy sent after the
+  //    reconnection is answered replay_seq, certainly not accepted.
+  const lost = await cut(1, (ws) => { ws.send = () => {}; }, () => until('the frame to be pending', () => bob.unacked.size === 1));
+  assert.equal(lost, 'not_accepted');
+  // 2. Accepted and delivered, the reply lost: the copy is answered
+  //    {duplicate: true}, and not delivered again.
+  const replyLost = await cut(2, (ws) => { ws.onmessage = () => {}; }, () => until('alice to get it', () => got.includes(2)));
+  assert.equal(replyLost, 'accepted');
+  await bob.publish('rooms.once', { n: 99 });
+  await until('the marker', () => got.includes(99));
+  assert.deepEqual(got, [2, 99]);
+  for (const c of [alice, bob]) c.close();
+});
