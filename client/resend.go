@@ -85,10 +85,11 @@ func resendAnswer(act string, a answer) (*protocol.Message, error) {
 		}
 		return a.m, nil
 	case protocol.CodeReplaySeq:
-		return nil, fmt.Errorf("%w: %w", ErrNotAccepted, a.err)
+		// Not the session's failure: no protocol code is passed on.
+		return nil, ErrNotAccepted
 	case protocol.CodeReplayID, protocol.CodeStale:
 		// The server no longer knows (another node, or too late).
-		return nil, fmt.Errorf("%w: %w", ErrConnectionLost, a.err)
+		return nil, ErrConnectionLost
 	}
 	return nil, fmt.Errorf("sigil client: %s refused: %w", act, a.err)
 }
@@ -102,7 +103,7 @@ func (c *Client) awaitResendable(ctx context.Context, cn *conn, env *protocol.En
 	first := func(a answer) (*protocol.Message, error) {
 		if a.err != nil {
 			if protocol.IsCode(a.err, protocol.CodeReplaySeq) {
-				return nil, fmt.Errorf("%w: %w", ErrNotAccepted, a.err)
+				return nil, ErrNotAccepted
 			}
 			return nil, fmt.Errorf("sigil client: %s refused: %w", env.Action, a.err)
 		}

@@ -3,6 +3,7 @@ package server_test
 import (
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"sync"
 	"testing"
 
@@ -105,6 +106,13 @@ func TestHistoryRedis(t *testing.T) {
 
 	// Redis loses its data: a new epoch.
 	srv.Restart()
+	probe, err := protocol.GenerateKey(protocol.EdDSA, nil)
+	must(t, err)
+	pj, _ := probe.Public().MarshalJSON()
+	until(t, "logins to work on the restarted Redis", func() bool {
+		return cl.nodes[1].postJSON("/v1/token", map[string]any{"grant_type": "password", "username": "carol", "password": "pw",
+			"jwk": json.RawMessage(pj)}, nil) == http.StatusOK
+	})
 	var rb protocol.SubReplyBody
 	until(t, "a sub on the restarted Redis", func() bool {
 		c := cl.login(1, "carol").connect()
