@@ -56,7 +56,11 @@ func TestVerifyStored(t *testing.T) {
 		"no position":     {deliver("rooms.a", protocol.DeliverBody{Frame: string(inner), JWK: jwk, Sub: "alice"}), "rooms.a", protocol.CodeBadClaims},
 		"half a position": {deliver("rooms.a", protocol.DeliverBody{Frame: string(inner), JWK: jwk, Sub: "alice", Epoch: "e1"}), "rooms.a", protocol.CodeBadClaims},
 		"a join":          {join, "rooms.a", protocol.CodeWrongSession},
-		"rogue signer":    {func() []byte { k, _ := protocol.GenerateKey(protocol.EdDSA, nil); f, _ := (&protocol.ServerSigner{Key: k}).Sign(&protocol.Envelope{Action: protocol.ActDeliver, Channel: "rooms.a"}); return f }(), "rooms.a", protocol.CodeUnknownKey},
+		"rogue signer": {func() []byte {
+			k, _ := protocol.GenerateKey(protocol.EdDSA, nil)
+			f, _ := (&protocol.ServerSigner{Key: k}).Sign(&protocol.Envelope{Action: protocol.ActDeliver, Channel: "rooms.a"})
+			return f
+		}(), "rooms.a", protocol.CodeUnknownKey},
 	} {
 		_, err := fv.VerifyStored(tc.frame, tc.ch)
 		if err == nil || (tc.code != "" && !protocol.IsCode(err, tc.code)) {
