@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"sync"
+	"time"
 	"testing"
 
 	"github.com/sigil-ws/sigil/internal/sigiltest"
@@ -131,4 +132,45 @@ func TestHistoryRedis(t *testing.T) {
 	if rb.Recovered == nil || *rb.Recovered || rb.Stream == nil || rb.Stream.Epoch == start.Epoch {
 		t.Fatalf("after Redis lost its data: %+v", rb)
 	}
+}
+
+// TestHistoryRedisWindow: in Redis too, a position trimmed by size or by
+// age is answered recovered:false, and one within the window recovers.
+func TestHistoryRedisWindow(t *testing.T) {
+	srv := sigiltest.StartRedis(t)
+	clk := sigiltest.NewClock()
+	cl := newClusterEnv(t, 1, srv.URL, "test:", func(_ int, cc *server.ClusterConfig, c *server.Config) {
+		if cc != nil {
+			cc.Redis.Now = clk.Now
+		}
+		if c != nil {
+			c.Now = clk.Now
+			c.Policy = historyPolicy(t, 5, 60)
+		}
+	})
+	cl.nodes[0].clock = clk
+	probe := cl.login(0, "carol").connect()
+	epoch := probe.subSince("rooms.win", nil).Stream.Epoch
+	probe.ws.Close()
+	bob := cl.login(0, "bob").connect()
+	bob.pubN("rooms.win", 1, 8) // kept: 4..8
+	try := func(name string, since uint64, want bool, n int) {
+		t.Helper()
+		a := cl.login(0, "alice").connect()
+		defer a.ws.Close()
+		rb := a.subSince("rooms.win", &protocol.Position{Epoch: epoch, Offset: since})
+		if rb.Recovered == nil || *rb.Recovered != want || rb.Stream.Epoch != epoch {
+			t.Fatalf("%s: %+v", name, rb)
+		}
+		if want {
+			a.recvHistory("rooms.win", n)
+		}
+	}
+	try("trimmed by size", 2, false, 0)
+	try("within the window", 3, true, 5)
+	clk.Advance(61 * time.Second)
+	bob = cl.login(0, "bob").connect() // its frames so far are old now
+	bob.pubN("rooms.win", 9, 1)        // kept: 9
+	try("trimmed by age", 7, false, 0)
+	try("within the window after the trim", 8, true, 1)
 }
