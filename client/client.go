@@ -46,6 +46,9 @@ type Client struct {
 	grants     protocol.Grants                 // from the last welcome (nil: not announced)
 	chKeys     map[string]*protocol.ContentKey // newest key per channel
 	seen       map[string]time.Time            // delivered sender frames, for de-duplication
+	streams    map[string]*chanStream          // positions in the streams of channels with history (history.go)
+	subCids    map[string]string               // cid of a sub in flight -> its channel
+	unacked    map[string]*unacked             // pub and dm frames sent and not answered, by cid (resend.go)
 	seenOps    int
 	refreshing bool
 	err        error // why the client closed
@@ -57,7 +60,7 @@ type Client struct {
 	wg     sync.WaitGroup
 
 	stats struct {
-		rejected, reconnects, delivered, duplicates, unrouted, refreshes atomic.Uint64
+		rejected, reconnects, delivered, duplicates, unrouted, refreshes, gaps atomic.Uint64
 	}
 }
 
@@ -69,6 +72,7 @@ type Stats struct {
 	Duplicates uint64 // deliveries dropped because they were already delivered
 	Unrouted   uint64 // verified deliveries dropped because nothing was open to take them (a direct message before Inbox)
 	Refreshes  uint64 // successful token refreshes
+	Gaps       uint64 // gaps reported: publications that could not be recovered (Gap)
 }
 
 // answer is the server's answer to a request.
@@ -246,6 +250,7 @@ func (c *Client) Stats() Stats {
 		Delivered: c.stats.delivered.Load(), Duplicates: c.stats.duplicates.Load(),
 		Unrouted:  c.stats.unrouted.Load(),
 		Refreshes: c.stats.refreshes.Load(),
+		Gaps:      c.stats.gaps.Load(),
 	}
 }
 
@@ -452,6 +457,11 @@ func (c *Client) redial(ctx context.Context, newToken bool) (*conn, error) {
 	}
 	c.online(cn, w)
 	if err := c.resubscribe(ctx, cn); err != nil {
+		cn.close()
+		<-cn.done
+		return nil, err
+	}
+	if err := c.resend(ctx, cn); err != nil {
 		cn.close()
 		<-cn.done
 		return nil, err

@@ -313,7 +313,13 @@ func errorFrame(m *protocol.Message) *protocol.Error {
 // socket write itself happens on the writer goroutine, off the caller's
 // path.
 func (c *Client) write(ctx context.Context, cn *conn, signer *protocol.ClientSigner, env *protocol.Envelope) error {
-	_, err := signer.SignWith(env, func(frame []byte) error {
+	_, err := c.writeFrame(ctx, cn, signer, env)
+	return err
+}
+
+// writeFrame is write, returning the signed frame.
+func (c *Client) writeFrame(ctx context.Context, cn *conn, signer *protocol.ClientSigner, env *protocol.Envelope) ([]byte, error) {
+	return signer.SignWith(env, func(frame []byte) error {
 		select {
 		case cn.out <- frame:
 			return nil
@@ -323,7 +329,6 @@ func (c *Client) write(ctx context.Context, cn *conn, signer *protocol.ClientSig
 			return ctx.Err()
 		}
 	})
-	return err
 }
 
 // writeLoop is the connection's only writer. A write error closes the

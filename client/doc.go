@@ -11,6 +11,16 @@
 //	err = c.Publish(ctx, "rooms.lobby", map[string]string{"text": "hi"})
 //	m, err := sub.Next(ctx) // m.From is the verified sender
 //
+// On a channel with history (spec.md §20) every message has a Position;
+// after a reconnect the client resubscribes from its last one and yields
+// what it missed first, each message once and in the stream's order, or
+// reports a Gap (OnGap, else Options.OnError). Since resumes a position
+// saved by an earlier process; History pages a channel's history. A
+// Publish or Send whose connection dropped before the answer is settled by
+// resending the same frame after the reconnect: it returns nil exactly
+// when the message was accepted once, and ErrNotAccepted when it
+// certainly was not.
+//
 // # Safe by default
 //
 // Dial generates the session key (Ed25519 unless Options.Algorithm says

@@ -48,6 +48,12 @@ func (c *Client) read(cn *conn) {
 				m, err = cn.fv.Verify(data)
 			}
 		}
+		if protocol.IsCode(err, protocol.CodeStale) && c.late(data) {
+			continue
+		}
+		if protocol.IsCode(err, protocol.CodeStale) && c.late(data) {
+			continue
+		}
 		if err != nil {
 			c.reject(err)
 			continue
@@ -94,6 +100,15 @@ func (c *Client) refetchKeys(ctx context.Context, limit bool) *protocol.KeySet {
 func (c *Client) dispatch(m *protocol.Message) {
 	switch m.Action {
 	case protocol.ActReply, protocol.ActPong, protocol.ActRefreshed, protocol.ActError:
+		if m.Corr != "" {
+			c.mu.Lock()
+			_, isSub := c.subCids[m.Corr]
+			delete(c.subCids, m.Corr)
+			c.mu.Unlock()
+			if isSub && m.Action == protocol.ActReply {
+				c.onSubReply(m)
+			}
+		}
 		var a answer
 		if m.Action == protocol.ActError {
 			a.err = errorFrame(m)
@@ -115,6 +130,8 @@ func (c *Client) dispatch(m *protocol.Message) {
 		}
 	case protocol.ActDeliver, protocol.ActDirect:
 		c.deliver(m)
+	case protocol.ActHistory:
+		c.onHistory(m)
 	case protocol.ActExpiring:
 		var xb protocol.ExpiringBody
 		if err := protocol.DecodeBody(m.Body, &xb); err != nil {
@@ -175,6 +192,14 @@ func (c *Client) dispatch(m *protocol.Message) {
 // deliver verifies a delivery end to end and hands it to the channel's
 // subscriptions (deliver) or the inbox (direct), once.
 func (c *Client) deliver(d *protocol.Message) {
+	if pos, ok, err := protocol.DeliveryPosition(d); err != nil || ok {
+		if err != nil {
+			c.reject(err)
+			return
+		}
+		c.deliverPositioned(d, pos, false)
+		return
+	}
 	msg, err := c.open(d)
 	if err != nil {
 		c.reject(err)

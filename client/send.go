@@ -186,7 +186,7 @@ func (c *Client) request(ctx context.Context, act, ch, to string, plain []byte, 
 func (c *Client) requestOn(ctx context.Context, cn *conn, signer *protocol.ClientSigner, act, ch, to string, plain []byte, want bool) (*protocol.Message, error) {
 	env := &protocol.Envelope{Action: act, Channel: ch, To: to}
 	if plain != nil {
-		if c.opts.Encrypt {
+		if c.opts.Encrypt && act != protocol.ActSub && act != protocol.ActHistory {
 			c.mu.Lock()
 			key := c.sessKey
 			if act == protocol.ActPub {
@@ -219,16 +219,24 @@ func (c *Client) requestOn(ctx context.Context, cn *conn, signer *protocol.Clien
 			return nil, err
 		}
 		c.pending[env.Corr] = ans
+		if act == protocol.ActSub {
+			if c.subCids == nil {
+				c.subCids = map[string]string{}
+			}
+			c.subCids[env.Corr] = ch
+		}
 		c.mu.Unlock()
 	}
 	forget := func() {
 		if want {
 			c.mu.Lock()
 			delete(c.pending, env.Corr)
+			delete(c.subCids, env.Corr)
 			c.mu.Unlock()
 		}
 	}
-	if err := c.write(ctx, cn, signer, env); err != nil {
+	frame, err := c.writeFrame(ctx, cn, signer, env)
+	if err != nil {
 		forget()
 		select {
 		case <-c.done:
@@ -239,6 +247,9 @@ func (c *Client) requestOn(ctx context.Context, cn *conn, signer *protocol.Clien
 	}
 	if !want {
 		return nil, nil
+	}
+	if act == protocol.ActPub || act == protocol.ActDM {
+		return c.awaitResendable(ctx, cn, env, frame, ans, forget)
 	}
 	select {
 	case a := <-ans:
@@ -269,23 +280,38 @@ func (c *Client) requestOn(ctx context.Context, cn *conn, signer *protocol.Clien
 
 // Subscribe subscribes to channel and returns a subscription that yields
 // the channel's verified messages, starting with those published after the
-// server accepted the subscription. The client resubscribes after every
-// reconnect. Several subscriptions to one channel each receive every
+// server accepted the subscription (or, with Since, after a saved
+// position). The client resubscribes after every reconnect; on a channel
+// with history (spec.md §20) it then recovers what it missed, so that the
+// subscription yields every message once, in the stream's order, or
+// reports a Gap. Several subscriptions to one channel each receive every
 // message.
-func (c *Client) Subscribe(ctx context.Context, channel string) (*Subscription, error) {
+func (c *Client) Subscribe(ctx context.Context, channel string, opts ...SubscribeOption) (*Subscription, error) {
 	if !protocol.ValidChannel(channel) {
 		return nil, fmt.Errorf("sigil client: invalid channel name %q", channel)
 	}
+	var o subscribeOptions
+	for _, f := range opts {
+		f(&o)
+	}
 	s := newSubscription(c, channel, c.opts.SubscriptionBuffer)
+	s.onGap = o.onGap
 	c.mu.Lock()
 	if c.err != nil {
 		err := c.err
 		c.mu.Unlock()
 		return nil, err
 	}
+	if o.since != nil {
+		if len(c.subs[channel]) > 0 {
+			c.mu.Unlock()
+			return nil, errors.New("sigil client: Since applies to the first subscription to a channel")
+		}
+		c.stream(channel).pos = *o.since
+	}
 	c.subs[channel] = append(c.subs[channel], s)
 	c.mu.Unlock()
-	m, err := c.request(ctx, protocol.ActSub, channel, "", nil, true)
+	m, err := c.request(ctx, protocol.ActSub, channel, "", c.subBody(channel), true)
 	if err != nil {
 		c.removeSub(s)
 		s.end(err)
@@ -339,6 +365,7 @@ func (c *Client) removeSub(s *Subscription) bool {
 	l := slices.DeleteFunc(slices.Clone(c.subs[s.channel]), func(x *Subscription) bool { return x == s })
 	if len(l) == 0 {
 		delete(c.subs, s.channel)
+		delete(c.streams, s.channel)
 		return true
 	}
 	c.subs[s.channel] = l
@@ -353,7 +380,7 @@ func (c *Client) resubscribe(ctx context.Context, cn *conn) error {
 	chans := slices.Collect(maps.Keys(c.subs))
 	c.mu.Unlock()
 	for _, ch := range chans {
-		m, err := c.requestOn(ctx, cn, signer, protocol.ActSub, ch, "", nil, true)
+		m, err := c.requestOn(ctx, cn, signer, protocol.ActSub, ch, "", c.subBody(ch), true)
 		if err == nil {
 			err = c.subReply(ch, m)
 		}

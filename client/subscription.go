@@ -37,6 +37,8 @@ type Message struct {
 	// offline by protocol.VerifyDeliveryEvidence (or `sigil verify`): the
 	// server vouches that SenderKey is From's, and the sender signed Frame.
 	Delivery []byte
+
+	pos Position // in the channel's stream (Position)
 }
 
 // Decode unmarshals the body into v.
@@ -49,6 +51,7 @@ type Subscription struct {
 	c       *Client
 	channel string
 	max     int
+	onGap   func(Gap)
 
 	mu     sync.Mutex
 	q      []*Message

@@ -5,7 +5,9 @@ package protocol
 // claims every client frame has and cid:
 //
 //	ping                     nothing else: no ch, to, body or enc
-//	sub, unsub, presence     ch; no to, body or enc
+//	sub                      ch; no to or enc; body absent or {since} (§20)
+//	history                  ch; no to or enc; body absent or {limit?, before? | after?} (§20)
+//	unsub, presence          ch; no to, body or enc
 //	pub                      ch, and body or enc; no to
 //	dm                       to, and body or enc; no ch
 //	refresh                  no ch or to (its body is checked by the refresh, §12.2)
@@ -32,7 +34,23 @@ func actionMisfit(env *Envelope) string {
 		if ch || to || payload {
 			return "ping carries no ch, to, body or enc"
 		}
-	case ActSub, ActUnsub, ActPresence:
+	case ActSub, ActHistory:
+		if !ch {
+			return env.Action + " needs ch"
+		}
+		if to || env.Enc != "" {
+			return env.Action + " carries no to or enc"
+		}
+		var err error
+		if env.Action == ActSub {
+			_, err = ParseSubBody(env.Body)
+		} else {
+			_, err = ParseHistoryRequest(env.Body)
+		}
+		if err != nil {
+			return err.(*Error).Message
+		}
+	case ActUnsub, ActPresence:
 		if !ch {
 			return env.Action + " needs ch"
 		}

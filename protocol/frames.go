@@ -49,12 +49,25 @@ type DeliverBody struct {
 	JWK   stdjson.RawMessage `json:"jwk"`           // the sender's session public key
 	Sub   string             `json:"sub"`           // the sender's subject
 	Enc   string             `json:"enc,omitempty"` // direct only: the body re-sealed to the recipient's session key
+	// Epoch and Offset are the publication's position in the channel's
+	// stream (deliver frames of a channel with history only, spec.md §20).
+	Epoch  string `json:"epoch,omitempty"`
+	Offset uint64 `json:"offset,omitempty"`
 }
 
 // SubReplyBody is the reply body to sub.
 type SubReplyBody struct {
 	Members []string `json:"members"`       // subjects present in the channel
 	Key     string   `json:"key,omitempty"` // channel content key, wrapped to ekey
+	// Stream is the position the subscription starts after, for a channel
+	// with history (spec.md §20): the live frames that follow have greater
+	// offsets.
+	Stream *Position `json:"stream,omitempty"`
+	// Recovered answers a sub with since: true when the history frames
+	// that follow the reply hold every publication after since (up to
+	// Stream), false when they could not (the epoch changed, since fell out
+	// of the window, or the gap is over the recovery bound).
+	Recovered *bool `json:"recovered,omitempty"`
 }
 
 // PresenceBody is the reply body to presence: {"members": [...]}, an

@@ -3,6 +3,7 @@ package protocol
 import (
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/go-jose/go-jose/v4/json"
 )
@@ -26,7 +27,13 @@ type Rule struct {
 // "rooms.lobby" but not "rooms" or "rooms.a.b"; "rooms.>" matches both of
 // the latter's longer forms.
 type Policy struct {
-	rules []compiledRule
+	rules   []compiledRule
+	history []compiledHistory
+}
+
+type compiledHistory struct {
+	HistoryRule
+	segs []string
 }
 
 type compiledRule struct {
@@ -53,14 +60,74 @@ func NewPolicy(rules []Rule) (*Policy, error) {
 	return p, nil
 }
 
-// ParsePolicy decodes a policy document strictly: {"rules":[{...},...]}.
+// WithHistory returns a copy of p whose channels matching the rules'
+// patterns keep a history (spec.md §20.2). The first matching rule
+// applies.
+func (p *Policy) WithHistory(rules []HistoryRule) (*Policy, error) {
+	out := &Policy{}
+	if p != nil {
+		out.rules = p.rules
+	}
+	for i, r := range rules {
+		segs, ok := compilePattern(r.Channel)
+		if !ok || r.Channel == "" {
+			return nil, fmt.Errorf("history rule %d: invalid channel pattern %q", i, r.Channel)
+		}
+		if r.Size < 0 || r.Size > MaxHistorySize || r.TTL < 0 {
+			return nil, fmt.Errorf("history rule %d: size must be 0-%d and ttl not negative", i, MaxHistorySize)
+		}
+		out.history = append(out.history, compiledHistory{HistoryRule: r, segs: segs})
+	}
+	return out, nil
+}
+
+// History returns the history limits of channel ch: those of the first
+// history rule whose pattern matches it, or none (Size 0).
+func (p *Policy) History(ch string) HistoryLimits {
+	if p != nil {
+		for i := range p.history {
+			if h := &p.history[i]; matchChannel(h.segs, ch) {
+				return HistoryLimits{Size: h.Size, TTL: time.Duration(h.TTL) * time.Second}
+			}
+		}
+	}
+	return HistoryLimits{}
+}
+
+// HistoryRules returns a copy of the policy's history rules.
+func (p *Policy) HistoryRules() []HistoryRule {
+	out := make([]HistoryRule, len(p.history))
+	for i, h := range p.history {
+		out[i] = h.HistoryRule
+	}
+	return out
+}
+
+// ParsePolicy decodes a policy document strictly: {"rules":[{...},...]},
+// with an optional "history":[{"channel","size","ttl"},...] (spec.md
+// §20.2).
 func ParsePolicy(data []byte) (*Policy, error) {
 	obj, err := decodeObject(data)
 	if err != nil {
 		return nil, fmt.Errorf("policy: %w", err)
 	}
-	if _, ok := obj["rules"]; !ok || len(obj) != 1 {
-		return nil, errString(`policy: must be an object with exactly a "rules" member`)
+	_, hasHistory := obj["history"]
+	if _, ok := obj["rules"]; !ok || len(obj) != 1 && !(hasHistory && len(obj) == 2) {
+		return nil, errString(`policy: must be an object with exactly a "rules" member and optionally "history"`)
+	}
+	var history []HistoryRule
+	if hasHistory {
+		var raw []json.RawMessage
+		if err := json.Unmarshal(obj["history"], &raw); err != nil {
+			return nil, fmt.Errorf("policy history: %w", err)
+		}
+		for i, r := range raw {
+			var h HistoryRule
+			if err := DecodeBody(r, &h); err != nil || h.Channel == "" {
+				return nil, fmt.Errorf("policy history rule %d: must be {channel, size, ttl}: %v", i, err)
+			}
+			history = append(history, h)
+		}
 	}
 	var raw []json.RawMessage
 	if err := json.Unmarshal(obj["rules"], &raw); err != nil {
@@ -83,7 +150,11 @@ func ParsePolicy(data []byte) (*Policy, error) {
 		}
 		rules = append(rules, rule)
 	}
-	return NewPolicy(rules)
+	p, err := NewPolicy(rules)
+	if err != nil || history == nil {
+		return p, err
+	}
+	return p.WithHistory(history)
 }
 
 // Rules returns a copy of the policy's rules.
@@ -228,7 +299,9 @@ func matchChannel(pattern []string, channel string) bool {
 // DefaultPolicy is the policy of the chat demo and a sensible start:
 // every session may ping, refresh, list presence, send direct messages and
 // subscribe/publish in "rooms.>"; everyone may read "announce.>" but only
-// role "announcer" may publish there; role "admin" may do anything.
+// role "announcer" may publish there; role "admin" may do anything. Users
+// may read the history of both; "rooms.>" keeps the last 100
+// publications of each room for a day (spec.md §20.2).
 func DefaultPolicy() *Policy {
 	p, err := NewPolicy([]Rule{
 		{Action: "*", Roles: []string{"admin"}},
@@ -242,7 +315,12 @@ func DefaultPolicy() *Policy {
 		{Action: ActSub, Channel: "announce.>", Roles: []string{"user"}},
 		{Action: ActPub, Channel: "announce.>", Roles: []string{"announcer"}},
 		{Action: ActPresence, Channel: "announce.>", Roles: []string{"user"}},
+		{Action: ActHistory, Channel: "rooms.>", Roles: []string{"user"}},
+		{Action: ActHistory, Channel: "announce.>", Roles: []string{"user"}},
 	})
+	if err == nil {
+		p, err = p.WithHistory([]HistoryRule{{Channel: "rooms.>", Size: 100, TTL: 86400}})
+	}
 	if err != nil {
 		panic(err)
 	}

@@ -47,7 +47,7 @@ func TestGrantsAgreeWithAllow(t *testing.T) {
 
 func TestGrantsDefaultPolicy(t *testing.T) {
 	got, _ := json.Marshal(protocol.DefaultPolicy().Grants([]string{"user"}))
-	want := `[{"action":"ping"},{"action":"refresh"},{"action":"dm"},{"action":"sub","channel":"rooms.\u003e"},{"action":"unsub","channel":"\u003e"},{"action":"pub","channel":"rooms.\u003e"},{"action":"presence","channel":"rooms.\u003e"},{"action":"sub","channel":"announce.\u003e"},{"action":"presence","channel":"announce.\u003e"}]`
+	want := `[{"action":"ping"},{"action":"refresh"},{"action":"dm"},{"action":"sub","channel":"rooms.\u003e"},{"action":"unsub","channel":"\u003e"},{"action":"pub","channel":"rooms.\u003e"},{"action":"presence","channel":"rooms.\u003e"},{"action":"sub","channel":"announce.\u003e"},{"action":"presence","channel":"announce.\u003e"},{"action":"history","channel":"rooms.\u003e"},{"action":"history","channel":"announce.\u003e"}]`
 	if string(got) != want {
 		t.Errorf("user grants\n got %s\nwant %s", got, want)
 	}

@@ -149,6 +149,9 @@ func (f *FrameVerifier) openServerPublished(d *Message) (*Sender, *Message, *Err
 	if err := DecodeBody(d.Body, &db); err != nil || db.Sub != ServerSubject {
 		return nil, nil, nil
 	}
+	if _, _, err := deliveryPosition(d, &db); err != nil {
+		return nil, nil, err.(*Error)
+	}
 	frame := []byte(db.Frame)
 	hdr, perr := checkForm(frame, DefaultMaxFrame*16, TypServer)
 	if perr != nil {
@@ -187,7 +190,10 @@ func openDelivery(d *Message, keys ContentKeys) (*Sender, *Message, *Error) {
 	}
 	var db DeliverBody
 	if err := DecodeBody(d.Body, &db); err != nil || db.Frame == "" || len(db.JWK) == 0 {
-		return nil, nil, newErr(CodeBadClaims, "delivery body must be {frame, jwk, sub[, enc]}")
+		return nil, nil, newErr(CodeBadClaims, "delivery body must be {frame, jwk, sub[, enc][, epoch, offset]}")
+	}
+	if _, _, err := deliveryPosition(d, &db); err != nil {
+		return nil, nil, err.(*Error)
 	}
 	key, err := ParsePublicJWK(db.JWK)
 	if err != nil {

@@ -17,20 +17,35 @@ func (c *conn) handle(frame []byte) {
 	m, err := ks.verifier.Verify(s.ctx, frame, c.sess)
 	s.m.verifySeconds.Observe(time.Since(t0).Seconds())
 	if err != nil {
+		if protocol.IsCode(err, protocol.CodeReplayID) && c.resent(frame) {
+			return // a copy of an accepted pub or dm, answered as it was
+		}
 		c.reject(frame, err)
 		return
 	}
 	s.m.accepted.Inc()
 	s.accepted.Add(1)
+	var end func(*protocol.Error)
+	if m.Action == protocol.ActPub || m.Action == protocol.ActDM {
+		end = s.outcomes.begin(c.sid, m, s.cfg.Now())
+	}
 	var perr *protocol.Error
 	if c.logIndex, perr = c.auditFrame(m); perr == nil {
 		perr = c.dispatch(m)
 	}
+	if perr != nil && perr.Ref == "" {
+		perr.Ref = m.ID
+	}
+	if end != nil {
+		if perr != nil {
+			cp := *perr
+			end(&cp)
+		} else {
+			end(nil)
+		}
+	}
 	if perr != nil {
 		s.m.reject(perr.Code)
-		if perr.Ref == "" {
-			perr.Ref = m.ID
-		}
 		c.sendError(&m.Envelope, perr)
 	}
 }
@@ -74,14 +89,35 @@ func (c *conn) dispatch(m *protocol.Message) *protocol.Error {
 	case protocol.ActPing:
 		c.sendSigned(&protocol.Envelope{Action: protocol.ActPong, Corr: m.Corr}, nil)
 	case protocol.ActSub:
+		since, _ := protocol.ParseSubBody(m.Body) // CheckAction checked it
 		members, key, err := s.hub.subscribe(c, m.Channel)
 		if err != nil {
 			return codedError(err, "subscribe failed")
 		}
-		// The reply, then the channel's frames held since c was added.
-		c.releaseChannel(m.Channel, c.sign(&protocol.Envelope{Action: protocol.ActReply, Corr: m.Corr, Channel: m.Channel},
-			protocol.SubReplyBody{Members: members, Key: key}))
+		rb := protocol.SubReplyBody{Members: members, Key: key}
+		if !c.isHeld(m.Channel) {
+			// Already subscribed: the live frames continue, since is moot.
+			c.releaseChannel(m.Channel, c.sign(&protocol.Envelope{Action: protocol.ActReply, Corr: m.Corr, Channel: m.Channel}, rb))
+			return nil
+		}
+		// The reply (with the stream's position and what was recovered),
+		// the history frames, then the channel's frames held since c was
+		// added (spec.md §20.3).
+		batches, top, positioned, perr := c.recoverSub(m, since, &rb)
+		if perr != nil {
+			c.dropHold(m.Channel)
+			s.hub.unsubscribe(c, m.Channel)
+			return perr
+		}
+		reply := c.sign(&protocol.Envelope{Action: protocol.ActReply, Corr: m.Corr, Channel: m.Channel}, rb)
+		if positioned {
+			c.releaseRecovered(m.Channel, reply, batches, top)
+		} else {
+			c.releaseChannel(m.Channel, reply)
+		}
 		s.hub.updateSession(c)
+	case protocol.ActHistory:
+		return c.readHistory(m)
 	case protocol.ActUnsub:
 		if s.hub.unsubscribe(c, m.Channel) {
 			s.hub.updateSession(c)

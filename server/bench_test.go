@@ -89,6 +89,11 @@ func benchEnv(b testing.TB) *env {
 	return newEnv(b, func(c *server.Config) {
 		c.HelloTimeout = 30 * time.Second
 		c.LoginFailuresPerAddress = 1 << 30
+		// No history: these measure the live path alone (history costs
+		// are BenchmarkHistory's).
+		p, err := protocol.DefaultPolicy().WithHistory(nil)
+		must(b, err)
+		c.Policy = p
 	})
 }
 
@@ -330,6 +335,8 @@ func TestBenchChild(t *testing.T) {
 		return c
 	}
 	switch mode {
+	case "history":
+		historyChild(t, in, say, connect)
 	case "pub":
 		cs := make([]*client, n)
 		for i := range cs {

@@ -165,6 +165,10 @@ type ChannelKey struct {
 type ChannelPublication struct {
 	Channel string // the channel
 	Frame   []byte // the server-signed deliver, join or leave frame
+	// Offset is the position of a deliver frame in the channel's stream
+	// (spec.md §20; 0: none, or not a deliver frame), so that a node can
+	// merge it with the history it recovers for a subscriber.
+	Offset uint64
 }
 
 // DirectMessage is a dm, as the receiving nodes need it to build the
@@ -208,6 +212,7 @@ type pubWire struct {
 	Plain  json.RawMessage `json:"plain,omitempty"`
 	Direct bool            `json:"direct,omitempty"`
 	Key    *keyWire        `json:"key,omitempty"`
+	Off    uint64          `json:"off,omitempty"` // ChannelPublication.Offset
 }
 
 // keyWire is a ChannelKey's key, version and creation time (Unix ms).
@@ -225,7 +230,7 @@ func (p *Publication) MarshalBinary() ([]byte, error) {
 	var w pubWire
 	switch {
 	case p.Channel != nil && p.Direct == nil && p.Key == nil:
-		w = pubWire{V: 1, Ch: p.Channel.Channel, Frame: string(p.Channel.Frame)}
+		w = pubWire{V: 1, Ch: p.Channel.Channel, Frame: string(p.Channel.Frame), Off: p.Channel.Offset}
 	case p.Direct != nil && p.Channel == nil && p.Key == nil:
 		d := p.Direct
 		w = pubWire{V: 1, Direct: true, To: d.To, Sub: d.Sender, JWK: d.SenderJWK, Frame: string(d.Frame), Plain: d.Plain}
@@ -254,7 +259,7 @@ func (p *Publication) UnmarshalBinary(data []byte) error {
 	}
 	if w.Key != nil {
 		k := w.Key
-		if w.Direct || w.Ch == "" || w.Frame != "" || w.To != "" || w.Sub != "" || w.JWK != nil || w.Plain != nil ||
+		if w.Off != 0 || w.Direct || w.Ch == "" || w.Frame != "" || w.To != "" || w.Sub != "" || w.JWK != nil || w.Plain != nil ||
 			k.Kid == "" || len(k.K) != protocol.ContentKeySize || k.Ver == 0 {
 			return errors.New("sigil: publication: a channel key has exactly ch and key {kid, k (32 bytes), ver > 0, at}")
 		}
@@ -267,12 +272,12 @@ func (p *Publication) UnmarshalBinary(data []byte) error {
 	}
 	if !w.Direct {
 		if w.Ch == "" || w.To != "" || w.Sub != "" || w.JWK != nil || w.Plain != nil {
-			return errors.New("sigil: publication: a channel publication has exactly ch and frame")
+			return errors.New("sigil: publication: a channel publication has exactly ch and frame (and off)")
 		}
-		*p = Publication{Channel: &ChannelPublication{Channel: w.Ch, Frame: []byte(w.Frame)}}
+		*p = Publication{Channel: &ChannelPublication{Channel: w.Ch, Frame: []byte(w.Frame), Offset: w.Off}}
 		return nil
 	}
-	if w.Ch != "" || w.To == "" || w.Sub == "" || len(w.JWK) == 0 {
+	if w.Off != 0 || w.Ch != "" || w.To == "" || w.Sub == "" || len(w.JWK) == 0 {
 		return errors.New("sigil: publication: a direct message has to, sub, jwk and frame")
 	}
 	*p = Publication{Direct: &DirectMessage{To: w.To, Sender: w.Sub, SenderJWK: w.JWK, Frame: []byte(w.Frame), Plain: w.Plain}}

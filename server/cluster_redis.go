@@ -60,6 +60,7 @@ type Cluster struct {
 	Replay      *RedisReplayStore
 	Revocations *RedisRevocationStore
 	Refresh     *RedisRefreshStore
+	History     *RedisHistory // channel streams (spec.md §20), in Redis Streams
 }
 
 // NewCluster connects to Redis and builds the node's broker, presence and
@@ -103,6 +104,7 @@ func NewCluster(cfg ClusterConfig) (*Cluster, error) {
 		Replay:      NewRedisReplayStore(r, rev),
 		Revocations: rev,
 		Refresh:     NewRedisRefreshStore(r, cfg.MaxRefreshFamilies),
+		History:     newRedisHistory(b),
 	}, nil
 }
 
@@ -151,6 +153,7 @@ func (c *Cluster) Configure(cfg *Config) {
 	cfg.Replay = c.Replay
 	cfg.Revocations = c.Revocations
 	cfg.Refresh = c.Refresh
+	cfg.History = c.History
 	cfg.Redis = c.Redis
 	if cfg.Node == "" {
 		cfg.Node = c.Presence.node

@@ -37,6 +37,15 @@ type Config struct {
 	Refresh RefreshStore
 	// Broker fans frames out to subscribers. Default NewMemoryBroker().
 	Broker Broker
+	// History stores the streams of the channels whose policy gives them
+	// history (protocol.Policy.History, spec.md §20). Default: a
+	// NewMemoryHistory when Broker is the in-memory broker; none
+	// otherwise (a cluster sets its own), and then no channel has history.
+	History History
+	// MaxRecovery bounds the frames a sub with since recovers; a longer
+	// gap is answered recovered:false (the client pages with the history
+	// action). Default DefaultMaxRecovery (10,000).
+	MaxRecovery int
 	// Presence holds channel members, channel content keys and the
 	// session list. Default NewMemoryPresence(Now). A cluster sets Broker,
 	// Presence and the three stores above together: see
@@ -209,6 +218,10 @@ func (c *Config) setDefaults() {
 	if c.Presence == nil {
 		c.Presence = NewMemoryPresence(c.Now)
 	}
+	if _, mem := c.Broker.(*MemoryBroker); c.History == nil && mem {
+		c.History = NewMemoryHistory(c.Now)
+	}
+	defInt(&c.MaxRecovery, DefaultMaxRecovery)
 	def(&c.TokenTTL, 15*time.Minute)
 	def(&c.RefreshTTL, 24*time.Hour)
 	if c.Audit.Log != nil {

@@ -24,6 +24,7 @@ type outFrame struct {
 	data []byte                     // a frame for this session only, or
 	ping bool                       // a keepalive ping
 	keep bool                       // the welcome: abort does not discard it
+	off  uint64                     // a deliver frame's offset in its channel's stream (0: none)
 }
 
 // conn is one WebSocket connection and, after welcome, its session.

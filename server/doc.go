@@ -38,7 +38,15 @@
 // that fans frames out (Broker), the presence (Presence: channel members,
 // channel content keys, the session list) and the authenticator
 // (Authenticator) are interfaces with in-memory implementations, the
-// defaults of a single node.
+// defaults of a single node. So is the history of channels (History,
+// spec.md §20): MemoryHistory keeps a ring per channel, RedisHistory a
+// Redis Stream; the policy says which channels keep what
+// (protocol.Policy.History). Each deliver frame of such a channel carries
+// its position, a sub with since recovers what a subscriber missed
+// (subscribed to the live frames first, then merged with the stored ones
+// by offset), and the history action pages a stream. A copy of an accepted
+// pub or dm, resent after a lost connection, is answered as its first
+// copy was and not delivered again (spec.md §20.10).
 //
 // The broker contract is typed (broker.go). The hub publishes each fan-out
 // as a Publication to a Topic (a channel, or a user for direct messages)

@@ -486,6 +486,9 @@ func (h *hub) interested(t Topic) bool {
 // publish signs one deliver frame and hands it to the broker. A broker
 // failure is logged, counted and returned as unavailable.
 func (h *hub) publish(ctx context.Context, name string, inner []byte, jwk []byte, sub string) error {
+	if lim, ok := h.s.history(name); ok {
+		return h.publishHistory(ctx, name, lim, inner, jwk, sub)
+	}
 	t := ChannelTopic(name)
 	if !h.interested(t) {
 		return nil
@@ -553,7 +556,7 @@ func (h *hub) HandlePublication(p *Publication) {
 		h.mu.RLock()
 		if ch := h.channels[p.Channel.Channel]; ch != nil {
 			for c := range ch.subs {
-				if c.enqueueIn(ch.name, outFrame{pm: pm}) {
+				if c.enqueueIn(ch.name, outFrame{pm: pm, off: p.Channel.Offset}) {
 					n++
 				}
 			}

@@ -79,6 +79,7 @@ type Server struct {
 	hashSlots chan struct{} // one per concurrent password check (login.go)
 
 	adminReplay protocol.ReplayStore
+	outcomes    *outcomes // answers of accepted pub and dm frames, for their resent copies (resend.go)
 	ready       *readiness
 	control     *nodeControl // with Config.Redis: kicks reach every node
 
@@ -152,6 +153,21 @@ func New(cfg Config) (*Server, error) {
 	s.hub = newHub(s)
 	if err := cfg.Broker.Start(s.hub); err != nil {
 		return nil, fmt.Errorf("broker: %w", err)
+	}
+	var err error
+	if s.outcomes, err = newOutcomes(cfg.Skew, cfg.Registerer); err != nil {
+		s.cancel()
+		return nil, err
+	}
+	if cfg.History != nil {
+		if err := cfg.History.Start(cfg.Broker); err != nil {
+			s.cancel()
+			return nil, fmt.Errorf("history: %w", err)
+		}
+		if err := registerHistoryMetrics(cfg.Registerer, cfg.History); err != nil {
+			s.cancel()
+			return nil, err
+		}
 	}
 	if err := cfg.Presence.Start(cfg.Broker, s.hub.presenceEvent); err != nil {
 		s.cancel()

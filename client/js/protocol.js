@@ -111,7 +111,12 @@ export function checkAction(env) {
     case 'ping':
       if (ch || to || payload) msg = 'ping carries no ch, to, body or enc';
       break;
-    case 'sub': case 'unsub': case 'presence':
+    case 'sub': case 'history':
+      if (!ch) msg = `${env.act} needs ch`;
+      else if (to || 'enc' in env) msg = `${env.act} carries no to or enc`;
+      else if ('body' in env) msg = env.act === 'sub' ? subBodyMisfit(env.body) : historyBodyMisfit(env.body);
+      break;
+    case 'unsub': case 'presence':
       if (!ch) msg = `${env.act} needs ch`;
       else if (to || payload) msg = `${env.act} carries no to, body or enc`;
       break;
@@ -128,6 +133,48 @@ export function checkAction(env) {
       break;
   }
   if (msg) fail('bad_request', msg, env.id);
+}
+
+// ---- stream positions (§20) -------------------------------------------------------
+
+const EPOCH_RE = /^[A-Za-z0-9_-]{1,64}$/;
+
+function validOffset(n, min) {
+  return Number.isSafeInteger(n) && n >= min;
+}
+
+/** validPosition reports whether p is {epoch, offset} (offset ≥ min), with no other member. */
+export function validPosition(p, min = 0) {
+  return checkBody(p, ['epoch', 'offset']) && typeof p.epoch === 'string' && EPOCH_RE.test(p.epoch) && validOffset(p.offset, min);
+}
+
+function subBodyMisfit(b) {
+  return checkBody(b, ['since']) && validPosition(b.since, 0) ? '' : 'a sub body is exactly {since: {epoch, offset}}';
+}
+
+function historyBodyMisfit(b) {
+  if (!checkBody(b, [], ['limit', 'before', 'after'])) return 'a history body is {limit?, before? | after?}';
+  if ('before' in b && 'after' in b) return 'history takes before or after, not both';
+  if ('limit' in b && !(Number.isSafeInteger(b.limit) && b.limit >= 0 && b.limit <= 1000)) return 'history limit must be 0-1000';
+  for (const k of ['before', 'after']) if (k in b && !validOffset(b[k], 0)) return 'history offset out of range';
+  return '';
+}
+
+/**
+ * deliveryPosition returns the {epoch, offset} a verified deliver frame's
+ * body carries, or null; only one of them, an invalid one, or one on a
+ * direct frame is bad_claims (§20.4).
+ */
+export function deliveryPosition(d) {
+  const db = d.body;
+  if (db === null || typeof db !== 'object') return null;
+  const has = 'epoch' in db || 'offset' in db;
+  if (!has) return null;
+  if (d.act !== 'deliver' || !('epoch' in db && 'offset' in db) || typeof db.epoch !== 'string'
+    || !EPOCH_RE.test(db.epoch) || !validOffset(db.offset, 1)) {
+    fail('bad_claims', 'delivery position must be {epoch, offset ≥ 1} on a deliver frame', d.id);
+  }
+  return { epoch: db.epoch, offset: db.offset };
 }
 
 /** claimsOf returns the envelope's claims as a plain object (as on the wire). */
@@ -428,6 +475,26 @@ export class FrameVerifier {
     this.ops = 0;
   }
 
+  /**
+   * verifyStored checks a deliver frame read from a channel's history
+   * (§20.4): form, header, signature under a JWKS key, strict claims,
+   * act deliver with ch (any ch when ch is null), no sid or cid, and a
+   * position. No freshness or id replay: the caller places it by its
+   * position. Returns {env, position}.
+   */
+  async verifyStored(frame, ch) {
+    const form = checkForm(frame, this.maxFrame, TYP_SERVER);
+    const key = this.keys.get(form.hdr.kid);
+    if (!key) fail('unknown_key', `kid ${JSON.stringify(form.hdr.kid)} is not in the server's JWKS`);
+    const env = envOrBadClaims(await verifySignature(form, key), false);
+    if (env.act !== 'deliver' || !env.ch || (ch !== null && env.ch !== ch) || 'sid' in env || 'cid' in env) {
+      fail('wrong_session', 'a stored frame is not a deliver frame of this channel', env.id);
+    }
+    const position = deliveryPosition(env);
+    if (!position) fail('bad_claims', 'a stored frame has no position', env.id);
+    return { env, position };
+  }
+
   /** remember records a server frame id as received at ts. */
   remember(id, ts = this.now()) {
     this.seen.set(id, ts + this.skewMs);
@@ -479,10 +546,11 @@ export class FrameVerifier {
 export async function openDelivery(d, ring, { keys } = {}) {
   if (d.act !== 'deliver' && d.act !== 'direct') fail('bad_request', 'not a delivery');
   const db = d.body;
-  if (!checkBody(db, ['frame', 'jwk', 'sub'], ['enc']) || typeof db.frame !== 'string' || !db.frame
+  if (!checkBody(db, ['frame', 'jwk', 'sub'], ['enc', 'epoch', 'offset']) || typeof db.frame !== 'string' || !db.frame
     || typeof db.sub !== 'string' || db.jwk === null || typeof db.jwk !== 'object' || ('enc' in db && typeof db.enc !== 'string')) {
-    fail('bad_claims', 'delivery body must be {frame, jwk, sub[, enc]}');
+    fail('bad_claims', 'delivery body must be {frame, jwk, sub[, enc][, epoch, offset]}');
   }
+  deliveryPosition(d);
   // A message the server application published itself: a server frame
   // signed by a JWKS key (§10.3, last paragraph).
   let form;

@@ -27,7 +27,7 @@ import {
 } from './jose.js';
 import {
   FrameVerifier, openDelivery, decodeTokenClaims, SUBPROTOCOL, TYP_CLIENT, TYP_SESSION, DEFAULT_SKEW_MS,
-  DEFAULT_MAX_FRAME, MAX_TOKEN, channelScope, grantsAllow,
+  DEFAULT_MAX_FRAME, MAX_TOKEN, channelScope, grantsAllow, deliveryPosition, validPosition,
 } from './protocol.js';
 import { proveInLog } from './audit.js';
 
@@ -105,6 +105,9 @@ export class Client {
     this.maxFrame = DEFAULT_MAX_FRAME;
     this.pending = new Map(); // cid → {resolve, reject, timer}
     this.channels = new Map(); // ch → Set(members)
+    this.streams = new Map(); // ch → {epoch, offset, recoverTo, cid}: positions in channels with history (§20)
+    this.subCids = new Map(); // cid of a sub in flight → ch
+    this.unacked = new Map(); // cid → {frame, seq, ts, resent}: pub and dm frames sent and not answered (§20.10)
     this.ring = null; // content keys (KeyRing) when encryption is on
     this.encryptOutgoing = false;
     if (this.opts.seal !== undefined) this.encWanted = !!this.opts.seal;
@@ -262,6 +265,7 @@ export class Client {
       const { frame, env } = await this.sign(fields);
       if (frame.length > this.maxFrame) throw new SigilError('too_large', `frame is over ${this.maxFrame} bytes`);
       this.ws.send(frame);
+      if ((env.act === 'pub' || env.act === 'dm') && env.cid) this.unacked.set(env.cid, { frame, seq: env.seq, ts: env.ts, resent: false });
       return env;
     });
     this.queue = p.catch(() => {});
@@ -277,6 +281,7 @@ export class Client {
         reject(new SigilError('timeout', `no answer to ${act}`));
       }, this.opts.callTimeoutMs);
       this.pending.set(cid, { resolve, reject, timer, act });
+      if (act === 'sub') this.subCids.set(cid, fields.ch);
       this.#send({ ...fields, act, cid }).catch((e) => {
         clearTimeout(timer);
         this.pending.delete(cid);
@@ -292,18 +297,55 @@ export class Client {
     return { enc: await sealBody(k, body) };
   }
 
-  /** subscribe joins a channel; resolves with its members. */
-  async subscribe(ch) {
-    const r = await this.call('sub', { ch });
+  /**
+   * subscribe joins a channel; resolves with its members. On a channel
+   * with history (§20) the client keeps its position and, when it
+   * subscribes again (after a reconnect), first receives what it missed;
+   * since ({epoch, offset}, e.g. saved from a message's position) resumes
+   * after a position. What cannot be recovered is reported by a 'gap'
+   * event {ch, from, to} before the messages that follow it.
+   */
+  async subscribe(ch, { since } = {}) {
+    if (since && !this.streams.has(ch)) this.streams.set(ch, { epoch: since.epoch, offset: since.offset, recoverTo: 0 });
+    const st = this.streams.get(ch);
+    const fields = { ch };
+    if (st && st.epoch) fields.body = { since: { epoch: st.epoch, offset: st.offset } };
+    const r = await this.call('sub', fields);
     if (r && typeof r.key === 'string' && this.agreement) await this.#addWrappedKey(r.key, channelScope(ch));
     this.channels.set(ch, new Set((r && r.members) || []));
     this.emit('presence', { ch, members: [...this.channels.get(ch)] });
     return [...this.channels.get(ch)];
   }
 
+  /**
+   * history reads a page of a channel's history (§20.5): {limit, before}
+   * or {limit, after} or {limit}. Resolves with {epoch, top, more,
+   * messages}, each message verified end to end like a live one, with
+   * its position.
+   */
+  async history(ch, { limit, before, after } = {}) {
+    const body = {};
+    if (limit !== undefined) body.limit = limit;
+    if (before !== undefined) body.before = before;
+    if (after !== undefined) body.after = after;
+    const r = await this.call('history', { ch, body });
+    const out = { epoch: r.epoch, top: r.top, more: r.more, messages: [] };
+    let prev = 0;
+    for (const f of r.frames) {
+      const { env, position } = await this.verifier.verifyStored(f, ch);
+      if (position.epoch !== r.epoch || position.offset <= prev || position.offset > r.top) {
+        throw new SigilError('wrong_session', 'stored frame out of place');
+      }
+      prev = position.offset;
+      out.messages.push(await this.#message(env, position));
+    }
+    return out;
+  }
+
   /** unsubscribe leaves a channel. */
   async unsubscribe(ch) {
     this.channels.delete(ch);
+    this.streams.delete(ch);
     return this.call('unsub', { ch });
   }
 
@@ -445,6 +487,7 @@ export class Client {
     try {
       env = await this.verifier.verify(data);
     } catch (e) {
+      if (e.code === 'stale' && this.welcomed && (await this.#late(data))) return;
       if (e.code === 'unknown_key' && e.kid) {
         // Refetch the JWKS in case the server rotated its key (§13.3): at
         // most once a minute, or once for this connection attempt before
@@ -512,12 +555,22 @@ export class Client {
       case 'pong':
       case 'refreshed':
       case 'error': {
+        if (env.cid && this.subCids.has(env.cid)) {
+          this.subCids.delete(env.cid);
+          if (env.act === 'reply') this.#onSubReply(env);
+        }
         const p = env.cid && this.pending.get(env.cid);
+        const u = env.cid && this.unacked.get(env.cid);
+        if (u) this.unacked.delete(env.cid);
         if (p) {
           this.pending.delete(env.cid);
           clearTimeout(p.timer);
           if (env.act === 'error') {
-            const e = new SigilError(b && b.code ? b.code : 'internal', b && b.message);
+            let e = new SigilError(b && b.code ? b.code : 'internal', b && b.message);
+            // The answer to a copy sent again after a lost connection (§20.10):
+            // replay_seq means certainly not accepted; replay_id or stale, unknown.
+            if (u && b && b.code === 'replay_seq') e = new SigilError('not_accepted', 'the server did not accept the message; sending it again is safe');
+            else if (u && u.resent && b && (b.code === 'replay_id' || b.code === 'stale')) e = new SigilError('connection_lost', 'the connection was lost before the answer; the outcome is unknown');
             if (b && b.ref) e.ref = b.ref;
             p.reject(e);
           } else {
@@ -534,6 +587,8 @@ export class Client {
       case 'deliver':
       case 'direct':
         return this.#onDelivery(env);
+      case 'history':
+        return this.#onHistory(env);
       case 'join':
       case 'leave': {
         const who = b && b.sub;
@@ -574,7 +629,102 @@ export class Client {
     return rec;
   }
 
+  // ---- history and recovery (§20) ---------------------------------------------------
+
+  #onSubReply(env) {
+    const b = env.body || {};
+    const st = this.streams.get(env.ch);
+    if (!b.stream || !validPosition(b.stream)) {
+      this.streams.delete(env.ch);
+      if (b.recovered === false) this.emit('gap', { ch: env.ch, from: st ? { epoch: st.epoch, offset: st.offset } : null, to: null });
+      return;
+    }
+    if (b.recovered === true && st) {
+      st.recoverTo = b.stream.offset;
+      st.cid = env.cid;
+      return;
+    }
+    if (b.recovered === false) this.emit('gap', { ch: env.ch, from: st ? { epoch: st.epoch, offset: st.offset } : null, to: { ...b.stream } });
+    this.streams.set(env.ch, { epoch: b.stream.epoch, offset: b.stream.offset, recoverTo: 0 });
+  }
+
+  async #onHistory(env) {
+    const st = this.streams.get(env.ch);
+    const frames = env.body && env.body.frames;
+    if (!st || st.cid !== env.cid || !(st.recoverTo > st.offset) || !Array.isArray(frames)) {
+      this.emit('invalid', { code: 'wrong_session', message: 'a history frame no sub asked for', env });
+      return;
+    }
+    for (const f of frames) {
+      try {
+        const { env: d, position } = await this.verifier.verifyStored(f, env.ch);
+        await this.#positioned(d, position, true);
+      } catch (e) {
+        this.emit('invalid', { code: e.code || 'internal', message: e.message, frame: f });
+      }
+    }
+  }
+
+  /** late takes a deliver frame that failed only for being stale if it carries the next position (§20.4). */
+  async #late(data) {
+    let r;
+    try {
+      r = await this.verifier.verifyStored(data, null);
+    } catch {
+      return false;
+    }
+    const st = this.streams.get(r.env.ch);
+    if (!st || st.recoverTo > st.offset || r.position.epoch !== st.epoch || r.position.offset !== st.offset + 1) return false;
+    await this.#positioned(r.env, r.position, false);
+    return true;
+  }
+
+  /** positioned delivers a deliver frame with a position once, in offset order, reporting gaps first. */
+  async #positioned(env, position, stored) {
+    if (!this.channels.has(env.ch)) return;
+    const st = this.streams.get(env.ch) || { epoch: '', offset: 0, recoverTo: 0 };
+    if (stored && (position.epoch !== st.epoch || position.offset !== st.offset + 1 || position.offset > st.recoverTo)) {
+      throw new SigilError('wrong_session', `stored frame at ${position.epoch}:${position.offset} does not follow ${st.epoch}:${st.offset}`);
+    }
+    if (position.epoch === st.epoch && position.offset <= st.offset) return; // a duplicate
+    if (position.epoch !== st.epoch || position.offset !== st.offset + 1) {
+      this.emit('gap', { ch: env.ch, from: st.epoch ? { epoch: st.epoch, offset: st.offset } : null, to: { epoch: position.epoch, offset: position.offset - 1 } });
+    }
+    this.streams.set(env.ch, { ...st, epoch: position.epoch, offset: position.offset });
+    const m = await this.#message(env, position);
+    this.emit('message', m);
+  }
+
+  /** message opens a delivery into the object 'message' events carry (verified false on failure). */
+  async #message(env, position) {
+    const db = env.body || {};
+    const base = {
+      kind: env.act, ch: env.ch, to: env.to, from: typeof db.sub === 'string' ? db.sub : '(unknown)',
+      deliveryId: env.id, receivedAt: this.now(), position,
+    };
+    let d;
+    try {
+      d = await openDelivery(env, this.ring, { keys: this.jwks });
+    } catch (e) {
+      return { ...base, verified: false, code: e.code || 'internal', error: e.message, body: undefined };
+    }
+    return {
+      ...base, verified: true, from: d.sender.sub, server: !!d.sender.server, id: d.env.id, ts: d.env.ts,
+      encrypted: d.encrypted, readable: d.readable,
+      body: d.encrypted ? d.env.plain : d.env.body, frame: db.frame, senderKey: d.sender.key.jkt,
+      mine: d.sender.sub === this.sub && d.env.sid === this.sid,
+    };
+  }
+
   async #onDelivery(env) {
+    let position = null;
+    try {
+      position = deliveryPosition(env);
+    } catch (e) {
+      this.emit('message', { kind: env.act, ch: env.ch, verified: false, code: e.code || 'internal', error: e.message, body: undefined });
+      return;
+    }
+    if (position) return this.#positioned(env, position, false);
     const db = env.body || {};
     const base = {
       kind: env.act, ch: env.ch, to: env.to, from: typeof db.sub === 'string' ? db.sub : '(unknown)',
@@ -678,12 +828,16 @@ export class Client {
     this.ws = null;
     const wasWelcomed = this.welcomed;
     this.welcomed = false;
+    const info = closeInfo(code);
     for (const [cid, p] of this.pending) {
+      // A pub or dm whose answer is lost waits for the reconnection, which
+      // sends it again (§20.10).
+      if (this.unacked.has(cid) && info.reconnect === 'backoff' && !this.ended) continue;
+      this.unacked.delete(cid);
       clearTimeout(p.timer);
       p.reject(new SigilError('closed', `connection closed (${code})`));
       this.pending.delete(cid);
     }
-    const info = closeInfo(code);
     const ev = { code, reason: reason || info.meaning, meaning: info.meaning, helloError: this.helloError };
     this.helloError = null;
     if (this.welcomeWaiter) {
@@ -719,6 +873,7 @@ export class Client {
         if (this.expiresAt - this.now() < 5000) await this.refresh();
         await this.connect();
         for (const ch of [...this.channels.keys()]) await this.subscribe(ch).catch(() => {});
+        this.#resend();
         // Connected again and subscribed again: what waited for the
         // connection can go out now.
         this.emit('restored', { channels: [...this.channels.keys()] });
@@ -726,6 +881,30 @@ export class Client {
         if (!this.ws && !this.ended && (!e.closeCode || closeInfo(e.closeCode).reconnect === 'backoff')) this.#reconnect();
       }
     }, delay);
+  }
+
+  // resend sends the unanswered pub and dm frames again, byte for byte, in
+  // seq order, while they are fresh (§20.10); the others are given up.
+  #resend() {
+    const list = [...this.unacked.entries()].sort((a, b) => a[1].seq - b[1].seq);
+    for (const [cid, u] of list) {
+      const p = this.pending.get(cid);
+      if (!p) {
+        this.unacked.delete(cid);
+        continue;
+      }
+      if (this.now() > u.ts + this.skewMs - 1000) {
+        this.unacked.delete(cid);
+        this.pending.delete(cid);
+        clearTimeout(p.timer);
+        p.reject(new SigilError('connection_lost', 'the connection was lost before the answer; the outcome is unknown'));
+        continue;
+      }
+      u.resent = true;
+      this.queue = this.queue.then(() => {
+        if (this.ws && this.ws.readyState === 1) this.ws.send(u.frame);
+      }).catch(() => {});
+    }
   }
 
   #logout(message, reason) {

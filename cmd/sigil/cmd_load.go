@@ -575,6 +575,8 @@ func errorKey(err error) string {
 		return "closed_" + strconv.Itoa(int(ce.Code))
 	case errors.Is(err, client.ErrConnectionLost):
 		return "connection_lost"
+	case errors.Is(err, client.ErrNotAccepted):
+		return "not_accepted"
 	case errors.Is(err, client.ErrSlowConsumer):
 		return "slow_consumer"
 	case errors.Is(err, client.ErrNoChannelKey):

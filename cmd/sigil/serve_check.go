@@ -128,7 +128,7 @@ func readPolicy(path string) (*protocol.Policy, error) {
 // builtinActions are the client actions of spec.md §9.1 a policy names
 // (application actions have a dot).
 var builtinActions = []string{"*", protocol.ActSub, protocol.ActUnsub, protocol.ActPub, protocol.ActDM,
-	protocol.ActPing, protocol.ActRefresh, protocol.ActPresence}
+	protocol.ActPing, protocol.ActRefresh, protocol.ActPresence, protocol.ActHistory}
 
 // policyWarnings finds what in a policy is probably a typo: an action
 // without a dot that is not built-in (no handler can serve it), and, when

@@ -272,6 +272,7 @@ func Files() (map[string][]byte, error) {
 	g.jwkVectors()
 	g.specVectors()
 	g.grantsVectors()
+	g.historyVectors()
 	files := map[string][]byte{}
 	names := map[string]bool{}
 	for _, v := range g.out {
