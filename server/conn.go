@@ -401,9 +401,12 @@ func (c *conn) dropHold(ch string) {
 	c.mu.Unlock()
 }
 
-// writeLoop drains the queue and exits when it is empty.
+// writeLoop drains the queue and exits when it is empty. Frames queued
+// together are written as one batch: with a flushConn under gorilla, in
+// one write to the socket.
 func (c *conn) writeLoop() {
 	var batch []outFrame
+	fc, _ := c.ws.NetConn().(*flushConn)
 	for {
 		c.mu.Lock()
 		if len(c.queue) == 0 {
@@ -419,32 +422,51 @@ func (c *conn) writeLoop() {
 		}
 		batch, c.queue = c.queue, batch[:0]
 		c.mu.Unlock()
-		for i, f := range batch {
-			deadline := time.Now().Add(c.srv.cfg.WriteTimeout)
-			var err error
+		if err := c.writeBatch(fc, batch); err != nil {
+			c.mu.Lock()
+			c.closed = true
+			c.writing = false
+			c.queue = nil
+			c.mu.Unlock()
+			_ = c.ws.NetConn().Close()
+			c.signalCloseSent()
+			return
+		}
+	}
+}
+
+// writeBatch writes frames under one deadline, gathered into one socket
+// write when there are several (and fc is not nil), and clears them.
+func (c *conn) writeBatch(fc *flushConn, frames []outFrame) error {
+	deadline := time.Now().Add(c.srv.cfg.WriteTimeout)
+	_ = c.ws.SetWriteDeadline(deadline)
+	gather := fc != nil && len(frames) > 1
+	if gather {
+		fc.gather()
+	}
+	var err error
+	for i, f := range frames {
+		if err == nil {
 			switch {
 			case f.pm != nil:
-				_ = c.ws.SetWriteDeadline(deadline)
 				err = c.ws.WritePreparedMessage(f.pm)
 			case f.ping:
 				err = c.ws.WriteControl(websocket.PingMessage, nil, deadline)
 			default:
-				_ = c.ws.SetWriteDeadline(deadline)
 				err = c.ws.WriteMessage(websocket.TextMessage, f.data)
 			}
-			batch[i] = outFrame{}
-			if err != nil {
-				c.mu.Lock()
-				c.closed = true
-				c.writing = false
-				c.queue = nil
-				c.mu.Unlock()
-				_ = c.ws.NetConn().Close()
-				c.signalCloseSent()
-				return
+			if err == nil && gather && fc.full() {
+				err = fc.flush(true)
 			}
 		}
+		frames[i] = outFrame{}
 	}
+	if gather {
+		if ferr := fc.flush(false); err == nil {
+			err = ferr
+		}
+	}
+	return err
 }
 
 // sendSigned signs env (with body v) for this session and queues it.
