@@ -68,13 +68,15 @@ type conn struct {
 	jti       string
 	iat       time.Time // of the current token
 
-	regKey string // names the connection in the presence's session list
+	regKey   string // names the connection in the presence's session list
+	pingSlot int64  // the sweeper pings the connection when this slot's turn comes
 }
 
 func newConn(s *Server, ws *websocket.Conn, remote string) *conn {
+	n := s.connSeq.Add(1)
 	return &conn{srv: s, ws: ws, remote: remote, connectedAt: s.cfg.Now(),
 		helloBy: time.Now().Add(s.cfg.HelloTimeout), closeSent: make(chan struct{}),
-		regKey: strconv.FormatUint(s.connSeq.Add(1), 10)}
+		regKey: strconv.FormatUint(n, 10), pingSlot: int64(n % (1 << 62))}
 }
 
 var readBufPool = sync.Pool{New: func() any { b := make([]byte, 0, 2048); return &b }}

@@ -395,12 +395,19 @@ func (s *Server) removeConn(c *conn) {
 	s.wg.Done()
 }
 
-// sweep runs the periodic duties until Shutdown.
+// sweep runs the periodic duties until Shutdown. Keepalive pings are
+// staggered: the sessions are spread over PingInterval/SweepInterval
+// slots, and each sweep pings the slots whose turn came since the last
+// one, so every session is pinged once per PingInterval and the pings
+// (and their pongs) are spread evenly instead of arriving all at once.
 func (s *Server) sweep() {
 	defer close(s.sweepEnd)
 	t := time.NewTicker(s.cfg.SweepInterval)
 	defer t.Stop()
-	lastPing := time.Now() // keepalive runs on real time; expiry and rotation on the clock
+	slots := max(1, int64(s.cfg.PingInterval/s.cfg.SweepInterval))
+	start := time.Now() // keepalive runs on real time; expiry and rotation on the clock
+	lastPing, done := start, int64(0)
+	var conns []*conn // reused: the sweep allocates nothing per session
 	for {
 		select {
 		case <-s.sweepStop:
@@ -408,20 +415,35 @@ func (s *Server) sweep() {
 		case <-t.C:
 		}
 		now := s.cfg.Now()
-		ping := time.Since(lastPing) >= s.cfg.PingInterval
-		if ping {
-			lastPing = time.Now()
+		tick := int64(time.Since(start) / s.cfg.SweepInterval)
+		from := max(done, tick-slots) // ping the slots of the ticks (from, tick]
+		done = tick
+		s.hub.mu.RLock()
+		for c := range s.hub.all {
+			conns = append(conns, c)
 		}
-		for _, c := range s.hub.conns(nil) {
-			c.tick(now, ping)
+		s.hub.mu.RUnlock()
+		for i, c := range conns {
+			c.tick(now, pingDue(c.pingSlot, from, tick, slots))
+			conns[i] = nil
 		}
+		conns = conns[:0]
 		s.hub.rotateOld(now)
-		if ping {
+		maint := time.Since(lastPing) >= s.cfg.PingInterval
+		if maint {
+			lastPing = time.Now()
 			s.hub.retryUnsubscribes()
 			s.hub.retryRotations()
 		}
-		if m, ok := s.cfg.Replay.(*protocol.MemoryReplayStore); ok && ping {
+		if m, ok := s.cfg.Replay.(*protocol.MemoryReplayStore); ok && maint {
 			m.Sweep()
 		}
 	}
+}
+
+// pingDue reports whether a session in slot is pinged by the sweep that
+// covers the ticks (from, to]: one of them is slot's turn (mod slots).
+func pingDue(slot, from, to, slots int64) bool {
+	d := (slot%slots - (from+1)%slots + slots) % slots // ticks after from+1 until slot's turn
+	return d < to-from
 }
