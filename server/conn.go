@@ -68,15 +68,18 @@ type conn struct {
 	jti       string
 	iat       time.Time // of the current token
 
-	regKey   string // names the connection in the presence's session list
-	pingSlot int64  // the sweeper pings the connection when this slot's turn comes
+	regKey string // names the connection in the presence's session list
+
+	// The sweeper's schedule (schedule.mu): each duty's time and heap
+	// position + 1.
+	due     [2]int64
+	heapIdx [2]int
 }
 
 func newConn(s *Server, ws *websocket.Conn, remote string) *conn {
-	n := s.connSeq.Add(1)
 	return &conn{srv: s, ws: ws, remote: remote, connectedAt: s.cfg.Now(),
 		helloBy: time.Now().Add(s.cfg.HelloTimeout), closeSent: make(chan struct{}),
-		regKey: strconv.FormatUint(n, 10), pingSlot: int64(n % (1 << 62))}
+		regKey: strconv.FormatUint(s.connSeq.Add(1), 10)}
 }
 
 var readBufPool = sync.Pool{New: func() any { b := make([]byte, 0, 2048); return &b }}
@@ -258,6 +261,7 @@ func (c *conn) finish() {
 	c.mu.Unlock()
 	_ = c.ws.Close()
 	c.signalCloseSent()
+	c.srv.sched.remove(c)
 	if c.welcomed.Load() {
 		c.srv.hub.unregister(c)
 	}
@@ -622,6 +626,7 @@ func (c *conn) hello(frame []byte) {
 	}
 	c.holdWelcome(welcome)
 	c.welcomed.Store(true)
+	c.schedule()
 	if perr := s.hub.register(c); perr != nil {
 		c.abort(&m.Envelope, perr, protocol.CloseServerError, "broker unavailable")
 		return
@@ -713,22 +718,33 @@ func asProtoErr(err error) *protocol.Error {
 	return &protocol.Error{Code: protocol.CodeInternal, Message: "internal error"}
 }
 
-// tick runs from the sweeper: expiry warning and close, keepalive ping.
-func (c *conn) tick(now time.Time, ping bool) {
-	if !c.welcomed.Load() {
-		return
+// schedule puts a welcomed session on the sweeper's schedule: its expiry
+// duties, and its first keepalive ping, spread over the second half of
+// PingInterval by connection number so that sessions that connected
+// together are not all pinged together.
+func (c *conn) schedule() {
+	s := c.srv
+	s.sched.planExpiry(c, s.cfg.Now(), s.cfg.ExpiryWarning)
+	n, _ := strconv.ParseUint(c.regKey, 10, 64)
+	first := s.cfg.PingInterval/2 + time.Duration(n%1024)*(s.cfg.PingInterval/2)/1024
+	s.sched.set(c, dutyPing, time.Now().Add(first).UnixNano())
+}
+
+// tick runs from the sweeper when c's expiry duty is due: the expiry
+// warning, or the close at expiry. It reports whether c lives on.
+func (c *conn) tick(now time.Time) bool {
+	if !c.welcomed.Load() || c.isClosed() {
+		return false
 	}
 	exp := time.UnixMilli(c.exp.Load())
 	switch {
 	case !now.Before(exp):
 		c.close(protocol.CloseTokenExpired, "token expired", false)
-		return
+		return false
 	case !now.Before(exp.Add(-c.srv.cfg.ExpiryWarning)) && !c.warned.Swap(true):
 		c.sendSigned(&protocol.Envelope{Action: protocol.ActExpiring}, protocol.ExpiringBody{Expiry: exp.UnixMilli()})
 	}
-	if ping {
-		c.enqueue(outFrame{ping: true})
-	}
+	return true
 }
 
 func (c *conn) tokenID() string {

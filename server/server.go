@@ -91,6 +91,7 @@ type Server struct {
 	cancel    context.CancelFunc
 	sweepStop chan struct{}
 	sweepEnd  chan struct{}
+	sched     *schedule // the sweeper's duties per session
 }
 
 var writeBufferPool = &sync.Pool{}
@@ -109,6 +110,7 @@ func New(cfg Config) (*Server, error) {
 		adminReplay: protocol.NewMemoryReplayStore(0, cfg.Now),
 		sweepStop:   make(chan struct{}),
 		sweepEnd:    make(chan struct{}),
+		sched:       newSchedule(),
 	}
 	if cfg.Node != "" {
 		s.log = s.log.With("node", cfg.Node)
@@ -395,39 +397,36 @@ func (s *Server) removeConn(c *conn) {
 	s.wg.Done()
 }
 
-// sweep runs the periodic duties until Shutdown. Keepalive pings are
-// staggered: the sessions are spread over PingInterval/SweepInterval
-// slots, and each sweep pings the slots whose turn came since the last
-// one, so every session is pinged once per PingInterval and the pings
-// (and their pongs) are spread evenly instead of arriving all at once.
+// sweep runs the periodic duties until Shutdown. It touches only the
+// sessions with a duty due (schedule): an expiry warning or expiry, or a
+// keepalive ping, after which the next ping is PingInterval later.
 func (s *Server) sweep() {
 	defer close(s.sweepEnd)
 	t := time.NewTicker(s.cfg.SweepInterval)
 	defer t.Stop()
-	slots := max(1, int64(s.cfg.PingInterval/s.cfg.SweepInterval))
-	start := time.Now() // keepalive runs on real time; expiry and rotation on the clock
-	lastPing, done := start, int64(0)
-	var conns []*conn // reused: the sweep allocates nothing per session
+	lastPing := time.Now() // keepalive runs on real time; expiry and rotation on the clock
+	var due []*conn        // reused: the sweep allocates nothing per session
 	for {
 		select {
 		case <-s.sweepStop:
 			return
 		case <-t.C:
 		}
-		now := s.cfg.Now()
-		tick := int64(time.Since(start) / s.cfg.SweepInterval)
-		from := max(done, tick-slots) // ping the slots of the ticks (from, tick]
-		done = tick
-		s.hub.mu.RLock()
-		for c := range s.hub.all {
-			conns = append(conns, c)
+		now, real := s.cfg.Now(), time.Now()
+		due = s.sched.popDue(dutyExpiry, now.UnixMilli(), due[:0])
+		for i, c := range due {
+			if c.tick(now) {
+				s.sched.planExpiry(c, now, s.cfg.ExpiryWarning)
+			}
+			due[i] = nil
 		}
-		s.hub.mu.RUnlock()
-		for i, c := range conns {
-			c.tick(now, pingDue(c.pingSlot, from, tick, slots))
-			conns[i] = nil
+		due = s.sched.popDue(dutyPing, real.UnixNano(), due[:0])
+		for i, c := range due {
+			if c.welcomed.Load() && c.enqueue(outFrame{ping: true}) {
+				s.sched.set(c, dutyPing, max(c.due[dutyPing]+int64(s.cfg.PingInterval), real.UnixNano()+1))
+			}
+			due[i] = nil
 		}
-		conns = conns[:0]
 		s.hub.rotateOld(now)
 		maint := time.Since(lastPing) >= s.cfg.PingInterval
 		if maint {
@@ -439,11 +438,4 @@ func (s *Server) sweep() {
 			m.Sweep()
 		}
 	}
-}
-
-// pingDue reports whether a session in slot is pinged by the sweep that
-// covers the ticks (from, to]: one of them is slot's turn (mod slots).
-func pingDue(slot, from, to, slots int64) bool {
-	d := (slot%slots - (from+1)%slots + slots) % slots // ticks after from+1 until slot's turn
-	return d < to-from
 }
