@@ -5,6 +5,7 @@
 //	sigil user add|passwd|remove    manage the users file
 //	sigil login|send|listen         a command-line client (package client)
 //	sigil load [flags]              measure throughput and latency against a server
+//	sigil bench [flags]             the server's cost per message against raw Ed25519 and a plain relay
 //
 // Run "sigil <command> -h" for the flags of each command.
 package main
@@ -43,6 +44,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		err = runVerify(context.Background(), args[1:], stdin, stdout)
 	case "load":
 		err = runLoad(context.Background(), args[1:], stdin, stdout, stderr)
+	case "bench":
+		err = runBench(context.Background(), args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		usage(stdout)
 		return 0
@@ -72,5 +75,7 @@ func usage(w io.Writer) {
   sigil load --server URL[,URL...] --user NAME[,NAME...] [--password-file F] [--conns N] [--subs M]
              [--channel C] [--rate R] [--duration D] [--count K] [--size BYTES] [--encrypt] [--stats] [--json]
                                       (passwords on stdin unless --password-file; -h for all flags)
+  sigil bench [--conns N] [--frames N] [--rate R] [--fanout N] [--idle N] [--sigil BINARY] [--json]
+                                      start a sigil serve and measure it against raw Ed25519 and a plain relay
 `)
 }
