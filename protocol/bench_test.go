@@ -233,3 +233,32 @@ func BenchmarkOpenBody(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkSignDeliverEdDSA measures ServerSigner.SignBody on the deliver
+// of a publish (the server's per-publish signing: envelope, delivery body
+// with the sender's frame, JWS) against raw ed25519.Sign over the same
+// signing input.
+func BenchmarkSignDeliverEdDSA(b *testing.B) {
+	f := newFixture(b, "EdDSA")
+	inner, err := f.signer.Sign(pubEnv())
+	must(b, err)
+	jwk, err := f.client.Public().MarshalJSON()
+	must(b, err)
+	ss := &protocol.ServerSigner{Key: f.server}
+	deliver := func() []byte {
+		fr, err := ss.SignBody(&protocol.Envelope{Action: protocol.ActDeliver, Channel: "rooms.lobby"},
+			protocol.DeliverBody{Frame: string(inner), JWK: jwk, Sub: "alice"})
+		if err != nil {
+			b.Fatal(err)
+		}
+		return fr
+	}
+	input, _ := signingInput(deliver())
+	priv := ed25519.NewKeyFromSeed(make([]byte, 32))
+	var il interleave
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		il.run(i, func() { deliver() }, func() { ed25519.Sign(priv, input) })
+	}
+	il.report(b, "x-ed25519-sign")
+}

@@ -56,8 +56,19 @@
 //
 // Only EdDSA (Ed25519) and ES256 (P-256) exist here. Every key is bound to
 // one algorithm by its type, and verifiers take the algorithm from the key,
-// never from a frame's header. JOSE processing is go-jose's; JSON is read
-// under the strict rules of spec.md §6.3 (internal/strictjson).
+// never from a frame's header. JSON is read under the strict rules of
+// spec.md §6.3 (internal/strictjson).
+//
+// A compact JWS is split, checked and decoded once, strictly (spec.md §5.1,
+// §7 steps 1–3); the signature is then checked over the signing input as
+// received, with what go-jose runs for the two algorithms (ed25519.Verify;
+// ecdsa.Verify of SHA-256 with R || S), because go-jose v4 cannot verify a
+// JWS from parts already split without decoding, parsing and re-encoding
+// it again (1.35× a raw verify on its own). go-jose stays the reference:
+// tests and a fuzz target require both to accept exactly the same frames
+// with the same payload. Ed25519 frames are signed the same way, with one
+// ed25519.Sign after the cached header segment, byte for byte what go-jose
+// would produce; ES256 signing, JWE and JWKs are go-jose's.
 //
 // # Concurrency
 //

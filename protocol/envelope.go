@@ -66,8 +66,8 @@ type Envelope struct {
 // Time returns TS as a time.Time.
 func (e *Envelope) Time() time.Time { return time.UnixMilli(e.TS) }
 
-// Marshal encodes the envelope as compact JSON.
-func (e *Envelope) Marshal() ([]byte, error) { return stdjson.Marshal(e) }
+// Marshal encodes the envelope as compact JSON, as encoding/json does.
+func (e *Envelope) Marshal() ([]byte, error) { return appendEnvelope(nil, e, false) }
 
 // maxEncLength bounds the enc member.
 const maxEncLength = 1 << 20

@@ -134,15 +134,15 @@ type clientFrame struct {
 // key (kid = its thumbprint) and strict claims: steps 1–5 of spec.md §7,
 // without a session.
 func verifyClientFrame(key *PublicKey, frame []byte) (*clientFrame, *Error) {
-	hdr, err := checkForm(frame, DefaultMaxFrame*16, TypClient)
+	c, err := parseCompact(frame, DefaultMaxFrame*16, TypClient, "", header{})
 	if err != nil {
 		return nil, err
 	}
-	if hdr.kid != key.jkt {
+	if c.hdr.kid != key.jkt {
 		return nil, newErr(CodeUnknownKey, "frame kid is not the session key's thumbprint")
 	}
 	bound := boundKey(key)
-	payload, err := verifySignature(frame, hdr, bound)
+	payload, err := verifySignature(&c, bound)
 	if err != nil {
 		return nil, err
 	}

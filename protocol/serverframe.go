@@ -153,21 +153,21 @@ func (f *FrameVerifier) openServerPublished(d *Message) (*Sender, *Message, *Err
 		return nil, nil, err.(*Error)
 	}
 	frame := []byte(db.Frame)
-	hdr, perr := checkForm(frame, DefaultMaxFrame*16, TypServer)
+	c, perr := parseCompact(frame, DefaultMaxFrame*16, TypServer, "", header{})
 	if perr != nil {
 		if perr.Code == CodeBadTyp {
 			return nil, nil, nil // a client frame: the sender's own delivery
 		}
 		return nil, nil, perr
 	}
-	key, ok := f.Keys.Key(hdr.kid)
+	key, ok := f.Keys.Key(c.hdr.kid)
 	if !ok {
-		return nil, nil, newErr(CodeUnknownKey, "server-published frame: kid %s is not in the JWKS", quote(hdr.kid))
+		return nil, nil, newErr(CodeUnknownKey, "server-published frame: kid %s is not in the JWKS", quote(c.hdr.kid))
 	}
 	if jwk, err := ParsePublicJWK(db.JWK); err != nil || jwk.jkt != key.jkt {
 		return nil, nil, newErr(CodeUnknownKey, "server-published frame: jwk is not the JWKS key")
 	}
-	payload, perr := verifySignature(frame, hdr, key)
+	payload, perr := verifySignature(&c, key)
 	if perr != nil {
 		return nil, nil, perr
 	}
@@ -237,15 +237,15 @@ func openDelivery(d *Message, keys ContentKeys) (*Sender, *Message, *Error) {
 // signature under a key of keys (algorithm pinned by the key) and its
 // strict claims: no session, clock or replay checks.
 func verifyServerFrame(keys *KeySet, frame []byte, max int) (*Envelope, *Error) {
-	hdr, err := checkForm(frame, max, TypServer)
+	c, err := parseCompact(frame, max, TypServer, "", header{})
 	if err != nil {
 		return nil, err
 	}
-	key, ok := keys.Key(hdr.kid)
+	key, ok := keys.Key(c.hdr.kid)
 	if !ok {
-		return nil, newErr(CodeUnknownKey, "kid %s is not in the server's JWKS", quote(hdr.kid))
+		return nil, newErr(CodeUnknownKey, "kid %s is not in the server's JWKS", quote(c.hdr.kid))
 	}
-	payload, err := verifySignature(frame, hdr, key)
+	payload, err := verifySignature(&c, key)
 	if err != nil {
 		return nil, err
 	}

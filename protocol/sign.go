@@ -1,9 +1,11 @@
 package protocol
 
 import (
+	"bytes"
 	stdjson "encoding/json"
 	"errors"
 	"io"
+	"strconv"
 	"sync"
 	"time"
 )
@@ -72,7 +74,7 @@ func (s *ClientSigner) SignWith(env *Envelope, then func([]byte) error) ([]byte,
 	env.Session = s.Session
 	env.Subject = s.Subject
 	env.Seq = s.seq + 1
-	frame, err := signEnvelope(s.Key, TypClient, env)
+	frame, err := signEnvelope(s.Key, TypClient, env, false)
 	if err != nil {
 		return nil, err
 	}
@@ -93,7 +95,9 @@ type ServerSigner struct {
 }
 
 // Sign fills id and ts in env and returns the compact JWS.
-func (s *ServerSigner) Sign(env *Envelope) ([]byte, error) {
+func (s *ServerSigner) Sign(env *Envelope) ([]byte, error) { return s.sign(env, false) }
+
+func (s *ServerSigner) sign(env *Envelope, compactBody bool) ([]byte, error) {
 	id, err := newUUID(s.Rand)
 	if err != nil {
 		return nil, err
@@ -101,7 +105,7 @@ func (s *ServerSigner) Sign(env *Envelope) ([]byte, error) {
 	env.ID = id
 	env.TS = clockNow(s.Now).UnixMilli()
 	env.Seq = 0
-	return signEnvelope(s.Key, TypServer, env)
+	return signEnvelope(s.Key, TypServer, env, compactBody)
 }
 
 // SignBody is Sign with body marshalled from v.
@@ -111,7 +115,7 @@ func (s *ServerSigner) SignBody(env *Envelope, v any) ([]byte, error) {
 		return nil, err
 	}
 	env.Body = b
-	return s.Sign(env)
+	return s.sign(env, true)
 }
 
 // ErrorFrame signs an error frame answering ref (the offending envelope,
@@ -128,10 +132,102 @@ func (s *ServerSigner) ErrorFrame(sid string, ref *Envelope, e *Error) ([]byte, 
 	return s.SignBody(env, body)
 }
 
-func signEnvelope(k *PrivateKey, typ string, env *Envelope) ([]byte, error) {
-	payload, err := env.Marshal()
+// payloadPool holds the buffers envelopes are encoded into before
+// signing; the frame is a new slice, so the buffer goes back at once.
+var payloadPool = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
+
+// signEnvelope encodes env into a pooled buffer and signs it. compactBody:
+// env.Body is encoding/json output (appendEnvelope).
+func signEnvelope(k *PrivateKey, typ string, env *Envelope, compactBody bool) ([]byte, error) {
+	bp := payloadPool.Get().(*[]byte)
+	defer func() {
+		if cap(*bp) <= 64<<10 {
+			payloadPool.Put(bp)
+		}
+	}()
+	payload, err := appendEnvelope((*bp)[:0], env, compactBody)
 	if err != nil {
 		return nil, err
 	}
+	*bp = payload[:0]
 	return k.signCompact(typ, payload)
+}
+
+// appendEnvelope appends e as compact JSON, byte for byte what
+// encoding/json's Marshal gives (FuzzAppendEnvelope holds it to that):
+// members in struct order, empty optional members omitted, strings
+// escaped as encoding/json escapes them, and the body compacted with
+// <, > and & escaped. compactBody says the body is already in that form
+// (encoding/json's own output), so it is copied as is.
+func appendEnvelope(b []byte, e *Envelope, compactBody bool) ([]byte, error) {
+	b = append(b, `{"id":`...)
+	b = appendJSONString(b, e.ID)
+	b = append(b, `,"ts":`...)
+	b = strconv.AppendInt(b, e.TS, 10)
+	if e.Seq != 0 {
+		b = append(b, `,"seq":`...)
+		b = strconv.AppendUint(b, e.Seq, 10)
+	}
+	b = appendMember(b, `,"sid":`, e.Session)
+	b = appendMember(b, `,"sub":`, e.Subject)
+	b = append(b, `,"act":`...)
+	b = appendJSONString(b, e.Action)
+	b = appendMember(b, `,"ch":`, e.Channel)
+	b = appendMember(b, `,"to":`, e.To)
+	b = appendMember(b, `,"cid":`, e.Corr)
+	if len(e.Body) > 0 {
+		b = append(b, `,"body":`...)
+		if compactBody {
+			b = append(b, e.Body...)
+		} else {
+			var err error
+			if b, err = appendCompactBody(b, e.Body); err != nil {
+				return nil, err
+			}
+		}
+	}
+	b = appendMember(b, `,"enc":`, e.Enc)
+	return append(b, '}'), nil
+}
+
+func appendMember(b []byte, name, v string) []byte {
+	if v == "" {
+		return b
+	}
+	return appendJSONString(append(b, name...), v)
+}
+
+// appendJSONString appends s as a JSON string. Printable ASCII other than
+// " \ < > & is copied; anything else takes encoding/json's escaping.
+func appendJSONString(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			q, _ := stdjson.Marshal(s) // a string always marshals
+			return append(b, q...)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
+}
+
+// appendCompactBody appends a raw JSON body as encoding/json's Marshal
+// writes a json.RawMessage: validated, compacted, with <, >, &, U+2028 and
+// U+2029 escaped.
+func appendCompactBody(b []byte, body []byte) ([]byte, error) {
+	n := len(b)
+	buf := bytes.NewBuffer(b)
+	if stdjson.Compact(buf, body) != nil {
+		_, err := stdjson.Marshal(stdjson.RawMessage(body)) // its own error
+		return nil, err
+	}
+	b = buf.Bytes()
+	if bytes.ContainsAny(b[n:], "<>&\u2028\u2029") {
+		q, err := stdjson.Marshal(stdjson.RawMessage(body))
+		if err != nil {
+			return nil, err
+		}
+		b = append(b[:n], q...)
+	}
+	return b, nil
 }

@@ -189,15 +189,15 @@ func parseSessionToken(keys *KeySet, token string) (*SessionClaims, *Error) {
 	bad := func(e *Error) *Error {
 		return &Error{Code: CodeBadToken, Message: "session token: " + e.Message, err: e}
 	}
-	hdr, perr := checkForm([]byte(token), MaxTokenSize, TypSession)
+	jws, perr := parseCompact([]byte(token), MaxTokenSize, TypSession, "", header{})
 	if perr != nil {
 		return nil, bad(perr)
 	}
-	key, ok := keys.Key(hdr.kid)
+	key, ok := keys.Key(jws.hdr.kid)
 	if !ok {
 		return nil, newErr(CodeBadToken, "session token: signed by an unknown key")
 	}
-	payload, perr := verifySignature([]byte(token), hdr, key)
+	payload, perr := verifySignature(&jws, key)
 	if perr != nil {
 		return nil, bad(perr)
 	}

@@ -148,30 +148,20 @@ func (v *Verifier) verify(ctx context.Context, frame []byte, s *Session) (*Messa
 	}
 	// 1–3: size, form, header, typ. A session's header never changes, so
 	// the segment that passed last time is accepted by comparison.
-	var hdr header
-	if len(frame) > v.cfg.MaxFrame {
-		return nil, newErr(CodeTooLarge, "frame is %d bytes; the limit is %d", len(frame), v.cfg.MaxFrame)
-	}
-	if h, _, _, ok := splitCompact(frame); ok && s.hdr != "" && string(h) == s.hdr {
-		hdr = header{alg: s.key.alg, kid: s.key.kid, typ: TypClient}
-	} else {
-		var err *Error
-		if hdr, err = checkForm(frame, v.cfg.MaxFrame, TypClient); err != nil {
-			return nil, err
-		}
-		defer func() {
-			if hdr.kid == s.key.kid && hdr.alg == s.key.alg {
-				s.hdr = string(h)
-			}
-		}()
-	}
-	// 4: signature under the session key, algorithm pinned by the key.
-	if hdr.kid != s.key.kid {
-		return nil, newErr(CodeUnknownKey, "kid does not name this session's key")
-	}
-	payload, err := verifySignature(frame, hdr, s.key)
+	c, err := parseCompact(frame, v.cfg.MaxFrame, TypClient, s.hdr, header{alg: s.key.alg, kid: s.key.kid, typ: TypClient})
 	if err != nil {
 		return nil, err
+	}
+	// 4: signature under the session key, algorithm pinned by the key.
+	if c.hdr.kid != s.key.kid {
+		return nil, newErr(CodeUnknownKey, "kid does not name this session's key")
+	}
+	payload, err := verifySignature(&c, s.key)
+	if err != nil {
+		return nil, err
+	}
+	if s.hdr == "" || string(c.hseg) != s.hdr {
+		s.hdr = string(c.hseg) // kid and alg are the session key's: it passed step 4
 	}
 	// 5: strict claims.
 	env, e := decodeEnvelope(payload, true)
@@ -278,7 +268,7 @@ func (v *Verifier) VerifyHello(ctx context.Context, frame []byte) (*Session, *Me
 }
 
 func (v *Verifier) verifyHello(ctx context.Context, frame []byte) (*Session, *Message, *Error) {
-	hdr, err := checkForm(frame, v.cfg.MaxFrame, TypClient)
+	c, err := parseCompact(frame, v.cfg.MaxFrame, TypClient, "", header{})
 	if err != nil {
 		return nil, nil, err
 	}
@@ -310,10 +300,10 @@ func (v *Verifier) verifyHello(ctx context.Context, frame []byte) (*Session, *Me
 	if err != nil {
 		return fail(err)
 	}
-	if hdr.kid != bound.jkt {
+	if c.hdr.kid != bound.jkt {
 		return fail(newErr(CodeUnknownKey, "kid must be the session key's thumbprint"))
 	}
-	if _, err := verifySignature(frame, hdr, bound); err != nil {
+	if _, err := verifySignature(&c, bound); err != nil {
 		return fail(err)
 	}
 	if hb.EKey != nil {
@@ -322,6 +312,7 @@ func (v *Verifier) verifyHello(ctx context.Context, frame []byte) (*Session, *Me
 		}
 	}
 	s := newSession(claims, bound, hb.JWK, hb.EKey)
+	s.hdr = string(c.hseg) // later frames carry the same header
 	m, err := v.afterClaims(ctx, frame, env, s)
 	if err != nil {
 		return nil, nil, err

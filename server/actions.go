@@ -227,6 +227,7 @@ func (c *conn) refresh(m *protocol.Message) *protocol.Error {
 	c.exp.Store(c.sess.Expiry().UnixMilli())
 	s.hub.updateSession(c)
 	c.warned.Store(false)
+	s.sched.planExpiry(c, s.cfg.Now(), s.cfg.ExpiryWarning)
 	c.sendSigned(&protocol.Envelope{Action: protocol.ActRefreshed, Corr: m.Corr},
 		protocol.RefreshedBody{Token: res.Token, Expiry: res.ExpiresAt, RefreshToken: res.RefreshToken})
 	return nil

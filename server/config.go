@@ -79,7 +79,9 @@ type Config struct {
 	// PongTimeout is how long a connection may stay silent (no frame, no
 	// pong) after a ping. Default 30s.
 	PongTimeout time.Duration
-	// WriteTimeout is the write deadline of every frame. Default 10s.
+	// WriteTimeout is the write deadline of every frame (a write may be
+	// given up to a quarter more, so that a busy connection does not
+	// re-arm its timer per frame). Default 10s.
 	WriteTimeout time.Duration
 	// SendQueue is the per-session send queue length; a session whose queue
 	// overflows is closed with 4005. Default 256 frames.
@@ -99,7 +101,8 @@ type Config struct {
 	ChannelKeyRotation time.Duration
 	// KeyGrace is how long a rotated content key stays valid. Default 60s.
 	KeyGrace time.Duration
-	// SweepInterval is the period of the expiry/keepalive sweeper. Default 1s.
+	// SweepInterval is the period of the expiry/keepalive sweeper, and so
+	// the precision of expiry warnings, expiries and pings. Default 1s.
 	SweepInterval time.Duration
 
 	// AllowedOrigins lists the browser origins ("https://chat.example")

@@ -71,6 +71,11 @@ type conn struct {
 	iat       time.Time // of the current token
 
 	regKey string // names the connection in the presence's session list
+
+	// The sweeper's schedule (schedule.mu): each duty's time and heap
+	// position + 1.
+	due     [2]int64
+	heapIdx [2]int
 }
 
 func newConn(s *Server, ws *websocket.Conn, remote string) *conn {
@@ -258,6 +263,7 @@ func (c *conn) finish() {
 	c.mu.Unlock()
 	_ = c.ws.Close()
 	c.signalCloseSent()
+	c.srv.sched.remove(c)
 	if c.welcomed.Load() {
 		c.srv.hub.unregister(c)
 	}
@@ -403,9 +409,12 @@ func (c *conn) dropHold(ch string) {
 	c.mu.Unlock()
 }
 
-// writeLoop drains the queue and exits when it is empty.
+// writeLoop drains the queue and exits when it is empty. Frames queued
+// together are written as one batch: with a flushConn under gorilla, in
+// one write to the socket.
 func (c *conn) writeLoop() {
 	var batch []outFrame
+	fc, _ := c.ws.NetConn().(*flushConn)
 	for {
 		c.mu.Lock()
 		if len(c.queue) == 0 {
@@ -421,32 +430,51 @@ func (c *conn) writeLoop() {
 		}
 		batch, c.queue = c.queue, batch[:0]
 		c.mu.Unlock()
-		for i, f := range batch {
-			deadline := time.Now().Add(c.srv.cfg.WriteTimeout)
-			var err error
+		if err := c.writeBatch(fc, batch); err != nil {
+			c.mu.Lock()
+			c.closed = true
+			c.writing = false
+			c.queue = nil
+			c.mu.Unlock()
+			_ = c.ws.NetConn().Close()
+			c.signalCloseSent()
+			return
+		}
+	}
+}
+
+// writeBatch writes frames under one deadline, gathered into one socket
+// write when there are several (and fc is not nil), and clears them.
+func (c *conn) writeBatch(fc *flushConn, frames []outFrame) error {
+	deadline := time.Now().Add(c.srv.cfg.WriteTimeout)
+	_ = c.ws.SetWriteDeadline(deadline)
+	gather := fc != nil && len(frames) > 1
+	if gather {
+		fc.gather()
+	}
+	var err error
+	for i, f := range frames {
+		if err == nil {
 			switch {
 			case f.pm != nil:
-				_ = c.ws.SetWriteDeadline(deadline)
 				err = c.ws.WritePreparedMessage(f.pm)
 			case f.ping:
 				err = c.ws.WriteControl(websocket.PingMessage, nil, deadline)
 			default:
-				_ = c.ws.SetWriteDeadline(deadline)
 				err = c.ws.WriteMessage(websocket.TextMessage, f.data)
 			}
-			batch[i] = outFrame{}
-			if err != nil {
-				c.mu.Lock()
-				c.closed = true
-				c.writing = false
-				c.queue = nil
-				c.mu.Unlock()
-				_ = c.ws.NetConn().Close()
-				c.signalCloseSent()
-				return
+			if err == nil && gather && fc.full() {
+				err = fc.flush(true)
 			}
 		}
+		frames[i] = outFrame{}
 	}
+	if gather {
+		if ferr := fc.flush(false); err == nil {
+			err = ferr
+		}
+	}
+	return err
 }
 
 // sendSigned signs env (with body v) for this session and queues it.
@@ -601,6 +629,7 @@ func (c *conn) hello(frame []byte) {
 	}
 	c.holdWelcome(welcome)
 	c.welcomed.Store(true)
+	c.schedule()
 	if perr := s.hub.register(c); perr != nil {
 		c.abort(&m.Envelope, perr, protocol.CloseServerError, "broker unavailable")
 		return
@@ -692,22 +721,33 @@ func asProtoErr(err error) *protocol.Error {
 	return &protocol.Error{Code: protocol.CodeInternal, Message: "internal error"}
 }
 
-// tick runs from the sweeper: expiry warning and close, keepalive ping.
-func (c *conn) tick(now time.Time, ping bool) {
-	if !c.welcomed.Load() {
-		return
+// schedule puts a welcomed session on the sweeper's schedule: its expiry
+// duties, and its first keepalive ping, spread over the second half of
+// PingInterval by connection number so that sessions that connected
+// together are not all pinged together.
+func (c *conn) schedule() {
+	s := c.srv
+	s.sched.planExpiry(c, s.cfg.Now(), s.cfg.ExpiryWarning)
+	n, _ := strconv.ParseUint(c.regKey, 10, 64)
+	first := s.cfg.PingInterval/2 + time.Duration(n%1024)*(s.cfg.PingInterval/2)/1024
+	s.sched.set(c, dutyPing, time.Now().Add(first).UnixNano())
+}
+
+// tick runs from the sweeper when c's expiry duty is due: the expiry
+// warning, or the close at expiry. It reports whether c lives on.
+func (c *conn) tick(now time.Time) bool {
+	if !c.welcomed.Load() || c.isClosed() {
+		return false
 	}
 	exp := time.UnixMilli(c.exp.Load())
 	switch {
 	case !now.Before(exp):
 		c.close(protocol.CloseTokenExpired, "token expired", false)
-		return
+		return false
 	case !now.Before(exp.Add(-c.srv.cfg.ExpiryWarning)) && !c.warned.Swap(true):
 		c.sendSigned(&protocol.Envelope{Action: protocol.ActExpiring}, protocol.ExpiringBody{Expiry: exp.UnixMilli()})
 	}
-	if ping {
-		c.enqueue(outFrame{ping: true})
-	}
+	return true
 }
 
 func (c *conn) tokenID() string {

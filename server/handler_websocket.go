@@ -35,7 +35,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		writeError(w, newAPIError(http.StatusForbidden, ErrCodeForbidden, "origin not allowed"))
 		return
 	}
-	ws, err := s.upgrader.Upgrade(w, r, nil)
+	ws, err := s.upgrader.Upgrade(hijacker{w, s.cfg.WriteTimeout / 4}, r, nil)
 	if err != nil {
 		return // the upgrader answered
 	}

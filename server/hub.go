@@ -548,15 +548,22 @@ func (h *hub) HandleResync(topics []Topic) {
 func (h *hub) HandlePublication(p *Publication) {
 	switch {
 	case p.Channel != nil:
-		pm, err := websocket.NewPreparedMessage(websocket.TextMessage, p.Channel.Frame)
-		if err != nil {
-			return
-		}
+		// One subscriber here: the frame as is; more: one
+		// PreparedMessage shared by all.
 		n := 0
 		h.mu.RLock()
 		if ch := h.channels[p.Channel.Channel]; ch != nil {
+			f := outFrame{data: p.Channel.Frame, off: p.Channel.Offset}
+			if len(ch.subs) > 1 {
+				pm, err := websocket.NewPreparedMessage(websocket.TextMessage, p.Channel.Frame)
+				if err != nil {
+					h.mu.RUnlock()
+					return
+				}
+				f = outFrame{pm: pm, off: p.Channel.Offset}
+			}
 			for c := range ch.subs {
-				if c.enqueueIn(ch.name, outFrame{pm: pm, off: p.Channel.Offset}) {
+				if c.enqueueIn(ch.name, f) {
 					n++
 				}
 			}

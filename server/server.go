@@ -92,6 +92,7 @@ type Server struct {
 	cancel    context.CancelFunc
 	sweepStop chan struct{}
 	sweepEnd  chan struct{}
+	sched     *schedule // the sweeper's duties per session
 }
 
 var writeBufferPool = &sync.Pool{}
@@ -110,6 +111,7 @@ func New(cfg Config) (*Server, error) {
 		adminReplay: protocol.NewMemoryReplayStore(0, cfg.Now),
 		sweepStop:   make(chan struct{}),
 		sweepEnd:    make(chan struct{}),
+		sched:       newSchedule(),
 	}
 	if cfg.Node != "" {
 		s.log = s.log.With("node", cfg.Node)
@@ -420,32 +422,44 @@ func (s *Server) removeConn(c *conn) {
 	s.wg.Done()
 }
 
-// sweep runs the periodic duties until Shutdown.
+// sweep runs the periodic duties until Shutdown. It touches only the
+// sessions with a duty due (schedule): an expiry warning or expiry, or a
+// keepalive ping, after which the next ping is PingInterval later.
 func (s *Server) sweep() {
 	defer close(s.sweepEnd)
 	t := time.NewTicker(s.cfg.SweepInterval)
 	defer t.Stop()
 	lastPing := time.Now() // keepalive runs on real time; expiry and rotation on the clock
+	var due []*conn        // reused: the sweep allocates nothing per session
 	for {
 		select {
 		case <-s.sweepStop:
 			return
 		case <-t.C:
 		}
-		now := s.cfg.Now()
-		ping := time.Since(lastPing) >= s.cfg.PingInterval
-		if ping {
-			lastPing = time.Now()
+		now, real := s.cfg.Now(), time.Now()
+		due = s.sched.popDue(dutyExpiry, now.UnixMilli(), due[:0])
+		for i, c := range due {
+			if c.tick(now) {
+				s.sched.planExpiry(c, now, s.cfg.ExpiryWarning)
+			}
+			due[i] = nil
 		}
-		for _, c := range s.hub.conns(nil) {
-			c.tick(now, ping)
+		due = s.sched.popDue(dutyPing, real.UnixNano(), due[:0])
+		for i, c := range due {
+			if c.welcomed.Load() && c.enqueue(outFrame{ping: true}) {
+				s.sched.set(c, dutyPing, max(c.due[dutyPing]+int64(s.cfg.PingInterval), real.UnixNano()+1))
+			}
+			due[i] = nil
 		}
 		s.hub.rotateOld(now)
-		if ping {
+		maint := time.Since(lastPing) >= s.cfg.PingInterval
+		if maint {
+			lastPing = time.Now()
 			s.hub.retryUnsubscribes()
 			s.hub.retryRotations()
 		}
-		if m, ok := s.cfg.Replay.(*protocol.MemoryReplayStore); ok && ping {
+		if m, ok := s.cfg.Replay.(*protocol.MemoryReplayStore); ok && maint {
 			m.Sweep()
 		}
 	}

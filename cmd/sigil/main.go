@@ -9,6 +9,7 @@
 //	sigil version                   the version sigil was built from
 //	sigil load [flags]              measure throughput and latency against a server
 //	sigil audit verify|prove|check-proof|export   the audit log, offline
+//	sigil bench [flags]             the server's cost per message against raw Ed25519 and a plain relay
 //
 // Run "sigil <command> -h" for the flags of each command.
 package main
@@ -50,6 +51,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		err = runAudit(context.Background(), args[1:], stdin, stdout)
 	case "load":
 		err = runLoad(context.Background(), args[1:], stdin, stdout, stderr)
+	case "bench":
+		err = runBench(context.Background(), args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		if len(args) == 2 && args[0] == "help" && args[1] != "help" {
 			return run([]string{args[1], "-h"}, stdin, stdout, stderr) // sigil help send
@@ -100,5 +103,7 @@ func usage(w io.Writer) {
   sigil load --server URL[,URL...] --user NAME[,NAME...] [--password-file F] [--conns N] [--subs M]
              [--channel C] [--rate R] [--duration D] [--count K] [--size BYTES] [--encrypt] [--stats] [--json]
                                       (passwords on stdin unless --password-file; -h for all flags)
+  sigil bench [--conns N] [--frames N] [--rate R] [--fanout N] [--idle N] [--sigil BINARY] [--json]
+                                      start a sigil serve and measure it against raw Ed25519 and a plain relay
 `)
 }

@@ -1,0 +1,53 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+)
+
+// TestBench runs sigil bench end to end at a tiny size: a real sigil serve
+// process (this binary), the relay process, every row. It checks that the
+// report is complete and every figure was measured; the figures
+// themselves depend on the machine and are not asserted.
+func TestBench(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts two processes and opens a few hundred sessions")
+	}
+	t.Setenv("SIGIL_TEST_MAIN", "1") // the children run as sigil (TestMain)
+	var out, errb bytes.Buffer
+	err := runBench(context.Background(), []string{"--json", "--server-cpu", "none",
+		"--conns", "4", "--frames", "100", "--rounds", "1", "--rate", "200", "--rate-duration", "300ms",
+		"--fanout", "10", "--fanout-publishes", "5", "--idle", "20", "--idle-duration", "500ms", "--calibrate", "100ms"}, &out, &errb)
+	if err != nil {
+		t.Fatalf("bench: %v\n%s", err, errb.String())
+	}
+	var rep benchReport
+	if err := json.Unmarshal(out.Bytes(), &rep); err != nil {
+		t.Fatalf("%v: %s", err, out.String())
+	}
+	if rep.VerifyNs <= 0 || rep.SignNs <= 0 || rep.FrameSize <= 0 {
+		t.Fatalf("baselines not measured: %+v", rep)
+	}
+	if len(rep.Rows) != 7 {
+		t.Fatalf("%d rows, want the issue's 7: %+v", len(rep.Rows), rep.Rows)
+	}
+	for _, r := range rep.Rows {
+		if r.Value <= 0 && !strings.HasPrefix(r.Name, "idle CPU") {
+			t.Errorf("row %q: nothing measured (%v %s)", r.Name, r.Value, r.Unit)
+		}
+		if r.Of != "" && r.Ratio <= 0 {
+			t.Errorf("row %q: no ratio against %s", r.Name, r.Of)
+		}
+	}
+	if !strings.Contains(errb.String(), "bench: fan-out") {
+		t.Errorf("no progress display on stderr:\n%s", errb.String())
+	}
+	var table bytes.Buffer
+	rep.print(&table)
+	if !strings.Contains(table.String(), "| server CPU per verified publish, no subscriber |") {
+		t.Errorf("table:\n%s", table.String())
+	}
+}
