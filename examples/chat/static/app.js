@@ -185,7 +185,18 @@ async function start(username, password) {
 // ---- client events -------------------------------------------------------------
 
 function wire(c) {
-  c.on('message', (m) => addMessage(m.ch, m));
+  c.on('message', (m) => {
+    if (m.position && m.verified && convs.has(m.ch)) savePosition(m.ch, m.position);
+    addMessage(m.ch, m);
+  });
+  // A gap the client could not recover (spec §20.3, §20.4): marked where it
+  // is, never skipped silently. During a join it is placed among the
+  // history the join reads (joinGaps).
+  c.on('gap', ({ ch, from, to }) => {
+    if (to && convs.has(ch)) savePosition(ch, to);
+    if (joinGaps.has(ch)) joinGaps.set(ch, { from });
+    else if (convs.has(ch)) push(conv(ch), gapMarker(), { count: false });
+  });
   // A direct message goes to the conversation with its sender, never into
   // a room.
   c.on('direct', (m) => addMessage(dmKey(m.mine || m.from === c.sub ? m.to || m.from : m.from), { ...m, direct: true }));
@@ -419,16 +430,70 @@ $('dm-form').addEventListener('submit', (ev) => {
   openDM(to);
 });
 
+// A room's position (spec §20.1: the epoch and offset of the last message
+// shown) is kept in sessionStorage per user and room, so that after a page
+// reload the chat subscribes with since and is told what it missed, or
+// that something could not be recovered.
+const positionKey = (ch) => `sigil.position.${client.sub}.${ch}`;
+function savedPosition(ch) {
+  try {
+    const p = JSON.parse(sessionStorage.getItem(positionKey(ch)));
+    return p && typeof p.epoch === 'string' && Number.isSafeInteger(p.offset) && p.offset >= 0 ? { epoch: p.epoch, offset: p.offset } : null;
+  } catch {
+    return null;
+  }
+}
+function savePosition(ch, p) {
+  const old = savedPosition(ch);
+  if (old && old.epoch === p.epoch && old.offset >= p.offset) return;
+  try {
+    sessionStorage.setItem(positionKey(ch), JSON.stringify({ epoch: p.epoch, offset: p.offset }));
+  } catch {
+    // Storage full or disabled: the room still works, without resuming.
+  }
+}
+
+const HISTORY_LIMIT = 50; // messages read when joining a room
+const joinGaps = new Map(); // ch → null, or {from} once a gap was reported while joining
+
 async function join(ch) {
   if (!client) return;
+  joinGaps.set(ch, null);
   try {
-    await client.subscribe(ch);
+    await client.subscribe(ch, { since: savedPosition(ch) || undefined });
     joined.add(ch);
     system(ch, `You joined #${conv(ch).name}`);
     select(ch);
+    const st = client.streams.get(ch);
+    if (st && st.epoch) savePosition(ch, st);
+    await loadHistory(ch, joinGaps.get(ch));
   } catch (e) {
     toast(`Could not join #${conv(ch).name}: ${humanError(e, conv(ch))}`, 'error');
+  } finally {
+    joinGaps.delete(ch);
   }
+}
+
+// loadHistory reads the room's recent messages (the history action: every
+// frame verified by the client as a live one) and shows them before what
+// arrived live meanwhile, once each. A gap reported while joining is marked
+// before the first message that follows the position it starts from.
+async function loadHistory(ch, gap) {
+  let page = { messages: [] };
+  if (client.streams.has(ch) && client.can('history', ch)) {
+    try {
+      page = await client.history(ch, { limit: HISTORY_LIMIT });
+    } catch (e) {
+      toast(`The recent messages of #${conv(ch).name} could not be read: ${humanError(e, conv(ch))}`, 'error');
+    }
+  }
+  let at = false;
+  if (gap) {
+    const f = gap.from;
+    const i = page.messages.findIndex((m) => !f || !m.position || m.position.epoch !== f.epoch || m.position.offset > f.offset);
+    at = i < 0 ? true : i;
+  }
+  showHistory(ch, page.messages, { gap: at });
 }
 
 async function leave(ch) {
@@ -529,22 +594,29 @@ function addMessage(key, m) {
  * frames as it does live ones). Messages already shown (same id) are
  * skipped. With gap, a marker says that some messages could not be
  * recovered: gap 'before' puts it above the history (older messages are
- * lost), anything else true puts it between the history and the live
- * messages.
+ * lost), a number i before messages[i], anything else true between the
+ * history and the live messages.
  */
 export function showHistory(key, messages, { gap = false } = {}) {
   const c = conv(key);
   const past = [];
-  for (const m of messages || []) {
-    if (!m || (m.id && c.seen.has(m.id))) continue;
+  let markAt = gap === 'before' ? 0 : -1;
+  (messages || []).forEach((m, i) => {
+    if (i === gap) markAt = past.length;
+    if (!m || (m.id && c.seen.has(m.id))) return;
     if (m.id) c.seen.add(m.id);
     past.push({ ...m, history: true });
-  }
-  const marker = { system: true, gap: true, text: 'Gap: some messages could not be recovered.', receivedAt: Date.now() };
-  const head = gap === 'before' ? [marker, ...past] : gap ? [...past, marker] : past;
-  c.messages.unshift(...head);
+  });
+  const shown = past.length;
+  if ((gap || gap === 0) && markAt < 0) markAt = past.length;
+  if (markAt >= 0) past.splice(markAt, 0, gapMarker());
+  c.messages.unshift(...past);
   if (c.key === active) renderMessages();
-  return past.length;
+  return shown;
+}
+
+function gapMarker() {
+  return { system: true, gap: true, text: 'Gap: some messages could not be recovered.', receivedAt: Date.now() };
 }
 
 function renderMessages() {
