@@ -6,7 +6,10 @@
 // What the session may do comes from the welcome's grants (spec §8.3):
 // a room the policy does not let it post in has its composer disabled,
 // with the reason. Messages typed while the connection is away wait in an
-// outbox and are sent when it is back, or are marked "not sent".
+// outbox and are sent when it is back, or are marked "not sent". Joining a
+// room shows its recent history (spec §20); its position is kept in
+// sessionStorage so that a reload resumes with since, and a gap that could
+// not be recovered is marked.
 
 import { Client, b64uDecode } from '/js/sigil.js';
 
@@ -1008,8 +1011,8 @@ document.addEventListener('visibilitychange', () => {
   }
 });
 
-// Expose for tests and curious users; showHistory is the hook for the
-// history API (a room pre-filled with its recent messages on join).
+// Expose for tests and curious users; showHistory is the hook join uses
+// to pre-fill a room with its recent messages.
 window.sigilChat = {
   get client() { return client; },
   showHistory,
