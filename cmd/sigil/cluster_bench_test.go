@@ -17,6 +17,7 @@ import (
 	"testing"
 
 	"github.com/sigil-ws/sigil/internal/sigiltest"
+	"github.com/sigil-ws/sigil/protocol"
 )
 
 // BenchmarkCluster compares, in one run on one machine, three sigil serve
@@ -37,6 +38,11 @@ import (
 //	                   other nodes (a third setup, alternated with the two)
 //	rtt/publish        Redis round trips per acknowledged publish
 //	rtt/frame          Redis round trips per frame accepted (verified)
+//
+// The channel keeps a history under the default policy (spec §20), so the
+// figures include it (an append per publish, in memory or in a Redis
+// stream); SIGIL_BENCH_HISTORY=off serves the default policy's rules
+// without history, the live path alone.
 //
 // Run it alone: go test ./cmd/sigil -run XXX -bench Cluster -benchtime 1x
 // It needs redis-server, like the tests.
@@ -131,14 +137,29 @@ func benchData(b *testing.B, dir string) string {
 	if err := os.WriteFile(pw, []byte("bench-password\n"), 0o600); err != nil {
 		b.Fatal(err)
 	}
+	// SIGIL_BENCH_HISTORY=off: the default policy's rules without its
+	// history, to measure the live path alone.
+	if os.Getenv("SIGIL_BENCH_HISTORY") == "off" {
+		doc, err := json.Marshal(map[string]any{"rules": protocol.DefaultPolicy().Rules()})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "policy.json"), doc, 0o600); err != nil {
+			b.Fatal(err)
+		}
+		benchPolicy = []string{"--policy", filepath.Join(dir, "policy.json")}
+	}
 	return pw
 }
+
+// benchPolicy is the --policy flag of the benchmark's servers, if any.
+var benchPolicy []string
 
 // benchServe starts sigil serve (this test binary) with args and returns
 // its URL; it is stopped when the function that the returned stop belongs
 // to calls it.
 func benchServe(b *testing.B, args ...string) (string, func()) {
-	cmd := exec.Command(os.Args[0], append([]string{"serve", "--addr", "127.0.0.1:0", "--log-level", "warn"}, args...)...)
+	cmd := exec.Command(os.Args[0], append(append([]string{"serve", "--addr", "127.0.0.1:0", "--log-level", "warn"}, benchPolicy...), args...)...)
 	cmd.Env = append(os.Environ(), "SIGIL_TEST_MAIN=1")
 	if g := os.Getenv("SIGIL_BENCH_GOMAXPROCS"); g != "" {
 		cmd.Env = append(cmd.Env, "GOMAXPROCS="+g)
