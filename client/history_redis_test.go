@@ -24,17 +24,7 @@ import (
 // subscribers recover from Redis what they missed.
 func TestRestartWithRedisHistory(t *testing.T) {
 	rs := sigiltest.StartRedis(t)
-	e := newEnv(t, func(c *server.Config) {
-		cc, err := server.NewCluster(server.ClusterConfig{Redis: server.RedisConfig{URL: rs.URL, Prefix: "hist:", OpTimeout: 20 * time.Second},
-			Secret: bytes.Repeat([]byte("sigil client test cluster secret "), 2), Heartbeat: time.Second})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(cc.Close)
-		cc.Configure(c)
-		c.Policy = historyPolicy(t, 10000)
-		c.Refresh = sharedRefresh
-	})
+	e := redisHistoryEnv(t, rs, "hist:")
 	ctx := ctxT(t)
 	var gaps sync.Map
 	type rec struct {
@@ -156,17 +146,7 @@ func TestRestartWithRedisHistory(t *testing.T) {
 // accounted for exactly once, live or from the history.
 func TestClusterSubscriptionGapIsReportedAndReadable(t *testing.T) {
 	rs := sigiltest.StartRedis(t)
-	e := newEnv(t, func(c *server.Config) {
-		cc, err := server.NewCluster(server.ClusterConfig{Redis: server.RedisConfig{URL: rs.URL, Prefix: "gap:", OpTimeout: 20 * time.Second},
-			Secret: bytes.Repeat([]byte("sigil client test cluster secret "), 2), Heartbeat: time.Second})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(cc.Close)
-		cc.Configure(c)
-		c.Policy = historyPolicy(t, 10000)
-		c.Refresh = sharedRefresh
-	})
+	e := redisHistoryEnv(t, rs, "gap:")
 	ctx := ctxT(t)
 	gaps := make(chan client.Gap, 100)
 	alice := e.dial("alice", nil)
@@ -257,4 +237,21 @@ func TestClusterSubscriptionGapIsReportedAndReadable(t *testing.T) {
 		}
 	}
 	t.Logf("%d publications; a gap of %d (offsets %d..%d) read back from the history", sent, len(page.Messages), gap.From.Offset+1, gap.To.Offset)
+}
+
+// redisHistoryEnv is a server in cluster mode on rs (key prefix prefix),
+// whose rooms.> channels keep 10,000 messages of history.
+func redisHistoryEnv(t *testing.T, rs *sigiltest.Redis, prefix string) *env {
+	t.Helper()
+	return newEnv(t, func(c *server.Config) {
+		cc, err := server.NewCluster(server.ClusterConfig{Redis: server.RedisConfig{URL: rs.URL, Prefix: prefix, OpTimeout: 20 * time.Second},
+			Secret: bytes.Repeat([]byte("sigil client test cluster secret "), 2), Heartbeat: time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(cc.Close)
+		cc.Configure(c)
+		c.Policy = historyPolicy(t, 10000)
+		c.Refresh = sharedRefresh
+	})
 }

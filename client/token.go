@@ -133,18 +133,28 @@ func RefreshToken(t Token, save func(Token) error) TokenSource {
 	})
 }
 
-// requestToken asks POST /v1/token for a token bound to a fresh session
-// key; req carries the grant, requestToken adds the key.
-func requestToken(ctx context.Context, r *TokenRequest, req protocol.TokenRequest) (*Token, error) {
+// newKey generates a key of r's algorithm (EdDSA by default) and returns it
+// with its public JWK.
+func newKey(r *TokenRequest) (*protocol.PrivateKey, []byte, error) {
 	alg := r.Algorithm
 	if alg == "" {
 		alg = protocol.EdDSA
 	}
 	key, err := protocol.GenerateKey(alg, nil)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	jwk, err := key.Public().MarshalJSON()
+	if err != nil {
+		return nil, nil, err
+	}
+	return key, jwk, nil
+}
+
+// requestToken asks POST /v1/token for a token bound to a fresh session
+// key; req carries the grant, requestToken adds the key.
+func requestToken(ctx context.Context, r *TokenRequest, req protocol.TokenRequest) (*Token, error) {
+	key, jwk, err := newKey(r)
 	if err != nil {
 		return nil, err
 	}
@@ -254,15 +264,7 @@ func (l Login) String() string {
 // to a fresh login key (Algorithm r.Algorithm, EdDSA by default) instead
 // of a session (spec.md §4.5). Use LoginSessions to mint sessions from it.
 func LogIn(ctx context.Context, r *TokenRequest, username, password string) (*Login, error) {
-	alg := r.Algorithm
-	if alg == "" {
-		alg = protocol.EdDSA
-	}
-	key, err := protocol.GenerateKey(alg, nil)
-	if err != nil {
-		return nil, err
-	}
-	jwk, err := key.Public().MarshalJSON()
+	key, jwk, err := newKey(r)
 	if err != nil {
 		return nil, err
 	}
@@ -286,15 +288,7 @@ func LoginSessions(l Login) TokenSource {
 		if l.Key == nil || l.Token == "" {
 			return nil, errors.New("sigil client: LoginSessions needs the login token and key")
 		}
-		alg := r.Algorithm
-		if alg == "" {
-			alg = protocol.EdDSA
-		}
-		key, err := protocol.GenerateKey(alg, nil)
-		if err != nil {
-			return nil, err
-		}
-		jwk, err := key.Public().MarshalJSON()
+		key, jwk, err := newKey(r)
 		if err != nil {
 			return nil, err
 		}
