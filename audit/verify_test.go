@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/json"
+	"fmt"
+	"github.com/sigil-ws/sigil/internal/sigiltest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -80,19 +82,16 @@ func (f *fixture) frame(text string) uint64 {
 // published waits for a checkpoint of every entry added and returns it.
 func (f *fixture) published() []byte {
 	f.t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		raw, err := f.log.Checkpoint(context.Background())
-		if err == nil {
-			if cp, err := audit.ParseCheckpoint(raw, f.v); err == nil && cp.Size >= f.n {
-				return raw
-			}
+	var raw []byte
+	sigiltest.Eventually(f.t, fmt.Sprintf("a checkpoint of %d entries", f.n), func() bool {
+		var err error
+		if raw, err = f.log.Checkpoint(context.Background()); err != nil {
+			return false
 		}
-		if time.Now().After(deadline) {
-			f.t.Fatalf("no checkpoint of %d entries", f.n)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		cp, err := audit.ParseCheckpoint(raw, f.v)
+		return err == nil && cp.Size >= f.n
+	})
+	return raw
 }
 
 func (f *fixture) verify(prev []byte) *audit.Report {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/sigil-ws/sigil/internal/sigiltest"
 	"slices"
 	"sync/atomic"
 	"testing"
@@ -109,13 +110,7 @@ func TestDirectMessageWithoutInboxIsCounted(t *testing.T) {
 	bob := e.dial("bob", nil)
 	ctx := ctxT(t)
 	must(t, alice.Send(ctx, "bob", text{"early"}))
-	for bob.Stats().Unrouted == 0 {
-		select {
-		case <-ctx.Done():
-			t.Fatalf("the dropped direct message was not counted: %+v", bob.Stats())
-		case <-time.After(5 * time.Millisecond):
-		}
-	}
+	sigiltest.Eventually(t, "the dropped direct message to be counted", func() bool { return bob.Stats().Unrouted > 0 })
 	if st := bob.Stats(); st.Delivered != 0 || st.Unrouted != 1 {
 		t.Fatalf("stats %+v", st)
 	}

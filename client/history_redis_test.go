@@ -76,23 +76,23 @@ func TestRestartWithRedisHistory(t *testing.T) {
 		}
 		return n
 	}
-	waitFor(t, "publishes before the restarts", func() bool { return acked() >= 20 })
+	sigiltest.Eventually(t, "publishes before the restarts", func() bool { return acked() >= 20 })
 	e.restart() // SIGTERM
 	n := acked()
-	waitFor(t, "publishes after the graceful restart", func() bool { return acked() >= n+20 })
+	sigiltest.Eventually(t, "publishes after the graceful restart", func() bool { return acked() >= n+20 })
 	addr := e.hs.Listener.Addr().String()
 	e.hs.CloseClientConnections() // SIGKILL: connections drop, nothing drained
 	e.hs.Close()
 	e.srv = nil
 	e.restartStopped(addr)
 	n = acked()
-	waitFor(t, "publishes after the abrupt restart", func() bool { return acked() >= n+20 })
+	sigiltest.Eventually(t, "publishes after the abrupt restart", func() bool { return acked() >= n+20 })
 	close(stop)
 	<-done
 	must(t, pub.Publish(ctx, "rooms.restart", numbered{P: 9}))
 
 	for i, r := range subs {
-		waitFor(t, "the last message", func() bool {
+		sigiltest.Eventually(t, "the last message", func() bool {
 			r.mu.Lock()
 			defer r.mu.Unlock()
 			return len(r.got) > 0 && bytes.Contains(r.got[len(r.got)-1].Body, []byte(`"p":9`))

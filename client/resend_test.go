@@ -3,26 +3,15 @@ package client_test
 import (
 	"encoding/json"
 	"errors"
+	"github.com/sigil-ws/sigil/internal/sigiltest"
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/sigil-ws/sigil/client"
 	"github.com/sigil-ws/sigil/protocol"
 	"github.com/sigil-ws/sigil/server"
 )
-
-// waitFor polls cond until it holds, failing after a generous limit.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(30 * time.Second); !cond(); {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
 
 // TestPublishExactlyOnceAcrossCuts cuts the publisher's connection at
 // each point of a publish: Publish returns nil exactly when the
@@ -62,7 +51,7 @@ func TestPublishExactlyOnceAcrossCuts(t *testing.T) {
 	// 1. The frame never reaches the server.
 	p.swallow(true)
 	done := publish(1)
-	waitFor(t, "the publish to be swallowed", func() bool { return p.swallowed() > 0 })
+	sigiltest.Eventually(t, "the publish to be swallowed", func() bool { return p.swallowed() > 0 })
 	p.setDown(true)
 	p.setDown(false)
 	if err := <-done; !errors.Is(err, client.ErrNotAccepted) || protocol.CodeOf(err) != "" {

@@ -68,7 +68,7 @@ func TestAdminAcrossNodes(t *testing.T) {
 	alice := cl.login(1, "alice").connect()
 	bob := cl.login(2, "bob").connect()
 	var list struct{ Sessions []server.SessionInfo }
-	until(t, "the session list to show both sessions", func() bool {
+	sigiltest.Eventually(t, "the session list to show both sessions", func() bool {
 		st, data := adm.admin("GET", "sessions", "")
 		must(t, json.Unmarshal(data, &list))
 		return st == 200 && len(list.Sessions) == 2
@@ -109,7 +109,7 @@ func TestAdminAcrossNodes(t *testing.T) {
 // unavailable (a shared store coming back), failing on anything else.
 func (c *client) pingUntilAnswered() {
 	c.t.Helper()
-	until(c.t, "a pong", func() bool {
+	sigiltest.Eventually(c.t, "a pong", func() bool {
 		env := c.send(&protocol.Envelope{Action: protocol.ActPing, Corr: "p"})
 		m := c.recv()
 		if m.Action == protocol.ActPong && m.Corr == env.Corr {

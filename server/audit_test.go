@@ -3,6 +3,8 @@ package server_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"github.com/sigil-ws/sigil/internal/sigiltest"
 	"io"
 	"net/http"
 	"os"
@@ -48,18 +50,14 @@ func newAuditEnv(t testing.TB, async bool) (*env, *audit.Log, note.Verifier) {
 // entries.
 func waitCheckpoint(t testing.TB, src audit.Source, v note.Verifier, n uint64) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if raw, err := src.ReadCheckpoint(context.Background()); err == nil {
-			if cp, err := audit.ParseCheckpoint(raw, v); err == nil && cp.Size >= n {
-				return
-			}
+	sigiltest.Eventually(t, fmt.Sprintf("a checkpoint with %d entries", n), func() bool {
+		raw, err := src.ReadCheckpoint(context.Background())
+		if err != nil {
+			return false
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no checkpoint with %d entries", n)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		cp, err := audit.ParseCheckpoint(raw, v)
+		return err == nil && cp.Size >= n
+	})
 }
 
 func replyIndex(t testing.TB, m *protocol.Message) (uint64, bool) {

@@ -51,19 +51,19 @@ func TestRedisBrokerFailsClosedAndRecovers(t *testing.T) {
 	if err := c.Broker.Publish(ctx, pub(1)); !errors.Is(err, server.ErrRedisUnavailable) {
 		t.Fatalf("Publish without Redis: %v", err)
 	}
-	until(t, "the node to be not ready", func() bool { return c.Ready(ctx) != nil })
+	sigiltest.Eventually(t, "the node to be not ready", func() bool { return c.Ready(ctx) != nil })
 	if err := c.Broker.Subscribe(ctx, server.ChannelTopic("rooms.other")); !errors.Is(err, server.ErrRedisUnavailable) {
 		t.Fatalf("Subscribe without Redis: %v", err)
 	}
 
 	srv.Restart()
-	until(t, "the node to be ready again", func() bool { return c.Ready(ctx) == nil })
+	sigiltest.Eventually(t, "the node to be ready again", func() bool { return c.Ready(ctx) == nil })
 	// Ready says Redis answers; a pipelined connection that broke with the
 	// restart may still fail one publish, which must fail closed (an
 	// error, never a silent success). Publish until one is accepted: that
 	// one must be delivered (lobby was subscribed again).
 	accepted := 0
-	until(t, "a publish to be accepted again", func() bool {
+	sigiltest.Eventually(t, "a publish to be accepted again", func() bool {
 		next := accepted + 2
 		err := c.Broker.Publish(ctx, pub(next))
 		if err != nil && !errors.Is(err, server.ErrRedisUnavailable) {
@@ -135,7 +135,7 @@ func TestRedisBrokerSlotMigration(t *testing.T) {
 	// one must arrive, in order, once.
 	const seen = 1
 	next := 1
-	until(t, "a publication to arrive after the migration", func() bool {
+	sigiltest.Eventually(t, "a publication to arrive after the migration", func() bool {
 		err := pub(next)
 		if err != nil && !errors.Is(err, server.ErrRedisUnavailable) && !errors.Is(err, server.ErrNoSubscribers) {
 			t.Fatalf("publish during the migration: %v", err)
@@ -150,7 +150,7 @@ func TestRedisBrokerSlotMigration(t *testing.T) {
 		must(t, pub(next+i))
 	}
 	var after []int // what arrived of next, next+1, ...
-	until(t, "the publications after the migration", func() bool {
+	sigiltest.Eventually(t, "the publications after the migration", func() bool {
 		r.mu.Lock()
 		defer r.mu.Unlock()
 		after = after[:0]

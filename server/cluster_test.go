@@ -16,22 +16,9 @@ import (
 	"github.com/sigil-ws/sigil/server"
 )
 
-// clusterWaitLimit is the safety limit of until: long enough for a loaded
-// 2-core machine, and never the thing a test measures.
-const clusterWaitLimit = 30 * time.Second
-
-// until polls cond until it holds, failing the test after
-// clusterWaitLimit.
-func until(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(clusterWaitLimit)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("waited %v for %s", clusterWaitLimit, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
+// clusterWaitLimit bounds a read that waits for a frame: a safety limit,
+// never the thing a test measures.
+const clusterWaitLimit = sigiltest.WaitLimit
 
 // testSecret is the cluster secret of the tests' nodes.
 var testSecret = bytes.Repeat([]byte("sigil test cluster secret "), 2)
@@ -280,7 +267,7 @@ func testClusterPubSubAndDirect(t *testing.T, url, prefix string) {
 	}
 	// Once bob's only session is gone, a dm to bob is not_found too.
 	cs[1].ws.Close()
-	until(t, "a dm to bob to be not_found", func() bool {
+	sigiltest.Eventually(t, "a dm to bob to be not_found", func() bool {
 		cs[0].send(&protocol.Envelope{Action: protocol.ActDM, To: "bob", Body: json.RawMessage(`1`), Corr: "d-gone"})
 		for {
 			m := cs[0].recv()
@@ -331,7 +318,7 @@ func testClusterPresence(t *testing.T, url, prefix string) {
 		}
 	}
 	// Every node lists every session, with the node that serves it.
-	until(t, "the session list of every node", func() bool {
+	sigiltest.Eventually(t, "the session list of every node", func() bool {
 		for _, n := range cl.nodes {
 			s, err := n.srv.ClusterSessions(context.Background())
 			must(t, err)
@@ -384,7 +371,7 @@ func testClusterNodeDies(t *testing.T, url, prefix string) {
 	if ev := carol.presenceEvent("rooms.d"); ev != "join alice" {
 		t.Fatal(ev)
 	}
-	until(t, "alice's session in the list", func() bool {
+	sigiltest.Eventually(t, "alice's session in the list", func() bool {
 		s, err := cl.nodes[1].srv.ClusterSessions(context.Background())
 		must(t, err)
 		return slices.ContainsFunc(s, func(si server.SessionInfo) bool { return si.Node == "node-a" })
@@ -774,11 +761,11 @@ func TestClusterRedisRestart(t *testing.T) {
 	flows(t, af, bf, "rooms.r")
 	flows(t, bf, af, "rooms.r")
 	ctx := context.Background()
-	until(t, "the members to be back", func() bool {
+	sigiltest.Eventually(t, "the members to be back", func() bool {
 		m, err := cl.clusters[1].Presence.Members(ctx, "rooms.r")
 		return err == nil && slices.Equal(m, []string{"alice", "bob"})
 	})
-	until(t, "the sessions to be back", func() bool {
+	sigiltest.Eventually(t, "the sessions to be back", func() bool {
 		s, err := cl.nodes[0].srv.ClusterSessions(ctx)
 		return err == nil && len(s) == 2
 	})

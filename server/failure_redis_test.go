@@ -115,7 +115,7 @@ func TestRedisStoresFailClosed(t *testing.T) {
 	checkAllFail(t, 3, calls)
 
 	srv.Restart()
-	waitFor(t, "a replay check to pass after the restart", func() bool {
+	sigiltest.Eventually(t, "a replay check to pass after the restart", func() bool {
 		_, err := calls["ReplayStore.Check"]()
 		return err == nil
 	})
@@ -147,7 +147,7 @@ func TestRedisStoresFailClosedWhenRedisHangs(t *testing.T) {
 	sid := uuid.NewString()
 	var seq uint64
 	calls := s.calls(t, r, sid, &seq)
-	waitFor(t, "a first replay check", func() bool { // 200 ms is short on a loaded machine
+	sigiltest.Eventually(t, "a first replay check", func() bool { // 200 ms is short on a loaded machine
 		_, err := calls["ReplayStore.Check"]()
 		return err == nil
 	})
@@ -157,7 +157,7 @@ func TestRedisStoresFailClosedWhenRedisHangs(t *testing.T) {
 	// A call that timed out may still run when Redis answers again (it was
 	// sent): a check refused as unavailable may have recorded its frame, so
 	// a client resends with a new id and seq, as each call here does.
-	waitFor(t, "a replay check to pass after Redis answers again", func() bool {
+	sigiltest.Eventually(t, "a replay check to pass after Redis answers again", func() bool {
 		_, err := calls["ReplayStore.Check"]()
 		return err == nil
 	})

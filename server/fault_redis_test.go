@@ -227,7 +227,7 @@ func TestClusterRedisOutage(t *testing.T) {
 	}
 	everyPublisher := func(what string, ok func(acks, unavailable int) bool) {
 		t.Helper()
-		until(t, what, func() bool {
+		sigiltest.Eventually(t, what, func() bool {
 			for _, f := range pubs {
 				acks, unav, err := f.state(int(phase.Load()))
 				if err != nil {
@@ -253,14 +253,14 @@ func TestClusterRedisOutage(t *testing.T) {
 		outage.down()
 		stopped.Store(outage.name == "stopped")
 		phase.Store(phaseDown)
-		until(t, "every node not ready with Redis "+outage.name, readyz(http.StatusServiceUnavailable))
+		sigiltest.Eventually(t, "every node not ready with Redis "+outage.name, readyz(http.StatusServiceUnavailable))
 		for _, n := range cl.nodes {
 			if st, _ := n.getStatus("/healthz"); st != http.StatusOK {
 				t.Fatalf("/healthz = %d with Redis %s", st, outage.name)
 			}
 		}
 		for i, f := range pubs {
-			until(t, "publishes refused with Redis "+outage.name, func() bool {
+			sigiltest.Eventually(t, "publishes refused with Redis "+outage.name, func() bool {
 				_, unav, err := f.state(phaseDown)
 				if err != nil {
 					t.Fatalf("publisher %d: %v", f.p, err)
@@ -271,14 +271,14 @@ func TestClusterRedisOutage(t *testing.T) {
 		phase.Store(phaseRecovering)
 		stopped.Store(false)
 		outage.up()
-		until(t, "every node ready with Redis back", readyz(http.StatusOK))
+		sigiltest.Eventually(t, "every node ready with Redis back", readyz(http.StatusOK))
 		phase.Store(phaseUp)
 		acksBefore := make([]int, len(pubs))
 		for i, f := range pubs {
 			acksBefore[i], _, _ = f.state(phaseUp)
 		}
 		for i, f := range pubs {
-			until(t, "traffic to resume after Redis was "+outage.name, func() bool {
+			sigiltest.Eventually(t, "traffic to resume after Redis was "+outage.name, func() bool {
 				acks, _, err := f.state(phaseUp)
 				if err != nil {
 					t.Fatalf("publisher %d: %v", f.p, err)
@@ -308,27 +308,25 @@ func TestClusterRedisOutage(t *testing.T) {
 		}
 	}
 	for si, s := range subs {
-		deadline := time.Now().Add(clusterWaitLimit)
-		for {
-			var missing []string
+		missing := func() []string {
+			var m []string
 			for k, p := range sent {
 				if p.acked && p.phase == phaseUp && s.count(k) == 0 {
-					missing = append(missing, fmt.Sprintf("%s (sent at %v)", k, p.at.Sub(start).Round(time.Millisecond)))
+					m = append(m, fmt.Sprintf("%s (sent at %v)", k, p.at.Sub(start).Round(time.Millisecond)))
 				}
 			}
-			if len(missing) == 0 {
-				break
-			}
-			if time.Now().After(deadline) {
+			return m
+		}
+		sigiltest.Eventually(t, fmt.Sprintf("subscriber %d to get every acknowledged publish", si), func() bool { return len(missing()) == 0 },
+			func() string {
 				s.mu.Lock()
 				serr := s.err
 				s.mu.Unlock()
 				lostMu.Lock()
-				t.Fatalf("subscriber %d (err %v) lacks %d acknowledged publishes after %v, e.g. %v; broker connection losses: %v",
-					si, serr, len(missing), clusterWaitLimit, missing[:min(5, len(missing))], lost)
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
+				defer lostMu.Unlock()
+				m := missing()
+				return fmt.Sprintf("subscriber err %v; %d missing, e.g. %v; broker connection losses: %v", serr, len(m), m[:min(5, len(m))], lost)
+			})
 	}
 	// Publish order holds per node, so one last publish from each node,
 	// once arrived, follows everything its node published: duplicates
@@ -339,7 +337,7 @@ func TestClusterRedisOutage(t *testing.T) {
 		f.c.recvAct(protocol.ActReply)
 	}
 	for si, s := range subs {
-		until(t, "the last publishes", func() bool {
+		sigiltest.Eventually(t, "the last publishes", func() bool {
 			for i := range pubs {
 				if s.count(fmt.Sprintf("last/%d", i)) == 0 {
 					return false

@@ -8,22 +8,6 @@ import (
 	"github.com/sigil-ws/sigil/internal/sigiltest"
 )
 
-// waitLimit is the safety limit of waitFor: long enough for a loaded 2-core
-// machine, and never the thing a test measures.
-const waitLimit = 30 * time.Second
-
-// waitFor polls cond until it holds, failing the test after waitLimit.
-func waitFor(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(waitLimit)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("waited %v for %s", waitLimit, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // newTestRedis connects one "node" to srv, closed when the test ends.
 func newTestRedis(t testing.TB, srv *sigiltest.Redis, mod ...func(*RedisConfig)) *Redis {
 	t.Helper()

@@ -110,12 +110,12 @@ func TestHistoryRedis(t *testing.T) {
 	probe, err := protocol.GenerateKey(protocol.EdDSA, nil)
 	must(t, err)
 	pj, _ := probe.Public().MarshalJSON()
-	until(t, "logins to work on the restarted Redis", func() bool {
+	sigiltest.Eventually(t, "logins to work on the restarted Redis", func() bool {
 		return cl.nodes[1].postJSON("/v1/token", map[string]any{"grant_type": "password", "username": "carol", "password": "pw",
 			"jwk": json.RawMessage(pj)}, nil) == http.StatusOK
 	})
 	var rb protocol.SubReplyBody
-	until(t, "a sub on the restarted Redis", func() bool {
+	sigiltest.Eventually(t, "a sub on the restarted Redis", func() bool {
 		c := cl.login(1, "carol").connect()
 		defer c.ws.Close()
 		c.send(&protocol.Envelope{Action: protocol.ActSub, Channel: "rooms.rh", Corr: "s", Body: mustJSON(t, protocol.SubBody{Since: &start})})

@@ -59,7 +59,7 @@ func TestRedisPresenceChannelKey(t *testing.T) {
 			t.Fatalf("the nodes made different keys: %v and %v", k, got[0])
 		}
 	}
-	until := func(what string, cond func() bool) { t.Helper(); waitFor(t, what, cond) }
+	until := func(what string, cond func() bool) { t.Helper(); sigiltest.Eventually(t, what, cond) }
 	until("the first key's publication", func() bool { return keys.n.Load() == 1 })
 
 	from := got[0].Version

@@ -120,7 +120,7 @@ func TestRedisLimiterFailsClosed(t *testing.T) {
 		t.Fatalf("reserve with Redis stopped: done %v, err %v", done != nil, err)
 	}
 	srv.Restart()
-	waitFor(t, "the limiter to work again", func() bool {
+	sigiltest.Eventually(t, "the limiter to work again", func() bool {
 		done, _, err := nodes[0].reserve(context.Background(), "k")
 		if done != nil {
 			done(false)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"github.com/sigil-ws/sigil/internal/sigiltest"
 	"reflect"
 	"sync"
 	"testing"
@@ -241,7 +242,7 @@ func testRefreshExpiry(t *testing.T, e redisEnv) {
 	_, rec := newRefresh(t, "carol", "", time.Now().Add(100*time.Millisecond))
 	noErr(t, a.Create(ctx, rec))
 	keys := keysOf(rec)
-	waitFor(t, "every key of the family to expire", func() bool {
+	sigiltest.Eventually(t, "every key of the family to expire", func() bool {
 		for _, k := range keys {
 			if exists(t, ra, k) {
 				return false

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/sigil-ws/sigil/internal/sigiltest"
 	"math"
 	"sync"
 	"testing"
@@ -178,7 +179,7 @@ func testReplayExpiry(t *testing.T, e redisEnv) {
 	c := protocol.ReplayCheck{Session: sid, ID: id, Seq: 1, IDExpiry: time.Now().Add(100 * time.Millisecond), SessionExpiry: now.Add(time.Hour)}
 	c.Seq = 2
 	noErr(t, a.Check(ctx, c))
-	waitFor(t, "the id's key to expire", func() bool { return !exists(t, ra, a.idKey(sid, id)) })
+	sigiltest.Eventually(t, "the id's key to expire", func() bool { return !exists(t, ra, a.idKey(sid, id)) })
 	// The id is free again, and the mark still rejects its old seq.
 	if err := b.Check(ctx, c); !isCode(err, protocol.CodeReplaySeq) {
 		t.Fatalf("old seq after the id expired: %v, want replay_seq", err)
@@ -216,7 +217,7 @@ func testReplayExpiry(t *testing.T, e redisEnv) {
 	if err := a.Check(ctx, gone); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the session's mark to expire", func() bool { return !exists(t, ra, a.seqKey(sid3)) })
+	sigiltest.Eventually(t, "the session's mark to expire", func() bool { return !exists(t, ra, a.seqKey(sid3)) })
 	if n, err := b.LastSeq(ctx, sid3); err != nil || n != 0 {
 		t.Fatalf("LastSeq after expiry = %d, %v; want 0", n, err)
 	}

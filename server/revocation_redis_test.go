@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"github.com/sigil-ws/sigil/internal/sigiltest"
 	"testing"
 	"time"
 
@@ -80,7 +81,7 @@ func testRevocationExpiry(t *testing.T, e redisEnv) {
 
 	jti := uuid.NewString()
 	noErr(t, a.RevokeToken(ctx, jti, time.Now().Add(100*time.Millisecond)))
-	waitFor(t, "the revoked token's key to expire", func() bool { return !exists(t, ra, a.tokenKey(jti)) })
+	sigiltest.Eventually(t, "the revoked token's key to expire", func() bool { return !exists(t, ra, a.tokenKey(jti)) })
 	if got, err := b.IsRevoked(ctx, jti, "bob", time.Now()); err != nil || got {
 		t.Fatalf("IsRevoked after expiry = %v, %v; want false", got, err)
 	}
@@ -111,8 +112,8 @@ func nextEvent(t testing.TB, ch <-chan RevocationEvent) RevocationEvent {
 	select {
 	case ev := <-ch:
 		return ev
-	case <-time.After(waitLimit):
-		t.Fatalf("no revocation event within %v", waitLimit)
+	case <-time.After(sigiltest.WaitLimit):
+		t.Fatalf("no revocation event within %v", sigiltest.WaitLimit)
 		return RevocationEvent{}
 	}
 }
@@ -149,7 +150,7 @@ func testRevocationWatch(t *testing.T, e redisEnv) {
 	}
 
 	cancel()
-	waitFor(t, "the cancelled Watch to unsubscribe", func() bool {
+	sigiltest.Eventually(t, "the cancelled Watch to unsubscribe", func() bool {
 		n, err := ra.client.Do(ctx, ra.client.B().PubsubNumsub().Channel(a.channel).Build()).AsIntMap()
 		return err == nil && n[a.channel] == 0
 	})

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/sigil-ws/sigil/internal/sigiltest"
 	"io"
 	"net/http"
 	"strings"
@@ -470,10 +471,7 @@ func TestSpecIdleTimeout(t *testing.T) {
 			}
 		}
 	}()
-	deadline := time.Now().Add(60 * time.Second) // a safety limit; it takes about 2 s
-	for len(e.srv.Sessions()) != 1 && time.Now().Before(deadline) {
-		time.Sleep(50 * time.Millisecond)
-	}
+	sigiltest.Eventually(t, "the silent session to be dropped", func() bool { return len(e.srv.Sessions()) == 1 }) // about 2 s
 	ss := e.srv.Sessions()
 	if len(ss) != 1 || ss[0].ID != live.tok.Session {
 		t.Fatalf("sessions after the idle timeout: %+v", ss)

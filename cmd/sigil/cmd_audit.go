@@ -124,6 +124,25 @@ func logVKey(ctx context.Context, loc string) (note.Verifier, string, error) {
 	return readVKey(filepath.Join(loc, audit.VKeyFile))
 }
 
+// openAuditLog opens the log arg names (auditSource) and picks the key
+// its checkpoints are checked with: the --vkey list if given, else the
+// log's own (pickVKey). It returns the key's text too.
+func openAuditLog(ctx context.Context, arg, vkey string) (audit.Source, note.Verifier, string, error) {
+	src, loc, err := auditSource(arg)
+	if err != nil {
+		return nil, nil, "", err
+	}
+	pinned, texts, err := parseVKeys(vkey)
+	if err != nil {
+		return nil, nil, "", err
+	}
+	v, text, err := pickVKey(ctx, pinned, texts, loc, io.Discard)
+	if err != nil {
+		return nil, nil, "", err
+	}
+	return src, v, text, nil
+}
+
 // pickVKey chooses the pinned key of the log named origin (or the only
 // one pinned), else the log's own key, noting it on w.
 func pickVKey(ctx context.Context, pinned []note.Verifier, texts []string, loc string, w io.Writer) (note.Verifier, string, error) {
@@ -174,8 +193,7 @@ func auditVerify(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	if fs.NArg() == 0 {
-		fmt.Fprint(stdout, auditUsage)
-		return errors.New("audit verify: a LOG is required")
+		return badUsage(fs, "audit verify: a LOG is required")
 	}
 	pinned, texts, err := parseVKeys(*vkeys)
 	if err != nil {
@@ -315,18 +333,9 @@ func auditProve(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	if fs.NArg() != 1 || (*index < 0) == (*id == "") {
-		fmt.Fprint(stdout, auditUsage)
-		return errors.New("audit prove: one LOG, and --index or --id")
+		return badUsage(fs, "audit prove: one LOG, and --index or --id")
 	}
-	src, loc, err := auditSource(fs.Arg(0))
-	if err != nil {
-		return err
-	}
-	pinned, texts, err := parseVKeys(*vkey)
-	if err != nil {
-		return err
-	}
-	v, _, err := pickVKey(ctx, pinned, texts, loc, io.Discard)
+	src, v, _, err := openAuditLog(ctx, fs.Arg(0), *vkey)
 	if err != nil {
 		return err
 	}
@@ -369,8 +378,7 @@ func auditCheckProof(args []string, stdin io.Reader, stdout io.Writer) error {
 		return err
 	}
 	if *vkey == "" || fs.NArg() > 1 {
-		fmt.Fprint(stdout, auditUsage)
-		return errors.New("audit check-proof: --vkey is required")
+		return badUsage(fs, "audit check-proof: --vkey and at most one PROOF-FILE")
 	}
 	v, _, err := readVKey(*vkey)
 	if err != nil {
@@ -423,18 +431,9 @@ func auditExport(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	if fs.NArg() != 1 {
-		fmt.Fprint(stdout, auditUsage)
-		return errors.New("audit export: one LOG")
+		return badUsage(fs, "audit export: one LOG")
 	}
-	src, loc, err := auditSource(fs.Arg(0))
-	if err != nil {
-		return err
-	}
-	pinned, texts, err := parseVKeys(*vkey)
-	if err != nil {
-		return err
-	}
-	v, text, err := pickVKey(ctx, pinned, texts, loc, io.Discard)
+	src, v, text, err := openAuditLog(ctx, fs.Arg(0), *vkey)
 	if err != nil {
 		return err
 	}

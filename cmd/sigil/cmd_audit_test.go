@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -71,18 +72,14 @@ func waitLogSize(t *testing.T, url string, v interface {
 	Verify(msg, sig []byte) bool
 }, n uint64) {
 	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		if st, body := get(t, url+"/v1/audit/checkpoint"); st == 200 {
-			if cp, err := audit.ParseCheckpoint([]byte(body), v); err == nil && cp.Size >= n {
-				return
-			}
+	sigiltest.Eventually(t, fmt.Sprintf("the log to reach %d entries", n), func() bool {
+		st, body := get(t, url+"/v1/audit/checkpoint")
+		if st != 200 {
+			return false
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the log never reached %d entries", n)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		cp, err := audit.ParseCheckpoint([]byte(body), v)
+		return err == nil && cp.Size >= n
+	})
 }
 
 // SIGKILL under load with --audit=sync: after a restart the log verifies,
@@ -117,19 +114,11 @@ func TestAuditCrash(t *testing.T) {
 	}
 	// Kill once a good number of pubs are acknowledged, while the
 	// others are in flight.
-	deadline := time.Now().Add(60 * time.Second)
-	for {
+	sigiltest.Eventually(t, "100 pubs acknowledged", func() bool {
 		mu.Lock()
-		n := len(got)
-		mu.Unlock()
-		if n >= 100 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("only %d pubs acknowledged", n)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		defer mu.Unlock()
+		return len(got) >= 100
+	})
 	must(t, cmd.Process.Kill())
 	_ = cmd.Wait()
 	close(stop)

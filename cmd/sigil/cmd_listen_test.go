@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/sigil-ws/sigil/internal/sigiltest"
 )
@@ -58,13 +57,8 @@ func TestListenSince(t *testing.T) {
 			lerr <- runListen(ctx, []string{"--json", "--since", posFile, "--credentials", aliceFile, "rooms.since"}, &lout)
 		}()
 		during()
-		deadline := time.Now().Add(20 * time.Second)
-		for !strings.Contains(lout.String(), `"`+until+`"`) {
-			if time.Now().After(deadline) {
-				t.Fatalf("listen output: %q", lout.String())
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
+		sigiltest.Eventually(t, "listen to print "+until, func() bool { return strings.Contains(lout.String(), `"`+until+`"`) },
+			func() string { return "listen output: " + lout.String() })
 		cancel()
 		if err := <-lerr; err != nil {
 			t.Fatal(err)
@@ -74,17 +68,13 @@ func TestListenSince(t *testing.T) {
 	// First run: no position yet; wait for the subscription by sending
 	// until a message comes through.
 	first := listen("two", func() {
-		deadline := time.Now().Add(20 * time.Second)
-		for {
+		sigiltest.Eventually(t, "a saved position", func() bool {
 			if data, _ := os.ReadFile(posFile); len(data) > 0 {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatal("no position saved")
+				return true
 			}
 			send("warm-up")
-			time.Sleep(100 * time.Millisecond)
-		}
+			return false
+		})
 		send("one")
 		send("two")
 	})

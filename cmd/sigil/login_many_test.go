@@ -102,7 +102,7 @@ func oneLoginManyProcesses(t *testing.T, store server.RefreshStore) {
 			t.Fatalf("send: %d %s", code, se.String())
 		}
 	}
-	waitFor(t, "listen to subscribe", func() bool {
+	sigiltest.Eventually(t, "listen to subscribe", func() bool {
 		if strings.Contains(lout.String(), "probe") {
 			return true
 		}
@@ -145,10 +145,10 @@ func oneLoginManyProcesses(t *testing.T, store server.RefreshStore) {
 		cs.mu.Unlock()
 		return b.String()
 	}
-	waitForDiag(t, "every first message", diag, func() bool { return countLines(lout.String(), "first from ") == senders })
+	sigiltest.Eventually(t, "every first message", func() bool { return countLines(lout.String(), "first from ") == senders }, diag)
 	// Every connection (listen and the 20 senders) refreshes in-band while
 	// they all run. (Probes refresh nothing: they are short.)
-	waitFor(t, "a refresh in each of the 21 sessions", func() bool { return cs.refreshedAtLeast(1) >= senders+1 })
+	sigiltest.Eventually(t, "a refresh in each of the 21 sessions", func() bool { return cs.refreshedAtLeast(1) >= senders+1 })
 	for i, pw := range pipes {
 		fmt.Fprintf(pw, "second from %d\n", i)
 		pw.Close()
@@ -158,10 +158,10 @@ func oneLoginManyProcesses(t *testing.T, store server.RefreshStore) {
 			t.Fatal(s)
 		}
 	}
-	waitFor(t, "every second message", func() bool { return countLines(lout.String(), "second from ") == senders })
+	sigiltest.Eventually(t, "every second message", func() bool { return countLines(lout.String(), "second from ") == senders })
 	// The login still works, and listen is still up.
 	sendOnce("after")
-	waitFor(t, "the last message", func() bool { return strings.Contains(lout.String(), "alice: after") })
+	sigiltest.Eventually(t, "the last message", func() bool { return strings.Contains(lout.String(), "alice: after") })
 	select {
 	case err := <-lerr:
 		t.Fatalf("listen ended: %v", err)
@@ -181,29 +181,4 @@ func countLines(s, substr string) int {
 		}
 	}
 	return n
-}
-
-// waitForDiag is waitFor that reports diag() when it gives up.
-func waitForDiag(t *testing.T, what string, diag func() string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s\n%s", what, diag())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-// waitFor polls cond until it holds, failing after a generous safety limit
-// (never a budget the test is measured against).
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }

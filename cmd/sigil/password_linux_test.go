@@ -54,9 +54,9 @@ func TestPasswordPromptDoesNotEcho(t *testing.T) {
 			}
 		}
 	}()
-	waitFor(t, "the prompt", func() bool { return strings.Contains(out.String(), "new password for dora: ") })
+	sigiltest.Eventually(t, "the prompt", func() bool { return strings.Contains(out.String(), "new password for dora: ") })
 	fmt.Fprint(ptm, pw+"\r")
-	waitFor(t, "the second prompt", func() bool { return strings.Contains(out.String(), "again: ") })
+	sigiltest.Eventually(t, "the second prompt", func() bool { return strings.Contains(out.String(), "again: ") })
 	fmt.Fprint(ptm, pw+"\r")
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
@@ -69,7 +69,7 @@ func TestPasswordPromptDoesNotEcho(t *testing.T) {
 		_ = cmd.Process.Kill()
 		t.Fatalf("user add still running:\n%s", out.String())
 	}
-	waitFor(t, "the result", func() bool { return strings.Contains(out.String(), "user dora: add done") })
+	sigiltest.Eventually(t, "the result", func() bool { return strings.Contains(out.String(), "user dora: add done") })
 	if strings.Contains(out.String(), "secret") {
 		t.Fatalf("the password was echoed:\n%q", out.String())
 	}
