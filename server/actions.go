@@ -2,6 +2,7 @@ package server
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"time"
@@ -25,24 +26,21 @@ func (c *conn) handle(frame []byte) {
 	}
 	s.m.accepted.Inc()
 	s.accepted.Add(1)
+	ctx := s.ctx
 	var end func(*protocol.Error)
 	if m.Action == protocol.ActPub || m.Action == protocol.ActDM {
-		end = s.outcomes.begin(c.sid, m, s.cfg.Now())
+		// Its answer is kept for a copy sent again (resend.go).
+		ctx, end = s.cfg.Outcomes.Begin(ctx, c.sid, &m.Envelope, m.Time().Add(s.cfg.Skew))
 	}
 	var perr *protocol.Error
 	if c.logIndex, perr = c.auditFrame(m); perr == nil {
-		perr = c.dispatch(m)
+		perr = c.dispatch(ctx, m)
 	}
 	if perr != nil && perr.Ref == "" {
 		perr.Ref = m.ID
 	}
 	if end != nil {
-		if perr != nil {
-			cp := *perr
-			end(&cp)
-		} else {
-			end(nil)
-		}
+		end(perr)
 	}
 	if perr != nil {
 		s.m.reject(perr.Code)
@@ -78,7 +76,8 @@ func (c *conn) reply(m *protocol.Message, body any, force bool) {
 	c.sendSigned(&protocol.Envelope{Action: protocol.ActReply, Corr: m.Corr, Channel: m.Channel}, body)
 }
 
-func (c *conn) dispatch(m *protocol.Message) *protocol.Error {
+// dispatch runs m's action; a pub or dm publishes with ctx.
+func (c *conn) dispatch(ctx context.Context, m *protocol.Message) *protocol.Error {
 	// The fields of a built-in action's frame (spec.md §9.1), checked
 	// after acceptance, so a misfit is no violation.
 	if err := protocol.CheckAction(&m.Envelope); err != nil {
@@ -130,7 +129,7 @@ func (c *conn) dispatch(m *protocol.Message) *protocol.Error {
 		}
 		c.reply(m, protocol.PresenceBody{Members: members}, true)
 	case protocol.ActPub:
-		err := s.hub.publish(s.ctx, m.Channel, m.Frame, c.jwk, c.sub)
+		err := s.hub.publish(ctx, m.Channel, m.Frame, c.jwk, c.sub)
 		if err != nil {
 			return codedError(err, "publish failed")
 		}
@@ -142,7 +141,7 @@ func (c *conn) dispatch(m *protocol.Message) *protocol.Error {
 		if m.Encrypted {
 			d.Plain = m.Body
 		}
-		if perr := s.hub.direct(s.ctx, d); perr != nil {
+		if perr := s.hub.direct(ctx, d); perr != nil {
 			return perr
 		}
 		c.reply(m, nil, false)

@@ -290,20 +290,40 @@ func (b *RedisBroker) Publish(ctx context.Context, p *Publication) error {
 		return err
 	}
 	ch := b.channelOf(p.Topic())
+	rec := outcomeFor(ctx, p.Topic())
 	var n int64
 	err = b.r.call(ctx, "broker.publish", func(ctx context.Context) error {
 		var err error
+		if rec != nil {
+			// The frame's answer is recorded in the same step (outcomes_redis.go).
+			key, argv := rec.args()
+			n, err = publishRecordScript.Exec(ctx, b.r.client, []string{key}, append([]string{ch, msg}, argv...)).AsInt64()
+			return err
+		}
 		n, err = b.r.client.Do(ctx, b.r.client.B().Spublish().Channel(ch).Message(msg).Build()).AsInt64()
 		return err
 	})
 	if err != nil {
 		return err
 	}
+	if rec != nil {
+		rec.recorded.Store(n > 0 || !rec.needSubs)
+	}
 	if n == 0 {
 		return ErrNoSubscribers
 	}
 	return nil
 }
+
+// publishRecordScript publishes like Publish and records the answer of the
+// pub or dm frame that made the publication: KEYS[1] the answer's key;
+// ARGV[1] the Redis channel, ARGV[2] the message, ARGV[3..5] as
+// outcomeRecord.args. It answers SPUBLISH's count.
+var publishRecordScript = rueidis.NewLuaScript(outcomeRecordLua(1, 3) + `
+local n = redis.call('SPUBLISH', ARGV[1], ARGV[2])
+record_outcome(n)
+return n
+`)
 
 // Publications cross Redis in one of two forms:
 //

@@ -60,7 +60,8 @@ type Cluster struct {
 	Replay      *RedisReplayStore
 	Revocations *RedisRevocationStore
 	Refresh     *RedisRefreshStore
-	History     *RedisHistory // channel streams (spec.md §20), in Redis Streams
+	History     *RedisHistory  // channel streams (spec.md §20), in Redis Streams
+	Outcomes    *RedisOutcomes // answers of accepted pub and dm frames, for their copies (spec.md §20.10)
 }
 
 // NewCluster connects to Redis and builds the node's broker, presence and
@@ -105,6 +106,7 @@ func NewCluster(cfg ClusterConfig) (*Cluster, error) {
 		Revocations: rev,
 		Refresh:     NewRedisRefreshStore(r, cfg.MaxRefreshFamilies),
 		History:     newRedisHistory(b),
+		Outcomes:    newRedisOutcomes(b),
 	}, nil
 }
 
@@ -142,9 +144,9 @@ func checkClusterSettings(r *Redis, partitions int, sealID string) error {
 	return nil
 }
 
-// Configure sets cfg's Broker, Presence, Replay, Revocations and Refresh
-// to the cluster's, its Redis (login limits, admin proofs, kicks and the
-// Redis metrics; see Config.Redis), its Node unless set, and adds the
+// Configure sets cfg's Broker, Presence, Replay, Revocations, Refresh,
+// History and Outcomes to the cluster's, its Redis (login limits, admin
+// proofs, kicks and the Redis metrics; see Config.Redis), its Node unless set, and adds the
 // ReadyCheck "redis" (Ready). New then starts them, and watches the
 // revocations of every node (RevocationWatcher).
 func (c *Cluster) Configure(cfg *Config) {
@@ -154,6 +156,7 @@ func (c *Cluster) Configure(cfg *Config) {
 	cfg.Revocations = c.Revocations
 	cfg.Refresh = c.Refresh
 	cfg.History = c.History
+	cfg.Outcomes = c.Outcomes
 	cfg.Redis = c.Redis
 	if cfg.Node == "" {
 		cfg.Node = c.Presence.node

@@ -46,6 +46,11 @@ type Config struct {
 	// gap is answered recovered:false (the client pages with the history
 	// action). Default DefaultMaxRecovery (10,000).
 	MaxRecovery int
+	// Outcomes keeps the answers of accepted pub and dm frames for the
+	// copies that clients send again after a lost connection (spec.md
+	// §20.10). Default NewMemoryOutcomes(Now); a cluster shares one
+	// (Cluster.Configure).
+	Outcomes OutcomeStore
 	// Presence holds channel members, channel content keys and the
 	// session list. Default NewMemoryPresence(Now). A cluster sets Broker,
 	// Presence and the three stores above together: see
@@ -220,6 +225,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.Presence == nil {
 		c.Presence = NewMemoryPresence(c.Now)
+	}
+	if c.Outcomes == nil {
+		c.Outcomes = NewMemoryOutcomes(c.Now)
 	}
 	if _, mem := c.Broker.(*MemoryBroker); c.History == nil && mem {
 		c.History = NewMemoryHistory(c.Now)

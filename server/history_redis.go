@@ -111,11 +111,13 @@ local function trim(minT)
 end
 `
 
-// appendScript: KEYS meta, stream; ARGV new epoch, (unused), minT, epoch,
-// offset, frame, now ms, maxlen, ttl ms, broker channel, message. It
-// answers {1, subscribers} once appended and published, or {0, epoch,
-// top} when the offset is not the next one of that epoch.
-var appendScript = rueidis.NewLuaScript(historyTrim + `
+// appendScript: KEYS meta, stream, and the answer's key of the pub frame
+// if it is recorded (outcomes_redis.go); ARGV new epoch, (unused), minT,
+// epoch, offset, frame, now ms, maxlen, ttl ms, broker channel, message,
+// and outcomeRecord.args. It answers {1, subscribers} once appended and
+// published (and the answer recorded), or {0, epoch, top} when the offset
+// is not the next one of that epoch.
+var appendScript = rueidis.NewLuaScript(historyTrim + outcomeRecordLua(3, 12) + `
 local epoch, top = head()
 if epoch ~= ARGV[4] or top + 1 ~= tonumber(ARGV[5]) then
   return {0, epoch, top}
@@ -128,7 +130,9 @@ if ttl > 0 then
   redis.call('PEXPIRE', KEYS[1], ttl)
   redis.call('PEXPIRE', KEYS[2], ttl)
 end
-return {1, redis.call('SPUBLISH', ARGV[10], ARGV[11])}
+local n = redis.call('SPUBLISH', ARGV[10], ARGV[11])
+record_outcome(n)
+return {1, n}
 `)
 
 // readScript: KEYS meta, stream; ARGV new epoch, (unused), minT, mode
@@ -165,11 +169,18 @@ func (h *RedisHistory) minTime(lim protocol.HistoryLimits) string {
 }
 
 // Publish implements History.
-func (h *RedisHistory) Publish(ctx context.Context, ch string, lim protocol.HistoryLimits, sign func(protocol.Position) ([]byte, error)) (protocol.Position, error) {
+func (h *RedisHistory) Publish(ctx context.Context, ch string, lim protocol.HistoryLimits, sign func(protocol.Position) ([]byte, error)) (_ protocol.Position, err error) {
 	hd := h.head(ch)
 	hd.mu.Lock()
 	defer hd.mu.Unlock()
 	keys := h.keys(ch)
+	var outcome []string
+	if rec := outcomeFor(ctx, ChannelTopic(ch)); rec != nil {
+		var key string
+		key, outcome = rec.args()
+		keys = append(keys, key)
+		defer func() { rec.recorded.Store(err == nil || errors.Is(err, ErrNoSubscribers)) }()
+	}
 	if hd.epoch == "" {
 		page, err := h.Read(ctx, ch, lim, HistoryQuery{})
 		if err != nil {
@@ -195,9 +206,9 @@ func (h *RedisHistory) Publish(ctx context.Context, ch string, lim protocol.Hist
 		var res []rueidis.RedisMessage
 		err = h.r.call(ctx, "history.append", func(ctx context.Context) error {
 			var err error
-			res, err = appendScript.Exec(ctx, h.r.client, keys, []string{newEpoch(), "", h.minTime(lim),
+			res, err = appendScript.Exec(ctx, h.r.client, keys, append([]string{newEpoch(), "", h.minTime(lim),
 				pos.Epoch, strconv.FormatUint(pos.Offset, 10), string(frame), strconv.FormatInt(h.r.now().UnixMilli(), 10),
-				strconv.Itoa(lim.Size), ttl, bch, msg}).ToArray()
+				strconv.Itoa(lim.Size), ttl, bch, msg}, outcome...)).ToArray()
 			return err
 		})
 		if err != nil {

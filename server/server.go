@@ -78,10 +78,10 @@ type Server struct {
 	addrLimit loginLimiter
 	hashSlots chan struct{} // one per concurrent password check (login.go)
 
-	adminReplay protocol.ReplayStore
-	outcomes    *outcomes // answers of accepted pub and dm frames, for their resent copies (resend.go)
-	ready       *readiness
-	control     *nodeControl // with Config.Redis: kicks reach every node
+	adminReplay   protocol.ReplayStore
+	resentAnswers prometheus.Counter // sigil_resent_frames_total (resend.go)
+	ready         *readiness
+	control       *nodeControl // with Config.Redis: kicks reach every node
 
 	mu       sync.Mutex
 	conns    map[*conn]struct{}
@@ -157,7 +157,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("broker: %w", err)
 	}
 	var err error
-	if s.outcomes, err = newOutcomes(cfg.Skew, cfg.Registerer); err != nil {
+	if s.resentAnswers, err = newResentCounter(cfg.Registerer); err != nil {
 		s.cancel()
 		return nil, err
 	}
