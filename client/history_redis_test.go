@@ -13,6 +13,7 @@ import (
 
 	"github.com/sigil-ws/sigil/client"
 	"github.com/sigil-ws/sigil/internal/sigiltest"
+	"github.com/sigil-ws/sigil/protocol"
 	"github.com/sigil-ws/sigil/server"
 )
 
@@ -243,9 +244,19 @@ func TestClusterSubscriptionGapIsReportedAndReadable(t *testing.T) {
 // whose rooms.> channels keep 10,000 messages of history.
 func redisHistoryEnv(t *testing.T, rs *sigiltest.Redis, prefix string) *env {
 	t.Helper()
+	return redisNodeEnv(t, rs, prefix, "", nil)
+}
+
+// redisNodeEnv is redisHistoryEnv for node node (default: the host name)
+// of a server whose nodes share keys (nil: the env's own).
+func redisNodeEnv(t *testing.T, rs *sigiltest.Redis, prefix, node string, keys []*protocol.PrivateKey) *env {
+	t.Helper()
 	return newEnv(t, func(c *server.Config) {
+		if keys != nil {
+			c.Keys = keys
+		}
 		cc, err := server.NewCluster(server.ClusterConfig{Redis: server.RedisConfig{URL: rs.URL, Prefix: prefix, OpTimeout: 20 * time.Second},
-			Secret: bytes.Repeat([]byte("sigil client test cluster secret "), 2), Heartbeat: time.Second})
+			Secret: bytes.Repeat([]byte("sigil client test cluster secret "), 2), Heartbeat: time.Second, Node: node})
 		if err != nil {
 			t.Fatal(err)
 		}

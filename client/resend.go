@@ -15,8 +15,15 @@ import (
 // never accepted the message: the connection dropped before the answer,
 // and the copy the client sent again after reconnecting was refused as
 // replay_seq, which a frame the server had accepted never is (spec.md
-// §20.10). Nothing was delivered; sending the message again is safe.
+// §20.10). Publish and Send then send the message again by themselves, as
+// a new frame, up to maxResign times (each after another lost
+// connection), and return ErrNotAccepted only beyond that. Nothing was
+// delivered; sending the message again is safe.
 var ErrNotAccepted = errors.New("sigil client: the server did not accept the message")
+
+// maxResign bounds how many times one Publish or Send signs its message
+// again after the server certainly did not accept it.
+const maxResign = 3
 
 // unacked is a pub or dm frame sent and not yet answered.
 type unacked struct {

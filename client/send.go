@@ -163,6 +163,7 @@ func (c *Client) request(ctx context.Context, act, ch, to string, plain []byte, 
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	resigned := 0
 	for {
 		cn, signer, err := c.waitReady(ctx)
 		if err != nil {
@@ -175,6 +176,13 @@ func (c *Client) request(ctx context.Context, act, ch, to string, plain []byte, 
 		if errors.Is(err, errNotSent) && ctx.Err() == nil && c.Err() == nil {
 			// The connection was lost before the frame was handed to it:
 			// the server never saw it, so it goes on the next one.
+			continue
+		}
+		if errors.Is(err, ErrNotAccepted) && resigned < maxResign && ctx.Err() == nil && c.Err() == nil {
+			// The frame was lost with its connection and certainly never
+			// accepted (resend.go): sending the message again, as a new
+			// frame, cannot deliver it twice.
+			resigned++
 			continue
 		}
 		return m, err
