@@ -69,6 +69,10 @@ export function backoffDelay(attempt, rand = Math.random) {
   return Math.floor(rand() * Math.min(30_000, 500 * 2 ** attempt));
 }
 
+// MAX_RESIGN bounds how many times one publish or dm sends its message
+// again after the server certainly did not accept it (§20.10).
+const MAX_RESIGN = 3;
+
 const isLoopback = (host) => host === 'localhost' || host === '[::1]' || host === '::1' || /^127\./.test(host);
 
 /** Client is one Sigil session. */
@@ -351,12 +355,25 @@ export class Client {
 
   /** publish sends body to every subscriber of ch (sealed with the channel key when encryption is on). */
   async publish(ch, body) {
-    return this.call('pub', { ch, ...(await this.#sealFor('pub', ch, body)) });
+    return this.#resendable(async () => this.call('pub', { ch, ...(await this.#sealFor('pub', ch, body)) }));
   }
 
   /** dm sends body to every session of user `to`. */
   async dm(to, body) {
-    return this.call('dm', { to, ...(await this.#sealFor('dm', undefined, body)) });
+    return this.#resendable(async () => this.call('dm', { to, ...(await this.#sealFor('dm', undefined, body)) }));
+  }
+
+  // #resendable makes a pub or dm call, and makes it again, as a new frame,
+  // when its frame was lost with a connection and certainly never accepted
+  // (not_accepted, §20.10): at most MAX_RESIGN times, then not_accepted.
+  async #resendable(call) {
+    for (let i = 0; ; i++) {
+      try {
+        return await call();
+      } catch (e) {
+        if (!(e instanceof SigilError) || e.code !== 'not_accepted' || i >= MAX_RESIGN || this.ended) throw e;
+      }
+    }
   }
 
   /** presence asks who is in ch. */
