@@ -17,9 +17,10 @@
 // reports a Gap (OnGap, else Options.OnError). Since resumes a position
 // saved by an earlier process; History pages a channel's history. A
 // Publish or Send whose connection dropped before the answer is settled by
-// resending the same frame after the reconnect: it returns nil exactly
-// when the message was accepted once, and ErrNotAccepted when it
-// certainly was not.
+// resending the same frame after the reconnect, to whichever node of a
+// cluster it reaches: it returns nil exactly when the message was
+// accepted once. A frame that the server certainly never accepted is
+// sent again as a new one (ErrNotAccepted only if that keeps failing).
 //
 // # Safe by default
 //

@@ -46,7 +46,9 @@
 // (subscribed to the live frames first, then merged with the stored ones
 // by offset), and the history action pages a stream. A copy of an accepted
 // pub or dm, resent after a lost connection, is answered as its first
-// copy was and not delivered again (spec.md §20.10).
+// copy was and not delivered again (spec.md §20.10), from the answers an
+// OutcomeStore keeps: MemoryOutcomes on one node, RedisOutcomes in a
+// cluster, where the script that publishes a frame records its answer.
 //
 // The broker contract is typed (broker.go). The hub publishes each fan-out
 // as a Publication to a Topic (a channel, or a user for direct messages)
@@ -70,8 +72,9 @@
 // Nodes that act as one server share all of it through Redis: NewCluster
 // connects a node and builds its RedisBroker (sharded pub/sub), its
 // RedisPresence (heartbeats, membership scripts that publish their own
-// events, sealed content keys, the session list) and the Redis replay,
-// revocation and refresh stores; Cluster.Configure puts them into a
+// events, sealed content keys, the session list), its RedisHistory, its
+// RedisOutcomes and the Redis replay, revocation and refresh stores;
+// Cluster.Configure puts them into a
 // Config, and New then watches the revocations of every node
 // (RevocationWatcher). Configure also sets Config.Redis, with which the
 // login rate limits, the replay state of admin proofs and admin kicks are
