@@ -59,6 +59,9 @@ type RedisBroker struct {
 	seal  *clusterSeal
 	parts []*brokerPartition
 	h     BrokerEventHandler
+	// offsets, if set (by the RedisHistory made on the broker, before
+	// Start), is told the offset of each channel publication received.
+	offsets func(ch string, off uint64)
 
 	mu     sync.Mutex
 	closed bool
@@ -422,6 +425,9 @@ func (b *RedisBroker) onMessage(m rueidis.PubSubMessage) {
 	if err != nil {
 		b.r.reportEvent("broker.receive", 0, err)
 		return
+	}
+	if c := p.Channel; c != nil && c.Offset > 0 && b.offsets != nil {
+		b.offsets(c.Channel, c.Offset)
 	}
 	b.h.HandlePublication(p)
 }

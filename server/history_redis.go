@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/redis/rueidis"
 	"github.com/sigil-ws/sigil/protocol"
@@ -27,7 +28,10 @@ import (
 // answers the stream's head and the node signs again. So the offset order
 // is the order of the shard's pub/sub, the delivery order on every node.
 // A node serialises its own publications to one channel, so that it
-// retries only when another node published meanwhile.
+// retries only when another node published meanwhile; and it learns the
+// offsets of the other nodes' publications from its own subscription to
+// the channel (when it has one), so that it signs with an offset that is
+// already past them.
 //
 // The epoch is made by the first node that needs the stream and lives with
 // it: history survives a node's restart, and a Redis that lost the hash
@@ -51,6 +55,7 @@ type redisHead struct {
 	mu    sync.Mutex
 	epoch string
 	top   uint64
+	seen  atomic.Uint64 // the greatest offset received from the broker
 }
 
 // maxAppendTries bounds the retries of one Publish against other nodes'
@@ -58,7 +63,27 @@ type redisHead struct {
 const maxAppendTries = 32
 
 func newRedisHistory(b *RedisBroker) *RedisHistory {
-	return &RedisHistory{b: b, r: b.r, heads: map[string]*redisHead{}}
+	h := &RedisHistory{b: b, r: b.r, heads: map[string]*redisHead{}}
+	b.offsets = h.observe
+	return h
+}
+
+// observe records offset off of channel ch, received from the broker, in
+// the head of ch if this node publishes to it. It never blocks on a
+// publication in hand.
+func (h *RedisHistory) observe(ch string, off uint64) {
+	h.mu.Lock()
+	hd := h.heads[ch]
+	h.mu.Unlock()
+	if hd == nil {
+		return
+	}
+	for {
+		seen := hd.seen.Load()
+		if off <= seen || hd.seen.CompareAndSwap(seen, off) {
+			return
+		}
+	}
 }
 
 // Start implements History; it publishes through the RedisBroker it was
@@ -96,6 +121,8 @@ local function head()
 end
 local function trim(minT)
   if minT <= 0 then return end
+  local first = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)
+  if #first == 0 or tonumber(first[1][2][4]) >= minT then return end
   while true do
     local es = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 64)
     if #es == 0 then return end
@@ -194,6 +221,10 @@ func (h *RedisHistory) Publish(ctx context.Context, ch string, lim protocol.Hist
 		ttl = strconv.FormatInt(lim.TTL.Milliseconds(), 10)
 	}
 	for range maxAppendTries {
+		// Past what the broker brought meanwhile (of this epoch, unless it
+		// just changed: then the script answers the head, seen is reset,
+		// and the next try is right).
+		hd.top = max(hd.top, hd.seen.Load())
 		pos := protocol.Position{Epoch: hd.epoch, Offset: hd.top + 1}
 		frame, err := sign(pos)
 		if err != nil {
@@ -231,6 +262,7 @@ func (h *RedisHistory) Publish(ctx context.Context, ch string, lim protocol.Hist
 		hd.epoch, _ = res[1].ToString()
 		top, _ := res[2].AsInt64()
 		hd.top = uint64(top)
+		hd.seen.Store(hd.top) // offsets of another epoch must not stay ahead
 	}
 	return protocol.Position{}, wrapRedis("history.append", fmt.Errorf("the head of %s moved %d times", ch, maxAppendTries))
 }
