@@ -343,21 +343,19 @@ const (
 	wireSealed = 's'
 )
 
+// clearHead is the clear form of a publication of channel ch at offset
+// off, up to its frame (which follows it).
+func clearHead(ch string, off uint64) string {
+	return string(wireClear) + strconv.FormatUint(off, 10) + "\x00" + ch + "\x00"
+}
+
 // encode returns what Publish sends for p.
 func (b *RedisBroker) encode(p *Publication) (string, error) {
 	if c := p.Channel; c != nil {
 		if p.Direct != nil || p.Key != nil || !protocol.ValidChannel(c.Channel) || len(c.Frame) == 0 {
 			return "", errors.New("sigil: a channel publication has exactly a valid channel and a frame")
 		}
-		var sb strings.Builder
-		sb.Grow(len(c.Channel) + len(c.Frame) + 24)
-		sb.WriteByte(wireClear)
-		sb.WriteString(strconv.FormatUint(c.Offset, 10))
-		sb.WriteByte(0)
-		sb.WriteString(c.Channel)
-		sb.WriteByte(0)
-		sb.Write(c.Frame)
-		return sb.String(), nil
+		return clearHead(c.Channel, c.Offset) + string(c.Frame), nil
 	}
 	data, err := p.MarshalBinary()
 	if err != nil {

@@ -140,8 +140,8 @@ end
 
 // appendScript: KEYS meta, stream, and the answer's key of the pub frame
 // if it is recorded (outcomes_redis.go); ARGV new epoch, (unused), minT,
-// epoch, offset, frame, now ms, maxlen, ttl ms, broker channel, message,
-// and outcomeRecord.args. It answers {1, subscribers} once appended and
+// epoch, offset, frame, now ms, maxlen, ttl ms, broker channel, the
+// message's clearHead (the frame follows it), and outcomeRecord.args. It answers {1, subscribers} once appended and
 // published (and the answer recorded), or {0, epoch, top} when the offset
 // is not the next one of that epoch.
 var appendScript = rueidis.NewLuaScript(historyTrim + outcomeRecordLua(3, 12) + `
@@ -157,7 +157,7 @@ if ttl > 0 then
   redis.call('PEXPIRE', KEYS[1], ttl)
   redis.call('PEXPIRE', KEYS[2], ttl)
 end
-local n = redis.call('SPUBLISH', ARGV[10], ARGV[11])
+local n = redis.call('SPUBLISH', ARGV[10], ARGV[11] .. ARGV[6])
 record_outcome(n)
 return {1, n}
 `)
@@ -230,10 +230,9 @@ func (h *RedisHistory) Publish(ctx context.Context, ch string, lim protocol.Hist
 		if err != nil {
 			return protocol.Position{}, err
 		}
-		msg, err := h.b.encode(&Publication{Channel: &ChannelPublication{Channel: ch, Frame: frame, Offset: pos.Offset}})
-		if err != nil {
-			return protocol.Position{}, err
-		}
+		// The script publishes msg followed by the frame: the frame
+		// crosses to Redis once.
+		msg := clearHead(ch, pos.Offset)
 		var res []rueidis.RedisMessage
 		err = h.r.call(ctx, "history.append", func(ctx context.Context) error {
 			var err error
