@@ -141,9 +141,10 @@ end
 // appendScript: KEYS meta, stream, and the answer's key of the pub frame
 // if it is recorded (outcomes_redis.go); ARGV new epoch, (unused), minT,
 // epoch, offset, frame, now ms, maxlen, ttl ms, broker channel, the
-// message's clearHead (the frame follows it), and outcomeRecord.args. It answers {1, subscribers} once appended and
-// published (and the answer recorded), or {0, epoch, top} when the offset
-// is not the next one of that epoch.
+// message's clearHead (the frame follows it), and outcomeRecord.args. It
+// answers {1, subscribers} once appended and published (and the answer
+// recorded), or {0, epoch, top} when the offset is not the next one of
+// that epoch.
 var appendScript = rueidis.NewLuaScript(historyTrim + outcomeRecordLua(3, 12) + `
 local epoch, top = head()
 if epoch ~= ARGV[4] or top + 1 ~= tonumber(ARGV[5]) then
