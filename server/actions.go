@@ -17,6 +17,7 @@ func (c *conn) handle(frame []byte) {
 	m, err := ks.verifier.Verify(s.ctx, frame, c.sess)
 	s.m.verifySeconds.Observe(time.Since(t0).Seconds())
 	if err != nil {
+		c.auditWait() // answers keep the order of the frames
 		if protocol.IsCode(err, protocol.CodeReplayID) && c.resent(frame) {
 			return // a copy of an accepted pub or dm, answered as it was
 		}
@@ -29,10 +30,20 @@ func (c *conn) handle(frame []byte) {
 	if m.Action == protocol.ActPub || m.Action == protocol.ActDM {
 		end = s.outcomes.begin(c.sid, m, s.cfg.Now())
 	}
+	if c.auditPiped(m, end) {
+		return // answered once its audit log entry is durable
+	}
+	c.auditWait()
 	var perr *protocol.Error
 	if c.logIndex, perr = c.auditFrame(m); perr == nil {
 		perr = c.dispatch(m)
 	}
+	c.answered(m, end, perr)
+}
+
+// answered ends the handling of m: its outcome (end, if any) and its
+// error frame, if it failed.
+func (c *conn) answered(m *protocol.Message, end func(*protocol.Error), perr *protocol.Error) {
 	if perr != nil && perr.Ref == "" {
 		perr.Ref = m.ID
 	}
@@ -45,7 +56,7 @@ func (c *conn) handle(frame []byte) {
 		}
 	}
 	if perr != nil {
-		s.m.reject(perr.Code)
+		c.srv.m.reject(perr.Code)
 		c.sendError(&m.Envelope, perr)
 	}
 }
@@ -130,7 +141,7 @@ func (c *conn) dispatch(m *protocol.Message) *protocol.Error {
 		}
 		c.reply(m, protocol.PresenceBody{Members: members}, true)
 	case protocol.ActPub:
-		err := s.hub.publish(s.ctx, m.Channel, m.Frame, c.jwk, c.sub)
+		err := s.hub.publish(s.ctx, m.Channel, m.Frame, c.jwk, c.sub, c.logIndex)
 		if err != nil {
 			return codedError(err, "publish failed")
 		}
@@ -138,7 +149,7 @@ func (c *conn) dispatch(m *protocol.Message) *protocol.Error {
 	case protocol.ActDM:
 		// m.Frame is in the connection's read buffer, reused after this
 		// frame: the publication gets its own copy (a broker may keep it).
-		d := &DirectMessage{To: m.To, Sender: c.sub, SenderJWK: c.jwk, Frame: bytes.Clone(m.Frame)}
+		d := &DirectMessage{To: m.To, Sender: c.sub, SenderJWK: c.jwk, Frame: bytes.Clone(m.Frame), LogIndex: bodyLogIndex(c.logIndex)}
 		if m.Encrypted {
 			d.Plain = m.Body
 		}

@@ -36,12 +36,15 @@ func auditBenchEnv(b *testing.B, mode string) (*env, *audit.Log) {
 		c.HelloTimeout = 30 * time.Second
 		c.LoginFailuresPerAddress = 1 << 30
 		if mode != "off" {
-			// The defaults of sigil serve: 10 ms batches, a checkpoint a second.
+			// The defaults of sigil serve: its batch windows, a checkpoint a second.
 			skey, vkey, err := audit.GenerateKey("sigil.test/audit")
 			must(b, err)
 			signer, _ := note.NewSigner(skey)
 			v, _ := note.NewVerifier(vkey)
 			cfg := audit.Config{Dir: b.TempDir(), Signer: signer}
+			if mode == "async" {
+				cfg.BatchMaxAge = audit.AsyncBatchMaxAge // as sigil serve
+			}
 			if s := os.Getenv("SIGIL_AUDIT_BATCH_" + strings.ToUpper(mode)); s != "" {
 				cfg.BatchMaxAge, err = time.ParseDuration(s)
 				must(b, err)
@@ -115,6 +118,8 @@ func BenchmarkAuditPublish(b *testing.B) {
 	}
 	for _, m := range modes[1:] {
 		b.ReportMetric(float64(sides[m].cpu)/float64(sides["off"].cpu), m+"-x-off")
+		st := sides[m].l.Stats()
+		b.ReportMetric(float64(st.Entries)/float64(st.Batches), "entries/batch-"+m)
 	}
 }
 

@@ -13,11 +13,6 @@ import (
 	"k8s.io/klog/v2"
 )
 
-// AsyncAuditBatch is sigil serve's batching window with --audit=async: no
-// reply waits for it, so it is longer than sync's, and it bounds what a
-// crash loses (spec.md §21.3).
-const AsyncAuditBatch = 100 * time.Millisecond
-
 // auditFlags are the audit-log flags of sigil serve (spec.md §21).
 type auditFlags struct {
 	dir, mode, key string
@@ -67,7 +62,7 @@ func useAudit(cfg *server.Config, f *auditFlags, cluster bool) (func(), error) {
 	if batch <= 0 {
 		batch = audit.DefaultBatchMaxAge // sync: the reply waits for it
 		if f.mode == "async" {
-			batch = AsyncAuditBatch
+			batch = audit.AsyncBatchMaxAge // the crash-loss bound, spec.md §21.3
 		}
 	}
 	l, err := audit.Open(context.Background(), audit.Config{Dir: f.dir, Signer: signer, BatchMaxAge: batch, CheckpointInterval: f.every})
