@@ -39,7 +39,12 @@ type Config struct {
 	// batch rewrites and fsyncs the partial tiles and entry bundle).
 	BatchMaxSize uint
 	// CheckpointInterval is how often a checkpoint is signed and
-	// published, if the log grew. Default DefaultCheckpointInterval.
+	// published, if the log grew; at least MinCheckpointInterval. Default
+	// DefaultCheckpointInterval. Checkpoints are timed only: Tessera
+	// publishes after a written batch once the last checkpoint is this
+	// old, and has no call to publish on demand, so there is no "every N
+	// entries"; at R entries/s, an interval of N/R seconds bounds the
+	// entries a checkpoint leaves uncovered to about N (spec.md §21.3).
 	CheckpointInterval time.Duration
 }
 
@@ -53,6 +58,9 @@ const (
 	AsyncBatchMaxAge          = 100 * time.Millisecond
 	DefaultBatchMaxSize       = 4096
 	DefaultCheckpointInterval = time.Second
+	// MinCheckpointInterval is the shortest CheckpointInterval, Tessera's
+	// POSIX driver's minimum.
+	MinCheckpointInterval = 100 * time.Millisecond
 )
 
 // Log is an append-only transparency log of entries, on Tessera's POSIX
@@ -103,6 +111,9 @@ func Open(ctx context.Context, cfg Config) (*Log, error) {
 	}
 	if cfg.CheckpointInterval <= 0 {
 		cfg.CheckpointInterval = DefaultCheckpointInterval
+	}
+	if cfg.CheckpointInterval < MinCheckpointInterval {
+		return nil, fmt.Errorf("audit: Config.CheckpointInterval must be at least %v (it is %v)", MinCheckpointInterval, cfg.CheckpointInterval)
 	}
 	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
 		return nil, err

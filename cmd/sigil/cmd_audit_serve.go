@@ -26,7 +26,7 @@ func (f *auditFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.key, "audit-key", "", "audit log: the checkpoint signing key file, created on first start (default <audit-dir>.key; keep it out of the served directory)")
 	fs.DurationVar(&f.batch, "audit-batch", 0, "audit log: the fsync batching window, how long an entry waits for others before a batch is written (0: 2ms with --audit=sync, 100ms with async, the crash-loss bound; the entries that arrive while a batch is written form the next one); longer batches cost less CPU per entry")
 	fs.BoolVar(&f.public, "audit-public", false, "audit log: serve its entries and proofs to anyone (they hold every logged message, bodies included unless encrypted); default: to admins only, the checkpoint and hash tiles to anyone")
-	fs.DurationVar(&f.every, "audit-checkpoint", audit.DefaultCheckpointInterval, "audit log: how often a checkpoint is signed and published, if the log grew")
+	fs.DurationVar(&f.every, "audit-checkpoint", audit.DefaultCheckpointInterval, "audit log: how often a checkpoint is signed and published, if the log grew (at least 100ms; timed only: at R entries/s, N/R bounds the entries a checkpoint leaves unprovable to about N)")
 }
 
 // useAudit opens the audit log, if --audit-dir is set, and configures cfg
