@@ -71,8 +71,8 @@ func BenchmarkAuditPublish(b *testing.B) {
 		modes = append([]string{"off"}, strings.Split(s, ",")...) // for profiling one mode
 	}
 	type side struct {
-		e   *env
-		l   *audit.Log
+		e    *env
+		l    *audit.Log
 		ch   *child
 		cpu  time.Duration
 		wall time.Duration
