@@ -271,6 +271,9 @@ func (c *conn) runPipe() {
 
 // auditWait waits until the connection's piped frames are answered.
 func (c *conn) auditWait() {
+	if c.srv.cfg.Audit.Async || !c.srv.auditOn() {
+		return // nothing is piped
+	}
 	p := &c.pipe
 	p.mu.Lock()
 	for p.busy {
