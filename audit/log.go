@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/transparency-dev/tessera"
@@ -38,15 +39,28 @@ type Config struct {
 	// batch rewrites and fsyncs the partial tiles and entry bundle).
 	BatchMaxSize uint
 	// CheckpointInterval is how often a checkpoint is signed and
-	// published, if the log grew. Default DefaultCheckpointInterval.
+	// published, if the log grew; at least MinCheckpointInterval. Default
+	// DefaultCheckpointInterval. Checkpoints are timed only: Tessera
+	// publishes after a written batch once the last checkpoint is this
+	// old, and has no call to publish on demand, so there is no "every N
+	// entries"; at R entries/s, an interval of N/R seconds bounds the
+	// entries a checkpoint leaves uncovered to about N (spec.md §21.3).
 	CheckpointInterval time.Duration
 }
 
 // Defaults of Config.
 const (
-	DefaultBatchMaxAge        = 2 * time.Millisecond
+	// DefaultBatchMaxAge suits a writer that waits for its entries.
+	DefaultBatchMaxAge = 2 * time.Millisecond
+	// AsyncBatchMaxAge is the window for a writer that does not wait
+	// (server.AuditConfig.Async, sigil serve --audit=async): it bounds
+	// what a crash loses, and fewer batches cost less CPU.
+	AsyncBatchMaxAge          = 100 * time.Millisecond
 	DefaultBatchMaxSize       = 4096
 	DefaultCheckpointInterval = time.Second
+	// MinCheckpointInterval is the shortest CheckpointInterval, Tessera's
+	// POSIX driver's minimum.
+	MinCheckpointInterval = 100 * time.Millisecond
 )
 
 // Log is an append-only transparency log of entries, on Tessera's POSIX
@@ -68,6 +82,8 @@ type Log struct {
 	busy    bool          // a committer goroutine runs
 	closed  bool          // Add fails from now on
 	drained chan struct{} // closed when the committer ends after closed
+
+	batches, entries atomic.Uint64 // Stats
 }
 
 // pending is an entry waiting for its group to be written.
@@ -75,7 +91,8 @@ type pending struct {
 	data  []byte
 	index uint64
 	err   error
-	done  chan struct{}
+	done  chan struct{}       // closed once index or err is set (nil with then)
+	then  func(uint64, error) // called instead, on the committer goroutine
 }
 
 // ErrClosed is the error of an entry added after Close.
@@ -94,6 +111,9 @@ func Open(ctx context.Context, cfg Config) (*Log, error) {
 	}
 	if cfg.CheckpointInterval <= 0 {
 		cfg.CheckpointInterval = DefaultCheckpointInterval
+	}
+	if cfg.CheckpointInterval < MinCheckpointInterval {
+		return nil, fmt.Errorf("audit: Config.CheckpointInterval must be at least %v (it is %v)", MinCheckpointInterval, cfg.CheckpointInterval)
 	}
 	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
 		return nil, err
@@ -137,17 +157,9 @@ func (l *Log) Add(ctx context.Context, e *Entry) Future {
 // indexes in the order they are added.
 func (l *Log) AddRaw(ctx context.Context, data []byte) Future {
 	p := &pending{data: data, done: make(chan struct{})}
-	l.mu.Lock()
-	if l.closed {
-		l.mu.Unlock()
+	if !l.queued(p) {
 		return func() (uint64, error) { return 0, ErrClosed }
 	}
-	l.queue = append(l.queue, p)
-	if !l.busy {
-		l.busy = true
-		go l.commit()
-	}
-	l.mu.Unlock()
 	return func() (uint64, error) {
 		select {
 		case <-p.done:
@@ -156,6 +168,36 @@ func (l *Log) AddRaw(ctx context.Context, data []byte) Future {
 			return 0, ctx.Err()
 		}
 	}
+}
+
+// AddFunc queues e, as Add, and calls then with its index (or the error)
+// once it is durable, on the goroutine that writes the log: then must be
+// quick and must not call the Log. It costs no goroutine per entry, for a
+// caller that does not wait.
+func (l *Log) AddFunc(e *Entry, then func(uint64, error)) {
+	data, err := e.Marshal()
+	if err != nil {
+		then(0, err)
+		return
+	}
+	if !l.queued(&pending{data: data, then: then}) {
+		then(0, ErrClosed)
+	}
+}
+
+// queued adds p to the queue, unless the log is closed.
+func (l *Log) queued(p *pending) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return false
+	}
+	l.queue = append(l.queue, p)
+	if !l.busy {
+		l.busy = true
+		go l.commit()
+	}
+	return true
 }
 
 // commit hands the queued entries to Tessera as one group and waits
@@ -175,6 +217,8 @@ func (l *Log) commit() {
 			return
 		}
 		l.mu.Unlock()
+		l.batches.Add(1)
+		l.entries.Add(uint64(len(group)))
 		futures := make([]tessera.IndexFuture, len(group))
 		for i, p := range group {
 			futures[i] = l.add(l.bg, tessera.NewEntry(p.data))
@@ -182,10 +226,27 @@ func (l *Log) commit() {
 		for i, p := range group {
 			idx, err := futures[i]()
 			p.index, p.err = idx.Index, err
-			close(p.done)
+			if p.then != nil {
+				p.then(p.index, p.err)
+			} else {
+				close(p.done)
+			}
 		}
 	}
 }
+
+// Stats counts what a Log wrote since it was opened.
+type Stats struct {
+	// Batches is the number of batches written: each costs the writes and
+	// fsyncs of Tessera's POSIX driver (the entry bundle, a hash tile per
+	// tree level, the tree state), whatever its size.
+	Batches uint64
+	// Entries is the number of entries in those batches.
+	Entries uint64
+}
+
+// Stats returns what l wrote so far.
+func (l *Log) Stats() Stats { return Stats{Batches: l.batches.Load(), Entries: l.entries.Load()} }
 
 // Append adds e and waits until it is durable: its index.
 func (l *Log) Append(ctx context.Context, e *Entry) (uint64, error) { return l.Add(ctx, e)() }

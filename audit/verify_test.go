@@ -335,3 +335,32 @@ func TestEntryMarshalIsEncodingJSON(t *testing.T) {
 		}
 	}
 }
+
+// Checkpoints are timed (spec.md §21.3): an interval under Tessera's
+// minimum is refused with a clear error; at the minimum, successive
+// batches are covered by checkpoints without anything but time passing.
+func TestCheckpointInterval(t *testing.T) {
+	skey, vkey, err := audit.GenerateKey("sigil.test/audit")
+	must(t, err)
+	signer, _ := note.NewSigner(skey)
+	v, _ := note.NewVerifier(vkey)
+	_, err = audit.Open(context.Background(), audit.Config{Dir: t.TempDir(), Signer: signer, CheckpointInterval: audit.MinCheckpointInterval - time.Millisecond})
+	if err == nil || !strings.Contains(err.Error(), "CheckpointInterval must be at least 100ms") {
+		t.Fatalf("an interval under the minimum: %v", err)
+	}
+	l, err := audit.Open(context.Background(), audit.Config{Dir: t.TempDir(), Signer: signer, CheckpointInterval: audit.MinCheckpointInterval})
+	must(t, err)
+	defer l.Close(context.Background())
+	for n := uint64(1); n <= 3; n++ {
+		_, err := l.Append(context.Background(), &audit.Entry{V: audit.Version, Kind: audit.KindServer, Time: 1, Frame: "a.b.c"})
+		must(t, err)
+		sigiltest.Eventually(t, fmt.Sprintf("a checkpoint of %d entries", n), func() bool {
+			raw, err := l.Checkpoint(context.Background())
+			if err != nil {
+				return false
+			}
+			cp, err := audit.ParseCheckpoint(raw, v)
+			return err == nil && cp.Size == n
+		})
+	}
+}

@@ -55,6 +55,27 @@ func (c *Client) SendLogged(ctx context.Context, user string, body any) (uint64,
 	return logIndex(m)
 }
 
+// LogIndex returns the index of m's entry in the server's audit log, and
+// whether the delivery carries one: a server with a synchronous audit log
+// writes the entry before it delivers the message, and says where in the
+// server-signed delivery (spec.md §21.3). Prove proves it.
+func (m *Message) LogIndex() (uint64, bool) {
+	if m.logIndex == nil {
+		return 0, false
+	}
+	return *m.logIndex, true
+}
+
+// deliveryLogIndex is the log_index of a delivery d that verified (its
+// body decoded strictly then).
+func deliveryLogIndex(d *protocol.Message) *uint64 {
+	var db protocol.DeliverBody
+	if protocol.DecodeBody(d.Body, &db) != nil {
+		return nil
+	}
+	return db.LogIndex
+}
+
 func logIndex(m *protocol.Message) (uint64, error) {
 	var b struct {
 		LogIndex *uint64 `json:"log_index"`

@@ -26,9 +26,10 @@ func auditServer(t *testing.T) (*env, note.Verifier) {
 	return e, v
 }
 
-// A message's log index, from the reply, is proved by the server and the
-// proof checks against the pinned checkpoint key; the proved entry is
-// the frame the recipient received, byte for byte.
+// A message's log index, from the reply and from the recipient's
+// delivery (Message.LogIndex), is proved by the server and the proof
+// checks against the pinned checkpoint key; the proved entry is the frame
+// the recipient received, byte for byte.
 func TestProve(t *testing.T) {
 	e, v := auditServer(t)
 	alice, bob := e.dial("alice", nil), e.dial("bob", nil)
@@ -37,15 +38,26 @@ func TestProve(t *testing.T) {
 	idx, err := alice.PublishLogged(ctxT(t), "rooms.a", map[string]string{"text": "on the record"})
 	must(t, err)
 	got := next(t, sub)
+	if li, ok := got.LogIndex(); !ok || li != idx {
+		t.Fatalf("the delivery's log index %d (%v), the reply's %d", li, ok, idx)
+	}
 	_, entry, err := bob.Prove(ctxT(t), idx, v)
 	must(t, err)
 	if entry.Kind != audit.KindFrame || entry.Frame != string(got.Frame) {
 		t.Fatalf("entry %d: %+v, want the frame bob received", idx, entry)
 	}
+	inbox := bob.Inbox()
 	di, err := alice.SendLogged(ctxT(t), "bob", map[string]string{"text": "direct"})
 	must(t, err)
 	if di <= idx {
 		t.Fatalf("dm index %d after pub index %d", di, idx)
+	}
+	dm := next(t, inbox)
+	if li, ok := dm.LogIndex(); !ok || li != di {
+		t.Fatalf("the direct delivery's log index %d (%v), the reply's %d", li, ok, di)
+	}
+	if _, entry, err := bob.Prove(ctxT(t), di, v); err != nil || entry.Frame != string(dm.Frame) {
+		t.Fatalf("dm entry %d: %v %+v", di, err, entry)
 	}
 	// Under another key the proof does not check.
 	_, other, _ := audit.GenerateKey(v.Name())

@@ -260,6 +260,7 @@ func (c *Client) open(d *protocol.Message) (*Message, error) {
 	m := &Message{
 		Channel: d.Channel, To: d.To, From: sender.Subject, FromServer: sender.Server, ID: inner.ID, Time: inner.Time(),
 		Encrypted: inner.Encrypted || inner.Enc != "", SenderKey: sender.Key, Frame: inner.Frame, Delivery: d.Frame,
+		logIndex: deliveryLogIndex(d),
 	}
 	if inner.Enc == "" || inner.Encrypted {
 		m.Body = inner.Body

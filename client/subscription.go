@@ -38,7 +38,8 @@ type Message struct {
 	// server vouches that SenderKey is From's, and the sender signed Frame.
 	Delivery []byte
 
-	pos Position // in the channel's stream (Position)
+	pos      Position // in the channel's stream (Position)
+	logIndex *uint64  // in the server's audit log (LogIndex)
 }
 
 // Decode unmarshals the body into v.

@@ -53,6 +53,10 @@ type DeliverBody struct {
 	// stream (deliver frames of a channel with history only, spec.md §20).
 	Epoch  string `json:"epoch,omitempty"`
 	Offset uint64 `json:"offset,omitempty"`
+	// LogIndex is the index of the message's entry in the server's audit
+	// log, when the log is synchronous: the entry was durable before the
+	// delivery was sent (spec.md §21.3).
+	LogIndex *uint64 `json:"log_index,omitempty"`
 }
 
 // SubReplyBody is the reply body to sub.

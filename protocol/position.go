@@ -201,6 +201,9 @@ func DeliveryPosition(d *Message) (Position, bool, error) {
 }
 
 func deliveryPosition(d *Message, db *DeliverBody) (Position, bool, error) {
+	if db.LogIndex != nil && *db.LogIndex > MaxSafeInteger {
+		return Position{}, false, &Error{Code: CodeBadClaims, Message: "delivery log_index out of range", Ref: d.ID}
+	}
 	if db.Epoch == "" && db.Offset == 0 {
 		return Position{}, false, nil
 	}

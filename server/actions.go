@@ -18,6 +18,7 @@ func (c *conn) handle(frame []byte) {
 	m, err := ks.verifier.Verify(s.ctx, frame, c.sess)
 	s.m.verifySeconds.Observe(time.Since(t0).Seconds())
 	if err != nil {
+		c.auditWait() // answers keep the order of the frames
 		if protocol.IsCode(err, protocol.CodeReplayID) && c.resent(frame) {
 			return // a copy of an accepted pub or dm, answered as it was
 		}
@@ -32,10 +33,20 @@ func (c *conn) handle(frame []byte) {
 		// Its answer is kept for a copy sent again (resend.go).
 		ctx, end = s.cfg.Outcomes.Begin(ctx, c.sid, &m.Envelope, m.Time().Add(s.cfg.Skew))
 	}
+	if c.auditPiped(ctx, m, end) {
+		return // answered once its audit log entry is durable
+	}
+	c.auditWait()
 	var perr *protocol.Error
 	if c.logIndex, perr = c.auditFrame(m); perr == nil {
 		perr = c.dispatch(ctx, m)
 	}
+	c.answered(m, end, perr)
+}
+
+// answered ends the handling of m: its outcome (end, if any) and its
+// error frame, if it failed.
+func (c *conn) answered(m *protocol.Message, end func(*protocol.Error), perr *protocol.Error) {
 	if perr != nil && perr.Ref == "" {
 		perr.Ref = m.ID
 	}
@@ -43,7 +54,7 @@ func (c *conn) handle(frame []byte) {
 		end(perr)
 	}
 	if perr != nil {
-		s.m.reject(perr.Code)
+		c.srv.m.reject(perr.Code)
 		c.sendError(&m.Envelope, perr)
 	}
 }
@@ -129,7 +140,7 @@ func (c *conn) dispatch(ctx context.Context, m *protocol.Message) *protocol.Erro
 		}
 		c.reply(m, protocol.PresenceBody{Members: members}, true)
 	case protocol.ActPub:
-		err := s.hub.publish(ctx, m.Channel, m.Frame, c.jwk, c.sub)
+		err := s.hub.publish(ctx, m.Channel, m.Frame, c.jwk, c.sub, c.logIndex)
 		if err != nil {
 			return codedError(err, "publish failed")
 		}
@@ -137,7 +148,7 @@ func (c *conn) dispatch(ctx context.Context, m *protocol.Message) *protocol.Erro
 	case protocol.ActDM:
 		// m.Frame is in the connection's read buffer, reused after this
 		// frame: the publication gets its own copy (a broker may keep it).
-		d := &DirectMessage{To: m.To, Sender: c.sub, SenderJWK: c.jwk, Frame: bytes.Clone(m.Frame)}
+		d := &DirectMessage{To: m.To, Sender: c.sub, SenderJWK: c.jwk, Frame: bytes.Clone(m.Frame), LogIndex: bodyLogIndex(c.logIndex)}
 		if m.Encrypted {
 			d.Plain = m.Body
 		}

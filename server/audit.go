@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/sigil-ws/sigil/audit"
 	"github.com/sigil-ws/sigil/protocol"
@@ -89,13 +90,12 @@ func (s *Server) auditAdd(e *audit.Entry, wait bool) (index uint64, ok bool, err
 		case <-s.ctx.Done():
 			return 0, false, s.ctx.Err()
 		}
-		f := s.cfg.Audit.Log.Add(s.ctx, e)
-		go func() {
-			defer func() { <-s.cfg.Audit.backlog }()
-			if _, err := f(); err != nil {
+		s.cfg.Audit.Log.AddFunc(e, func(_ uint64, err error) {
+			<-s.cfg.Audit.backlog
+			if err != nil {
 				s.auditFailed(e.Kind, err)
 			}
-		}()
+		})
 		return 0, false, nil
 	}
 	f := s.cfg.Audit.Log.Add(s.ctx, e)
@@ -133,12 +133,11 @@ func (c *conn) auditToken(token string) {
 	}
 	e := s.auditEntry(audit.KindToken)
 	e.Token, e.JWK = token, c.jwk
-	f := s.cfg.Audit.Log.Add(s.ctx, e)
-	go func() {
-		if _, err := f(); err != nil {
+	s.cfg.Audit.Log.AddFunc(e, func(_ uint64, err error) {
+		if err != nil {
 			s.auditFailed(e.Kind, err)
 		}
-	}()
+	})
 }
 
 // auditFrame logs an accepted frame m of a logged action, before it is
@@ -146,13 +145,27 @@ func (c *conn) auditToken(token string) {
 // none), or the error that answers the frame instead: unavailable (the
 // log failed; nothing was delivered), too_large.
 func (c *conn) auditFrame(m *protocol.Message) (int64, *protocol.Error) {
+	e := c.frameEntry(m)
+	if e == nil {
+		return -1, nil
+	}
+	index, ok, err := c.srv.auditAdd(e, false)
+	return auditOutcome(index, ok, err)
+}
+
+// frameEntry is the entry of m, or nil if m is not logged.
+func (c *conn) frameEntry(m *protocol.Message) *audit.Entry {
 	s := c.srv
 	if !s.cfg.Audit.logs(m.Action) || protocol.CheckAction(&m.Envelope) != nil {
-		return -1, nil
+		return nil
 	}
 	e := s.auditEntry(audit.KindFrame)
 	e.Frame, e.JTI, e.JKT, e.JWK = string(m.Frame), c.tokenID(), c.sess.Key().Thumbprint(), c.jwk
-	index, ok, err := s.auditAdd(e, false)
+	return e
+}
+
+// auditOutcome is auditFrame's answer for an entry's outcome.
+func auditOutcome(index uint64, ok bool, err error) (int64, *protocol.Error) {
 	switch {
 	case errors.Is(err, audit.ErrTooLarge):
 		return -1, &protocol.Error{Code: protocol.CodeTooLarge, Message: "the frame is too large for the audit log"}
@@ -164,17 +177,138 @@ func (c *conn) auditFrame(m *protocol.Message) (int64, *protocol.Error) {
 	return int64(index), nil
 }
 
-// auditPublished logs a frame the server application publishes.
-func (s *Server) auditPublished(frame []byte) error {
+// maxPiped bounds the frames of one connection whose entries are being
+// written (auditPipe); beyond, the connection reads its next frame once
+// one is answered.
+const maxPiped = 64
+
+// auditPipe holds, in sync mode, a connection's accepted pub and dm
+// frames whose entries are being written, in order. Their connection
+// reads and verifies its next frames meanwhile, so that the entries of
+// one connection's pipelined frames share a batch (one batch's writes
+// and fsyncs cost milliseconds of CPU, whatever its size); one goroutine
+// per busy connection waits for each entry in turn and dispatches its
+// frame, so that replies and deliveries keep the order of the frames. Any
+// other frame, and the end of the connection, waits until the pipe is
+// empty (auditWait): what a session observes is as if each frame waited.
+type auditPipe struct {
+	mu   sync.Mutex
+	cond *sync.Cond // on mu: the pipe shrank
+	q    []pipedFrame
+	busy bool // a goroutine runs the pipe
+}
+
+type pipedFrame struct {
+	ctx context.Context // the outcome store's (resend.go)
+	m   *protocol.Message
+	f   audit.Future
+	end func(*protocol.Error) // the outcome, for a resent copy
+}
+
+func (p *auditPipe) wait() *sync.Cond {
+	if p.cond == nil {
+		p.cond = sync.NewCond(&p.mu)
+	}
+	return p.cond
+}
+
+// auditPiped takes m into the pipe if it is a logged pub or dm of a
+// synchronous log: it is then answered (end included) once its entry is
+// durable.
+func (c *conn) auditPiped(ctx context.Context, m *protocol.Message, end func(*protocol.Error)) bool {
+	s := c.srv
+	if s.cfg.Audit.Async || m.Action != protocol.ActPub && m.Action != protocol.ActDM {
+		return false
+	}
+	e := c.frameEntry(m)
+	if e == nil {
+		return false
+	}
+	m.Frame = []byte(e.Frame) // the read buffer is reused for the next frame
+	p := &c.pipe
+	p.mu.Lock()
+	for len(p.q) >= maxPiped {
+		p.wait().Wait()
+	}
+	// Added under p.mu: the pipe's order is the log's.
+	p.q = append(p.q, pipedFrame{ctx: ctx, m: m, f: s.cfg.Audit.Log.Add(s.ctx, e), end: end})
+	if !p.busy {
+		p.busy = true
+		go c.runPipe()
+	}
+	p.mu.Unlock()
+	return true
+}
+
+// runPipe answers the piped frames in order until the pipe is empty.
+func (c *conn) runPipe() {
+	p := &c.pipe
+	for {
+		p.mu.Lock()
+		if len(p.q) == 0 {
+			p.busy = false
+			p.wait().Broadcast()
+			p.mu.Unlock()
+			return
+		}
+		pf := p.q[0]
+		p.mu.Unlock()
+		index, err := pf.f()
+		if err != nil {
+			c.srv.auditFailed(audit.KindFrame, err)
+		}
+		var perr *protocol.Error
+		if c.logIndex, perr = auditOutcome(index, err == nil, err); perr == nil {
+			perr = c.dispatch(pf.ctx, pf.m)
+		}
+		c.answered(pf.m, pf.end, perr)
+		p.mu.Lock()
+		p.q[0] = pipedFrame{}
+		p.q = p.q[1:]
+		p.wait().Broadcast()
+		p.mu.Unlock()
+	}
+}
+
+// auditWait waits until the connection's piped frames are answered.
+func (c *conn) auditWait() {
+	if c.srv.cfg.Audit.Async || !c.srv.auditOn() {
+		return // nothing is piped
+	}
+	p := &c.pipe
+	p.mu.Lock()
+	for p.busy {
+		p.wait().Wait()
+	}
+	p.mu.Unlock()
+}
+
+// auditPublished logs a frame the server application publishes: its
+// index for the delivery (-1: none).
+func (s *Server) auditPublished(frame []byte) (int64, error) {
 	if !s.auditOn() {
-		return nil
+		return -1, nil
 	}
 	e := s.auditEntry(audit.KindServer)
 	e.Frame = string(frame)
-	if _, _, err := s.auditAdd(e, false); err != nil {
-		return &protocol.Error{Code: protocol.CodeUnavailable, Message: "the audit log is unavailable"}
+	index, ok, err := s.auditAdd(e, false)
+	if err != nil {
+		return -1, &protocol.Error{Code: protocol.CodeUnavailable, Message: "the audit log is unavailable"}
 	}
-	return nil
+	if !ok {
+		return -1, nil
+	}
+	return int64(index), nil
+}
+
+// bodyLogIndex is the log_index of a reply or delivery body (spec.md
+// §21.3): nil for none (-1).
+func bodyLogIndex(index int64) *uint64 {
+	if index < 0 {
+		return nil
+	}
+	u := uint64(index)
+	return &u
 }
 
 // AuditHandler serves the audit log read-only (spec.md §21.4): the

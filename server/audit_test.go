@@ -60,6 +60,20 @@ func waitCheckpoint(t testing.TB, src audit.Source, v note.Verifier, n uint64) {
 	})
 }
 
+// wantDeliveryIndex checks that delivery d carries log_index want (-1:
+// none).
+func wantDeliveryIndex(t testing.TB, d *protocol.Message, want int64) {
+	t.Helper()
+	var db protocol.DeliverBody
+	must(t, protocol.DecodeBody(d.Body, &db))
+	switch {
+	case want < 0 && db.LogIndex != nil:
+		t.Fatalf("%s carries log_index %d, want none", d.Action, *db.LogIndex)
+	case want >= 0 && (db.LogIndex == nil || *db.LogIndex != uint64(want)):
+		t.Fatalf("%s carries log_index %v, want %d", d.Action, db.LogIndex, want)
+	}
+}
+
 func replyIndex(t testing.TB, m *protocol.Message) (uint64, bool) {
 	t.Helper()
 	var b struct {
@@ -72,8 +86,9 @@ func replyIndex(t testing.TB, m *protocol.Message) (uint64, bool) {
 	return *b.LogIndex, true
 }
 
-// A synchronous audit log: the reply to pub and dm carries the entry's
-// index; the log then verifies as a whole, with the server's keys, both
+// A synchronous audit log: the reply to pub and dm, and their deliveries
+// (deliver, direct, and the deliver of a server publication), carry the
+// entry's index; the log then verifies as a whole, with the server's keys, both
 // tokens, both frames and a server publication; the proof endpoint proves
 // the pub's entry, which holds the frame byte for byte.
 func TestAuditSync(t *testing.T) {
@@ -87,15 +102,15 @@ func TestAuditSync(t *testing.T) {
 	if !ok {
 		t.Fatal("the reply to pub carries no log_index")
 	}
-	bob.recvAct(protocol.ActDeliver)
+	wantDeliveryIndex(t, bob.recvAct(protocol.ActDeliver), int64(pi))
 	alice.send(&protocol.Envelope{Action: protocol.ActDM, To: "bob", Corr: "d", Body: json.RawMessage(`{"text":"psst"}`)})
 	di, ok := replyIndex(t, alice.recvAct(protocol.ActReply))
 	if !ok || di <= pi {
 		t.Fatalf("dm log_index %d (ok %v), pub's %d", di, ok, pi)
 	}
-	bob.recvAct(protocol.ActDirect)
+	wantDeliveryIndex(t, bob.recvAct(protocol.ActDirect), int64(di))
 	must(t, e.srv.Publish(context.Background(), "rooms.a", map[string]string{"text": "from the server"}))
-	bob.recvAct(protocol.ActDeliver)
+	wantDeliveryIndex(t, bob.recvAct(protocol.ActDeliver), int64(di)+1)
 	// sub is not logged: keys, 2 tokens, pub, dm, server.
 	const n = 6
 	waitCheckpoint(t, l.Source(), v, n)
@@ -146,12 +161,15 @@ func TestAuditSync(t *testing.T) {
 // Asynchronous: the reply carries no index, and the entry reaches the log.
 func TestAuditAsync(t *testing.T) {
 	e, l, v := newAuditEnv(t, true)
-	alice := e.login("alice").connect()
+	alice, bob := e.login("alice").connect(), e.login("bob").connect()
+	bob.send(&protocol.Envelope{Action: protocol.ActSub, Channel: "rooms.a", Corr: "s"})
+	bob.recvAct(protocol.ActReply)
 	alice.send(&protocol.Envelope{Action: protocol.ActPub, Channel: "rooms.a", Corr: "p", Body: json.RawMessage(`{"text":"hi"}`)})
 	if _, ok := replyIndex(t, alice.recvAct(protocol.ActReply)); ok {
 		t.Fatal("an async reply carries a log_index")
 	}
-	waitCheckpoint(t, l.Source(), v, 3)
+	wantDeliveryIndex(t, bob.recvAct(protocol.ActDeliver), -1)
+	waitCheckpoint(t, l.Source(), v, 4)
 	rep, err := audit.Verify(context.Background(), l.Source(), audit.VerifyOptions{Verifier: v})
 	must(t, err)
 	if !rep.OK() || rep.Kinds[audit.KindFrame] != 1 {
@@ -253,5 +271,109 @@ func TestAuditConfig(t *testing.T) {
 			_ = s.Shutdown(context.Background())
 			t.Errorf("%s: New accepted it", name)
 		}
+	}
+}
+
+// Synchronous, pipelined: a connection's pubs sent back to back are
+// verified while the entries of the earlier ones are written, so they
+// share batches (before, each frame waited for its own batch: one batch
+// per frame); yet every reply and delivery keeps the order of the frames,
+// a frame that is not logged (ping) is answered after them, and every
+// reply's log_index is the entry of its frame, byte for byte.
+func TestAuditSyncPipelined(t *testing.T) {
+	e, l, v := newAuditEnv(t, false)
+	alice, bob := e.login("alice").connect(), e.login("bob").connect()
+	bob.send(&protocol.Envelope{Action: protocol.ActSub, Channel: "rooms.a", Corr: "s"})
+	bob.recvAct(protocol.ActReply)
+	sigiltest.Eventually(t, "the keys and both tokens in the log", func() bool { return l.Stats().Entries == 3 })
+	before := l.Stats()
+	const n = 40
+	frames := make([][]byte, n)
+	for i := range frames {
+		frames[i] = alice.sign(&protocol.Envelope{Action: protocol.ActPub, Channel: "rooms.a", Corr: "p" + strconv.Itoa(i), Body: json.RawMessage(`{"text":"` + strconv.Itoa(i) + `"}`)})
+	}
+	for _, fr := range frames {
+		alice.write(fr)
+	}
+	alice.send(&protocol.Envelope{Action: protocol.ActPing, Corr: "last"})
+	indexes := make([]uint64, n)
+	for i := range frames {
+		m := alice.recv()
+		if m.Action != protocol.ActReply || m.Corr != "p"+strconv.Itoa(i) {
+			t.Fatalf("answer %d: %s %q, want the reply to p%d", i, m.Action, m.Corr, i)
+		}
+		idx, ok := replyIndex(t, m)
+		if !ok || i > 0 && idx <= indexes[i-1] {
+			t.Fatalf("reply %d: log_index %d (ok %v) after %v", i, idx, ok, indexes[:i])
+		}
+		indexes[i] = idx
+	}
+	if m := alice.recv(); m.Action != protocol.ActPong || m.Corr != "last" {
+		t.Fatalf("after the replies: %s %q, want the pong", m.Action, m.Corr)
+	}
+	for i := range frames {
+		d := bob.recvAct(protocol.ActDeliver)
+		var db protocol.DeliverBody
+		must(t, json.Unmarshal(d.Body, &db))
+		if db.Frame != string(frames[i]) {
+			t.Fatalf("delivery %d is not frame %d", i, i)
+		}
+	}
+	after := l.Stats()
+	if got := after.Entries - before.Entries; got != n {
+		t.Fatalf("%d entries written, want %d", got, n)
+	}
+	if b := after.Batches - before.Batches; b > n/2 {
+		t.Fatalf("%d frames took %d batches: the pipelined entries were not batched together", n, b)
+	}
+	waitCheckpoint(t, l.Source(), v, 3+n)
+	for i, idx := range indexes {
+		p, err := audit.Prove(context.Background(), l.Source(), v, idx)
+		must(t, err)
+		ent, _, err := p.Check(v)
+		must(t, err)
+		if ent.Frame != string(frames[i]) {
+			t.Fatalf("entry %d is not frame %d", idx, i)
+		}
+	}
+}
+
+// With history and a synchronous audit log, the deliver frame that
+// history keeps carries the publication's position and its log index
+// together, signed by the server, and its frame is the entry's: that is
+// how a verifier links an entry to its stream position (spec.md §21.2).
+func TestAuditHistoryLink(t *testing.T) {
+	l, v := auditLog(t)
+	e := newEnv(t, func(c *server.Config) {
+		c.Policy = historyPolicy(t, 50, 0)
+		c.Audit = server.AuditConfig{Log: l, Verifier: v}
+	})
+	alice := e.login("alice").connect()
+	alice.pubN("rooms.h", 1, 3)
+	alice.send(&protocol.Envelope{Action: protocol.ActPub, Channel: "rooms.h", Corr: "p", Body: json.RawMessage(`{"text":"kept"}`)})
+	pi, ok := replyIndex(t, alice.recvAct(protocol.ActReply))
+	if !ok {
+		t.Fatal("no log_index")
+	}
+	alice.send(&protocol.Envelope{Action: protocol.ActHistory, Channel: "rooms.h", Corr: "h", Body: json.RawMessage(`{"after":3}`)})
+	var hr protocol.HistoryReplyBody
+	must(t, protocol.DecodeBody(alice.recvAct(protocol.ActReply).Body, &hr))
+	if len(hr.Frames) != 1 {
+		t.Fatalf("%d stored frames after 3, want 1", len(hr.Frames))
+	}
+	sd, err := alice.fv.VerifyStored([]byte(hr.Frames[0]), "rooms.h")
+	must(t, err)
+	var db protocol.DeliverBody
+	must(t, protocol.DecodeBody(sd.Message.Body, &db))
+	if sd.Position.Offset != 4 || db.LogIndex == nil || *db.LogIndex != pi {
+		t.Fatalf("stored frame at %v carries log_index %v, want offset 4 and %d", sd.Position, db.LogIndex, pi)
+	}
+	waitCheckpoint(t, l.Source(), v, pi+1)
+	p, err := audit.Prove(context.Background(), l.Source(), v, pi)
+	must(t, err)
+	ent, _, err := p.Check(v)
+	must(t, err)
+	if ent.Frame != db.Frame || ent.Pos != nil {
+		t.Fatalf("entry %d: %+v, want the stored frame's sender frame and no pos", pi, ent)
 	}
 }

@@ -186,6 +186,8 @@ type DirectMessage struct {
 	// runs only over an authenticated, encrypted transport (TLS), and
 	// refuses to start otherwise.
 	Plain json.RawMessage
+	// LogIndex is the dm's audit log index (sync audit log, spec.md §21.3).
+	LogIndex *uint64
 }
 
 // Topic returns the topic p is published to.
@@ -213,6 +215,7 @@ type pubWire struct {
 	Direct bool            `json:"direct,omitempty"`
 	Key    *keyWire        `json:"key,omitempty"`
 	Off    uint64          `json:"off,omitempty"` // ChannelPublication.Offset
+	Log    *uint64         `json:"log,omitempty"` // DirectMessage.LogIndex
 }
 
 // keyWire is a ChannelKey's key, version and creation time (Unix ms).
@@ -233,7 +236,7 @@ func (p *Publication) MarshalBinary() ([]byte, error) {
 		w = pubWire{V: 1, Ch: p.Channel.Channel, Frame: string(p.Channel.Frame), Off: p.Channel.Offset}
 	case p.Direct != nil && p.Channel == nil && p.Key == nil:
 		d := p.Direct
-		w = pubWire{V: 1, Direct: true, To: d.To, Sub: d.Sender, JWK: d.SenderJWK, Frame: string(d.Frame), Plain: d.Plain}
+		w = pubWire{V: 1, Direct: true, To: d.To, Sub: d.Sender, JWK: d.SenderJWK, Frame: string(d.Frame), Plain: d.Plain, Log: d.LogIndex}
 	case p.Key != nil && p.Channel == nil && p.Direct == nil:
 		k := p.Key
 		if k.Key == nil || k.Key.Scope != protocol.ChannelScope(k.Channel) {
@@ -259,7 +262,7 @@ func (p *Publication) UnmarshalBinary(data []byte) error {
 	}
 	if w.Key != nil {
 		k := w.Key
-		if w.Off != 0 || w.Direct || w.Ch == "" || w.Frame != "" || w.To != "" || w.Sub != "" || w.JWK != nil || w.Plain != nil ||
+		if w.Off != 0 || w.Log != nil || w.Direct || w.Ch == "" || w.Frame != "" || w.To != "" || w.Sub != "" || w.JWK != nil || w.Plain != nil ||
 			k.Kid == "" || len(k.K) != protocol.ContentKeySize || k.Ver == 0 {
 			return errors.New("sigil: publication: a channel key has exactly ch and key {kid, k (32 bytes), ver > 0, at}")
 		}
@@ -271,7 +274,7 @@ func (p *Publication) UnmarshalBinary(data []byte) error {
 		return errors.New("sigil: publication: no frame")
 	}
 	if !w.Direct {
-		if w.Ch == "" || w.To != "" || w.Sub != "" || w.JWK != nil || w.Plain != nil {
+		if w.Ch == "" || w.To != "" || w.Sub != "" || w.JWK != nil || w.Plain != nil || w.Log != nil {
 			return errors.New("sigil: publication: a channel publication has exactly ch and frame (and off)")
 		}
 		*p = Publication{Channel: &ChannelPublication{Channel: w.Ch, Frame: []byte(w.Frame), Offset: w.Off}}
@@ -280,6 +283,6 @@ func (p *Publication) UnmarshalBinary(data []byte) error {
 	if w.Off != 0 || w.Ch != "" || w.To == "" || w.Sub == "" || len(w.JWK) == 0 {
 		return errors.New("sigil: publication: a direct message has to, sub, jwk and frame")
 	}
-	*p = Publication{Direct: &DirectMessage{To: w.To, Sender: w.Sub, SenderJWK: w.JWK, Frame: []byte(w.Frame), Plain: w.Plain}}
+	*p = Publication{Direct: &DirectMessage{To: w.To, Sender: w.Sub, SenderJWK: w.JWK, Frame: []byte(w.Frame), Plain: w.Plain, LogIndex: w.Log}}
 	return nil
 }

@@ -46,7 +46,8 @@ type conn struct {
 	sess      *protocol.Session
 	rejects   []time.Time
 	handedOff bool
-	logIndex  int64 // the audit log index of the frame being handled (-1: none)
+	logIndex  int64     // the audit log index of the frame being handled (-1: none); also the audit pipe's goroutine
+	pipe      auditPipe // sync audit: frames waiting for their entries
 
 	exp    atomic.Int64 // token expiry, Unix ms
 	warned atomic.Bool
@@ -109,6 +110,7 @@ func (c *conn) loop(hello bool) {
 	for {
 		bp, err := c.read()
 		if err != nil {
+			c.auditWait() // the frames read so far are answered
 			var ne net.Error
 			switch {
 			case c.readStopped():

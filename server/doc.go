@@ -90,10 +90,15 @@
 // of a logged action (pub, dm, application actions), every Publish, every
 // session token (at hello and refresh) and the server's keys are entries
 // of a transparency log (package audit, spec.md §21). The frame is logged
-// on its reader goroutine after it was accepted and before it is
-// dispatched: in sync mode (the default) the reply and deliveries wait
-// until the entry is durable, and the reply to pub and dm carries its
-// index (LoggedReply); in async mode they do not wait. A log that fails
+// after it was accepted and before it is dispatched: in sync mode (the
+// default) the reply and deliveries wait until the entry is durable, and
+// the reply to pub and dm and their deliveries carry its index
+// (LoggedReply, protocol.DeliverBody.LogIndex); in async mode they do not
+// wait. In sync mode a connection's pub and dm frames are pipelined: the
+// reader verifies the next frames while the entries of earlier ones are
+// written, and one goroutine per busy connection dispatches them in order
+// once durable (up to 64 in flight), so that they share batches; any other
+// frame waits until they are answered. A log that fails
 // fails the frame closed (unavailable). AuditHandler serves the log
 // read-only under /v1/audit/, with inclusion proofs. In a cluster each
 // node keeps its own log.

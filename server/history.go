@@ -137,17 +137,17 @@ func (s *Server) history(ch string) (protocol.HistoryLimits, bool) {
 
 // signDeliver returns the sign function of a channel publication: the
 // deliver frame of the sender's frame inner, with its position.
-func (h *hub) signDeliver(name string, inner, jwk []byte, sub string) func(protocol.Position) ([]byte, error) {
+func (h *hub) signDeliver(name string, inner, jwk []byte, sub string, logIndex int64) func(protocol.Position) ([]byte, error) {
 	return func(pos protocol.Position) ([]byte, error) {
-		db := protocol.DeliverBody{Frame: string(inner), JWK: jwk, Sub: sub, Epoch: pos.Epoch, Offset: pos.Offset}
+		db := protocol.DeliverBody{Frame: string(inner), JWK: jwk, Sub: sub, Epoch: pos.Epoch, Offset: pos.Offset, LogIndex: bodyLogIndex(logIndex)}
 		return h.s.keys().signer.SignBody(&protocol.Envelope{Action: protocol.ActDeliver, Channel: name}, db)
 	}
 }
 
 // publishHistory is hub.publish for a channel with history: the frame is
 // stored, whether or not anyone is subscribed.
-func (h *hub) publishHistory(ctx context.Context, name string, lim protocol.HistoryLimits, inner, jwk []byte, sub string) error {
-	_, err := h.s.cfg.History.Publish(ctx, name, lim, h.signDeliver(name, inner, jwk, sub))
+func (h *hub) publishHistory(ctx context.Context, name string, lim protocol.HistoryLimits, inner, jwk []byte, sub string, logIndex int64) error {
+	_, err := h.s.cfg.History.Publish(ctx, name, lim, h.signDeliver(name, inner, jwk, sub, logIndex))
 	if err != nil && !errors.Is(err, ErrNoSubscribers) {
 		return h.historyError("publish", name, err)
 	}

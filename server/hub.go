@@ -485,15 +485,15 @@ func (h *hub) interested(t Topic) bool {
 
 // publish signs one deliver frame and hands it to the broker. A broker
 // failure is logged, counted and returned as unavailable.
-func (h *hub) publish(ctx context.Context, name string, inner []byte, jwk []byte, sub string) error {
+func (h *hub) publish(ctx context.Context, name string, inner []byte, jwk []byte, sub string, logIndex int64) error {
 	if lim, ok := h.s.history(name); ok {
-		return h.publishHistory(ctx, name, lim, inner, jwk, sub)
+		return h.publishHistory(ctx, name, lim, inner, jwk, sub, logIndex)
 	}
 	t := ChannelTopic(name)
 	if !h.interested(t) {
 		return nil
 	}
-	db := protocol.DeliverBody{Frame: string(inner), JWK: jwk, Sub: sub}
+	db := protocol.DeliverBody{Frame: string(inner), JWK: jwk, Sub: sub, LogIndex: bodyLogIndex(logIndex)}
 	frame, err := h.s.keys().signer.SignBody(&protocol.Envelope{Action: protocol.ActDeliver, Channel: name}, db)
 	if err != nil {
 		return err
@@ -585,7 +585,7 @@ func (h *hub) HandlePublication(p *Publication) {
 
 func (h *hub) deliverDirect(d *DirectMessage, targets []*conn) {
 	signer := h.s.keys().signer
-	db := protocol.DeliverBody{Frame: string(d.Frame), JWK: d.SenderJWK, Sub: d.Sender}
+	db := protocol.DeliverBody{Frame: string(d.Frame), JWK: d.SenderJWK, Sub: d.Sender, LogIndex: d.LogIndex}
 	var shared *websocket.PreparedMessage
 	n := 0
 	for _, c := range targets {

@@ -398,10 +398,11 @@ func (s *Server) Publish(ctx context.Context, channel string, body any) error {
 	if err != nil {
 		return err
 	}
-	if err := s.auditPublished(inner); err != nil {
+	logIndex, err := s.auditPublished(inner)
+	if err != nil {
 		return err
 	}
-	return s.hub.publish(ctx, channel, inner, ks.serverJWK, protocol.ServerSubject)
+	return s.hub.publish(ctx, channel, inner, ks.serverJWK, protocol.ServerSubject, logIndex)
 }
 
 func (s *Server) addConn(c *conn) bool {

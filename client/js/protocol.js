@@ -541,15 +541,19 @@ export class FrameVerifier {
 /**
  * openDelivery verifies the sender's frame inside a verified deliver or
  * direct envelope (§10.3) and opens its body with ring (a KeyRing or
- * null). Returns {sender: {sub, key}, env, encrypted, readable}.
+ * null). Returns {sender: {sub, key}, env, encrypted, readable, logIndex}
+ * (logIndex: the audit log index the delivery carries, or undefined).
  */
 export async function openDelivery(d, ring, { keys } = {}) {
   if (d.act !== 'deliver' && d.act !== 'direct') fail('bad_request', 'not a delivery');
   const db = d.body;
-  if (!checkBody(db, ['frame', 'jwk', 'sub'], ['enc', 'epoch', 'offset']) || typeof db.frame !== 'string' || !db.frame
-    || typeof db.sub !== 'string' || db.jwk === null || typeof db.jwk !== 'object' || ('enc' in db && typeof db.enc !== 'string')) {
-    fail('bad_claims', 'delivery body must be {frame, jwk, sub[, enc][, epoch, offset]}');
+  if (!checkBody(db, ['frame', 'jwk', 'sub'], ['enc', 'epoch', 'offset', 'log_index']) || typeof db.frame !== 'string' || !db.frame
+    || typeof db.sub !== 'string' || db.jwk === null || typeof db.jwk !== 'object' || ('enc' in db && typeof db.enc !== 'string')
+    || ('log_index' in db && !validOffset(db.log_index, 0))) {
+    fail('bad_claims', 'delivery body must be {frame, jwk, sub[, enc][, epoch, offset][, log_index]}');
   }
+  // The audit log index of a synchronous log (§21.3).
+  const logIndex = db.log_index;
   deliveryPosition(d);
   // A message the server application published itself: a server frame
   // signed by a JWKS key (§10.3, last paragraph).
@@ -570,7 +574,7 @@ export async function openDelivery(d, ring, { keys } = {}) {
     if (enclosed.jkt !== key.jkt) fail('unknown_key', 'server-published frame: jwk is not the JWKS key');
     const env = envOrBadClaims(await verifySignature(sform, key), false);
     if (d.act !== 'deliver' || env.act !== 'pub' || env.ch !== d.ch) fail('wrong_session', 'delivery does not match the server publish', env.id);
-    return { sender: { sub: 'server', key, server: true }, env, encrypted: false, readable: true };
+    return { sender: { sub: 'server', key, server: true }, env, encrypted: false, readable: true, logIndex };
   }
   let key;
   try {
@@ -603,7 +607,7 @@ export async function openDelivery(d, ring, { keys } = {}) {
       }
     }
   }
-  return { sender: { sub: db.sub, key: bound }, env, encrypted, readable };
+  return { sender: { sub: db.sub, key: bound }, env, encrypted, readable, logIndex };
 }
 
 export { bytelen };

@@ -727,7 +727,7 @@ export class Client {
     }
     return {
       ...base, verified: true, from: d.sender.sub, server: !!d.sender.server, id: d.env.id, ts: d.env.ts,
-      encrypted: d.encrypted, readable: d.readable,
+      encrypted: d.encrypted, readable: d.readable, logIndex: d.logIndex,
       body: d.encrypted ? d.env.plain : d.env.body, frame: db.frame, senderKey: d.sender.key.jkt,
       mine: d.sender.sub === this.sub && d.env.sid === this.sid,
     };
@@ -758,7 +758,7 @@ export class Client {
     }
     const m = {
       ...base, verified: true, from: d.sender.sub, server: !!d.sender.server, id: d.env.id, ts: d.env.ts,
-      encrypted: d.encrypted, readable: d.readable,
+      encrypted: d.encrypted, readable: d.readable, logIndex: d.logIndex,
       body: d.encrypted ? d.env.plain : d.env.body, frame: db.frame, senderKey: d.sender.key.jkt,
       mine: d.sender.sub === this.sub && d.env.sid === this.sid,
     };

@@ -13,11 +13,6 @@ import (
 	"k8s.io/klog/v2"
 )
 
-// AsyncAuditBatch is sigil serve's batching window with --audit=async: no
-// reply waits for it, so it is longer than sync's, and it bounds what a
-// crash loses (spec.md §21.3).
-const AsyncAuditBatch = 100 * time.Millisecond
-
 // auditFlags are the audit-log flags of sigil serve (spec.md §21).
 type auditFlags struct {
 	dir, mode, key string
@@ -31,7 +26,7 @@ func (f *auditFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.key, "audit-key", "", "audit log: the checkpoint signing key file, created on first start (default <audit-dir>.key; keep it out of the served directory)")
 	fs.DurationVar(&f.batch, "audit-batch", 0, "audit log: the fsync batching window, how long an entry waits for others before a batch is written (0: 2ms with --audit=sync, 100ms with async, the crash-loss bound; the entries that arrive while a batch is written form the next one); longer batches cost less CPU per entry")
 	fs.BoolVar(&f.public, "audit-public", false, "audit log: serve its entries and proofs to anyone (they hold every logged message, bodies included unless encrypted); default: to admins only, the checkpoint and hash tiles to anyone")
-	fs.DurationVar(&f.every, "audit-checkpoint", audit.DefaultCheckpointInterval, "audit log: how often a checkpoint is signed and published, if the log grew")
+	fs.DurationVar(&f.every, "audit-checkpoint", audit.DefaultCheckpointInterval, "audit log: how often a checkpoint is signed and published, if the log grew (at least 100ms; timed only: at R entries/s, N/R bounds the entries a checkpoint leaves unprovable to about N)")
 }
 
 // useAudit opens the audit log, if --audit-dir is set, and configures cfg
@@ -67,7 +62,7 @@ func useAudit(cfg *server.Config, f *auditFlags, cluster bool) (func(), error) {
 	if batch <= 0 {
 		batch = audit.DefaultBatchMaxAge // sync: the reply waits for it
 		if f.mode == "async" {
-			batch = AsyncAuditBatch
+			batch = audit.AsyncBatchMaxAge // the crash-loss bound, spec.md §21.3
 		}
 	}
 	l, err := audit.Open(context.Background(), audit.Config{Dir: f.dir, Signer: signer, BatchMaxAge: batch, CheckpointInterval: f.every})

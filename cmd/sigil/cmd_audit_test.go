@@ -1,9 +1,12 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -183,5 +186,72 @@ func TestAuditCrash(t *testing.T) {
 	must(t, os.WriteFile(proofFile, []byte(strings.Replace(string(data), `"index": `+strconv.FormatUint(got[0].index, 10), `"index": `+strconv.FormatUint(got[0].index+1, 10), 1)), 0o644))
 	if out, err := sigil(t, "", "audit", "check-proof", "--vkey", logDir+".key", proofFile).CombinedOutput(); err == nil {
 		t.Fatalf("an edited proof checked: %s", out)
+	}
+}
+
+// TestListenLogIndex: with a synchronous audit log, listen --json records
+// each message's log index (from the server-signed delivery), and the
+// entry at that index is the message.
+func TestListenLogIndex(t *testing.T) {
+	dir := t.TempDir()
+	logDir := filepath.Join(dir, "log")
+	signer, v, err := audit.LoadOrCreateKey(logDir+".key", audit.Origin("sigil", ""), logDir)
+	must(t, err)
+	l, err := audit.Open(context.Background(), audit.Config{Dir: logDir, Signer: signer, CheckpointInterval: 100 * time.Millisecond})
+	must(t, err)
+	t.Cleanup(func() { _ = l.Close(context.Background()) })
+	srv, err := server.New(server.Config{
+		Authenticator: server.StaticUsers{Doc: &server.UsersDoc{Users: []server.User{
+			{Name: "alice", Hash: sigiltest.PasswordHash(), Roles: []string{"user"}},
+			{Name: "bob", Hash: sigiltest.PasswordHash(), Roles: []string{"user"}},
+		}}},
+		Logger: sigiltest.QuietLogger(),
+		Audit:  server.AuditConfig{Log: l, Verifier: v},
+	})
+	must(t, err)
+	hs := httptest.NewServer(srv.Handler())
+	t.Cleanup(func() { _ = srv.Shutdown(context.Background()); hs.Close() })
+	aliceFile, bobFile := filepath.Join(dir, "alice.json"), filepath.Join(dir, "bob.json")
+	for user, f := range map[string]string{"alice": aliceFile, "bob": bobFile} {
+		var out, errb bytes.Buffer
+		if code := run([]string{"login", "--server", hs.URL, "--user", user, "--credentials", f}, strings.NewReader(sigiltest.Password+"\n"), &out, &errb); code != 0 {
+			t.Fatalf("login %s: %d %s", user, code, errb.String())
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var lout sigiltest.SyncBuffer
+	lerr := make(chan error, 1)
+	go func() { lerr <- runListen(ctx, []string{"--json", "--credentials", bobFile, "rooms.logged"}, &lout) }()
+	// Send until listen is subscribed and prints one.
+	sigiltest.Eventually(t, "listen to print a message", func() bool {
+		if strings.Contains(lout.String(), "\n") {
+			return true
+		}
+		var so, se bytes.Buffer
+		if code := run([]string{"send", "--credentials", aliceFile, "rooms.logged", "on the record"}, nil, &so, &se); code != 0 {
+			t.Fatalf("send: %d %s", code, se.String())
+		}
+		return false
+	}, func() string { return "listen output: " + lout.String() })
+	cancel()
+	must(t, <-lerr)
+	line, _, _ := strings.Cut(lout.String(), "\n")
+	var rec listenJSON
+	must(t, json.Unmarshal([]byte(line), &rec))
+	if rec.LogIndex == nil {
+		t.Fatalf("no log_index in %s", line)
+	}
+	var p *audit.Proof
+	sigiltest.Eventually(t, "a checkpoint covering the entry", func() bool {
+		p, err = audit.Prove(context.Background(), l.Source(), v, *rec.LogIndex)
+		return !errors.Is(err, audit.ErrNotPublished)
+	})
+	must(t, err)
+	e, _, err := p.Check(v)
+	must(t, err)
+	env, err := protocol.UnsafeEnvelope([]byte(e.Frame))
+	must(t, err)
+	if e.Kind != audit.KindFrame || env.ID != rec.ID || env.Subject != "alice" {
+		t.Fatalf("entry %d is %s %s from %s, want message %s", *rec.LogIndex, e.Kind, env.ID, env.Subject, rec.ID)
 	}
 }

@@ -150,6 +150,9 @@ type listenJSON struct {
 	// Position is the message's place in the channel's stream, for a
 	// channel with history (spec.md §20).
 	Position *client.Position `json:"position,omitempty"`
+	// LogIndex is the message's entry in the server's audit log, when the
+	// log is synchronous (spec.md §21.3): sigil audit prove --index.
+	LogIndex *uint64 `json:"log_index,omitempty"`
 	// Evidence is the server's signed delivery frame: `sigil verify`
 	// checks it offline against the server's JWKS (spec.md §14).
 	Evidence string `json:"evidence"`
@@ -160,6 +163,9 @@ func listenRecord(m *client.Message) listenJSON {
 		Body: m.Body, Encrypted: m.Encrypted, Verified: true, Evidence: string(m.Delivery)}
 	if p := m.Position(); !p.IsZero() {
 		r.Position = &p
+	}
+	if i, ok := m.LogIndex(); ok {
+		r.LogIndex = &i
 	}
 	return r
 }

@@ -72,6 +72,16 @@ func (g *gen) historyVectors() {
 	rp := g.serverSign(&protocol.Envelope{Action: protocol.ActReply, Session: cs.SID, Channel: "rooms.lobby", Corr: "s-1",
 		Body: json.RawMessage(`{"members":["alice","bob"],"stream":{"epoch":"k3Jx0aQ-Tn_5b2Vw","offset":42},"recovered":true}`)})
 	g.add(Vector{Name: "server-sub-reply-recovered-ok", Kind: "server", Comment: "the reply to a sub with since: the stream's position, and recovered", Client: cs, Frame: rp, Expect: ok(claimsOf(rp), bodyOf(rp))})
+
+	// Deliveries with the audit log index of a synchronous log (§21.3).
+	d = positioned(protocol.ActDeliver, "rooms.lobby", "", db(`,"epoch":"k3Jx0aQ-Tn_5b2Vw","offset":42,"log_index":7`))
+	delivery("delivery-log-index-ok", "a deliver frame with its position and its audit log index (§21.3)", d,
+		Expect{Result: "ok", Claims: json.RawMessage(claimsOf(d)), Sender: &ExpectSender{Sub: "alice", Claims: json.RawMessage(claimsOf(pub)), Body: json.RawMessage(`{"text":"kept"}`)}})
+	d = positioned(protocol.ActDirect, "", "bob", `{"frame":"`+dm+`","jwk":`+string(jwk)+`,"sub":"alice","log_index":8}`)
+	delivery("delivery-direct-log-index-ok", "a direct frame with the dm's audit log index (§21.3)", d,
+		Expect{Result: "ok", Claims: json.RawMessage(claimsOf(d)), Sender: &ExpectSender{Sub: "alice", Claims: json.RawMessage(claimsOf(dm)), Body: json.RawMessage(`{"text":"psst"}`)}})
+	delivery("delivery-log-index-negative", "a log_index is a non-negative integer", positioned(protocol.ActDeliver, "rooms.lobby", "", db(`,"log_index":-1`)), fail(protocol.CodeBadClaims))
+	delivery("delivery-log-index-too-large", "a log_index is at most 2^53-1", positioned(protocol.ActDeliver, "rooms.lobby", "", db(`,"log_index":9007199254740992`)), fail(protocol.CodeBadClaims))
 }
 
 func make65() []byte {

@@ -34,3 +34,22 @@ test('a proof at another index, with another entry, or under another key fails',
   const edited = p.checkpoint.replace(/\n7\n/, '\n6\n');
   await assert.rejects(checkProof({ ...p, checkpoint: edited }, vkey), /^Error: audit_checkpoint/);
 });
+
+// A delivery from a server with a synchronous audit log carries the
+// message's log index in its signed body (§10.3, §21.3): openDelivery
+// accepts it and returns it as logIndex, for client.prove.
+test('a delivery carries its log index', async () => {
+  const { openDelivery } = await import('../protocol.js');
+  const { b64uDecode } = await import('../jose.js');
+  const cases = join(dir, '..', 'cases');
+  const envOf = (name) => {
+    const v = JSON.parse(readFileSync(join(cases, name + '.json'), 'utf8'));
+    // The delivery's own signature is the vectors' concern (vectors.test.mjs):
+    // here only its body is read.
+    return JSON.parse(new TextDecoder().decode(b64uDecode(v.frame.split('.')[1])));
+  };
+  assert.equal((await openDelivery(envOf('delivery-log-index-ok'), null)).logIndex, 7);
+  assert.equal((await openDelivery(envOf('delivery-direct-log-index-ok'), null)).logIndex, 8);
+  assert.equal((await openDelivery(envOf('delivery-ok-eddsa'), null)).logIndex, undefined);
+  await assert.rejects(openDelivery(envOf('delivery-log-index-negative'), null), /log_index/);
+});

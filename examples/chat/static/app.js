@@ -795,7 +795,8 @@ function statusText(m) {
 
 // positionOf and logIndexOf read the optional stream position (history:
 // the deliver frame's epoch and offset) and audit-log index (the log_index
-// of our own message's reply, noteLogIndex) of a message, in the shapes
+// its delivery carries, or our own message's reply's, noteLogIndex) of a
+// message, in the shapes
 // the client may give them; both are absent on servers without those
 // features.
 function positionOf(m) {
@@ -907,6 +908,7 @@ function noteLogIndex(c, m, index) {
     m.logIndex = index;
     return;
   }
+  if (c.messages.some((x) => x.mine && x.logIndex === index)) return; // the echo's delivery carried it (§21.3)
   const echo = c.messages.find((x) => x.verified && x.mine && x.logIndex === undefined && x.readable && textOf(x.body) === m.text);
   if (echo) echo.logIndex = index;
   else awaitingIndex.set(c.key, [...(awaitingIndex.get(c.key) || []), { text: m.text, index }]);
@@ -914,8 +916,11 @@ function noteLogIndex(c, m, index) {
 function claimLogIndex(c, m) {
   const list = awaitingIndex.get(c.key);
   if (!list || !m.verified || !m.mine || !m.readable) return;
-  const i = list.findIndex((x) => x.text === textOf(m.body));
-  if (i >= 0) m.logIndex = list.splice(i, 1)[0].index;
+  // An echo whose delivery carries its index only settles the reply's.
+  const i = m.logIndex !== undefined ? list.findIndex((x) => x.index === m.logIndex) : list.findIndex((x) => x.text === textOf(m.body));
+  if (i < 0) return;
+  const { index } = list.splice(i, 1)[0];
+  if (m.logIndex === undefined) m.logIndex = index;
 }
 
 function markNotSent(m, reason) {
