@@ -73,10 +73,9 @@ var idleDialer = websocket.Dialer{ReadBufferSize: 1024, WriteBufferSize: 1024}
 // measureIdle opens --idle connections to the process pid with open, lets
 // each answer the server's pings, and returns the process's RSS growth
 // per connection and its CPU while they idle (ms per second). The RSS is
-// read at the end of the idle window, when each connection has been
-// pinged: idle sessions, not the garbage of their logins and handshakes,
-// which Go's scavenger returns to the kernel over the first minute (the
-// figure 3 s after the last connection opened is reported beside it).
+// read at the end of the idle window, when the connections have been idle
+// a while and most have answered a ping; the figure 3 s after the last one
+// opened is in the progress output beside it.
 func (b *bench) measureIdle(ctx context.Context, pid int, what string, open func(context.Context) (*benchSession, error)) (rss, cpu float64, err error) {
 	time.Sleep(time.Second) // let the process settle after what ran before
 	before, err := procRSS(pid)
