@@ -73,10 +73,12 @@ type conn struct {
 
 	regKey string // names the connection in the presence's session list
 
-	// The sweeper's schedule (schedule.mu): each duty's time and heap
-	// position + 1.
-	due     [2]int64
-	heapIdx [2]int
+	// The sweeper's schedule (schedule.mu): each duty's time, the
+	// position + 1 in the expiry heap, the ping's slot + 1 on the wheel
+	// and position in the slot.
+	due       [2]int64
+	heapIdx   int
+	slot, pos int
 }
 
 func newConn(s *Server, ws *websocket.Conn, remote string) *conn {

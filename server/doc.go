@@ -127,8 +127,10 @@
 // of one batch reach the socket in one write, with the socket's write
 // deadline re-armed about once per WriteTimeout/4 rather than per frame
 // (conn_write.go). The sweeper touches only the sessions with a duty due
-// (an expiry warning, an expiry, a keepalive ping; schedule.go); pings are
-// spread over PingInterval instead of sent to every session at once.
+// (an expiry warning or an expiry, from a heap; a keepalive ping, from a
+// timing wheel with a slot per SweepInterval, O(1) a ping; schedule.go);
+// pings are spread over PingInterval instead of sent to every session at
+// once.
 // Lock order: Server.mu (sessions) → a hub topic lock → hub.mu → conn.mu.
 // No lock is held while writing to a socket or calling a store or handler,
 // but for a topic lock: the broker and the presence are called under one

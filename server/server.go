@@ -111,7 +111,7 @@ func New(cfg Config) (*Server, error) {
 		adminReplay: protocol.NewMemoryReplayStore(0, cfg.Now),
 		sweepStop:   make(chan struct{}),
 		sweepEnd:    make(chan struct{}),
-		sched:       newSchedule(),
+		sched:       newSchedule(cfg.SweepInterval, cfg.PingInterval),
 	}
 	if cfg.Node != "" {
 		s.log = s.log.With("node", cfg.Node)

@@ -53,15 +53,20 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.IntVar(&f.fanPubs, "fanout-publishes", 200, "publishes of the fan-out row, one in flight at a time")
 	fs.IntVar(&f.idle, "idle", 10000, "idle sessions for the memory and idle-CPU rows (0: skip)")
 	fs.DurationVar(&f.idleFor, "idle-duration", 35*time.Second, "how long idle CPU is measured (the server pings every 30 s)")
+	fs.BoolVar(&f.idleOnly, "idle-only", false, "run only the idle rows (RSS per idle session, idle CPU) against a fresh server: no relay, no calibration")
 	fs.StringVar(&f.cpu, "server-cpu", "auto", "CPU the server and the baseline process are pinned to (taskset -c); auto: 0 on a machine with 2+ CPUs, none: no pinning")
 	fs.DurationVar(&f.calibrate, "calibrate", time.Second, "CPU time spent timing raw verify and raw sign, each, before and after the rows")
 	fs.BoolVar(&f.asJSON, "json", false, "print the report as one JSON object")
 	fs.BoolVar(&f.relayMode, "relay", false, "internal: run as the baseline process")
+	fs.BoolVar(&f.idleBase, "idle-baseline", false, "internal: run as the idle rows' baseline process (plain gorilla)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if f.relayMode {
 		return runRelay(stdout)
+	}
+	if f.idleBase {
+		return runIdleBaseline(stdout)
 	}
 	switch {
 	case fs.NArg() != 0:
@@ -70,6 +75,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return errors.New("--conns, --rounds, --rate must be positive, --frames at least --conns")
 	case f.fanout < 0 || f.fanPubs < 1 || f.idle < 0 || f.idleFor <= 0:
 		return errors.New("--fanout and --idle must not be negative, --fanout-publishes positive")
+	case f.idleOnly && f.idle == 0:
+		return errors.New("--idle-only needs --idle sessions")
 	}
 	b := &bench{f: f, progress: stderr}
 	defer b.stop()
@@ -89,7 +96,8 @@ type benchFlags struct {
 	conns, frames, rounds, rate int
 	fanout, fanPubs, idle       int
 	rateFor, idleFor, calibrate time.Duration
-	asJSON, relayMode           bool
+	asJSON, relayMode, idleOnly bool
+	idleBase                    bool
 }
 
 // benchReport is the output of sigil bench; every ratio is against a
@@ -139,6 +147,7 @@ func (r *benchReport) print(w io.Writer) {
 type bench struct {
 	f        benchFlags
 	progress io.Writer
+	pin      string // the CPU of the server and the baseline processes ("": none)
 	dir      string
 	procs    []*exec.Cmd
 	srvPID   int
@@ -210,6 +219,7 @@ func (b *bench) run(ctx context.Context) (*benchReport, error) {
 	case "none":
 		pin = ""
 	}
+	b.pin = pin
 	rep := &benchReport{Server: b.f.sigil, CPUs: runtime.NumCPU(), Pinned: pin}
 	if rep.Server == "" {
 		rep.Server = "(this binary)"
@@ -225,6 +235,14 @@ func (b *bench) run(ctx context.Context) (*benchReport, error) {
 	if b.base, b.srvPID, err = b.start(b.f.sigil, pin, "SIGIL_READY url=", "serve", "--addr", "127.0.0.1:0", "--data-dir", b.dir,
 		"--log-level", "error", "--max-refresh-families", "1000000"); err != nil {
 		return nil, err
+	}
+	if b.f.idleOnly {
+		idle, err := b.idleSessions(ctx)
+		if err != nil {
+			return nil, err
+		}
+		rep.addIdle(b.f.idle, idle)
+		return rep, nil
 	}
 	if b.relayURL, b.relayPID, err = b.start("", pin, "RELAY_READY url=", "bench", "--relay"); err != nil {
 		return nil, err
@@ -323,8 +341,7 @@ func (b *bench) run(ctx context.Context) (*benchReport, error) {
 		rep.add(fmt.Sprintf("fan-out to %d subscribers, CPU per delivery", b.f.fanout), fan.sigilNs, "ns", fan.sigilNs/fan.relayNs, "gorilla PreparedMessage relay", "≤ 1.0×")
 	}
 	if idle != nil {
-		rep.add(fmt.Sprintf("RSS per idle authenticated session at %d sessions", b.f.idle), idle.rssPerSession/1024, "KiB", 0, "", "≤ 8 KiB")
-		rep.add(fmt.Sprintf("idle CPU for %d sessions", b.f.idle), idle.cpuMsPerS, "ms/s", 0, "", "≤ 5 ms/s")
+		rep.addIdle(b.f.idle, idle)
 	}
 	rep.add(fmt.Sprintf("publish→deliver p99 at %d msg/s", b.f.rate), fixed.p99Ns/1e3, "µs", fixed.p99Ns/(fixed.relayP99Ns+v), "relay p99 + raw verify", "≤ 2×")
 	return rep, nil
@@ -449,6 +466,11 @@ func (s *benchSession) readAct() (string, error) {
 
 // sessions opens n sessions, 8 at a time.
 func (b *bench) sessions(ctx context.Context, n int, what string) ([]*benchSession, error) {
+	return b.openAll(ctx, n, what, b.session)
+}
+
+// openAll opens n connections with open, 8 at a time.
+func (b *bench) openAll(ctx context.Context, n int, what string, open func(context.Context) (*benchSession, error)) ([]*benchSession, error) {
 	out := make([]*benchSession, n)
 	errs := make([]error, n)
 	var next, done atomic.Int64
@@ -464,7 +486,7 @@ func (b *bench) sessions(ctx context.Context, n int, what string) ([]*benchSessi
 				if i >= n || ctx.Err() != nil {
 					return
 				}
-				out[i], errs[i] = b.session(ctx)
+				out[i], errs[i] = open(ctx)
 				done.Add(1)
 			}
 		}()
@@ -920,59 +942,6 @@ func (b *bench) fanOut(ctx context.Context) (*fanResult, error) {
 	}
 	res.relayNs = float64((r1 - r0).Nanoseconds()) / float64(k*n)
 	return res, nil
-}
-
-type idleResult struct{ rssPerSession, cpuMsPerS float64 }
-
-// idleSessions opens --idle sessions that then only answer pings, and
-// measures the server's RSS per session and its CPU while they idle.
-func (b *bench) idleSessions(ctx context.Context) (*idleResult, error) {
-	runtime.GC()
-	time.Sleep(time.Second)
-	before, err := procRSS(b.srvPID)
-	if err != nil {
-		return nil, err
-	}
-	ss, err := b.sessions(ctx, b.f.idle, "idle sessions")
-	if err != nil {
-		return nil, err
-	}
-	defer func() {
-		for _, s := range ss {
-			s.ws.Close()
-		}
-	}()
-	for _, s := range ss {
-		go func() {
-			for {
-				if _, _, err := s.ws.NextReader(); err != nil {
-					return
-				}
-			}
-		}()
-	}
-	time.Sleep(3 * time.Second) // let the server's garbage collector run
-	after, err := procRSS(b.srvPID)
-	if err != nil {
-		return nil, err
-	}
-	b.say("idle: %d sessions, measuring CPU for %v", b.f.idle, b.f.idleFor)
-	c0, err := procCPU(b.srvPID)
-	if err != nil {
-		return nil, err
-	}
-	t0 := time.Now()
-	select {
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	case <-time.After(b.f.idleFor):
-	}
-	c1, err := procCPU(b.srvPID)
-	if err != nil {
-		return nil, err
-	}
-	return &idleResult{rssPerSession: (after - before) / float64(b.f.idle),
-		cpuMsPerS: float64((c1 - c0).Milliseconds()) / time.Since(t0).Seconds()}, nil
 }
 
 // calibrate asks the baseline process to time raw verify and sign.
