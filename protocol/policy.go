@@ -70,6 +70,9 @@ func (p *Policy) WithHistory(rules []HistoryRule) (*Policy, error) {
 	}
 	for i, r := range rules {
 		segs, ok := compilePattern(r.Channel)
+		if r.Channel == InboxPattern {
+			segs, ok = nil, true // the inbox streams (spec.md §20.11)
+		}
 		if !ok || r.Channel == "" {
 			return nil, fmt.Errorf("history rule %d: invalid channel pattern %q", i, r.Channel)
 		}
@@ -84,9 +87,10 @@ func (p *Policy) WithHistory(rules []HistoryRule) (*Policy, error) {
 // History returns the history limits of channel ch: those of the first
 // history rule whose pattern matches it, or none (Size 0).
 func (p *Policy) History(ch string) HistoryLimits {
+	inbox := strings.HasPrefix(ch, InboxPattern)
 	if p != nil {
 		for i := range p.history {
-			if h := &p.history[i]; matchChannel(h.segs, ch) {
+			if h := &p.history[i]; (h.Channel == InboxPattern) == inbox && (inbox || matchChannel(h.segs, ch)) {
 				return HistoryLimits{Size: h.Size, TTL: time.Duration(h.TTL) * time.Second}
 			}
 		}

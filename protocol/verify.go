@@ -286,8 +286,9 @@ func (v *Verifier) verifyHello(ctx context.Context, frame []byte) (*Session, *Me
 		return nil, nil, e
 	}
 	var hb HelloBody
-	if env.Enc != "" || DecodeBody(env.Body, &hb) != nil || hb.Token == "" || len(hb.JWK) == 0 {
-		return fail(newErr(CodeBadClaims, "hello body must be {token, jwk[, ekey]}"))
+	if env.Enc != "" || DecodeBody(env.Body, &hb) != nil || hb.Token == "" || len(hb.JWK) == 0 ||
+		(hb.InboxSince != nil && hb.InboxSince.check(0) != nil) {
+		return fail(newErr(CodeBadClaims, "hello body must be {token, jwk[, ekey][, inbox_since]}"))
 	}
 	if v.cfg.Tokens == nil {
 		return fail(newErr(CodeInternal, "no token verifier configured"))

@@ -99,7 +99,7 @@ func (h *MemoryHistory) Publish(ctx context.Context, ch string, lim protocol.His
 	if err != nil {
 		return protocol.Position{}, err
 	}
-	err = h.b.Publish(ctx, &Publication{Channel: &ChannelPublication{Channel: ch, Frame: frame, Offset: pos.Offset}})
+	err = h.b.Publish(ctx, streamPublication(ch, frame, pos.Offset))
 	if err != nil && !errors.Is(err, ErrNoSubscribers) {
 		return protocol.Position{}, err
 	}

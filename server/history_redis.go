@@ -66,7 +66,7 @@ func newRedisHistory(b *RedisBroker) *RedisHistory {
 func (h *RedisHistory) Start(Broker) error { return nil }
 
 func (h *RedisHistory) keys(ch string) []string {
-	tag := h.b.partitionOf(ChannelTopic(ch)).tag
+	tag := h.b.partitionOf(streamTopic(ch)).tag
 	return []string{h.r.key("hs", tag, "m", redisKeyPart(ch)), h.r.key("hs", tag, "s", redisKeyPart(ch))}
 }
 
@@ -177,7 +177,7 @@ func (h *RedisHistory) Publish(ctx context.Context, ch string, lim protocol.Hist
 		}
 		hd.epoch, hd.top = page.Epoch, page.Top
 	}
-	bch := h.b.channelOf(ChannelTopic(ch))
+	bch := h.b.channelOf(streamTopic(ch))
 	ttl := "0"
 	if lim.TTL > 0 {
 		ttl = strconv.FormatInt(lim.TTL.Milliseconds(), 10)
@@ -188,7 +188,7 @@ func (h *RedisHistory) Publish(ctx context.Context, ch string, lim protocol.Hist
 		if err != nil {
 			return protocol.Position{}, err
 		}
-		msg, err := h.b.encode(&Publication{Channel: &ChannelPublication{Channel: ch, Frame: frame, Offset: pos.Offset}})
+		msg, err := h.b.encode(streamPublication(ch, frame, pos.Offset))
 		if err != nil {
 			return protocol.Position{}, err
 		}

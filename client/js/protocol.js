@@ -170,9 +170,9 @@ export function deliveryPosition(d) {
   if (db === null || typeof db !== 'object') return null;
   const has = 'epoch' in db || 'offset' in db;
   if (!has) return null;
-  if (d.act !== 'deliver' || !('epoch' in db && 'offset' in db) || typeof db.epoch !== 'string'
+  if ((d.act !== 'deliver' && d.act !== 'direct') || !('epoch' in db && 'offset' in db) || typeof db.epoch !== 'string'
     || !EPOCH_RE.test(db.epoch) || !validOffset(db.offset, 1)) {
-    fail('bad_claims', 'delivery position must be {epoch, offset ≥ 1} on a deliver frame', d.id);
+    fail('bad_claims', 'delivery position must be {epoch, offset ≥ 1} on a deliver or direct frame', d.id);
   }
   return { epoch: db.epoch, offset: db.offset };
 }
