@@ -362,11 +362,31 @@ func (c *Client) History(ctx context.Context, channel string, q HistoryQuery) (*
 	if !protocol.ValidChannel(channel) {
 		return nil, fmt.Errorf("sigil client: invalid channel name %q", channel)
 	}
+	return c.history(ctx, channel, q)
+}
+
+// InboxHistory reads a page of the user's inbox (spec.md §20.11): the
+// direct messages the server keeps for it, each verified end to end like
+// a live one, with its position. An inbox that keeps no history is
+// not_found. Use it to read what a gap of the Inbox left out.
+func (c *Client) InboxHistory(ctx context.Context, q HistoryQuery) (*HistoryPage, error) {
+	return c.history(ctx, "", q)
+}
+
+// history reads a page of channel's stream, or for "" the inbox's.
+func (c *Client) history(ctx context.Context, channel string, q HistoryQuery) (*HistoryPage, error) {
 	body, err := json.Marshal(protocol.HistoryRequest{Limit: q.Limit, Before: q.Before, After: q.After})
 	if err != nil {
 		return nil, err
 	}
-	m, err := c.request(ctx, protocol.ActHistory, channel, "", body, true)
+	c.mu.Lock()
+	fv := c.fv
+	c.mu.Unlock()
+	to := ""
+	if channel == "" {
+		to = fv.Subject
+	}
+	m, err := c.request(ctx, protocol.ActHistory, channel, to, body, true)
 	if err != nil {
 		return nil, err
 	}
@@ -374,13 +394,15 @@ func (c *Client) History(ctx context.Context, channel string, q HistoryQuery) (*
 	if err := protocol.DecodeBody(m.Body, &hr); err != nil {
 		return nil, fmt.Errorf("sigil client: history reply: %w", err)
 	}
-	c.mu.Lock()
-	fv := c.fv
-	c.mu.Unlock()
 	page := &HistoryPage{Epoch: hr.Epoch, Top: hr.Top, More: hr.More}
 	var prev uint64
 	for _, f := range hr.Frames {
-		sd, err := fv.VerifyStored([]byte(f), channel)
+		var sd *protocol.StoredDelivery
+		if channel == "" {
+			sd, err = fv.VerifyStoredDirect([]byte(f), to)
+		} else {
+			sd, err = fv.VerifyStored([]byte(f), channel)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("sigil client: history: %w", err)
 		}

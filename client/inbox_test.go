@@ -115,4 +115,18 @@ func TestInboxRecoversMissedDMs(t *testing.T) {
 	}
 	must(t, alice.Send(ctx, "bob", numbered{0, n + 5}))
 	readDMs(t, bob3.Inbox(), e.srv.KeySet(), n+5, last.Offset+4, 1)
+
+	// What the gap left out can be paged, each message verified.
+	page, err := bob3.InboxHistory(ctx, client.HistoryQuery{Limit: 3})
+	must(t, err)
+	if len(page.Messages) != 3 || page.Top != last.Offset+4 || !page.More {
+		t.Fatalf("inbox page: %d messages, top %d, more %v", len(page.Messages), page.Top, page.More)
+	}
+	for i, m := range page.Messages {
+		var b numbered
+		must(t, json.Unmarshal(m.Body, &b))
+		if b.N != n+3+i || m.Position().Offset != last.Offset+2+uint64(i) || m.From != "alice" {
+			t.Fatalf("page %d: n=%d at %v", i, b.N, m.Position())
+		}
+	}
 }

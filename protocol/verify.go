@@ -231,7 +231,12 @@ func (v *Verifier) afterClaims(ctx context.Context, frame []byte, env *Envelope,
 		return fail(newErr(CodeTokenRevoked, "session has been revoked"))
 	}
 	// 10: authorization.
-	if env.Action != ActHello {
+	if env.Action == ActHistory && env.Channel == "" && env.To != "" {
+		// An inbox's history: its own subject's only (spec.md §20.11).
+		if env.To != s.subject {
+			return fail(newErr(CodeForbidden, "a session reads only its own user's inbox"))
+		}
+	} else if env.Action != ActHello {
 		if err := v.cfg.Policy.Allow(env.Action, env.Channel, s.roles); err != nil {
 			return fail(err.(*Error))
 		}

@@ -411,7 +411,11 @@ func (c *conn) isHeld(ch string) bool {
 // readHistory answers a history action (spec.md §20.5).
 func (c *conn) readHistory(m *protocol.Message) *protocol.Error {
 	s := c.srv
-	lim, ok := s.history(m.Channel)
+	name := m.Channel
+	if m.Channel == "" {
+		name = protocol.InboxStream(m.To) // the session's own (spec.md §20.11)
+	}
+	lim, ok := s.history(name)
 	if !ok {
 		return &protocol.Error{Code: protocol.CodeNotFound, Message: "the channel keeps no history"}
 	}
@@ -423,9 +427,9 @@ func (c *conn) readHistory(m *protocol.Message) *protocol.Error {
 	if q.Limit == 0 {
 		q.Limit = defaultHistoryPage
 	}
-	page, rerr := s.cfg.History.Read(s.ctx, m.Channel, lim, q)
+	page, rerr := s.cfg.History.Read(s.ctx, name, lim, q)
 	if rerr != nil {
-		return s.hub.historyError("read", m.Channel, rerr)
+		return s.hub.historyError("read", name, rerr)
 	}
 	body := protocol.HistoryReplyBody{Epoch: page.Epoch, Top: page.Top, Frames: make([]string, len(page.Frames)), More: page.More}
 	for i, f := range page.Frames {

@@ -198,3 +198,42 @@ func TestInboxSinceMalformed(t *testing.T) {
 	c.send(&protocol.Envelope{Action: protocol.ActHello, Body: body})
 	c.expectHelloError(protocol.CodeBadClaims)
 }
+
+// TestInboxHistoryAction: the history action pages a user's own inbox
+// (to, no ch), each frame a stored direct frame; another user's inbox is
+// forbidden, and an inbox that keeps no history is not_found.
+func TestInboxHistoryAction(t *testing.T) {
+	e := newEnv(t, func(c *server.Config) { c.Policy = inboxPolicy(t, 100) })
+	alice := e.login("alice").connect()
+	bob := e.login("bob")
+	wb := bob.connectInbox(nil)
+	alice.dmN("bob", 1, 5)
+	for range 5 {
+		bob.recvAct(protocol.ActDirect)
+	}
+	before := uint64(5)
+	bob.send(&protocol.Envelope{Action: protocol.ActHistory, To: "bob", Corr: "h", Body: mustJSON(t, protocol.HistoryRequest{Limit: 2, Before: &before})})
+	m := bob.recvAct(protocol.ActReply)
+	var hr protocol.HistoryReplyBody
+	must(t, protocol.DecodeBody(m.Body, &hr))
+	if hr.Epoch != wb.Inbox.Epoch || hr.Top != 5 || len(hr.Frames) != 2 || !hr.More {
+		t.Fatalf("inbox page: epoch %q top %d frames %d more %v", hr.Epoch, hr.Top, len(hr.Frames), hr.More)
+	}
+	for i, f := range hr.Frames {
+		sd, err := bob.fv.VerifyStoredDirect([]byte(f), "bob")
+		must(t, err)
+		if v, pos := bob.openDirect(sd.Message, "alice"); v != 3+i || pos.Offset != uint64(3+i) {
+			t.Fatalf("page frame %d: n=%d pos=%v", i, v, pos)
+		}
+	}
+	// Not another user's inbox.
+	alice.send(&protocol.Envelope{Action: protocol.ActHistory, To: "bob", Corr: "x"})
+	if eb := alice.expectError(protocol.CodeForbidden); eb.Ref == "" {
+		t.Fatal("forbidden without ref")
+	}
+	// No inbox history: not_found.
+	e2 := newEnv(t, nil)
+	carol := e2.login("carol").connect()
+	carol.send(&protocol.Envelope{Action: protocol.ActHistory, To: "carol", Corr: "y"})
+	carol.expectError(protocol.CodeNotFound)
+}

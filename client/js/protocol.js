@@ -111,11 +111,13 @@ export function checkAction(env) {
     case 'ping':
       if (ch || to || payload) msg = 'ping carries no ch, to, body or enc';
       break;
-    case 'sub': case 'history':
-      if (!ch) msg = `${env.act} needs ch`;
-      else if (to || 'enc' in env) msg = `${env.act} carries no to or enc`;
+    case 'sub': case 'history': {
+      const inbox = env.act === 'history' && to && !ch; // the inbox's history (§20.11)
+      if (!ch && !inbox) msg = `${env.act} needs ch`;
+      else if ((to && !inbox) || 'enc' in env) msg = `${env.act} carries no to or enc`;
       else if ('body' in env) msg = env.act === 'sub' ? subBodyMisfit(env.body) : historyBodyMisfit(env.body);
       break;
+    }
     case 'unsub': case 'presence':
       if (!ch) msg = `${env.act} needs ch`;
       else if (to || payload) msg = `${env.act} carries no to, body or enc`;
@@ -439,7 +441,10 @@ export class Verifier {
     if (t >= s.exp * 1000) fail('token_expired', 'session token has expired');
     if (revocations && revocations.isRevoked(s.jti, s.sub, s.iat)) fail('token_revoked', 'session has been revoked');
     if (env.act === 'hello') return;
-    if (!policy.allows(env.act, env.ch, s.roles)) fail('forbidden', `${env.act} on ${env.ch || '(no channel)'} is not allowed`);
+    if (env.act === 'history' && !env.ch && env.to) {
+      // An inbox's history: its own subject's only (§20.11).
+      if (env.to !== s.sub) fail('forbidden', 'a session reads only its own user\'s inbox');
+    } else if (!policy.allows(env.act, env.ch, s.roles)) fail('forbidden', `${env.act} on ${env.ch || '(no channel)'} is not allowed`);
     if ('enc' in env) {
       const scope = env.act === 'pub' ? channelScope(env.ch) : 'session';
       const text = await openBody(env.enc, s.keys, scope);

@@ -39,6 +39,12 @@ func (g *gen) historyVectors() {
 		&protocol.Envelope{Action: protocol.ActHistory, Channel: "rooms.lobby", Body: json.RawMessage(`{"before":10,"after":2}`)}, badRequest)
 	client("client-bad-request-history-limit", "a limit over 1000: bad_request",
 		&protocol.Envelope{Action: protocol.ActHistory, Channel: "rooms.lobby", Body: json.RawMessage(`{"limit":1001}`)}, badRequest)
+	client("client-history-inbox-ok", "a page of the session's own user's inbox: to, no ch (§20.11)",
+		&protocol.Envelope{Action: protocol.ActHistory, To: "alice", Corr: "h-4", Body: json.RawMessage(`{"limit":10}`)}, okc)
+	client("client-history-inbox-forbidden", "another user's inbox is never readable: forbidden",
+		&protocol.Envelope{Action: protocol.ActHistory, To: "bob"}, func(string) Expect { return fail(protocol.CodeForbidden) })
+	client("client-bad-request-history-ch-and-to", "history with both ch and to: bad_request",
+		&protocol.Envelope{Action: protocol.ActHistory, Channel: "rooms.lobby", To: "alice"}, badRequest)
 	client("client-history-forbidden", "the policy grants no history of private channels",
 		&protocol.Envelope{Action: protocol.ActHistory, Channel: "private.ops"}, func(string) Expect { return fail(protocol.CodeForbidden) })
 
