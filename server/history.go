@@ -81,6 +81,14 @@ type HistoryStats struct {
 	Bytes   int64 // bytes of those frames
 }
 
+// streamExister is implemented by engines that can tell whether a stream
+// exists: it was created by a Read or a Publish, and (Redis) has not
+// expired since. Both engines implement it; with an engine that does not,
+// every inbox is taken to exist.
+type streamExister interface {
+	Exists(ctx context.Context, name string) (bool, error)
+}
+
 // historyStatser is implemented by engines that can count what they hold
 // without a network round trip (MemoryHistory).
 type historyStatser interface {
@@ -268,6 +276,18 @@ func (h *hub) signDirect(d *DirectMessage) func(protocol.Position) ([]byte, erro
 // recipient has one (it recovers the dm when it returns).
 func (h *hub) directHistory(ctx context.Context, d *DirectMessage, lim protocol.HistoryLimits) *protocol.Error {
 	name := protocol.InboxStream(d.To)
+	// Only a subject whose inbox exists (it said hello since the store
+	// began) gets stored dms: a sender cannot make the server keep a
+	// stream per made-up name.
+	if ex, ok := h.s.cfg.History.(streamExister); ok {
+		known, err := ex.Exists(ctx, name)
+		if err != nil {
+			return h.historyError("exists", name, err)
+		}
+		if !known {
+			return &protocol.Error{Code: protocol.CodeNotFound, Message: "the recipient has no session and no inbox"}
+		}
+	}
 	_, err := h.s.cfg.History.Publish(ctx, name, lim, h.signDirect(d))
 	if err != nil && !errors.Is(err, ErrNoSubscribers) {
 		return h.historyError("publish", name, err)

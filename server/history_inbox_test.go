@@ -105,7 +105,8 @@ func (c *client) recvInboxHistory(n int, from string) (ns []int, pos []protocol.
 // sharing a store): bob, on the last node, receives a stored dm live,
 // drops, misses n dms sent from the first node, and recovers every one of
 // them with inbox_since, in order, verified end to end, then gets the
-// next one live; a position of another epoch is recovered:false.
+// next one live; a position of another epoch is recovered:false; a dm to
+// a subject that never connected is not_found.
 func testInbox(t *testing.T, login func(node int, user string) *client, last int, srv *server.Server) {
 	const n = 12
 	alice := login(0, "alice").connectAndReturn()
@@ -115,6 +116,12 @@ func testInbox(t *testing.T, login func(node int, user string) *client, last int
 		t.Fatalf("first welcome's inbox: %+v %v", wb.Inbox, wb.InboxRecovered)
 	}
 	epoch := wb.Inbox.Epoch
+	// A subject that never said hello has no inbox: not_found, nothing
+	// stored.
+	alice.send(&protocol.Envelope{Action: protocol.ActDM, To: "nobody", Corr: "n", Body: mustJSON(t, 1)})
+	if eb := alice.expectError(protocol.CodeNotFound); eb.Ref == "" {
+		t.Fatal("not_found without ref")
+	}
 	alice.dmN("bob", 1, 1)
 	v, pos := bob.openDirect(bob.recvAct(protocol.ActDirect), "alice")
 	if v != 1 || pos != (protocol.Position{Epoch: epoch, Offset: 1}) {

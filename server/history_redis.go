@@ -81,6 +81,30 @@ func (h *RedisHistory) head(ch string) *redisHead {
 	return hd
 }
 
+// Exists reports whether stream ch's head is in Redis (a Read or a
+// Publish made it, and it has not expired); a head this node already
+// knows is taken to exist without a round trip.
+func (h *RedisHistory) Exists(ctx context.Context, ch string) (bool, error) {
+	h.mu.Lock()
+	hd := h.heads[ch]
+	h.mu.Unlock()
+	if hd != nil {
+		hd.mu.Lock()
+		known := hd.epoch != ""
+		hd.mu.Unlock()
+		if known {
+			return true, nil
+		}
+	}
+	var n int64
+	err := h.r.call(ctx, "history.exists", func(ctx context.Context) error {
+		var err error
+		n, err = h.r.client.Do(ctx, h.r.client.B().Exists().Key(h.keys(ch)[0]).Build()).AsInt64()
+		return err
+	})
+	return n > 0, err
+}
+
 // historyTrim is the Lua that drops the entries older than ARGV[3] (Unix
 // ms; 0: none) from the stream KEYS[2], and makes the head if KEYS[1]
 // has none (a new epoch ARGV[1], the stream dropped with the old one).

@@ -484,15 +484,21 @@ export class FrameVerifier {
    * verifyStored checks a deliver frame read from a channel's history
    * (§20.4): form, header, signature under a JWKS key, strict claims,
    * act deliver with ch (any ch when ch is null), no sid or cid, and a
-   * position. No freshness or id replay: the caller places it by its
+   * position; with {to}, a stored direct frame to that user instead (the
+   * inbox, §20.11). No freshness or id replay: the caller places it by its
    * position. Returns {env, position}.
    */
-  async verifyStored(frame, ch) {
+  async verifyStored(frame, ch, { to } = {}) {
     const form = checkForm(frame, this.maxFrame, TYP_SERVER);
     const key = this.keys.get(form.hdr.kid);
     if (!key) fail('unknown_key', `kid ${JSON.stringify(form.hdr.kid)} is not in the server's JWKS`);
     const env = envOrBadClaims(await verifySignature(form, key), false);
-    if (env.act !== 'deliver' || !env.ch || (ch !== null && env.ch !== ch) || 'sid' in env || 'cid' in env) {
+    if (to !== undefined) {
+      // A stored direct frame of the user's inbox (§20.11).
+      if (env.act !== 'direct' || !to || env.to !== to || 'ch' in env || 'sid' in env || 'cid' in env) {
+        fail('wrong_session', 'a stored frame is not a direct frame to this user', env.id);
+      }
+    } else if (env.act !== 'deliver' || !env.ch || (ch !== null && env.ch !== ch) || 'sid' in env || 'cid' in env) {
       fail('wrong_session', 'a stored frame is not a deliver frame of this channel', env.id);
     }
     const position = deliveryPosition(env);
