@@ -305,7 +305,8 @@ func matchChannel(pattern []string, channel string) bool {
 // subscribe/publish in "rooms.>"; everyone may read "announce.>" but only
 // role "announcer" may publish there; role "admin" may do anything. Users
 // may read the history of both; "rooms.>" keeps the last 100
-// publications of each room for a day (spec.md §20.2).
+// publications of each room for a day (spec.md §20.2), and each user's
+// inbox its last 100 direct messages for a week (§20.11).
 func DefaultPolicy() *Policy {
 	p, err := NewPolicy([]Rule{
 		{Action: "*", Roles: []string{"admin"}},
@@ -323,7 +324,7 @@ func DefaultPolicy() *Policy {
 		{Action: ActHistory, Channel: "announce.>", Roles: []string{"user"}},
 	})
 	if err == nil {
-		p, err = p.WithHistory([]HistoryRule{{Channel: "rooms.>", Size: 100, TTL: 86400}})
+		p, err = p.WithHistory([]HistoryRule{{Channel: "rooms.>", Size: 100, TTL: 86400}, {Channel: InboxPattern, Size: 100, TTL: 7 * 86400}})
 	}
 	if err != nil {
 		panic(err)

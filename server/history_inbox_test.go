@@ -239,7 +239,7 @@ func TestInboxHistoryAction(t *testing.T) {
 		t.Fatal("forbidden without ref")
 	}
 	// No inbox history: not_found.
-	e2 := newEnv(t, nil)
+	e2 := newEnv(t, func(c *server.Config) { c.Policy = historyPolicy(t, 100, 0) }) // rooms.> only
 	carol := e2.login("carol").connect()
 	carol.send(&protocol.Envelope{Action: protocol.ActHistory, To: "carol", Corr: "y"})
 	carol.expectError(protocol.CodeNotFound)
