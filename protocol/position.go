@@ -175,9 +175,10 @@ func (f *FrameVerifier) VerifyStoredDirect(frame []byte, to string) (*StoredDeli
 }
 
 // VerifyLate is VerifyStored for a live deliver frame that failed
-// Verify only for being stale, whatever its channel: a client accepts it
-// if its position is the next one of the channel's stream (spec.md
-// §20.4), which the caller checks.
+// Verify only for being stale, whatever its channel, or a direct frame to
+// f.Subject: a client accepts it if its position is the next one of the
+// channel's stream or of its inbox (spec.md §20.4, §20.11), which the
+// caller checks.
 func (f *FrameVerifier) VerifyLate(frame []byte) (*StoredDelivery, error) {
 	return f.verifyStored(frame, "", "")
 }
@@ -192,6 +193,12 @@ func (f *FrameVerifier) verifyStored(frame []byte, ch, to string) (*StoredDelive
 	env, perr := verifyServerFrame(f.Keys, frame, max)
 	if perr != nil {
 		return nil, perr
+	}
+	if ch == "" && to == "" && env.Action == ActDirect {
+		to = f.Subject // VerifyLate of a direct frame: the client's own inbox
+		if to == "" {
+			return nil, &Error{Code: CodeWrongSession, Message: "a direct frame for no known user", Ref: env.ID}
+		}
 	}
 	if to != "" {
 		if env.Action != ActDirect || env.To != to || env.Channel != "" || env.Session != "" || env.Corr != "" {

@@ -123,4 +123,13 @@ func TestVerifyStoredDirect(t *testing.T) {
 			t.Errorf("%s: %v, want %s", name, err, tc.code)
 		}
 	}
+	// VerifyLate takes a direct frame to the verifier's own subject only.
+	if sd, err := (&protocol.FrameVerifier{Keys: ks, Subject: "bob"}).VerifyLate(good); err != nil || sd.Position.Offset != 3 {
+		t.Fatalf("late direct: %v", err)
+	}
+	for _, sub := range []string{"carol", ""} {
+		if _, err := (&protocol.FrameVerifier{Keys: ks, Subject: sub}).VerifyLate(good); !protocol.IsCode(err, protocol.CodeWrongSession) {
+			t.Errorf("late direct to bob, verifier of %q: %v", sub, err)
+		}
+	}
 }
