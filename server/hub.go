@@ -506,7 +506,9 @@ func (h *hub) publish(ctx context.Context, name string, inner []byte, jwk []byte
 }
 
 // direct hands a direct message to the broker: not_found if no node has a
-// session of the recipient (spec.md §9.5). A broker failure is logged,
+// session of the recipient (spec.md §9.5). If the recipient's inbox keeps
+// history, an unencrypted dm is stored there instead (directHistory,
+// §20.11). A broker failure is logged,
 // counted and returned as unavailable.
 func (h *hub) direct(ctx context.Context, d *DirectMessage) *protocol.Error {
 	if lim, ok := h.s.history(protocol.InboxStream(d.To)); ok && d.Plain == nil {
