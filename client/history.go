@@ -16,7 +16,8 @@ import (
 type Position = protocol.Position
 
 // Gap reports that a subscription could not receive every publication of
-// its channel: between From, the last position it had, and To, the
+// its channel (Channel "": the Inbox could not receive every direct
+// message): between From, the last position it had, and To, the
 // position it continues after, publications may be missing. It happens
 // when the server answers a recovery with recovered:false (the stream's
 // epoch changed, From fell out of its window, or the gap is over the
@@ -34,6 +35,9 @@ type Gap struct {
 type GapError struct{ Gap Gap }
 
 func (e *GapError) Error() string {
+	if e.Gap.Channel == "" {
+		return fmt.Sprintf("sigil client: inbox: direct messages between %v and %v may be missing", e.Gap.From, e.Gap.To)
+	}
 	return fmt.Sprintf("sigil client: %s: publications between %v and %v may be missing", e.Gap.Channel, e.Gap.From, e.Gap.To)
 }
 
@@ -179,6 +183,9 @@ func (c *Client) gap(g Gap) {
 	c.mu.Lock()
 	subs := append([]*Subscription(nil), c.streamSubs(g.Channel)...)
 	c.mu.Unlock()
+	if g.Channel == "" && len(subs) == 0 {
+		return // no Inbox is open: nobody is missing its direct messages
+	}
 	c.stats.gaps.Add(1)
 	reported := false
 	for _, s := range subs {
