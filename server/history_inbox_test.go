@@ -244,3 +244,28 @@ func TestInboxHistoryAction(t *testing.T) {
 	carol.send(&protocol.Envelope{Action: protocol.ActHistory, To: "carol", Corr: "y"})
 	carol.expectError(protocol.CodeNotFound)
 }
+
+// BenchmarkInboxDM: one dm from alice to bob's live session, received and
+// opened by bob, with bob's inbox keeping history (the direct frame signed
+// once with its position and stored) and without (signed on delivery).
+func BenchmarkInboxDM(b *testing.B) {
+	for _, on := range []bool{false, true} {
+		b.Run(fmt.Sprintf("inbox=%v", on), func(b *testing.B) {
+			p := historyPolicy(b, 100, 0)
+			if on {
+				p = inboxPolicy(b, 100)
+			}
+			e := newEnv(b, func(c *server.Config) { c.Policy = p })
+			alice := e.login("alice").connect()
+			bob := e.login("bob").connect()
+			body := mustJSON(b, map[string]int{"n": 1})
+			b.ResetTimer()
+			for range b.N {
+				alice.send(&protocol.Envelope{Action: protocol.ActDM, To: "bob", Body: body})
+				if _, _, err := protocol.OpenDelivery(bob.recvAct(protocol.ActDirect), nil); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
