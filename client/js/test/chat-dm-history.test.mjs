@@ -6,10 +6,14 @@
 //   bob signs in once, then his tab goes away; alice writes him two direct
 //   messages; bob comes back and finds them in the conversation with alice,
 //   each verified in his browser, and again after a reload of the page.
+//
+// The screenshot after the reload goes to artifacts/chat-dm-history.png;
+// with UPDATE_SCREENSHOTS=1 it is also copied to docs/screenshots/.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { startDemo, artifacts, launchChromium } from './server.mjs';
+import { copyFileSync } from 'node:fs';
+import { startDemo, artifacts, launchChromium, repo } from './server.mjs';
 
 let browser;
 let srv;
@@ -84,7 +88,9 @@ test('direct messages sent while the recipient was away are shown when it comes 
     await bob.click('#dms li[data-peer="alice"] .room-name');
     await bob.waitForFunction(() => document.querySelectorAll('#messages .msg').length === 2);
     assert.deepEqual(await texts(bob), sent);
-    await bob.screenshot({ path: join(artifacts, 'chat-dm-history.png') });
+    const shot = join(artifacts, 'chat-dm-history.png');
+    await bob.screenshot({ path: shot });
+    if (process.env.UPDATE_SCREENSHOTS) copyFileSync(shot, join(repo, 'docs', 'screenshots', 'chat-dm-history.png'));
     assert.deepEqual([...alice.problems, ...bob.problems], []);
   } finally {
     await aliceCtx.close();
