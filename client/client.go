@@ -119,6 +119,9 @@ func Dial(ctx context.Context, url string, opts *Options) (*Client, error) {
 		return nil, err
 	}
 	c.setSession(tok, keys)
+	if o.InboxSince != nil {
+		c.Inbox() // the recovered direct messages follow the welcome
+	}
 	cn, w, err := c.connect(ctx)
 	if err != nil {
 		c.cancel()

@@ -182,7 +182,7 @@ func (c *Client) connect(ctx context.Context) (_ *conn, _ *welcome, rerr error) 
 		ws.Close()
 		return nil, nil, err
 	}
-	hb := protocol.HelloBody{Token: tok.Token, JWK: jwk}
+	hb := protocol.HelloBody{Token: tok.Token, JWK: jwk, InboxSince: c.inboxSince()}
 	var ekey *ecdsa.PrivateKey
 	if c.opts.Encrypt {
 		if ekey, err = protocol.GenerateAgreementKey(nil); err == nil {
@@ -270,6 +270,7 @@ func (c *Client) connect(ctx context.Context) (_ *conn, _ *welcome, rerr error) 
 	signer.SetClockOffset(time.Duration(c.offset.Load()))
 	signer.SetSeq(w.body.LastSeq)
 	fv.Remember(m.ID, m.Time())
+	c.onWelcomeInbox(&w.body, cid)
 	_ = ws.SetReadDeadline(time.Time{})
 	return cn, w, nil
 }

@@ -15,7 +15,12 @@
 // after a reconnect the client resubscribes from its last one and yields
 // what it missed first, each message once and in the stream's order, or
 // reports a Gap (OnGap, else Options.OnError). Since resumes a position
-// saved by an earlier process; History pages a channel's history. A
+// saved by an earlier process; History pages a channel's history. The
+// Inbox is such a stream too when the server keeps direct messages
+// (spec.md §20.11): each message has a Position, the client's hello
+// resumes after its last one on every reconnect, Options.InboxSince
+// resumes a position saved by an earlier process, a Gap is reported as a
+// Subscription's, and InboxHistory pages the inbox. A
 // Publish or Send whose connection dropped before the answer is settled by
 // resending the same frame after the reconnect, to whichever node of a
 // cluster it reaches: it returns nil exactly when the message was
@@ -109,7 +114,8 @@
 // code unavailable (a store or broker of the server failed; the frame was
 // not accepted) may be sent again, with backoff. After a reconnect the client resubscribes to every
 // channel before it lets requests through; messages published while it was
-// away are not replayed (the server keeps no history). The client remembers
+// away are not replayed unless the channel (or, for direct messages, the
+// inbox) keeps history: see above. The client remembers
 // the server frame ids and the sender message ids it has received, so a
 // message is delivered at most once, across reconnects too. State changes
 // (Connecting, Connected, Reconnecting, Closed) are reported to

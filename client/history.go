@@ -16,7 +16,8 @@ import (
 type Position = protocol.Position
 
 // Gap reports that a subscription could not receive every publication of
-// its channel: between From, the last position it had, and To, the
+// its channel (Channel "": the Inbox could not receive every direct
+// message): between From, the last position it had, and To, the
 // position it continues after, publications may be missing. It happens
 // when the server answers a recovery with recovered:false (the stream's
 // epoch changed, From fell out of its window, or the gap is over the
@@ -34,6 +35,9 @@ type Gap struct {
 type GapError struct{ Gap Gap }
 
 func (e *GapError) Error() string {
+	if e.Gap.Channel == "" {
+		return fmt.Sprintf("sigil client: inbox: direct messages between %v and %v may be missing", e.Gap.From, e.Gap.To)
+	}
 	return fmt.Sprintf("sigil client: %s: publications between %v and %v may be missing", e.Gap.Channel, e.Gap.From, e.Gap.To)
 }
 
@@ -105,11 +109,83 @@ func (c *Client) subBody(ch string) []byte {
 	return body
 }
 
+// streamSubs returns the subscriptions of stream ch: a channel's, or
+// for "" the inbox. The caller holds c.mu.
+func (c *Client) streamSubs(ch string) []*Subscription {
+	if ch == "" {
+		if c.inbox == nil {
+			return nil
+		}
+		return []*Subscription{c.inbox}
+	}
+	return c.subs[ch]
+}
+
+// inboxSince is the inbox position the hello asks to resume after: the
+// client's own, else Options.InboxSince.
+func (c *Client) inboxSince() *Position {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if st := c.streams[""]; st != nil && !st.pos.IsZero() {
+		p := st.pos
+		return &p
+	}
+	if st := c.streams[""]; st == nil && c.opts.InboxSince != nil {
+		p := *c.opts.InboxSince
+		return &p
+	}
+	return nil
+}
+
+// onWelcomeInbox takes the inbox position from a welcome (the handshake
+// calls it before the reader starts, so before the history frames that
+// follow): as onSubReply does for a channel, under the stream key "".
+func (c *Client) onWelcomeInbox(wb *protocol.WelcomeBody, cid string) {
+	c.mu.Lock()
+	if wb.Inbox == nil {
+		delete(c.streams, "")
+		c.mu.Unlock()
+		if wb.InboxRecovered != nil && !*wb.InboxRecovered {
+			c.gap(Gap{})
+		}
+		return
+	}
+	st := c.stream("")
+	from := st.pos
+	st.recoverTo, st.corr = 0, ""
+	var g *Gap
+	switch {
+	case wb.InboxRecovered == nil:
+		st.pos = *wb.Inbox
+	case *wb.InboxRecovered:
+		if from.IsZero() {
+			st.pos = Position{Epoch: wb.Inbox.Epoch} // resuming Options.InboxSince
+			if c.opts.InboxSince != nil {
+				st.pos = *c.opts.InboxSince
+			}
+		}
+		st.recoverTo, st.corr = wb.Inbox.Offset, cid
+	default:
+		st.pos = *wb.Inbox
+		g = &Gap{From: from, To: *wb.Inbox}
+		if from.IsZero() && c.opts.InboxSince != nil {
+			g.From = *c.opts.InboxSince
+		}
+	}
+	c.mu.Unlock()
+	if g != nil {
+		c.gap(*g)
+	}
+}
+
 // gap reports g to ch's subscriptions' OnGap, or to OnError.
 func (c *Client) gap(g Gap) {
 	c.mu.Lock()
-	subs := append([]*Subscription(nil), c.subs[g.Channel]...)
+	subs := append([]*Subscription(nil), c.streamSubs(g.Channel)...)
 	c.mu.Unlock()
+	if g.Channel == "" && len(subs) == 0 {
+		return // no Inbox is open: nobody is missing its direct messages
+	}
 	c.stats.gaps.Add(1)
 	reported := false
 	for _, s := range subs {
@@ -164,7 +240,7 @@ func (c *Client) onSubReply(m *protocol.Message) {
 // channel's stream.
 func (c *Client) onHistory(m *protocol.Message) {
 	var hb protocol.HistoryBody
-	if err := protocol.DecodeBody(m.Body, &hb); err != nil || m.Channel == "" {
+	if err := protocol.DecodeBody(m.Body, &hb); err != nil {
 		c.reject(&protocol.Error{Code: protocol.CodeBadClaims, Message: "history frame body", Ref: m.ID})
 		return
 	}
@@ -178,7 +254,13 @@ func (c *Client) onHistory(m *protocol.Message) {
 		return
 	}
 	for _, f := range hb.Frames {
-		sd, err := fv.VerifyStored([]byte(f), m.Channel)
+		var sd *protocol.StoredDelivery
+		var err error
+		if m.Channel == "" {
+			sd, err = fv.VerifyStoredDirect([]byte(f), fv.Subject) // the inbox (spec.md §20.11)
+		} else {
+			sd, err = fv.VerifyStored([]byte(f), m.Channel)
+		}
 		if err != nil {
 			c.reject(err)
 			continue
@@ -224,8 +306,11 @@ func (c *Client) deliverPositioned(d *protocol.Message, pos Position, stored boo
 	}
 	msg.pos = pos
 	c.mu.Lock()
-	if len(c.subs[d.Channel]) == 0 {
+	if len(c.streamSubs(d.Channel)) == 0 {
 		c.mu.Unlock()
+		if d.Channel == "" {
+			c.stats.unrouted.Add(1) // a direct message before Inbox
+		}
 		return // unsubscribed meanwhile
 	}
 	st := c.stream(d.Channel)
@@ -243,7 +328,7 @@ func (c *Client) deliverPositioned(d *protocol.Message, pos Position, stored boo
 		g = &Gap{Channel: d.Channel, From: st.pos, To: Position{Epoch: pos.Epoch, Offset: pos.Offset - 1}}
 	}
 	st.pos = pos
-	targets := append([]*Subscription(nil), c.subs[d.Channel]...)
+	targets := append([]*Subscription(nil), c.streamSubs(d.Channel)...)
 	c.mu.Unlock()
 	if g != nil {
 		c.gap(*g)
@@ -284,11 +369,31 @@ func (c *Client) History(ctx context.Context, channel string, q HistoryQuery) (*
 	if !protocol.ValidChannel(channel) {
 		return nil, fmt.Errorf("sigil client: invalid channel name %q", channel)
 	}
+	return c.history(ctx, channel, q)
+}
+
+// InboxHistory reads a page of the user's inbox (spec.md §20.11): the
+// direct messages the server keeps for it, each verified end to end like
+// a live one, with its position. An inbox that keeps no history is
+// not_found. Use it to read what a gap of the Inbox left out.
+func (c *Client) InboxHistory(ctx context.Context, q HistoryQuery) (*HistoryPage, error) {
+	return c.history(ctx, "", q)
+}
+
+// history reads a page of channel's stream, or for "" the inbox's.
+func (c *Client) history(ctx context.Context, channel string, q HistoryQuery) (*HistoryPage, error) {
 	body, err := json.Marshal(protocol.HistoryRequest{Limit: q.Limit, Before: q.Before, After: q.After})
 	if err != nil {
 		return nil, err
 	}
-	m, err := c.request(ctx, protocol.ActHistory, channel, "", body, true)
+	c.mu.Lock()
+	fv := c.fv
+	c.mu.Unlock()
+	to := ""
+	if channel == "" {
+		to = fv.Subject
+	}
+	m, err := c.request(ctx, protocol.ActHistory, channel, to, body, true)
 	if err != nil {
 		return nil, err
 	}
@@ -296,13 +401,15 @@ func (c *Client) History(ctx context.Context, channel string, q HistoryQuery) (*
 	if err := protocol.DecodeBody(m.Body, &hr); err != nil {
 		return nil, fmt.Errorf("sigil client: history reply: %w", err)
 	}
-	c.mu.Lock()
-	fv := c.fv
-	c.mu.Unlock()
 	page := &HistoryPage{Epoch: hr.Epoch, Top: hr.Top, More: hr.More}
 	var prev uint64
 	for _, f := range hr.Frames {
-		sd, err := fv.VerifyStored([]byte(f), channel)
+		var sd *protocol.StoredDelivery
+		if channel == "" {
+			sd, err = fv.VerifyStoredDirect([]byte(f), to)
+		} else {
+			sd, err = fv.VerifyStored([]byte(f), channel)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("sigil client: history: %w", err)
 		}

@@ -73,6 +73,15 @@ type Options struct {
 	// and message bodies are never logged. Default: no logging.
 	Logger *slog.Logger
 
+	// InboxSince, if set, is the last position of the user's inbox that
+	// an earlier process received (Message.Position of a direct message,
+	// saved by the application): on a server that keeps direct messages
+	// (spec.md §20.11), the first connection asks for the ones after it,
+	// and Dial opens the Inbox so that none is dropped. Later connections
+	// resume from the client's own position. Default: none (the inbox
+	// starts at the server's current position).
+	InboxSince *Position
+
 	// SubscriptionBuffer is how many delivered messages a subscription
 	// queues for a slow reader; one more ends the subscription with
 	// ErrSlowConsumer. Default 1024.

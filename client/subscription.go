@@ -196,11 +196,25 @@ func (s *Subscription) pump() {
 // client's user (Send). Direct messages that arrive while no inbox is open
 // are dropped (and counted in Stats.Unrouted): open the inbox before anyone
 // can send to the user, for example right after Dial.
-func (c *Client) Inbox() *Subscription {
+//
+// On a server that keeps direct messages (spec.md §20.11), the inbox is a
+// stream like a channel's: each message has a Position, the client resumes
+// after the last one it received on every reconnect, and a gap is
+// reported as a Subscription's is (to the OnGap option of the call that
+// opened the inbox, else to Options.OnError as a *GapError with an empty
+// Channel). Options.InboxSince resumes a position saved by an earlier
+// process. The options apply to the call that opens the inbox; Since is
+// ignored (use Options.InboxSince).
+func (c *Client) Inbox(opts ...SubscribeOption) *Subscription {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.inbox == nil {
+		var o subscribeOptions
+		for _, f := range opts {
+			f(&o)
+		}
 		c.inbox = newSubscription(c, "", c.opts.SubscriptionBuffer)
+		c.inbox.onGap = o.onGap
 		if c.err != nil {
 			c.inbox.end(c.err)
 		}

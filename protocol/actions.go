@@ -35,10 +35,11 @@ func actionMisfit(env *Envelope) string {
 			return "ping carries no ch, to, body or enc"
 		}
 	case ActSub, ActHistory:
-		if !ch {
+		inbox := env.Action == ActHistory && to && !ch // the inbox's history (spec.md §20.11)
+		if !ch && !inbox {
 			return env.Action + " needs ch"
 		}
-		if to || env.Enc != "" {
+		if (to && !inbox) || env.Enc != "" {
 			return env.Action + " carries no to or enc"
 		}
 		var err error

@@ -14,6 +14,10 @@ type HelloBody struct {
 	Token string             `json:"token"`          // the session token
 	JWK   stdjson.RawMessage `json:"jwk"`            // the session public key; its thumbprint is cnf.jkt
 	EKey  stdjson.RawMessage `json:"ekey,omitempty"` // optional P-256 agreement key: asks for body encryption
+	// InboxSince, optional, is the last position of the user's inbox
+	// stream the client received (spec.md §20.11): the server recovers the
+	// stored direct messages after it, right after the welcome.
+	InboxSince *Position `json:"inbox_since,omitempty"`
 }
 
 // WelcomeBody is the body of the server's answer to hello.
@@ -32,6 +36,11 @@ type WelcomeBody struct {
 	// always sends it; a client reads nil as "not announced" (an older
 	// server) and [] as "nothing".
 	Grants Grants `json:"grants"`
+	// Inbox is the position of the user's inbox stream (spec.md §20.11)
+	// when the server keeps direct messages; InboxRecovered answers a
+	// hello with inbox_since, as recovered answers a sub with since.
+	Inbox          *Position `json:"inbox,omitempty"`
+	InboxRecovered *bool     `json:"inbox_recovered,omitempty"`
 }
 
 // ErrorBody is the body of an error frame.

@@ -70,6 +70,9 @@ func (p *Policy) WithHistory(rules []HistoryRule) (*Policy, error) {
 	}
 	for i, r := range rules {
 		segs, ok := compilePattern(r.Channel)
+		if r.Channel == InboxPattern {
+			segs, ok = nil, true // the inbox streams (spec.md §20.11)
+		}
 		if !ok || r.Channel == "" {
 			return nil, fmt.Errorf("history rule %d: invalid channel pattern %q", i, r.Channel)
 		}
@@ -84,9 +87,10 @@ func (p *Policy) WithHistory(rules []HistoryRule) (*Policy, error) {
 // History returns the history limits of channel ch: those of the first
 // history rule whose pattern matches it, or none (Size 0).
 func (p *Policy) History(ch string) HistoryLimits {
+	inbox := strings.HasPrefix(ch, InboxPattern)
 	if p != nil {
 		for i := range p.history {
-			if h := &p.history[i]; matchChannel(h.segs, ch) {
+			if h := &p.history[i]; (h.Channel == InboxPattern) == inbox && (inbox || matchChannel(h.segs, ch)) {
 				return HistoryLimits{Size: h.Size, TTL: time.Duration(h.TTL) * time.Second}
 			}
 		}
@@ -301,7 +305,8 @@ func matchChannel(pattern []string, channel string) bool {
 // subscribe/publish in "rooms.>"; everyone may read "announce.>" but only
 // role "announcer" may publish there; role "admin" may do anything. Users
 // may read the history of both; "rooms.>" keeps the last 100
-// publications of each room for a day (spec.md §20.2).
+// publications of each room for a day (spec.md §20.2), and each user's
+// inbox its last 100 direct messages for a week (§20.11).
 func DefaultPolicy() *Policy {
 	p, err := NewPolicy([]Rule{
 		{Action: "*", Roles: []string{"admin"}},
@@ -319,7 +324,7 @@ func DefaultPolicy() *Policy {
 		{Action: ActHistory, Channel: "announce.>", Roles: []string{"user"}},
 	})
 	if err == nil {
-		p, err = p.WithHistory([]HistoryRule{{Channel: "rooms.>", Size: 100, TTL: 86400}})
+		p, err = p.WithHistory([]HistoryRule{{Channel: "rooms.>", Size: 100, TTL: 86400}, {Channel: InboxPattern, Size: 100, TTL: 7 * 86400}})
 	}
 	if err != nil {
 		panic(err)

@@ -24,6 +24,15 @@ type Position struct {
 	Offset uint64 `json:"offset"`
 }
 
+// InboxPattern is the history rule pattern (HistoryRule.Channel) that
+// sets the history of every user's inbox stream: the direct messages sent
+// to the user (spec.md §20.11). No channel pattern matches an inbox.
+const InboxPattern = "@"
+
+// InboxStream returns the name of subject sub's inbox stream. It is no
+// channel name (ValidChannel rejects "@"), so it never meets a channel's.
+func InboxStream(sub string) string { return InboxPattern + sub }
+
 // IsZero reports whether p is no position at all (no epoch).
 func (p Position) IsZero() bool { return p.Epoch == "" }
 
@@ -152,18 +161,31 @@ func (f *FrameVerifier) VerifyStored(frame []byte, ch string) (*StoredDelivery, 
 	if ch == "" {
 		return nil, newErr(CodeWrongSession, "a stored frame needs its channel")
 	}
-	return f.verifyStored(frame, ch)
+	return f.verifyStored(frame, ch, "")
+}
+
+// VerifyStoredDirect is VerifyStored for a direct frame read from the
+// inbox stream of subject to (spec.md §20.11): act direct, addressed to
+// to, with a position.
+func (f *FrameVerifier) VerifyStoredDirect(frame []byte, to string) (*StoredDelivery, error) {
+	if to == "" {
+		return nil, newErr(CodeWrongSession, "a stored direct frame needs its recipient")
+	}
+	return f.verifyStored(frame, "", to)
 }
 
 // VerifyLate is VerifyStored for a live deliver frame that failed
-// Verify only for being stale, whatever its channel: a client accepts it
-// if its position is the next one of the channel's stream (spec.md
-// §20.4), which the caller checks.
+// Verify only for being stale, whatever its channel, or a direct frame to
+// f.Subject: a client accepts it if its position is the next one of the
+// channel's stream or of its inbox (spec.md §20.4, §20.11), which the
+// caller checks.
 func (f *FrameVerifier) VerifyLate(frame []byte) (*StoredDelivery, error) {
-	return f.verifyStored(frame, "")
+	return f.verifyStored(frame, "", "")
 }
 
-func (f *FrameVerifier) verifyStored(frame []byte, ch string) (*StoredDelivery, error) {
+// verifyStored checks a stored deliver frame of ch (any, if both ch and to
+// are empty) or a stored direct frame to to.
+func (f *FrameVerifier) verifyStored(frame []byte, ch, to string) (*StoredDelivery, error) {
 	max := f.MaxFrame
 	if max <= 0 {
 		max = 1 << 20
@@ -172,11 +194,23 @@ func (f *FrameVerifier) verifyStored(frame []byte, ch string) (*StoredDelivery, 
 	if perr != nil {
 		return nil, perr
 	}
-	if ch == "" {
-		ch = env.Channel
+	if ch == "" && to == "" && env.Action == ActDirect {
+		to = f.Subject // VerifyLate of a direct frame: the client's own inbox
+		if to == "" {
+			return nil, &Error{Code: CodeWrongSession, Message: "a direct frame for no known user", Ref: env.ID}
+		}
 	}
-	if env.Action != ActDeliver || env.Channel == "" || env.Channel != ch || env.Session != "" || env.Corr != "" {
-		return nil, &Error{Code: CodeWrongSession, Message: "a stored frame is not a deliver frame of this channel", Ref: env.ID}
+	if to != "" {
+		if env.Action != ActDirect || env.To != to || env.Channel != "" || env.Session != "" || env.Corr != "" {
+			return nil, &Error{Code: CodeWrongSession, Message: "a stored frame is not a direct frame to this user", Ref: env.ID}
+		}
+	} else {
+		if ch == "" {
+			ch = env.Channel
+		}
+		if env.Action != ActDeliver || env.Channel == "" || env.Channel != ch || env.Session != "" || env.Corr != "" {
+			return nil, &Error{Code: CodeWrongSession, Message: "a stored frame is not a deliver frame of this channel", Ref: env.ID}
+		}
 	}
 	m := &Message{Envelope: *env, Frame: frame}
 	pos, ok, err := DeliveryPosition(m)
@@ -208,8 +242,8 @@ func deliveryPosition(d *Message, db *DeliverBody) (Position, bool, error) {
 		return Position{}, false, nil
 	}
 	p := Position{Epoch: db.Epoch, Offset: db.Offset}
-	if d.Action != ActDeliver {
-		return Position{}, false, &Error{Code: CodeBadClaims, Message: "only a deliver frame carries a position", Ref: d.ID}
+	if d.Action != ActDeliver && d.Action != ActDirect {
+		return Position{}, false, &Error{Code: CodeBadClaims, Message: "only a deliver or direct frame carries a position", Ref: d.ID}
 	}
 	if err := p.check(1); err != nil {
 		return Position{}, false, &Error{Code: CodeBadClaims, Message: "delivery position: " + err.Error(), Ref: d.ID}

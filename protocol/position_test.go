@@ -68,3 +68,68 @@ func TestVerifyStored(t *testing.T) {
 		}
 	}
 }
+
+// TestVerifyStoredDirect: a stored direct frame of the inbox (spec.md
+// §20.11) verifies with its position; an edited one, one to another user,
+// one without a position, a deliver frame, and a rogue signer's are
+// rejected.
+func TestVerifyStoredDirect(t *testing.T) {
+	sk, _ := protocol.GenerateKey(protocol.EdDSA, nil)
+	ks, err := protocol.NewKeySet(sk.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ss := &protocol.ServerSigner{Key: sk}
+	ck, _ := protocol.GenerateKey(protocol.EdDSA, nil)
+	cs := &protocol.ClientSigner{Key: ck, Session: "00000000-0000-4000-8000-000000000001", Subject: "alice"}
+	inner, _ := cs.Sign(&protocol.Envelope{Action: protocol.ActDM, To: "bob", Body: json.RawMessage(`{"text":"psst"}`)})
+	jwk, _ := ck.Public().MarshalJSON()
+	direct := func(act, ch, to string, db protocol.DeliverBody) []byte {
+		f, err := ss.SignBody(&protocol.Envelope{Action: act, Channel: ch, To: to}, db)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return f
+	}
+	at := protocol.DeliverBody{Frame: string(inner), JWK: jwk, Sub: "alice", Epoch: "e1", Offset: 3}
+	fv := &protocol.FrameVerifier{Keys: ks}
+	good := direct(protocol.ActDirect, "", "bob", at)
+	sd, err := fv.VerifyStoredDirect(good, "bob")
+	if err != nil || sd.Position != (protocol.Position{Epoch: "e1", Offset: 3}) {
+		t.Fatalf("good: %v %v", sd, err)
+	}
+	if snd, m, err := protocol.OpenDelivery(sd.Message, nil); err != nil || snd.Subject != "alice" || string(m.Body) != `{"text":"psst"}` {
+		t.Fatalf("open: %v", err)
+	}
+	seg := strings.Split(string(good), ".")
+	b := []byte(seg[1])
+	b[12] ^= 1
+	rogue, _ := protocol.GenerateKey(protocol.EdDSA, nil)
+	rf, _ := (&protocol.ServerSigner{Key: rogue}).SignBody(&protocol.Envelope{Action: protocol.ActDirect, To: "bob"}, at)
+	for name, tc := range map[string]struct {
+		frame []byte
+		to    string
+		code  protocol.Code
+	}{
+		"edited":         {[]byte(seg[0] + "." + string(b) + "." + seg[2]), "bob", ""},
+		"another user's": {good, "carol", protocol.CodeWrongSession},
+		"no position":    {direct(protocol.ActDirect, "", "bob", protocol.DeliverBody{Frame: string(inner), JWK: jwk, Sub: "alice"}), "bob", protocol.CodeBadClaims},
+		"a deliver":      {direct(protocol.ActDeliver, "rooms.a", "", at), "bob", protocol.CodeWrongSession},
+		"rogue signer":   {rf, "bob", protocol.CodeUnknownKey},
+		"no recipient":   {good, "", protocol.CodeWrongSession},
+	} {
+		_, err := fv.VerifyStoredDirect(tc.frame, tc.to)
+		if err == nil || (tc.code != "" && !protocol.IsCode(err, tc.code)) {
+			t.Errorf("%s: %v, want %s", name, err, tc.code)
+		}
+	}
+	// VerifyLate takes a direct frame to the verifier's own subject only.
+	if sd, err := (&protocol.FrameVerifier{Keys: ks, Subject: "bob"}).VerifyLate(good); err != nil || sd.Position.Offset != 3 {
+		t.Fatalf("late direct: %v", err)
+	}
+	for _, sub := range []string{"carol", ""} {
+		if _, err := (&protocol.FrameVerifier{Keys: ks, Subject: sub}).VerifyLate(good); !protocol.IsCode(err, protocol.CodeWrongSession) {
+			t.Errorf("late direct to bob, verifier of %q: %v", sub, err)
+		}
+	}
+}

@@ -231,7 +231,12 @@ func (v *Verifier) afterClaims(ctx context.Context, frame []byte, env *Envelope,
 		return fail(newErr(CodeTokenRevoked, "session has been revoked"))
 	}
 	// 10: authorization.
-	if env.Action != ActHello {
+	if env.Action == ActHistory && env.Channel == "" && env.To != "" {
+		// An inbox's history: its own subject's only (spec.md §20.11).
+		if env.To != s.subject {
+			return fail(newErr(CodeForbidden, "a session reads only its own user's inbox"))
+		}
+	} else if env.Action != ActHello {
 		if err := v.cfg.Policy.Allow(env.Action, env.Channel, s.roles); err != nil {
 			return fail(err.(*Error))
 		}
@@ -286,8 +291,9 @@ func (v *Verifier) verifyHello(ctx context.Context, frame []byte) (*Session, *Me
 		return nil, nil, e
 	}
 	var hb HelloBody
-	if env.Enc != "" || DecodeBody(env.Body, &hb) != nil || hb.Token == "" || len(hb.JWK) == 0 {
-		return fail(newErr(CodeBadClaims, "hello body must be {token, jwk[, ekey]}"))
+	if env.Enc != "" || DecodeBody(env.Body, &hb) != nil || hb.Token == "" || len(hb.JWK) == 0 ||
+		(hb.InboxSince != nil && hb.InboxSince.check(0) != nil) {
+		return fail(newErr(CodeBadClaims, "hello body must be {token, jwk[, ekey][, inbox_since]}"))
 	}
 	if v.cfg.Tokens == nil {
 		return fail(newErr(CodeInternal, "no token verifier configured"))

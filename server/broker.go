@@ -188,6 +188,13 @@ type DirectMessage struct {
 	Plain json.RawMessage
 	// LogIndex is the dm's audit log index (sync audit log, spec.md §21.3).
 	LogIndex *uint64
+	// Signed and Offset are set, and the members above but To are empty,
+	// for a dm stored in its recipient's inbox stream (spec.md §20.11):
+	// Signed is the server-signed direct frame, with its position (and
+	// log index), that every session of To receives as is; Offset is that
+	// position's.
+	Signed []byte
+	Offset uint64
 }
 
 // Topic returns the topic p is published to.
@@ -237,6 +244,12 @@ func (p *Publication) MarshalBinary() ([]byte, error) {
 	case p.Direct != nil && p.Channel == nil && p.Key == nil:
 		d := p.Direct
 		w = pubWire{V: 1, Direct: true, To: d.To, Sub: d.Sender, JWK: d.SenderJWK, Frame: string(d.Frame), Plain: d.Plain, Log: d.LogIndex}
+		if d.Offset > 0 {
+			if len(d.Signed) == 0 || d.Sender != "" || d.SenderJWK != nil || d.Frame != nil || d.Plain != nil || d.LogIndex != nil {
+				return nil, errors.New("sigil: a stored direct message has exactly to, a signed frame and an offset")
+			}
+			w = pubWire{V: 1, Direct: true, To: d.To, Frame: string(d.Signed), Off: d.Offset}
+		}
 	case p.Key != nil && p.Channel == nil && p.Direct == nil:
 		k := p.Key
 		if k.Key == nil || k.Key.Scope != protocol.ChannelScope(k.Channel) {
@@ -280,7 +293,14 @@ func (p *Publication) UnmarshalBinary(data []byte) error {
 		*p = Publication{Channel: &ChannelPublication{Channel: w.Ch, Frame: []byte(w.Frame), Offset: w.Off}}
 		return nil
 	}
-	if w.Off != 0 || w.Ch != "" || w.To == "" || w.Sub == "" || len(w.JWK) == 0 {
+	if w.Off != 0 {
+		if w.Ch != "" || w.To == "" || w.Sub != "" || w.JWK != nil || w.Plain != nil || w.Log != nil {
+			return errors.New("sigil: publication: a stored direct message has exactly to, frame and off")
+		}
+		*p = Publication{Direct: &DirectMessage{To: w.To, Signed: []byte(w.Frame), Offset: w.Off}}
+		return nil
+	}
+	if w.Ch != "" || w.To == "" || w.Sub == "" || len(w.JWK) == 0 {
 		return errors.New("sigil: publication: a direct message has to, sub, jwk and frame")
 	}
 	*p = Publication{Direct: &DirectMessage{To: w.To, Sender: w.Sub, SenderJWK: w.JWK, Frame: []byte(w.Frame), Plain: w.Plain, LogIndex: w.Log}}

@@ -631,6 +631,7 @@ func (c *conn) hello(frame []byte) {
 		c.close(protocol.CloseServerError, "signing failed", false)
 		return
 	}
+	inbox := c.holdInbox()
 	c.holdWelcome(welcome)
 	c.welcomed.Store(true)
 	c.schedule()
@@ -651,6 +652,12 @@ func (c *conn) hello(frame []byte) {
 	if revoked {
 		c.close(protocol.CloseRevoked, "revoked", false)
 		return
+	}
+	if inbox {
+		if perr := c.recoverInbox(m, &wb); perr != nil {
+			c.abort(&m.Envelope, perr, protocol.CloseServerError, "history unavailable")
+			return
+		}
 	}
 	c.release()
 	s.log.Info("session open", "sid", c.sid, "sub", c.sub, "remote", c.remote, "encrypted", c.ekey != nil)

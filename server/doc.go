@@ -44,7 +44,14 @@
 // (protocol.Policy.History). Each deliver frame of such a channel carries
 // its position, a sub with since recovers what a subscriber missed
 // (subscribed to the live frames first, then merged with the stored ones
-// by offset), and the history action pages a stream. A copy of an accepted
+// by offset), and the history action pages a stream. Direct messages get
+// the same treatment on a per-user stream, the inbox (spec.md §20.11):
+// with a history rule for the pattern "@", a dm is signed once with its
+// position in the recipient's stream "@"+subject, stored by the same
+// engine (published as a DirectMessage with Signed and Offset to the
+// user's topic), accepted while the recipient is away if its inbox
+// exists, and recovered by the hello's inbox_since right after the
+// welcome. A copy of an accepted
 // pub or dm, resent after a lost connection, is answered as its first
 // copy was and not delivered again (spec.md §20.10), from the answers an
 // OutcomeStore keeps: MemoryOutcomes on one node, RedisOutcomes in a

@@ -5,7 +5,9 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"errors"
+	"strings"
 
+	"github.com/gorilla/websocket"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sigil-ws/sigil/protocol"
 )
@@ -79,6 +81,14 @@ type HistoryStats struct {
 	Bytes   int64 // bytes of those frames
 }
 
+// streamExister is implemented by engines that can tell whether a stream
+// exists: it was created by a Read or a Publish, and (Redis) has not
+// expired since. Both engines implement it; with an engine that does not,
+// every inbox is taken to exist.
+type streamExister interface {
+	Exists(ctx context.Context, name string) (bool, error)
+}
+
 // historyStatser is implemented by engines that can count what they hold
 // without a network round trip (MemoryHistory).
 type historyStatser interface {
@@ -123,6 +133,28 @@ func registerHistoryMetrics(reg prometheus.Registerer, h History) error {
 		}
 	}
 	return nil
+}
+
+// inboxHold is the key of conn.holds under which a session's direct
+// frames are held while its inbox is recovered (no channel is named so).
+const inboxHold = protocol.InboxPattern
+
+// streamTopic is the topic that stream name's publications go to: the
+// channel's, or for an inbox stream (protocol.InboxStream) its user's.
+func streamTopic(name string) Topic {
+	if sub, ok := strings.CutPrefix(name, protocol.InboxPattern); ok {
+		return UserTopic(sub)
+	}
+	return ChannelTopic(name)
+}
+
+// streamPublication is the publication of frame, stored at offset off of
+// stream name: a ChannelPublication, or a stored DirectMessage.
+func streamPublication(name string, frame []byte, off uint64) *Publication {
+	if sub, ok := strings.CutPrefix(name, protocol.InboxPattern); ok {
+		return &Publication{Direct: &DirectMessage{To: sub, Signed: frame, Offset: off}}
+	}
+	return &Publication{Channel: &ChannelPublication{Channel: name, Frame: frame, Offset: off}}
 }
 
 // history returns the limits of channel ch, and whether it has history
@@ -190,26 +222,148 @@ func (c *conn) recoverSub(m *protocol.Message, since *protocol.Position, rb *pro
 		c.mu.Unlock()
 		allowed = s.cfg.Policy.Allow(protocol.ActHistory, ch, roles) == nil
 	}
+	pos, frames, recovered, perr := s.readRecovery(ch, lim, since, allowed)
+	if perr != nil {
+		return nil, 0, false, perr
+	}
+	rb.Stream = &pos
+	if !recovered {
+		return nil, pos.Offset, true, nil
+	}
+	return c.historyFrames(m, frames), pos.Offset, true, nil
+}
+
+// readRecovery reads stream name for a subscriber that had since (nil:
+// none) and may read the stream's history if allowed: the stream's
+// position, and whether frames are every publication after since up to
+// it, within the server's bound (spec.md §20.3).
+func (s *Server) readRecovery(name string, lim protocol.HistoryLimits, since *protocol.Position, allowed bool) (protocol.Position, []StoredFrame, bool, *protocol.Error) {
+	allowed = allowed && since != nil
 	q := HistoryQuery{}
 	if allowed {
 		after := since.Offset
 		q = HistoryQuery{After: &after, Limit: s.cfg.MaxRecovery + 1}
 	}
-	page, err := s.cfg.History.Read(s.ctx, ch, lim, q)
+	page, err := s.cfg.History.Read(s.ctx, name, lim, q)
 	if err != nil {
-		return nil, 0, false, s.hub.historyError("read", ch, err)
+		return protocol.Position{}, nil, false, s.hub.historyError("read", name, err)
 	}
-	rb.Stream = &protocol.Position{Epoch: page.Epoch, Offset: page.Top}
+	pos := protocol.Position{Epoch: page.Epoch, Offset: page.Top}
 	if !allowed {
-		return nil, page.Top, true, nil
+		return pos, nil, false, nil
 	}
 	missed := page.Top - min(since.Offset, page.Top)
-	recovered = since.Epoch == page.Epoch && since.Offset <= page.Top &&
+	recovered := since.Epoch == page.Epoch && since.Offset <= page.Top &&
 		page.Oldest <= since.Offset+1 && missed <= uint64(s.cfg.MaxRecovery) && uint64(len(page.Frames)) == missed
 	if !recovered {
-		return nil, page.Top, true, nil
+		return pos, nil, false, nil
 	}
-	return c.historyFrames(m, page.Frames), page.Top, true, nil
+	return pos, page.Frames, true, nil
+}
+
+// signDirect returns the sign function of a dm stored in the inbox
+// stream of d.To: the direct frame of d, with its position.
+func (h *hub) signDirect(d *DirectMessage) func(protocol.Position) ([]byte, error) {
+	return func(pos protocol.Position) ([]byte, error) {
+		db := protocol.DeliverBody{Frame: string(d.Frame), JWK: d.SenderJWK, Sub: d.Sender, Epoch: pos.Epoch, Offset: pos.Offset}
+		return h.s.keys().signer.SignBody(&protocol.Envelope{Action: protocol.ActDirect, To: d.To}, db)
+	}
+}
+
+// directHistory is hub.direct for a recipient whose inbox keeps history
+// (spec.md §20.11): the direct frame is signed once, with its position,
+// stored and published to every session of d.To, whether or not the
+// recipient has one (it recovers the dm when it returns).
+func (h *hub) directHistory(ctx context.Context, d *DirectMessage, lim protocol.HistoryLimits) *protocol.Error {
+	name := protocol.InboxStream(d.To)
+	// Only a subject whose inbox exists (it said hello since the store
+	// began) gets stored dms: a sender cannot make the server keep a
+	// stream per made-up name.
+	if ex, ok := h.s.cfg.History.(streamExister); ok {
+		known, err := ex.Exists(ctx, name)
+		if err != nil {
+			return h.historyError("exists", name, err)
+		}
+		if !known {
+			return &protocol.Error{Code: protocol.CodeNotFound, Message: "the recipient has no session and no inbox"}
+		}
+	}
+	_, err := h.s.cfg.History.Publish(ctx, name, lim, h.signDirect(d))
+	if err != nil && !errors.Is(err, ErrNoSubscribers) {
+		return h.historyError("publish", name, err)
+	}
+	return nil
+}
+
+// deliverStoredDirect queues a stored dm's signed direct frame, as is, to
+// each of targets (held while a session's inbox is being recovered).
+func (h *hub) deliverStoredDirect(d *DirectMessage, targets []*conn) {
+	f := outFrame{data: d.Signed, off: d.Offset}
+	if len(targets) > 1 {
+		pm, err := websocket.NewPreparedMessage(websocket.TextMessage, d.Signed)
+		if err != nil {
+			return
+		}
+		f = outFrame{pm: pm, off: d.Offset}
+	}
+	n := 0
+	for _, c := range targets {
+		if c.enqueueIn(inboxHold, f) {
+			n++
+		}
+	}
+	h.s.m.deliveries.Add(float64(n))
+}
+
+// holdInbox starts holding c's direct frames if its subject's inbox keeps
+// history: the hello calls it before it registers c, and recoverInbox
+// releases them after the recovered ones.
+func (c *conn) holdInbox() bool {
+	if _, ok := c.srv.history(protocol.InboxStream(c.sub)); !ok {
+		return false
+	}
+	c.holdChannel(inboxHold)
+	return true
+}
+
+// recoverInbox completes the hello m of a session whose inbox keeps
+// history (spec.md §20.11): it reads the inbox stream, with the hello's
+// inbox_since if any, signs the welcome wb again with the inbox's
+// position (and whether the dms after inbox_since are recovered) in place
+// of the one queued, then queues the history frames and the direct
+// frames held meanwhile that follow them.
+func (c *conn) recoverInbox(m *protocol.Message, wb *protocol.WelcomeBody) *protocol.Error {
+	s := c.srv
+	name := protocol.InboxStream(c.sub)
+	lim, _ := s.history(name)
+	var hb protocol.HelloBody
+	_ = protocol.DecodeBody(m.Body, &hb) // VerifyHello decoded it
+	pos, frames, recovered, perr := s.readRecovery(name, lim, hb.InboxSince, true)
+	if perr != nil {
+		return perr
+	}
+	wb.Inbox = &pos
+	if hb.InboxSince != nil {
+		wb.InboxRecovered = &recovered
+	}
+	welcome, err := s.keys().signer.SignBody(&protocol.Envelope{Action: protocol.ActWelcome, Session: c.sid, Corr: m.Corr}, wb)
+	if err != nil {
+		return &protocol.Error{Code: protocol.CodeInternal, Message: "signing failed"}
+	}
+	c.mu.Lock()
+	for i := range c.queue {
+		if c.queue[i].keep {
+			c.queue[i].data = welcome
+			break
+		}
+	}
+	c.mu.Unlock()
+	var batches [][]byte
+	if recovered {
+		batches = c.historyFrames(m, frames)
+	}
+	c.releaseRecovered(inboxHold, nil, batches, pos.Offset)
+	return nil
 }
 
 // historyFrames signs the history frames that carry frames to c, in
@@ -277,7 +431,11 @@ func (c *conn) isHeld(ch string) bool {
 // readHistory answers a history action (spec.md §20.5).
 func (c *conn) readHistory(m *protocol.Message) *protocol.Error {
 	s := c.srv
-	lim, ok := s.history(m.Channel)
+	name := m.Channel
+	if m.Channel == "" {
+		name = protocol.InboxStream(m.To) // the session's own (spec.md §20.11)
+	}
+	lim, ok := s.history(name)
 	if !ok {
 		return &protocol.Error{Code: protocol.CodeNotFound, Message: "the channel keeps no history"}
 	}
@@ -289,9 +447,9 @@ func (c *conn) readHistory(m *protocol.Message) *protocol.Error {
 	if q.Limit == 0 {
 		q.Limit = defaultHistoryPage
 	}
-	page, rerr := s.cfg.History.Read(s.ctx, m.Channel, lim, q)
+	page, rerr := s.cfg.History.Read(s.ctx, name, lim, q)
 	if rerr != nil {
-		return s.hub.historyError("read", m.Channel, rerr)
+		return s.hub.historyError("read", name, rerr)
 	}
 	body := protocol.HistoryReplyBody{Epoch: page.Epoch, Top: page.Top, Frames: make([]string, len(page.Frames)), More: page.More}
 	for i, f := range page.Frames {

@@ -72,6 +72,13 @@ func (h *MemoryHistory) stream(ch string) *memStream {
 	return st
 }
 
+// Exists reports whether stream ch was created (by a Read or a Publish).
+func (h *MemoryHistory) Exists(_ context.Context, ch string) (bool, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.streams[ch] != nil, nil
+}
+
 // account adds n frames and b bytes to the totals.
 func (h *MemoryHistory) account(n int, b int64) {
 	h.mu.Lock()
@@ -99,7 +106,7 @@ func (h *MemoryHistory) Publish(ctx context.Context, ch string, lim protocol.His
 	if err != nil {
 		return protocol.Position{}, err
 	}
-	err = h.b.Publish(ctx, &Publication{Channel: &ChannelPublication{Channel: ch, Frame: frame, Offset: pos.Offset}})
+	err = h.b.Publish(ctx, streamPublication(ch, frame, pos.Offset))
 	if err != nil && !errors.Is(err, ErrNoSubscribers) {
 		return protocol.Position{}, err
 	}

@@ -91,7 +91,7 @@ func (h *RedisHistory) observe(ch string, off uint64) {
 func (h *RedisHistory) Start(Broker) error { return nil }
 
 func (h *RedisHistory) keys(ch string) []string {
-	tag := h.b.partitionOf(ChannelTopic(ch)).tag
+	tag := h.b.partitionOf(streamTopic(ch)).tag
 	return []string{h.r.key("hs", tag, "m", redisKeyPart(ch)), h.r.key("hs", tag, "s", redisKeyPart(ch))}
 }
 
@@ -104,6 +104,30 @@ func (h *RedisHistory) head(ch string) *redisHead {
 		h.heads[ch] = hd
 	}
 	return hd
+}
+
+// Exists reports whether stream ch's head is in Redis (a Read or a
+// Publish made it, and it has not expired); a head this node already
+// knows is taken to exist without a round trip.
+func (h *RedisHistory) Exists(ctx context.Context, ch string) (bool, error) {
+	h.mu.Lock()
+	hd := h.heads[ch]
+	h.mu.Unlock()
+	if hd != nil {
+		hd.mu.Lock()
+		known := hd.epoch != ""
+		hd.mu.Unlock()
+		if known {
+			return true, nil
+		}
+	}
+	var n int64
+	err := h.r.call(ctx, "history.exists", func(ctx context.Context) error {
+		var err error
+		n, err = h.r.client.Do(ctx, h.r.client.B().Exists().Key(h.keys(ch)[0]).Build()).AsInt64()
+		return err
+	})
+	return n > 0, err
 }
 
 // historyTrim is the Lua that drops the entries older than ARGV[3] (Unix
@@ -141,7 +165,8 @@ end
 // appendScript: KEYS meta, stream, and the answer's key of the pub frame
 // if it is recorded (outcomes_redis.go); ARGV new epoch, (unused), minT,
 // epoch, offset, frame, now ms, maxlen, ttl ms, broker channel, the
-// message's clearHead (the frame follows it), and outcomeRecord.args. It
+// message's clearHead (the frame follows it) or, for an inbox, its whole
+// sealed form, and outcomeRecord.args. It
 // answers {1, subscribers} once appended and published (and the answer
 // recorded), or {0, epoch, top} when the offset is not the next one of
 // that epoch.
@@ -158,7 +183,9 @@ if ttl > 0 then
   redis.call('PEXPIRE', KEYS[1], ttl)
   redis.call('PEXPIRE', KEYS[2], ttl)
 end
-local n = redis.call('SPUBLISH', ARGV[10], ARGV[11] .. ARGV[6])
+local msg = ARGV[11]
+if string.sub(msg, 1, 1) == 'c' then msg = msg .. ARGV[6] end
+local n = redis.call('SPUBLISH', ARGV[10], msg)
 record_outcome(n)
 return {1, n}
 `)
@@ -216,7 +243,7 @@ func (h *RedisHistory) Publish(ctx context.Context, ch string, lim protocol.Hist
 		}
 		hd.epoch, hd.top = page.Epoch, page.Top
 	}
-	bch := h.b.channelOf(ChannelTopic(ch))
+	bch := h.b.channelOf(streamTopic(ch))
 	ttl := "0"
 	if lim.TTL > 0 {
 		ttl = strconv.FormatInt(lim.TTL.Milliseconds(), 10)
@@ -231,9 +258,15 @@ func (h *RedisHistory) Publish(ctx context.Context, ch string, lim protocol.Hist
 		if err != nil {
 			return protocol.Position{}, err
 		}
-		// The script publishes msg followed by the frame: the frame
-		// crosses to Redis once.
+		// A channel's clear form is published as msg followed by the
+		// frame, so the frame crosses to Redis once; an inbox's stored
+		// direct message is sealed whole.
 		msg := clearHead(ch, pos.Offset)
+		if p := streamPublication(ch, frame, pos.Offset); p.Channel == nil {
+			if msg, err = h.b.encode(p); err != nil {
+				return protocol.Position{}, err
+			}
+		}
 		var res []rueidis.RedisMessage
 		err = h.r.call(ctx, "history.append", func(ctx context.Context) error {
 			var err error

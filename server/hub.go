@@ -506,9 +506,14 @@ func (h *hub) publish(ctx context.Context, name string, inner []byte, jwk []byte
 }
 
 // direct hands a direct message to the broker: not_found if no node has a
-// session of the recipient (spec.md §9.5). A broker failure is logged,
+// session of the recipient (spec.md §9.5). If the recipient's inbox keeps
+// history, an unencrypted dm is stored there instead (directHistory,
+// §20.11). A broker failure is logged,
 // counted and returned as unavailable.
 func (h *hub) direct(ctx context.Context, d *DirectMessage) *protocol.Error {
+	if lim, ok := h.s.history(protocol.InboxStream(d.To)); ok && d.Plain == nil {
+		return h.directHistory(ctx, d, lim)
+	}
 	err := h.s.cfg.Broker.Publish(ctx, &Publication{Direct: d})
 	if errors.Is(err, ErrNoSubscribers) {
 		return &protocol.Error{Code: protocol.CodeNotFound, Message: "the recipient has no session"}
@@ -579,6 +584,10 @@ func (h *hub) HandlePublication(p *Publication) {
 			targets = append(targets, c)
 		}
 		h.mu.RUnlock()
+		if p.Direct.Offset > 0 {
+			h.deliverStoredDirect(p.Direct, targets)
+			return
+		}
 		h.deliverDirect(p.Direct, targets)
 	}
 }
@@ -599,7 +608,7 @@ func (h *hub) deliverDirect(d *DirectMessage, targets []*conn) {
 					return
 				}
 			}
-			if c.enqueue(outFrame{pm: shared}) {
+			if c.enqueueIn(inboxHold, outFrame{pm: shared}) {
 				n++
 			}
 			continue
@@ -618,7 +627,7 @@ func (h *hub) deliverDirect(d *DirectMessage, targets []*conn) {
 		if err != nil {
 			continue
 		}
-		if c.enqueue(outFrame{data: frame}) {
+		if c.enqueueIn(inboxHold, outFrame{data: frame}) {
 			n++
 		}
 	}

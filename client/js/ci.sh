@@ -5,7 +5,8 @@
 # browser on one node of a Redis cluster with Go on another) and the real-browser
 # tests (chat; session lifetime, failed verification, mobile layout; direct
 # messages, read-only rooms, dark mode, reconnecting, details: chat.test.mjs;
-# history on join, after a reload and across a restart: chat-history.test.mjs). It
+# history on join, after a reload and across a restart: chat-history.test.mjs;
+# direct messages kept while away and after a reload: chat-dm-history.test.mjs). It
 # fails if any of them cannot run; nothing is skipped.
 #
 #   client/js/ci.sh            install (apt-get, npm ci) and test
@@ -43,7 +44,7 @@ log="$(mktemp)"
 set +e
 node --test --test-concurrency=1 \
   test/vectors.test.mjs test/strictjson.test.mjs test/jose-cross.test.mjs test/handshake.test.mjs \
-  test/grants.test.mjs test/cross.test.mjs test/history.test.mjs test/cluster.test.mjs test/browser.test.mjs test/browser-lifetime.test.mjs test/chat.test.mjs test/chat-history.test.mjs >"$log" 2>&1
+  test/grants.test.mjs test/cross.test.mjs test/history.test.mjs test/inbox.test.mjs test/cluster.test.mjs test/browser.test.mjs test/browser-lifetime.test.mjs test/chat.test.mjs test/chat-history.test.mjs test/chat-dm-history.test.mjs >"$log" 2>&1
 status=$?
 set -e
 grep -E '^# (tests|suites|pass|fail|cancelled|skipped|todo|duration_ms) |sigil vectors|^not ok' "$log" || true

@@ -111,11 +111,13 @@ export function checkAction(env) {
     case 'ping':
       if (ch || to || payload) msg = 'ping carries no ch, to, body or enc';
       break;
-    case 'sub': case 'history':
-      if (!ch) msg = `${env.act} needs ch`;
-      else if (to || 'enc' in env) msg = `${env.act} carries no to or enc`;
+    case 'sub': case 'history': {
+      const inbox = env.act === 'history' && to && !ch; // the inbox's history (§20.11)
+      if (!ch && !inbox) msg = `${env.act} needs ch`;
+      else if ((to && !inbox) || 'enc' in env) msg = `${env.act} carries no to or enc`;
       else if ('body' in env) msg = env.act === 'sub' ? subBodyMisfit(env.body) : historyBodyMisfit(env.body);
       break;
+    }
     case 'unsub': case 'presence':
       if (!ch) msg = `${env.act} needs ch`;
       else if (to || payload) msg = `${env.act} carries no to, body or enc`;
@@ -170,9 +172,9 @@ export function deliveryPosition(d) {
   if (db === null || typeof db !== 'object') return null;
   const has = 'epoch' in db || 'offset' in db;
   if (!has) return null;
-  if (d.act !== 'deliver' || !('epoch' in db && 'offset' in db) || typeof db.epoch !== 'string'
+  if ((d.act !== 'deliver' && d.act !== 'direct') || !('epoch' in db && 'offset' in db) || typeof db.epoch !== 'string'
     || !EPOCH_RE.test(db.epoch) || !validOffset(db.offset, 1)) {
-    fail('bad_claims', 'delivery position must be {epoch, offset ≥ 1} on a deliver frame', d.id);
+    fail('bad_claims', 'delivery position must be {epoch, offset ≥ 1} on a deliver or direct frame', d.id);
   }
   return { epoch: db.epoch, offset: db.offset };
 }
@@ -439,7 +441,10 @@ export class Verifier {
     if (t >= s.exp * 1000) fail('token_expired', 'session token has expired');
     if (revocations && revocations.isRevoked(s.jti, s.sub, s.iat)) fail('token_revoked', 'session has been revoked');
     if (env.act === 'hello') return;
-    if (!policy.allows(env.act, env.ch, s.roles)) fail('forbidden', `${env.act} on ${env.ch || '(no channel)'} is not allowed`);
+    if (env.act === 'history' && !env.ch && env.to) {
+      // An inbox's history: its own subject's only (§20.11).
+      if (env.to !== s.sub) fail('forbidden', 'a session reads only its own user\'s inbox');
+    } else if (!policy.allows(env.act, env.ch, s.roles)) fail('forbidden', `${env.act} on ${env.ch || '(no channel)'} is not allowed`);
     if ('enc' in env) {
       const scope = env.act === 'pub' ? channelScope(env.ch) : 'session';
       const text = await openBody(env.enc, s.keys, scope);
@@ -479,15 +484,21 @@ export class FrameVerifier {
    * verifyStored checks a deliver frame read from a channel's history
    * (§20.4): form, header, signature under a JWKS key, strict claims,
    * act deliver with ch (any ch when ch is null), no sid or cid, and a
-   * position. No freshness or id replay: the caller places it by its
+   * position; with {to}, a stored direct frame to that user instead (the
+   * inbox, §20.11). No freshness or id replay: the caller places it by its
    * position. Returns {env, position}.
    */
-  async verifyStored(frame, ch) {
+  async verifyStored(frame, ch, { to } = {}) {
     const form = checkForm(frame, this.maxFrame, TYP_SERVER);
     const key = this.keys.get(form.hdr.kid);
     if (!key) fail('unknown_key', `kid ${JSON.stringify(form.hdr.kid)} is not in the server's JWKS`);
     const env = envOrBadClaims(await verifySignature(form, key), false);
-    if (env.act !== 'deliver' || !env.ch || (ch !== null && env.ch !== ch) || 'sid' in env || 'cid' in env) {
+    if (to !== undefined) {
+      // A stored direct frame of the user's inbox (§20.11).
+      if (env.act !== 'direct' || !to || env.to !== to || 'ch' in env || 'sid' in env || 'cid' in env) {
+        fail('wrong_session', 'a stored frame is not a direct frame to this user', env.id);
+      }
+    } else if (env.act !== 'deliver' || !env.ch || (ch !== null && env.ch !== ch) || 'sid' in env || 'cid' in env) {
       fail('wrong_session', 'a stored frame is not a deliver frame of this channel', env.id);
     }
     const position = deliveryPosition(env);

@@ -18,6 +18,12 @@
 // frame that fails is reported through the 'invalid' event, never dropped
 // silently and never acted on.
 //
+// Direct messages: on a server that keeps them (an inbox with history,
+// §20.11), each 'direct' event carries its position (m.position); the client
+// resumes its inbox after the last one on every reconnect (hello
+// inbox_since), and opts.inboxSince resumes a position saved across page
+// loads. A gap is a 'gap' event with inbox: true; inboxHistory() pages it.
+//
 // Concurrency: one Client per session. Sends are serialized internally, so
 // seq order equals wire order.
 
@@ -35,6 +41,9 @@ export * from './jose.js';
 export * from './protocol.js';
 export { parseVKey, openCheckpoint, checkProof, proveInLog } from './audit.js';
 export { parse as strictParse, validate as strictValidate, isStrict } from './strictjson.js';
+
+/** INBOX is the key of the user's inbox in Client.streams, and Client.history's name for it (§20.11). */
+export const INBOX = '@';
 
 /** Close codes of spec §12.3 and what a client does with each. */
 export const CLOSE = Object.freeze({
@@ -89,6 +98,7 @@ export class Client {
    * @param {number} [opts.refreshBeforeMs] refresh this long before expiry; default 60 s
    * @param {function} [opts.shouldRefresh] called before an automatic refresh; return false to let the session lapse
    * @param {number} [opts.callTimeoutMs] how long to wait for an answer; default 10 s
+   * @param {{epoch: string, offset: number}} [opts.inboxSince] the last inbox position received (e.g. by an earlier page): the first hello resumes after it (§20.11)
    */
   constructor(opts = {}) {
     this.opts = {
@@ -109,7 +119,8 @@ export class Client {
     this.maxFrame = DEFAULT_MAX_FRAME;
     this.pending = new Map(); // cid → {resolve, reject, timer}
     this.channels = new Map(); // ch → Set(members)
-    this.streams = new Map(); // ch → {epoch, offset, recoverTo, cid}: positions in channels with history (§20)
+    this.streams = new Map(); // ch → {epoch, offset, recoverTo, cid}: positions in channels with history (§20); INBOX: the user's inbox (§20.11)
+    if (this.opts.inboxSince) this.streams.set(INBOX, { epoch: this.opts.inboxSince.epoch, offset: this.opts.inboxSince.offset, recoverTo: 0 });
     this.subCids = new Map(); // cid of a sub in flight → ch
     this.unacked = new Map(); // cid → {frame, seq, ts, resent}: pub and dm frames sent and not answered (§20.10)
     this.ring = null; // content keys (KeyRing) when encryption is on
@@ -332,11 +343,11 @@ export class Client {
     if (limit !== undefined) body.limit = limit;
     if (before !== undefined) body.before = before;
     if (after !== undefined) body.after = after;
-    const r = await this.call('history', { ch, body });
+    const r = await this.call('history', ch === INBOX ? { to: this.sub, body } : { ch, body });
     const out = { epoch: r.epoch, top: r.top, more: r.more, messages: [] };
     let prev = 0;
     for (const f of r.frames) {
-      const { env, position } = await this.verifier.verifyStored(f, ch);
+      const { env, position } = await this.verifier.verifyStored(f, ch, ch === INBOX ? { to: this.sub } : {});
       if (position.epoch !== r.epoch || position.offset <= prev || position.offset > r.top) {
         throw new SigilError('wrong_session', 'stored frame out of place');
       }
@@ -344,6 +355,14 @@ export class Client {
       out.messages.push(await this.#message(env, position));
     }
     return out;
+  }
+
+  /**
+   * inboxHistory reads a page of the user's own inbox (§20.11): its stored
+   * direct messages, each verified like a live one, with its position.
+   */
+  async inboxHistory(q = {}) {
+    return this.history(INBOX, q);
   }
 
   /** unsubscribe leaves a channel. */
@@ -451,6 +470,8 @@ export class Client {
         }
         const body = { token: this.token, jwk: this.key.jwk };
         if (this.agreement) body.ekey = this.agreement.jwk;
+        const ib = this.streams.get(INBOX);
+        if (ib && ib.epoch) body.inbox_since = { epoch: ib.epoch, offset: ib.offset }; // §20.11
         this.helloCid = globalThis.crypto.randomUUID(); // the welcome must echo it (§8.3)
         this.sign({ act: 'hello', cid: this.helloCid, body }).then((f) => ws.send(f.frame)).catch((e) => reject(e));
       };
@@ -558,6 +579,7 @@ export class Client {
         if (!this.ring) this.encryptOutgoing = false;
         else if (this.encWanted !== undefined) this.encryptOutgoing = this.encWanted;
         else this.encryptOutgoing = !!this.opts.encryption;
+        this.#onInbox(env);
         this.welcomed = true;
         this.attempt = 0;
         this.#setState('open');
@@ -665,8 +687,28 @@ export class Client {
     this.streams.set(env.ch, { epoch: b.stream.epoch, offset: b.stream.offset, recoverTo: 0 });
   }
 
+  /** onInbox takes the inbox position from a welcome, as #onSubReply does a channel's (§20.11). */
+  #onInbox(env) {
+    const b = env.body || {};
+    const st = this.streams.get(INBOX);
+    const from = st && st.epoch ? { epoch: st.epoch, offset: st.offset } : null;
+    if (!b.inbox || !validPosition(b.inbox)) {
+      this.streams.delete(INBOX);
+      if (b.inbox_recovered === false) this.emit('gap', { ch: null, inbox: true, from, to: null });
+      return;
+    }
+    if (b.inbox_recovered === true && st) {
+      st.recoverTo = b.inbox.offset;
+      st.cid = env.cid;
+      return;
+    }
+    if (b.inbox_recovered === false) this.emit('gap', { ch: null, inbox: true, from, to: { ...b.inbox } });
+    this.streams.set(INBOX, { epoch: b.inbox.epoch, offset: b.inbox.offset, recoverTo: 0 });
+  }
+
   async #onHistory(env) {
-    const st = this.streams.get(env.ch);
+    const key = env.ch || INBOX;
+    const st = this.streams.get(key);
     const frames = env.body && env.body.frames;
     if (!st || st.cid !== env.cid || !(st.recoverTo > st.offset) || !Array.isArray(frames)) {
       this.emit('invalid', { code: 'wrong_session', message: 'a history frame no sub asked for', env });
@@ -674,7 +716,7 @@ export class Client {
     }
     for (const f of frames) {
       try {
-        const { env: d, position } = await this.verifier.verifyStored(f, env.ch);
+        const { env: d, position } = await this.verifier.verifyStored(f, env.ch, env.ch ? {} : { to: this.sub });
         await this.#positioned(d, position, true);
       } catch (e) {
         this.emit('invalid', { code: e.code || 'internal', message: e.message, frame: f });
@@ -698,18 +740,21 @@ export class Client {
 
   /** positioned delivers a deliver frame with a position once, in offset order, reporting gaps first. */
   async #positioned(env, position, stored) {
-    if (!this.channels.has(env.ch)) return;
-    const st = this.streams.get(env.ch) || { epoch: '', offset: 0, recoverTo: 0 };
+    const inbox = env.act === 'direct';
+    const key = inbox ? INBOX : env.ch;
+    if (!inbox && !this.channels.has(env.ch)) return;
+    const st = this.streams.get(key) || { epoch: '', offset: 0, recoverTo: 0 };
     if (stored && (position.epoch !== st.epoch || position.offset !== st.offset + 1 || position.offset > st.recoverTo)) {
       throw new SigilError('wrong_session', `stored frame at ${position.epoch}:${position.offset} does not follow ${st.epoch}:${st.offset}`);
     }
     if (position.epoch === st.epoch && position.offset <= st.offset) return; // a duplicate
     if (position.epoch !== st.epoch || position.offset !== st.offset + 1) {
-      this.emit('gap', { ch: env.ch, from: st.epoch ? { epoch: st.epoch, offset: st.offset } : null, to: { epoch: position.epoch, offset: position.offset - 1 } });
+      const g = { ch: inbox ? null : env.ch, from: st.epoch ? { epoch: st.epoch, offset: st.offset } : null, to: { epoch: position.epoch, offset: position.offset - 1 } };
+      this.emit('gap', inbox ? { ...g, inbox: true } : g);
     }
-    this.streams.set(env.ch, { ...st, epoch: position.epoch, offset: position.offset });
+    this.streams.set(key, { ...st, epoch: position.epoch, offset: position.offset });
     const m = await this.#message(env, position);
-    this.emit('message', m);
+    this.emit(inbox ? 'direct' : 'message', m);
   }
 
   /** message opens a delivery into the object 'message' events carry (verified false on failure). */

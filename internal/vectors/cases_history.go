@@ -39,6 +39,12 @@ func (g *gen) historyVectors() {
 		&protocol.Envelope{Action: protocol.ActHistory, Channel: "rooms.lobby", Body: json.RawMessage(`{"before":10,"after":2}`)}, badRequest)
 	client("client-bad-request-history-limit", "a limit over 1000: bad_request",
 		&protocol.Envelope{Action: protocol.ActHistory, Channel: "rooms.lobby", Body: json.RawMessage(`{"limit":1001}`)}, badRequest)
+	client("client-history-inbox-ok", "a page of the session's own user's inbox: to, no ch (§20.11)",
+		&protocol.Envelope{Action: protocol.ActHistory, To: "alice", Corr: "h-4", Body: json.RawMessage(`{"limit":10}`)}, okc)
+	client("client-history-inbox-forbidden", "another user's inbox is never readable: forbidden",
+		&protocol.Envelope{Action: protocol.ActHistory, To: "bob"}, func(string) Expect { return fail(protocol.CodeForbidden) })
+	client("client-bad-request-history-ch-and-to", "history with both ch and to: bad_request",
+		&protocol.Envelope{Action: protocol.ActHistory, Channel: "rooms.lobby", To: "alice"}, badRequest)
 	client("client-history-forbidden", "the policy grants no history of private channels",
 		&protocol.Envelope{Action: protocol.ActHistory, Channel: "private.ops"}, func(string) Expect { return fail(protocol.CodeForbidden) })
 
@@ -63,8 +69,14 @@ func (g *gen) historyVectors() {
 	delivery("delivery-position-offset-zero", "offset 0 is no publication's", positioned(protocol.ActDeliver, "rooms.lobby", "", db(`,"epoch":"k3Jx0aQ-Tn_5b2Vw","offset":0`)), fail(protocol.CodeBadClaims))
 	delivery("delivery-position-bad-epoch", "an epoch of 65 characters", positioned(protocol.ActDeliver, "rooms.lobby", "", db(`,"epoch":"`+string(make65())+`","offset":1`)), fail(protocol.CodeBadClaims))
 	dm := g.sign(alice, &protocol.Envelope{Action: protocol.ActDM, To: "bob", Body: json.RawMessage(`{"text":"psst"}`)})
-	delivery("delivery-position-on-direct", "a direct frame carries no position",
-		positioned(protocol.ActDirect, "", "bob", `{"frame":"`+dm+`","jwk":`+string(jwk)+`,"sub":"alice","epoch":"k3Jx0aQ-Tn_5b2Vw","offset":1}`), fail(protocol.CodeBadClaims))
+	sd := positioned(protocol.ActDirect, "", "bob", `{"frame":"`+dm+`","jwk":`+string(jwk)+`,"sub":"alice","epoch":"Yb2_inbox-Q7x","offset":7}`)
+	delivery("delivery-position-on-direct-ok", "a direct frame of a dm stored in the recipient's inbox stream carries its position in its signed body (§20.11)", sd,
+		Expect{Result: "ok", Claims: json.RawMessage(claimsOf(sd)), Sender: &ExpectSender{Sub: "alice", Claims: json.RawMessage(claimsOf(dm)), Body: json.RawMessage(`{"text":"psst"}`)}})
+	delivery("delivery-position-on-direct-offset-only", "a direct frame with an offset and no epoch",
+		positioned(protocol.ActDirect, "", "bob", `{"frame":"`+dm+`","jwk":`+string(jwk)+`,"sub":"alice","offset":7}`), fail(protocol.CodeBadClaims))
+	// The history frame that follows a welcome to a hello with inbox_since.
+	ih := g.serverSign(&protocol.Envelope{Action: protocol.ActHistory, Session: cs.SID, Corr: "hello-1", Body: mustJSON(protocol.HistoryBody{Frames: []string{sd}})})
+	g.add(Vector{Name: "server-history-inbox-ok", Kind: "server", Comment: "an inbox history frame: stored direct frames to the session's user, no ch (§20.11)", Client: cs, Frame: ih, Expect: ok(claimsOf(ih), bodyOf(ih))})
 
 	// The history frame that follows a recovering sub's reply.
 	hf := g.serverSign(&protocol.Envelope{Action: protocol.ActHistory, Session: cs.SID, Channel: "rooms.lobby", Corr: "s-1", Body: mustJSON(protocol.HistoryBody{Frames: []string{d}})})

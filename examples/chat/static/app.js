@@ -9,9 +9,11 @@
 // outbox and are sent when it is back, or are marked "not sent". Joining a
 // room shows its recent history (spec §20); its position is kept in
 // sessionStorage so that a reload resumes with since, and a gap that could
-// not be recovered is marked.
+// not be recovered is marked. Direct messages received are kept by the
+// server in the user's inbox (spec §20.11): after a reload they are read
+// back (inboxHistory) into their conversations.
 
-import { Client, b64uDecode } from '/js/sigil.js';
+import { Client, b64uDecode, INBOX } from '/js/sigil.js';
 
 const ROOMS = [
   { ch: 'rooms.lobby', name: 'lobby' },
@@ -106,7 +108,7 @@ function humanError(e, c) {
   const where = c ? (c.kind === 'dm' ? c.peer : `#${c.name}`) : 'there';
   switch (e && e.code) {
     case 'forbidden': return c && c.kind === 'dm' ? 'You may not send direct messages.' : `You may not post in ${where}.`;
-    case 'not_found': return c && c.kind === 'dm' ? `${c.peer} is not online. Direct messages are not stored, so it was not delivered.` : 'Not found.';
+    case 'not_found': return c && c.kind === 'dm' ? `${c.peer} is not online and has never signed in here, so it was not delivered.` : 'Not found.';
     case 'not_connected':
     case 'closed': return 'The connection dropped before the server confirmed it.';
     case 'timeout': return 'The server did not answer in time.';
@@ -182,7 +184,32 @@ async function start(username, password) {
   setupUI();
   show('chat-view');
   await join(ROOMS[0].ch);
+  await loadInbox();
   $('message-input').focus();
+}
+
+const INBOX_LIMIT = 100; // direct messages read back after a (re)load
+
+// loadInbox shows the direct messages the server keeps for this user
+// (spec §20.11), for example after a page reload: each verified by the
+// client as a live one, in the conversation with its sender, before what
+// arrived live meanwhile, once each.
+async function loadInbox() {
+  if (!client.streams.has(INBOX)) return; // the server keeps no inbox
+  let page;
+  try {
+    page = await client.inboxHistory({ limit: INBOX_LIMIT });
+  } catch (e) {
+    toast(`Your direct messages could not be read: ${humanError(e)}`, 'error');
+    return;
+  }
+  const byPeer = new Map();
+  for (const m of page.messages) {
+    if (!byPeer.has(m.from)) byPeer.set(m.from, []);
+    byPeer.get(m.from).push({ ...m, direct: true });
+  }
+  for (const [peer, msgs] of byPeer) showHistory(dmKey(peer), msgs);
+  if (byPeer.size) renderDMs();
 }
 
 // ---- client events -------------------------------------------------------------
@@ -195,7 +222,11 @@ function wire(c) {
   // A gap the client could not recover (spec §20.3, §20.4): marked where it
   // is, never skipped silently. During a join it is placed among the
   // history the join reads (joinGaps).
-  c.on('gap', ({ ch, from, to }) => {
+  c.on('gap', ({ ch, from, to, inbox }) => {
+    if (inbox) {
+      toast('Some direct messages sent to you while you were away could not be recovered.', 'error');
+      return;
+    }
     if (to && convs.has(ch)) savePosition(ch, to);
     if (joinGaps.has(ch)) joinGaps.set(ch, { from });
     else if (convs.has(ch)) push(conv(ch), gapMarker(), { count: false });
@@ -628,7 +659,7 @@ function renderMessages() {
   const c = conv(active);
   const list = c.messages;
   if (list.length === 0) {
-    const hint = c.kind === 'dm' ? `This is the start of your conversation with ${c.peer}. Direct messages are not stored: they reach ${c.peer}'s open sessions only.` : joined.has(active) ? 'No messages yet. Say hello!' : '';
+    const hint = c.kind === 'dm' ? `This is the start of your conversation with ${c.peer}. ${c.peer} receives your direct messages now, or when back online (the server keeps the last 100 for a week).` : joined.has(active) ? 'No messages yet. Say hello!' : '';
     ol.append(el('li', 'empty', hint));
   }
   for (const m of list) appendMessage(m, false);
@@ -785,7 +816,7 @@ function statusText(m) {
   switch (m.state) {
     case 'queued': return 'Waiting for the connection — it will be sent when it is back';
     case 'sending': return 'Sending…';
-    case 'sent': return m.directSent ? `Delivered to ${m.to}'s open sessions` : 'Sent';
+    case 'sent': return m.directSent ? `Delivered to ${m.to}, or kept until ${m.to} is back` : 'Sent';
     case 'failed': return m.reason || 'Not sent';
     default: return '';
   }
