@@ -265,7 +265,7 @@ func (s *Server) readRecovery(name string, lim protocol.HistoryLimits, since *pr
 // stream of d.To: the direct frame of d, with its position.
 func (h *hub) signDirect(d *DirectMessage) func(protocol.Position) ([]byte, error) {
 	return func(pos protocol.Position) ([]byte, error) {
-		db := protocol.DeliverBody{Frame: string(d.Frame), JWK: d.SenderJWK, Sub: d.Sender, Epoch: pos.Epoch, Offset: pos.Offset}
+		db := protocol.DeliverBody{Frame: string(d.Frame), JWK: d.SenderJWK, Sub: d.Sender, Epoch: pos.Epoch, Offset: pos.Offset, LogIndex: d.LogIndex}
 		return h.s.keys().signer.SignBody(&protocol.Envelope{Action: protocol.ActDirect, To: d.To}, db)
 	}
 }
