@@ -31,8 +31,8 @@ func TestBench(t *testing.T) {
 	if rep.VerifyNs <= 0 || rep.SignNs <= 0 || rep.FrameSize <= 0 {
 		t.Fatalf("baselines not measured: %+v", rep)
 	}
-	if len(rep.Rows) != 7 {
-		t.Fatalf("%d rows, want the issue's 7: %+v", len(rep.Rows), rep.Rows)
+	if len(rep.Rows) != 8 {
+		t.Fatalf("%d rows, want the issue's 7 and history on: %+v", len(rep.Rows), rep.Rows)
 	}
 	for _, r := range rep.Rows {
 		if r.Value <= 0 && !strings.HasPrefix(r.Name, "idle CPU") {
