@@ -302,7 +302,7 @@ func (c *conn) close(code protocol.CloseCode, reason string, drain bool) {
 		c.held = false
 		c.mu.Unlock()
 		if start {
-			go c.writeLoop()
+			c.startWriter()
 		}
 		return
 	}
@@ -363,7 +363,7 @@ func (c *conn) pushLocked(fs ...outFrame) bool {
 	c.writing = true
 	c.mu.Unlock()
 	if start {
-		go c.writeLoop()
+		c.startWriter()
 	}
 	return true
 }
@@ -529,7 +529,7 @@ func (c *conn) abort(ref *protocol.Envelope, pe *protocol.Error, code protocol.C
 	c.writing, c.held = true, false
 	c.mu.Unlock()
 	if start {
-		go c.writeLoop()
+		c.startWriter()
 	}
 }
 
@@ -552,7 +552,7 @@ func (c *conn) release() {
 	c.held = false
 	c.mu.Unlock()
 	if start {
-		go c.writeLoop()
+		c.startWriter()
 	}
 }
 

@@ -35,6 +35,10 @@ type hub struct {
 	users    map[string]map[*conn]struct{}
 	channels map[string]*channel
 
+	// writers hands a session with frames to write to a writer goroutine
+	// waiting for one (conn_write.go); unbuffered.
+	writers chan *conn
+
 	leftMu sync.Mutex
 	left   map[Topic]struct{} // topics whose broker Unsubscribe failed
 	rotate map[string]uint64  // channels whose key rotation failed: the version to rotate from
@@ -48,7 +52,7 @@ type channel struct {
 }
 
 func newHub(s *Server) *hub {
-	return &hub{s: s, seed: maphash.MakeSeed(), all: map[*conn]struct{}{}, users: map[string]map[*conn]struct{}{},
+	return &hub{s: s, seed: maphash.MakeSeed(), writers: make(chan *conn), all: map[*conn]struct{}{}, users: map[string]map[*conn]struct{}{},
 		channels: map[string]*channel{}, left: map[Topic]struct{}{}, rotate: map[string]uint64{}}
 }
 
