@@ -109,12 +109,13 @@ func (f *flushConn) writeOnceLocked(p []byte) (int, error) {
 }
 
 // tryWrite makes the writes until endTry ones that do not block; it
-// reports false if this socket cannot write so.
+// reports false if this socket cannot write so, or if another write holds
+// it (a pong gorilla writes from the reader goroutine, which may wait for
+// a full socket): the caller, which holds conn.mu, must not wait for it.
 func (f *flushConn) tryWrite() bool {
-	if f.raw == nil {
+	if f.raw == nil || !f.mu.TryLock() {
 		return false
 	}
-	f.mu.Lock()
 	f.try = true
 	// No deadline: nothing waits. The writer arms one again.
 	if !f.armed.IsZero() && f.err == nil {

@@ -240,3 +240,28 @@ func TestDeliverPartialWriteKeepsOrder(t *testing.T) {
 		return !c.writing && !fc.hasRest()
 	})
 }
+
+// A delivery to a session whose socket another write holds (a pong
+// that waits for a full socket) is queued for the writer goroutine: the
+// delivering goroutine, which holds the session's lock, does not wait.
+func TestDeliverDoesNotWaitForABusySocket(t *testing.T) {
+	c, fc, cl := deliverPair(t)
+	fc.mu.Lock() // the other write
+	done := make(chan bool, 1)
+	go func() { done <- c.deliverIn("ch", outFrame{data: []byte("queued")}) }()
+	select {
+	case ok := <-done:
+		if !ok {
+			fc.mu.Unlock()
+			t.Fatal("not delivered")
+		}
+	case <-time.After(sigiltest.WaitLimit): // a safety limit, not the assertion
+		fc.mu.Unlock()
+		t.Fatal("the delivery waited for the socket's other write")
+	}
+	fc.mu.Unlock()
+	_ = cl.SetReadDeadline(time.Now().Add(sigiltest.WaitLimit))
+	if _, data, err := cl.ReadMessage(); err != nil || string(data) != "queued" {
+		t.Fatalf("read %q %v", data, err)
+	}
+}
