@@ -388,7 +388,7 @@ func (b *bench) run(ctx context.Context) (*benchReport, error) {
 		rep.add(fmt.Sprintf("publish→deliver p99 at %d msg/s", b.f.rate), fixed.p99Ns/1e3, "µs", fixed.p99Ns/(fixed.relayP99Ns+v), "relay p99 + raw verify", "≤ 2×")
 		// Not one of the issue's rows: how long the server was ready to
 		// run but its core ran something else, which the p99 includes.
-		rep.add(fmt.Sprintf("server's wait for its CPU during the %d msg/s row (other processes on its core)", b.f.rate), fixed.waitMsPerS, "ms/s", 0, "", "")
+		rep.add(fmt.Sprintf("server's wait for its CPU during the %d msg/s row (its threads' run-queue wait, summed)", b.f.rate), fixed.waitMsPerS, "ms/s", 0, "", "")
 	}
 	if b.rows["hist"] {
 		// Not one of the issue's rows: with history, every publish is
@@ -727,8 +727,9 @@ func procCPU(pid int) (time.Duration, error) {
 }
 
 // procWait returns how long process pid's threads have been runnable but
-// waiting for a CPU (the second field of /proc/PID/task/*/schedstat): the
-// time other processes on its core took from it. Zero without schedstat.
+// waiting for a CPU (the second field of /proc/PID/task/*/schedstat),
+// summed over its threads: the time other processes on its core (and its
+// own threads, one another) took from it. Zero without schedstat.
 func procWait(pid int) time.Duration {
 	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/schedstat", pid))
 	var sum time.Duration
