@@ -306,7 +306,7 @@ func (c *conn) close(code protocol.CloseCode, reason string, drain bool) {
 		c.held = false
 		c.mu.Unlock()
 		if start {
-			go c.writeLoop()
+			c.startWriter()
 		}
 		return
 	}
@@ -367,7 +367,7 @@ func (c *conn) pushLocked(fs ...outFrame) bool {
 	c.writing = true
 	c.mu.Unlock()
 	if start {
-		go c.writeLoop()
+		c.startWriter()
 	}
 	return true
 }
@@ -411,74 +411,6 @@ func (c *conn) dropHold(ch string) {
 	c.mu.Lock()
 	delete(c.holds, ch)
 	c.mu.Unlock()
-}
-
-// writeLoop drains the queue and exits when it is empty. Frames queued
-// together are written as one batch: with a flushConn under gorilla, in
-// one write to the socket.
-func (c *conn) writeLoop() {
-	var batch []outFrame
-	fc, _ := c.ws.NetConn().(*flushConn)
-	for {
-		c.mu.Lock()
-		if len(c.queue) == 0 {
-			c.writing = false
-			code, msg := c.closeCode, c.closeMsg
-			c.closeCode = 0
-			c.queue = nil
-			c.mu.Unlock()
-			if code != 0 {
-				c.sendClose(code, msg)
-			}
-			return
-		}
-		batch, c.queue = c.queue, batch[:0]
-		c.mu.Unlock()
-		if err := c.writeBatch(fc, batch); err != nil {
-			c.mu.Lock()
-			c.closed = true
-			c.writing = false
-			c.queue = nil
-			c.mu.Unlock()
-			_ = c.ws.NetConn().Close()
-			c.signalCloseSent()
-			return
-		}
-	}
-}
-
-// writeBatch writes frames under one deadline, gathered into one socket
-// write when there are several (and fc is not nil), and clears them.
-func (c *conn) writeBatch(fc *flushConn, frames []outFrame) error {
-	deadline := time.Now().Add(c.srv.cfg.WriteTimeout)
-	_ = c.ws.SetWriteDeadline(deadline)
-	gather := fc != nil && len(frames) > 1
-	if gather {
-		fc.gather()
-	}
-	var err error
-	for i, f := range frames {
-		if err == nil {
-			switch {
-			case f.pm != nil:
-				err = c.ws.WritePreparedMessage(f.pm)
-			case f.ping:
-				err = c.ws.WriteControl(websocket.PingMessage, nil, deadline)
-			default:
-				err = c.ws.WriteMessage(websocket.TextMessage, f.data)
-			}
-			if err == nil && gather && fc.full() {
-				err = fc.flush(true)
-			}
-		}
-		frames[i] = outFrame{}
-	}
-	if gather {
-		if ferr := fc.flush(false); err == nil {
-			err = ferr
-		}
-	}
-	return err
 }
 
 // sendSigned signs env (with body v) for this session and queues it.
@@ -533,7 +465,7 @@ func (c *conn) abort(ref *protocol.Envelope, pe *protocol.Error, code protocol.C
 	c.writing, c.held = true, false
 	c.mu.Unlock()
 	if start {
-		go c.writeLoop()
+		c.startWriter()
 	}
 }
 
@@ -556,7 +488,7 @@ func (c *conn) release() {
 	c.held = false
 	c.mu.Unlock()
 	if start {
-		go c.writeLoop()
+		c.startWriter()
 	}
 }
 

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"net/http"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/sigil-ws/sigil/internal/sigiltest"
 )
 
 // countingConn counts the writes and write-deadline changes that reach a
@@ -137,5 +139,129 @@ func TestWriteDeadlineNotPerFrame(t *testing.T) {
 	// of writing, however slow the machine.
 	if d, most := cc.deadlines.Load(), 1+int64(time.Since(start)/time.Second); d > most {
 		t.Fatalf("%d deadline changes for %d frames", d, n)
+	}
+}
+
+// deliverPair is batchPair with what deliverIn needs: a hub to hand the
+// writer goroutine to, a queue, and the session subscribed to "ch".
+func deliverPair(t *testing.T) (*conn, *flushConn, *websocket.Conn) {
+	t.Helper()
+	c, fc, _, cl := batchPair(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	c.srv.ctx = ctx
+	c.srv.cfg.SendQueue = 1000
+	c.srv.cfg.WriteTimeout = sigiltest.WaitLimit // a safety limit: the test reads everything
+	c.srv.hub = &hub{s: c.srv, writers: make(chan *conn)}
+	c.channels = map[string]struct{}{"ch": {}}
+	return c, fc, cl
+}
+
+// A fan-out frame for a session whose writer is idle is written by the
+// delivering goroutine at once: no writer goroutine is left busy, and the
+// peer reads it.
+func TestDeliverWritesAtOnce(t *testing.T) {
+	c, _, cl := deliverPair(t)
+	pm, err := websocket.NewPreparedMessage(websocket.TextMessage, []byte("shared"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, f := range []outFrame{{pm: pm}, {data: []byte("own")}} {
+		if !c.deliverIn("ch", f) {
+			t.Fatalf("frame %d not delivered", i)
+		}
+		c.mu.Lock()
+		writing, queued := c.writing, len(c.queue)
+		c.mu.Unlock()
+		if writing || queued != 0 {
+			t.Fatalf("frame %d: writing %v, %d queued: it was not written at once", i, writing, queued)
+		}
+	}
+	_ = cl.SetReadDeadline(time.Now().Add(sigiltest.WaitLimit))
+	for _, want := range []string{"shared", "own"} {
+		if _, data, err := cl.ReadMessage(); err != nil || string(data) != want {
+			t.Fatalf("read %q %v, want %q", data, err, want)
+		}
+	}
+	if c.deliverIn("other", outFrame{data: []byte("x")}) {
+		t.Fatal("a frame of a channel the session is not in was delivered")
+	}
+}
+
+// A peer that does not read fills its socket: the writes that do not
+// block leave the rest to the writer goroutine, the delivering goroutine
+// never waits, and the peer then reads every frame intact and in order.
+func TestDeliverPartialWriteKeepsOrder(t *testing.T) {
+	c, fc, cl := deliverPair(t)
+	// Small socket buffers on both sides, so that they fill at once.
+	if err := fc.Conn.(*countingConn).Conn.(*net.TCPConn).SetWriteBuffer(32 << 10); err != nil {
+		t.Fatal(err)
+	}
+	if err := cl.NetConn().(*net.TCPConn).SetReadBuffer(32 << 10); err != nil {
+		t.Fatal(err)
+	}
+	const n = 40
+	var want []string
+	for i := range n {
+		msg := fmt.Sprintf("frame %d %s", i, strings.Repeat(string(rune('a'+i%26)), 16<<10))
+		f := outFrame{data: []byte(msg)}
+		if i%2 == 0 {
+			pm, err := websocket.NewPreparedMessage(websocket.TextMessage, []byte(msg))
+			if err != nil {
+				t.Fatal(err)
+			}
+			f = outFrame{pm: pm}
+		}
+		if !c.deliverIn("ch", f) {
+			t.Fatalf("frame %d not delivered", i)
+		}
+		want = append(want, msg)
+	}
+	// The socket cannot have taken 640 KiB: the writer has the rest.
+	c.mu.Lock()
+	writing := c.writing
+	c.mu.Unlock()
+	if !writing {
+		t.Fatal("all 40 frames were written to a peer that does not read")
+	}
+	_ = cl.SetReadDeadline(time.Now().Add(sigiltest.WaitLimit))
+	for i, w := range want {
+		_, data, err := cl.ReadMessage()
+		if err != nil {
+			t.Fatalf("frame %d: %v", i, err)
+		}
+		if string(data) != w {
+			t.Fatalf("frame %d: %.20q…, want %.20q…", i, data, w)
+		}
+	}
+	sigiltest.Eventually(t, "the writer goes idle", func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return !c.writing && !fc.hasRest()
+	})
+}
+
+// A delivery to a session whose socket another write holds (a pong
+// that waits for a full socket) is queued for the writer goroutine: the
+// delivering goroutine, which holds the session's lock, does not wait.
+func TestDeliverDoesNotWaitForABusySocket(t *testing.T) {
+	c, fc, cl := deliverPair(t)
+	fc.mu.Lock() // the other write
+	done := make(chan bool, 1)
+	go func() { done <- c.deliverIn("ch", outFrame{data: []byte("queued")}) }()
+	select {
+	case ok := <-done:
+		if !ok {
+			fc.mu.Unlock()
+			t.Fatal("not delivered")
+		}
+	case <-time.After(sigiltest.WaitLimit): // a safety limit, not the assertion
+		fc.mu.Unlock()
+		t.Fatal("the delivery waited for the socket's other write")
+	}
+	fc.mu.Unlock()
+	_ = cl.SetReadDeadline(time.Now().Add(sigiltest.WaitLimit))
+	if _, data, err := cl.ReadMessage(); err != nil || string(data) != "queued" {
+		t.Fatalf("read %q %v", data, err)
 	}
 }

@@ -128,16 +128,21 @@
 // reader goroutine, which runs the verification pipeline and the action
 // handlers (including application handlers registered with Handle) in
 // order; a slow handler delays only its own connection. Writes go through a
-// bounded per-connection queue drained by a writer goroutine that exists
-// only while the queue is not empty, so idle sessions cost one goroutine.
-// The writer takes the whole queue at a time and, under gorilla, the frames
-// of one batch reach the socket in one write, with the socket's write
-// deadline re-armed about once per WriteTimeout/4 rather than per frame
-// (conn_write.go). The sweeper touches only the sessions with a duty due
-// (an expiry warning or an expiry, from a heap; a keepalive ping, from a
-// timing wheel with a slot per SweepInterval, O(1) a ping; schedule.go);
-// pings are spread over PingInterval instead of sent to every session at
-// once.
+// bounded per-connection queue drained by a writer goroutine that is busy
+// only while the queue is not empty, so idle sessions cost one goroutine;
+// a writer that drained its queue waits a second to be handed another
+// session before it exits, so that a fan-out reuses goroutines. The writer
+// takes the whole queue at a time and, under gorilla, the frames of one
+// batch reach the socket in one write, with the socket's write deadline
+// re-armed about once per WriteTimeout/4 rather than per frame. A channel's
+// fan-out frame for a session whose writer is idle is written by the
+// delivering goroutine itself, with one write that does not block; what
+// the socket does not take goes to the writer, ahead of anything else, so
+// a slow subscriber never holds up a fan-out (conn_write.go). The sweeper
+// touches only the sessions with a duty due (an expiry warning or an
+// expiry, from a heap; a keepalive ping, from a timing wheel with a slot
+// per SweepInterval, O(1) a ping; schedule.go); pings are spread over
+// PingInterval instead of sent to every session at once.
 // Lock order: Server.mu (sessions) → a hub topic lock → hub.mu → conn.mu.
 // No lock is held while writing to a socket or calling a store or handler,
 // but for a topic lock: the broker and the presence are called under one

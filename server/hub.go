@@ -35,6 +35,10 @@ type hub struct {
 	users    map[string]map[*conn]struct{}
 	channels map[string]*channel
 
+	// writers hands a session with frames to write to a writer goroutine
+	// waiting for one (conn_write.go); unbuffered.
+	writers chan *conn
+
 	leftMu sync.Mutex
 	left   map[Topic]struct{} // topics whose broker Unsubscribe failed
 	rotate map[string]uint64  // channels whose key rotation failed: the version to rotate from
@@ -48,7 +52,7 @@ type channel struct {
 }
 
 func newHub(s *Server) *hub {
-	return &hub{s: s, seed: maphash.MakeSeed(), all: map[*conn]struct{}{}, users: map[string]map[*conn]struct{}{},
+	return &hub{s: s, seed: maphash.MakeSeed(), writers: make(chan *conn), all: map[*conn]struct{}{}, users: map[string]map[*conn]struct{}{},
 		channels: map[string]*channel{}, left: map[Topic]struct{}{}, rotate: map[string]uint64{}}
 }
 
@@ -554,26 +558,41 @@ func (h *hub) HandlePublication(p *Publication) {
 	switch {
 	case p.Channel != nil:
 		// One subscriber here: the frame as is; more: one
-		// PreparedMessage shared by all.
-		n := 0
+		// PreparedMessage shared by all. The subscribers are listed
+		// under the hub's lock and written to after it, as deliverIn
+		// may write: a fan-out does not hold up the hub.
 		h.mu.RLock()
-		if ch := h.channels[p.Channel.Channel]; ch != nil {
-			f := outFrame{data: p.Channel.Frame, off: p.Channel.Offset}
-			if len(ch.subs) > 1 {
-				pm, err := websocket.NewPreparedMessage(websocket.TextMessage, p.Channel.Frame)
-				if err != nil {
-					h.mu.RUnlock()
-					return
-				}
-				f = outFrame{pm: pm, off: p.Channel.Offset}
-			}
-			for c := range ch.subs {
-				if c.enqueueIn(ch.name, f) {
-					n++
-				}
-			}
+		ch := h.channels[p.Channel.Channel]
+		if ch == nil {
+			h.mu.RUnlock()
+			return
+		}
+		name := ch.name
+		lp := fanoutPool.Get().(*[]*conn)
+		subs := (*lp)[:0]
+		for c := range ch.subs {
+			subs = append(subs, c)
 		}
 		h.mu.RUnlock()
+		f := outFrame{data: p.Channel.Frame, off: p.Channel.Offset}
+		if len(subs) > 1 {
+			pm, err := websocket.NewPreparedMessage(websocket.TextMessage, p.Channel.Frame)
+			if err != nil {
+				return
+			}
+			f = outFrame{pm: pm, off: p.Channel.Offset}
+		}
+		n := 0
+		for i, c := range subs {
+			if c.deliverIn(name, f) {
+				n++
+			}
+			subs[i] = nil
+		}
+		*lp = subs[:0]
+		if cap(subs) <= 1<<16 {
+			fanoutPool.Put(lp)
+		}
 		h.s.m.deliveries.Add(float64(n))
 	case p.Key != nil:
 		h.installKey(p.Key)
@@ -591,6 +610,10 @@ func (h *hub) HandlePublication(p *Publication) {
 		h.deliverDirect(p.Direct, targets)
 	}
 }
+
+// fanoutPool holds the lists of a channel's subscribers that
+// HandlePublication writes to.
+var fanoutPool = sync.Pool{New: func() any { s := make([]*conn, 0, 64); return &s }}
 
 func (h *hub) deliverDirect(d *DirectMessage, targets []*conn) {
 	signer := h.s.keys().signer
