@@ -44,7 +44,7 @@ log="$(mktemp)"
 set +e
 node --test --test-concurrency=1 \
   test/vectors.test.mjs test/strictjson.test.mjs test/jose-cross.test.mjs test/handshake.test.mjs \
-  test/grants.test.mjs test/cross.test.mjs test/history.test.mjs test/inbox.test.mjs test/cluster.test.mjs test/browser.test.mjs test/browser-lifetime.test.mjs test/chat.test.mjs test/chat-history.test.mjs test/chat-dm-history.test.mjs >"$log" 2>&1
+  test/grants.test.mjs test/cross.test.mjs test/history.test.mjs test/inbox.test.mjs test/inbox-late.test.mjs test/cluster.test.mjs test/browser.test.mjs test/browser-lifetime.test.mjs test/chat.test.mjs test/chat-history.test.mjs test/chat-dm-history.test.mjs >"$log" 2>&1
 status=$?
 set -e
 grep -E '^# (tests|suites|pass|fail|cancelled|skipped|todo|duration_ms) |sigil vectors|^not ok' "$log" || true

@@ -488,11 +488,15 @@ export class FrameVerifier {
    * inbox, §20.11). No freshness or id replay: the caller places it by its
    * position. Returns {env, position}.
    */
-  async verifyStored(frame, ch, { to } = {}) {
+  async verifyStored(frame, ch, { to, late = false } = {}) {
     const form = checkForm(frame, this.maxFrame, TYP_SERVER);
     const key = this.keys.get(form.hdr.kid);
     if (!key) fail('unknown_key', `kid ${JSON.stringify(form.hdr.kid)} is not in the server's JWKS`);
     const env = envOrBadClaims(await verifySignature(form, key), false);
+    if (late && env.act === 'direct') {
+      to = this.sub; // verifyLate of a direct frame: the client's own inbox
+      if (!to) fail('wrong_session', 'a direct frame for no known user', env.id);
+    }
     if (to !== undefined) {
       // A stored direct frame of the user's inbox (§20.11).
       if (env.act !== 'direct' || !to || env.to !== to || 'ch' in env || 'sid' in env || 'cid' in env) {
@@ -504,6 +508,18 @@ export class FrameVerifier {
     const position = deliveryPosition(env);
     if (!position) fail('bad_claims', 'a stored frame has no position', env.id);
     return { env, position };
+  }
+
+  /**
+   * verifyLate is verifyStored for a live frame that failed verify only
+   * for being stale: a deliver frame of any channel, or a direct frame to
+   * this.sub. The caller takes it only if its position is the next one of
+   * the channel's stream or of the inbox (§20.4, §20.11): a frame queued
+   * behind a long recovery is old when it arrives, and its position, not
+   * its age, shows that it is no replay.
+   */
+  async verifyLate(frame) {
+    return this.verifyStored(frame, null, { late: true });
   }
 
   /** remember records a server frame id as received at ts. */

@@ -23,6 +23,8 @@
 // resumes its inbox after the last one on every reconnect (hello
 // inbox_since), and opts.inboxSince resumes a position saved across page
 // loads. A gap is a 'gap' event with inbox: true; inboxHistory() pages it.
+// A live direct frame that arrives stale (queued behind a long recovery) is
+// taken if it carries the inbox's next offset, as a channel's deliver is.
 //
 // Concurrency: one Client per session. Sends are serialized internally, so
 // seq order equals wire order.
@@ -724,15 +726,19 @@ export class Client {
     }
   }
 
-  /** late takes a deliver frame that failed only for being stale if it carries the next position (§20.4). */
+  /**
+   * late takes a deliver frame, or a direct frame to this user, that failed
+   * only for being stale if it carries the next position of its channel's
+   * stream or of the inbox (§20.4, §20.11).
+   */
   async #late(data) {
     let r;
     try {
-      r = await this.verifier.verifyStored(data, null);
+      r = await this.verifier.verifyLate(data);
     } catch {
       return false;
     }
-    const st = this.streams.get(r.env.ch);
+    const st = this.streams.get(r.env.act === 'direct' ? INBOX : r.env.ch);
     if (!st || st.recoverTo > st.offset || r.position.epoch !== st.epoch || r.position.offset !== st.offset + 1) return false;
     await this.#positioned(r.env, r.position, false);
     return true;

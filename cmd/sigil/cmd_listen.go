@@ -14,17 +14,33 @@ import (
 	"github.com/sigil-ws/sigil/protocol"
 )
 
-// runListen implements "sigil listen [--json] [--since FILE] CHANNEL": it
-// prints every verified message of the channel — the sender (verified end
-// to end), the time and the body — until interrupted. With --since, it
-// resumes after the position saved in FILE (spec.md §20), if any, and
-// saves the position of each message it printed there.
+// inboxArg is the argument of listen that names the user's own inbox
+// rather than a channel: "@", as the policy's inbox pattern (spec.md
+// §20.11); no channel name holds "@".
+const inboxArg = protocol.InboxPattern
+
+// runListen implements "sigil listen [--json] [--since FILE] CHANNEL|@": it
+// prints every verified message of the channel, or with "@" every direct
+// message to the user (the sender, verified end to end, the time and the
+// body) until interrupted. With --since, it resumes after the
+// position saved in FILE (spec.md §20; for "@" the inbox's, §20.11), if
+// any, and saves the position of each message it printed there. What
+// could not be recovered is reported on stderr.
 func runListen(ctx context.Context, args []string, stdout io.Writer) error {
-	fs := newFlagSet("listen", "[flags] CHANNEL", `
+	return listen(ctx, args, stdout, os.Stderr)
+}
+
+// listen is runListen with its stderr.
+func listen(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("listen", "[flags] CHANNEL\n[flags] @", `
 Prints every message of CHANNEL, verified end to end (the sender's own
-signature), until interrupted or --count messages; --json prints one
-record per line with the server's signed delivery as evidence, for sigil
-verify.`)
+signature), until interrupted or --count messages; with @ instead of a
+channel, every direct message sent to you. --json prints one record per
+line with the server's signed delivery as evidence, for sigil verify.
+--since FILE keeps the position of the last message printed in FILE
+(one file per channel, and one for @) and resumes after it: messages
+sent meanwhile come first, in order, once; those the server no longer
+has are reported on stderr.`)
 	file := fs.String("credentials", defaultCredentialsPath(), "credentials file written by sigil login")
 	asJSON := fs.Bool("json", false, "print one JSON object per message")
 	encrypt := fs.Bool("encrypt", false, "ask for body encryption (spec.md §11)")
@@ -35,36 +51,63 @@ verify.`)
 		return err
 	}
 	if fs.NArg() != 1 || *count < 0 {
-		return badUsage(fs, "listen takes one CHANNEL and a --count of 0 or more")
+		return badUsage(fs, "listen takes one CHANNEL (or @ for your direct messages) and a --count of 0 or more")
 	}
-	opts := []client.SubscribeOption{client.OnGap(func(g client.Gap) {
-		fmt.Fprintf(os.Stderr, "sigil listen: %s: messages between %v and %v could not be recovered\n", g.Channel, g.From, g.To)
-	})}
+	inbox := fs.Arg(0) == inboxArg
+	what := fs.Arg(0)
+	if inbox {
+		what = "your direct messages"
+	}
+	gap := func(g client.Gap) {
+		fmt.Fprintf(stderr, "sigil listen: %s: messages between %v and %v could not be recovered\n", what, g.From, g.To)
+	}
+	var pos client.Position
 	if *since != "" {
-		pos, err := readPosition(*since)
-		if err != nil {
+		var err error
+		if pos, err = readPosition(*since); err != nil {
 			return fmt.Errorf("--since: %w", err)
 		}
-		if !pos.IsZero() {
-			opts = append(opts, client.Since(pos))
-		}
+	}
+	var set []func(*client.Options)
+	if inbox {
+		// With InboxSince, Dial opens the inbox itself (no OnGap then):
+		// its gap comes to OnError.
+		set = append(set, func(o *client.Options) {
+			if !pos.IsZero() {
+				o.InboxSince = &pos
+			}
+			o.OnError = func(err error) {
+				if ge := (*client.GapError)(nil); errors.As(err, &ge) {
+					gap(ge.Gap)
+				}
+			}
+		})
 	}
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt)
 	defer stop()
 	dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	c, done, err := dialStored(dctx, *file, *encrypt, *insecure)
+	c, done, err := dialStored(dctx, *file, *encrypt, *insecure, set...)
 	if err != nil {
 		cancel()
 		return err
 	}
 	defer done()
-	sub, err := c.Subscribe(dctx, fs.Arg(0), opts...)
+	var sub *client.Subscription
+	if inbox {
+		sub = c.Inbox(client.OnGap(gap))
+	} else {
+		opts := []client.SubscribeOption{client.OnGap(gap)}
+		if !pos.IsZero() {
+			opts = append(opts, client.Since(pos))
+		}
+		sub, err = c.Subscribe(dctx, fs.Arg(0), opts...)
+	}
 	cancel()
 	if err != nil {
 		return err
 	}
 	// Scripts wait for this line before they send (stdout has only messages).
-	fmt.Fprintf(os.Stderr, "sigil: listening to %s as %s (Ctrl-C to stop)\n", fs.Arg(0), c.Token().Subject)
+	fmt.Fprintf(stderr, "sigil: listening to %s as %s (Ctrl-C to stop)\n", what, c.Token().Subject)
 	enc := json.NewEncoder(stdout)
 	for n := 0; *count == 0 || n < *count; n++ {
 		m, err := sub.Next(ctx)
@@ -139,7 +182,8 @@ func writePosition(file string, p client.Position) error {
 }
 
 type listenJSON struct {
-	Channel   string          `json:"channel"`
+	Channel   string          `json:"channel,omitempty"` // a publication's
+	To        string          `json:"to,omitempty"`      // a direct message's recipient
 	From      string          `json:"from"`
 	Server    bool            `json:"server,omitempty"`
 	ID        string          `json:"id"`
@@ -148,7 +192,8 @@ type listenJSON struct {
 	Encrypted bool            `json:"encrypted,omitempty"`
 	Verified  bool            `json:"verified"`
 	// Position is the message's place in the channel's stream, for a
-	// channel with history (spec.md §20).
+	// channel with history (spec.md §20), or in the user's inbox for a
+	// stored direct message (§20.11).
 	Position *client.Position `json:"position,omitempty"`
 	// LogIndex is the message's entry in the server's audit log, when the
 	// log is synchronous (spec.md §21.3): sigil audit prove --index.
@@ -159,7 +204,7 @@ type listenJSON struct {
 }
 
 func listenRecord(m *client.Message) listenJSON {
-	r := listenJSON{Channel: m.Channel, From: m.From, Server: m.FromServer, ID: m.ID, Time: m.Time.UTC(),
+	r := listenJSON{Channel: m.Channel, To: m.To, From: m.From, Server: m.FromServer, ID: m.ID, Time: m.Time.UTC(),
 		Body: m.Body, Encrypted: m.Encrypted, Verified: true, Evidence: string(m.Delivery)}
 	if p := m.Position(); !p.IsZero() {
 		r.Position = &p

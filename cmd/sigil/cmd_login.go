@@ -172,18 +172,23 @@ func loadCredentials(path string, now time.Time) (*credentials, client.Login, er
 }
 
 // dialStored connects with a session of its own, minted from the stored
-// login: any number of commands may do so at once.
-func dialStored(ctx context.Context, path string, encrypt, insecure bool) (*client.Client, func(), error) {
+// login: any number of commands may do so at once. set, if any, adds to
+// the options.
+func dialStored(ctx context.Context, path string, encrypt, insecure bool, set ...func(*client.Options)) (*client.Client, func(), error) {
 	cr, l, err := loadCredentials(path, time.Now())
 	if err != nil {
 		return nil, nil, err
 	}
-	c, err := client.Dial(ctx, cr.Server, &client.Options{
+	o := &client.Options{
 		Tokens:                 client.LoginSessions(l),
 		Encrypt:                encrypt,
 		HTTPClient:             cliHTTPClient(),
 		InsecureAllowPlaintext: insecure,
-	})
+	}
+	for _, f := range set {
+		f(o)
+	}
+	c, err := client.Dial(ctx, cr.Server, o)
 	if err != nil {
 		return nil, nil, loginHint(err)
 	}

@@ -154,6 +154,8 @@ func recordMismatch(rec *listenJSON, ev *protocol.Evidence) string {
 		return "from"
 	case rec.Channel != m.Channel:
 		return "channel"
+	case rec.To != m.To:
+		return "to"
 	case rec.ID != m.ID:
 		return "id"
 	case !rec.Time.Equal(m.Time()):

@@ -94,7 +94,7 @@ func usage(w io.Writer) {
   sigil user remove [--users F] NAME
   sigil login --server URL --user NAME       (asks for the password; from a pipe: its first line)
   sigil send [--encrypt] CHANNEL MESSAGE | sigil send --stdin CHANNEL
-  sigil listen [--json] [--encrypt] [--count N] CHANNEL
+  sigil listen [--json] [--encrypt] [--count N] [--since FILE] CHANNEL|@   (@: your direct messages)
   sigil verify --jwks FILE|URL [--json] [FRAME-FILE]   verify a delivery offline (frames from listen --json)
   sigil verify --jwks FILE|URL --token T --key JWK-FILE [--json] [FRAME-FILE]   a client frame and its token
   sigil audit verify|prove|check-proof|export ...   the audit log, offline ("sigil audit -h")
