@@ -3,7 +3,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import WebSocket from 'ws';
-import { startDemo } from './server.mjs';
+import { startDemo, eventually } from './server.mjs';
 import { Client } from '../sigil.js';
 
 let srv;
@@ -14,13 +14,6 @@ after(async () => {
   await srv.stop();
 });
 
-const until = async (what, cond) => {
-  const deadline = Date.now() + 30_000;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-};
 
 test('a JS client that drops recovers what it missed, in order, once, verified', { timeout: 90_000 }, async () => {
   const alice = new Client({ url: srv.url, WebSocket });
@@ -37,16 +30,16 @@ test('a JS client that drops recovers what it missed, in order, once, verified',
   await bob.connect();
   await alice.subscribe('rooms.jshist');
   for (let i = 0; i < 3; i++) await bob.publish('rooms.jshist', { n: i });
-  await until('3 live messages', () => got.length === 3);
+  await eventually('3 live messages', () => got.length === 3);
 
   const states = [];
   alice.on('state', (s) => states.push(s));
   alice.ws.terminate(); // a dropped connection (1006): the client reconnects
-  await until('alice to notice', () => states.includes('reconnecting'));
+  await eventually('alice to notice', () => states.includes('reconnecting'));
   for (let i = 3; i < 8; i++) await bob.publish('rooms.jshist', { n: i });
-  await until('the missed messages', () => got.length === 8);
+  await eventually('the missed messages', () => got.length === 8);
   await bob.publish('rooms.jshist', { n: 8 });
-  await until('the live one after', () => got.length === 9);
+  await eventually('the live one after', () => got.length === 9);
 
   assert.deepEqual(got.map((m) => m.body.n), [0, 1, 2, 3, 4, 5, 6, 7, 8]);
   const epoch = got[0].position.epoch;
@@ -111,21 +104,21 @@ test('a publish whose connection drops resolves exactly when it was delivered on
     await before();
     bob.ws.terminate();
     const o = await p;
-    await until('bob to be back', () => states.includes('open'));
+    await eventually('bob to be back', () => states.includes('open'));
     off();
     return o;
   };
   // 1. The frame never reaches the server: the copy sent after the
   //    reconnection is answered replay_seq, certainly not accepted, and
   //    the message is sent again as a new frame, delivered once.
-  const lost = await cut(1, (ws) => { ws.send = () => {}; }, () => until('the frame to be pending', () => bob.unacked.size === 1));
+  const lost = await cut(1, (ws) => { ws.send = () => {}; }, () => eventually('the frame to be pending', () => bob.unacked.size === 1));
   assert.equal(lost, 'accepted');
   // 2. Accepted and delivered, the reply lost: the copy is answered
   //    {duplicate: true}, and not delivered again.
-  const replyLost = await cut(2, (ws) => { ws.onmessage = () => {}; }, () => until('alice to get it', () => got.includes(2)));
+  const replyLost = await cut(2, (ws) => { ws.onmessage = () => {}; }, () => eventually('alice to get it', () => got.includes(2)));
   assert.equal(replyLost, 'accepted');
   await bob.publish('rooms.once', { n: 99 });
-  await until('the marker', () => got.includes(99));
+  await eventually('the marker', () => got.includes(99));
   assert.deepEqual(got, [1, 2, 99]);
   for (const c of [alice, bob]) c.close();
 });

@@ -5,7 +5,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import WebSocket from 'ws';
-import { startDemo } from './server.mjs';
+import { startDemo, eventually } from './server.mjs';
 import { Client } from '../sigil.js';
 
 let srv;
@@ -16,13 +16,6 @@ after(async () => {
   await srv.stop();
 });
 
-const until = async (what, cond) => {
-  const deadline = Date.now() + 30_000; // a safety limit, not the assertion
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-};
 
 test('a stale direct frame at the inbox next offset is delivered; a stale copy of one already received is not', { timeout: 60_000 }, async (t) => {
   const alice = new Client({ url: srv.url, WebSocket });
@@ -51,7 +44,7 @@ test('a stale direct frame at the inbox next offset is delivered; a stale copy o
   await bob.login('bob', srv.users.bob);
   const wb = await bob.connect();
   await alice.dm('bob', { n: 0 });
-  await until('the fresh dm', () => got.length === 1);
+  await eventually('the fresh dm', () => got.length === 1);
   const first = frames.find((f) => f.split('.').length === 3 && JSON.parse(Buffer.from(f.split('.')[1], 'base64url')).act === 'direct');
   assert.ok(first, 'the direct frame of the first dm');
 
@@ -60,7 +53,7 @@ test('a stale direct frame at the inbox next offset is delivered; a stale copy o
   // frame held behind a long recovery is.
   bob.offset += bob.skewMs + 15_000;
   await alice.dm('bob', { n: 1 });
-  await until('the stale dm to be taken or refused', () => got.length === 2 || invalid.length > 0);
+  await eventually('the stale dm to be taken or refused', () => got.length === 2 || invalid.length > 0);
   assert.deepEqual(invalid, []);
   assert.equal(got[1].verified, true);
   assert.equal(got[1].from, 'alice');
@@ -70,7 +63,7 @@ test('a stale direct frame at the inbox next offset is delivered; a stale copy o
   // The first dm's frame again, stale now and at an offset bob already
   // has: refused, not delivered twice.
   bob.ws.emit('message', Buffer.from(first), false);
-  await until('the stale copy to be refused', () => invalid.length > 0);
+  await eventually('the stale copy to be refused', () => invalid.length > 0);
   assert.equal(invalid[0].code, 'stale');
   assert.equal(got.length, 2);
   assert.deepEqual(gaps, []);

@@ -3,7 +3,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import WebSocket from 'ws';
-import { startDemo } from './server.mjs';
+import { startDemo, eventually } from './server.mjs';
 import { Client } from '../sigil.js';
 
 let srv;
@@ -14,13 +14,6 @@ after(async () => {
   await srv.stop();
 });
 
-const until = async (what, cond) => {
-  const deadline = Date.now() + 30_000; // a safety limit, not the assertion
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-};
 
 test('a JS client away gets every dm sent meanwhile, in order, once, verified', { timeout: 90_000 }, async () => {
   const alice = new Client({ url: srv.url, WebSocket });
@@ -37,7 +30,7 @@ test('a JS client away gets every dm sent meanwhile, in order, once, verified', 
   const wb = await bob.connect();
   assert.deepEqual(wb.inbox, { epoch: wb.inbox.epoch, offset: 0 });
   await alice.dm('bob', { n: 0 });
-  await until('the live dm', () => got.length === 1);
+  await eventually('the live dm', () => got.length === 1);
 
   // bob is away: his connection drops and cannot come back until alice
   // has sent (the reconnect is held by a failing WebSocket).
@@ -51,12 +44,12 @@ test('a JS client away gets every dm sent meanwhile, in order, once, verified', 
   const states = [];
   bob.on('state', (s) => states.push(s));
   bob.ws.terminate();
-  await until('bob to notice', () => states.includes('reconnecting'));
+  await eventually('bob to notice', () => states.includes('reconnecting'));
   for (let i = 1; i <= 10; i++) await alice.dm('bob', { n: i }); // accepted: stored
   away = false;
-  await until('the missed dms', () => got.length === 11);
+  await eventually('the missed dms', () => got.length === 11);
   await alice.dm('bob', { n: 11 });
-  await until('the live one after', () => got.length === 12);
+  await eventually('the live one after', () => got.length === 12);
 
   assert.deepEqual(got.map((m) => m.body.n), [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]);
   got.forEach((m, i) => {
@@ -86,7 +79,7 @@ test('a JS client away gets every dm sent meanwhile, in order, once, verified', 
   await bob2.login('bob', srv.users.bob);
   const wb2 = await bob2.connect();
   assert.equal(wb2.inbox_recovered, true);
-  await until('the dm sent between the two pages', () => got2.length === 1);
+  await eventually('the dm sent between the two pages', () => got2.length === 1);
   assert.deepEqual([got2[0].body.n, got2[0].verified, got2[0].position.offset], [12, true, 13]);
 
   // A position of another epoch cannot be recovered: a gap, reported.

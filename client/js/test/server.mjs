@@ -79,3 +79,13 @@ export async function launchChromium() {
     args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
   });
 }
+
+// eventually waits until cond() holds, polling every 10 ms; the 30 s limit
+// is a safety net that names what was awaited, never the assertion.
+export async function eventually(what, cond) {
+  const deadline = Date.now() + 30_000;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
