@@ -107,17 +107,12 @@ func TestListenInbox(t *testing.T) {
 			t.Fatalf("login %s: %d %s", user, code, errb.String())
 		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), sigiltest.WaitLimit)
-	defer cancel()
-	bob, done, err := dialStored(ctx, bobFile, false, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer done()
+	// bob's dms go through "sigil send @alice".
 	dm := func(text string) {
 		t.Helper()
-		if err := bob.Send(ctx, "alice", map[string]string{"text": text}); err != nil {
-			t.Fatalf("dm %q: %v", text, err)
+		var so, se bytes.Buffer
+		if code := run([]string{"send", "--credentials", bobFile, "@alice", text}, strings.NewReader(""), &so, &se); code != 0 {
+			t.Fatalf("sigil send @alice %q: exit %d %s", text, code, se.String())
 		}
 	}
 	type record struct {
@@ -185,7 +180,7 @@ func TestListenInbox(t *testing.T) {
 		t.Fatalf("position file: %v %v", st, err)
 	}
 	var vout bytes.Buffer
-	if err := runVerify(ctx, []string{"--jwks", url}, strings.NewReader(lines), &vout); err != nil ||
+	if err := runVerify(context.Background(), []string{"--jwks", url}, strings.NewReader(lines), &vout); err != nil ||
 		!strings.Contains(vout.String(), "3 verified, 0 failed") || !strings.Contains(vout.String(), "dm to alice") {
 		t.Fatalf("verify: %v\n%s", err, vout.String())
 	}

@@ -5,17 +5,20 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 )
 
 // runSend implements "sigil send CHANNEL MESSAGE" and "sigil send --stdin
 // CHANNEL" (one message per non-empty line). Each message is published as
-// {"text": MESSAGE}, signed by the stored session's key.
+// {"text": MESSAGE}, signed by the stored session's key; to @USER, it is
+// a direct message to USER (spec.md §9.5), as "sigil listen @" reads them.
 func runSend(ctx context.Context, args []string, stdin io.Reader, stdout io.Writer) error {
-	fs := newFlagSet("send", "[flags] CHANNEL MESSAGE\n--stdin [flags] CHANNEL", `
+	fs := newFlagSet("send", "[flags] CHANNEL|@USER MESSAGE\n--stdin [flags] CHANNEL|@USER", `
 Publishes MESSAGE to CHANNEL as {"text": MESSAGE}, signed by a session of
 its own minted from the login of sigil login; with --stdin, every
-non-empty line of stdin, one message each.`)
+non-empty line of stdin, one message each. To @USER, each message is a
+direct message to USER instead (sigil listen @ reads yours).`)
 	file := fs.String("credentials", defaultCredentialsPath(), "credentials file written by sigil login")
 	fromStdin := fs.Bool("stdin", false, "send every non-empty line of stdin as a message")
 	encrypt := fs.Bool("encrypt", false, "seal bodies (spec.md §11)")
@@ -28,6 +31,10 @@ non-empty line of stdin, one message each.`)
 		return badUsage(fs, "send takes CHANNEL MESSAGE, or CHANNEL with --stdin; got %d arguments", fs.NArg())
 	}
 	channel := fs.Arg(0)
+	to, direct := strings.CutPrefix(channel, "@")
+	if direct && to == "" {
+		return badUsage(fs, "send @USER: the user is missing after @")
+	}
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
 	c, done, err := dialStored(ctx, *file, *encrypt, *insecure)
@@ -35,7 +42,7 @@ non-empty line of stdin, one message each.`)
 		return err
 	}
 	defer done()
-	if *encrypt {
+	if *encrypt && !direct {
 		// The channel key comes with a subscription.
 		sub, err := c.Subscribe(ctx, channel)
 		if err != nil {
@@ -44,7 +51,11 @@ non-empty line of stdin, one message each.`)
 		defer sub.Close()
 	}
 	send := func(text string) error {
-		return loginHint(c.Publish(ctx, channel, map[string]string{"text": text}))
+		body := map[string]string{"text": text}
+		if direct {
+			return loginHint(c.Send(ctx, to, body))
+		}
+		return loginHint(c.Publish(ctx, channel, body))
 	}
 	if !*fromStdin {
 		return send(fs.Arg(1))

@@ -93,7 +93,7 @@ func usage(w io.Writer) {
   sigil user passwd [--users F] NAME                                          (asks for the password)
   sigil user remove [--users F] NAME
   sigil login --server URL --user NAME       (asks for the password; from a pipe: its first line)
-  sigil send [--encrypt] CHANNEL MESSAGE | sigil send --stdin CHANNEL
+  sigil send [--encrypt] CHANNEL|@USER MESSAGE | sigil send --stdin CHANNEL|@USER
   sigil listen [--json] [--encrypt] [--count N] [--since FILE] CHANNEL|@   (@: your direct messages)
   sigil verify --jwks FILE|URL [--json] [FRAME-FILE]   verify a delivery offline (frames from listen --json)
   sigil verify --jwks FILE|URL --token T --key JWK-FILE [--json] [FRAME-FILE]   a client frame and its token
