@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http/httptest"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -153,8 +154,24 @@ func oneLoginManyProcesses(t *testing.T, store server.RefreshStore) {
 		fmt.Fprintf(pw, "second from %d\n", i)
 		pw.Close()
 	}
-	for range senders {
-		if s := <-codes; !strings.Contains(s, "exit 0") {
+	// Every sender exits once its stdin is closed; one that does not is
+	// reported with where every goroutine stands.
+	var exited []string
+	sigiltest.Eventually(t, "every sender to exit", func() bool {
+		for {
+			select {
+			case s := <-codes:
+				exited = append(exited, s)
+			default:
+				return len(exited) == senders
+			}
+		}
+	}, func() string {
+		buf := make([]byte, 4<<20)
+		return fmt.Sprintf("exited: %q\ngoroutines:\n%s", exited, buf[:runtime.Stack(buf, true)])
+	})
+	for _, s := range exited {
+		if !strings.Contains(s, "exit 0") {
 			t.Fatal(s)
 		}
 	}
@@ -168,8 +185,17 @@ func oneLoginManyProcesses(t *testing.T, store server.RefreshStore) {
 	default:
 	}
 	cancel()
-	if err := <-lerr; err != nil {
-		t.Fatal(err)
+	var lerrv error
+	sigiltest.Eventually(t, "listen to end once cancelled", func() bool {
+		select {
+		case lerrv = <-lerr:
+			return true
+		default:
+			return false
+		}
+	})
+	if lerrv != nil {
+		t.Fatal(lerrv)
 	}
 }
 
