@@ -394,7 +394,7 @@ func (c *conn) writeBatch(fc *flushConn, frames []outFrame) error {
 	var err error
 	for i, f := range frames {
 		if err == nil {
-			err = c.writeFrame(f, deadline)
+			err = c.writeFrame(f)
 			if err == nil && gather && fc.full() {
 				err = fc.flush(true)
 			}
@@ -420,15 +420,28 @@ func (c *conn) writeFailed() {
 	c.signalCloseSent()
 }
 
-// writeFrame writes f with gorilla: a ping as gorilla's WriteControl
-// makes it (an empty ping, waiting for another write of the connection
-// until deadline at most).
-func (c *conn) writeFrame(f outFrame, deadline time.Time) error {
+// pingMessage is the keepalive ping, an empty ping frame, encoded once.
+// Written with WritePreparedMessage, it costs no timer, select or buffer
+// per ping, as WriteControl does, and its
+// bytes are those of WriteControl(PingMessage, nil, …)
+// (TestPingsWrittenBySweeper). Only the session's one data writer (the
+// writer goroutine, or writeAtOnce) writes it, as any prepared message.
+var pingMessage = func() *websocket.PreparedMessage {
+	pm, err := websocket.NewPreparedMessage(websocket.PingMessage, nil)
+	if err != nil {
+		panic(err)
+	}
+	return pm
+}()
+
+// writeFrame writes f with gorilla, under the write deadline last set on
+// c.ws.
+func (c *conn) writeFrame(f outFrame) error {
 	switch {
 	case f.pm != nil:
 		return c.ws.WritePreparedMessage(f.pm)
 	case f.ping:
-		return c.ws.WriteControl(websocket.PingMessage, nil, deadline)
+		return c.ws.WritePreparedMessage(pingMessage)
 	default:
 		return c.ws.WriteMessage(websocket.TextMessage, f.data)
 	}
@@ -488,7 +501,7 @@ func (c *conn) claimAtOnceLocked(fc *flushConn) bool {
 // and a pending close are left to a writer goroutine. It reports whether
 // f was written (or left to the writer).
 func (c *conn) writeAtOnce(fc *flushConn, f outFrame) bool {
-	err := c.writeFrame(f, time.Now().Add(c.srv.cfg.WriteTimeout))
+	err := c.writeFrame(f)
 	left := fc.endTry()
 	if err != nil {
 		c.writeFailed()
