@@ -421,11 +421,11 @@ func (c *conn) writeFailed() {
 }
 
 // pingMessage is the keepalive ping, an empty ping frame, encoded once.
-// Written with WritePreparedMessage, it costs no timer, select or buffer
-// per ping, as WriteControl does, and its
-// bytes are those of WriteControl(PingMessage, nil, …)
-// (TestPingsWrittenBySweeper). Only the session's one data writer (the
-// writer goroutine, or writeAtOnce) writes it, as any prepared message.
+// Written with WritePreparedMessage, a ping costs no timer, select or
+// buffer, which WriteControl costs each time; its bytes are those of
+// WriteControl(PingMessage, nil, …) (TestPingsWrittenBySweeper). Only the
+// session's one data writer (the writer goroutine, or writeAtOnce) writes
+// it, as any prepared message.
 var pingMessage = func() *websocket.PreparedMessage {
 	pm, err := websocket.NewPreparedMessage(websocket.PingMessage, nil)
 	if err != nil {
