@@ -36,7 +36,9 @@ import (
 //     (rest) and written by the session's writer goroutine, before any
 //     other byte. A fan-out so costs one syscall per subscriber and no
 //     hand-over to a writer goroutine, as a plain broadcast loop does,
-//     and still never waits for a slow socket.
+//     and still never waits for a slow socket. A keepalive ping is
+//     written so by the sweeper (conn.ping): one syscall per ping, and no
+//     writer goroutine started, run and parked for it.
 //
 // All writes, gathered or not, are serialised by mu, so a control frame
 // written by another goroutine (a ping, a close) is ordered with the
@@ -316,6 +318,7 @@ const writerLinger = time.Second
 // so a session never waits behind another's slow socket; and an idle
 // server keeps no writer past writerLinger.
 func (c *conn) startWriter() {
+	c.srv.hub.writerRuns.Add(1)
 	select {
 	case c.srv.hub.writers <- c:
 	default:
@@ -391,14 +394,7 @@ func (c *conn) writeBatch(fc *flushConn, frames []outFrame) error {
 	var err error
 	for i, f := range frames {
 		if err == nil {
-			switch {
-			case f.pm != nil:
-				err = c.ws.WritePreparedMessage(f.pm)
-			case f.ping:
-				err = c.ws.WriteControl(websocket.PingMessage, nil, deadline)
-			default:
-				err = c.ws.WriteMessage(websocket.TextMessage, f.data)
-			}
+			err = c.writeFrame(f)
 			if err == nil && gather && fc.full() {
 				err = fc.flush(true)
 			}
@@ -424,11 +420,37 @@ func (c *conn) writeFailed() {
 	c.signalCloseSent()
 }
 
+// pingMessage is the keepalive ping, an empty ping frame, encoded once.
+// Written with WritePreparedMessage, a ping costs no timer, select or
+// buffer, which WriteControl costs each time; its bytes are those of
+// WriteControl(PingMessage, nil, …) (TestPingsWrittenBySweeper). Only the
+// session's one data writer (the writer goroutine, or writeAtOnce) writes
+// it, as any prepared message.
+var pingMessage = func() *websocket.PreparedMessage {
+	pm, err := websocket.NewPreparedMessage(websocket.PingMessage, nil)
+	if err != nil {
+		panic(err)
+	}
+	return pm
+}()
+
+// writeFrame writes f with gorilla, under the write deadline last set on
+// c.ws.
+func (c *conn) writeFrame(f outFrame) error {
+	switch {
+	case f.pm != nil:
+		return c.ws.WritePreparedMessage(f.pm)
+	case f.ping:
+		return c.ws.WritePreparedMessage(pingMessage)
+	default:
+		return c.ws.WriteMessage(websocket.TextMessage, f.data)
+	}
+}
+
 // deliverIn hands c a fan-out frame of channel ch, if c is (being)
 // subscribed to ch: queued (enqueueIn) or, when c's writer is idle and
-// its queue empty, written at once with a write that does not block
-// (flushConn.tryWrite), what the socket does not take left to the writer
-// goroutine. It reports whether the frame was queued or written.
+// its queue empty, written at once (writeAtOnce). It reports whether the
+// frame was queued or written.
 func (c *conn) deliverIn(ch string, f outFrame) bool {
 	fc, _ := c.ws.NetConn().(*flushConn)
 	c.mu.Lock()
@@ -437,18 +459,49 @@ func (c *conn) deliverIn(ch string, f outFrame) bool {
 		c.mu.Unlock()
 		return false // c left ch after the fan-out listed it
 	}
-	if c.closed || c.writing || held || len(c.queue) > 0 || fc == nil || !fc.tryWrite() {
+	if held || !c.claimAtOnceLocked(fc) {
 		c.mu.Unlock()
 		return c.enqueueIn(ch, f)
 	}
-	c.writing = true
 	c.mu.Unlock()
-	var err error
-	if f.pm != nil {
-		err = c.ws.WritePreparedMessage(f.pm)
-	} else {
-		err = c.ws.WriteMessage(websocket.TextMessage, f.data)
+	return c.writeAtOnce(fc, f)
+}
+
+// ping hands c its keepalive ping, as deliverIn a fan-out frame: the
+// sweeper writes it at once when c's writer is idle, and otherwise queues
+// it for the writer goroutine, so that a peer that does not read holds up
+// its own ping only, never the sweeper. It reports whether the ping was
+// queued or written.
+func (c *conn) ping() bool {
+	fc, _ := c.ws.NetConn().(*flushConn)
+	c.mu.Lock()
+	if !c.claimAtOnceLocked(fc) {
+		c.mu.Unlock()
+		return c.enqueue(outFrame{ping: true})
 	}
+	c.mu.Unlock()
+	return c.writeAtOnce(fc, outFrame{ping: true})
+}
+
+// claimAtOnceLocked reports whether a frame may be written at once by the
+// calling goroutine: the session is open, its writer idle, its queue
+// empty, and its socket takes a write that does not block
+// (flushConn.tryWrite). If so, it marks the writer busy, and the caller
+// must call writeAtOnce. The caller holds c.mu.
+func (c *conn) claimAtOnceLocked(fc *flushConn) bool {
+	if c.closed || c.writing || len(c.queue) > 0 || fc == nil || !fc.tryWrite() {
+		return false
+	}
+	c.writing = true
+	return true
+}
+
+// writeAtOnce writes f after claimAtOnceLocked, with a write that does
+// not block; what the socket does not take, what was queued meanwhile
+// and a pending close are left to a writer goroutine. It reports whether
+// f was written (or left to the writer).
+func (c *conn) writeAtOnce(fc *flushConn, f outFrame) bool {
+	err := c.writeFrame(f)
 	left := fc.endTry()
 	if err != nil {
 		c.writeFailed()

@@ -1,8 +1,10 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -264,4 +266,136 @@ func TestDeliverDoesNotWaitForABusySocket(t *testing.T) {
 	if _, data, err := cl.ReadMessage(); err != nil || string(data) != "queued" {
 		t.Fatalf("read %q %v", data, err)
 	}
+}
+
+// Keepalive pings over real sockets. To sessions whose writer is idle the
+// sweeper writes each ping itself: every peer reads exactly the bytes of
+// gorilla's ping, and no writer goroutine is started. A session whose peer
+// does not read, its socket full and its writer waiting on it, gets its
+// ping queued behind its frames: the sweep does not wait for it, the
+// other sessions read their pings while that socket is still full, and
+// its peer, once it reads, gets every frame and then the ping.
+func TestPingsWrittenBySweeper(t *testing.T) {
+	srv := func() *Server {
+		c, _, _ := deliverPair(t)
+		s := c.srv
+		s.cfg.PingInterval = time.Hour
+		s.sched = newSchedule(time.Millisecond, s.cfg.PingInterval)
+		return s
+	}()
+	pair := func() (*conn, *flushConn, *websocket.Conn) {
+		c, fc, cl := deliverPair(t)
+		c.srv = srv
+		c.welcomed.Store(true)
+		return c, fc, cl
+	}
+	// want is what gorilla's WriteControl writes for a server's empty ping.
+	want := []byte{0x89, 0x00}
+	readPing := func(cl *websocket.Conn, got chan<- error) {
+		b := make([]byte, len(want))
+		_ = cl.NetConn().SetReadDeadline(time.Now().Add(sigiltest.WaitLimit)) // a safety limit
+		_, err := io.ReadFull(cl.NetConn(), b)
+		if err == nil && !bytes.Equal(b, want) {
+			err = fmt.Errorf("read % x, want % x", b, want)
+		}
+		got <- err
+	}
+	pingAll := func(cs []*conn) chan struct{} {
+		for _, c := range cs {
+			srv.sched.set(c, dutyPing, time.Now().UnixNano()-1)
+		}
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			if due := srv.pingDue(time.Now(), nil); len(due) != len(cs) {
+				t.Errorf("%d pings due, want %d", len(due), len(cs))
+			}
+		}()
+		return done
+	}
+
+	// Idle writers: the sweeper writes.
+	const n = 4
+	var idle []*conn
+	got := make(chan error, n)
+	for range n {
+		c, _, cl := pair()
+		idle = append(idle, c)
+		go readPing(cl, got)
+	}
+	<-pingAll(idle)
+	for range n {
+		if err := <-got; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if runs := srv.hub.writerRuns.Load(); runs != 0 {
+		t.Fatalf("%d writer goroutine runs for %d pings to idle sessions, want 0", runs, n)
+	}
+	for i, c := range idle {
+		c.mu.Lock()
+		writing := c.writing
+		c.mu.Unlock()
+		if writing || c.slot == 0 || c.due[dutyPing] < time.Now().Add(srv.cfg.PingInterval/2).UnixNano() {
+			t.Fatalf("session %d: writing %v, next ping at %d: not pinged and rescheduled", i, writing, c.due[dutyPing])
+		}
+	}
+
+	// A full socket: its ping waits for it, the sweeper does not.
+	slow, slowFC, slowCl := pair()
+	slow.channels = map[string]struct{}{"ch": {}}
+	if err := slowFC.Conn.(*countingConn).Conn.(*net.TCPConn).SetWriteBuffer(32 << 10); err != nil {
+		t.Fatal(err)
+	}
+	if err := slowCl.NetConn().(*net.TCPConn).SetReadBuffer(32 << 10); err != nil {
+		t.Fatal(err)
+	}
+	const frames = 40
+	for i := range frames {
+		if !slow.deliverIn("ch", outFrame{data: []byte(fmt.Sprintf("%d %s", i, strings.Repeat("x", 16<<10)))}) {
+			t.Fatalf("frame %d not delivered", i)
+		}
+	}
+	for range n {
+		c, _, cl := pair()
+		idle = append(idle, c)
+		go readPing(cl, got)
+	}
+	done := pingAll(append([]*conn{slow}, idle[n:]...))
+	for range n {
+		if err := <-got; err != nil {
+			t.Fatal(err)
+		}
+	}
+	select {
+	case <-done:
+	case <-time.After(sigiltest.WaitLimit): // a safety limit, not the assertion
+		t.Fatal("the sweep waits for the session whose socket is full")
+	}
+	slow.mu.Lock()
+	writing, queued := slow.writing, len(slow.queue)
+	slow.mu.Unlock()
+	if !writing || queued == 0 && !slowFC.hasRest() {
+		t.Fatal("the peer that does not read took 640 KiB and its ping: its socket was not full")
+	}
+	var pings atomic.Int64
+	slowCl.SetPingHandler(func(string) error { pings.Add(1); return nil })
+	_ = slowCl.SetReadDeadline(time.Now().Add(sigiltest.WaitLimit))
+	for i := range frames {
+		_, data, err := slowCl.ReadMessage()
+		if err != nil || !strings.HasPrefix(string(data), fmt.Sprint(i, " ")) {
+			t.Fatalf("frame %d: %.10q %v", i, data, err)
+		}
+		if pings.Load() != 0 {
+			t.Fatalf("the ping came before frame %d, which was written before it", i)
+		}
+	}
+	go func() {
+		for {
+			if _, _, err := slowCl.ReadMessage(); err != nil {
+				return
+			}
+		}
+	}()
+	sigiltest.Eventually(t, "the slow peer's ping", func() bool { return pings.Load() == 1 })
 }

@@ -142,7 +142,10 @@
 // touches only the sessions with a duty due (an expiry warning or an
 // expiry, from a heap; a keepalive ping, from a timing wheel with a slot
 // per SweepInterval, O(1) a ping; schedule.go); pings are spread over
-// PingInterval instead of sent to every session at once.
+// PingInterval instead of sent to every session at once. The sweeper
+// writes a due ping as a fan-out frame is written (at once, without
+// blocking, when the session's writer is idle; otherwise queued), so a
+// peer that does not read holds up only its own ping.
 // Lock order: Server.mu (sessions) → a hub topic lock → hub.mu → conn.mu.
 // No lock is held while writing to a socket or calling a store or handler,
 // but for a topic lock: the broker and the presence are called under one

@@ -7,6 +7,7 @@ import (
 	"maps"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -37,7 +38,8 @@ type hub struct {
 
 	// writers hands a session with frames to write to a writer goroutine
 	// waiting for one (conn_write.go); unbuffered.
-	writers chan *conn
+	writers    chan *conn
+	writerRuns atomic.Int64 // sessions handed to a writer goroutine (startWriter), for the tests
 
 	leftMu sync.Mutex
 	left   map[Topic]struct{} // topics whose broker Unsubscribe failed

@@ -82,6 +82,21 @@ func (s *schedule) popDue(duty int, now int64, out []*conn) []*conn {
 	return out
 }
 
+// pingDue pings the sessions whose keepalive ping is due at now (real
+// time), each written by the calling sweeper when the session's writer is
+// idle (conn.ping), and schedules each one's next ping PingInterval after
+// this one. due is scratch space, returned for reuse.
+func (s *Server) pingDue(now time.Time, due []*conn) []*conn {
+	due = s.sched.popDue(dutyPing, now.UnixNano(), due[:0])
+	for i, c := range due {
+		if c.welcomed.Load() && c.ping() {
+			s.sched.set(c, dutyPing, max(c.due[dutyPing]+int64(s.cfg.PingInterval), now.UnixNano()+1))
+		}
+		due[i] = nil
+	}
+	return due
+}
+
 // planExpiry schedules c's next expiry duty after now: the warning, or,
 // once warned, the expiry itself.
 func (s *schedule) planExpiry(c *conn, now time.Time, warning time.Duration) {

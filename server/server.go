@@ -446,13 +446,7 @@ func (s *Server) sweep() {
 			}
 			due[i] = nil
 		}
-		due = s.sched.popDue(dutyPing, real.UnixNano(), due[:0])
-		for i, c := range due {
-			if c.welcomed.Load() && c.enqueue(outFrame{ping: true}) {
-				s.sched.set(c, dutyPing, max(c.due[dutyPing]+int64(s.cfg.PingInterval), real.UnixNano()+1))
-			}
-			due[i] = nil
-		}
+		due = s.pingDue(real, due)
 		s.hub.rotateOld(now)
 		maint := time.Since(lastPing) >= s.cfg.PingInterval
 		if maint {
