@@ -4,9 +4,9 @@ import (
 	"context"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/sigil-ws/sigil/client"
+	"github.com/sigil-ws/sigil/internal/sigiltest"
 )
 
 // TestDialURLForms: Dial takes the server's base or its WebSocket endpoint
@@ -20,7 +20,7 @@ func TestDialURLForms(t *testing.T) {
 		"ws://" + host, "ws://" + host + "/", "ws://" + host + "/v1/ws", "ws://" + host + "/v1/ws/",
 		"http://" + host, "http://" + host + "/", "http://" + host + "/v1/ws",
 	} {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), sigiltest.WaitLimit) // a safety limit, not the assertion
 		c, err := client.Dial(ctx, u, &client.Options{Tokens: client.Password("alice", "pw")})
 		if err != nil {
 			cancel()
