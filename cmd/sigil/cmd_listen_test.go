@@ -16,22 +16,9 @@ import (
 // prints; a later listen with the same file prints exactly the messages
 // published in between, then the live ones.
 func TestListenSince(t *testing.T) {
-	url := testServer(t)
-	dir := t.TempDir()
-	aliceFile, bobFile, posFile := filepath.Join(dir, "alice.json"), filepath.Join(dir, "bob.json"), filepath.Join(dir, "pos.json")
-	var out, errb bytes.Buffer
-	for user, f := range map[string]string{"alice": aliceFile, "bob": bobFile} {
-		if code := run([]string{"login", "--server", url, "--user", user, "--credentials", f}, strings.NewReader("pw\n"), &out, &errb); code != 0 {
-			t.Fatalf("login %s: %d %s", user, code, errb.String())
-		}
-	}
-	send := func(text string) {
-		t.Helper()
-		var so, se bytes.Buffer
-		if code := run([]string{"send", "--credentials", bobFile, "rooms.since", text}, nil, &so, &se); code != 0 {
-			t.Fatalf("send: %d %s", code, se.String())
-		}
-	}
+	_, aliceFile, bobSend := aliceAndBob(t)
+	posFile := filepath.Join(t.TempDir(), "pos.json")
+	send := func(text string) { t.Helper(); bobSend("rooms.since", text) }
 	texts := func(s string) []string {
 		var out []string
 		for _, line := range strings.Split(strings.TrimSpace(s), "\n") {
@@ -98,23 +85,10 @@ func TestListenSince(t *testing.T) {
 // the records verify offline with sigil verify. A position the server
 // can no longer resume from is reported on stderr, and listening goes on.
 func TestListenInbox(t *testing.T) {
-	url := testServer(t)
-	dir := t.TempDir()
-	aliceFile, bobFile, posFile := filepath.Join(dir, "alice.json"), filepath.Join(dir, "bob.json"), filepath.Join(dir, "inbox.pos")
-	var out, errb bytes.Buffer
-	for user, f := range map[string]string{"alice": aliceFile, "bob": bobFile} {
-		if code := run([]string{"login", "--server", url, "--user", user, "--credentials", f}, strings.NewReader("pw\n"), &out, &errb); code != 0 {
-			t.Fatalf("login %s: %d %s", user, code, errb.String())
-		}
-	}
+	url, aliceFile, bobSend := aliceAndBob(t)
+	posFile := filepath.Join(t.TempDir(), "inbox.pos")
 	// bob's dms go through "sigil send @alice".
-	dm := func(text string) {
-		t.Helper()
-		var so, se bytes.Buffer
-		if code := run([]string{"send", "--credentials", bobFile, "@alice", text}, strings.NewReader(""), &so, &se); code != 0 {
-			t.Fatalf("sigil send @alice %q: exit %d %s", text, code, se.String())
-		}
-	}
+	dm := func(text string) { t.Helper(); bobSend("@alice", text) }
 	type record struct {
 		text string
 		off  uint64
@@ -196,5 +170,28 @@ func TestListenInbox(t *testing.T) {
 	}
 	if !strings.Contains(stderr, "your direct messages: messages between gone:2 and") {
 		t.Fatalf("no gap on stderr: %s", stderr)
+	}
+}
+
+// aliceAndBob starts a test server and logs alice and bob in with sigil
+// login: it returns the server's URL, alice's credentials file, and a
+// function that runs "sigil send" as bob to a channel or @user.
+func aliceAndBob(t *testing.T) (url, aliceFile string, bobSend func(to, text string)) {
+	t.Helper()
+	url = testServer(t)
+	dir := t.TempDir()
+	aliceFile, bobFile := filepath.Join(dir, "alice.json"), filepath.Join(dir, "bob.json")
+	var out, errb bytes.Buffer
+	for user, f := range map[string]string{"alice": aliceFile, "bob": bobFile} {
+		if code := run([]string{"login", "--server", url, "--user", user, "--credentials", f}, strings.NewReader("pw\n"), &out, &errb); code != 0 {
+			t.Fatalf("login %s: %d %s", user, code, errb.String())
+		}
+	}
+	return url, aliceFile, func(to, text string) {
+		t.Helper()
+		var so, se bytes.Buffer
+		if code := run([]string{"send", "--credentials", bobFile, to, text}, strings.NewReader(""), &so, &se); code != 0 {
+			t.Fatalf("sigil send %s %q: exit %d %s", to, text, code, se.String())
+		}
 	}
 }
