@@ -14,6 +14,7 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { copyFileSync } from 'node:fs';
 import { startDemo, artifacts, launchChromium, repo } from './server.mjs';
+import { watchPage as watch, signIn, sendText as send } from './chatpage.mjs';
 
 let browser;
 let srv;
@@ -28,27 +29,8 @@ after(async () => {
   if (srv) await srv.stop();
 });
 
-function watch(page) {
-  page.problems = [];
-  page.on('pageerror', (e) => page.problems.push(String(e)));
-  page.on('console', (m) => {
-    if (m.type() === 'error') page.problems.push(m.text());
-  });
-  return page;
-}
+const logIn = (page, user) => signIn(page, srv, user);
 
-async function logIn(page, user) {
-  await page.fill('#username', user);
-  await page.fill('#password', srv.users[user]);
-  await page.click('#login-button');
-  await page.waitForSelector('#chat-view:not([hidden])', { timeout: 15_000 });
-  await page.waitForSelector('#rooms li.joined[data-ch="rooms.lobby"]', { state: 'attached' });
-}
-
-async function send(page, text) {
-  await page.fill('#message-input', text);
-  await page.press('#message-input', 'Enter');
-}
 
 const texts = (page) => page.$$eval('#messages .msg', (els) => els.map((e) => `${e.dataset.verified === 'true' ? '' : '!'}${e.querySelector('.text').textContent}`));
 

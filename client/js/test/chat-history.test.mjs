@@ -19,6 +19,7 @@ import { execFileSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startDemo, artifacts, launchChromium, buildSigil, repo } from './server.mjs';
+import { watchPage, signIn as logIn, sendText as send } from './chatpage.mjs';
 
 let browser;
 
@@ -31,11 +32,7 @@ after(async () => {
 });
 
 function watch(page) {
-  page.problems = [];
-  page.on('pageerror', (e) => page.problems.push(String(e)));
-  page.on('console', (m) => {
-    if (m.type() === 'error') page.problems.push(m.text());
-  });
+  watchPage(page);
   // Every sub frame the page sends, decoded (its JWS payload), to see
   // whether it resumed with since.
   page.subs = [];
@@ -50,18 +47,6 @@ function watch(page) {
   return page;
 }
 
-async function logIn(page, server, user) {
-  await page.fill('#username', user);
-  await page.fill('#password', server.users[user]);
-  await page.click('#login-button');
-  await page.waitForSelector('#chat-view:not([hidden])', { timeout: 15_000 });
-  await page.waitForSelector('#rooms li.joined[data-ch="rooms.lobby"]', { state: 'attached' });
-}
-
-async function send(page, text) {
-  await page.fill('#message-input', text);
-  await page.press('#message-input', 'Enter');
-}
 
 const rows = (page) => page.$$eval('#messages > li', (els) => els.map((e) => (e.classList.contains('gap') ? 'GAP' : e.classList.contains('msg') ? `${e.dataset.verified === 'true' ? '' : '!'}${e.querySelector('.text').textContent}` : null)).filter(Boolean));
 const saved = (page) => page.evaluate(() => {

@@ -24,6 +24,7 @@ import { execFileSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startDemo, artifacts, launchChromium, buildSigil, repo } from './server.mjs';
+import { watchPage as watch, signIn, sendText as send } from './chatpage.mjs';
 
 let browser;
 let srv;
@@ -44,15 +45,6 @@ async function shot(page, name) {
   if (process.env.UPDATE_SCREENSHOTS) copyFileSync(path, join(repo, 'docs', 'screenshots', `chat-${name}.png`));
 }
 
-function watch(page) {
-  page.problems = [];
-  page.on('pageerror', (e) => page.problems.push(String(e)));
-  page.on('console', (m) => {
-    if (m.type() === 'error') page.problems.push(m.text());
-  });
-  return page;
-}
-
 function noProblems(...pages) {
   for (const p of pages) assert.deepEqual(p.problems.filter((x) => !/WebSocket|Failed to load resource/.test(x)), []);
 }
@@ -60,18 +52,10 @@ function noProblems(...pages) {
 async function logIn(ctx, server, user) {
   const page = watch(await ctx.newPage());
   await page.goto(server.url + '/');
-  await page.fill('#username', user);
-  await page.fill('#password', server.users[user]);
-  await page.click('#login-button');
-  await page.waitForSelector('#chat-view:not([hidden])', { timeout: 15_000 });
-  await page.waitForSelector('#rooms li.joined[data-ch="rooms.lobby"]', { state: 'attached' });
+  await signIn(page, server, user);
   return page;
 }
 
-async function send(page, text) {
-  await page.fill('#message-input', text);
-  await page.press('#message-input', 'Enter');
-}
 
 const texts = (page, sel) => page.$$eval(sel, (els) => els.map((e) => e.textContent));
 
