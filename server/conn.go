@@ -31,6 +31,7 @@ type outFrame struct {
 type conn struct {
 	srv         *Server
 	ws          *websocket.Conn
+	fc          *flushConn // ws's socket (nil in tests that make a conn without one)
 	remote      string
 	connectedAt time.Time
 
@@ -82,7 +83,8 @@ type conn struct {
 }
 
 func newConn(s *Server, ws *websocket.Conn, remote string) *conn {
-	return &conn{srv: s, ws: ws, remote: remote, connectedAt: s.cfg.Now(),
+	fc, _ := ws.NetConn().(*flushConn)
+	return &conn{srv: s, ws: ws, fc: fc, remote: remote, connectedAt: s.cfg.Now(),
 		helloBy: time.Now().Add(s.cfg.HelloTimeout), closeSent: make(chan struct{}),
 		regKey: strconv.FormatUint(s.connSeq.Add(1), 10)}
 }
@@ -148,6 +150,10 @@ func (c *conn) loop(hello bool) {
 			readBufPool.Put(bp)
 		}
 		c.setReadDeadline()
+		if !hello && c.park() {
+			handoff = true // the waiter reads on (conn_park.go)
+			return
+		}
 		if first := !hello && !handoffDone(c); first {
 			handoff = true
 			c.handedOff = true

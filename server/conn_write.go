@@ -61,6 +61,15 @@ type flushConn struct {
 	n     int
 	errno error
 	once  func(fd uintptr) bool
+
+	// The read side, for the waiter of a parked reader (conn_park.go).
+	br        *bufio.Reader // gorilla's read buffer (nil: gorilla has its own)
+	peek      [8]byte
+	peekN     int
+	peekErr   error
+	peekFlags int
+	peekLen   int
+	peekFn    func(fd uintptr) bool
 }
 
 // maxGather bounds a gathered write; a longer batch is flushed in parts.
@@ -299,6 +308,12 @@ func (h hijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 			}
 			return true // one attempt: never wait for the socket
 		}
+		f.peekFn = f.newPeekFn()
+	}
+	if brw.Reader.Buffered() == 0 {
+		// gorilla reads from this reader (Upgrader.ReadBufferSize is 0);
+		// with bytes buffered it refuses the upgrade anyway.
+		brw = bufio.NewReadWriter(f.newReadBuffer(), brw.Writer)
 	}
 	return f, brw, nil
 }

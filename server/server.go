@@ -181,7 +181,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.upgrader = websocket.Upgrader{
 		HandshakeTimeout:  cfg.HandshakeTimeout,
-		ReadBufferSize:    512,
+		ReadBufferSize:    0, // gorilla reads from the hijacker's reader (readBufferSize)
 		WriteBufferSize:   4096,
 		WriteBufferPool:   writeBufferPool,
 		Subprotocols:      []string{protocol.Subprotocol},

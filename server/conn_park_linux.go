@@ -1,0 +1,56 @@
+package server
+
+import "syscall"
+
+// parkSupported: peeking at a socket without blocking (MSG_PEEK,
+// MSG_DONTWAIT) is available.
+const parkSupported = true
+
+// canPeek reports whether the session's socket can be waited on and
+// peeked at by a waiter (conn_park.go).
+func (f *flushConn) canPeek() bool { return f.raw != nil && f.br != nil }
+
+// peekWait waits until the socket has bytes to read (or EOF, an error,
+// the read deadline, or the socket is closed), and returns how many of
+// its first bytes it copied into f.peek without consuming them. Only the
+// waiter calls it, while gorilla does not read.
+func (f *flushConn) peekWait() (int, error) {
+	f.peekFlags = syscall.MSG_PEEK | syscall.MSG_DONTWAIT
+	f.peekLen = len(f.peek)
+	if err := f.raw.Read(f.peekFn); err != nil {
+		return 0, err
+	}
+	return f.peekN, f.peekErr
+}
+
+// discard consumes the first n bytes of the socket, which peekWait saw.
+func (f *flushConn) discard(n int) error {
+	f.peekFlags = syscall.MSG_DONTWAIT
+	f.peekLen = n
+	if err := f.raw.Read(f.peekFn); err != nil {
+		return err
+	}
+	if f.peekErr == nil && f.peekN != n {
+		return syscall.EIO // fewer bytes than peeked: cannot happen on a stream socket
+	}
+	return f.peekErr
+}
+
+// newPeekFn is the function raw.Read calls for peekWait and discard, made
+// once per socket: one recv that does not block; false (wait for the
+// socket to be readable, then call again) when there is nothing yet.
+func (f *flushConn) newPeekFn() func(fd uintptr) bool {
+	return func(fd uintptr) bool {
+		for {
+			n, _, err := syscall.Recvfrom(int(fd), f.peek[:f.peekLen], f.peekFlags)
+			switch err {
+			case syscall.EINTR:
+				continue
+			case syscall.EAGAIN:
+				return false
+			}
+			f.peekN, f.peekErr = max(n, 0), err
+			return true
+		}
+	}
+}

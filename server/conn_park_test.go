@@ -1,0 +1,107 @@
+package server_test
+
+import (
+	"encoding/binary"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/sigil-ws/sigil/internal/sigiltest"
+	"github.com/sigil-ws/sigil/protocol"
+)
+
+// goroutines is every goroutine's stack.
+func goroutines() string {
+	buf := make([]byte, 1<<20)
+	return string(buf[:runtime.Stack(buf, true)])
+}
+
+// readerInGorilla reports whether a session's reader is blocked in
+// gorilla's NextReader (the stack an idle reader kept before parking).
+func readerInGorilla(stacks string) bool {
+	for _, g := range strings.Split(stacks, "\n\n") {
+		if strings.Contains(g, "server.(*conn).loop") && strings.Contains(g, "websocket.(*Conn).NextReader") {
+			return true
+		}
+	}
+	return false
+}
+
+// maskedFrame is a client frame (RFC 6455 §5.2) with the all-zero mask,
+// which leaves the payload as it is: what a client's WebSocket library
+// writes, made by hand so that two frames can go in one write.
+func maskedFrame(opcode byte, payload []byte) []byte {
+	b := []byte{0x80 | opcode}
+	switch n := len(payload); {
+	case n < 126:
+		b = append(b, 0x80|byte(n))
+	default:
+		b = append(b, 0x80|126)
+		b = binary.BigEndian.AppendUint16(b, uint16(n))
+	}
+	b = append(b, 0, 0, 0, 0)
+	return append(b, payload...)
+}
+
+// TestIdleReaderParks: between frames an idle session's reader is not
+// blocked in gorilla's NextReader, on a stack grown by verifying frames,
+// but parked as a small waiter (conn_park.go), which consumes the empty
+// pongs that keep the session alive itself. Everything else still reaches
+// gorilla in order: a frame after pongs, a pong and a frame in one
+// write, a pong with a payload, a pong split over two writes. Fails on
+// the code before parking, whose idle reader waits in NextReader.
+func TestIdleReaderParks(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("an idle reader parks only where MSG_PEEK is used (linux)")
+	}
+	e := newEnv(t, nil)
+	a := e.login("alice").connect()
+	a.ping()
+	parked := func(what string) {
+		t.Helper()
+		sigiltest.Eventually(t, what, func() bool {
+			st := goroutines()
+			return strings.Contains(st, "server.(*conn).waitFrame") && !readerInGorilla(st)
+		}, goroutines)
+	}
+	parked("the reader parked after a frame")
+
+	// Unsolicited empty pongs (RFC 6455 §5.5.3), as a client answers the
+	// server's pings: the waiter takes them and stays parked.
+	for range 5 {
+		must(t, a.ws.WriteControl(websocket.PongMessage, nil, time.Now().Add(sigiltest.WaitLimit)))
+	}
+	a.ping()
+	parked("the reader parked after pongs and a frame")
+
+	// A pong and a frame in one write: the waiter takes the pong and
+	// gorilla reads the frame.
+	env := &protocol.Envelope{Action: protocol.ActPing, Corr: "one-write"}
+	both := append(maskedFrame(0xA, nil), maskedFrame(0x1, a.sign(env))...)
+	_, err := a.ws.NetConn().Write(both)
+	must(t, err)
+	if m := a.recvAct(protocol.ActPong); m.Corr != "one-write" {
+		t.Fatalf("pong cid %q", m.Corr)
+	}
+	parked("the reader parked after a pong and a frame in one write")
+
+	// A pong with a payload goes to gorilla, and so does a pong split over
+	// two writes if the waiter sees only its start.
+	_, err = a.ws.NetConn().Write(maskedFrame(0xA, []byte("hi")))
+	must(t, err)
+	pong := maskedFrame(0xA, nil)
+	_, err = a.ws.NetConn().Write(pong[:3])
+	must(t, err)
+	_, err = a.ws.NetConn().Write(pong[3:])
+	must(t, err)
+	a.ping()
+	parked("the reader parked after odd pongs")
+
+	// The session ends when the client goes: no waiter is left behind.
+	a.ws.Close()
+	sigiltest.Eventually(t, "the session and its waiter gone", func() bool {
+		return len(e.srv.Sessions()) == 0 && !strings.Contains(goroutines(), "server.(*conn).waitFrame")
+	}, goroutines)
+}
