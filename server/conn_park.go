@@ -10,8 +10,11 @@ import "bufio"
 // collector shrinks it to, for as long as the session is idle: at 10,000
 // idle sessions, 41 MB of stacks.
 //
-// So once a frame is handled and gorilla has no byte of the next one
-// buffered, the reader does not block in NextReader. It starts a waiter
+// So once a frame is handled, and neither gorilla's buffer nor the
+// socket holds a byte of the next one, the reader does not block in
+// NextReader. (A busy session, whose next frame is already there, reads
+// on: a new goroutine per frame would copy its stack up to the verifier's
+// depth every time.) It starts a waiter
 // goroutine and ends; the waiter waits for the socket to become readable
 // (the runtime's poller, as any socket read, honouring the read
 // deadline), a few hundred bytes deep, and then becomes the reader:
@@ -61,8 +64,8 @@ func (f *flushConn) newReadBuffer() *bufio.Reader {
 // caller must return at once without touching the reader's state.
 func (c *conn) park() bool {
 	f := c.fc
-	if f == nil || !f.canPeek() || f.br.Buffered() > 0 {
-		return false
+	if f == nil || !f.canPeek() || f.br.Buffered() > 0 || f.readable() {
+		return false // the next frame is here: read it on this stack
 	}
 	go c.waitFrame()
 	return true

@@ -23,6 +23,18 @@ func (f *flushConn) peekWait() (int, error) {
 	return f.peekN, f.peekErr
 }
 
+// readable reports whether the socket has a byte to read now (or EOF, or
+// an error, which the reader then meets at once).
+func (f *flushConn) readable() bool {
+	f.peekFlags = syscall.MSG_PEEK | syscall.MSG_DONTWAIT
+	f.peekLen = 1
+	f.peekNow = true
+	if err := f.raw.Control(f.peekCtl); err != nil {
+		return true
+	}
+	return f.peekNow
+}
+
 // discard consumes the first n bytes of the socket, which peekWait saw.
 func (f *flushConn) discard(n int) error {
 	f.peekFlags = syscall.MSG_DONTWAIT
@@ -34,6 +46,12 @@ func (f *flushConn) discard(n int) error {
 		return syscall.EIO // fewer bytes than peeked: cannot happen on a stream socket
 	}
 	return f.peekErr
+}
+
+// newPeekCtl is the function raw.Control calls for readable, made once per
+// socket: peekNow is left true unless the socket has nothing yet.
+func (f *flushConn) newPeekCtl() func(fd uintptr) {
+	return func(fd uintptr) { f.peekNow = f.peekFn(fd) }
 }
 
 // newPeekFn is the function raw.Read calls for peekWait and discard, made

@@ -9,4 +9,6 @@ const parkSupported = false
 func (f *flushConn) canPeek() bool                 { return false }
 func (f *flushConn) peekWait() (int, error)        { return 0, nil }
 func (f *flushConn) discard(int) error             { return nil }
+func (f *flushConn) readable() bool                { return false }
+func (f *flushConn) newPeekCtl() func(uintptr)     { return nil }
 func (f *flushConn) newPeekFn() func(uintptr) bool { return nil }

@@ -69,7 +69,9 @@ type flushConn struct {
 	peekErr   error
 	peekFlags int
 	peekLen   int
+	peekNow   bool
 	peekFn    func(fd uintptr) bool
+	peekCtl   func(fd uintptr)
 }
 
 // maxGather bounds a gathered write; a longer batch is flushed in parts.
@@ -308,7 +310,7 @@ func (h hijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 			}
 			return true // one attempt: never wait for the socket
 		}
-		f.peekFn = f.newPeekFn()
+		f.peekFn, f.peekCtl = f.newPeekFn(), f.newPeekCtl()
 	}
 	if brw.Reader.Buffered() == 0 {
 		// gorilla reads from this reader (Upgrader.ReadBufferSize is 0);
