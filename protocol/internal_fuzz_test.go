@@ -251,3 +251,26 @@ func FuzzAppendEnvelope(f *testing.F) {
 		}
 	})
 }
+
+// FuzzAppendDeliverBody: a deliver body is encoded as encoding/json
+// encodes it, whatever its strings and raw jwk hold.
+func FuzzAppendDeliverBody(f *testing.F) {
+	f.Add("eyJhbGciOiJFZERTQSJ9.eyJpZCI6IngifQ.c2ln", []byte(`{"kty":"OKP","crv":"Ed25519","x":"abc"}`), "alice", "", "", uint64(0), false, uint64(0))
+	f.Add("a<b>&\u2028\"", []byte(` { "k" : "<&>\u2029" } `), "b\u00e9\x00", "enc", "e1", uint64(7), true, uint64(0))
+	f.Add("", []byte(nil), "", "", "", uint64(1<<63), true, uint64(1<<64-1))
+	f.Add("x", []byte(`nul`), "y", "", "", uint64(0), false, uint64(0))
+	f.Fuzz(func(t *testing.T, frame string, jwk []byte, sub, enc, epoch string, offset uint64, logged bool, logIndex uint64) {
+		d := DeliverBody{Frame: frame, JWK: jwk, Sub: sub, Enc: enc, Epoch: epoch, Offset: offset}
+		if logged {
+			d.LogIndex = &logIndex
+		}
+		want, werr := json.Marshal(d)
+		got, gerr := appendDeliverBody(nil, &d)
+		if (werr == nil) != (gerr == nil) {
+			t.Fatalf("errors differ: %v, encoding/json %v", gerr, werr)
+		}
+		if werr == nil && !bytes.Equal(got, want) {
+			t.Fatalf("differs from encoding/json:\n%s\n%s", got, want)
+		}
+	})
+}

@@ -108,14 +108,62 @@ func (s *ServerSigner) sign(env *Envelope, compactBody bool) ([]byte, error) {
 	return signEnvelope(s.Key, TypServer, env, compactBody)
 }
 
-// SignBody is Sign with body marshalled from v.
+// SignBody is Sign with body marshalled from v. A DeliverBody, the body
+// of every deliver and direct frame, is encoded without reflection into a
+// pooled buffer (appendDeliverBody), with the same bytes; env.Body is nil
+// on return then.
 func (s *ServerSigner) SignBody(env *Envelope, v any) ([]byte, error) {
+	if d, ok := v.(DeliverBody); ok {
+		bp := payloadPool.Get().(*[]byte)
+		b, err := appendDeliverBody((*bp)[:0], &d)
+		if err != nil {
+			payloadPool.Put(bp)
+			return nil, err
+		}
+		env.Body = b
+		frame, err := s.sign(env, true)
+		env.Body = nil
+		if cap(b) <= 64<<10 {
+			*bp = b[:0]
+			payloadPool.Put(bp)
+		}
+		return frame, err
+	}
 	b, err := stdjson.Marshal(v)
 	if err != nil {
 		return nil, err
 	}
 	env.Body = b
 	return s.sign(env, true)
+}
+
+// appendDeliverBody appends d as compact JSON, byte for byte what
+// encoding/json's Marshal gives (FuzzAppendDeliverBody holds it to that).
+func appendDeliverBody(b []byte, d *DeliverBody) ([]byte, error) {
+	b = append(b, `{"frame":`...)
+	b = appendJSONString(b, d.Frame)
+	b = append(b, `,"jwk":`...)
+	if d.JWK == nil {
+		b = append(b, "null"...)
+	} else {
+		var err error
+		if b, err = appendCompactBody(b, d.JWK); err != nil {
+			return nil, err
+		}
+	}
+	b = append(b, `,"sub":`...)
+	b = appendJSONString(b, d.Sub)
+	b = appendMember(b, `,"enc":`, d.Enc)
+	b = appendMember(b, `,"epoch":`, d.Epoch)
+	if d.Offset != 0 {
+		b = append(b, `,"offset":`...)
+		b = strconv.AppendUint(b, d.Offset, 10)
+	}
+	if d.LogIndex != nil {
+		b = append(b, `,"log_index":`...)
+		b = strconv.AppendUint(b, *d.LogIndex, 10)
+	}
+	return append(b, '}'), nil
 }
 
 // ErrorFrame signs an error frame answering ref (the offending envelope,
