@@ -64,7 +64,7 @@ func (f *flushConn) newReadBuffer() *bufio.Reader {
 // caller must return at once without touching the reader's state.
 func (c *conn) park() bool {
 	f := c.fc
-	if f == nil || !f.canPeek() || f.br.Buffered() > 0 || f.readable() {
+	if f == nil || !f.canPeek() || f.br.Buffered() > 0 || f.buffered() || f.readable() {
 		return false // the next frame is here: read it on this stack
 	}
 	go c.waitFrame()

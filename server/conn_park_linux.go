@@ -72,3 +72,35 @@ func (f *flushConn) newPeekFn() func(fd uintptr) bool {
 		}
 	}
 }
+
+// canReadAhead reports whether Read can take what the socket holds with a
+// read that does not block (conn_read.go).
+func (f *flushConn) canReadAhead() bool { return f.raw != nil }
+
+// readNow reads what the socket holds into b, up to len(b), with one
+// read(2) that does not block: n > 0, or 0 and nil at EOF, or an error
+// (syscall.EAGAIN when there is nothing yet, or the read deadline's).
+func (f *flushConn) readNow(b []byte) (int, error) {
+	f.rdBuf = b
+	err := f.raw.Read(f.rdFn)
+	f.rdBuf = nil
+	if err != nil {
+		return 0, err
+	}
+	return f.rdN, f.rdErr
+}
+
+// newReadFn is the function raw.Read calls for readNow, made once per
+// socket: one attempt, never a wait.
+func (f *flushConn) newReadFn() func(fd uintptr) bool {
+	return func(fd uintptr) bool {
+		for {
+			n, err := syscall.Read(int(fd), f.rdBuf)
+			if err == syscall.EINTR {
+				continue
+			}
+			f.rdN, f.rdErr = max(n, 0), err
+			return true
+		}
+	}
+}

@@ -12,3 +12,7 @@ func (f *flushConn) discard(int) error             { return nil }
 func (f *flushConn) readable() bool                { return false }
 func (f *flushConn) newPeekCtl() func(uintptr)     { return nil }
 func (f *flushConn) newPeekFn() func(uintptr) bool { return nil }
+
+func (f *flushConn) canReadAhead() bool            { return false }
+func (f *flushConn) readNow([]byte) (int, error)   { return 0, nil }
+func (f *flushConn) newReadFn() func(uintptr) bool { return nil }

@@ -2,6 +2,8 @@ package server_test
 
 import (
 	"encoding/binary"
+	"encoding/json"
+	"fmt"
 	"runtime"
 	"strings"
 	"testing"
@@ -104,4 +106,39 @@ func TestIdleReaderParks(t *testing.T) {
 	sigiltest.Eventually(t, "the session and its waiter gone", func() bool {
 		return len(e.srv.Sessions()) == 0 && !strings.Contains(goroutines(), "server.(*conn).waitFrame")
 	}, goroutines)
+}
+
+// TestReadAheadBurst: frames that reach the server in one burst, some
+// larger than the read-ahead buffer, are each handled once and in order
+// (conn_read.go), and the reader parks again once the burst is read.
+func TestReadAheadBurst(t *testing.T) {
+	e := newEnv(t, nil)
+	a := e.login("alice").connect()
+	var burst []byte
+	var want []string
+	for i := range 60 {
+		env := &protocol.Envelope{Action: protocol.ActPing, Corr: fmt.Sprintf("p%d", i)}
+		if i%20 == 10 {
+			// A frame larger than the read-ahead, straddling it.
+			body, _ := json.Marshal(strings.Repeat("x", 40<<10))
+			env = &protocol.Envelope{Action: protocol.ActPub, Channel: "rooms.a", Body: body, Corr: fmt.Sprintf("p%d", i)}
+		}
+		burst = append(burst, maskedFrame(0x1, a.sign(env))...)
+		want = append(want, env.Corr)
+	}
+	_, err := a.ws.NetConn().Write(burst)
+	must(t, err)
+	for _, cid := range want {
+		m := a.recv()
+		if m.Corr != cid || (m.Action != protocol.ActPong && m.Action != protocol.ActReply) {
+			t.Fatalf("got %s cid %q, want the answer to %q", m.Action, m.Corr, cid)
+		}
+	}
+	if runtime.GOOS == "linux" {
+		sigiltest.Eventually(t, "the reader parked after the burst", func() bool {
+			st := goroutines()
+			return strings.Contains(st, "server.(*conn).waitFrame") && !readerInGorilla(st)
+		}, goroutines)
+	}
+	a.ping()
 }

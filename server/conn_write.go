@@ -72,6 +72,14 @@ type flushConn struct {
 	peekNow   bool
 	peekFn    func(fd uintptr) bool
 	peekCtl   func(fd uintptr)
+
+	// Read-ahead (conn_read.go): gorilla's reads only, one at a time.
+	ahead              *[]byte // pooled, non-nil while it holds unread bytes
+	aheadOff, aheadEnd int
+	rdBuf              []byte
+	rdN                int
+	rdErr              error
+	rdFn               func(fd uintptr) bool
 }
 
 // maxGather bounds a gathered write; a longer batch is flushed in parts.
@@ -310,7 +318,7 @@ func (h hijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 			}
 			return true // one attempt: never wait for the socket
 		}
-		f.peekFn, f.peekCtl = f.newPeekFn(), f.newPeekCtl()
+		f.peekFn, f.peekCtl, f.rdFn = f.newPeekFn(), f.newPeekCtl(), f.newReadFn()
 	}
 	if brw.Reader.Buffered() == 0 {
 		// gorilla reads from this reader (Upgrader.ReadBufferSize is 0);

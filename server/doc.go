@@ -125,9 +125,15 @@
 // # Concurrency
 //
 // A Server is safe for concurrent use. Each connection has exactly one
-// reader goroutine, which runs the verification pipeline and the action
-// handlers (including application handlers registered with Handle) in
-// order; a slow handler delays only its own connection. Writes go through a
+// reader goroutine at a time, which runs the verification pipeline and the
+// action handlers (including application handlers registered with Handle)
+// in order; a slow handler delays only its own connection. Between frames
+// an idle session's reader parks (conn_park.go): it hands the socket to a
+// new, small waiter goroutine and ends, and the waiter, which takes the
+// client's empty keepalive pongs itself, becomes the reader when anything
+// else arrives, so a parked session keeps about 2 KiB of stack instead of
+// the 4–8 KiB a reader grows to. Fields marked "reader goroutine only"
+// pass from one reader to the next with the go statement that starts it. Writes go through a
 // bounded per-connection queue drained by a writer goroutine that is busy
 // only while the queue is not empty, so idle sessions cost one goroutine;
 // a writer that drained its queue waits a second to be handed another
