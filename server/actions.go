@@ -231,7 +231,7 @@ func (c *conn) refresh(m *protocol.Message) *protocol.Error {
 		return asProtoErr(err)
 	}
 	c.mu.Lock()
-	c.roles, c.jti, c.iat = c.sess.Roles(), c.sess.TokenID(), c.sess.IssuedAt()
+	c.roles, c.jti, c.iat = c.sess.Roles(), c.sess.TokenID(), c.sess.IssuedAt().Unix()
 	c.mu.Unlock()
 	c.auditToken(res.Token)
 	c.exp.Store(c.sess.Expiry().UnixMilli())

@@ -28,7 +28,7 @@ type outFrame struct {
 }
 
 // conn is one WebSocket connection and, after welcome, its session. Its
-// fields are laid out to fit the 480-byte size class (bools together,
+// fields are laid out to fit the 448-byte size class (bools together,
 // deadlines as Unix nanoseconds): every idle session holds one.
 type conn struct {
 	srv         *Server
@@ -71,9 +71,9 @@ type conn struct {
 	holds     map[string][]outFrame // per channel being subscribed: its fan-out frames, until the sub is answered
 	roles     []string
 	jti       string
-	iat       time.Time // of the current token
+	iat       int64 // of the current token, Unix seconds (as the token's iat)
 
-	regKey string // names the connection in the presence's session list
+	seq uint64 // the connection's number on this server (regKey)
 
 	// The sweeper's schedule (schedule.mu): each duty's time, the
 	// position + 1 in the expiry heap, the ping's slot + 1 on the wheel
@@ -86,8 +86,11 @@ type conn struct {
 func newConn(s *Server, ws *websocket.Conn, remote string) *conn {
 	return &conn{srv: s, ws: ws, remote: remote, connectedAt: s.cfg.Now(),
 		helloBy: time.Now().Add(s.cfg.HelloTimeout).UnixNano(),
-		regKey:  strconv.FormatUint(s.connSeq.Add(1), 10)}
+		seq:     s.connSeq.Add(1)}
 }
+
+// regKey names the connection in the presence's session list.
+func (c *conn) regKey() string { return strconv.FormatUint(c.seq, 10) }
 
 var readBufPool = sync.Pool{New: func() any { b := make([]byte, 0, 2048); return &b }}
 
@@ -547,7 +550,7 @@ func (c *conn) hello(frame []byte) {
 	s.accepted.Add(1)
 	c.sess = sess
 	c.sid, c.sub, c.jwk = sess.ID(), sess.Subject(), sess.JWK()
-	c.roles, c.jti, c.iat = sess.Roles(), sess.TokenID(), sess.IssuedAt()
+	c.roles, c.jti, c.iat = sess.Roles(), sess.TokenID(), sess.IssuedAt().Unix()
 	c.exp.Store(sess.Expiry().UnixMilli())
 	c.auditHello(m)
 	wb := protocol.WelcomeBody{
@@ -693,8 +696,7 @@ func asProtoErr(err error) *protocol.Error {
 func (c *conn) schedule() {
 	s := c.srv
 	s.sched.planExpiry(c, s.cfg.Now(), s.cfg.ExpiryWarning)
-	n, _ := strconv.ParseUint(c.regKey, 10, 64)
-	first := s.cfg.PingInterval/2 + time.Duration(n%1024)*(s.cfg.PingInterval/2)/1024
+	first := s.cfg.PingInterval/2 + time.Duration(c.seq%1024)*(s.cfg.PingInterval/2)/1024
 	s.sched.set(c, dutyPing, time.Now().Add(first).UnixNano())
 }
 
@@ -725,7 +727,7 @@ func (c *conn) tokenID() string {
 func (c *conn) token() (jti string, iat time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.jti, c.iat
+	return c.jti, time.Unix(c.iat, 0)
 }
 
 func (c *conn) info() SessionInfo {
