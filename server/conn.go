@@ -28,7 +28,7 @@ type outFrame struct {
 }
 
 // conn is one WebSocket connection and, after welcome, its session. Its
-// fields are laid out to fit the 448-byte size class (bools together,
+// fields are laid out to fit the 416-byte size class (bools together,
 // deadlines as Unix nanoseconds): every idle session holds one.
 type conn struct {
 	srv         *Server
@@ -38,7 +38,7 @@ type conn struct {
 
 	// Set once at welcome, read-only afterwards.
 	sid, sub string
-	jwk      []byte
+	jwk      []byte // c.mu: the session key as sent, copied on first use (senderJWK)
 	ekey     *ecdsa.PublicKey
 	keys     *protocol.KeyRing
 	sessKey  *protocol.ContentKey
@@ -50,8 +50,8 @@ type conn struct {
 	// Reader goroutine only.
 	sess      *protocol.Session
 	rejects   []time.Time
-	logIndex  int64     // the audit log index of the frame being handled (-1: none); also the audit pipe's goroutine
-	pipe      auditPipe // sync audit: frames waiting for their entries
+	logIndex  int64      // the audit log index of the frame being handled (-1: none); also the audit pipe's goroutine
+	pipe      *auditPipe // sync audit: frames waiting for their entries (made by the first)
 	handedOff bool
 
 	mu        sync.Mutex
@@ -549,7 +549,7 @@ func (c *conn) hello(frame []byte) {
 	s.m.accepted.Inc()
 	s.accepted.Add(1)
 	c.sess = sess
-	c.sid, c.sub, c.jwk = sess.ID(), sess.Subject(), sess.JWK()
+	c.sid, c.sub = sess.ID(), sess.Subject()
 	c.roles, c.jti, c.iat = sess.Roles(), sess.TokenID(), sess.IssuedAt().Unix()
 	c.exp.Store(sess.Expiry().UnixMilli())
 	c.auditHello(m)
@@ -715,6 +715,18 @@ func (c *conn) tick(now time.Time) bool {
 		c.sendSigned(&protocol.Envelope{Action: protocol.ActExpiring}, protocol.ExpiringBody{Expiry: exp.UnixMilli()})
 	}
 	return true
+}
+
+// senderJWK returns the session key as the client sent it, for what the
+// session sends (deliveries, direct messages, audit entries). It is copied
+// from the session on first use, so that an idle session holds one copy.
+func (c *conn) senderJWK() []byte {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.jwk == nil {
+		c.jwk = c.sess.JWK()
+	}
+	return c.jwk
 }
 
 func (c *conn) tokenID() string {
