@@ -44,9 +44,10 @@ type ReplayStore interface {
 // open a new connection) and the ids still inside the window.
 //
 // A session's tables are sized for what it holds: an idle session, which
-// sent only its hello, holds one id in a one-entry ring (about 150 bytes
-// with the id); up to smallReplayIDs ids are looked up by a scan of the
-// ring, and only beyond that is an index (a map) built.
+// sent only its hello, holds one id in a one-entry ring (about 190 bytes
+// with the id and its entry in the store); up to smallReplayIDs ids are
+// looked up by a scan of the ring, and only beyond that is an index (a
+// map) built.
 type MemoryReplayStore struct {
 	maxIDs int
 	now    func() time.Time
