@@ -2,6 +2,7 @@ package protocol
 
 import (
 	"context"
+	"math"
 	"sync"
 	"time"
 )
@@ -41,6 +42,12 @@ type ReplayStore interface {
 // new size, so that a session that has disconnected soon holds only its seq
 // high-water mark (which it needs until its expiry: its token may still
 // open a new connection) and the ids still inside the window.
+//
+// A session's tables are sized for what it holds: an idle session, which
+// sent only its hello, holds one id in a one-entry ring (about 190 bytes
+// with the id and its entry in the store); up to smallReplayIDs ids are
+// looked up by a scan of the ring, and only beyond that is an index (a
+// map) built.
 type MemoryReplayStore struct {
 	maxIDs int
 	now    func() time.Time
@@ -54,14 +61,29 @@ type MemoryReplayStore struct {
 // MemoryRevocations forget expired state.
 const ReplaySweepInterval = time.Minute
 
+// smallReplayIDs is the number of ids a session holds without an index:
+// they are found by scanning the ring, which for so few is as fast as a
+// map lookup and needs no map.
+const smallReplayIDs = 8
+
 type replaySession struct {
 	lastSeq uint64
-	expiry  time.Time
-	ids     map[string]int64 // id → expiry, Unix nanoseconds; nil when empty
+	expiry  int64 // Unix nanoseconds; the session may be forgotten after it
 	// ring holds the ids in insertion order, oldest at head, for bounded
-	// eviction; it grows up to maxIDs and is then reused in place.
-	ring    []string
+	// eviction; it grows (1, 2, 4, ...) up to maxIDs and is then reused in
+	// place. An id whose window ended may still be in it (behind the
+	// head) and be recorded again: the newer entry is the one that counts.
+	ring    []replayID
 	head, n int
+	// ids indexes the ring when it holds more than smallReplayIDs ids: id →
+	// the expiry of its newest entry. nil otherwise.
+	ids map[string]int64
+}
+
+// replayID is one remembered id and when its window ends (Unix ns).
+type replayID struct {
+	id  string
+	exp int64
 }
 
 // NewMemoryReplayStore returns a store that keeps at most maxIDs ids per
@@ -100,58 +122,104 @@ func (m *MemoryReplayStore) Check(_ context.Context, c ReplayCheck) error {
 		s = &replaySession{}
 		m.sessions[c.Session] = s
 	}
-	if c.SessionExpiry.After(s.expiry) {
-		s.expiry = c.SessionExpiry
+	if exp := unixNanos(c.SessionExpiry); exp > s.expiry {
+		s.expiry = exp
 	}
-	nowN := now.UnixNano()
-	if exp, seen := s.ids[c.ID]; seen && nowN <= exp {
+	nowN := unixNanos(now)
+	if s.seen(c.ID, nowN) {
 		return ReplayError(CodeReplayID, c.ID)
 	}
 	if c.Seq <= s.lastSeq {
 		return ReplayError(CodeReplaySeq, c.ID)
 	}
 	s.lastSeq = c.Seq
-	s.add(c.ID, c.IDExpiry.UnixNano(), nowN, m.maxIDs)
+	s.add(c.ID, unixNanos(c.IDExpiry), nowN, m.maxIDs)
 	return nil
+}
+
+// unixNanos is t in Unix nanoseconds, clamped to what an int64 holds (the
+// zero Time, for one, is before it: math.MinInt64).
+func unixNanos(t time.Time) int64 {
+	switch {
+	case t.Before(minNanoTime):
+		return math.MinInt64
+	case t.After(maxNanoTime):
+		return math.MaxInt64
+	}
+	return t.UnixNano()
+}
+
+var minNanoTime, maxNanoTime = time.Unix(0, math.MinInt64), time.Unix(0, math.MaxInt64)
+
+// seen reports whether id is held with a window that has not ended.
+func (s *replaySession) seen(id string, now int64) bool {
+	if s.ids != nil {
+		exp, ok := s.ids[id]
+		return ok && now <= exp
+	}
+	for i := 0; i < s.n; i++ {
+		if e := s.ring[(s.head+i)%len(s.ring)]; e.id == id && now <= e.exp {
+			return true
+		}
+	}
+	return false
 }
 
 // add records id, first dropping expired ids from the front and, when the
 // session already holds max ids, the oldest.
 func (s *replaySession) add(id string, exp, now int64, limit int) {
-	if s.ids == nil {
-		s.ids = make(map[string]int64, 8)
-	}
 	for s.n > 0 {
 		old := s.ring[s.head]
-		if e, ok := s.ids[old]; ok && now <= e && s.n < limit {
+		if now <= old.exp && s.n < limit {
 			break
 		}
-		delete(s.ids, old)
-		s.ring[s.head] = ""
+		if s.ids != nil && s.ids[old.id] == old.exp { // not an older entry of a recorded-again id
+			delete(s.ids, old.id)
+		}
+		s.ring[s.head] = replayID{}
 		s.head = (s.head + 1) % len(s.ring)
 		s.n--
 	}
 	if s.n == len(s.ring) { // grow, keeping insertion order
-		size := min(limit, max(8, 2*len(s.ring)))
-		ring := make([]string, size)
-		for i := 0; i < s.n; i++ {
-			ring[i] = s.ring[(s.head+i)%len(s.ring)]
-		}
-		s.ring, s.head = ring, 0
+		s.resize(min(limit, max(1, 2*len(s.ring))))
 	}
-	s.ring[(s.head+s.n)%len(s.ring)] = id
+	s.ring[(s.head+s.n)%len(s.ring)] = replayID{id, exp}
 	s.n++
-	s.ids[id] = exp
+	switch {
+	case s.ids != nil:
+		s.ids[id] = exp
+	case s.n > smallReplayIDs:
+		s.index()
+	}
+}
+
+// resize moves the ring's entries, oldest first, to a new ring of size.
+func (s *replaySession) resize(size int) {
+	ring := make([]replayID, size)
+	for i := 0; i < s.n; i++ {
+		ring[i] = s.ring[(s.head+i)%len(s.ring)]
+	}
+	s.ring, s.head = ring, 0
+}
+
+// index builds ids from the ring; a newer entry of an id replaces an
+// older one.
+func (s *replaySession) index() {
+	s.ids = make(map[string]int64, s.n)
+	for i := 0; i < s.n; i++ {
+		e := s.ring[(s.head+i)%len(s.ring)]
+		s.ids[e.id] = e.exp
+	}
 }
 
 // compact drops the ids whose window has ended (anywhere in the ring, not
 // only at its head) and, if any was dropped, rebuilds the tables at the new
-// size (a Go map never shrinks); with no id left the session holds only its
-// seq and expiry.
+// size (a Go map never shrinks; up to smallReplayIDs ids need none); with
+// no id left the session holds only its seq and expiry.
 func (s *replaySession) compact(now int64) {
 	keep := 0
 	for i := 0; i < s.n; i++ {
-		if now <= s.ids[s.ring[(s.head+i)%len(s.ring)]] {
+		if now <= s.ring[(s.head+i)%len(s.ring)].exp {
 			keep++
 		}
 	}
@@ -162,18 +230,18 @@ func (s *replaySession) compact(now int64) {
 		s.ids, s.ring, s.head, s.n = nil, nil, 0, 0
 		return
 	}
-	ids := make(map[string]int64, keep)
-	ring := make([]string, max(8, keep))
+	ring := make([]replayID, keep)
 	j := 0
 	for i := 0; i < s.n; i++ {
-		id := s.ring[(s.head+i)%len(s.ring)]
-		if exp := s.ids[id]; now <= exp {
-			ids[id] = exp
-			ring[j] = id
+		if e := s.ring[(s.head+i)%len(s.ring)]; now <= e.exp {
+			ring[j] = e
 			j++
 		}
 	}
-	s.ids, s.ring, s.head, s.n = ids, ring, 0, keep
+	s.ring, s.head, s.n, s.ids = ring, 0, keep, nil
+	if keep > smallReplayIDs {
+		s.index()
+	}
 }
 
 // LastSeq implements ReplayStore.
@@ -205,9 +273,9 @@ func (m *MemoryReplayStore) maybeSweepLocked(now time.Time) {
 }
 
 func (m *MemoryReplayStore) sweepLocked(now time.Time) {
-	nowN := now.UnixNano()
+	nowN := unixNanos(now)
 	for sid, s := range m.sessions {
-		if now.After(s.expiry) {
+		if nowN > s.expiry {
 			delete(m.sessions, sid)
 		} else {
 			s.compact(nowN)

@@ -281,3 +281,68 @@ func TestReplayStoreCompactsIdleSessions(t *testing.T) {
 		t.Fatalf("%d sessions after expiry", n)
 	}
 }
+
+// A session's few ids are found by a scan of its ring, more through an
+// index built past smallReplayIDs (8): both answer the same, across the
+// switch and back after a compaction.
+func TestReplayStoreSmallAndIndexed(t *testing.T) {
+	now := time.UnixMilli(1767225600000)
+	m := protocol.NewMemoryReplayStore(0, func() time.Time { return now })
+	ctx := context.Background()
+	seq := uint64(0)
+	check := func(id string, life time.Duration) error {
+		seq++
+		return m.Check(ctx, protocol.ReplayCheck{Session: "s", ID: id, Seq: seq, IDExpiry: now.Add(life), SessionExpiry: now.Add(time.Hour)})
+	}
+	for i := 1; i <= 20; i++ {
+		must(t, check(fmt.Sprint("id-", i), time.Duration(i)*time.Minute))
+		for j := 1; j <= i; j++ { // every id held so far is a replay
+			if err := check(fmt.Sprint("id-", j), time.Minute); protocol.CodeOf(err) != protocol.CodeReplayID {
+				t.Fatalf("after %d ids, id-%d again: %v, want replay_id", i, j, err)
+			}
+		}
+		if err := check(fmt.Sprint("new-", i), time.Minute); err != nil {
+			t.Fatalf("after %d ids, a new id: %v", i, err)
+		}
+	}
+	// 14 minutes on, the sweep keeps id-15..id-20 (6, no index) and
+	// new-*'s are gone.
+	now = now.Add(14*time.Minute + time.Second)
+	m.Sweep()
+	if n := m.IDs(); n != 6 {
+		t.Fatalf("%d ids after the sweep, want 6", n)
+	}
+	for j := 1; j <= 20; j++ {
+		err := check(fmt.Sprint("id-", j), time.Minute)
+		if want := j >= 15; (protocol.CodeOf(err) == protocol.CodeReplayID) != want {
+			t.Fatalf("after the sweep, id-%d again: %v (replay expected: %v)", j, err, want)
+		}
+	}
+}
+
+// An id whose window ended may be recorded again while its old entry is
+// still held behind younger ones; evicting the old entry must not forget
+// the new one.
+func TestReplayStoreIDRecordedAgain(t *testing.T) {
+	now := time.UnixMilli(1767225600000)
+	m := protocol.NewMemoryReplayStore(12, func() time.Time { return now })
+	ctx := context.Background()
+	seq := uint64(0)
+	check := func(id string, life time.Duration) error {
+		seq++
+		return m.Check(ctx, protocol.ReplayCheck{Session: "s", ID: id, Seq: seq, IDExpiry: now.Add(life), SessionExpiry: now.Add(time.Hour)})
+	}
+	must(t, check("x", 5*time.Minute))
+	must(t, check("a", 10*time.Second))
+	for i := 1; i <= 7; i++ {
+		must(t, check(fmt.Sprint("f", i), 5*time.Minute))
+	}
+	now = now.Add(20 * time.Second)
+	must(t, check("a", time.Minute)) // its window ended: a new frame may use it
+	for i := 1; i <= 4; i++ {        // the ring is full: x, then the old a, go
+		must(t, check(fmt.Sprint("g", i), 5*time.Minute))
+	}
+	if err := check("a", time.Minute); protocol.CodeOf(err) != protocol.CodeReplayID {
+		t.Fatalf("a, recorded again 0 s ago: %v, want replay_id", err)
+	}
+}

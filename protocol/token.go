@@ -247,6 +247,9 @@ func decodeSessionClaims(payload []byte) (*SessionClaims, error) {
 	if err := json.Unmarshal(rolesRaw, &c.Roles); err != nil || c.Roles == nil || len(c.Roles) > MaxRoles {
 		return nil, errString("roles must be an array of at most 32 strings")
 	}
+	// The decoder's array has room to spare; a session keeps its roles for
+	// its lifetime, so they are kept at their size.
+	c.Roles = append(make([]string, 0, len(c.Roles)), c.Roles...)
 	cnfRaw, ok := obj["cnf"]
 	if !ok {
 		return nil, errString("missing claim \"cnf\"")

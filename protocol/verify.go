@@ -318,7 +318,8 @@ func (v *Verifier) verifyHello(ctx context.Context, frame []byte) (*Session, *Me
 		}
 	}
 	s := newSession(claims, bound, hb.JWK, hb.EKey)
-	s.hdr = string(c.hseg) // later frames carry the same header
+	// s.hdr is left to the session's next frame (Verify), which carries
+	// the same header: a session that stays idle keeps no copy of it.
 	m, err := v.afterClaims(ctx, frame, env, s)
 	if err != nil {
 		return nil, nil, err

@@ -140,7 +140,7 @@ func (c *conn) dispatch(ctx context.Context, m *protocol.Message) *protocol.Erro
 		}
 		c.reply(m, protocol.PresenceBody{Members: members}, true)
 	case protocol.ActPub:
-		err := s.hub.publish(ctx, m.Channel, m.Frame, c.jwk, c.sub, c.logIndex)
+		err := s.hub.publish(ctx, m.Channel, m.Frame, c.senderJWK(), c.sub, c.logIndex)
 		if err != nil {
 			return codedError(err, "publish failed")
 		}
@@ -148,7 +148,7 @@ func (c *conn) dispatch(ctx context.Context, m *protocol.Message) *protocol.Erro
 	case protocol.ActDM:
 		// m.Frame is in the connection's read buffer, reused after this
 		// frame: the publication gets its own copy (a broker may keep it).
-		d := &DirectMessage{To: m.To, Sender: c.sub, SenderJWK: c.jwk, Frame: bytes.Clone(m.Frame), LogIndex: bodyLogIndex(c.logIndex)}
+		d := &DirectMessage{To: m.To, Sender: c.sub, SenderJWK: c.senderJWK(), Frame: bytes.Clone(m.Frame), LogIndex: bodyLogIndex(c.logIndex)}
 		if m.Encrypted {
 			d.Plain = m.Body
 		}
@@ -231,7 +231,7 @@ func (c *conn) refresh(m *protocol.Message) *protocol.Error {
 		return asProtoErr(err)
 	}
 	c.mu.Lock()
-	c.roles, c.jti, c.iat = c.sess.Roles(), c.sess.TokenID(), c.sess.IssuedAt()
+	c.roles, c.jti, c.iat = c.sess.Roles(), c.sess.TokenID(), c.sess.IssuedAt().Unix()
 	c.mu.Unlock()
 	c.auditToken(res.Token)
 	c.exp.Store(c.sess.Expiry().UnixMilli())

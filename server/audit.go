@@ -132,7 +132,7 @@ func (c *conn) auditToken(token string) {
 		return
 	}
 	e := s.auditEntry(audit.KindToken)
-	e.Token, e.JWK = token, c.jwk
+	e.Token, e.JWK = token, c.senderJWK()
 	s.cfg.Audit.Log.AddFunc(e, func(_ uint64, err error) {
 		if err != nil {
 			s.auditFailed(e.Kind, err)
@@ -160,7 +160,7 @@ func (c *conn) frameEntry(m *protocol.Message) *audit.Entry {
 		return nil
 	}
 	e := s.auditEntry(audit.KindFrame)
-	e.Frame, e.JTI, e.JKT, e.JWK = string(m.Frame), c.tokenID(), c.sess.Key().Thumbprint(), c.jwk
+	e.Frame, e.JTI, e.JKT, e.JWK = string(m.Frame), c.tokenID(), c.sess.Key().Thumbprint(), c.senderJWK()
 	return e
 }
 
@@ -225,7 +225,10 @@ func (c *conn) auditPiped(ctx context.Context, m *protocol.Message, end func(*pr
 		return false
 	}
 	m.Frame = []byte(e.Frame) // the read buffer is reused for the next frame
-	p := &c.pipe
+	if c.pipe == nil {
+		c.pipe = &auditPipe{}
+	}
+	p := c.pipe
 	p.mu.Lock()
 	for len(p.q) >= maxPiped {
 		p.wait().Wait()
@@ -242,7 +245,7 @@ func (c *conn) auditPiped(ctx context.Context, m *protocol.Message, end func(*pr
 
 // runPipe answers the piped frames in order until the pipe is empty.
 func (c *conn) runPipe() {
-	p := &c.pipe
+	p := c.pipe
 	for {
 		p.mu.Lock()
 		if len(p.q) == 0 {
@@ -275,7 +278,10 @@ func (c *conn) auditWait() {
 	if c.srv.cfg.Audit.Async || !c.srv.auditOn() {
 		return // nothing is piped
 	}
-	p := &c.pipe
+	p := c.pipe
+	if p == nil {
+		return // nothing was ever piped
+	}
 	p.mu.Lock()
 	for p.busy {
 		p.wait().Wait()

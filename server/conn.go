@@ -27,7 +27,9 @@ type outFrame struct {
 	off  uint64                     // a deliver frame's offset in its channel's stream (0: none)
 }
 
-// conn is one WebSocket connection and, after welcome, its session.
+// conn is one WebSocket connection and, after welcome, its session. Its
+// fields are laid out to fit the 416-byte size class (bools together,
+// deadlines as Unix nanoseconds): every idle session holds one.
 type conn struct {
 	srv         *Server
 	ws          *websocket.Conn
@@ -37,42 +39,42 @@ type conn struct {
 
 	// Set once at welcome, read-only afterwards.
 	sid, sub string
-	jwk      []byte
+	jwk      []byte // c.mu: the session key as sent, copied on first use (senderJWK)
 	ekey     *ecdsa.PublicKey
 	keys     *protocol.KeyRing
 	sessKey  *protocol.ContentKey
 	welcomed atomic.Bool
 
+	warned atomic.Bool
+	exp    atomic.Int64 // token expiry, Unix ms
+
 	// Reader goroutine only.
 	sess      *protocol.Session
 	rejects   []time.Time
+	logIndex  int64      // the audit log index of the frame being handled (-1: none); also the audit pipe's goroutine
+	pipe      *auditPipe // sync audit: frames waiting for their entries (made by the first)
 	handedOff bool
-	logIndex  int64     // the audit log index of the frame being handled (-1: none); also the audit pipe's goroutine
-	pipe      auditPipe // sync audit: frames waiting for their entries
-
-	exp    atomic.Int64 // token expiry, Unix ms
-	warned atomic.Bool
 
 	mu        sync.Mutex
-	queue     []outFrame
 	writing   bool // a writer goroutine runs, or is held (held)
 	held      bool // the welcome is queued but nothing is written until the session is registered and checked
 	closed    bool
+	stopRead  bool // the server is shutting down: read no more frames
+	closeDone bool // the close frame is written or the socket dropped (closeSent is closed)
+	queue     []outFrame
 	closeCode protocol.CloseCode // pending close after the queue drains (0: none)
 	closeMsg  string
-	closeBy   time.Time // read deadline once closing (real time, as every socket deadline)
-	helloBy   time.Time // read deadline until the hello is handled
-	stopRead  bool      // the server is shutting down: read no more frames
+	closeBy   int64 // read deadline once closing, Unix ns (real time, as every socket deadline)
+	helloBy   int64 // read deadline until the hello is handled, Unix ns
 
-	closeSent chan struct{} // closed once the close frame is written or the socket dropped
-	closeOnce sync.Once
+	closeSent chan struct{} // made by the first waitCloseSent; closed with closeDone
 	channels  map[string]struct{}
 	holds     map[string][]outFrame // per channel being subscribed: its fan-out frames, until the sub is answered
 	roles     []string
 	jti       string
-	iat       time.Time // of the current token
+	iat       int64 // of the current token, Unix seconds (as the token's iat)
 
-	regKey string // names the connection in the presence's session list
+	seq uint64 // the connection's number on this server (regKey)
 
 	// The sweeper's schedule (schedule.mu): each duty's time, the
 	// position + 1 in the expiry heap, the ping's slot + 1 on the wheel
@@ -85,9 +87,12 @@ type conn struct {
 func newConn(s *Server, ws *websocket.Conn, remote string) *conn {
 	fc, _ := ws.NetConn().(*flushConn)
 	return &conn{srv: s, ws: ws, fc: fc, remote: remote, connectedAt: s.cfg.Now(),
-		helloBy: time.Now().Add(s.cfg.HelloTimeout), closeSent: make(chan struct{}),
-		regKey: strconv.FormatUint(s.connSeq.Add(1), 10)}
+		helloBy: time.Now().Add(s.cfg.HelloTimeout).UnixNano(),
+		seq:     s.connSeq.Add(1)}
 }
+
+// regKey names the connection in the presence's session list.
+func (c *conn) regKey() string { return strconv.FormatUint(c.seq, 10) }
 
 var readBufPool = sync.Pool{New: func() any { b := make([]byte, 0, 2048); return &b }}
 
@@ -219,9 +224,9 @@ func (c *conn) setReadDeadline() {
 	case c.stopRead:
 		d = time.Unix(1, 0)
 	case c.closed:
-		d = c.closeBy
+		d = time.Unix(0, c.closeBy)
 	case !c.welcomed.Load():
-		d = c.helloBy
+		d = time.Unix(0, c.helloBy)
 	default:
 		d = time.Now().Add(c.srv.cfg.PingInterval + c.srv.cfg.PongTimeout)
 	}
@@ -246,13 +251,33 @@ func (c *conn) readStopped() bool {
 
 // signalCloseSent records that the close frame was written or the socket
 // dropped.
-func (c *conn) signalCloseSent() { c.closeOnce.Do(func() { close(c.closeSent) }) }
+func (c *conn) signalCloseSent() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.closeDone {
+		c.closeDone = true
+		if c.closeSent != nil {
+			close(c.closeSent)
+		}
+	}
+}
 
 // waitCloseSent waits until the close frame is written (after the queue)
 // or the socket dropped, or the server gave up waiting (Shutdown's context).
+// Only a session that shuts down waits: the channel is made then.
 func (c *conn) waitCloseSent() {
+	c.mu.Lock()
+	if c.closeDone {
+		c.mu.Unlock()
+		return
+	}
+	if c.closeSent == nil {
+		c.closeSent = make(chan struct{})
+	}
+	ch := c.closeSent
+	c.mu.Unlock()
 	select {
-	case <-c.closeSent:
+	case <-ch:
 	case <-c.srv.ctx.Done():
 	}
 }
@@ -305,7 +330,7 @@ func (c *conn) close(code protocol.CloseCode, reason string, drain bool) {
 		return
 	}
 	c.closed = true
-	c.closeBy = time.Now().Add(2 * time.Second)
+	c.closeBy = time.Now().Add(2 * time.Second).UnixNano()
 	if drain && c.writing {
 		c.closeCode, c.closeMsg = code, reason
 		start := c.held
@@ -465,7 +490,7 @@ func (c *conn) abort(ref *protocol.Envelope, pe *protocol.Error, code protocol.C
 	}
 	c.queue = append(slices.DeleteFunc(c.queue, func(f outFrame) bool { return !f.keep }), outFrame{data: frame})
 	c.closed = true
-	c.closeBy = time.Now().Add(2 * time.Second)
+	c.closeBy = time.Now().Add(2 * time.Second).UnixNano()
 	c.closeCode, c.closeMsg = code, reason
 	start := !c.writing || c.held
 	c.writing, c.held = true, false
@@ -530,8 +555,8 @@ func (c *conn) hello(frame []byte) {
 	s.m.accepted.Inc()
 	s.accepted.Add(1)
 	c.sess = sess
-	c.sid, c.sub, c.jwk = sess.ID(), sess.Subject(), sess.JWK()
-	c.roles, c.jti, c.iat = sess.Roles(), sess.TokenID(), sess.IssuedAt()
+	c.sid, c.sub = sess.ID(), sess.Subject()
+	c.roles, c.jti, c.iat = sess.Roles(), sess.TokenID(), sess.IssuedAt().Unix()
 	c.exp.Store(sess.Expiry().UnixMilli())
 	c.auditHello(m)
 	wb := protocol.WelcomeBody{
@@ -677,8 +702,7 @@ func asProtoErr(err error) *protocol.Error {
 func (c *conn) schedule() {
 	s := c.srv
 	s.sched.planExpiry(c, s.cfg.Now(), s.cfg.ExpiryWarning)
-	n, _ := strconv.ParseUint(c.regKey, 10, 64)
-	first := s.cfg.PingInterval/2 + time.Duration(n%1024)*(s.cfg.PingInterval/2)/1024
+	first := s.cfg.PingInterval/2 + time.Duration(c.seq%1024)*(s.cfg.PingInterval/2)/1024
 	s.sched.set(c, dutyPing, time.Now().Add(first).UnixNano())
 }
 
@@ -699,6 +723,18 @@ func (c *conn) tick(now time.Time) bool {
 	return true
 }
 
+// senderJWK returns the session key as the client sent it, for what the
+// session sends (deliveries, direct messages, audit entries). It is copied
+// from the session on first use, so that an idle session holds one copy.
+func (c *conn) senderJWK() []byte {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.jwk == nil {
+		c.jwk = c.sess.JWK()
+	}
+	return c.jwk
+}
+
 func (c *conn) tokenID() string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -709,7 +745,7 @@ func (c *conn) tokenID() string {
 func (c *conn) token() (jti string, iat time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.jti, c.iat
+	return c.jti, time.Unix(c.iat, 0)
 }
 
 func (c *conn) info() SessionInfo {

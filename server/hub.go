@@ -177,7 +177,7 @@ func (h *hub) unregister(c *conn) {
 		}
 	}
 	h.mu.Unlock()
-	h.s.cfg.Presence.RemoveSession(c.regKey)
+	h.s.cfg.Presence.RemoveSession(c.regKey())
 	if last {
 		h.brokerUnsubscribe(t)
 	}
@@ -478,7 +478,7 @@ func (h *hub) presenceEvent(act, ch, sub string) (*Publication, error) {
 
 // updateSession records c's current description with the presence.
 func (h *hub) updateSession(c *conn) {
-	h.s.cfg.Presence.SetSession(c.regKey, c.info())
+	h.s.cfg.Presence.SetSession(c.regKey(), c.info())
 }
 
 // interested reports whether anyone may receive t.
