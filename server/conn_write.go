@@ -63,23 +63,15 @@ type flushConn struct {
 	once  func(fd uintptr) bool
 
 	// The read side, for the waiter of a parked reader (conn_park.go).
-	br        *bufio.Reader // gorilla's read buffer (nil: gorilla has its own)
-	peek      [8]byte
-	peekN     int
-	peekErr   error
-	peekFlags int
-	peekLen   int
-	peekNow   bool
-	peekFn    func(fd uintptr) bool
-	peekCtl   func(fd uintptr)
-
+	br   *bufio.Reader // gorilla's read buffer (nil: gorilla has its own)
+	peek [8]byte
 	// Read-ahead (conn_read.go): gorilla's reads only, one at a time.
 	ahead              *[]byte // pooled, non-nil while it holds unread bytes
 	aheadOff, aheadEnd int
-	rdBuf              []byte
-	rdN                int
-	rdErr              error
-	rdFn               func(fd uintptr) bool
+	// The socket reads of the waiter and the read-ahead (one at a time:
+	// only the session's reader or its waiter reads).
+	op   recvOp
+	opFn func(fd uintptr) bool
 }
 
 // maxGather bounds a gathered write; a longer batch is flushed in parts.
@@ -318,7 +310,7 @@ func (h hijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 			}
 			return true // one attempt: never wait for the socket
 		}
-		f.peekFn, f.peekCtl, f.rdFn = f.newPeekFn(), f.newPeekCtl(), f.newReadFn()
+		f.opFn = f.newRecvFn()
 	}
 	if brw.Reader.Buffered() == 0 {
 		// gorilla reads from this reader (Upgrader.ReadBufferSize is 0);
