@@ -46,9 +46,13 @@ func isEmptyPong(p []byte) bool {
 }
 
 // readBufferSize is the size of the read buffer gorilla gets for each
-// session: frames larger than it are read straight into the frame's own
-// buffer.
-const readBufferSize = 512
+// session, which every idle session holds: the smallest gorilla reuses
+// (over 256 bytes; it needs a control frame's 125 bytes), in the
+// allocator's 288-byte class. What is larger, a frame's payload, is read
+// straight into the frame's own buffer; and a busy session's bytes come
+// from the read-ahead (conn_read.go), so a small buffer costs copies, not
+// syscalls.
+const readBufferSize = 288
 
 // newReadBuffer is the buffered reader of a hijacked socket that gorilla
 // reads frames from (it reuses the one the hijacker returns when the

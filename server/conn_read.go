@@ -7,10 +7,10 @@ import (
 
 // Read-ahead: how a busy session's frames come off the socket.
 //
-// gorilla reads a session's frames through a 512-byte buffer
+// gorilla reads a session's frames through a 288-byte buffer
 // (readBufferSize), kept small because every idle session holds one. A
 // busy session with frames waiting in the socket would so cost a read(2)
-// per 512 bytes, about one per publish. Instead, when the buffer asks for
+// per 288 bytes, about two per publish. Instead, when the buffer asks for
 // bytes, flushConn first takes everything the socket holds, up to
 // readAheadSize, into a pooled buffer with one read that does not block,
 // and hands it out from memory; the pooled buffer goes back as soon as it
