@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http/httptest"
 	"path/filepath"
 	"runtime"
@@ -71,6 +72,7 @@ func TestOneLoginManyProcesses(t *testing.T) {
 func oneLoginManyProcesses(t *testing.T, store server.RefreshStore) {
 	const senders = 20
 	cs := &countingStore{RefreshStore: store, used: map[string]int{}}
+	var srvLog sigiltest.SyncBuffer // printed on failure
 	srv, err := server.New(server.Config{
 		Authenticator: server.StaticUsers{Doc: &server.UsersDoc{Users: []server.User{
 			{Name: "alice", Hash: sigiltest.PasswordHash(), Roles: []string{"user"}},
@@ -80,7 +82,7 @@ func oneLoginManyProcesses(t *testing.T, store server.RefreshStore) {
 		// 21 connections refresh, long enough that a refresh delayed by a
 		// loaded machine still comes before its token expires.
 		TokenTTL: 12 * time.Second,
-		Logger:   sigiltest.QuietLogger(),
+		Logger:   slog.New(slog.NewTextHandler(&srvLog, nil)),
 	})
 	must(t, err)
 	hs := httptest.NewServer(srv.Handler())
@@ -113,69 +115,96 @@ func oneLoginManyProcesses(t *testing.T, store server.RefreshStore) {
 
 	// 20 senders at once, each its own process-like command reading lines
 	// from its stdin, so that it lives across several refreshes.
-	pipes := make([]*io.PipeWriter, senders)
-	codes := make(chan string, senders)
+	procs := make([]*senderProc, senders)
 	for i := range senders {
-		pr, pw := io.Pipe()
-		pipes[i] = pw
+		p := &senderProc{stdin: feed{lines: make(chan string, 2)}, done: make(chan struct{})}
+		procs[i] = p
+		t.Cleanup(p.closeStdin) // a failed test ends them too
 		go func() {
-			var so, se strings.Builder
-			code := run([]string{"send", "--stdin", "--timeout", "5m", "--credentials", creds, "rooms.many"}, pr, &so, &se)
-			codes <- fmt.Sprintf("sender %d: exit %d %s", i, code, se.String())
+			defer close(p.done)
+			var so strings.Builder
+			p.code = run([]string{"send", "--stdin", "--timeout", "5m", "--credentials", creds, "rooms.many"}, &p.stdin, &so, &p.stderr)
 		}()
 	}
-	for i, pw := range pipes {
-		fmt.Fprintf(pw, "first from %d\n", i)
-	}
-	diag := func() string {
+	// report is what a failure prints: every sender's state and stderr,
+	// listen's, the refreshes, the server's sessions and log, and where
+	// every goroutine stands (the commands run in this process).
+	report := func() string {
 		var b strings.Builder
-		for {
-			select {
-			case s := <-codes:
-				b.WriteString(s + "\n")
-				continue
-			case err := <-lerr:
-				fmt.Fprintf(&b, "listen ended: %v\n", err)
-				continue
-			default:
+		for i, p := range procs {
+			if code, ok := p.exited(); ok {
+				fmt.Fprintf(&b, "sender %d: exit %d %s\n", i, code, p.stderr.String())
+			} else {
+				fmt.Fprintf(&b, "sender %d: running %s\n", i, p.stderr.String())
 			}
-			break
 		}
+		select {
+		case err := <-lerr:
+			fmt.Fprintf(&b, "listen ended: %v\n", err)
+			lerr <- err
+		default:
+		}
+		fmt.Fprintf(&b, "listen printed %d first, %d second\n", countLines(lout.String(), "first from "), countLines(lout.String(), "second from "))
 		cs.mu.Lock()
 		fmt.Fprintf(&b, "refreshes by session: %v\n", cs.used)
 		cs.mu.Unlock()
+		for _, si := range srv.Sessions() {
+			fmt.Fprintf(&b, "server session %s: jti %s, expires %s\n", si.ID, si.TokenID, si.ExpiresAt.Format(time.StampMilli))
+		}
+		fmt.Fprintf(&b, "server log:\n%s", srvLog.String())
+		buf := make([]byte, 8<<20)
+		fmt.Fprintf(&b, "goroutines:\n%s", buf[:runtime.Stack(buf, true)])
 		return b.String()
 	}
-	sigiltest.Eventually(t, "every first message", func() bool { return countLines(lout.String(), "first from ") == senders }, diag)
-	// Every connection (listen and the 20 senders) refreshes in-band while
-	// they all run. (Probes refresh nothing: they are short.)
-	sigiltest.Eventually(t, "a refresh in each of the 21 sessions", func() bool { return cs.refreshedAtLeast(1) >= senders+1 })
-	for i, pw := range pipes {
-		fmt.Fprintf(pw, "second from %d\n", i)
-		pw.Close()
-	}
-	// Every sender exits once its stdin is closed; one that does not is
-	// reported with where every goroutine stands.
-	var exited []string
-	sigiltest.Eventually(t, "every sender to exit", func() bool {
-		for {
-			select {
-			case s := <-codes:
-				exited = append(exited, s)
-			default:
-				return len(exited) == senders
+	// Until their stdin is closed, the senders run, and listen runs
+	// throughout: one that ended already failed, and the test says why at
+	// once.
+	running := func() {
+		t.Helper()
+		for i, p := range procs {
+			if _, ok := p.exited(); ok {
+				t.Fatalf("sender %d ended before its stdin did\n%s", i, report())
 			}
 		}
-	}, func() string {
-		buf := make([]byte, 4<<20)
-		return fmt.Sprintf("exited: %q\ngoroutines:\n%s", exited, buf[:runtime.Stack(buf, true)])
-	})
-	for _, s := range exited {
-		if !strings.Contains(s, "exit 0") {
-			t.Fatal(s)
+		select {
+		case err := <-lerr:
+			lerr <- err
+			t.Fatalf("listen ended: %v\n%s", err, report())
+		default:
 		}
 	}
-	sigiltest.Eventually(t, "every second message", func() bool { return countLines(lout.String(), "second from ") == senders })
+	for i, p := range procs {
+		p.stdin.lines <- fmt.Sprintf("first from %d\n", i)
+	}
+	sigiltest.Eventually(t, "every first message", func() bool {
+		running()
+		return countLines(lout.String(), "first from ") == senders
+	}, report)
+	// Every connection (listen and the 20 senders) refreshes in-band while
+	// they all run. (Probes refresh nothing: they are short.)
+	sigiltest.Eventually(t, "a refresh in each of the 21 sessions", func() bool {
+		running()
+		return cs.refreshedAtLeast(1) >= senders+1
+	}, report)
+	for i, p := range procs {
+		p.stdin.lines <- fmt.Sprintf("second from %d\n", i)
+		p.closeStdin()
+	}
+	// Every sender exits once its stdin is closed, with 0.
+	sigiltest.Eventually(t, "every sender to exit", func() bool {
+		for _, p := range procs {
+			if _, ok := p.exited(); !ok {
+				return false
+			}
+		}
+		return true
+	}, report)
+	for i, p := range procs {
+		if p.code != 0 {
+			t.Fatalf("sender %d: exit %d\n%s", i, p.code, report())
+		}
+	}
+	sigiltest.Eventually(t, "every second message", func() bool { return countLines(lout.String(), "second from ") == senders }, report)
 	// The login still works, and listen is still up.
 	sendOnce("after")
 	sigiltest.Eventually(t, "the last message", func() bool { return strings.Contains(lout.String(), "alice: after") })
@@ -197,6 +226,50 @@ func oneLoginManyProcesses(t *testing.T, store server.RefreshStore) {
 	if lerrv != nil {
 		t.Fatal(lerrv)
 	}
+}
+
+// senderProc is one `sigil send --stdin` running in this process.
+type senderProc struct {
+	stdin  feed
+	stderr sigiltest.SyncBuffer
+	done   chan struct{} // closed when it ended, with code
+	code   int
+	eof    sync.Once
+}
+
+// closeStdin ends the sender's stdin (EOF once it read every line).
+func (p *senderProc) closeStdin() { p.eof.Do(func() { close(p.stdin.lines) }) }
+
+// exited returns the sender's exit code once it ended.
+func (p *senderProc) exited() (int, bool) {
+	select {
+	case <-p.done:
+		return p.code, true
+	default:
+		return 0, false
+	}
+}
+
+// feed is a sender's stdin: the lines sent on lines, then EOF once lines
+// is closed. Giving it a line never blocks the test, whether or not the
+// sender still reads (with an io.Pipe, a sender that had failed blocked
+// the test's write until the 10-minute test timeout).
+type feed struct {
+	lines chan string
+	rest  string
+}
+
+func (f *feed) Read(p []byte) (int, error) {
+	if f.rest == "" {
+		line, ok := <-f.lines
+		if !ok {
+			return 0, io.EOF
+		}
+		f.rest = line
+	}
+	n := copy(p, f.rest)
+	f.rest = f.rest[n:]
+	return n, nil
 }
 
 func countLines(s, substr string) int {
