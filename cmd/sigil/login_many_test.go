@@ -57,19 +57,49 @@ func (c *countingStore) refreshedAtLeast(n int) int {
 func TestOneLoginManyProcesses(t *testing.T) {
 	t.Run("memory", func(t *testing.T) {
 		t.Parallel()
-		oneLoginManyProcesses(t, server.NewMemoryRefreshStore(nil))
+		oneLoginManyProcesses(t, server.NewMemoryRefreshStore(nil), nil)
 	})
 	t.Run("redis", func(t *testing.T) {
 		t.Parallel()
 		rd := sigiltest.StartRedis(t)
-		r, err := server.NewRedis(server.RedisConfig{URL: rd.URL})
+		ops := &storeCalls{}
+		r, err := server.NewRedis(server.RedisConfig{URL: rd.URL, Observe: ops.observe})
 		must(t, err)
 		t.Cleanup(r.Close)
-		oneLoginManyProcesses(t, server.NewRedisRefreshStore(r, 0))
+		oneLoginManyProcesses(t, server.NewRedisRefreshStore(r, 0), ops)
 	})
 }
 
-func oneLoginManyProcesses(t *testing.T, store server.RefreshStore) {
+// storeCalls records the Redis store's calls that failed or were slow,
+// for a failure's report: a call that runs out of RedisConfig.OpTimeout
+// fails the refresh or the login grant that made it.
+type storeCalls struct {
+	mu      sync.Mutex
+	n       int
+	slowest time.Duration
+	notable []string
+}
+
+func (s *storeCalls) observe(op string, d time.Duration, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.n++
+	s.slowest = max(s.slowest, d)
+	if err != nil || d > 250*time.Millisecond {
+		s.notable = append(s.notable, fmt.Sprintf("%s %s: %v %v", time.Now().Format(time.StampMilli), op, d, err))
+	}
+}
+
+func (s *storeCalls) String() string {
+	if s == nil {
+		return "(memory store)"
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return fmt.Sprintf("%d calls, the slowest %v; failed or over 250ms: %q", s.n, s.slowest, s.notable)
+}
+
+func oneLoginManyProcesses(t *testing.T, store server.RefreshStore, ops *storeCalls) {
 	const senders = 20
 	cs := &countingStore{RefreshStore: store, used: map[string]int{}}
 	var srvLog sigiltest.SyncBuffer // printed on failure
@@ -151,7 +181,7 @@ func oneLoginManyProcesses(t *testing.T, store server.RefreshStore) {
 		for _, si := range srv.Sessions() {
 			fmt.Fprintf(&b, "server session %s: jti %s, expires %s\n", si.ID, si.TokenID, si.ExpiresAt.Format(time.StampMilli))
 		}
-		fmt.Fprintf(&b, "server log:\n%s", srvLog.String())
+		fmt.Fprintf(&b, "store calls: %s\nserver log:\n%s", ops, srvLog.String())
 		buf := make([]byte, 8<<20)
 		fmt.Fprintf(&b, "goroutines:\n%s", buf[:runtime.Stack(buf, true)])
 		return b.String()
@@ -226,6 +256,7 @@ func oneLoginManyProcesses(t *testing.T, store server.RefreshStore) {
 	if lerrv != nil {
 		t.Fatal(lerrv)
 	}
+	t.Logf("store calls: %s", ops)
 }
 
 // senderProc is one `sigil send --stdin` running in this process.
