@@ -197,10 +197,13 @@ func dialStored(ctx context.Context, path string, encrypt, insecure bool, set ..
 
 // loginHint adds what to do to an error that means the login is no
 // longer good: refused by the server (expired, revoked, or revoked with
-// its family after a refresh-token reuse).
+// its family after a refresh-token reuse). A refresh that failed without
+// a refusal (a store the server needs did not answer: unavailable, or
+// the connection was lost) says nothing of the login, and gets no hint.
 func loginHint(err error) error {
 	var he *client.HTTPError
-	if errors.As(err, &he) && he.Code == "invalid_grant" || errors.Is(err, client.ErrRevoked) || errors.Is(err, client.ErrRefreshFailed) {
+	if errors.As(err, &he) && he.Code == "invalid_grant" || errors.Is(err, client.ErrRevoked) ||
+		errors.Is(err, client.ErrRefreshFailed) && protocol.CodeOf(err) == protocol.CodeBadToken {
 		return fmt.Errorf("%w: the login was revoked or has expired: %s", err, loginAgain)
 	}
 	return err

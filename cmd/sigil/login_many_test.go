@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -13,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sigil-ws/sigil/client"
 	"github.com/sigil-ws/sigil/internal/sigiltest"
 	"github.com/sigil-ws/sigil/server"
 )
@@ -257,6 +259,59 @@ func oneLoginManyProcesses(t *testing.T, store server.RefreshStore, ops *storeCa
 		t.Fatal(lerrv)
 	}
 	t.Logf("store calls: %s", ops)
+}
+
+// TestRefreshUnavailableIsNotRevocation: a listen whose in-band refresh
+// fails because the server's Redis does not answer (stopped here; on a
+// loaded machine, a call beyond RedisConfig.OpTimeout, as in
+// TestOneLoginManyProcesses) ends with the refresh failure, as the client
+// fails closed (spec.md §12.2), but does not tell the user that the login
+// was revoked: it was not, and once Redis is back it works.
+func TestRefreshUnavailableIsNotRevocation(t *testing.T) {
+	rd := sigiltest.StartRedis(t)
+	t.Cleanup(rd.Resume) // before Redis stops (cleanups run last first)
+	r, err := server.NewRedis(server.RedisConfig{URL: rd.URL, OpTimeout: 200 * time.Millisecond})
+	must(t, err)
+	t.Cleanup(r.Close)
+	srv, err := server.New(server.Config{
+		Authenticator: server.StaticUsers{Doc: &server.UsersDoc{Users: []server.User{
+			{Name: "alice", Hash: sigiltest.PasswordHash(), Roles: []string{"user"}},
+		}}},
+		Refresh:  server.NewRedisRefreshStore(r, 0),
+		TokenTTL: 4 * time.Second, // the in-band refresh comes 2 s after the dial
+		Logger:   sigiltest.QuietLogger(),
+	})
+	must(t, err)
+	hs := httptest.NewServer(srv.Handler())
+	t.Cleanup(func() { _ = srv.Shutdown(context.Background()); hs.Close() })
+	creds := filepath.Join(t.TempDir(), "credentials.json")
+	var out, errb strings.Builder
+	if code := run([]string{"login", "--server", hs.URL, "--user", "alice", "--credentials", creds}, strings.NewReader("pw\n"), &out, &errb); code != 0 {
+		t.Fatalf("login: %d %s", code, errb.String())
+	}
+	var lout, lerrb sigiltest.SyncBuffer
+	lerr := make(chan error, 1)
+	go func() {
+		lerr <- listen(context.Background(), []string{"--credentials", creds, "rooms.x"}, &lout, &lerrb)
+	}()
+	sigiltest.Eventually(t, "listen to subscribe", func() bool { return strings.Contains(lerrb.String(), "listening") })
+	rd.Pause()
+	var got error
+	sigiltest.Eventually(t, "listen to end when its refresh fails", func() bool {
+		select {
+		case got = <-lerr:
+			return true
+		default:
+			return false
+		}
+	})
+	rd.Resume()
+	if !errors.Is(got, client.ErrRefreshFailed) || strings.Contains(got.Error(), "revoked") || strings.Contains(got.Error(), loginAgain) {
+		t.Fatalf("want a refresh failure that does not say the login was revoked, got %v", got)
+	}
+	if code := run([]string{"send", "--credentials", creds, "rooms.x", "still logged in"}, nil, &out, &errb); code != 0 {
+		t.Fatalf("send after Redis is back: %d %s", code, errb.String())
+	}
 }
 
 // senderProc is one `sigil send --stdin` running in this process.
