@@ -261,16 +261,14 @@ func oneLoginManyProcesses(t *testing.T, store server.RefreshStore, ops *storeCa
 	t.Logf("store calls: %s", ops)
 }
 
-// TestRefreshUnavailableIsNotRevocation: a listen whose in-band refresh
-// fails because the server's Redis does not answer (stopped here; on a
-// loaded machine, a call beyond RedisConfig.OpTimeout, as in
-// TestOneLoginManyProcesses) ends with the refresh failure, as the client
-// fails closed (spec.md §12.2), but does not tell the user that the login
-// was revoked: it was not, and once Redis is back it works.
-func TestRefreshUnavailableIsNotRevocation(t *testing.T) {
+// loginOnRedis starts a server whose refresh store is on a Redis of its
+// own, whose calls time out after 200 ms (observe, if not nil, sees each
+// one), with session tokens of ttl, logs alice in, and returns the Redis
+// and the credentials file.
+func loginOnRedis(t *testing.T, ttl time.Duration, observe func(string, time.Duration, error)) (*sigiltest.Redis, string) {
 	rd := sigiltest.StartRedis(t)
 	t.Cleanup(rd.Resume) // before Redis stops (cleanups run last first)
-	r, err := server.NewRedis(server.RedisConfig{URL: rd.URL, OpTimeout: 200 * time.Millisecond})
+	r, err := server.NewRedis(server.RedisConfig{URL: rd.URL, OpTimeout: 200 * time.Millisecond, Observe: observe})
 	must(t, err)
 	t.Cleanup(r.Close)
 	srv, err := server.New(server.Config{
@@ -278,7 +276,7 @@ func TestRefreshUnavailableIsNotRevocation(t *testing.T) {
 			{Name: "alice", Hash: sigiltest.PasswordHash(), Roles: []string{"user"}},
 		}}},
 		Refresh:  server.NewRedisRefreshStore(r, 0),
-		TokenTTL: 4 * time.Second, // the in-band refresh comes 2 s after the dial
+		TokenTTL: ttl,
 		Logger:   sigiltest.QuietLogger(),
 	})
 	must(t, err)
@@ -289,6 +287,63 @@ func TestRefreshUnavailableIsNotRevocation(t *testing.T) {
 	if code := run([]string{"login", "--server", hs.URL, "--user", "alice", "--credentials", creds}, strings.NewReader("pw\n"), &out, &errb); code != 0 {
 		t.Fatalf("login: %d %s", code, errb.String())
 	}
+	return rd, creds
+}
+
+// TestSendWaitsOutUnavailable: a send whose login grant is answered 503
+// unavailable, because the server's Redis does not answer (stopped here;
+// on a loaded machine, a call beyond RedisConfig.OpTimeout, which made
+// senders of TestOneLoginManyProcesses exit at once), tries again as the
+// server asks, and sends once Redis is back.
+func TestSendWaitsOutUnavailable(t *testing.T) {
+	failed := make(chan struct{}, 1)
+	rd, creds := loginOnRedis(t, time.Minute, func(_ string, _ time.Duration, err error) {
+		if err != nil {
+			select {
+			case failed <- struct{}{}:
+			default:
+			}
+		}
+	})
+	rd.Pause()
+	exit := make(chan string, 1)
+	go func() {
+		var so, se strings.Builder
+		code := run([]string{"send", "--credentials", creds, "rooms.x", "hi"}, nil, &so, &se)
+		exit <- fmt.Sprintf("exit %d %s", code, se.String())
+	}()
+	sigiltest.Eventually(t, "a store call to fail", func() bool {
+		select {
+		case <-failed:
+			return true
+		default:
+			return false
+		}
+	})
+	rd.Resume()
+	var got string
+	sigiltest.Eventually(t, "send to end", func() bool {
+		select {
+		case got = <-exit:
+			return true
+		default:
+			return false
+		}
+	})
+	if got != "exit 0 " {
+		t.Fatalf("send while Redis did not answer, then did: %s", got)
+	}
+}
+
+// TestRefreshUnavailableIsNotRevocation: a listen whose in-band refresh
+// fails because the server's Redis does not answer (stopped here; on a
+// loaded machine, a call beyond RedisConfig.OpTimeout) ends with the
+// refresh failure, as the client fails closed (spec.md §12.2), but does
+// not tell the user that the login was revoked: it was not, and once
+// Redis is back it works.
+func TestRefreshUnavailableIsNotRevocation(t *testing.T) {
+	// The in-band refresh comes 2 s after the dial.
+	rd, creds := loginOnRedis(t, 4*time.Second, nil)
 	var lout, lerrb sigiltest.SyncBuffer
 	lerr := make(chan error, 1)
 	go func() {
@@ -309,6 +364,7 @@ func TestRefreshUnavailableIsNotRevocation(t *testing.T) {
 	if !errors.Is(got, client.ErrRefreshFailed) || strings.Contains(got.Error(), "revoked") || strings.Contains(got.Error(), loginAgain) {
 		t.Fatalf("want a refresh failure that does not say the login was revoked, got %v", got)
 	}
+	var out, errb strings.Builder
 	if code := run([]string{"send", "--credentials", creds, "rooms.x", "still logged in"}, nil, &out, &errb); code != 0 {
 		t.Fatalf("send after Redis is back: %d %s", code, errb.String())
 	}
