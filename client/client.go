@@ -51,6 +51,9 @@ type Client struct {
 	unacked    map[string]*unacked             // pub and dm frames sent and not answered, by cid (resend.go)
 	seenOps    int
 	refreshing bool
+	// newSession: the session's refresh failed without a refusal, and the
+	// client goes on with a new session from the token source (refreshFailed).
+	newSession bool
 	err        error // why the client closed
 
 	wake   chan struct{}      // tells the supervisor to recompute the refresh time
@@ -422,7 +425,7 @@ func (c *Client) reconnect(newToken bool) *conn {
 				newToken = true
 			}
 		}
-		if newToken && c.Err() == nil && errors.Is(err, errTokenUnavailable) {
+		if c.Err() == nil && errors.Is(err, errTokenUnavailable) { // only a new token (redial) gives it
 			c.fail(err)
 			return nil
 		}
@@ -442,6 +445,9 @@ var (
 // subscriptions.
 func (c *Client) redial(ctx context.Context, newToken bool) (*conn, error) {
 	fresh := false
+	c.mu.Lock()
+	newToken = newToken || c.newSession
+	c.mu.Unlock()
 	if newToken {
 		if err := c.renewToken(ctx); err != nil {
 			return nil, err
@@ -501,6 +507,9 @@ func (c *Client) renewToken(ctx context.Context) error {
 		return fmt.Errorf("%w: the token source returned the rejected token", errTokenUnavailable)
 	}
 	c.setSession(nt, nil)
+	c.mu.Lock()
+	c.newSession = false
+	c.mu.Unlock()
 	return nil
 }
 
@@ -529,6 +538,39 @@ func (c *Client) refreshDelay() time.Duration {
 		return d
 	}
 	return 100 * time.Millisecond
+}
+
+// refreshFailed ends the session sid, whose in-band refresh failed with
+// err. The client fails closed, unless the failure refused nothing (the
+// server answered unavailable: a store it needs did not answer; or the
+// answer was lost with the connection) and every token of the source
+// starts a session of its own (Password, External, LoginSessions): then it
+// stops sending as sid, never presents sid's refresh token again (it may
+// have been used), and goes on with a new session from the source, as
+// after a reconnect (spec.md §12.2). A source that cannot give one fails
+// the client then.
+func (c *Client) refreshFailed(sid string, err error) {
+	_, fresh := c.opts.Tokens.(newSessions)
+	if code := protocol.CodeOf(err); !fresh || c.opts.Reconnect.Disable || (code != "" && code != protocol.CodeUnavailable) {
+		c.fail(err)
+		return
+	}
+	c.mu.Lock()
+	if c.err != nil || c.tok.Session != sid {
+		c.mu.Unlock()
+		return
+	}
+	nt := *c.tok
+	nt.RefreshToken = ""
+	c.tok = &nt
+	c.newSession = true
+	cn := c.cur
+	c.mu.Unlock()
+	c.log.Warn("sigil: refresh failed; going on with a new session", "sid", sid, "err", err)
+	c.report(err)
+	if cn != nil {
+		cn.close() // the supervisor reconnects with a new session (redial)
+	}
 }
 
 // refresh renews the token in-band (spec.md §12.2). If it fails the client
@@ -565,7 +607,7 @@ func (c *Client) refresh() {
 			return
 		}
 		if c.Err() == nil {
-			c.fail(fmt.Errorf("%w: %w", ErrRefreshFailed, err))
+			c.refreshFailed(sid, fmt.Errorf("%w: %w", ErrRefreshFailed, err))
 		}
 		return
 	}

@@ -75,7 +75,14 @@
 // lifetime before it expires (at most a minute before), or when the server
 // warns with expiring, without reconnecting. If the refresh fails, the
 // client fails closed: it stops sending as the session, closes, and Err
-// returns an error wrapping ErrRefreshFailed.
+// returns an error wrapping ErrRefreshFailed. A failure that refused
+// nothing (the server answered unavailable because a store it needs did
+// not answer, or the connection was lost before the answer) is an
+// exception when every token of the source starts a session of its own
+// (Password, External, LoginSessions): the client then stops sending as
+// the session, never presents its refresh token again, and goes on with a
+// new session from the source, as after a reconnect (OnError reports the
+// failure); it closes if the source cannot give one.
 //
 // # Reconnect semantics
 //
