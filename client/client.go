@@ -465,6 +465,16 @@ func (c *Client) redial(ctx context.Context, newToken bool) (*conn, error) {
 		return nil, err
 	}
 	c.online(cn, w)
+	c.mu.Lock()
+	abandoned := c.newSession
+	c.mu.Unlock()
+	if abandoned {
+		// The session's refresh failed while this connection was made
+		// (refreshFailed): the next attempt starts a new session.
+		cn.close()
+		<-cn.done
+		return nil, errors.New("sigil client: the session was given up while reconnecting")
+	}
 	if err := c.resubscribe(ctx, cn); err != nil {
 		cn.close()
 		<-cn.done
