@@ -519,6 +519,15 @@ func (c *Client) renewToken(ctx context.Context) error {
 	c.setSession(nt, nil)
 	c.mu.Lock()
 	c.newSession = false
+	if nt.Session != tok.Session {
+		// A new session cannot send the old one's frames again (resend):
+		// whether the server accepted them cannot be known any more, and
+		// their requests return ErrConnectionLost.
+		for cid, u := range c.unacked {
+			delete(c.unacked, cid)
+			close(u.expired)
+		}
+	}
 	c.mu.Unlock()
 	return nil
 }

@@ -82,7 +82,10 @@
 // (Password, External, LoginSessions): the client then stops sending as
 // the session, never presents its refresh token again, and goes on with a
 // new session from the source, as after a reconnect (OnError reports the
-// failure); it closes if the source cannot give one.
+// failure); it closes if the source cannot give one. A Publish or Send
+// left unanswered on the old session then returns ErrConnectionLost
+// (whether it was accepted cannot be known: a new session cannot send its
+// frame again), here and whenever the client moves to a new session.
 //
 // # Reconnect semantics
 //

@@ -1,6 +1,7 @@
 package client_test
 
 import (
+	"context"
 	"errors"
 	"testing"
 	"time"
@@ -54,6 +55,25 @@ func TestRefreshUnavailableNewSession(t *testing.T) {
 	first := c.Token()
 
 	rd.Pause()
+	// Publishes go on meanwhile: one is sent behind the refresh that
+	// fails, is never answered, and cannot be sent again on the new
+	// session; it must return, not wait for ever.
+	stop, pubs := make(chan struct{}), make(chan error, 1)
+	go func() {
+		for {
+			err := c.Publish(context.Background(), "rooms.x", text{"during the outage"})
+			select {
+			case <-stop:
+				pubs <- err
+				return
+			default:
+			}
+			if err != nil {
+				pubs <- err
+				return
+			}
+		}
+	}()
 	select {
 	case err := <-failed:
 		if protocol.CodeOf(err) != protocol.CodeUnavailable && !errors.Is(err, client.ErrConnectionLost) {
@@ -78,6 +98,15 @@ func TestRefreshUnavailableNewSession(t *testing.T) {
 		sid, _ := c.Session()
 		return sid != first.Session && c.State() == client.StateConnected
 	})
+	close(stop)
+	select {
+	case err := <-pubs:
+		if err != nil && !errors.Is(err, client.ErrConnectionLost) {
+			t.Fatalf("a publish during the outage: %v", err)
+		}
+	case <-time.After(sigiltest.WaitLimit):
+		t.Fatal("a publish sent behind the failed refresh never returned")
+	}
 	if err := c.Err(); err != nil {
 		t.Fatal(err)
 	}
