@@ -54,6 +54,10 @@ type Client struct {
 	// newSession: the session's refresh failed without a refusal, and the
 	// client goes on with a new session from the token source (refreshFailed).
 	newSession bool
+	// presenting is the refresh token an in-band refresh has sent or is
+	// sending: until its outcome is known it may be used already, and it
+	// is never presented again (renewToken).
+	presenting string
 	err        error // why the client closed
 
 	wake   chan struct{}      // tells the supervisor to recompute the refresh time
@@ -437,6 +441,7 @@ func (c *Client) reconnect(newToken bool) *conn {
 }
 
 var (
+	errRefreshInFlight    = errors.New("sigil client: an in-band refresh is in flight")
 	errTokenUnavailable   = errors.New("sigil client: no new token available")
 	errFreshTokenRejected = errors.New("sigil client: a new token was rejected")
 )
@@ -493,8 +498,15 @@ func (c *Client) redial(ctx context.Context, newToken bool) (*conn, error) {
 // that, the token source starts a new session.
 func (c *Client) renewToken(ctx context.Context) error {
 	c.mu.Lock()
-	tok, signer := c.tok, c.signer
+	tok, signer, presenting := c.tok, c.signer, c.presenting
 	c.mu.Unlock()
+	if tok.RefreshToken != "" && tok.RefreshToken == presenting {
+		// An in-band refresh presented this refresh token, and its answer
+		// has not come: the server may have used it, and presenting it
+		// again would be reuse, which revokes the family (spec.md §12.2).
+		// Its outcome decides (refresh, refreshFailed); try again then.
+		return errRefreshInFlight
+	}
 	if tok.RefreshToken != "" {
 		nt, err := refreshHTTP(ctx, c.base, c.opts.HTTPClient, signer, tok)
 		if err == nil {
@@ -593,8 +605,8 @@ func (c *Client) refreshFailed(sid string, err error) {
 }
 
 // refresh renews the token in-band (spec.md §12.2). If it fails the client
-// fails closed: it closes with ErrRefreshFailed rather than carry on with
-// a token that will expire.
+// fails closed (refreshFailed): it closes with ErrRefreshFailed rather than
+// carry on with a token that will expire, or goes on with a new session.
 func (c *Client) refresh() {
 	c.mu.Lock()
 	if c.refreshing || c.err != nil || c.tok.RefreshToken == "" {
@@ -603,10 +615,12 @@ func (c *Client) refresh() {
 	}
 	c.refreshing = true
 	rt, sid := c.tok.RefreshToken, c.tok.Session
+	c.presenting = rt
 	c.mu.Unlock()
 	defer func() {
 		c.mu.Lock()
 		c.refreshing = false
+		c.presenting = "" // refreshed, given up (refreshFailed), or never sent
 		c.mu.Unlock()
 	}()
 	ctx, cancel := context.WithTimeout(c.ctx, 2*c.opts.HandshakeTimeout)

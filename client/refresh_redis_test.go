@@ -3,6 +3,7 @@ package client_test
 import (
 	"context"
 	"errors"
+	"sync"
 	"testing"
 	"time"
 
@@ -118,5 +119,61 @@ func TestRefreshUnavailableNewSession(t *testing.T) {
 	// store still holds it unused.
 	if _, err := store.Get(ctx, server.HashRefreshToken(first.RefreshToken)); err != nil {
 		t.Fatalf("the abandoned refresh token: %v", err)
+	}
+}
+
+// TestExpiryDuringRefreshNoReuse: the session token expires (4002) while
+// its in-band refresh waits on the server's Redis (stopped here; on a
+// loaded machine, slow calls). The server may have used the refresh token
+// by then, so the client must not present it again over /v1/refresh: that
+// is reuse, which revokes the login with all its sessions (spec.md §4.3,
+// §12.2). It goes on with a new session from the login, and the login
+// stays good.
+func TestExpiryDuringRefreshNoReuse(t *testing.T) {
+	rd := sigiltest.StartRedis(t)
+	t.Cleanup(rd.Resume) // before Redis stops (cleanups run last first)
+	// Store calls wait for Redis rather than fail.
+	r, err := server.NewRedis(server.RedisConfig{URL: rd.URL, OpTimeout: sigiltest.WaitLimit})
+	must(t, err)
+	t.Cleanup(r.Close)
+	e := newEnv(t, func(c *server.Config) {
+		c.Refresh = server.NewRedisRefreshStore(r, 0)
+		c.TokenTTL = 4 * time.Second // the refresh 2 s after the dial, the expiry at 4 s
+		c.SweepInterval = 20 * time.Millisecond
+	})
+	ctx := ctxT(t)
+	req := &client.TokenRequest{BaseURL: httpBase(e.url), HTTPClient: e.hs.Client()}
+	l, err := client.LogIn(ctx, req, "alice", "pw")
+	must(t, err)
+	lost := make(chan struct{})
+	var once sync.Once
+	c := e.dial("alice", func(o *client.Options) {
+		o.Tokens = client.LoginSessions(*l)
+		o.OnStateChange = func(s client.State, _ error) {
+			if s == client.StateReconnecting {
+				once.Do(func() { close(lost) })
+			}
+		}
+	})
+	first := c.Token()
+	rd.Pause()
+	select {
+	case <-lost:
+	case <-c.Done():
+		t.Fatalf("closed: %v", c.Err())
+	case <-time.After(sigiltest.WaitLimit):
+		t.Fatal("the connection was not closed at the token's expiry")
+	}
+	rd.Resume()
+	sigiltest.Eventually(t, "a new session", func() bool {
+		sid, _ := c.Session()
+		return c.Err() != nil || sid != first.Session && c.State() == client.StateConnected
+	})
+	if err := c.Err(); err != nil {
+		t.Fatal(err)
+	}
+	// The login was not revoked: it still mints sessions.
+	if _, err := client.LoginSessions(*l).Token(ctx, req); err != nil {
+		t.Fatalf("the login after the expiry: %v", err)
 	}
 }
