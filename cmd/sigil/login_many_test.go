@@ -71,8 +71,12 @@ func TestOneLoginManyProcesses(t *testing.T) {
 }
 
 // storeCalls records the Redis store's calls that failed or were slow,
-// for a failure's report: a call that runs out of RedisConfig.OpTimeout
-// fails the refresh or the login grant that made it.
+// for a failure's report. On a loaded machine a call can run out of
+// RedisConfig.OpTimeout (1 s): the login grant or the in-band refresh
+// that made it is answered unavailable, and the command dials again or
+// goes on with a new session (TestSendWaitsOutUnavailable,
+// TestListenOutlivesUnavailableRefresh); before, it exited, and the old
+// version of this test then blocked for ever writing to its stdin.
 type storeCalls struct {
 	mu      sync.Mutex
 	n       int
