@@ -58,7 +58,12 @@ type Client struct {
 	// sending: until its outcome is known it may be used already, and it
 	// is never presented again (renewToken).
 	presenting string
-	err        error // why the client closed
+	// refreshSeq is the seq of the last in-band refresh frame sent;
+	// unhandledAbove, once a refresh was answered unavailable (the server
+	// then closes the connection and handles none of its later frames),
+	// is that refresh's seq (renewToken).
+	refreshSeq, unhandledAbove uint64
+	err                        error // why the client closed
 
 	wake   chan struct{}      // tells the supervisor to recompute the refresh time
 	done   chan struct{}      // closed when the client is closed
@@ -537,8 +542,12 @@ func (c *Client) renewToken(ctx context.Context) error {
 		// their requests return ErrConnectionLost.
 		for cid, u := range c.unacked {
 			delete(c.unacked, cid)
+			// Sent after a refresh answered unavailable: never handled,
+			// so it is signed again on the new session.
+			u.notAccepted = c.unhandledAbove > 0 && u.seq > c.unhandledAbove
 			close(u.expired)
 		}
+		c.unhandledAbove = 0
 	}
 	c.mu.Unlock()
 	return nil
@@ -595,6 +604,9 @@ func (c *Client) refreshFailed(sid string, err error) {
 	nt.RefreshToken = ""
 	c.tok = &nt
 	c.newSession = true
+	if protocol.CodeOf(err) == protocol.CodeUnavailable {
+		c.unhandledAbove = c.refreshSeq
+	}
 	cn := c.cur
 	c.mu.Unlock()
 	c.log.Warn("sigil: refresh failed; going on with a new session", "sid", sid, "err", err)

@@ -83,9 +83,12 @@
 // the session, never presents its refresh token again, and goes on with a
 // new session from the source, as after a reconnect (OnError reports the
 // failure); it closes if the source cannot give one. A Publish or Send
-// left unanswered on the old session then returns ErrConnectionLost
-// (whether it was accepted cannot be known: a new session cannot send its
-// frame again), here and whenever the client moves to a new session.
+// sent after a refresh answered unavailable was not handled (the server
+// closes the connection then) and is sent again, as a new frame, on the
+// new session; one left unanswered otherwise returns ErrConnectionLost
+// (whether it was accepted cannot be known: a new session cannot send the
+// old one's frame again), here and whenever the client moves to a new
+// session.
 //
 // # Reconnect semantics
 //
