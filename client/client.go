@@ -51,7 +51,19 @@ type Client struct {
 	unacked    map[string]*unacked             // pub and dm frames sent and not answered, by cid (resend.go)
 	seenOps    int
 	refreshing bool
-	err        error // why the client closed
+	// newSession: the session's refresh failed without a refusal, and the
+	// client goes on with a new session from the token source (refreshFailed).
+	newSession bool
+	// presenting is the refresh token an in-band refresh has sent or is
+	// sending: until its outcome is known it may be used already, and it
+	// is never presented again (renewToken).
+	presenting string
+	// refreshSeq is the seq of the last in-band refresh frame sent;
+	// unhandledAbove, once a refresh was answered unavailable (the server
+	// then closes the connection and handles none of its later frames),
+	// is that refresh's seq (renewToken).
+	refreshSeq, unhandledAbove uint64
+	err                        error // why the client closed
 
 	wake   chan struct{}      // tells the supervisor to recompute the refresh time
 	done   chan struct{}      // closed when the client is closed
@@ -422,7 +434,7 @@ func (c *Client) reconnect(newToken bool) *conn {
 				newToken = true
 			}
 		}
-		if newToken && c.Err() == nil && errors.Is(err, errTokenUnavailable) {
+		if c.Err() == nil && errors.Is(err, errTokenUnavailable) { // only a new token (redial) gives it
 			c.fail(err)
 			return nil
 		}
@@ -434,6 +446,7 @@ func (c *Client) reconnect(newToken bool) *conn {
 }
 
 var (
+	errRefreshInFlight    = errors.New("sigil client: an in-band refresh is in flight")
 	errTokenUnavailable   = errors.New("sigil client: no new token available")
 	errFreshTokenRejected = errors.New("sigil client: a new token was rejected")
 )
@@ -442,6 +455,9 @@ var (
 // subscriptions.
 func (c *Client) redial(ctx context.Context, newToken bool) (*conn, error) {
 	fresh := false
+	c.mu.Lock()
+	newToken = newToken || c.newSession
+	c.mu.Unlock()
 	if newToken {
 		if err := c.renewToken(ctx); err != nil {
 			return nil, err
@@ -459,6 +475,16 @@ func (c *Client) redial(ctx context.Context, newToken bool) (*conn, error) {
 		return nil, err
 	}
 	c.online(cn, w)
+	c.mu.Lock()
+	abandoned := c.newSession
+	c.mu.Unlock()
+	if abandoned {
+		// The session's refresh failed while this connection was made
+		// (refreshFailed): the next attempt starts a new session.
+		cn.close()
+		<-cn.done
+		return nil, errors.New("sigil client: the session was given up while reconnecting")
+	}
 	if err := c.resubscribe(ctx, cn); err != nil {
 		cn.close()
 		<-cn.done
@@ -477,8 +503,15 @@ func (c *Client) redial(ctx context.Context, newToken bool) (*conn, error) {
 // that, the token source starts a new session.
 func (c *Client) renewToken(ctx context.Context) error {
 	c.mu.Lock()
-	tok, signer := c.tok, c.signer
+	tok, signer, presenting := c.tok, c.signer, c.presenting
 	c.mu.Unlock()
+	if tok.RefreshToken != "" && tok.RefreshToken == presenting {
+		// An in-band refresh presented this refresh token, and its answer
+		// has not come: the server may have used it, and presenting it
+		// again would be reuse, which revokes the family (spec.md §12.2).
+		// Its outcome decides (refresh, refreshFailed); try again then.
+		return errRefreshInFlight
+	}
 	if tok.RefreshToken != "" {
 		nt, err := refreshHTTP(ctx, c.base, c.opts.HTTPClient, signer, tok)
 		if err == nil {
@@ -501,6 +534,22 @@ func (c *Client) renewToken(ctx context.Context) error {
 		return fmt.Errorf("%w: the token source returned the rejected token", errTokenUnavailable)
 	}
 	c.setSession(nt, nil)
+	c.mu.Lock()
+	c.newSession = false
+	if nt.Session != tok.Session {
+		// A new session cannot send the old one's frames again (resend):
+		// whether the server accepted them cannot be known any more, and
+		// their requests return ErrConnectionLost.
+		for cid, u := range c.unacked {
+			delete(c.unacked, cid)
+			// Sent after a refresh answered unavailable: never handled,
+			// so it is signed again on the new session.
+			u.notAccepted = c.unhandledAbove > 0 && u.seq > c.unhandledAbove
+			close(u.expired)
+		}
+		c.unhandledAbove = 0
+	}
+	c.mu.Unlock()
 	return nil
 }
 
@@ -531,9 +580,45 @@ func (c *Client) refreshDelay() time.Duration {
 	return 100 * time.Millisecond
 }
 
+// refreshFailed ends the session sid, whose in-band refresh failed with
+// err. The client fails closed, unless the failure refused nothing (the
+// server answered unavailable: a store it needs did not answer; or the
+// answer was lost with the connection) and every token of the source
+// starts a session of its own (Password, External, LoginSessions): then it
+// stops sending as sid, never presents sid's refresh token again (it may
+// have been used), and goes on with a new session from the source, as
+// after a reconnect (spec.md §12.2). A source that cannot give one fails
+// the client then.
+func (c *Client) refreshFailed(sid string, err error) {
+	_, fresh := c.opts.Tokens.(newSessions)
+	if code := protocol.CodeOf(err); !fresh || c.opts.Reconnect.Disable || (code != "" && code != protocol.CodeUnavailable) {
+		c.fail(err)
+		return
+	}
+	c.mu.Lock()
+	if c.err != nil || c.tok.Session != sid {
+		c.mu.Unlock()
+		return
+	}
+	nt := *c.tok
+	nt.RefreshToken = ""
+	c.tok = &nt
+	c.newSession = true
+	if protocol.CodeOf(err) == protocol.CodeUnavailable {
+		c.unhandledAbove = c.refreshSeq
+	}
+	cn := c.cur
+	c.mu.Unlock()
+	c.log.Warn("sigil: refresh failed; going on with a new session", "sid", sid, "err", err)
+	c.report(err)
+	if cn != nil {
+		cn.close() // the supervisor reconnects with a new session (redial)
+	}
+}
+
 // refresh renews the token in-band (spec.md §12.2). If it fails the client
-// fails closed: it closes with ErrRefreshFailed rather than carry on with
-// a token that will expire.
+// fails closed (refreshFailed): it closes with ErrRefreshFailed rather than
+// carry on with a token that will expire, or goes on with a new session.
 func (c *Client) refresh() {
 	c.mu.Lock()
 	if c.refreshing || c.err != nil || c.tok.RefreshToken == "" {
@@ -542,10 +627,12 @@ func (c *Client) refresh() {
 	}
 	c.refreshing = true
 	rt, sid := c.tok.RefreshToken, c.tok.Session
+	c.presenting = rt
 	c.mu.Unlock()
 	defer func() {
 		c.mu.Lock()
 		c.refreshing = false
+		c.presenting = "" // refreshed, given up (refreshFailed), or never sent
 		c.mu.Unlock()
 	}()
 	ctx, cancel := context.WithTimeout(c.ctx, 2*c.opts.HandshakeTimeout)
@@ -565,7 +652,7 @@ func (c *Client) refresh() {
 			return
 		}
 		if c.Err() == nil {
-			c.fail(fmt.Errorf("%w: %w", ErrRefreshFailed, err))
+			c.refreshFailed(sid, fmt.Errorf("%w: %w", ErrRefreshFailed, err))
 		}
 		return
 	}

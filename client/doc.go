@@ -75,7 +75,20 @@
 // lifetime before it expires (at most a minute before), or when the server
 // warns with expiring, without reconnecting. If the refresh fails, the
 // client fails closed: it stops sending as the session, closes, and Err
-// returns an error wrapping ErrRefreshFailed.
+// returns an error wrapping ErrRefreshFailed. A failure that refused
+// nothing (the server answered unavailable because a store it needs did
+// not answer, or the connection was lost before the answer) is an
+// exception when every token of the source starts a session of its own
+// (Password, External, LoginSessions): the client then stops sending as
+// the session, never presents its refresh token again, and goes on with a
+// new session from the source, as after a reconnect (OnError reports the
+// failure); it closes if the source cannot give one. A Publish or Send
+// sent after a refresh answered unavailable was not handled (the server
+// closes the connection then) and is sent again, as a new frame, on the
+// new session; one left unanswered otherwise returns ErrConnectionLost
+// (whether it was accepted cannot be known: a new session cannot send the
+// old one's frame again), here and whenever the client moves to a new
+// session.
 //
 // # Reconnect semantics
 //

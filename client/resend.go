@@ -30,7 +30,10 @@ type unacked struct {
 	seq     uint64
 	frame   []byte
 	ts      time.Time
-	expired chan struct{} // closed when it is too old to be sent again
+	expired chan struct{} // closed when it is too old to be sent again, or its session was given up
+	// notAccepted, set before expired is closed, says the server certainly
+	// never handled the frame (Client.renewToken): it is signed again.
+	notAccepted bool
 }
 
 // track records frame (signed as env) as unanswered; the returned func
@@ -135,6 +138,9 @@ func (c *Client) awaitResendable(ctx context.Context, cn *conn, env *protocol.En
 		return resendAnswer(env.Action, a)
 	case <-u.expired:
 		forget()
+		if u.notAccepted {
+			return nil, ErrNotAccepted
+		}
 		return nil, ErrConnectionLost
 	case <-ctx.Done():
 		forget()

@@ -244,6 +244,11 @@ func (c *Client) requestOn(ctx context.Context, cn *conn, signer *protocol.Clien
 		}
 	}
 	frame, err := c.writeFrame(ctx, cn, signer, env)
+	if err == nil && act == protocol.ActRefresh {
+		c.mu.Lock()
+		c.refreshSeq = env.Seq
+		c.mu.Unlock()
+	}
 	if err != nil {
 		forget()
 		select {

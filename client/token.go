@@ -72,11 +72,20 @@ func (f TokenSourceFunc) Token(ctx context.Context, r *TokenRequest) (*Token, er
 	return f(ctx, r)
 }
 
+// newSessions is a TokenSource whose every token starts a new session of
+// its own (Password, External, LoginSessions): the client may abandon a
+// session and go on with another (Client.refreshFailed).
+type newSessions TokenSourceFunc
+
+func (f newSessions) Token(ctx context.Context, r *TokenRequest) (*Token, error) {
+	return f(ctx, r)
+}
+
 // Password returns a TokenSource that logs in with a user name and password
 // (grant_type password, spec.md §13.1), with a fresh session key for every
 // token.
 func Password(username, password string) TokenSource {
-	return TokenSourceFunc(func(ctx context.Context, r *TokenRequest) (*Token, error) {
+	return newSessions(func(ctx context.Context, r *TokenRequest) (*Token, error) {
 		return requestToken(ctx, r, protocol.TokenRequest{GrantType: protocol.GrantPassword, Username: username, Password: password})
 	})
 }
@@ -85,7 +94,7 @@ func Password(username, password string) TokenSource {
 // token (grant_type external, spec.md §13.1) for a session token. assertion
 // is called for every token request, so it can return a fresh assertion.
 func External(assertion func(ctx context.Context) (string, error)) TokenSource {
-	return TokenSourceFunc(func(ctx context.Context, r *TokenRequest) (*Token, error) {
+	return newSessions(func(ctx context.Context, r *TokenRequest) (*Token, error) {
 		a, err := assertion(ctx)
 		if err != nil {
 			return nil, fmt.Errorf("sigil client: identity provider assertion: %w", err)
@@ -284,7 +293,7 @@ func LogIn(ctx context.Context, r *TokenRequest, username, password string) (*Lo
 // key, a new sid, and refresh tokens of its own. Any number of clients,
 // in any number of processes, may use one login at once.
 func LoginSessions(l Login) TokenSource {
-	return TokenSourceFunc(func(ctx context.Context, r *TokenRequest) (*Token, error) {
+	return newSessions(func(ctx context.Context, r *TokenRequest) (*Token, error) {
 		if l.Key == nil || l.Token == "" {
 			return nil, errors.New("sigil client: LoginSessions needs the login token and key")
 		}

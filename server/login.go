@@ -141,7 +141,7 @@ func (s *Server) loginGrant(r *http.Request, req *protocol.TokenRequest) (*Token
 	jwk, _ := key.MarshalJSON()
 	res, err := s.issue(ctx, rec.Subject, rec.Roles, key.Thumbprint(), bytes.Clone(jwk), "", rec.Family, rec.Expires)
 	if err != nil {
-		return nil, newAPIError(http.StatusInternalServerError, ErrCodeInternal, "could not issue a token")
+		return nil, issued(err)
 	}
 	res.WSURL = s.wsURL(r)
 	s.log.Info("token issued", "sub", rec.Subject, "sid", res.Session, "grant", GrantLogin)

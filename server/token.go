@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -131,11 +132,26 @@ func (s *Server) token(r *http.Request) (any, *apiError) {
 	res, err := s.issue(r.Context(), id.Subject, id.Roles, key.Thumbprint(), jwk, "", "", time.Time{})
 	if err != nil {
 		s.log.Error("issuing a token failed", "err", err)
-		return nil, newAPIError(http.StatusInternalServerError, ErrCodeInternal, "could not issue a token")
+		return nil, issued(err)
 	}
 	res.WSURL = s.wsURL(r)
 	s.log.Info("token issued", "sub", id.Subject, "sid", res.Session, "grant", req.GrantType)
 	return res, nil
+}
+
+// errIssueStore marks an issue that failed because the refresh store did
+// (logged and counted already): a grant that consumed nothing (password,
+// login) is answered storeFailed, 503 unavailable with Retry-After, as a
+// store failure is (spec.md §13.4), not 500 internal, so that the client
+// tries again.
+var errIssueStore = errors.New("sigil: the refresh store failed")
+
+// issued answers a request whose issue failed with err.
+func issued(err error) *apiError {
+	if errors.Is(err, errIssueStore) {
+		return storeFailed()
+	}
+	return newAPIError(http.StatusInternalServerError, ErrCodeInternal, "could not issue a token")
 }
 
 // issue signs a session token and creates its refresh token. sid and
@@ -162,7 +178,7 @@ func (s *Server) issue(ctx context.Context, sub string, roles []string, jkt stri
 	}
 	if err := s.cfg.Refresh.Create(ctx, rec); err != nil {
 		s.storeError("refresh", err)
-		return nil, err
+		return nil, fmt.Errorf("%w: %w", errIssueStore, err)
 	}
 	return &TokenResponse{
 		Token: tok, ExpiresAt: claims.ExpiresAt().UnixMilli(), RefreshToken: rt, RefreshExpiresAt: rec.Expires.UnixMilli(),
@@ -214,6 +230,8 @@ func (s *Server) rotateRefresh(ctx context.Context, token, sid, jkt string, self
 	}
 	res, err := s.issue(ctx, rec.Subject, rec.Roles, rec.JKT, rec.JWK, rec.Session, rec.Family, rec.Expires)
 	if err != nil {
+		// Not issued(err): the refresh token is used already, and a retry
+		// that presented it again would be reuse.
 		return nil, newAPIError(http.StatusInternalServerError, ErrCodeInternal, "could not issue a token")
 	}
 	return res, nil

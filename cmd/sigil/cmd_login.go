@@ -6,9 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -173,7 +175,8 @@ func loadCredentials(path string, now time.Time) (*credentials, client.Login, er
 
 // dialStored connects with a session of its own, minted from the stored
 // login: any number of commands may do so at once. set, if any, adds to
-// the options.
+// the options. While the server answers that a store it needs does not
+// answer (dialAgain), it tries again until ctx ends.
 func dialStored(ctx context.Context, path string, encrypt, insecure bool, set ...func(*client.Options)) (*client.Client, func(), error) {
 	cr, l, err := loadCredentials(path, time.Now())
 	if err != nil {
@@ -188,19 +191,53 @@ func dialStored(ctx context.Context, path string, encrypt, insecure bool, set ..
 	for _, f := range set {
 		f(o)
 	}
-	c, err := client.Dial(ctx, cr.Server, o)
-	if err != nil {
-		return nil, nil, loginHint(err)
+	for {
+		c, err := client.Dial(ctx, cr.Server, o)
+		if err == nil {
+			return c, func() { c.Close() }, nil
+		}
+		wait, again := dialAgain(err)
+		if !again {
+			return nil, nil, loginHint(err)
+		}
+		t := time.NewTimer(wait + rand.N(wait/2)) // jittered: commands started together do not retry together
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return nil, nil, loginHint(err)
+		}
 	}
-	return c, func() { c.Close() }, nil
+}
+
+// dialAgain reports whether a dial that failed may be tried again, and
+// after how long: when the server answered unavailable (a store it needs
+// did not answer: 503 with Retry-After to the login grant, or a hello
+// closed with 4006), nothing was consumed, and the server asks for a retry
+// (spec.md §13.4, §15).
+func dialAgain(err error) (time.Duration, bool) {
+	var he *client.HTTPError
+	switch {
+	case errors.As(err, &he) && he.Status == http.StatusServiceUnavailable:
+		if s, err := strconv.Atoi(he.RetryAfter); err == nil && s > 0 {
+			return min(time.Duration(s)*time.Second, 10*time.Second), true
+		}
+		return time.Second, true
+	case he == nil && protocol.CodeOf(err) == protocol.CodeUnavailable:
+		return time.Second, true
+	}
+	return 0, false
 }
 
 // loginHint adds what to do to an error that means the login is no
 // longer good: refused by the server (expired, revoked, or revoked with
-// its family after a refresh-token reuse).
+// its family after a refresh-token reuse). A refresh that failed without
+// a refusal (a store the server needs did not answer: unavailable, or
+// the connection was lost) says nothing of the login, and gets no hint.
 func loginHint(err error) error {
 	var he *client.HTTPError
-	if errors.As(err, &he) && he.Code == "invalid_grant" || errors.Is(err, client.ErrRevoked) || errors.Is(err, client.ErrRefreshFailed) {
+	if errors.As(err, &he) && he.Code == "invalid_grant" || errors.Is(err, client.ErrRevoked) ||
+		errors.Is(err, client.ErrRefreshFailed) && protocol.CodeOf(err) == protocol.CodeBadToken {
 		return fmt.Errorf("%w: the login was revoked or has expired: %s", err, loginAgain)
 	}
 	return err
