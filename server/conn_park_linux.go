@@ -2,10 +2,6 @@ package server
 
 import "syscall"
 
-// parkSupported: peeking at a socket without blocking (MSG_PEEK,
-// MSG_DONTWAIT) is available.
-const parkSupported = true
-
 // recvOp is one recv(2) on a session's socket that does not block, made
 // through the socket's raw.Read (so that the read deadline, and a close,
 // are honoured as by any read): one attempt, or while wait, an attempt

@@ -2,10 +2,9 @@
 
 package server
 
-// parkSupported: see conn_park_linux.go. Elsewhere an idle session's
-// reader blocks in gorilla's NextReader, and gorilla reads the socket
-// through its own buffer only.
-const parkSupported = false
+// Off Linux (conn_park_linux.go) an idle session's reader blocks in
+// gorilla's NextReader, and gorilla reads the socket through its own
+// buffer only.
 
 type recvOp struct{}
 
