@@ -11,8 +11,8 @@ import "bufio"
 // idle sessions, 41 MB of stacks.
 //
 // So once a frame is handled, and neither gorilla's buffer nor the
-// socket holds a byte of the next one, the reader does not block in
-// NextReader. (A busy session, whose next frame is already there, reads
+// socket (a read that does not block, into the read-ahead) holds a byte
+// of the next one, the reader does not block in NextReader. (A busy session, whose next frame is already there, reads
 // on: a new goroutine per frame would copy its stack up to the verifier's
 // depth every time.) It starts a waiter
 // goroutine and ends; the waiter waits for the socket to become readable
@@ -24,8 +24,8 @@ import "bufio"
 // Keepalive pongs are what an idle session receives most. A pong that
 // answers the server's ping is exactly 6 bytes from a client: 0x8A (FIN,
 // opcode pong), 0x80 (masked, no payload) and the 4-byte mask. The
-// waiter peeks at the socket and, when those 6 bytes are next, consumes
-// them and does what the pong handler does (extend the read deadline),
+// waiter reads what arrives, a few bytes at a time, and when it is those
+// 6 bytes it does what the pong handler does (extend the read deadline),
 // without becoming the reader: gorilla would handle the pong and then
 // block for the next frame on the reader's stack. Anything else (a data
 // frame, a close, a ping, a pong with a payload, a partial frame, an
@@ -68,26 +68,37 @@ func (f *flushConn) newReadBuffer() *bufio.Reader {
 // caller must return at once without touching the reader's state.
 func (c *conn) park() bool {
 	f := c.fc
-	if f == nil || !f.canPeek() || f.br.Buffered() > 0 || f.buffered() || f.readable() {
+	if f == nil || !f.canPeek() || f.br.Buffered() > 0 || f.buffered() || f.fillAhead() {
 		return false // the next frame is here: read it on this stack
 	}
 	go c.waitFrame()
 	return true
 }
 
-// waitFrame is the waiter: it consumes the empty pongs at the head of
-// the socket, and becomes the reader when anything else is there.
+// waitFrame is the waiter: it consumes the empty pongs that arrive, and
+// becomes the reader when anything else does. It reads at most
+// len(f.peek) bytes at a time, into the socket's own small array (a
+// parked session holds no pooled buffer); bytes that are not a pong are
+// handed to gorilla through the read-ahead (unread), in order.
 func (c *conn) waitFrame() {
 	f := c.fc
 	for {
-		n, err := f.peekWait()
-		if err != nil || n < emptyPong || !isEmptyPong(f.peek[:n]) {
-			break
+		n, err := f.waitRead()
+		if err != nil || n == 0 {
+			break // the deadline, a close, an error or EOF: the reader meets it
 		}
-		if f.discard(emptyPong) != nil {
-			break
+		k := 0 // the empty pongs read
+		for n-k >= emptyPong && isEmptyPong(f.peek[k:n]) {
+			k += emptyPong
 		}
-		c.setReadDeadline() // what the pong handler does
+		if k > 0 {
+			c.setReadDeadline() // what the pong handler does
+		}
+		if k == n {
+			continue
+		}
+		f.unread(f.peek[k:n])
+		break
 	}
 	c.loop(false)
 }

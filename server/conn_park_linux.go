@@ -47,32 +47,16 @@ func (f *flushConn) newRecvFn() func(fd uintptr) bool {
 	}
 }
 
-// canPeek reports whether the session's socket can be waited on and
-// peeked at by a waiter (conn_park.go).
+// canPeek reports whether the session's socket can be waited on by a
+// waiter (conn_park.go).
 func (f *flushConn) canPeek() bool { return f.raw != nil && f.br != nil }
 
-// peekWait waits until the socket has bytes to read (or EOF, an error,
-// the read deadline, or the socket is closed), and returns how many of
-// its first bytes it copied into f.peek without consuming them. Only the
-// waiter calls it, while gorilla does not read.
-func (f *flushConn) peekWait() (int, error) {
-	return f.recv(f.peek[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT, true)
-}
-
-// readable reports whether the socket has a byte to read now (or EOF, or
-// an error, which the reader then meets at once).
-func (f *flushConn) readable() bool {
-	_, err := f.recv(f.peek[:1], syscall.MSG_PEEK|syscall.MSG_DONTWAIT, false)
-	return err != syscall.EAGAIN
-}
-
-// discard consumes the first n bytes of the socket, which peekWait saw.
-func (f *flushConn) discard(n int) error {
-	got, err := f.recv(f.peek[:n], syscall.MSG_DONTWAIT, false)
-	if err == nil && got != n {
-		return syscall.EIO // fewer bytes than peeked: cannot happen on a stream socket
-	}
-	return err
+// waitRead waits until the socket has bytes to read (or EOF, an error,
+// the read deadline, or the socket is closed), and reads up to
+// len(f.peek) of them into f.peek. Only the waiter calls it, while
+// gorilla does not read.
+func (f *flushConn) waitRead() (int, error) {
+	return f.recv(f.peek[:], syscall.MSG_DONTWAIT, true)
 }
 
 // canReadAhead reports whether Read can take what the socket holds with a

@@ -9,9 +9,7 @@ package server
 type recvOp struct{}
 
 func (f *flushConn) canPeek() bool                 { return false }
-func (f *flushConn) peekWait() (int, error)        { return 0, nil }
-func (f *flushConn) discard(int) error             { return nil }
-func (f *flushConn) readable() bool                { return false }
+func (f *flushConn) waitRead() (int, error)        { return 0, nil }
 func (f *flushConn) canReadAhead() bool            { return false }
 func (f *flushConn) readNow([]byte) (int, error)   { return 0, nil }
 func (f *flushConn) newRecvFn() func(uintptr) bool { return nil }

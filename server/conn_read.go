@@ -3,6 +3,7 @@ package server
 import (
 	"io"
 	"sync"
+	"syscall"
 )
 
 // Read-ahead: how a busy session's frames come off the socket.
@@ -50,6 +51,27 @@ func (f *flushConn) Read(p []byte) (int, error) {
 		readAheadPool.Put(bp)
 		return f.Conn.Read(p)
 	}
+}
+
+// fillAhead takes what the socket holds now into the read-ahead buffer,
+// without blocking: false if there is nothing yet; true if there are
+// bytes, or EOF or an error, which the next Read then meets.
+func (f *flushConn) fillAhead() bool {
+	bp := readAheadPool.Get().(*[]byte)
+	n, err := f.readNow(*bp)
+	if n > 0 {
+		f.ahead, f.aheadOff, f.aheadEnd = bp, 0, n
+		return true
+	}
+	readAheadPool.Put(bp)
+	return err != syscall.EAGAIN
+}
+
+// unread puts p, bytes read from the socket by the waiter, ahead of
+// anything Read reads next. The read-ahead buffer is empty then.
+func (f *flushConn) unread(p []byte) {
+	bp := readAheadPool.Get().(*[]byte)
+	f.ahead, f.aheadOff, f.aheadEnd = bp, 0, copy(*bp, p)
 }
 
 // buffered reports whether bytes read from the socket wait in the
