@@ -33,7 +33,7 @@ import "bufio"
 // answers it exactly as before; nothing on the wire changes.
 //
 // Parking needs the socket itself (not TLS, whose bytes only crypto/tls
-// can read) and Linux (conn_park_linux.go: MSG_PEEK, MSG_DONTWAIT);
+// can read) and Linux (conn_park_linux.go: recv with MSG_DONTWAIT);
 // otherwise the reader blocks in NextReader as before.
 
 // emptyPong is the size of a client's pong frame with no payload.

@@ -56,7 +56,7 @@ func maskedFrame(opcode byte, payload []byte) []byte {
 // the code before parking, whose idle reader waits in NextReader.
 func TestIdleReaderParks(t *testing.T) {
 	if runtime.GOOS != "linux" {
-		t.Skip("an idle reader parks only where MSG_PEEK is used (linux)")
+		t.Skip("an idle reader parks only on linux (conn_park_linux.go)")
 	}
 	e := newEnv(t, nil)
 	a := e.login("alice").connect()
