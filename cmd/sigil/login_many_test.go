@@ -314,24 +314,9 @@ func TestSendWaitsOutUnavailable(t *testing.T) {
 		code := run([]string{"send", "--credentials", creds, "rooms.x", "hi"}, nil, &so, &se)
 		exit <- fmt.Sprintf("exit %d %s", code, se.String())
 	}()
-	sigiltest.Eventually(t, "a store call to fail", func() bool {
-		select {
-		case <-failed:
-			return true
-		default:
-			return false
-		}
-	})
+	receive(t, "a store call to fail", failed)
 	rd.Resume()
-	var got string
-	sigiltest.Eventually(t, "send to end", func() bool {
-		select {
-		case got = <-exit:
-			return true
-		default:
-			return false
-		}
-	})
+	got := receive(t, "send to end", exit)
 	if got != "exit 0 " {
 		t.Fatalf("send while Redis did not answer, then did: %s", got)
 	}
@@ -361,14 +346,7 @@ func TestListenOutlivesUnavailableRefresh(t *testing.T) {
 	go func() { lerr <- listen(ctx, []string{"--credentials", creds, "rooms.x"}, &lout, &lerrb) }()
 	sigiltest.Eventually(t, "listen to subscribe", func() bool { return strings.Contains(lerrb.String(), "listening") })
 	rd.Pause()
-	sigiltest.Eventually(t, "a store call to fail", func() bool {
-		select {
-		case <-failed:
-			return true
-		default:
-			return false
-		}
-	})
+	receive(t, "a store call to fail", failed)
 	rd.Resume()
 	var out, errb strings.Builder
 	sigiltest.Eventually(t, "listen to print what is sent once Redis is back", func() bool {
@@ -441,4 +419,19 @@ func countLines(s, substr string) int {
 		}
 	}
 	return n
+}
+
+// receive waits, within the shared safety limit, for a value on ch.
+func receive[T any](t *testing.T, what string, ch <-chan T) T {
+	t.Helper()
+	var v T
+	sigiltest.Eventually(t, what, func() bool {
+		select {
+		case v = <-ch:
+			return true
+		default:
+			return false
+		}
+	})
+	return v
 }
