@@ -86,9 +86,13 @@ type conn struct {
 
 func newConn(s *Server, ws *websocket.Conn, remote string) *conn {
 	fc, _ := ws.NetConn().(*flushConn)
-	return &conn{srv: s, ws: ws, fc: fc, remote: remote, connectedAt: s.cfg.Now(),
+	c := &conn{srv: s, ws: ws, fc: fc, remote: remote, connectedAt: s.cfg.Now(),
 		helloBy: time.Now().Add(s.cfg.HelloTimeout).UnixNano(),
 		seq:     s.connSeq.Add(1)}
+	if fc != nil {
+		fc.c = c
+	}
+	return c
 }
 
 // regKey names the connection in the presence's session list.
@@ -156,7 +160,7 @@ func (c *conn) loop(hello bool) {
 		}
 		c.setReadDeadline()
 		if !hello && c.park() {
-			handoff = true // the waiter reads on (conn_park.go)
+			handoff = true // parked: a new reader reads on (conn_park.go)
 			return
 		}
 		if first := !hello && !handoffDone(c); first {
@@ -228,9 +232,21 @@ func (c *conn) setReadDeadline() {
 	case !c.welcomed.Load():
 		d = time.Unix(0, c.helloBy)
 	default:
-		d = time.Now().Add(c.srv.cfg.PingInterval + c.srv.cfg.PongTimeout)
+		d = time.Now().Add(c.idleLimit())
 	}
 	_ = c.ws.SetReadDeadline(d)
+}
+
+// idleLimit is how long a session may stay silent (no frame, no pong)
+// before it is dropped: its read deadline after each.
+func (c *conn) idleLimit() time.Duration { return c.srv.cfg.PingInterval + c.srv.cfg.PongTimeout }
+
+// closing reports whether the session's reader is to meet a deadline
+// other than the idle one: closing, or the server stopping.
+func (c *conn) closing() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.closed || c.stopRead
 }
 
 // stopReading makes the reader stop after the frame it is handling, if

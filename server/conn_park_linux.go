@@ -1,25 +1,330 @@
 package server
 
-import "syscall"
+import (
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
 
-// recvOp is one recv(2) on a session's socket that does not block, made
-// through the socket's raw.Read (so that the read deadline, and a close,
-// are honoured as by any read): one attempt, or while wait, an attempt
-// each time the poller says the socket is readable, until one finds
-// bytes, EOF or an error.
-type recvOp struct {
-	buf   []byte
-	flags int
-	wait  bool
-	n     int
-	err   error
+// The parker (conn_park.go): one epoll instance, for every parked session
+// of the process, whose own descriptor waits in the runtime's poller like
+// any socket; one goroutine (run) takes its events.
+//
+// A session's socket is in the set with EPOLLONESHOT: an event disarms
+// it, and parking again re-arms it (EPOLL_CTL_MOD), so a socket gives at
+// most one event per park, and an event that arrives late finds its slot
+// empty, or holding another parked session, whose socket is then read in
+// vain (EAGAIN): harmless. Its level-triggered arming reports bytes that
+// arrived before it.
+//
+// A parked session is owned by the parker: nothing reads its socket but
+// the parker's goroutine, and only while the session's state is
+// parkChecking. Waking it (wake) takes it out of its slot, once: whoever
+// finds it parked starts its reader (conn.resume), and a wake that finds
+// it being checked is done once the check ends.
+type parker struct {
+	epfd int
+	raw  syscall.RawConn // of epfd, in the runtime's poller
+
+	mu    sync.Mutex
+	slots []*flushConn // slot i: the session parked there (nil: free)
+	free  []int32      // free slots
+
+	cur   *flushConn // the session being checked (run's goroutine only)
+	curN  int
+	curE  error
+	recvF func(fd uintptr)
 }
 
-// recv makes a recvOp: n > 0; or 0 and nil at EOF; or an error:
-// syscall.EAGAIN when there is nothing yet (never with wait), or the read
-// deadline's, or the closed socket's.
-func (f *flushConn) recv(buf []byte, flags int, wait bool) (int, error) {
-	f.op = recvOp{buf: buf, flags: flags, wait: wait}
+// Park states (flushConn.pstate).
+const (
+	parkNone     = iota // the session's reader, or a goroutine about to be it, reads
+	parkParked          // in a slot, owned by the parker
+	parkChecking        // the parker's goroutine is reading what arrived
+)
+
+var (
+	parkerOnce sync.Once
+	theParker  *parker
+)
+
+// getParker returns the process's parker, made on first use; nil if the
+// system refused one (sessions then wait in NextReader).
+func getParker() *parker {
+	parkerOnce.Do(func() {
+		epfd, err := syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
+		if err != nil {
+			return
+		}
+		if err := syscall.SetNonblock(epfd, true); err != nil {
+			syscall.Close(epfd)
+			return
+		}
+		f := os.NewFile(uintptr(epfd), "sigil-parker")
+		raw, err := f.SyscallConn()
+		if err != nil {
+			f.Close()
+			return
+		}
+		p := &parker{epfd: epfd, raw: raw}
+		p.recvF = func(fd uintptr) {
+			for {
+				n, _, err := syscall.Recvfrom(int(fd), p.cur.peek[:], syscall.MSG_DONTWAIT)
+				if err != syscall.EINTR {
+					p.curN, p.curE = max(n, 0), err
+					return
+				}
+			}
+		}
+		theParker = p
+		go p.run(f)
+	})
+	return theParker
+}
+
+// run takes the parker's events, for ever.
+func (p *parker) run(keep *os.File) {
+	events := make([]syscall.EpollEvent, 256)
+	n := 0
+	wait := func(fd uintptr) bool {
+		var err error
+		n, err = syscall.EpollWait(int(fd), events, 0)
+		if err != nil {
+			n = 0
+		}
+		return n > 0 // none yet: the runtime's poller waits for one
+	}
+	for {
+		if err := p.raw.Read(wait); err != nil {
+			keep.Close()
+			return
+		}
+		for _, ev := range events[:n] {
+			p.check(ev.Fd)
+		}
+	}
+}
+
+// check reads what arrived on the socket of the session in slot i: empty
+// pongs are consumed (the idle deadline moves, as the pong handler moves
+// the read deadline) and the session stays parked; anything else (bytes
+// of a frame, EOF, an error) wakes its reader, with the bytes read ahead
+// of the socket's.
+func (p *parker) check(i int32) {
+	p.mu.Lock()
+	if int(i) >= len(p.slots) || p.slots[i] == nil || p.slots[i].pstate.Load() != parkParked {
+		p.mu.Unlock()
+		return
+	}
+	f := p.slots[i]
+	f.pstate.Store(parkChecking)
+	p.mu.Unlock()
+
+	p.cur = f
+	if err := f.raw.Control(p.recvF); err != nil {
+		p.curN, p.curE = 0, err
+	}
+	p.cur = nil
+	n, err := p.curN, p.curE
+	wake, reset, pongs := false, false, false
+	switch {
+	case err == syscall.EAGAIN: // nothing after all
+	case err != nil || n == 0: // an error or EOF: the reader meets it
+		wake = true
+	default:
+		k := 0
+		for n-k >= emptyPong && isEmptyPong(f.peek[k:n]) {
+			k += emptyPong
+		}
+		pongs = k > 0
+		if k < n {
+			f.unread(f.peek[k:n])
+			wake, reset = true, true
+		}
+	}
+
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !wake && !f.pwake && p.arm(f, syscall.EPOLL_CTL_MOD) {
+		if pongs {
+			d := f.c.idleLimit()
+			f.tdl = time.Now().Add(d).UnixNano()
+			f.idle.Reset(d)
+		}
+		f.pstate.Store(parkParked)
+		return
+	}
+	f.pwake = false
+	p.unparkLocked(f)
+	go f.c.resume(reset || pongs)
+}
+
+// arm (re-)arms f's socket in the set for one event (ADD the first time
+// f parks, MOD after): false if the socket is closed or the set refuses
+// it. p.mu is held: the epoll_ctl of one socket are never concurrent.
+func (p *parker) arm(f *flushConn, op int) bool {
+	if !f.inSet {
+		op = syscall.EPOLL_CTL_ADD
+	}
+	f.ctlOp = op
+	if err := f.raw.Control(f.ctlFn); err != nil || f.ctlErr != nil {
+		return false
+	}
+	f.inSet = true
+	return true
+}
+
+// unparkLocked takes f out of its slot; p.mu is held.
+func (p *parker) unparkLocked(f *flushConn) {
+	p.slots[f.slot] = nil
+	p.free = append(p.free, f.slot)
+	f.pstate.Store(parkNone)
+	f.idle.Stop()
+}
+
+// park hands f's session to the parker until its socket has something
+// other than empty pongs, or it is closed, or its read deadline passes:
+// false if it could not (the reader then reads on). On true the caller
+// must not touch the reader's state: another goroutine may be the reader
+// already.
+func (f *flushConn) park() bool {
+	p := getParker()
+	if p == nil || f.c == nil {
+		return false
+	}
+	first := f.ctlFn == nil
+	if first {
+		f.ctlFn = func(fd uintptr) {
+			ev := syscall.EpollEvent{Events: syscall.EPOLLIN | syscall.EPOLLRDHUP | syscall.EPOLLONESHOT, Fd: f.slot}
+			f.ctlErr = syscall.EpollCtl(p.epfd, f.ctlOp, int(fd), &ev)
+		}
+		f.idle = time.AfterFunc(time.Hour, f.expired)
+		f.idle.Stop()
+	}
+
+	p.mu.Lock()
+	if n := len(p.free); n > 0 {
+		f.slot = p.free[n-1]
+		p.free = p.free[:n-1]
+	} else {
+		f.slot = int32(len(p.slots))
+		p.slots = append(p.slots, nil)
+	}
+	if !p.arm(f, syscall.EPOLL_CTL_MOD) {
+		// The socket is closed, or the set refuses it: read on.
+		p.free = append(p.free, f.slot)
+		p.mu.Unlock()
+		return false
+	}
+	p.slots[f.slot] = f
+	if f.tdl = f.rdl.Load(); f.tdl != 0 {
+		f.idle.Reset(time.Until(time.Unix(0, f.tdl)))
+	}
+	f.pstate.Store(parkParked)
+	p.mu.Unlock()
+	// A close or Shutdown that set the read deadline before the session
+	// was in its slot did not wake it: look again now that it is.
+	if f.c.closing() {
+		f.wake()
+	}
+	return true
+}
+
+// wake starts the reader of f's session if it is parked (at once), or
+// once the parker's check of it ends; nothing if it is not parked.
+func (f *flushConn) wake() {
+	if f.pstate.Load() == parkNone {
+		return
+	}
+	p := theParker
+	p.mu.Lock()
+	switch f.pstate.Load() {
+	case parkParked:
+		p.unparkLocked(f)
+		p.mu.Unlock()
+		go f.c.resume(false)
+		return
+	case parkChecking:
+		f.pwake = true
+	}
+	p.mu.Unlock()
+}
+
+// expired is the idle timer's: the session's read deadline has passed
+// with nothing but pongs, or nothing at all: its reader meets the
+// deadline (the socket's, which the pongs did not move, is no later).
+func (f *flushConn) expired() {
+	p := theParker
+	p.mu.Lock()
+	if f.tdl == 0 || time.Now().UnixNano() < f.tdl {
+		p.mu.Unlock()
+		return // moved by a pong since it fired
+	}
+	switch f.pstate.Load() {
+	case parkParked:
+		p.unparkLocked(f)
+		p.mu.Unlock()
+		f.c.resume(false)
+		return
+	case parkChecking:
+		f.pwake = true
+	}
+	p.mu.Unlock()
+}
+
+// parked reports whether f's session is parked (tests).
+func (f *flushConn) parked() bool { return f.pstate.Load() != parkNone }
+
+// SetReadDeadline sets the socket's read deadline; a parked session's
+// reader is woken to meet it (a close, Shutdown), as a reader blocked in
+// a read would.
+func (f *flushConn) SetReadDeadline(t time.Time) error {
+	err := f.Conn.SetReadDeadline(t)
+	var ns int64 // none
+	if !t.IsZero() {
+		ns = t.UnixNano()
+	}
+	f.rdl.Store(ns)
+	f.wake()
+	return err
+}
+
+// Close closes the socket; a parked session's reader is woken to meet it.
+func (f *flushConn) Close() error {
+	err := f.Conn.Close()
+	f.wake()
+	return err
+}
+
+// parkState is what a flushConn holds for parking.
+type parkState struct {
+	rdl    atomic.Int64
+	pstate atomic.Uint32
+	slot   int32
+	pwake  bool
+	inSet  bool
+	ctlOp  int
+	ctlErr error
+	ctlFn  func(fd uintptr)
+	tdl    int64 // the idle timer's deadline, Unix ns (p.mu)
+	idle   *time.Timer
+}
+
+// canPeek reports whether the session's socket can be parked.
+func (f *flushConn) canPeek() bool { return f.raw != nil && f.br != nil }
+
+// canReadAhead reports whether Read can take what the socket holds with a
+// read that does not block (conn_read.go).
+func (f *flushConn) canReadAhead() bool { return f.raw != nil }
+
+// readNow reads what the socket holds into b, up to len(b), with one
+// recv(2) that does not block, made through the socket's raw.Read (so the
+// read deadline, and a close, are honoured as by any read): n > 0; or 0
+// and nil at EOF; or an error: syscall.EAGAIN when there is nothing yet.
+func (f *flushConn) readNow(b []byte) (int, error) {
+	f.op = recvOp{buf: b}
 	err := f.raw.Read(f.opFn)
 	n, rerr := f.op.n, f.op.err
 	f.op.buf = nil
@@ -29,42 +334,24 @@ func (f *flushConn) recv(buf []byte, flags int, wait bool) (int, error) {
 	return n, rerr
 }
 
-// newRecvFn is the function raw.Read calls for recv, made once per
-// socket: false asks raw.Read to wait for the socket and call again.
+// recvOp is readNow's recv: its buffer and result.
+type recvOp struct {
+	buf []byte
+	n   int
+	err error
+}
+
+// newRecvFn is the function raw.Read calls for readNow, made once per
+// socket.
 func (f *flushConn) newRecvFn() func(fd uintptr) bool {
 	return func(fd uintptr) bool {
 		for {
-			n, _, err := syscall.Recvfrom(int(fd), f.op.buf, f.op.flags)
-			switch {
-			case err == syscall.EINTR:
+			n, _, err := syscall.Recvfrom(int(fd), f.op.buf, syscall.MSG_DONTWAIT)
+			if err == syscall.EINTR {
 				continue
-			case err == syscall.EAGAIN && f.op.wait:
-				return false
 			}
 			f.op.n, f.op.err = max(n, 0), err
 			return true
 		}
 	}
-}
-
-// canPeek reports whether the session's socket can be waited on by a
-// waiter (conn_park.go).
-func (f *flushConn) canPeek() bool { return f.raw != nil && f.br != nil }
-
-// waitRead waits until the socket has bytes to read (or EOF, an error,
-// the read deadline, or the socket is closed), and reads up to
-// len(f.peek) of them into f.peek. Only the waiter calls it, while
-// gorilla does not read.
-func (f *flushConn) waitRead() (int, error) {
-	return f.recv(f.peek[:], syscall.MSG_DONTWAIT, true)
-}
-
-// canReadAhead reports whether Read can take what the socket holds with a
-// read that does not block (conn_read.go).
-func (f *flushConn) canReadAhead() bool { return f.raw != nil }
-
-// readNow reads what the socket holds into b, up to len(b), with one
-// read that does not block.
-func (f *flushConn) readNow(b []byte) (int, error) {
-	return f.recv(b, syscall.MSG_DONTWAIT, false)
 }

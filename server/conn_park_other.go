@@ -6,10 +6,14 @@ package server
 // gorilla's NextReader, and gorilla reads the socket through its own
 // buffer only.
 
-type recvOp struct{}
+type (
+	recvOp    struct{}
+	parkState struct{}
+)
 
 func (f *flushConn) canPeek() bool                 { return false }
-func (f *flushConn) waitRead() (int, error)        { return 0, nil }
+func (f *flushConn) park() bool                    { return false }
+func (f *flushConn) parked() bool                  { return false }
 func (f *flushConn) canReadAhead() bool            { return false }
 func (f *flushConn) readNow([]byte) (int, error)   { return 0, nil }
 func (f *flushConn) newRecvFn() func(uintptr) bool { return nil }

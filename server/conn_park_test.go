@@ -20,15 +20,16 @@ func goroutines() string {
 	return string(buf[:runtime.Stack(buf, true)])
 }
 
-// readerInGorilla reports whether a session's reader is blocked in
-// gorilla's NextReader (the stack an idle reader kept before parking).
-func readerInGorilla(stacks string) bool {
+// sessionGoroutines counts the goroutines that run a session's reader
+// (conn.loop): an idle session has none once parked.
+func sessionGoroutines(stacks string) int {
+	n := 0
 	for _, g := range strings.Split(stacks, "\n\n") {
-		if strings.Contains(g, "server.(*conn).loop") && strings.Contains(g, "websocket.(*Conn).NextReader") {
-			return true
+		if strings.Contains(g, "server.(*conn).loop") {
+			n++
 		}
 	}
-	return false
+	return n
 }
 
 // maskedFrame is a client frame (RFC 6455 §5.2) with the all-zero mask,
@@ -47,13 +48,13 @@ func maskedFrame(opcode byte, payload []byte) []byte {
 	return append(b, payload...)
 }
 
-// TestIdleReaderParks: between frames an idle session's reader is not
-// blocked in gorilla's NextReader, on a stack grown by verifying frames,
-// but parked as a small waiter (conn_park.go), which consumes the empty
-// pongs that keep the session alive itself. Everything else still reaches
-// gorilla in order: a frame after pongs, a pong and a frame in one
-// write, a pong with a payload, a pong split over two writes. Fails on
-// the code before parking, whose idle reader waits in NextReader.
+// TestIdleReaderParks: between frames an idle session has no goroutine:
+// it is parked (conn_park.go), and the parker consumes the empty pongs
+// that keep it alive. Everything else still reaches gorilla in order: a
+// frame after pongs, a pong and a frame in one write, a pong with a
+// payload, a pong split over two writes. Fails on the code before
+// parking, whose idle reader waits in NextReader, and on the code with a
+// waiter goroutine per parked session.
 func TestIdleReaderParks(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("an idle reader parks only on linux (conn_park_linux.go)")
@@ -64,8 +65,7 @@ func TestIdleReaderParks(t *testing.T) {
 	parked := func(what string) {
 		t.Helper()
 		sigiltest.Eventually(t, what, func() bool {
-			st := goroutines()
-			return strings.Contains(st, "server.(*conn).waitFrame") && !readerInGorilla(st)
+			return e.srv.ParkedSessions() == 1 && sessionGoroutines(goroutines()) == 0
 		}, goroutines)
 	}
 	parked("the reader parked after a frame")
@@ -101,10 +101,10 @@ func TestIdleReaderParks(t *testing.T) {
 	a.ping()
 	parked("the reader parked after odd pongs")
 
-	// The session ends when the client goes: no waiter is left behind.
+	// The session ends when the client goes: nothing is left parked.
 	a.ws.Close()
-	sigiltest.Eventually(t, "the session and its waiter gone", func() bool {
-		return len(e.srv.Sessions()) == 0 && !strings.Contains(goroutines(), "server.(*conn).waitFrame")
+	sigiltest.Eventually(t, "the session gone", func() bool {
+		return len(e.srv.Sessions()) == 0 && e.srv.ParkedSessions() == 0
 	}, goroutines)
 }
 
@@ -136,8 +136,7 @@ func TestReadAheadBurst(t *testing.T) {
 	}
 	if runtime.GOOS == "linux" {
 		sigiltest.Eventually(t, "the reader parked after the burst", func() bool {
-			st := goroutines()
-			return strings.Contains(st, "server.(*conn).waitFrame") && !readerInGorilla(st)
+			return e.srv.ParkedSessions() == 1 && sessionGoroutines(goroutines()) == 0
 		}, goroutines)
 	}
 	a.ping()

@@ -62,14 +62,15 @@ type flushConn struct {
 	errno error
 	once  func(fd uintptr) bool
 
-	// The read side, for the waiter of a parked reader (conn_park.go).
+	// The read side: a parked session (conn_park.go) and the read-ahead.
+	c    *conn         // the session whose socket this is (nil: none parks)
 	br   *bufio.Reader // gorilla's read buffer (nil: gorilla has its own)
-	peek [8]byte
+	peek [8]byte       // what the parker reads of a parked session
+	parkState
 	// Read-ahead (conn_read.go): gorilla's reads only, one at a time.
 	ahead              *[]byte // pooled, non-nil while it holds unread bytes
 	aheadOff, aheadEnd int
-	// The socket reads of the waiter and the read-ahead (one at a time:
-	// only the session's reader or its waiter reads).
+	// The read-ahead's socket reads (the session's reader only).
 	op   recvOp
 	opFn func(fd uintptr) bool
 }
@@ -218,7 +219,7 @@ func (f *flushConn) SetWriteDeadline(t time.Time) error {
 // SetDeadline sets the read deadline, and the write deadline as
 // SetWriteDeadline does.
 func (f *flushConn) SetDeadline(t time.Time) error {
-	if err := f.Conn.SetReadDeadline(t); err != nil {
+	if err := f.SetReadDeadline(t); err != nil {
 		return err
 	}
 	return f.SetWriteDeadline(t)

@@ -128,14 +128,19 @@
 // reader goroutine at a time, which runs the verification pipeline and the
 // action handlers (including application handlers registered with Handle)
 // in order; a slow handler delays only its own connection. Between frames
-// an idle session's reader parks (conn_park.go): it hands the socket to a
-// new, small waiter goroutine and ends, and the waiter, which takes the
-// client's empty keepalive pongs itself, becomes the reader when anything
-// else arrives, so a parked session keeps about 2 KiB of stack instead of
-// the 4–8 KiB a reader grows to. Fields marked "reader goroutine only"
-// pass from one reader to the next with the go statement that starts it. Writes go through a
+// an idle session holds no goroutine at all: its reader parks
+// (conn_park.go), handing the socket to the process's parker (one epoll
+// set, in the runtime's poller, and one goroutine for all parked
+// sessions), which takes the client's empty keepalive pongs itself and
+// starts a new reader when anything else arrives, when the socket is
+// closed or its read deadline set by another goroutine (a close,
+// Shutdown), or when the idle deadline passes (a timer per session).
+// Only the parker reads a parked session's socket, and only one reader
+// runs once it is woken. Fields marked "reader goroutine only" pass from
+// one reader to the next through the parker's lock, or the go statement
+// that starts it. Writes go through a
 // bounded per-connection queue drained by a writer goroutine that is busy
-// only while the queue is not empty, so idle sessions cost one goroutine;
+// only while the queue is not empty, so idle sessions cost no goroutine;
 // a writer that drained its queue waits a second to be handed another
 // session before it exits, so that a fan-out reuses goroutines. The writer
 // takes the whole queue at a time and, under gorilla, the frames of one

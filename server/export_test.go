@@ -19,3 +19,17 @@ func RedisKillPubSub(ctx context.Context, r *Redis) error {
 	}
 	return nil
 }
+
+// ParkedSessions counts s's sessions that are parked: no goroutine, the
+// parker holds them (conn_park.go).
+func (s *Server) ParkedSessions() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for c := range s.conns {
+		if c.fc != nil && c.fc.parked() {
+			n++
+		}
+	}
+	return n
+}
