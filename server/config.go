@@ -106,6 +106,13 @@ type Config struct {
 	ChannelKeyRotation time.Duration
 	// KeyGrace is how long a rotated content key stays valid. Default 60s.
 	KeyGrace time.Duration
+	// IdleMemoryReturn is how long the server must read no frame, accept
+	// no connection and see no garbage collection before it returns its
+	// free heap to the system (debug.FreeOSMemory), if that and its
+	// garbage come to at least 8 MiB and a quarter of the heap: the
+	// headroom a burst of connections leaves (memory.go). Default 2s;
+	// negative: never.
+	IdleMemoryReturn time.Duration
 	// SweepInterval is the period of the expiry/keepalive sweeper, and so
 	// the precision of expiry warnings, expiries and pings. Default 1s.
 	SweepInterval time.Duration
@@ -256,6 +263,9 @@ func (c *Config) setDefaults() {
 	def(&c.ChannelKeyRotation, 24*time.Hour)
 	def(&c.KeyGrace, 60*time.Second)
 	def(&c.SweepInterval, time.Second)
+	if c.IdleMemoryReturn == 0 {
+		c.IdleMemoryReturn = 2 * time.Second // negative: never
+	}
 	def(&c.ReadyInterval, DefaultReadyInterval)
 	defInt(&c.LoginFailuresPerAccount, 10)
 	defInt(&c.LoginFailuresPerAddress, 50)

@@ -146,6 +146,7 @@ func (c *conn) loop(hello bool) {
 			}
 			return
 		}
+		c.srv.frames.Add(1)
 		if !c.isClosed() {
 			if hello {
 				c.hello(*bp)

@@ -22,6 +22,8 @@ type metrics struct {
 	logins         *prometheus.CounterVec
 	backendErrors  *prometheus.CounterVec
 	passwordChecks prometheus.Gauge
+	memoryReturns  prometheus.Counter
+	memoryReturned prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer, node string) *metrics {
@@ -38,6 +40,10 @@ func newMetrics(reg prometheus.Registerer, node string) *metrics {
 		slowDrops:  prometheus.NewCounter(prometheus.CounterOpts{Name: "sigil_slow_consumer_drops_total", Help: "Sessions closed because their send queue overflowed."}),
 		closes:     prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sigil_closes_total", Help: "Connections closed by the server, by close code."}, []string{"code"}),
 		logins:     prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sigil_token_requests_total", Help: "Token endpoint results."}, []string{"result"}),
+		memoryReturns: prometheus.NewCounter(prometheus.CounterOpts{Name: "sigil_idle_memory_returns_total",
+			Help: "Free heap returned to the system once the process was idle (Config.IdleMemoryReturn)."}),
+		memoryReturned: prometheus.NewCounter(prometheus.CounterOpts{Name: "sigil_idle_memory_returned_bytes_total",
+			Help: "Heap, in bytes, those returns expected to give back: free, and garbage since the last collection."}),
 		rejectedBy: map[protocol.Code]prometheus.Counter{},
 		backendErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sigil_backend_errors_total",
 			Help: "Failed calls to a shared store or the broker, by backend (store, broker) and operation."}, []string{"backend", "op"}),
@@ -46,7 +52,7 @@ func newMetrics(reg prometheus.Registerer, node string) *metrics {
 	for _, c := range protocol.Codes {
 		m.rejectedBy[c] = m.rejected.WithLabelValues(string(c))
 	}
-	reg.MustRegister(m.connections, m.connTotal, m.accepted, m.rejected, m.verifySeconds, m.deliveries, m.slowDrops, m.closes, m.logins, m.backendErrors, m.passwordChecks)
+	reg.MustRegister(m.connections, m.connTotal, m.accepted, m.rejected, m.verifySeconds, m.deliveries, m.slowDrops, m.closes, m.logins, m.backendErrors, m.passwordChecks, m.memoryReturns, m.memoryReturned)
 	if node != "" {
 		info := prometheus.NewGauge(prometheus.GaugeOpts{Name: "sigil_node_info", Help: "1, labelled with the node name (Config.Node).",
 			ConstLabels: prometheus.Labels{"node": node}})

@@ -61,6 +61,7 @@ func (s *Server) Stats() Stats {
 type Server struct {
 	accepted, rejected atomic.Uint64
 	connSeq            atomic.Uint64 // numbers connections for the presence's session list
+	frames             atomic.Uint64 // frames read, for the idle memory return (memory.go)
 
 	cfg      Config
 	log      *slog.Logger
@@ -91,6 +92,7 @@ type Server struct {
 	ctx       context.Context // canceled once Shutdown is done (or gives up)
 	cancel    context.CancelFunc
 	sweepStop chan struct{}
+	memReturn *memReturn
 	sweepEnd  chan struct{}
 	sched     *schedule // the sweeper's duties per session
 }
@@ -110,6 +112,7 @@ func New(cfg Config) (*Server, error) {
 		hashSlots:   make(chan struct{}, cfg.passwordChecks()),
 		adminReplay: protocol.NewMemoryReplayStore(0, cfg.Now),
 		sweepStop:   make(chan struct{}),
+		memReturn:   newMemReturn(),
 		sweepEnd:    make(chan struct{}),
 		sched:       newSchedule(cfg.SweepInterval, cfg.PingInterval),
 	}
@@ -457,5 +460,6 @@ func (s *Server) sweep() {
 		if m, ok := s.cfg.Replay.(*protocol.MemoryReplayStore); ok && maint {
 			m.Sweep()
 		}
+		s.maybeReturnMemory(real)
 	}
 }
