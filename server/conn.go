@@ -20,7 +20,8 @@ import (
 
 // outFrame is one queued outgoing frame.
 type outFrame struct {
-	pm   *websocket.PreparedMessage // shared fan-out frame, or
+	pm   *websocket.PreparedMessage // shared fan-out frame (and wire, its bytes on the wire), or
+	wire []byte                     // written at once as they are (wireFrame), not through gorilla
 	data []byte                     // a frame for this session only, or
 	ping bool                       // a keepalive ping
 	keep bool                       // the welcome: abort does not discard it
@@ -438,7 +439,7 @@ func (c *conn) holdChannel(ch string) {
 func (c *conn) releaseChannel(ch string, answer []byte) {
 	c.mu.Lock()
 	held := c.holds[ch]
-	delete(c.holds, ch)
+	c.unholdLocked(ch)
 	if c.closed {
 		c.mu.Unlock()
 		return
@@ -457,8 +458,17 @@ func (c *conn) releaseChannel(ch string, answer []byte) {
 // subscribed.
 func (c *conn) dropHold(ch string) {
 	c.mu.Lock()
-	delete(c.holds, ch)
+	c.unholdLocked(ch)
 	c.mu.Unlock()
+}
+
+// unholdLocked stops holding ch's frames; with no channel held, holds
+// goes (nil), so that a delivery does not look it up (deliverIn).
+func (c *conn) unholdLocked(ch string) {
+	delete(c.holds, ch)
+	if len(c.holds) == 0 {
+		c.holds = nil
+	}
 }
 
 // sendSigned signs env (with body v) for this session and queues it.

@@ -2,6 +2,7 @@ package server
 
 import (
 	"bufio"
+	"encoding/binary"
 	"errors"
 	"net"
 	"net/http"
@@ -54,6 +55,7 @@ type flushConn struct {
 	armed    time.Time // the socket's write deadline (zero: none)
 	err      error     // a failed flush: every later write fails
 	try      bool      // between tryWrite and endTry
+	closed   bool      // a close frame was written: nothing may follow it (RFC 6455 §5.5.1)
 	rest     []byte    // what a write that must not block left: written before any other byte
 
 	// The non-blocking write, made once: write p with one write(2).
@@ -85,6 +87,13 @@ func (f *flushConn) Write(p []byte) (int, error) {
 	defer f.mu.Unlock()
 	if f.err != nil {
 		return 0, f.err
+	}
+	if len(p) > 0 && p[0] == closeFrameStart {
+		// gorilla writes nothing after a close frame, and neither does
+		// writeWire. (The first byte of a payload gorilla writes apart
+		// from its header may look the same: then frames go through
+		// gorilla, which knows.)
+		f.closed = true
 	}
 	if f.buf != nil {
 		*f.buf = append(*f.buf, p...)
@@ -131,13 +140,18 @@ func (f *flushConn) tryWrite() bool {
 		return false
 	}
 	f.try = true
-	// No deadline: nothing waits. The writer arms one again.
+	f.noDeadlineLocked()
+	f.mu.Unlock()
+	return true
+}
+
+// noDeadlineLocked clears the socket's write deadline before a write that
+// does not block: nothing waits. The writer arms one again.
+func (f *flushConn) noDeadlineLocked() {
 	if !f.armed.IsZero() && f.err == nil {
 		f.armed = time.Time{}
 		_ = f.Conn.SetWriteDeadline(time.Time{})
 	}
-	f.mu.Unlock()
-	return true
 }
 
 // endTry ends tryWrite and reports whether bytes are left for the
@@ -372,7 +386,7 @@ func (h *hub) writer(c *conn) {
 // one write to the socket.
 func (c *conn) writeLoop() {
 	var batch []outFrame
-	fc, _ := c.ws.NetConn().(*flushConn)
+	fc := c.fc
 	for {
 		c.mu.Lock()
 		if len(c.queue) == 0 && (fc == nil || !fc.hasRest()) {
@@ -438,6 +452,32 @@ func (c *conn) writeFailed() {
 	c.signalCloseSent()
 }
 
+// closeFrameStart is the first byte of a close frame: FIN and opcode 8
+// (RFC 6455 §5.2, §5.5.1).
+const closeFrameStart = 0x88
+
+// wireFrame is payload as one server frame (RFC 6455 §5.2): FIN and
+// opcode, the length, unmasked, then the payload; the bytes gorilla
+// writes for it, uncompressed (TestWireFrameMatchesGorilla). A fan-out
+// makes it once for all its subscribers, as it makes the PreparedMessage.
+func wireFrame(opcode byte, payload []byte) []byte {
+	n := len(payload)
+	b := make([]byte, 0, n+10)
+	b = append(b, 0x80|opcode)
+	switch {
+	case n < 126:
+		b = append(b, byte(n))
+	case n <= 0xFFFF:
+		b = binary.BigEndian.AppendUint16(append(b, 126), uint16(n))
+	default:
+		b = binary.BigEndian.AppendUint64(append(b, 127), uint64(n))
+	}
+	return append(b, payload...)
+}
+
+// pingWire is the keepalive ping as written at once: an empty ping frame.
+var pingWire = wireFrame(websocket.PingMessage, nil)
+
 // pingMessage is the keepalive ping, an empty ping frame, encoded once.
 // Written with WritePreparedMessage, a ping costs no timer, select or
 // buffer, which WriteControl costs each time; its bytes are those of
@@ -467,22 +507,34 @@ func (c *conn) writeFrame(f outFrame) error {
 
 // deliverIn hands c a fan-out frame of channel ch, if c is (being)
 // subscribed to ch: queued (enqueueIn) or, when c's writer is idle and
-// its queue empty, written at once (writeAtOnce). It reports whether the
-// frame was queued or written.
-func (c *conn) deliverIn(ch string, f outFrame) bool {
-	fc, _ := c.ws.NetConn().(*flushConn)
+// its queue empty, written at once (writeWire, writeAtOnce). member says
+// that c was in ch's subscribers when the fan-out listed them and none
+// has left ch since: c's own list of channels need not be looked up. It
+// reports whether the frame was queued or written.
+func (c *conn) deliverIn(ch string, f outFrame, member bool) bool {
+	fc := c.fc
 	c.mu.Lock()
-	_, held := c.holds[ch]
-	if _, in := c.channels[ch]; !in && !held {
-		c.mu.Unlock()
-		return false // c left ch after the fan-out listed it
+	held := false
+	if c.holds != nil {
+		_, held = c.holds[ch]
 	}
-	if held || !c.claimAtOnceLocked(fc) {
+	if !member && !held {
+		if _, in := c.channels[ch]; !in {
+			c.mu.Unlock()
+			return false // c left ch after the fan-out listed it
+		}
+	}
+	switch {
+	case held:
+	case f.wire != nil && c.claimWireLocked(fc):
 		c.mu.Unlock()
-		return c.enqueueIn(ch, f)
+		return c.writeWire(fc, f.wire)
+	case f.wire == nil && c.claimAtOnceLocked(fc):
+		c.mu.Unlock()
+		return c.writeAtOnce(fc, f)
 	}
 	c.mu.Unlock()
-	return c.writeAtOnce(fc, f)
+	return c.enqueueIn(ch, f)
 }
 
 // ping hands c its keepalive ping, as deliverIn a fan-out frame: the
@@ -491,14 +543,14 @@ func (c *conn) deliverIn(ch string, f outFrame) bool {
 // its own ping only, never the sweeper. It reports whether the ping was
 // queued or written.
 func (c *conn) ping() bool {
-	fc, _ := c.ws.NetConn().(*flushConn)
+	fc := c.fc
 	c.mu.Lock()
-	if !c.claimAtOnceLocked(fc) {
+	if !c.claimWireLocked(fc) {
 		c.mu.Unlock()
 		return c.enqueue(outFrame{ping: true})
 	}
 	c.mu.Unlock()
-	return c.writeAtOnce(fc, outFrame{ping: true})
+	return c.writeWire(fc, pingWire)
 }
 
 // claimAtOnceLocked reports whether a frame may be written at once by the
@@ -514,13 +566,52 @@ func (c *conn) claimAtOnceLocked(fc *flushConn) bool {
 	return true
 }
 
+// claimWireLocked is claimAtOnceLocked for a frame written as its bytes
+// (writeWire) rather than through gorilla: also the socket's lock is free
+// now (a write another goroutine makes through gorilla, a pong or a
+// close, may wait for a full socket), nothing is left to write before,
+// and no close frame was written. If so, it marks the writer busy and
+// holds the socket's lock, and the caller must call writeWire. The caller
+// holds c.mu.
+func (c *conn) claimWireLocked(fc *flushConn) bool {
+	if c.closed || c.writing || len(c.queue) > 0 || fc == nil || fc.raw == nil || !fc.mu.TryLock() {
+		return false
+	}
+	if fc.closed || fc.err != nil || len(fc.rest) > 0 || fc.buf != nil {
+		fc.mu.Unlock()
+		return false
+	}
+	c.writing = true
+	return true
+}
+
+// writeWire writes p, a whole frame, after claimWireLocked: one write
+// that does not block, without gorilla (whose lock, deadline and
+// prepared-frame lookup cost more than the rest of a delivery). What the
+// socket does not take, what was queued meanwhile and a pending close are
+// left to a writer goroutine. It reports whether p was written (or left
+// to the writer).
+func (c *conn) writeWire(fc *flushConn, p []byte) bool {
+	fc.noDeadlineLocked()
+	_, err := fc.writeOnceLocked(p)
+	left := len(fc.rest) > 0
+	fc.mu.Unlock()
+	return c.doneAtOnce(left, err)
+}
+
 // writeAtOnce writes f after claimAtOnceLocked, with a write that does
 // not block; what the socket does not take, what was queued meanwhile
 // and a pending close are left to a writer goroutine. It reports whether
 // f was written (or left to the writer).
 func (c *conn) writeAtOnce(fc *flushConn, f outFrame) bool {
 	err := c.writeFrame(f)
-	left := fc.endTry()
+	return c.doneAtOnce(fc.endTry(), err)
+}
+
+// doneAtOnce ends a write at once: the writer goes idle again, or a
+// writer goroutine is started for what is left (left: bytes the socket
+// did not take).
+func (c *conn) doneAtOnce(left bool, err error) bool {
 	if err != nil {
 		c.writeFailed()
 		return false

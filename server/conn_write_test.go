@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -60,7 +61,7 @@ func batchPair(t *testing.T) (*conn, *flushConn, *countingConn, *websocket.Conn)
 	fc := ws.NetConn().(*flushConn)
 	cc := &countingConn{Conn: fc.Conn}
 	fc.Conn = cc
-	c := &conn{srv: &Server{cfg: Config{WriteTimeout: 5 * time.Second}}, ws: ws}
+	c := &conn{srv: &Server{cfg: Config{WriteTimeout: 5 * time.Second}}, ws: ws, fc: fc}
 	return c, fc, cc, cl
 }
 
@@ -168,8 +169,9 @@ func TestDeliverWritesAtOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for i, f := range []outFrame{{pm: pm}, {data: []byte("own")}} {
-		if !c.deliverIn("ch", f) {
+	wire := outFrame{pm: pm, wire: wireFrame(websocket.TextMessage, []byte("shared"))}
+	for i, f := range []outFrame{{pm: pm}, {data: []byte("own")}, wire} {
+		if !c.deliverIn("ch", f, false) {
 			t.Fatalf("frame %d not delivered", i)
 		}
 		c.mu.Lock()
@@ -180,12 +182,12 @@ func TestDeliverWritesAtOnce(t *testing.T) {
 		}
 	}
 	_ = cl.SetReadDeadline(time.Now().Add(sigiltest.WaitLimit))
-	for _, want := range []string{"shared", "own"} {
+	for _, want := range []string{"shared", "own", "shared"} {
 		if _, data, err := cl.ReadMessage(); err != nil || string(data) != want {
 			t.Fatalf("read %q %v, want %q", data, err, want)
 		}
 	}
-	if c.deliverIn("other", outFrame{data: []byte("x")}) {
+	if c.deliverIn("other", outFrame{data: []byte("x")}, false) {
 		t.Fatal("a frame of a channel the session is not in was delivered")
 	}
 }
@@ -213,8 +215,11 @@ func TestDeliverPartialWriteKeepsOrder(t *testing.T) {
 				t.Fatal(err)
 			}
 			f = outFrame{pm: pm}
+			if i%4 == 0 {
+				f.wire = wireFrame(websocket.TextMessage, []byte(msg))
+			}
 		}
-		if !c.deliverIn("ch", f) {
+		if !c.deliverIn("ch", f, false) {
 			t.Fatalf("frame %d not delivered", i)
 		}
 		want = append(want, msg)
@@ -250,7 +255,7 @@ func TestDeliverDoesNotWaitForABusySocket(t *testing.T) {
 	c, fc, cl := deliverPair(t)
 	fc.mu.Lock() // the other write
 	done := make(chan bool, 1)
-	go func() { done <- c.deliverIn("ch", outFrame{data: []byte("queued")}) }()
+	go func() { done <- c.deliverIn("ch", outFrame{data: []byte("queued")}, false) }()
 	select {
 	case ok := <-done:
 		if !ok {
@@ -352,7 +357,7 @@ func TestPingsWrittenBySweeper(t *testing.T) {
 	}
 	const frames = 40
 	for i := range frames {
-		if !slow.deliverIn("ch", outFrame{data: []byte(fmt.Sprintf("%d %s", i, strings.Repeat("x", 16<<10)))}) {
+		if !slow.deliverIn("ch", outFrame{data: []byte(fmt.Sprintf("%d %s", i, strings.Repeat("x", 16<<10)))}, false) {
 			t.Fatalf("frame %d not delivered", i)
 		}
 	}
@@ -398,4 +403,95 @@ func TestPingsWrittenBySweeper(t *testing.T) {
 		}
 	}()
 	sigiltest.Eventually(t, "the slow peer's ping", func() bool { return pings.Load() == 1 })
+}
+
+// recordConn records what is written to a socket.
+type recordConn struct {
+	net.Conn
+	mu  sync.Mutex
+	got bytes.Buffer
+}
+
+func (r *recordConn) Write(p []byte) (int, error) {
+	r.mu.Lock()
+	r.got.Write(p)
+	r.mu.Unlock()
+	return r.Conn.Write(p)
+}
+
+func (r *recordConn) bytes() []byte {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return bytes.Clone(r.got.Bytes())
+}
+
+// TestWireFrameMatchesGorilla: a frame written at once (wireFrame) is
+// byte for byte what gorilla writes for the same PreparedMessage, for
+// each length encoding (7 bits, 16, 64), and the peer reads it.
+func TestWireFrameMatchesGorilla(t *testing.T) {
+	for _, n := range []int{0, 1, 125, 126, 127, 0xFFFF, 0x10000, 70000} {
+		c, _, cc, cl := batchPair(t)
+		rec := &recordConn{Conn: cc.Conn}
+		cc.Conn = rec
+		payload := bytes.Repeat([]byte{'a' + byte(n%26)}, n)
+		pm, err := websocket.NewPreparedMessage(websocket.TextMessage, payload)
+		if err != nil {
+			t.Fatal(err)
+		}
+		read := make(chan error, 1)
+		go func() {
+			_ = cl.SetReadDeadline(time.Now().Add(sigiltest.WaitLimit)) // a safety limit
+			_, data, err := cl.ReadMessage()
+			if err == nil && !bytes.Equal(data, payload) {
+				err = fmt.Errorf("read %d bytes, want %d", len(data), n)
+			}
+			read <- err
+		}()
+		if err := c.ws.WritePreparedMessage(pm); err != nil {
+			t.Fatal(err)
+		}
+		if err := <-read; err != nil {
+			t.Fatal(err)
+		}
+		if got, want := rec.bytes(), wireFrame(websocket.TextMessage, payload); !bytes.Equal(got, want) {
+			t.Fatalf("%d bytes: gorilla wrote % x…, wireFrame % x…", n, got[:min(len(got), 12)], want[:min(len(want), 12)])
+		}
+	}
+	if !bytes.Equal(pingWire, []byte{0x89, 0x00}) {
+		t.Fatalf("pingWire % x, want gorilla's empty ping", pingWire)
+	}
+}
+
+// TestWireNotAfterClose: once a close frame is written (gorilla's, such
+// as the answer to the peer's close), a fan-out frame is not written at
+// once after it: it goes to the queue, whose writer goes through gorilla,
+// which refuses it. The peer reads the close frame, and nothing after it.
+func TestWireNotAfterClose(t *testing.T) {
+	c, fc, cl := deliverPair(t)
+	if err := c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(sigiltest.WaitLimit)); err != nil {
+		t.Fatal(err)
+	}
+	pm, err := websocket.NewPreparedMessage(websocket.TextMessage, []byte("late"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.deliverIn("ch", outFrame{pm: pm, wire: wireFrame(websocket.TextMessage, []byte("late"))}, true)
+	sigiltest.Eventually(t, "the writer goes idle", func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return !c.writing
+	})
+	fc.mu.Lock()
+	closed := fc.closed
+	fc.mu.Unlock()
+	if !closed {
+		t.Fatal("the close frame was not seen")
+	}
+	// Everything the peer gets until the socket closes: the close frame.
+	_ = c.ws.NetConn().Close()
+	_ = cl.NetConn().SetReadDeadline(time.Now().Add(sigiltest.WaitLimit)) // a safety limit
+	got, _ := io.ReadAll(cl.NetConn())
+	if want := []byte{closeFrameStart, 2, 0x03, 0xE8}; !bytes.Equal(got, want) {
+		t.Fatalf("the peer read % x, want only the close frame % x", got, want)
+	}
 }

@@ -395,7 +395,7 @@ func (c *conn) historyFrames(m *protocol.Message, frames []StoredFrame) [][]byte
 func (c *conn) releaseRecovered(ch string, answer []byte, batches [][]byte, top uint64) {
 	c.mu.Lock()
 	held := c.holds[ch]
-	delete(c.holds, ch)
+	c.unholdLocked(ch)
 	if c.closed {
 		c.mu.Unlock()
 		return

@@ -51,6 +51,7 @@ type channel struct {
 	subs    map[*conn]struct{}
 	members map[string]int // sub -> number of its sessions subscribed here
 	key     *ChannelKey    // the current content key, once one was needed
+	leaves  atomic.Uint64  // sessions taken out of subs so far (a fan-out's list is then stale)
 }
 
 func newHub(s *Server) *hub {
@@ -320,6 +321,7 @@ func (h *hub) leaveLocked(c *conn, ch *channel, unsub, leave, rotate bool) bool 
 		return false
 	}
 	delete(ch.subs, c)
+	ch.leaves.Add(1)
 	c.mu.Lock()
 	delete(c.channels, ch.name)
 	c.mu.Unlock()
@@ -569,7 +571,7 @@ func (h *hub) HandlePublication(p *Publication) {
 			h.mu.RUnlock()
 			return
 		}
-		name := ch.name
+		name, leaves := ch.name, ch.leaves.Load()
 		lp := fanoutPool.Get().(*[]*conn)
 		subs := (*lp)[:0]
 		for c := range ch.subs {
@@ -582,11 +584,11 @@ func (h *hub) HandlePublication(p *Publication) {
 			if err != nil {
 				return
 			}
-			f = outFrame{pm: pm, off: p.Channel.Offset}
+			f = outFrame{pm: pm, wire: wireFrame(websocket.TextMessage, p.Channel.Frame), off: p.Channel.Offset}
 		}
 		n := 0
 		for i, c := range subs {
-			if c.deliverIn(name, f) {
+			if c.deliverIn(name, f, ch.leaves.Load() == leaves) {
 				n++
 			}
 			subs[i] = nil
