@@ -168,7 +168,7 @@ func (c *conn) loop(hello bool) {
 		if first := !hello && !handoffDone(c); first {
 			handoff = true
 			c.handedOff = true
-			go c.loop(false)
+			c.resume(false)
 			return
 		}
 	}

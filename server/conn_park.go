@@ -1,6 +1,9 @@
 package server
 
-import "bufio"
+import (
+	"bufio"
+	"time"
+)
 
 // An idle session holds no goroutine: it is parked.
 //
@@ -78,13 +81,54 @@ func (c *conn) park() bool {
 	return f.park()
 }
 
-// resume is a parked session's new reader. With fresh, bytes arrived (a
-// frame, or pongs): the read deadline is set anew, as the pong handler
-// and the frame before did; otherwise the reader meets the deadline, or
-// the close, that woke it.
+// resumed is a parked session woken: with fresh, bytes arrived (a frame,
+// or pongs), and the read deadline is set anew, as the pong handler and
+// the frame before did; otherwise the reader meets the deadline, or the
+// close, that woke it.
+type resumed struct {
+	c     *conn
+	fresh bool
+}
+
+// readerLinger is how long a reader goroutine whose session parked waits
+// to be handed another one before it exits.
+const readerLinger = time.Second
+
+// resume starts the reader of a parked session: a reader goroutine that
+// parked its own session within the last readerLinger and waits is handed
+// it; only when none waits does a new goroutine start. A busy server's
+// sessions, each parked between two frames, are so read on goroutines
+// whose stacks have already grown to what verifying a frame needs,
+// instead of each growing a new one (copying it twice) for every frame.
 func (c *conn) resume(fresh bool) {
-	if fresh {
-		c.setReadDeadline()
+	select {
+	case c.srv.hub.readers <- resumed{c, fresh}:
+	default:
+		go c.srv.hub.reader(resumed{c, fresh})
 	}
-	c.loop(false)
+}
+
+// reader reads r's session until it parks or ends, then the sessions it
+// is handed, until it has waited readerLinger for one or the server stops.
+func (h *hub) reader(r resumed) {
+	var t *time.Timer
+	for {
+		if r.fresh {
+			r.c.setReadDeadline()
+		}
+		r.c.loop(false)
+		if t == nil {
+			t = time.NewTimer(readerLinger)
+		} else {
+			t.Reset(readerLinger)
+		}
+		select {
+		case r = <-h.readers:
+		case <-t.C:
+			return
+		case <-h.s.ctx.Done():
+			t.Stop()
+			return
+		}
+	}
 }

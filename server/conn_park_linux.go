@@ -158,7 +158,7 @@ func (p *parker) check(i int32) {
 	}
 	f.pwake = false
 	p.unparkLocked(f)
-	go f.c.resume(reset || pongs)
+	f.c.resume(reset || pongs)
 }
 
 // arm (re-)arms f's socket in the set for one event (ADD the first time
@@ -244,7 +244,7 @@ func (f *flushConn) wake() {
 	case parkParked:
 		p.unparkLocked(f)
 		p.mu.Unlock()
-		go f.c.resume(false)
+		f.c.resume(false)
 		return
 	case parkChecking:
 		f.pwake = true

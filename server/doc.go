@@ -137,8 +137,10 @@
 // Shutdown), or when the idle deadline passes (a timer per session).
 // Only the parker reads a parked session's socket, and only one reader
 // runs once it is woken. Fields marked "reader goroutine only" pass from
-// one reader to the next through the parker's lock, or the go statement
-// that starts it. Writes go through a
+// one reader to the next through the parker's lock, and the go statement
+// or the channel that starts it (a reader goroutine whose session parked
+// waits a second to be handed another, so that a busy server reads on
+// goroutines whose stacks have grown). Writes go through a
 // bounded per-connection queue drained by a writer goroutine that is busy
 // only while the queue is not empty, so idle sessions cost no goroutine;
 // a writer that drained its queue waits a second to be handed another

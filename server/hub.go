@@ -38,7 +38,10 @@ type hub struct {
 
 	// writers hands a session with frames to write to a writer goroutine
 	// waiting for one (conn_write.go); unbuffered.
-	writers    chan *conn
+	writers chan *conn
+	// readers hands a parked session that has something to read to a
+	// reader goroutine that finished with its own (conn_park.go).
+	readers    chan resumed
 	writerRuns atomic.Int64 // sessions handed to a writer goroutine (startWriter), for the tests
 
 	leftMu sync.Mutex
@@ -55,7 +58,7 @@ type channel struct {
 }
 
 func newHub(s *Server) *hub {
-	return &hub{s: s, seed: maphash.MakeSeed(), writers: make(chan *conn), all: map[*conn]struct{}{}, users: map[string]map[*conn]struct{}{},
+	return &hub{s: s, seed: maphash.MakeSeed(), writers: make(chan *conn), readers: make(chan resumed), all: map[*conn]struct{}{}, users: map[string]map[*conn]struct{}{},
 		channels: map[string]*channel{}, left: map[Topic]struct{}{}, rotate: map[string]uint64{}}
 }
 
