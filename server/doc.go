@@ -110,6 +110,16 @@
 // read-only under /v1/audit/, with inclusion proofs. In a cluster each
 // node keeps its own log.
 //
+// # Memory
+//
+// An idle session holds no goroutine (see Concurrency) and no buffer but
+// gorilla's 288-byte read buffer. Once the server has read no frame,
+// accepted no connection and seen no garbage collection for
+// Config.IdleMemoryReturn (default 2s), it returns the free heap a burst
+// of connections left to the system (debug.FreeOSMemory, memory.go),
+// when that comes to at least 8 MiB and a quarter of the heap; each
+// return is counted in sigil_idle_memory_returns_total.
+//
 // # Failures
 //
 // A failing store (replay state, revocations, refresh tokens, presence)
@@ -149,9 +159,12 @@
 // batch reach the socket in one write, with the socket's write deadline
 // re-armed about once per WriteTimeout/4 rather than per frame. A channel's
 // fan-out frame for a session whose writer is idle is written by the
-// delivering goroutine itself, with one write that does not block; what
-// the socket does not take goes to the writer, ahead of anything else, so
-// a slow subscriber never holds up a fan-out (conn_write.go). The sweeper
+// delivering goroutine itself, as its bytes on the wire (made once per
+// fan-out), with one write that does not block and without gorilla's
+// lock and deadline; what the socket does not take goes to the writer,
+// ahead of anything else, so a slow subscriber never holds up a fan-out,
+// and once a close frame has gone out through gorilla nothing is written
+// so (conn_write.go). The sweeper
 // touches only the sessions with a duty due (an expiry warning or an
 // expiry, from a heap; a keepalive ping, from a timing wheel with a slot
 // per SweepInterval, O(1) a ping; schedule.go); pings are spread over
@@ -159,7 +172,10 @@
 // writes a due ping as a fan-out frame is written (at once, without
 // blocking, when the session's writer is idle; otherwise queued), so a
 // peer that does not read holds up only its own ping.
-// Lock order: Server.mu (sessions) → a hub topic lock → hub.mu → conn.mu.
+// Lock order: Server.mu (sessions) → a hub topic lock → hub.mu → conn.mu
+// → the parker's lock (a read deadline set under conn.mu wakes a parked
+// session); conn.mu → flushConn.mu is only ever tried (TryLock), never
+// waited for.
 // No lock is held while writing to a socket or calling a store or handler,
 // but for a topic lock: the broker and the presence are called under one
 // (Subscribe, Unsubscribe, Join and Leave, so that a topic's first-in and
