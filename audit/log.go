@@ -13,8 +13,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/transparency-dev/tessera"
-	"github.com/transparency-dev/tessera/storage/posix"
 	"golang.org/x/mod/sumdb/note"
 )
 
@@ -50,7 +48,22 @@ type Config struct {
 	// entries"; at R entries/s, an interval of N/R seconds bounds the
 	// entries a checkpoint leaves uncovered to about N (spec.md §21.3).
 	CheckpointInterval time.Duration
+	// Store selects how the log is written. Default StoreTlog.
+	Store Store
 }
+
+// Store selects a Log's writer. Both write the same C2SP tlog-tiles
+// layout, so either reads a log the other wrote.
+type Store int
+
+const (
+	// StoreTlog is Sigil's own tile store (store_tlog.go): the tree's
+	// hashes and tiles from golang.org/x/mod/sumdb/tlog, a checkpoint
+	// signed after every batch.
+	StoreTlog Store = iota
+	// StoreTessera is Tessera's POSIX driver.
+	StoreTessera
+)
 
 // Defaults of Config.
 const (
@@ -67,16 +80,12 @@ const (
 	MinCheckpointInterval = 100 * time.Millisecond
 )
 
-// Log is an append-only transparency log of entries, on Tessera's POSIX
-// driver. It is safe for concurrent use.
+// Log is an append-only transparency log of entries, on a Store (see
+// Config.Store). It is safe for concurrent use.
 type Log struct {
-	add       tessera.AddFn
-	shutdown  func(context.Context) error
-	reader    tessera.LogReader
+	st        store
 	dir       string
 	origin    string
-	bg        context.Context
-	cancel    context.CancelFunc
 	closeOnce sync.Once
 	closeErr  error
 
@@ -86,8 +95,28 @@ type Log struct {
 	busy    bool          // a committer goroutine runs
 	closed  bool          // Add fails from now on
 	drained chan struct{} // closed when the committer ends after closed
+	// The batching window, if the Log applies it (StoreTlog; Tessera
+	// batches by itself): a group is taken once its first entry is window
+	// old, or once it has maxSize entries (kick).
+	window  time.Duration
+	maxSize int
+	first   time.Time // when the queue's first entry came
+	kick    chan struct{}
 
 	batches, entries atomic.Uint64 // Stats
+}
+
+// store is where a Log writes its groups and reads its log from.
+type store interface {
+	Source
+	// write appends the group's entries, in order, durably, and sets
+	// each one's index or error. Calls do not overlap.
+	write(group []*pending)
+	// size is the number of entries integrated and durable.
+	size(ctx context.Context) (uint64, error)
+	// close stops the store once the entries written are covered by a
+	// published checkpoint (or ctx is done).
+	close(ctx context.Context) error
 }
 
 // pending is an entry waiting for its group to be written.
@@ -122,23 +151,23 @@ func Open(ctx context.Context, cfg Config) (*Log, error) {
 	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
 		return nil, err
 	}
-	// The appender's background work lives until Close.
-	bg, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	drv, err := posix.New(bg, posix.Config{Path: cfg.Dir})
-	if err != nil {
-		cancel()
-		return nil, fmt.Errorf("audit: %w", err)
+	var st store
+	var err error
+	switch cfg.Store {
+	case StoreTessera:
+		st, err = openTessera(ctx, cfg)
+	case StoreTlog:
+		st, err = openTlog(cfg)
+	default:
+		err = fmt.Errorf("audit: unknown Config.Store %d", cfg.Store)
 	}
-	opts := tessera.NewAppendOptions().
-		WithCheckpointSigner(cfg.Signer).
-		WithBatching(cfg.BatchMaxSize, cfg.BatchMaxAge).
-		WithCheckpointInterval(cfg.CheckpointInterval)
-	app, shutdown, reader, err := tessera.NewAppender(bg, drv, opts)
 	if err != nil {
-		cancel()
-		return nil, fmt.Errorf("audit: %w", err)
+		return nil, err
 	}
-	l := &Log{add: app.Add, shutdown: shutdown, reader: reader, dir: cfg.Dir, origin: cfg.Signer.Name(), bg: bg, cancel: cancel}
+	l := &Log{st: st, dir: cfg.Dir, origin: cfg.Signer.Name()}
+	if cfg.Store == StoreTlog {
+		l.window, l.maxSize, l.kick = cfg.BatchMaxAge, int(cfg.BatchMaxSize), make(chan struct{}, 1)
+	}
 	return l, nil
 }
 
@@ -196,7 +225,16 @@ func (l *Log) queued(p *pending) bool {
 	if l.closed {
 		return false
 	}
+	if len(l.queue) == 0 {
+		l.first = time.Now()
+	}
 	l.queue = append(l.queue, p)
+	if l.kick != nil && len(l.queue) == l.maxSize {
+		select {
+		case l.kick <- struct{}{}:
+		default:
+		}
+	}
 	if !l.busy {
 		l.busy = true
 		go l.commit()
@@ -204,13 +242,28 @@ func (l *Log) queued(p *pending) bool {
 	return true
 }
 
-// commit hands the queued entries to Tessera as one group and waits
+// commit hands the queued entries to the store as one group and waits
 // until they are written, then the next group, until none is left.
 func (l *Log) commit() {
 	for {
 		l.mu.Lock()
+		if wait := l.wait(); wait > 0 {
+			l.mu.Unlock()
+			t := time.NewTimer(wait)
+			select {
+			case <-t.C:
+			case <-l.kick:
+				t.Stop()
+			}
+			continue
+		}
 		group := l.queue
 		l.queue = nil
+		if l.maxSize > 0 && len(group) > l.maxSize {
+			// The rest is overdue: the next group goes at once.
+			group, l.queue = group[:l.maxSize:l.maxSize], group[l.maxSize:]
+			l.first = time.Time{}
+		}
 		if len(group) == 0 {
 			l.busy = false
 			if l.closed && l.drained != nil {
@@ -223,13 +276,8 @@ func (l *Log) commit() {
 		l.mu.Unlock()
 		l.batches.Add(1)
 		l.entries.Add(uint64(len(group)))
-		futures := make([]tessera.IndexFuture, len(group))
-		for i, p := range group {
-			futures[i] = l.add(l.bg, tessera.NewEntry(p.data))
-		}
-		for i, p := range group {
-			idx, err := futures[i]()
-			p.index, p.err = idx.Index, err
+		l.st.write(group)
+		for _, p := range group {
 			if p.then != nil {
 				p.then(p.index, p.err)
 			} else {
@@ -237,6 +285,15 @@ func (l *Log) commit() {
 			}
 		}
 	}
+}
+
+// wait is how long the queue's group waits for more entries: the rest of
+// the window, unless the group is full or the log closing. l.mu is held.
+func (l *Log) wait() time.Duration {
+	if l.window <= 0 || len(l.queue) == 0 || len(l.queue) >= l.maxSize || l.closed {
+		return 0
+	}
+	return l.window - time.Since(l.first)
 }
 
 // Stats counts what a Log wrote since it was opened.
@@ -257,7 +314,7 @@ func (l *Log) Append(ctx context.Context, e *Entry) (uint64, error) { return l.A
 
 // Size is the number of entries integrated into the tree and durable;
 // a checkpoint may not cover them yet.
-func (l *Log) Size(ctx context.Context) (uint64, error) { return l.reader.IntegratedSize(ctx) }
+func (l *Log) Size(ctx context.Context) (uint64, error) { return l.st.size(ctx) }
 
 // Origin is the checkpoint's origin line, the name of the signing key.
 func (l *Log) Origin() string { return l.origin }
@@ -267,10 +324,10 @@ func (l *Log) Dir() string { return l.dir }
 
 // Checkpoint returns the latest published checkpoint (a signed note), or
 // an error wrapping os.ErrNotExist before the first.
-func (l *Log) Checkpoint(ctx context.Context) ([]byte, error) { return l.reader.ReadCheckpoint(ctx) }
+func (l *Log) Checkpoint(ctx context.Context) ([]byte, error) { return l.st.ReadCheckpoint(ctx) }
 
 // Source reads the log, as a verifier or prover would.
-func (l *Log) Source() Source { return l.reader }
+func (l *Log) Source() Source { return l.st }
 
 // Close waits until every entry whose Future resolved to an index is
 // covered by a published checkpoint (or ctx is done), then stops the log:
@@ -279,6 +336,12 @@ func (l *Log) Close(ctx context.Context) error {
 	l.closeOnce.Do(func() {
 		l.mu.Lock()
 		l.closed = true
+		if l.kick != nil {
+			select {
+			case l.kick <- struct{}{}:
+			default:
+			}
+		}
 		var drained chan struct{}
 		if l.busy {
 			drained = make(chan struct{})
@@ -291,8 +354,7 @@ func (l *Log) Close(ctx context.Context) error {
 			case <-ctx.Done():
 			}
 		}
-		l.closeErr = l.shutdown(ctx)
-		l.cancel()
+		l.closeErr = l.st.close(ctx)
 	})
 	return l.closeErr
 }
