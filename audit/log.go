@@ -20,48 +20,55 @@ import (
 // every other field is the documented default.
 type Config struct {
 	// Dir is the log's directory: the C2SP tlog-tiles layout (checkpoint,
-	// tile/...), which can be served as static files, and Tessera's
-	// private .state/. Created if missing.
+	// tile/...), which can be served as static files, and the writer's
+	// private files (names starting with a dot). Created if missing.
 	Dir string
 	// Signer signs checkpoints (a C2SP signed note, Ed25519). Its name is
 	// the checkpoint's origin line. See GenerateKey.
 	Signer note.Signer
 	// BatchMaxAge is how long a batch waits for more entries before it is
-	// written and fsynced (Tessera's batching window). Batches are also
+	// written and fsynced (the batching window). Batches are also
 	// committed as a group: the entries added while one batch is being
 	// written form the next, so under load a batch grows with the write
 	// time whatever the window. Default DefaultBatchMaxAge.
 	BatchMaxAge time.Duration
 	// BatchMaxSize writes a batch once it has this many entries. Default
 	// DefaultBatchMaxSize: larger batches cost less CPU per entry (each
-	// batch rewrites and fsyncs the partial tiles and entry bundle), down
-	// to a floor reached at a few hundred entries: Tessera's cost per
-	// entry (hashing, bundle and tile encoding, its Add path, a new file
-	// per write), which neither the window nor any Tessera option changes
-	// (README, audit figures; BenchmarkAppendBatch).
+	// batch writes and fsyncs new partial tiles and entry bundle files),
+	// down to a floor reached at a few hundred entries: the store's cost
+	// per entry (hashing, bundle and tile encoding, a new file per full
+	// bundle and tile), which no window changes (README, audit figures;
+	// BenchmarkAppendBatch).
 	BatchMaxSize uint
-	// CheckpointInterval is how often a checkpoint is signed and
-	// published, if the log grew; at least MinCheckpointInterval. Default
-	// DefaultCheckpointInterval. Checkpoints are timed only: Tessera
-	// publishes after a written batch once the last checkpoint is this
-	// old, and has no call to publish on demand, so there is no "every N
-	// entries"; at R entries/s, an interval of N/R seconds bounds the
-	// entries a checkpoint leaves uncovered to about N (spec.md §21.3).
+	// CheckpointInterval is, with StoreTessera, how often a checkpoint
+	// is signed and published, if the log grew; at least
+	// MinCheckpointInterval. Default DefaultCheckpointInterval. Tessera's
+	// checkpoints are timed only: it publishes after a written batch once
+	// the last checkpoint is this old, and has no call to publish on
+	// demand, so there is no "every N entries"; at R entries/s, an
+	// interval of N/R seconds bounds the entries a checkpoint leaves
+	// uncovered to about N (spec.md §21.3). StoreTlog publishes a
+	// checkpoint with every batch, as the batch's last write (one
+	// signature), whatever the interval: an entry is provable as soon as
+	// it is durable.
 	CheckpointInterval time.Duration
-	// Store selects how the log is written. Default StoreTlog.
+	// Store selects the writer. Default StoreTlog, which costs a third to
+	// half the CPU per entry of StoreTessera (README, audit figures).
 	Store Store
 }
 
 // Store selects a Log's writer. Both write the same C2SP tlog-tiles
-// layout, so either reads a log the other wrote.
+// layout, byte for byte; StoreTlog continues a log Tessera wrote, and
+// Tessera refuses one StoreTlog extended (it would overwrite it from its
+// own older state).
 type Store int
 
 const (
-	// StoreTlog is Sigil's own tile store (store_tlog.go): the tree's
-	// hashes and tiles from golang.org/x/mod/sumdb/tlog, a checkpoint
-	// signed after every batch.
+	// StoreTlog is Sigil's own append-only tile store (store_tlog.go):
+	// every hash, tile and root from golang.org/x/mod/sumdb/tlog, one
+	// batch per group of entries, a checkpoint signed after every batch.
 	StoreTlog Store = iota
-	// StoreTessera is Tessera's POSIX driver.
+	// StoreTessera is Tessera's POSIX driver (github.com/transparency-dev/tessera).
 	StoreTessera
 )
 
@@ -76,7 +83,7 @@ const (
 	DefaultBatchMaxSize       = 4096
 	DefaultCheckpointInterval = time.Second
 	// MinCheckpointInterval is the shortest CheckpointInterval, Tessera's
-	// POSIX driver's minimum.
+	// POSIX driver's minimum (checked whatever the store).
 	MinCheckpointInterval = 100 * time.Millisecond
 )
 
@@ -298,9 +305,10 @@ func (l *Log) wait() time.Duration {
 
 // Stats counts what a Log wrote since it was opened.
 type Stats struct {
-	// Batches is the number of batches written: each costs the writes and
-	// fsyncs of Tessera's POSIX driver (the entry bundle, a hash tile per
-	// tree level, the tree state), whatever its size.
+	// Batches is the number of batches written (groups handed to the
+	// store; Tessera may cut one in several): each costs the writes and
+	// fsyncs of the entry bundle, a hash tile per tree level and the tree
+	// state or checkpoint, whatever its size.
 	Batches uint64
 	// Entries is the number of entries in those batches.
 	Entries uint64
@@ -330,7 +338,8 @@ func (l *Log) Checkpoint(ctx context.Context) ([]byte, error) { return l.st.Read
 func (l *Log) Source() Source { return l.st }
 
 // Close waits until every entry whose Future resolved to an index is
-// covered by a published checkpoint (or ctx is done), then stops the log:
+// covered by a published checkpoint (or ctx is done; StoreTlog's are once
+// they resolve), then stops the log:
 // Add fails from then on. Only the first call does anything.
 func (l *Log) Close(ctx context.Context) error {
 	l.closeOnce.Do(func() {

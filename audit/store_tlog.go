@@ -33,7 +33,8 @@ import (
 // state: a crash never leaves one that covers data not on disk, and
 // whatever lies beyond it is overwritten by the next batch. Partial
 // tiles and bundles of a tile that has since filled are removed a minute
-// later (readers fall back to the full one, as Tessera's clients do).
+// later, or when the log is closed (readers fall back to the full one, as
+// Tessera's clients do; a crash leaves them).
 type tlogStore struct {
 	client.FileFetcher // reads, as DirSource
 	dir                string
@@ -250,7 +251,15 @@ func partial(w int64) uint8 {
 
 func (s *tlogStore) size(context.Context) (uint64, error) { return s.n.Load(), nil }
 
-func (s *tlogStore) close(context.Context) error { return nil }
+// close removes the partial files still kept for readers (after the
+// last write: Log.Close): a reader falls back to the full tile.
+func (s *tlogStore) close(context.Context) error {
+	for _, d := range s.gc {
+		_ = os.RemoveAll(filepath.Join(s.dir, filepath.FromSlash(d.path)))
+	}
+	s.gc = nil
+	return nil
+}
 
 // write appends the group as one batch.
 func (s *tlogStore) write(group []*pending) {
