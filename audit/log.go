@@ -52,8 +52,8 @@ type Config struct {
 	// signature), whatever the interval: an entry is provable as soon as
 	// it is durable.
 	CheckpointInterval time.Duration
-	// Store selects the writer. Default StoreTlog, which costs a third to
-	// half the CPU per entry of StoreTessera (README, audit figures).
+	// Store selects the writer. Default StoreTlog, which costs about a
+	// third of the CPU per entry of StoreTessera (README, audit figures).
 	Store Store
 }
 

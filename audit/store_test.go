@@ -134,6 +134,10 @@ func TestTlogStoreReopens(t *testing.T) {
 	if size, err := l.Size(context.Background()); err != nil || size != 300 {
 		t.Fatalf("reopened at %d (%v), want 300", size, err)
 	}
+	// One writer at a time.
+	if _, err := audit.Open(context.Background(), audit.Config{Dir: dir, Signer: signer}); err == nil || !strings.Contains(err.Error(), "another writer has it open") {
+		t.Fatalf("a second writer: %v", err)
+	}
 	n = addGroups(t, l, n, 56, 1)
 	closeLog(t, l)
 	// The same entries written at once.

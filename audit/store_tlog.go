@@ -39,6 +39,7 @@ type tlogStore struct {
 	client.FileFetcher // reads, as DirSource
 	dir                string
 	signer             note.Signer
+	lock               *os.File
 	n                  atomic.Uint64 // entries covered by the checkpoint
 
 	// Owned by write (Log.commit: calls do not overlap), and by open.
@@ -67,7 +68,25 @@ const tileHeight = 8
 // of an older checkpoint (Tessera's default collection interval).
 const gcDelay = time.Minute
 
+// openTlog opens the log in cfg.Dir, holding .lock (not served: a dot
+// name) until close, so that a second writer fails at once.
 func openTlog(cfg Config) (*tlogStore, error) {
+	lock, err := lockFile(filepath.Join(cfg.Dir, ".lock"))
+	if err != nil {
+		return nil, fmt.Errorf("audit: %s: %w", cfg.Dir, err)
+	}
+	s, err := loadTlog(cfg)
+	if err != nil {
+		lock.Close()
+		return nil, err
+	}
+	s.lock = lock
+	return s, nil
+}
+
+// loadTlog reads the log's state: its checkpoint, checked against the
+// tiles, and the partial entry bundle.
+func loadTlog(cfg Config) (*tlogStore, error) {
 	s := &tlogStore{FileFetcher: client.FileFetcher{Root: cfg.Dir}, dir: cfg.Dir, signer: cfg.Signer, dirs: map[string]bool{}}
 	raw, err := os.ReadFile(filepath.Join(cfg.Dir, layout.CheckpointPath))
 	if errors.Is(err, os.ErrNotExist) {
@@ -258,7 +277,7 @@ func (s *tlogStore) close(context.Context) error {
 		_ = os.RemoveAll(filepath.Join(s.dir, filepath.FromSlash(d.path)))
 	}
 	s.gc = nil
-	return nil
+	return s.lock.Close()
 }
 
 // write appends the group as one batch.

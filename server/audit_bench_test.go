@@ -135,15 +135,15 @@ func BenchmarkAuditPublish(b *testing.B) {
 
 // BenchmarkAuditLatency: publish→reply latency at a steady rate
 // (SIGIL_AUDIT_RATE publishes per second over 16 connections, default
-// 400), audit log off, sync and async, interleaved; reports p50 and p99
-// of each.
+// 400), audit log off, sync and async, on each store, interleaved;
+// reports p50 and p99 of each.
 func BenchmarkAuditLatency(b *testing.B) {
 	rate := 400
 	if s := os.Getenv("SIGIL_AUDIT_RATE"); s != "" {
 		rate, _ = strconv.Atoi(s)
 	}
 	const conns = 16
-	modes := []string{"off", "sync", "async"}
+	modes := []string{"off", "sync", "async", "sync-tessera", "async-tessera"}
 	lat := map[string][]time.Duration{}
 	chs := map[string]*child{}
 	for _, m := range modes {
