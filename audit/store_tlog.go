@@ -47,6 +47,7 @@ type tlogStore struct {
 	bundle []byte     // the partial entry bundle at n (n%256 entries)
 	dirs   map[string]bool
 	gc     []gcDir
+	broken error // every write fails with it
 }
 
 // edgeTile is the latest tile of a level: the hashes of its bottom row.
@@ -283,7 +284,10 @@ func (s *tlogStore) close(context.Context) error {
 // write appends the group as one batch.
 func (s *tlogStore) write(group []*pending) {
 	first := s.n.Load()
-	err := s.append(group)
+	err := s.broken
+	if err == nil {
+		err = s.append(group)
+	}
 	for i, p := range group {
 		if err != nil {
 			p.err = err
@@ -359,6 +363,11 @@ func (s *tlogStore) append(group []*pending) error {
 		return err
 	}
 	if err := s.publish(uint64(n+k), root); err != nil {
+		if errors.Is(err, errPublished) {
+			// The checkpoint may be the batch's: the log cannot go on
+			// from n, nor claim n+k durable (fail closed until reopened).
+			s.broken = err
+		}
 		return err
 	}
 	// The batch is in the log.
@@ -489,8 +498,14 @@ func (s *tlogStore) publish(n uint64, root tlog.Hash) error {
 			return fmt.Errorf("audit: %w", err)
 		}
 	}
-	return syncDir(s.dir)
+	if err := syncDir(s.dir); err != nil {
+		return fmt.Errorf("%w: %w", errPublished, err)
+	}
+	return nil
 }
+
+// errPublished marks a failure after the checkpoint was put in place.
+var errPublished = errors.New("audit: the checkpoint is in place but not durable")
 
 // collect removes the partial files of the tiles and bundles that filled
 // at least gcDelay ago, and queues those that filled now.
