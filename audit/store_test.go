@@ -3,6 +3,7 @@ package audit_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -158,8 +159,15 @@ func TestTlogStoreReopens(t *testing.T) {
 		}
 		must(t, os.WriteFile(name, b, 0o644))
 	}
+	// Tiles without a checkpoint: refused, not overwritten.
+	must(t, os.Rename(filepath.Join(ref, "checkpoint"), filepath.Join(ref, "checkpoint.old")))
+	_, err := audit.Open(context.Background(), audit.Config{Dir: ref, Signer: signer})
+	if err == nil || !strings.Contains(err.Error(), "has tiles but no checkpoint") {
+		t.Fatalf("no checkpoint: %v", err)
+	}
+	must(t, os.Rename(filepath.Join(ref, "checkpoint.old"), filepath.Join(ref, "checkpoint")))
 	// Another log's key: refused.
-	_, err := audit.Open(context.Background(), audit.Config{Dir: ref, Signer: otherSigner(t)})
+	_, err = audit.Open(context.Background(), audit.Config{Dir: ref, Signer: otherSigner(t)})
 	if err == nil || !strings.Contains(err.Error(), `holds the log "sigil.test/audit"`) {
 		t.Fatalf("another key: %v", err)
 	}
@@ -211,4 +219,38 @@ func TestTlogStoreContinuesTessera(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "open it with StoreTlog") {
 		t.Fatalf("Tessera on a log the tlog store wrote: %v", err)
 	}
+}
+
+// Close that stops waiting (its context done) while groups are being
+// written: each entry then resolves to its index or ErrClosed, the
+// indexes given are the log's first entries, and the log reopens at their
+// number.
+func TestTlogStoreCloseDuringWrites(t *testing.T) {
+	signer := testSigner(t)
+	dir := t.TempDir()
+	l := storeLog(t, dir, signer, audit.StoreTlog)
+	fs := make([]audit.Future, 3000)
+	for i := range fs {
+		fs[i] = l.AddRaw(context.Background(), fmt.Appendf(nil, "entry %d", i))
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	must(t, l.Close(ctx))
+	n := 0
+	for i, f := range fs {
+		idx, err := f()
+		switch {
+		case err == nil && idx == uint64(i) && n == i:
+			n++
+		case errors.Is(err, audit.ErrClosed) && n <= i:
+		default:
+			t.Fatalf("entry %d: index %d, %v (after %d written)", i, idx, err, n)
+		}
+	}
+	l = storeLog(t, dir, signer, audit.StoreTlog)
+	defer closeLog(t, l)
+	if size, err := l.Size(context.Background()); err != nil || size != uint64(n) {
+		t.Fatalf("reopened at %d (%v), want %d", size, err, n)
+	}
+	t.Logf("%d of %d entries written before Close", n, len(fs))
 }

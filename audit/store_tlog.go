@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -28,8 +29,8 @@ import (
 //
 // A group is one batch: its bundles and tiles are written and fsynced
 // (the files, then the directories that gained a name), then a checkpoint
-// covering it is signed and put in place atomically (a temporary file,
-// fsynced, renamed, the directory fsynced). The checkpoint is the log's
+// covering it is signed and put in place atomically (publish). The
+// checkpoint is the log's
 // state: a crash never leaves one that covers data not on disk, and
 // whatever lies beyond it is overwritten by the next batch. Partial
 // tiles and bundles of a tile that has since filled are removed a minute
@@ -42,7 +43,11 @@ type tlogStore struct {
 	lock               *os.File
 	n                  atomic.Uint64 // entries covered by the checkpoint
 
-	// Owned by write (Log.commit: calls do not overlap), and by open.
+	// Owned by write (Log.commit: calls do not overlap), open and close;
+	// mu keeps close from running during a write (Log.Close gave up
+	// waiting for the writes).
+	mu     sync.Mutex
+	closed bool
 	edges  []edgeTile // the rightmost tile of each level, by level
 	bundle []byte     // the partial entry bundle at n (n%256 entries)
 	dirs   map[string]bool
@@ -91,7 +96,12 @@ func loadTlog(cfg Config) (*tlogStore, error) {
 	s := &tlogStore{FileFetcher: client.FileFetcher{Root: cfg.Dir}, dir: cfg.Dir, signer: cfg.Signer, dirs: map[string]bool{}}
 	raw, err := os.ReadFile(filepath.Join(cfg.Dir, layout.CheckpointPath))
 	if errors.Is(err, os.ErrNotExist) {
-		// A new log: its first checkpoint, of the empty tree.
+		// A new log (every log has a checkpoint from its start: tiles
+		// without one are not a log to overwrite).
+		if _, err := os.Stat(filepath.Join(cfg.Dir, "tile")); err == nil {
+			return nil, fmt.Errorf("audit: %s has tiles but no checkpoint", cfg.Dir)
+		}
+		// Its first checkpoint, of the empty tree.
 		empty, err := tlog.TreeHash(0, nil)
 		if err != nil {
 			return nil, err
@@ -274,6 +284,9 @@ func (s *tlogStore) size(context.Context) (uint64, error) { return s.n.Load(), n
 // close removes the partial files still kept for readers (after the
 // last write: Log.Close): a reader falls back to the full tile.
 func (s *tlogStore) close(context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closed = true
 	for _, d := range s.gc {
 		_ = os.RemoveAll(filepath.Join(s.dir, filepath.FromSlash(d.path)))
 	}
@@ -283,8 +296,13 @@ func (s *tlogStore) close(context.Context) error {
 
 // write appends the group as one batch.
 func (s *tlogStore) write(group []*pending) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	first := s.n.Load()
 	err := s.broken
+	if s.closed {
+		err = ErrClosed
+	}
 	if err == nil {
 		err = s.append(group)
 	}
