@@ -112,6 +112,14 @@ func TestStoresWriteTheSameLog(t *testing.T) {
 		n := addGroups(t, l, 0, groups...)
 		closeLog(t, l)
 		logs = append(logs, files(t, dir, int64(n)))
+		if store == audit.StoreTlog {
+			// The partial files of full tiles and bundles are gone.
+			for _, p := range []string{layout.EntriesPath(0, 0) + ".p", layout.TilePath(0, 0, 0) + ".p", layout.TilePath(0, 1, 0) + ".p"} {
+				if _, err := os.Stat(filepath.Join(dir, p)); !errors.Is(err, os.ErrNotExist) {
+					t.Errorf("%s: %v", p, err)
+				}
+			}
+		}
 	}
 	sameFiles(t, "tlog against Tessera", logs[0], logs[1])
 }
