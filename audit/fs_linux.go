@@ -32,3 +32,8 @@ func lockFile(name string) (*os.File, error) {
 	}
 	return f, nil
 }
+
+// datasync is fdatasync(2): the file's data and the metadata needed to
+// read it back, not its times (about 10% less CPU per batch than fsync:
+// README, audit figures).
+func datasync(f *os.File) error { return unix.Fdatasync(int(f.Fd())) }

@@ -15,3 +15,6 @@ func exchange(a, b string) error { return errors.ErrUnsupported }
 func lockFile(name string) (*os.File, error) {
 	return os.OpenFile(name, os.O_RDWR|os.O_CREATE, 0o644)
 }
+
+// datasync syncs f.
+func datasync(f *os.File) error { return f.Sync() }

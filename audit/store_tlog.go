@@ -431,7 +431,8 @@ func (s *tlogStore) writeFiles(files []file) error {
 	return nil
 }
 
-// writeFile writes and fsyncs a file, replacing any.
+// writeFile writes a file, replacing any, and syncs its data and the
+// metadata that reading it needs (its name needs its directory's fsync).
 func writeFile(name string, data []byte) error {
 	fd, err := os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
 	if err != nil {
@@ -439,7 +440,7 @@ func writeFile(name string, data []byte) error {
 	}
 	_, err = fd.Write(data)
 	if err == nil {
-		err = fd.Sync()
+		err = datasync(fd)
 	}
 	if cerr := fd.Close(); err == nil {
 		err = cerr
