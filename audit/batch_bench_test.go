@@ -50,12 +50,8 @@ func fsType(dir string) string {
 // logged); SIGIL_AUDIT_BATCH sets Config.BatchMaxAge (default
 // DefaultBatchMaxAge).
 func BenchmarkAppendBatch(b *testing.B) {
-	stores := []struct {
-		name  string
-		store audit.Store
-	}{{"tlog", audit.StoreTlog}, {"tessera", audit.StoreTessera}}
 	for _, k := range []int{1, 16, 64, 256, 1024} {
-		for _, st := range stores {
+		for _, st := range testStores {
 			b.Run(st.name+"/"+strconv.Itoa(k), func(b *testing.B) { benchAppendBatch(b, st.store, k) })
 		}
 	}

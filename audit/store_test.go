@@ -17,6 +17,12 @@ import (
 	"golang.org/x/mod/sumdb/tlog"
 )
 
+// testStores are the stores, for tests and benchmarks that run on each.
+var testStores = []struct {
+	name  string
+	store audit.Store
+}{{"tlog", audit.StoreTlog}, {"tessera", audit.StoreTessera}}
+
 // storeLog opens the log in dir on store.
 func storeLog(t *testing.T, dir string, signer note.Signer, store audit.Store) *audit.Log {
 	t.Helper()
