@@ -43,17 +43,26 @@ func fsType(dir string) string {
 }
 
 // BenchmarkAppendBatch: the CPU (getrusage, user and system) of one batch
-// of k entries of ~800 bytes, the size of a pub's entry: what Tessera's
-// POSIX driver costs per batch and per entry, whatever the server does
-// (README, audit log figures). The log is in $TMPDIR (its file system is
+// of k entries of ~800 bytes, the size of a pub's entry: what each store
+// (tlog: StoreTlog, tessera: Tessera's POSIX driver) costs per batch and
+// per entry, whatever the server does (README, audit log figures). The
+// stores alternate for each k. The log is in $TMPDIR (its file system is
 // logged); SIGIL_AUDIT_BATCH sets Config.BatchMaxAge (default
 // DefaultBatchMaxAge).
 func BenchmarkAppendBatch(b *testing.B) {
 	for _, k := range []int{1, 16, 64, 256, 1024} {
-		b.Run(strconv.Itoa(k), func(b *testing.B) {
+		for _, st := range testStores {
+			b.Run(st.name+"/"+strconv.Itoa(k), func(b *testing.B) { benchAppendBatch(b, st.store, k) })
+		}
+	}
+}
+
+func benchAppendBatch(b *testing.B, store audit.Store, k int) {
+	{
+		{
 			skey, _, _ := audit.GenerateKey("sigil.test/audit")
 			signer, _ := note.NewSigner(skey)
-			cfg := audit.Config{Dir: b.TempDir(), Signer: signer}
+			cfg := audit.Config{Dir: b.TempDir(), Signer: signer, Store: store}
 			if s := os.Getenv("SIGIL_AUDIT_BATCH"); s != "" {
 				d, err := time.ParseDuration(s)
 				if err != nil {
@@ -89,6 +98,6 @@ func BenchmarkAppendBatch(b *testing.B) {
 			b.ReportMetric(float64((u1-u0).Microseconds())/float64(b.N), "user-us/batch")
 			b.ReportMetric(float64((s1-s0).Microseconds())/float64(b.N), "sys-us/batch")
 			b.ReportMetric(float64((u1-u0+s1-s0).Microseconds())/float64(b.N*k), "cpu-us/entry")
-		})
+		}
 	}
 }

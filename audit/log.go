@@ -13,8 +13,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/transparency-dev/tessera"
-	"github.com/transparency-dev/tessera/storage/posix"
 	"golang.org/x/mod/sumdb/note"
 )
 
@@ -22,35 +20,57 @@ import (
 // every other field is the documented default.
 type Config struct {
 	// Dir is the log's directory: the C2SP tlog-tiles layout (checkpoint,
-	// tile/...), which can be served as static files, and Tessera's
-	// private .state/. Created if missing.
+	// tile/...), which can be served as static files, and the writer's
+	// private files (names starting with a dot). Created if missing.
 	Dir string
 	// Signer signs checkpoints (a C2SP signed note, Ed25519). Its name is
 	// the checkpoint's origin line. See GenerateKey.
 	Signer note.Signer
 	// BatchMaxAge is how long a batch waits for more entries before it is
-	// written and fsynced (Tessera's batching window). Batches are also
+	// written and fsynced (the batching window). Batches are also
 	// committed as a group: the entries added while one batch is being
 	// written form the next, so under load a batch grows with the write
 	// time whatever the window. Default DefaultBatchMaxAge.
 	BatchMaxAge time.Duration
 	// BatchMaxSize writes a batch once it has this many entries. Default
 	// DefaultBatchMaxSize: larger batches cost less CPU per entry (each
-	// batch rewrites and fsyncs the partial tiles and entry bundle), down
-	// to a floor reached at a few hundred entries: Tessera's cost per
-	// entry (hashing, bundle and tile encoding, its Add path, a new file
-	// per write), which neither the window nor any Tessera option changes
-	// (README, audit figures; BenchmarkAppendBatch).
+	// batch writes and fsyncs new partial tiles and entry bundle files),
+	// down to a floor reached at a few hundred entries: the store's cost
+	// per entry (hashing, bundle and tile encoding, a new file per full
+	// bundle and tile), which no window changes (README, audit figures;
+	// BenchmarkAppendBatch).
 	BatchMaxSize uint
-	// CheckpointInterval is how often a checkpoint is signed and
-	// published, if the log grew; at least MinCheckpointInterval. Default
-	// DefaultCheckpointInterval. Checkpoints are timed only: Tessera
-	// publishes after a written batch once the last checkpoint is this
-	// old, and has no call to publish on demand, so there is no "every N
-	// entries"; at R entries/s, an interval of N/R seconds bounds the
-	// entries a checkpoint leaves uncovered to about N (spec.md §21.3).
+	// CheckpointInterval is, with StoreTessera, how often a checkpoint
+	// is signed and published, if the log grew; at least
+	// MinCheckpointInterval. Default DefaultCheckpointInterval. Tessera's
+	// checkpoints are timed only: it publishes after a written batch once
+	// the last checkpoint is this old, and has no call to publish on
+	// demand, so there is no "every N entries"; at R entries/s, an
+	// interval of N/R seconds bounds the entries a checkpoint leaves
+	// uncovered to about N (spec.md §21.3). StoreTlog publishes a
+	// checkpoint with every batch, as the batch's last write (one
+	// signature), whatever the interval: an entry is provable as soon as
+	// it is durable.
 	CheckpointInterval time.Duration
+	// Store selects the writer. Default StoreTlog, which costs about a
+	// third of the CPU per entry of StoreTessera (README, audit figures).
+	Store Store
 }
+
+// Store selects a Log's writer. Both write the same C2SP tlog-tiles
+// layout, byte for byte; StoreTlog continues a log Tessera wrote, and
+// Tessera refuses one StoreTlog extended (it would overwrite it from its
+// own older state).
+type Store int
+
+const (
+	// StoreTlog is Sigil's own append-only tile store (store_tlog.go):
+	// every hash, tile and root from golang.org/x/mod/sumdb/tlog, one
+	// batch per group of entries, a checkpoint signed after every batch.
+	StoreTlog Store = iota
+	// StoreTessera is Tessera's POSIX driver (github.com/transparency-dev/tessera).
+	StoreTessera
+)
 
 // Defaults of Config.
 const (
@@ -63,20 +83,16 @@ const (
 	DefaultBatchMaxSize       = 4096
 	DefaultCheckpointInterval = time.Second
 	// MinCheckpointInterval is the shortest CheckpointInterval, Tessera's
-	// POSIX driver's minimum.
+	// POSIX driver's minimum (checked whatever the store).
 	MinCheckpointInterval = 100 * time.Millisecond
 )
 
-// Log is an append-only transparency log of entries, on Tessera's POSIX
-// driver. It is safe for concurrent use.
+// Log is an append-only transparency log of entries, on a Store (see
+// Config.Store). It is safe for concurrent use.
 type Log struct {
-	add       tessera.AddFn
-	shutdown  func(context.Context) error
-	reader    tessera.LogReader
+	st        store
 	dir       string
 	origin    string
-	bg        context.Context
-	cancel    context.CancelFunc
 	closeOnce sync.Once
 	closeErr  error
 
@@ -86,8 +102,28 @@ type Log struct {
 	busy    bool          // a committer goroutine runs
 	closed  bool          // Add fails from now on
 	drained chan struct{} // closed when the committer ends after closed
+	// The batching window, if the Log applies it (StoreTlog; Tessera
+	// batches by itself): a group is taken once its first entry is window
+	// old, or once it has maxSize entries (kick).
+	window  time.Duration
+	maxSize int
+	first   time.Time // when the queue's first entry came
+	kick    chan struct{}
 
 	batches, entries atomic.Uint64 // Stats
+}
+
+// store is where a Log writes its groups and reads its log from.
+type store interface {
+	Source
+	// write appends the group's entries, in order, durably, and sets
+	// each one's index or error. Calls do not overlap.
+	write(group []*pending)
+	// size is the number of entries integrated and durable.
+	size(ctx context.Context) (uint64, error)
+	// close stops the store once the entries written are covered by a
+	// published checkpoint (or ctx is done).
+	close(ctx context.Context) error
 }
 
 // pending is an entry waiting for its group to be written.
@@ -122,23 +158,23 @@ func Open(ctx context.Context, cfg Config) (*Log, error) {
 	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
 		return nil, err
 	}
-	// The appender's background work lives until Close.
-	bg, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	drv, err := posix.New(bg, posix.Config{Path: cfg.Dir})
-	if err != nil {
-		cancel()
-		return nil, fmt.Errorf("audit: %w", err)
+	var st store
+	var err error
+	switch cfg.Store {
+	case StoreTessera:
+		st, err = openTessera(ctx, cfg)
+	case StoreTlog:
+		st, err = openTlog(cfg)
+	default:
+		err = fmt.Errorf("audit: unknown Config.Store %d", cfg.Store)
 	}
-	opts := tessera.NewAppendOptions().
-		WithCheckpointSigner(cfg.Signer).
-		WithBatching(cfg.BatchMaxSize, cfg.BatchMaxAge).
-		WithCheckpointInterval(cfg.CheckpointInterval)
-	app, shutdown, reader, err := tessera.NewAppender(bg, drv, opts)
 	if err != nil {
-		cancel()
-		return nil, fmt.Errorf("audit: %w", err)
+		return nil, err
 	}
-	l := &Log{add: app.Add, shutdown: shutdown, reader: reader, dir: cfg.Dir, origin: cfg.Signer.Name(), bg: bg, cancel: cancel}
+	l := &Log{st: st, dir: cfg.Dir, origin: cfg.Signer.Name()}
+	if cfg.Store == StoreTlog {
+		l.window, l.maxSize, l.kick = cfg.BatchMaxAge, int(cfg.BatchMaxSize), make(chan struct{}, 1)
+	}
 	return l, nil
 }
 
@@ -196,7 +232,16 @@ func (l *Log) queued(p *pending) bool {
 	if l.closed {
 		return false
 	}
+	if len(l.queue) == 0 {
+		l.first = time.Now()
+	}
 	l.queue = append(l.queue, p)
+	if l.kick != nil && len(l.queue) == l.maxSize {
+		select {
+		case l.kick <- struct{}{}:
+		default:
+		}
+	}
 	if !l.busy {
 		l.busy = true
 		go l.commit()
@@ -204,13 +249,28 @@ func (l *Log) queued(p *pending) bool {
 	return true
 }
 
-// commit hands the queued entries to Tessera as one group and waits
+// commit hands the queued entries to the store as one group and waits
 // until they are written, then the next group, until none is left.
 func (l *Log) commit() {
 	for {
 		l.mu.Lock()
+		if wait := l.wait(); wait > 0 {
+			l.mu.Unlock()
+			t := time.NewTimer(wait)
+			select {
+			case <-t.C:
+			case <-l.kick:
+				t.Stop()
+			}
+			continue
+		}
 		group := l.queue
 		l.queue = nil
+		if l.maxSize > 0 && len(group) > l.maxSize {
+			// The rest is overdue: the next group goes at once.
+			group, l.queue = group[:l.maxSize:l.maxSize], group[l.maxSize:]
+			l.first = time.Time{}
+		}
 		if len(group) == 0 {
 			l.busy = false
 			if l.closed && l.drained != nil {
@@ -223,13 +283,8 @@ func (l *Log) commit() {
 		l.mu.Unlock()
 		l.batches.Add(1)
 		l.entries.Add(uint64(len(group)))
-		futures := make([]tessera.IndexFuture, len(group))
-		for i, p := range group {
-			futures[i] = l.add(l.bg, tessera.NewEntry(p.data))
-		}
-		for i, p := range group {
-			idx, err := futures[i]()
-			p.index, p.err = idx.Index, err
+		l.st.write(group)
+		for _, p := range group {
 			if p.then != nil {
 				p.then(p.index, p.err)
 			} else {
@@ -239,11 +294,21 @@ func (l *Log) commit() {
 	}
 }
 
+// wait is how long the queue's group waits for more entries: the rest of
+// the window, unless the group is full or the log closing. l.mu is held.
+func (l *Log) wait() time.Duration {
+	if l.window <= 0 || len(l.queue) == 0 || len(l.queue) >= l.maxSize || l.closed {
+		return 0
+	}
+	return l.window - time.Since(l.first)
+}
+
 // Stats counts what a Log wrote since it was opened.
 type Stats struct {
-	// Batches is the number of batches written: each costs the writes and
-	// fsyncs of Tessera's POSIX driver (the entry bundle, a hash tile per
-	// tree level, the tree state), whatever its size.
+	// Batches is the number of batches written (groups handed to the
+	// store; Tessera may cut one in several): each costs the writes and
+	// fsyncs of the entry bundle, a hash tile per tree level and the tree
+	// state or checkpoint, whatever its size.
 	Batches uint64
 	// Entries is the number of entries in those batches.
 	Entries uint64
@@ -257,7 +322,7 @@ func (l *Log) Append(ctx context.Context, e *Entry) (uint64, error) { return l.A
 
 // Size is the number of entries integrated into the tree and durable;
 // a checkpoint may not cover them yet.
-func (l *Log) Size(ctx context.Context) (uint64, error) { return l.reader.IntegratedSize(ctx) }
+func (l *Log) Size(ctx context.Context) (uint64, error) { return l.st.size(ctx) }
 
 // Origin is the checkpoint's origin line, the name of the signing key.
 func (l *Log) Origin() string { return l.origin }
@@ -267,18 +332,25 @@ func (l *Log) Dir() string { return l.dir }
 
 // Checkpoint returns the latest published checkpoint (a signed note), or
 // an error wrapping os.ErrNotExist before the first.
-func (l *Log) Checkpoint(ctx context.Context) ([]byte, error) { return l.reader.ReadCheckpoint(ctx) }
+func (l *Log) Checkpoint(ctx context.Context) ([]byte, error) { return l.st.ReadCheckpoint(ctx) }
 
 // Source reads the log, as a verifier or prover would.
-func (l *Log) Source() Source { return l.reader }
+func (l *Log) Source() Source { return l.st }
 
 // Close waits until every entry whose Future resolved to an index is
-// covered by a published checkpoint (or ctx is done), then stops the log:
+// covered by a published checkpoint (or ctx is done; StoreTlog's are once
+// they resolve), then stops the log:
 // Add fails from then on. Only the first call does anything.
 func (l *Log) Close(ctx context.Context) error {
 	l.closeOnce.Do(func() {
 		l.mu.Lock()
 		l.closed = true
+		if l.kick != nil {
+			select {
+			case l.kick <- struct{}{}:
+			default:
+			}
+		}
 		var drained chan struct{}
 		if l.busy {
 			drained = make(chan struct{})
@@ -291,8 +363,7 @@ func (l *Log) Close(ctx context.Context) error {
 			case <-ctx.Done():
 			}
 		}
-		l.closeErr = l.shutdown(ctx)
-		l.cancel()
+		l.closeErr = l.st.close(ctx)
 	})
 	return l.closeErr
 }

@@ -34,7 +34,10 @@ type fixture struct {
 	n      uint64 // entries added
 }
 
-func newFixture(t *testing.T) *fixture {
+func newFixture(t *testing.T) *fixture { t.Helper(); return newStoreFixture(t, audit.StoreTlog) }
+
+// newStoreFixture is newFixture on store.
+func newStoreFixture(t *testing.T, store audit.Store) *fixture {
 	t.Helper()
 	skey, vkey, err := audit.GenerateKey("sigil.test/audit")
 	must(t, err)
@@ -42,7 +45,7 @@ func newFixture(t *testing.T) *fixture {
 	v, _ := note.NewVerifier(vkey)
 	f := &fixture{t: t, dir: t.TempDir(), v: v}
 	must(t, os.WriteFile(filepath.Join(f.dir, audit.VKeyFile), []byte(vkey+"\n"), 0o644))
-	f.log, err = audit.Open(context.Background(), audit.Config{Dir: f.dir, Signer: signer, CheckpointInterval: 100 * time.Millisecond})
+	f.log, err = audit.Open(context.Background(), audit.Config{Dir: f.dir, Signer: signer, CheckpointInterval: 100 * time.Millisecond, Store: store})
 	must(t, err)
 	t.Cleanup(func() { _ = f.log.Close(context.Background()) })
 	f.server, err = protocol.GenerateKey(protocol.EdDSA, nil)
@@ -156,8 +159,14 @@ func TestVerifyIntact(t *testing.T) {
 }
 
 // Each way of tampering with the stored entries is found, at the index
-// where it was done.
+// where it was done, in a log either store wrote.
 func TestVerifyTampered(t *testing.T) {
+	for _, st := range testStores {
+		t.Run(st.name, func(t *testing.T) { verifyTampered(t, st.store) })
+	}
+}
+
+func verifyTampered(t *testing.T, store audit.Store) {
 	for _, tc := range []struct {
 		name   string
 		tamper func(entries [][]byte) [][]byte
@@ -173,7 +182,7 @@ func TestVerifyTampered(t *testing.T) {
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			f := newFixture(t)
+			f := newStoreFixture(t, store)
 			for _, s := range []string{"a", "b", "c", "d", "e"} {
 				f.frame(s)
 			}
@@ -215,9 +224,15 @@ func TestVerifyForgedEntry(t *testing.T) {
 }
 
 // A checkpoint older than one seen before is a rollback; a checkpoint
-// signed by another key is refused.
+// signed by another key is refused; in a log either store wrote.
 func TestVerifyRollback(t *testing.T) {
-	f := newFixture(t)
+	for _, st := range testStores {
+		t.Run(st.name, func(t *testing.T) { verifyRollback(t, st.store) })
+	}
+}
+
+func verifyRollback(t *testing.T, store audit.Store) {
+	f := newStoreFixture(t, store)
 	f.frame("a")
 	old := f.published()
 	oldSize := f.n

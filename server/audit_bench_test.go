@@ -29,8 +29,10 @@ import (
 )
 
 // auditBenchEnv is a benchmark server with the audit log off ("off"), or
-// on in a temporary directory, "sync" or "async".
+// on in a temporary directory, "sync" or "async", on the default store
+// (audit.StoreTlog) or, with the suffix "-tessera", on Tessera's.
 func auditBenchEnv(b *testing.B, mode string) (*env, *audit.Log) {
+	mode, tessera := strings.CutSuffix(mode, "-tessera")
 	var l *audit.Log
 	e := newEnv(b, func(c *server.Config) {
 		c.HelloTimeout = 30 * time.Second
@@ -42,6 +44,9 @@ func auditBenchEnv(b *testing.B, mode string) (*env, *audit.Log) {
 			signer, _ := note.NewSigner(skey)
 			v, _ := note.NewVerifier(vkey)
 			cfg := audit.Config{Dir: b.TempDir(), Signer: signer}
+			if tessera {
+				cfg.Store = audit.StoreTessera
+			}
 			if mode == "async" {
 				cfg.BatchMaxAge = audit.AsyncBatchMaxAge // as sigil serve
 			}
@@ -60,13 +65,14 @@ func auditBenchEnv(b *testing.B, mode string) (*env, *audit.Log) {
 
 // BenchmarkAuditPublish: server CPU per verified publish (with a cid, so
 // each is answered) from 64 connections, with the audit log off, sync and
-// async, in one run. The CPU of logging counts in full: a round ends when
-// every reply was received and every entry is durable. Reports the CPU
-// per publish of each mode, the ratios against off, the throughput of
-// each (publishes per second of the rounds) and the entries per batch.
+// async, on each store (sync-tessera, async-tessera: Tessera's), in one
+// run. The CPU of logging counts in full: a round ends when every reply
+// was received and every entry is durable. Reports the CPU per publish of
+// each mode, the ratios against off, the throughput of each (publishes
+// per second of the rounds) and the entries per batch.
 func BenchmarkAuditPublish(b *testing.B) {
 	const conns = 64
-	modes := []string{"off", "sync", "async"}
+	modes := []string{"off", "sync", "async", "sync-tessera", "async-tessera"}
 	if s := os.Getenv("SIGIL_AUDIT_MODES"); s != "" {
 		modes = append([]string{"off"}, strings.Split(s, ",")...) // for profiling one mode
 	}
@@ -129,15 +135,15 @@ func BenchmarkAuditPublish(b *testing.B) {
 
 // BenchmarkAuditLatency: publish→reply latency at a steady rate
 // (SIGIL_AUDIT_RATE publishes per second over 16 connections, default
-// 400), audit log off, sync and async, interleaved; reports p50 and p99
-// of each.
+// 400), audit log off, sync and async, on each store, interleaved;
+// reports p50 and p99 of each.
 func BenchmarkAuditLatency(b *testing.B) {
 	rate := 400
 	if s := os.Getenv("SIGIL_AUDIT_RATE"); s != "" {
 		rate, _ = strconv.Atoi(s)
 	}
 	const conns = 16
-	modes := []string{"off", "sync", "async"}
+	modes := []string{"off", "sync", "async", "sync-tessera", "async-tessera"}
 	lat := map[string][]time.Duration{}
 	chs := map[string]*child{}
 	for _, m := range modes {

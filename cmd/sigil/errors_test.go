@@ -48,6 +48,7 @@ func TestServeRefusesBadSettings(t *testing.T) {
 		{[]string{"--users", badUsers}, "--users " + badUsers + ":2:"},
 		{[]string{"--config", badConfig}, "--config " + badConfig + ":3:"},
 		{[]string{"--key-files", badKey}, "--key-files " + badKey + ": "},
+		{[]string{"--audit-dir", filepath.Join(dir, "audit"), "--audit-store", "sql"}, "--audit-store must be tlog or tessera"},
 	} {
 		args := append([]string{"serve", "--addr", "127.0.0.1:0", "--data-dir", filepath.Join(dir, "data")}, c.args...)
 		out, err := sigilExit(t, args...)

@@ -45,8 +45,9 @@ type AuditEntryCase struct {
 // audit/ of the vectors directory: log/ (a tiny log: its checkpoint, its
 // checkpoint key log.vkey, its level-0 tile and entry bundle), proofs.json
 // (the inclusion proof of every entry), consistency.json, and entries.json
-// (strict-form cases). The log is written with Tessera in tmp, from the
-// fixed keys, clock and seeds of the other vectors.
+// (strict-form cases). The log is written in tmp by the default store
+// (Tessera writes the same files), from the fixed keys, clock and seeds
+// of the other vectors.
 func AuditFiles(ctx context.Context, tmp string) (map[string][]byte, error) {
 	g, err := newGen()
 	if err != nil {

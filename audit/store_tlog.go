@@ -1,0 +1,541 @@
+package audit
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/transparency-dev/formats/log"
+	"github.com/transparency-dev/tessera/api/layout"
+	"github.com/transparency-dev/tessera/client"
+	"golang.org/x/mod/sumdb/note"
+	"golang.org/x/mod/sumdb/tlog"
+)
+
+// tlogStore writes the log itself (StoreTlog), in the C2SP tlog-tiles
+// layout that Tessera's POSIX driver writes: the checkpoint, hash tiles
+// tile/<L>/<N>[.p/<W>] and entry bundles tile/entries/<N>[.p/<W>] (each
+// entry as a 2-byte big-endian length and its bytes). Every hash, tile
+// and root comes from golang.org/x/mod/sumdb/tlog (tiles of height 8, as
+// C2SP's); this file only stores them.
+//
+// A group is one batch: its bundles and tiles are written and fsynced
+// (the files, then the directories that gained a name), then a checkpoint
+// covering it is signed and put in place atomically (publish). The
+// checkpoint is the log's
+// state: a crash never leaves one that covers data not on disk, and
+// whatever lies beyond it is overwritten by the next batch. Partial
+// tiles and bundles of a tile that has since filled are removed a minute
+// later, or when the log is closed (readers fall back to the full one, as
+// Tessera's clients do; a crash leaves them).
+type tlogStore struct {
+	client.FileFetcher // reads, as DirSource
+	dir                string
+	signer             note.Signer
+	lock               *os.File
+	n                  atomic.Uint64 // entries covered by the checkpoint
+
+	// Owned by write (Log.commit: calls do not overlap), open and close;
+	// mu keeps close from running during a write (Log.Close gave up
+	// waiting for the writes).
+	mu     sync.Mutex
+	closed bool
+	edges  []edgeTile // the rightmost tile of each level, by level
+	bundle []byte     // the partial entry bundle at n (n%256 entries)
+	dirs   map[string]bool
+	gc     []gcDir
+	broken error // every write fails with it
+}
+
+// edgeTile is the latest tile of a level: the hashes of its bottom row.
+type edgeTile struct {
+	n    int64
+	data []byte // W hashes
+}
+
+// gcDir is the partial files' directory of a tile or bundle now full.
+type gcDir struct {
+	path string
+	at   time.Time
+}
+
+// tileHeight is C2SP tlog-tiles' (and Tessera's) tile height.
+const tileHeight = 8
+
+// gcDelay is how long the partial files of a full tile stay for readers
+// of an older checkpoint (Tessera's default collection interval).
+const gcDelay = time.Minute
+
+// openTlog opens the log in cfg.Dir, holding .lock (not served: a dot
+// name) until close, so that a second writer fails at once.
+func openTlog(cfg Config) (*tlogStore, error) {
+	lock, err := lockFile(filepath.Join(cfg.Dir, ".lock"))
+	if err != nil {
+		return nil, fmt.Errorf("audit: %s: %w", cfg.Dir, err)
+	}
+	s, err := loadTlog(cfg)
+	if err != nil {
+		lock.Close()
+		return nil, err
+	}
+	s.lock = lock
+	return s, nil
+}
+
+// loadTlog reads the log's state: its checkpoint, checked against the
+// tiles, and the partial entry bundle.
+func loadTlog(cfg Config) (*tlogStore, error) {
+	s := &tlogStore{FileFetcher: client.FileFetcher{Root: cfg.Dir}, dir: cfg.Dir, signer: cfg.Signer, dirs: map[string]bool{}}
+	raw, err := os.ReadFile(filepath.Join(cfg.Dir, layout.CheckpointPath))
+	if errors.Is(err, os.ErrNotExist) {
+		// A new log (every log has a checkpoint from its start: tiles
+		// without one are not a log to overwrite).
+		if _, err := os.Stat(filepath.Join(cfg.Dir, "tile")); err == nil {
+			return nil, fmt.Errorf("audit: %s has tiles but no checkpoint", cfg.Dir)
+		}
+		// Its first checkpoint, of the empty tree.
+		empty, err := tlog.TreeHash(0, nil)
+		if err != nil {
+			return nil, err
+		}
+		if err := s.publish(0, empty); err != nil {
+			return nil, err
+		}
+		return s, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("audit: %w", err)
+	}
+	cp, err := checkpointBody(raw)
+	if err != nil {
+		return nil, fmt.Errorf("audit: %s: %w", filepath.Join(cfg.Dir, layout.CheckpointPath), err)
+	}
+	if cp.Origin != cfg.Signer.Name() {
+		return nil, fmt.Errorf("audit: %s holds the log %q, not %q", cfg.Dir, cp.Origin, cfg.Signer.Name())
+	}
+	n, want := int64(cp.Size), cp.Hash
+	size, tsRoot, ok, err := tesseraState(cfg.Dir)
+	if err != nil {
+		return nil, err
+	}
+	if ok && size > cp.Size {
+		// A log Tessera wrote, with entries integrated (and acknowledged)
+		// that its timed checkpoint does not cover yet: they are the log's.
+		n, want = int64(size), tsRoot
+	}
+	// The tiles must hash to the checkpoint: this reads the edge tiles.
+	root, err := tlog.TreeHash(n, s.reader(n, nil))
+	if err != nil {
+		return nil, fmt.Errorf("audit: %s: %w", cfg.Dir, err)
+	}
+	if !bytes.Equal(root[:], want) {
+		return nil, fmt.Errorf("audit: %s: the tiles do not hash to the checkpoint (size %d)", cfg.Dir, n)
+	}
+	if uint64(n) > cp.Size {
+		if err := s.publish(uint64(n), root); err != nil {
+			return nil, err
+		}
+	}
+	if w := n % layout.EntryBundleWidth; w > 0 {
+		b, err := s.ReadEntryBundle(context.Background(), uint64(n/layout.EntryBundleWidth), uint8(w))
+		if err != nil {
+			return nil, fmt.Errorf("audit: %w", err)
+		}
+		if s.bundle, err = bundlePrefix(b, int(w)); err != nil {
+			return nil, fmt.Errorf("audit: %s: entry bundle %d: %w", cfg.Dir, n/layout.EntryBundleWidth, err)
+		}
+		// Its entries go into the next bundles: they must be the tree's.
+		tile, err := s.edge(n, tlog.Tile{H: tileHeight, L: 0, N: n / layout.EntryBundleWidth, W: int(w)})
+		if err != nil {
+			return nil, fmt.Errorf("audit: %w", err)
+		}
+		for i, e := range entries(s.bundle) {
+			if h := tlog.RecordHash(e); !bytes.Equal(h[:], tile[i*tlog.HashSize:(i+1)*tlog.HashSize]) {
+				return nil, fmt.Errorf("audit: %s: entry %d does not hash to the checkpoint", cfg.Dir, n-w+int64(i))
+			}
+		}
+	}
+	s.n.Store(uint64(n))
+	return s, nil
+}
+
+// checkpointBody parses a signed checkpoint's text, unverified: the log's
+// own file, whose root the tiles are then checked against.
+func checkpointBody(raw []byte) (*log.Checkpoint, error) {
+	i := bytes.Index(raw, []byte("\n\n"))
+	if i < 0 {
+		return nil, errors.New("not a signed note")
+	}
+	var cp log.Checkpoint
+	if _, err := cp.Unmarshal(raw[:i+1]); err != nil {
+		return nil, err
+	}
+	return &cp, nil
+}
+
+// bundlePrefix is the first w entries of bundle b (a full bundle may
+// stand in for a partial one).
+func bundlePrefix(b []byte, w int) ([]byte, error) {
+	off := 0
+	for range w {
+		if len(b)-off < 2 {
+			return nil, errors.New("truncated")
+		}
+		off += 2 + int(binary.BigEndian.Uint16(b[off:]))
+		if off > len(b) {
+			return nil, errors.New("truncated")
+		}
+	}
+	return b[:off:off], nil
+}
+
+// entries splits a bundle (checked by bundlePrefix) into its entries.
+func entries(b []byte) [][]byte {
+	var out [][]byte
+	for len(b) >= 2 {
+		l := 2 + int(binary.BigEndian.Uint16(b))
+		out = append(out, b[2:l])
+		b = b[l:]
+	}
+	return out
+}
+
+// reader reads stored hashes (tlog.StoredHashIndex) of a tree of n
+// entries: fresh[i] is stored hash StoredHashCount(n)+i, written by the
+// batch in hand; older ones come from the edge tiles, read from disk on
+// first use.
+func (s *tlogStore) reader(n int64, fresh *[]tlog.Hash) tlog.HashReader {
+	base := tlog.StoredHashCount(n)
+	return tlog.HashReaderFunc(func(indexes []int64) ([]tlog.Hash, error) {
+		out := make([]tlog.Hash, len(indexes))
+		for i, x := range indexes {
+			if x >= base {
+				if fresh == nil || x-base >= int64(len(*fresh)) {
+					return nil, fmt.Errorf("hash %d is beyond the tree", x)
+				}
+				out[i] = (*fresh)[x-base]
+				continue
+			}
+			t := tlog.TileForIndex(tileHeight, x)
+			data, err := s.edge(n, t)
+			if err != nil {
+				return nil, err
+			}
+			t.W = len(data) / tlog.HashSize
+			if out[i], err = tlog.HashFromTile(t, data, x); err != nil {
+				return nil, err
+			}
+		}
+		return out, nil
+	})
+}
+
+// edge returns the bottom row of tile t (level and index) in a tree of n
+// entries: the cached edge tile of its level, or the file.
+func (s *tlogStore) edge(n int64, t tlog.Tile) ([]byte, error) {
+	for len(s.edges) <= t.L {
+		s.edges = append(s.edges, edgeTile{n: -1})
+	}
+	if e := s.edges[t.L]; e.n == t.N {
+		return e.data, nil
+	}
+	w := int64(tileWidth(n, t.L, t.N))
+	if w < int64(t.W) {
+		return nil, fmt.Errorf("tile %d/%d is beyond the tree", t.L, t.N)
+	}
+	data, err := s.ReadTile(context.Background(), uint64(t.L), uint64(t.N), partial(w))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(data)) < w*tlog.HashSize {
+		return nil, fmt.Errorf("tile %d/%d is short", t.L, t.N)
+	}
+	data = data[: w*tlog.HashSize : w*tlog.HashSize]
+	s.edges[t.L] = edgeTile{n: t.N, data: data}
+	return data, nil
+}
+
+// tileWidth is the number of hashes of tile (level l, index i) in a tree
+// of n entries (256 for a full tile).
+func tileWidth(n int64, l int, i int64) int {
+	row := n >> (tileHeight * l) // nodes at the tile's bottom level
+	w := row - i<<tileHeight
+	return int(max(0, min(w, 1<<tileHeight)))
+}
+
+// partial is the C2SP path's partial width: 0 for a full tile or bundle.
+func partial(w int64) uint8 {
+	if w >= 1<<tileHeight {
+		return 0
+	}
+	return uint8(w)
+}
+
+func (s *tlogStore) size(context.Context) (uint64, error) { return s.n.Load(), nil }
+
+// close removes the partial files still kept for readers (after the
+// last write: Log.Close): a reader falls back to the full tile.
+func (s *tlogStore) close(context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closed = true
+	for _, d := range s.gc {
+		_ = os.RemoveAll(filepath.Join(s.dir, filepath.FromSlash(d.path)))
+	}
+	s.gc = nil
+	return s.lock.Close()
+}
+
+// write appends the group as one batch.
+func (s *tlogStore) write(group []*pending) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	first := s.n.Load()
+	err := s.broken
+	if s.closed {
+		err = ErrClosed
+	}
+	if err == nil {
+		err = s.append(group)
+	}
+	for i, p := range group {
+		if err != nil {
+			p.err = err
+		} else {
+			p.index = first + uint64(i)
+		}
+	}
+}
+
+// file is a file a batch writes.
+type file struct {
+	path string // relative to the log's directory
+	data []byte
+}
+
+func (s *tlogStore) append(group []*pending) error {
+	n := int64(s.n.Load())
+	k := int64(len(group))
+	fresh := make([]tlog.Hash, 0, tlog.StoredHashCount(n+k)-tlog.StoredHashCount(n))
+	r := s.reader(n, &fresh)
+	var files []file
+
+	// Entry bundles: the partial one at n, completed and continued. The
+	// new entries go in the partial one's spare room, which s.bundle does
+	// not cover: it stays the bundle at n until the batch is written.
+	need := len(s.bundle)
+	for _, p := range group {
+		need += 2 + len(p.data)
+	}
+	bundle := slices.Grow(s.bundle, need-len(s.bundle))
+	inBundle := n % layout.EntryBundleWidth
+	bundleIndex := uint64(n / layout.EntryBundleWidth)
+	var full []string // .p/ directories of bundles and tiles filled
+	for i, p := range group {
+		hs, err := tlog.StoredHashes(n+int64(i), p.data, r)
+		if err != nil {
+			return fmt.Errorf("audit: %w", err)
+		}
+		fresh = append(fresh, hs...)
+		bundle = binary.BigEndian.AppendUint16(bundle, uint16(len(p.data)))
+		bundle = append(bundle, p.data...)
+		if inBundle++; inBundle == layout.EntryBundleWidth {
+			files = append(files, file{layout.EntriesPath(bundleIndex, 0), bundle})
+			full = append(full, layout.EntriesPath(bundleIndex, 0)+".p")
+			bundle, inBundle = bundle[len(bundle):], 0
+			bundleIndex++
+		}
+	}
+	if inBundle > 0 {
+		files = append(files, file{layout.EntriesPath(bundleIndex, uint8(inBundle)), bundle})
+	}
+	// Hash tiles: those the batch changed, at their new width.
+	tiles := tlog.NewTiles(tileHeight, n, n+k)
+	edges := make([]edgeTile, 0, len(tiles))
+	levels := make([]int, 0, len(tiles))
+	for _, t := range tiles {
+		data, err := tlog.ReadTileData(t, r)
+		if err != nil {
+			return fmt.Errorf("audit: %w", err)
+		}
+		p := layout.TilePath(uint64(t.L), uint64(t.N), partial(int64(t.W)))
+		files = append(files, file{p, data})
+		if t.W == 1<<tileHeight {
+			full = append(full, p+".p")
+		}
+		edges, levels = append(edges, edgeTile{n: t.N, data: data}), append(levels, t.L)
+	}
+	root, err := tlog.TreeHash(n+k, r)
+	if err != nil {
+		return fmt.Errorf("audit: %w", err)
+	}
+	if err := s.writeFiles(files); err != nil {
+		return err
+	}
+	if err := s.publish(uint64(n+k), root); err != nil {
+		if errors.Is(err, errPublished) {
+			// The checkpoint may be the batch's: the log cannot go on
+			// from n, nor claim n+k durable (fail closed until reopened).
+			s.broken = err
+		}
+		return err
+	}
+	// The batch is in the log.
+	s.n.Store(uint64(n + k))
+	if cap(bundle)-len(bundle) > 1<<20 {
+		bundle = slices.Clip(bytes.Clone(bundle)) // not a large batch's array
+	}
+	s.bundle = bundle
+	for i, e := range edges {
+		for len(s.edges) <= levels[i] {
+			s.edges = append(s.edges, edgeTile{n: -1})
+		}
+		s.edges[levels[i]] = e
+	}
+	s.collect(full)
+	return nil
+}
+
+// writeFiles writes files durably: each is written and fsynced, then
+// every directory that gained a name.
+func (s *tlogStore) writeFiles(files []file) error {
+	var dirs []string
+	for _, f := range files {
+		name := filepath.Join(s.dir, filepath.FromSlash(f.path))
+		dir := filepath.Dir(name)
+		if !s.dirs[dir] {
+			if err := s.mkdirs(dir); err != nil {
+				return err
+			}
+		}
+		if len(dirs) == 0 || dirs[len(dirs)-1] != dir {
+			dirs = append(dirs, dir)
+		}
+		if err := writeFile(name, f.data); err != nil {
+			return err
+		}
+	}
+	for _, d := range dirs {
+		if err := syncDir(d); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// writeFile writes a file, replacing any, and syncs its data and the
+// metadata that reading it needs (its name needs its directory's fsync).
+func writeFile(name string, data []byte) error {
+	fd, err := os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return fmt.Errorf("audit: %w", err)
+	}
+	_, err = fd.Write(data)
+	if err == nil {
+		err = datasync(fd)
+	}
+	if cerr := fd.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("audit: %w", err)
+	}
+	return nil
+}
+
+// mkdirs creates dir and its missing parents, fsyncing each parent that
+// gained one.
+func (s *tlogStore) mkdirs(dir string) error {
+	if s.dirs[dir] {
+		return nil
+	}
+	st, err := os.Stat(dir)
+	if err == nil {
+		if !st.IsDir() {
+			return fmt.Errorf("audit: %s is not a directory", dir)
+		}
+		s.dirs[dir] = true
+		return nil
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("audit: %w", err)
+	}
+	parent := filepath.Dir(dir)
+	if err := s.mkdirs(parent); err != nil {
+		return err
+	}
+	if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
+		return fmt.Errorf("audit: %w", err)
+	}
+	if err := syncDir(parent); err != nil {
+		return err
+	}
+	s.dirs[dir] = true
+	return nil
+}
+
+func syncDir(dir string) error {
+	fd, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("audit: %w", err)
+	}
+	err = fd.Sync()
+	if cerr := fd.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("audit: %w", err)
+	}
+	return nil
+}
+
+// publish signs the checkpoint of the tree of size n and root, and puts
+// it in place atomically and durably: written to .checkpoint.tmp (not
+// served: a dot name), which is then swapped with the checkpoint, so that
+// the two files are rewritten, never created (a new file costs more than
+// its writes on some file systems: README, audit figures), or renamed
+// over it where the file system cannot swap.
+func (s *tlogStore) publish(n uint64, root tlog.Hash) error {
+	cp, err := note.Sign(&note.Note{Text: string(log.Checkpoint{Origin: s.signer.Name(), Size: n, Hash: root[:]}.Marshal())}, s.signer)
+	if err != nil {
+		return fmt.Errorf("audit: %w", err)
+	}
+	tmp, name := filepath.Join(s.dir, ".checkpoint.tmp"), filepath.Join(s.dir, layout.CheckpointPath)
+	if err := writeFile(tmp, cp); err != nil {
+		return err
+	}
+	if exchange(tmp, name) != nil {
+		if err := os.Rename(tmp, name); err != nil {
+			return fmt.Errorf("audit: %w", err)
+		}
+	}
+	if err := syncDir(s.dir); err != nil {
+		return fmt.Errorf("%w: %w", errPublished, err)
+	}
+	return nil
+}
+
+// errPublished marks a failure after the checkpoint was put in place.
+var errPublished = errors.New("audit: the checkpoint is in place but not durable")
+
+// collect removes the partial files of the tiles and bundles that filled
+// at least gcDelay ago, and queues those that filled now.
+func (s *tlogStore) collect(full []string) {
+	now := time.Now()
+	i := 0
+	for ; i < len(s.gc) && now.Sub(s.gc[i].at) >= gcDelay; i++ {
+		_ = os.RemoveAll(filepath.Join(s.dir, filepath.FromSlash(s.gc[i].path)))
+	}
+	s.gc = s.gc[i:]
+	for _, p := range full {
+		s.gc = append(s.gc, gcDir{p, now})
+	}
+}
