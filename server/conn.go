@@ -225,18 +225,31 @@ func (c *conn) read() (*[]byte, error) {
 func (c *conn) setReadDeadline() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	var d time.Time
+	_ = c.ws.SetReadDeadline(c.readDeadlineLocked())
+}
+
+// readDeadlineLocked is the read deadline setReadDeadline sets; the
+// caller holds c.mu.
+func (c *conn) readDeadlineLocked() time.Time {
 	switch {
 	case c.stopRead:
-		d = time.Unix(1, 0)
+		return time.Unix(1, 0)
 	case c.closed:
-		d = time.Unix(0, c.closeBy)
+		return time.Unix(0, c.closeBy)
 	case !c.welcomed.Load():
-		d = time.Unix(0, c.helloBy)
+		return time.Unix(0, c.helloBy)
 	default:
-		d = time.Now().Add(c.idleLimit())
+		return time.Now().Add(c.idleLimit())
 	}
-	_ = c.ws.SetReadDeadline(d)
+}
+
+// noteReadDeadline is setReadDeadline for the waiter while its short
+// deadline holds the socket's: the session's deadline is recorded, and
+// set on the socket when the waiter ends.
+func (c *conn) noteReadDeadline() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.fc.noteDeadline(c.readDeadlineLocked())
 }
 
 // idleLimit is how long a session may stay silent (no frame, no pong)

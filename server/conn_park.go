@@ -2,6 +2,8 @@ package server
 
 import (
 	"bufio"
+	"errors"
+	"os"
 	"time"
 )
 
@@ -15,20 +17,25 @@ import (
 //
 // So once a frame is handled, and neither gorilla's buffer nor the
 // socket (a read that does not block, into the read-ahead) holds a byte
-// of the next one, the reader hands the session to the parker and ends.
-// (A busy session, whose next frame is already there, reads on: a new
-// goroutine per frame would copy its stack up to the verifier's depth
-// every time.) The parker (conn_park_linux.go) is one epoll set for the
-// whole process, whose descriptor waits in the runtime's poller like any
-// socket, and one goroutine that takes its events: a parked session costs
-// a slot in the set and an idle timer, no goroutine and no stack.
+// of the next one, the reader starts a waiter goroutine and ends. (A busy
+// session, whose next frame is already there, reads on: a new goroutine
+// per frame would copy its stack up to the verifier's depth every time.)
+// The waiter waits for the socket in the runtime's poller on a 2 KiB
+// stack, and becomes the reader when the next frame arrives: a session
+// with a frame a second or more pays nothing else. A session still idle
+// after parkAfter (a second) goes to the parker (conn_park_linux.go): one
+// epoll set for the whole process, whose descriptor waits in the
+// runtime's poller like any socket, and one goroutine that takes its
+// events. A parked session costs a slot in the set and an idle timer, no
+// goroutine and no stack; waking it costs two epoll calls and a hand-over
+// to a reader goroutine, which a session idle for a second can afford.
 //
 // Keepalive pongs are what an idle session receives most. A pong that
 // answers the server's ping is exactly 6 bytes from a client: 0x8A (FIN,
-// opcode pong), 0x80 (masked, no payload) and the 4-byte mask. The parker
-// reads what arrives, a few bytes at a time, and when it is those 6 bytes
-// it does what the pong handler does (move the idle deadline), and the
-// session stays parked. Anything else (a data frame, a close, a ping, a
+// opcode pong), 0x80 (masked, no payload) and the 4-byte mask. The waiter
+// and the parker read what arrives, a few bytes at a time, and when it is
+// those 6 bytes they do what the pong handler does (move the idle
+// deadline), and the session goes on waiting. Anything else (a data frame, a close, a ping, a
 // pong with a payload, a partial frame, an error, EOF) starts a new
 // reader goroutine (conn.resume), and the bytes read are handed to
 // gorilla ahead of the socket's, so gorilla answers them exactly as
@@ -70,15 +77,70 @@ func (f *flushConn) newReadBuffer() *bufio.Reader {
 }
 
 // park ends the reader's turn if the session can wait for its next frame
-// parked (see above): true if it is parked, and the caller must return at
-// once without touching the reader's state (another reader may run
-// already).
+// without it (see above): true if it is waiting, and the caller must
+// return at once without touching the reader's state (another reader may
+// run already).
 func (c *conn) park() bool {
 	f := c.fc
 	if f == nil || !f.canPeek() || f.br.Buffered() > 0 || f.buffered() || f.fillAhead() {
 		return false // the next frame is here: read it on this stack
 	}
-	return f.park()
+	go c.waitFrame()
+	return true
+}
+
+// parkAfter is how long a session waits for its next frame on a waiter
+// goroutine before it goes to the parker.
+const parkAfter = time.Second
+
+// waitFrame is the waiter: for up to parkAfter (a read deadline of its
+// own, the session's being recorded meanwhile) it waits for the socket
+// in the runtime's poller, consuming the empty pongs that arrive, and
+// becomes the reader when anything else does, as a reader would (a busy
+// session so pays no epoll call). A session still idle then goes to the
+// parker, and the waiter ends. It reads at most len(f.peek) bytes at a
+// time, into the socket's own small array; bytes that are not a pong are
+// handed to gorilla through the read-ahead (unread), in order.
+func (c *conn) waitFrame() {
+	f := c.fc
+	until := time.Now().Add(parkAfter)
+	short := f.shortDeadline(until)
+	for {
+		n, err := f.waitRead()
+		if err != nil || n == 0 {
+			if short && errors.Is(err, os.ErrDeadlineExceeded) && f.ownDeadlineAhead() {
+				// Idle for parkAfter, and its own deadline is still
+				// ahead: to the parker.
+				f.restoreDeadline()
+				if f.park() {
+					return
+				}
+				short = false
+				continue
+			}
+			break // the deadline, a close, an error or EOF: the reader meets it
+		}
+		k := 0 // the empty pongs read
+		for n-k >= emptyPong && isEmptyPong(f.peek[k:n]) {
+			k += emptyPong
+		}
+		if k > 0 { // what the pong handler does
+			if short {
+				c.noteReadDeadline()
+			} else {
+				c.setReadDeadline()
+			}
+		}
+		if k == n {
+			continue
+		}
+		f.unread(f.peek[k:n])
+		break
+	}
+	if short {
+		f.restoreDeadline()
+	}
+	c.loop(false)
 }
 
 // resumed is a parked session woken: with fresh, bytes arrived (a frame,

@@ -149,9 +149,9 @@ func (p *parker) check(i int32) {
 	defer p.mu.Unlock()
 	if !wake && !f.pwake && p.arm(f, syscall.EPOLL_CTL_MOD) {
 		if pongs {
-			d := f.c.idleLimit()
-			f.tdl = time.Now().Add(d).UnixNano()
-			f.idle.Reset(d)
+			// The idle deadline moves; the timer, set for the old one,
+			// is moved when it fires (expired): no timer change per pong.
+			f.tdl = time.Now().Add(f.c.idleLimit()).UnixNano()
 		}
 		f.pstate.Store(parkParked)
 		return
@@ -258,9 +258,17 @@ func (f *flushConn) wake() {
 func (f *flushConn) expired() {
 	p := theParker
 	p.mu.Lock()
-	if f.tdl == 0 || time.Now().UnixNano() < f.tdl {
+	if f.tdl == 0 {
 		p.mu.Unlock()
-		return // moved by a pong since it fired
+		return
+	}
+	if left := f.tdl - time.Now().UnixNano(); left > 0 {
+		// Pongs moved the deadline: wait for the new one.
+		if f.pstate.Load() == parkParked {
+			f.idle.Reset(time.Duration(left))
+		}
+		p.mu.Unlock()
+		return
 	}
 	switch f.pstate.Load() {
 	case parkParked:
@@ -323,8 +331,19 @@ func (f *flushConn) canReadAhead() bool { return f.raw != nil }
 // recv(2) that does not block, made through the socket's raw.Read (so the
 // read deadline, and a close, are honoured as by any read): n > 0; or 0
 // and nil at EOF; or an error: syscall.EAGAIN when there is nothing yet.
-func (f *flushConn) readNow(b []byte) (int, error) {
-	f.op = recvOp{buf: b}
+func (f *flushConn) readNow(b []byte) (int, error) { return f.recv(b, false) }
+
+// waitRead waits until the socket has bytes to read (or EOF, an error,
+// the read deadline, or the socket is closed), and reads up to
+// len(f.peek) of them into f.peek. Only the waiter calls it, while
+// gorilla does not read.
+func (f *flushConn) waitRead() (int, error) { return f.recv(f.peek[:], true) }
+
+// recv makes a recvOp: one attempt, or while wait, an attempt each time
+// the poller says the socket is readable, until one finds bytes, EOF or
+// an error.
+func (f *flushConn) recv(b []byte, wait bool) (int, error) {
+	f.op = recvOp{buf: b, wait: wait}
 	err := f.raw.Read(f.opFn)
 	n, rerr := f.op.n, f.op.err
 	f.op.buf = nil
@@ -334,24 +353,60 @@ func (f *flushConn) readNow(b []byte) (int, error) {
 	return n, rerr
 }
 
-// recvOp is readNow's recv: its buffer and result.
+// recvOp is a recv(2) that does not block: its buffer and result.
 type recvOp struct {
-	buf []byte
-	n   int
-	err error
+	buf  []byte
+	wait bool
+	n    int
+	err  error
 }
 
-// newRecvFn is the function raw.Read calls for readNow, made once per
-// socket.
+// newRecvFn is the function raw.Read calls for recv, made once per
+// socket: false asks raw.Read to wait for the socket and call again.
 func (f *flushConn) newRecvFn() func(fd uintptr) bool {
 	return func(fd uintptr) bool {
 		for {
 			n, _, err := syscall.Recvfrom(int(fd), f.op.buf, syscall.MSG_DONTWAIT)
-			if err == syscall.EINTR {
+			switch {
+			case err == syscall.EINTR:
 				continue
+			case err == syscall.EAGAIN && f.op.wait:
+				return false
 			}
 			f.op.n, f.op.err = max(n, 0), err
 			return true
 		}
+	}
+}
+
+// shortDeadline makes the socket's read deadline until, if that comes
+// before the session's own (rdl), without recording it: the waiter's
+// time on its goroutine. It reports whether it did.
+func (f *flushConn) shortDeadline(until time.Time) bool {
+	if rdl := f.rdl.Load(); rdl != 0 && rdl <= until.UnixNano() {
+		return false
+	}
+	_ = f.Conn.SetReadDeadline(until)
+	return true
+}
+
+// ownDeadlineAhead reports whether the session's read deadline (rdl, not
+// the waiter's shorter one) is still ahead.
+func (f *flushConn) ownDeadlineAhead() bool {
+	rdl := f.rdl.Load()
+	return rdl == 0 || time.Now().UnixNano() < rdl
+}
+
+// noteDeadline records t as the session's read deadline without setting
+// the socket's (a pong while the waiter's shortDeadline holds it).
+func (f *flushConn) noteDeadline(t time.Time) { f.rdl.Store(t.UnixNano()) }
+
+// restoreDeadline makes the socket's read deadline the session's own
+// again, after shortDeadline.
+func (f *flushConn) restoreDeadline() {
+	if rdl := f.rdl.Load(); rdl != 0 {
+		_ = f.Conn.SetReadDeadline(time.Unix(0, rdl))
+	} else {
+		_ = f.Conn.SetReadDeadline(time.Time{})
 	}
 }

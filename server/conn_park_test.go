@@ -6,12 +6,14 @@ import (
 	"fmt"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/gorilla/websocket"
 	"github.com/sigil-ws/sigil/internal/sigiltest"
 	"github.com/sigil-ws/sigil/protocol"
+	"github.com/sigil-ws/sigil/server"
 )
 
 // goroutines is every goroutine's stack.
@@ -140,4 +142,59 @@ func TestReadAheadBurst(t *testing.T) {
 		}, goroutines)
 	}
 	a.ping()
+}
+
+// TestParkedIdleTimeout: a session idle past parkAfter goes to the parker
+// (no goroutine), and there the idle deadline still holds both ways: the
+// session that answers the server's pings (each pong moving its idle
+// deadline) outlives several idle limits, and the one that does not is
+// dropped once its limit passes (the idle timer wakes its reader, which
+// meets the deadline), as is the first once it stops answering.
+func TestParkedIdleTimeout(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("sessions park only on linux (conn_park_linux.go)")
+	}
+	e := newEnv(t, func(c *server.Config) {
+		// An idle limit of 1.5 s: well past parkAfter (1 s).
+		c.PingInterval = 500 * time.Millisecond
+		c.PongTimeout = time.Second
+		c.SweepInterval = 50 * time.Millisecond
+	})
+	live := e.login("alice").connect()
+	silent := e.login("bob").connect() // reads nothing, so answers no ping
+	defer silent.ws.Close()
+	var pings atomic.Int64
+	live.ws.SetPingHandler(func(data string) error {
+		pings.Add(1)
+		return live.ws.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(sigiltest.WaitLimit))
+	})
+	ended := make(chan error, 1)
+	go func() {
+		for {
+			if _, _, err := live.ws.ReadMessage(); err != nil {
+				ended <- err
+				return
+			}
+		}
+	}()
+	sigiltest.Eventually(t, "both sessions parked", func() bool { return e.srv.ParkedSessions() == 2 }, goroutines)
+	sigiltest.Eventually(t, "the silent session dropped", func() bool { return len(e.srv.Sessions()) == 1 }, goroutines)
+	if ss := e.srv.Sessions(); ss[0].ID != live.tok.Session {
+		t.Fatalf("the session left is %s, want the live one", ss[0].ID)
+	}
+	// Six more pings answered: three idle limits, parked all along.
+	from := pings.Load()
+	sigiltest.Eventually(t, "six more pings", func() bool { return pings.Load() >= from+6 })
+	select {
+	case err := <-ended:
+		t.Fatalf("the live session ended: %v", err)
+	default:
+	}
+	if n := e.srv.ParkedSessions(); n != 1 || len(e.srv.Sessions()) != 1 {
+		t.Fatalf("%d parked, %d sessions: want the live one, parked", n, len(e.srv.Sessions()))
+	}
+	// Once it stops answering, it is dropped in turn: its timer, moved by
+	// every pong so far, still fires.
+	live.ws.SetPingHandler(func(string) error { return nil })
+	sigiltest.Eventually(t, "the session that stopped answering dropped", func() bool { return len(e.srv.Sessions()) == 0 }, goroutines)
 }
