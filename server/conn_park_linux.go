@@ -12,12 +12,13 @@ import (
 // of the process, whose own descriptor waits in the runtime's poller like
 // any socket; one goroutine (run) takes its events.
 //
-// A session's socket is in the set with EPOLLONESHOT: an event disarms
-// it, and parking again re-arms it (EPOLL_CTL_MOD), so a socket gives at
-// most one event per park, and an event that arrives late finds its slot
-// empty, or holding another parked session, whose socket is then read in
-// vain (EAGAIN): harmless. Its level-triggered arming reports bytes that
-// arrived before it.
+// A session's socket is in the set, edge-triggered, only while it is
+// parked: added (EPOLL_CTL_ADD, which reports bytes that arrived before
+// it) when it parks, removed when it is woken. The parker reads at most
+// len(peek) bytes a time: fewer means the socket is drained, and whatever
+// arrives next is a new edge, so a pong costs one recv and no epoll call.
+// An event that arrives late finds its slot empty, or holding another
+// parked session, whose socket is then read in vain (EAGAIN): harmless.
 //
 // A parked session is owned by the parker: nothing reads its socket but
 // the parker's goroutine, and only while the session's state is
@@ -37,6 +38,11 @@ type parker struct {
 	curE  error
 	recvF func(fd uintptr)
 }
+
+// parkEvents is what a parked socket waits for: bytes, the peer's
+// shutdown; edge-triggered (EPOLLET is the sign bit: not a constant a
+// uint32 takes).
+var parkEvents = uint32(syscall.EPOLLIN|syscall.EPOLLRDHUP) | 1<<31
 
 // Park states (flushConn.pstate).
 const (
@@ -102,7 +108,7 @@ func (p *parker) run(keep *os.File) {
 			return
 		}
 		for _, ev := range events[:n] {
-			p.check(ev.Fd)
+			p.check(ev.Fd, ev.Events)
 		}
 	}
 }
@@ -110,9 +116,9 @@ func (p *parker) run(keep *os.File) {
 // check reads what arrived on the socket of the session in slot i: empty
 // pongs are consumed (the idle deadline moves, as the pong handler moves
 // the read deadline) and the session stays parked; anything else (bytes
-// of a frame, EOF, an error) wakes its reader, with the bytes read ahead
-// of the socket's.
-func (p *parker) check(i int32) {
+// of a frame, EOF, an error, the peer's shutdown that came with the
+// pongs) wakes its reader, with the bytes read ahead of the socket's.
+func (p *parker) check(i int32, events uint32) {
 	p.mu.Lock()
 	if int(i) >= len(p.slots) || p.slots[i] == nil || p.slots[i].pstate.Load() != parkParked {
 		p.mu.Unlock()
@@ -131,8 +137,11 @@ func (p *parker) check(i int32) {
 	wake, reset, pongs := false, false, false
 	switch {
 	case err == syscall.EAGAIN: // nothing after all
-	case err != nil || n == 0: // an error or EOF: the reader meets it
-		wake = true
+	case err != nil || n == 0 || events&(syscall.EPOLLRDHUP|syscall.EPOLLHUP|syscall.EPOLLERR) != 0:
+		wake = true // an error, EOF, or one after what was read: the reader meets it
+		if err == nil && n > 0 {
+			f.unread(f.peek[:n])
+		}
 	default:
 		k := 0
 		for n-k >= emptyPong && isEmptyPong(f.peek[k:n]) {
@@ -147,7 +156,7 @@ func (p *parker) check(i int32) {
 
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if !wake && !f.pwake && p.arm(f, syscall.EPOLL_CTL_MOD) {
+	if !wake && !f.pwake {
 		if pongs {
 			// The idle deadline moves; the timer, set for the old one,
 			// is moved when it fires (expired): no timer change per pong.
@@ -161,27 +170,22 @@ func (p *parker) check(i int32) {
 	f.c.resume(reset || pongs)
 }
 
-// arm (re-)arms f's socket in the set for one event (ADD the first time
-// f parks, MOD after): false if the socket is closed or the set refuses
-// it. p.mu is held: the epoll_ctl of one socket are never concurrent.
-func (p *parker) arm(f *flushConn, op int) bool {
-	if !f.inSet {
-		op = syscall.EPOLL_CTL_ADD
-	}
+// ctl adds f's socket to the set, or removes it: false if the socket is
+// closed or the set refuses it. p.mu is held: the epoll_ctl of one socket
+// are never concurrent.
+func (p *parker) ctl(f *flushConn, op int) bool {
 	f.ctlOp = op
-	if err := f.raw.Control(f.ctlFn); err != nil || f.ctlErr != nil {
-		return false
-	}
-	f.inSet = true
-	return true
+	return f.raw.Control(f.ctlFn) == nil && f.ctlErr == nil
 }
 
-// unparkLocked takes f out of its slot; p.mu is held.
+// unparkLocked takes f out of its slot, and its socket out of the set;
+// p.mu is held.
 func (p *parker) unparkLocked(f *flushConn) {
 	p.slots[f.slot] = nil
 	p.free = append(p.free, f.slot)
 	f.pstate.Store(parkNone)
 	f.idle.Stop()
+	p.ctl(f, syscall.EPOLL_CTL_DEL) // fails only once the socket is closed, which takes it out
 }
 
 // park hands f's session to the parker until its socket has something
@@ -197,7 +201,7 @@ func (f *flushConn) park() bool {
 	first := f.ctlFn == nil
 	if first {
 		f.ctlFn = func(fd uintptr) {
-			ev := syscall.EpollEvent{Events: syscall.EPOLLIN | syscall.EPOLLRDHUP | syscall.EPOLLONESHOT, Fd: f.slot}
+			ev := syscall.EpollEvent{Events: parkEvents, Fd: f.slot}
 			f.ctlErr = syscall.EpollCtl(p.epfd, f.ctlOp, int(fd), &ev)
 		}
 		f.idle = time.AfterFunc(time.Hour, f.expired)
@@ -212,7 +216,7 @@ func (f *flushConn) park() bool {
 		f.slot = int32(len(p.slots))
 		p.slots = append(p.slots, nil)
 	}
-	if !p.arm(f, syscall.EPOLL_CTL_MOD) {
+	if !p.ctl(f, syscall.EPOLL_CTL_ADD) {
 		// The socket is closed, or the set refuses it: read on.
 		p.free = append(p.free, f.slot)
 		p.mu.Unlock()
@@ -312,7 +316,6 @@ type parkState struct {
 	pstate atomic.Uint32
 	slot   int32
 	pwake  bool
-	inSet  bool
 	ctlOp  int
 	ctlErr error
 	ctlFn  func(fd uintptr)
