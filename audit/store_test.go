@@ -9,9 +9,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/sigil-ws/sigil/audit"
+	"github.com/sigil-ws/sigil/internal/sigiltest"
 	"github.com/transparency-dev/tessera/api/layout"
 	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/mod/sumdb/tlog"
@@ -55,7 +55,7 @@ func addGroups(t *testing.T, l *audit.Log, from int, groups ...int) int {
 // closeLog closes l: the checkpoint then covers every entry.
 func closeLog(t *testing.T, l *audit.Log) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), sigiltest.WaitLimit) // a safety limit
 	defer cancel()
 	must(t, l.Close(ctx))
 }

@@ -244,6 +244,12 @@ func (f *flushConn) wake() {
 	}
 	p := theParker
 	p.mu.Lock()
+	p.wakeUnlock(f)
+}
+
+// wakeUnlock starts the reader of f's session if it is parked, or has it
+// started once the check of it ends; p.mu is held, and released.
+func (p *parker) wakeUnlock(f *flushConn) {
 	switch f.pstate.Load() {
 	case parkParked:
 		p.unparkLocked(f)
@@ -274,16 +280,7 @@ func (f *flushConn) expired() {
 		p.mu.Unlock()
 		return
 	}
-	switch f.pstate.Load() {
-	case parkParked:
-		p.unparkLocked(f)
-		p.mu.Unlock()
-		f.c.resume(false)
-		return
-	case parkChecking:
-		f.pwake = true
-	}
-	p.mu.Unlock()
+	p.wakeUnlock(f)
 }
 
 // parked reports whether f's session is parked (tests).
