@@ -346,7 +346,8 @@ func TestHealthReadyMetrics(t *testing.T) {
 	}
 	_, m := get("/metrics")
 	for _, want := range []string{"sigil_connections 1", "sigil_frames_accepted_total 2", `sigil_frames_rejected_total{code="forbidden"} 1`,
-		"sigil_verify_seconds_bucket", "sigil_deliveries_total", "sigil_slow_consumer_drops_total 0"} {
+		"sigil_verify_seconds_bucket", "sigil_deliveries_total", "sigil_slow_consumer_drops_total 0",
+		"sigil_idle_memory_returns_total", "sigil_idle_memory_returned_bytes_total"} {
 		if !strings.Contains(m, want) {
 			t.Errorf("metrics lack %q", want)
 		}
