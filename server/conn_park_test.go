@@ -155,9 +155,10 @@ func TestParkedIdleTimeout(t *testing.T) {
 		t.Skip("sessions park only on linux (conn_park_linux.go)")
 	}
 	e := newEnv(t, func(c *server.Config) {
-		// An idle limit of 1.5 s: well past parkAfter (1 s).
+		// An idle limit of 3 s: well past parkAfter (1 s), and pongs
+		// that may come late on a loaded machine.
 		c.PingInterval = 500 * time.Millisecond
-		c.PongTimeout = time.Second
+		c.PongTimeout = 2500 * time.Millisecond
 		c.SweepInterval = 50 * time.Millisecond
 	})
 	live := e.login("alice").connect()
