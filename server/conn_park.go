@@ -179,17 +179,9 @@ func (h *hub) reader(r resumed) {
 			r.c.setReadDeadline()
 		}
 		r.c.loop(false)
-		if t == nil {
-			t = time.NewTimer(readerLinger)
-		} else {
-			t.Reset(readerLinger)
-		}
-		select {
-		case r = <-h.readers:
-		case <-t.C:
-			return
-		case <-h.s.ctx.Done():
-			t.Stop()
+		r = resumed{} // not kept alive while lingering
+		var ok bool
+		if r, ok = linger(h.s.ctx, h.readers, &t, readerLinger); !ok {
 			return
 		}
 	}

@@ -364,18 +364,9 @@ func (h *hub) writer(c *conn) {
 	var t *time.Timer
 	for {
 		c.writeLoop()
-		c = nil
-		if t == nil {
-			t = time.NewTimer(writerLinger)
-		} else {
-			t.Reset(writerLinger)
-		}
-		select {
-		case c = <-h.writers:
-		case <-t.C:
-			return
-		case <-h.s.ctx.Done():
-			t.Stop()
+		c = nil // not kept alive while lingering
+		var ok bool
+		if c, ok = linger(h.s.ctx, h.writers, &t, writerLinger); !ok {
 			return
 		}
 	}
