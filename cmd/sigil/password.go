@@ -17,6 +17,11 @@ import (
 func readPassword(stdin io.Reader, prompt string, confirm bool) (string, error) {
 	if f, ok := stdin.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
 		read := func(p string) (string, error) {
+			restore, err := echoOff(int(f.Fd()))
+			if err != nil {
+				return "", fmt.Errorf("turning the terminal's echo off: %w", err)
+			}
+			defer restore()
 			fmt.Fprint(os.Stderr, p)
 			b, err := term.ReadPassword(int(f.Fd()))
 			fmt.Fprintln(os.Stderr)
