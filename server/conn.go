@@ -243,9 +243,9 @@ func (c *conn) readDeadlineLocked() time.Time {
 	}
 }
 
-// noteReadDeadline is setReadDeadline for the waiter while its short
-// deadline holds the socket's: the session's deadline is recorded, and
-// set on the socket when the waiter ends.
+// noteReadDeadline is setReadDeadline for a reader waiting in waitFrame
+// while its short deadline holds the socket's: the session's deadline is
+// recorded, and set on the socket when the wait ends.
 func (c *conn) noteReadDeadline() {
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -17,27 +17,29 @@ import (
 //
 // So once a frame is handled, and neither gorilla's buffer nor the
 // socket (a read that does not block, into the read-ahead) holds a byte
-// of the next one, the reader starts a waiter goroutine and ends. (A busy
-// session, whose next frame is already there, reads on: a new goroutine
-// per frame would copy its stack up to the verifier's depth every time.)
-// The waiter waits for the socket in the runtime's poller on a 2 KiB
-// stack, and becomes the reader when the next frame arrives: a session
-// with a frame a second or more pays nothing else. A session still idle
-// after parkAfter (a second) goes to the parker (conn_park_linux.go): one
-// epoll set for the whole process, whose descriptor waits in the
+// of the next one, the reader waits for the socket in the runtime's
+// poller itself, for up to parkAfter (a second), without gorilla (whose
+// read error on a deadline would be final), and reads on when the next
+// frame arrives: a session with a frame a second or more pays nothing
+// else, no goroutine started and no stack grown or copied. A session
+// still idle after parkAfter goes to the parker (conn_park_linux.go):
+// one epoll set for the whole process, whose descriptor waits in the
 // runtime's poller like any socket, and one goroutine that takes its
-// events. A parked session costs a slot in the set and an idle timer, no
-// goroutine and no stack; waking it costs two epoll calls and a hand-over
-// to a reader goroutine, which a session idle for a second can afford.
+// events; its reader goroutine ends, or lingers to be handed another
+// session (resume). A parked session costs a slot in the set and an idle
+// timer, no goroutine and no stack; waking it costs two epoll calls and
+// a hand-over to a reader goroutine, which a session idle for a second
+// can afford.
 //
 // Keepalive pongs are what an idle session receives most. A pong that
 // answers the server's ping is exactly 6 bytes from a client: 0x8A (FIN,
-// opcode pong), 0x80 (masked, no payload) and the 4-byte mask. The waiter
-// and the parker read what arrives, a few bytes at a time, and when it is
+// opcode pong), 0x80 (masked, no payload) and the 4-byte mask. A reader
+// waiting for its next frame (waitFrame) and the parker read what arrives, a few bytes at a time, and when it is
 // those 6 bytes they do what the pong handler does (move the idle
 // deadline), and the session goes on waiting. Anything else (a data frame, a close, a ping, a
 // pong with a payload, a partial frame, an error, EOF) starts a new
-// reader goroutine (conn.resume), and the bytes read are handed to
+// reader goroutine (conn.resume) or, within parkAfter, lets the reader
+// read on, and the bytes read are handed to
 // gorilla ahead of the socket's, so gorilla answers them exactly as
 // before: nothing on the wire changes. So do the socket's read deadline
 // set by another goroutine (a close waiting for the peer's close frame,
@@ -83,25 +85,27 @@ func (f *flushConn) newReadBuffer() *bufio.Reader {
 func (c *conn) park() bool {
 	f := c.fc
 	if f == nil || !f.canPeek() || f.br.Buffered() > 0 || f.buffered() || f.fillAhead() {
-		return false // the next frame is here: read it on this stack
+		return false // the next frame is here: read it
 	}
-	go c.waitFrame()
-	return true
+	return c.waitFrame()
 }
 
-// parkAfter is how long a session waits for its next frame on a waiter
-// goroutine before it goes to the parker.
+// parkAfter is how long a session's reader waits for its next frame
+// before the session goes to the parker.
 const parkAfter = time.Second
 
-// waitFrame is the waiter: for up to parkAfter (a read deadline of its
-// own, the session's being recorded meanwhile) it waits for the socket
-// in the runtime's poller, consuming the empty pongs that arrive, and
-// becomes the reader when anything else does, as a reader would (a busy
-// session so pays no epoll call). A session still idle then goes to the
-// parker, and the waiter ends. It reads at most len(f.peek) bytes at a
-// time, into the socket's own small array; bytes that are not a pong are
-// handed to gorilla through the read-ahead (unread), in order.
-func (c *conn) waitFrame() {
+// waitFrame waits for the next frame on the reader's goroutine: for up
+// to parkAfter (a read deadline of its own, the session's being recorded
+// meanwhile) it waits for the socket in the runtime's poller, consuming
+// the empty pongs that arrive, and returns false, for the reader to read
+// on, when anything else arrives (a busy session so pays no epoll call
+// and no goroutine), or the session's own deadline, a close or an error
+// comes, which the reader then meets. A session still idle then goes to
+// the parker, and waitFrame returns true: the reader must return at once.
+// It reads at most len(f.peek) bytes at a time, into the socket's own
+// small array; bytes that are not a pong are handed to gorilla through
+// the read-ahead (unread), in order.
+func (c *conn) waitFrame() (parked bool) {
 	f := c.fc
 	until := time.Now().Add(parkAfter)
 	short := f.shortDeadline(until)
@@ -113,7 +117,7 @@ func (c *conn) waitFrame() {
 				// ahead: to the parker.
 				f.restoreDeadline()
 				if f.park() {
-					return
+					return true
 				}
 				short = false
 				continue
@@ -140,7 +144,7 @@ func (c *conn) waitFrame() {
 	if short {
 		f.restoreDeadline()
 	}
-	c.loop(false)
+	return false
 }
 
 // resumed is a parked session woken: with fresh, bytes arrived (a frame,

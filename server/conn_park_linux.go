@@ -335,7 +335,7 @@ func (f *flushConn) readNow(b []byte) (int, error) { return f.recv(b, false) }
 
 // waitRead waits until the socket has bytes to read (or EOF, an error,
 // the read deadline, or the socket is closed), and reads up to
-// len(f.peek) of them into f.peek. Only the waiter calls it, while
+// len(f.peek) of them into f.peek. Only waitFrame calls it, while
 // gorilla does not read.
 func (f *flushConn) waitRead() (int, error) { return f.recv(f.peek[:], true) }
 
@@ -380,8 +380,8 @@ func (f *flushConn) newRecvFn() func(fd uintptr) bool {
 }
 
 // shortDeadline makes the socket's read deadline until, if that comes
-// before the session's own (rdl), without recording it: the waiter's
-// time on its goroutine. It reports whether it did.
+// before the session's own (rdl), without recording it: the reader's
+// wait in waitFrame. It reports whether it did.
 func (f *flushConn) shortDeadline(until time.Time) bool {
 	if rdl := f.rdl.Load(); rdl != 0 && rdl <= until.UnixNano() {
 		return false
@@ -391,14 +391,14 @@ func (f *flushConn) shortDeadline(until time.Time) bool {
 }
 
 // ownDeadlineAhead reports whether the session's read deadline (rdl, not
-// the waiter's shorter one) is still ahead.
+// waitFrame's shorter one) is still ahead.
 func (f *flushConn) ownDeadlineAhead() bool {
 	rdl := f.rdl.Load()
 	return rdl == 0 || time.Now().UnixNano() < rdl
 }
 
 // noteDeadline records t as the session's read deadline without setting
-// the socket's (a pong while the waiter's shortDeadline holds it).
+// the socket's (a pong while waitFrame's shortDeadline holds it).
 func (f *flushConn) noteDeadline(t time.Time) { f.rdl.Store(t.UnixNano()) }
 
 // restoreDeadline makes the socket's read deadline the session's own

@@ -67,7 +67,7 @@ func (f *flushConn) fillAhead() bool {
 	return err != syscall.EAGAIN
 }
 
-// unread puts p, bytes read from the socket by the waiter, ahead of
+// unread puts p, bytes read from the socket by waitFrame, ahead of
 // anything Read reads next. The read-ahead buffer is empty then.
 func (f *flushConn) unread(p []byte) {
 	bp := readAheadPool.Get().(*[]byte)
