@@ -78,11 +78,12 @@ type conn struct {
 	seq uint64 // the connection's number on this server (regKey)
 
 	// The sweeper's schedule (schedule.mu): each duty's time, the
-	// position + 1 in the expiry heap, the ping's slot + 1 on the wheel
-	// and position in the slot.
-	due       [2]int64
+	// position + 1 in the expiry heap, and for the ping and the parked
+	// idle deadline (the wheels, duty-1) the slot + 1 on the wheel and
+	// the position in the slot.
+	due       [3]int64
 	heapIdx   int
-	slot, pos int
+	slot, pos [2]int
 }
 
 func newConn(s *Server, ws *websocket.Conn, remote string) *conn {

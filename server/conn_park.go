@@ -26,8 +26,9 @@ import (
 // one epoll set for the whole process, whose descriptor waits in the
 // runtime's poller like any socket, and one goroutine that takes its
 // events; its reader goroutine ends, or lingers to be handed another
-// session (resume). A parked session costs a slot in the set and an idle
-// timer, no goroutine and no stack; waking it costs two epoll calls and
+// session (resume). A parked session costs a slot in the set and a place on
+// the sweeper's idle wheel (schedule.go), no goroutine, no stack and no
+// timer; waking it costs two epoll calls and
 // a hand-over to a reader goroutine, which a session idle for a second
 // can afford.
 //
@@ -44,7 +45,7 @@ import (
 // before: nothing on the wire changes. So do the socket's read deadline
 // set by another goroutine (a close waiting for the peer's close frame,
 // Shutdown), the socket's close (a failed write, Shutdown's last resort)
-// and the idle deadline passing (the idle timer): the new reader meets
+// and the idle deadline passing (the sweeper's idle wheel): the new reader meets
 // them as a reader blocked in a read would.
 //
 // Parking needs the socket itself (not TLS, whose bytes only crypto/tls

@@ -158,8 +158,8 @@ func (p *parker) check(i int32, events uint32) {
 	defer p.mu.Unlock()
 	if !wake && !f.pwake {
 		if pongs {
-			// The idle deadline moves; the timer, set for the old one,
-			// is moved when it fires (expired): no timer change per pong.
+			// The idle deadline moves; the wheel, set for the old one,
+			// is moved when it comes (expired): nothing else per pong.
 			f.tdl = time.Now().Add(f.c.idleLimit()).UnixNano()
 		}
 		f.pstate.Store(parkParked)
@@ -183,8 +183,7 @@ func (p *parker) ctl(f *flushConn, op int) bool {
 func (p *parker) unparkLocked(f *flushConn) {
 	p.slots[f.slot] = nil
 	p.free = append(p.free, f.slot)
-	f.pstate.Store(parkNone)
-	f.idle.Stop()
+	f.pstate.Store(parkNone)        // left on the idle wheel: expired finds it not parked
 	p.ctl(f, syscall.EPOLL_CTL_DEL) // fails only once the socket is closed, which takes it out
 }
 
@@ -204,8 +203,6 @@ func (f *flushConn) park() bool {
 			ev := syscall.EpollEvent{Events: parkEvents, Fd: f.slot}
 			f.ctlErr = syscall.EpollCtl(p.epfd, f.ctlOp, int(fd), &ev)
 		}
-		f.idle = time.AfterFunc(time.Hour, f.expired)
-		f.idle.Stop()
 	}
 
 	p.mu.Lock()
@@ -224,7 +221,7 @@ func (f *flushConn) park() bool {
 	}
 	p.slots[f.slot] = f
 	if f.tdl = f.rdl.Load(); f.tdl != 0 {
-		f.idle.Reset(time.Until(time.Unix(0, f.tdl)))
+		f.c.srv.sched.set(f.c, dutyIdle, f.tdl)
 	}
 	f.pstate.Store(parkParked)
 	p.mu.Unlock()
@@ -262,9 +259,12 @@ func (p *parker) wakeUnlock(f *flushConn) {
 	p.mu.Unlock()
 }
 
-// expired is the idle timer's: the session's read deadline has passed
+// expired is the sweeper's when the session's idle deadline on the wheel
+// has come (schedule.go). If pongs moved it since (tdl), the session goes
+// back on the wheel at the new one; otherwise the deadline has passed
 // with nothing but pongs, or nothing at all: its reader meets the
 // deadline (the socket's, which the pongs did not move, is no later).
+// Nothing, if the session is not parked any more.
 func (f *flushConn) expired() {
 	p := theParker
 	p.mu.Lock()
@@ -274,8 +274,8 @@ func (f *flushConn) expired() {
 	}
 	if left := f.tdl - time.Now().UnixNano(); left > 0 {
 		// Pongs moved the deadline: wait for the new one.
-		if f.pstate.Load() == parkParked {
-			f.idle.Reset(time.Duration(left))
+		if f.pstate.Load() != parkNone {
+			f.c.srv.sched.set(f.c, dutyIdle, f.tdl)
 		}
 		p.mu.Unlock()
 		return
@@ -316,8 +316,7 @@ type parkState struct {
 	ctlOp  int
 	ctlErr error
 	ctlFn  func(fd uintptr)
-	tdl    int64 // the idle timer's deadline, Unix ns (p.mu)
-	idle   *time.Timer
+	tdl    int64 // the idle deadline, Unix ns (p.mu): on the sweeper's idle wheel, moved lazily
 }
 
 // canPeek reports whether the session's socket can be parked.

@@ -21,6 +21,7 @@ func (f *flushConn) restoreDeadline()              {}
 func (f *flushConn) ownDeadlineAhead() bool        { return false }
 func (f *flushConn) noteDeadline(time.Time)        {}
 func (f *flushConn) parked() bool                  { return false }
+func (f *flushConn) expired()                      {}
 func (f *flushConn) canReadAhead() bool            { return false }
 func (f *flushConn) readNow([]byte) (int, error)   { return 0, nil }
 func (f *flushConn) newRecvFn() func(uintptr) bool { return nil }

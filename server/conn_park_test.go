@@ -148,8 +148,8 @@ func TestReadAheadBurst(t *testing.T) {
 // (no goroutine), and there the idle deadline still holds both ways: the
 // session that answers the server's pings (each pong moving its idle
 // deadline) outlives several idle limits, and the one that does not is
-// dropped once its limit passes (the idle timer wakes its reader, which
-// meets the deadline), as is the first once it stops answering.
+// dropped once its limit passes (the sweeper's idle wheel wakes its
+// reader, which meets the deadline), as is the first once it stops answering.
 func TestParkedIdleTimeout(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("sessions park only on linux (conn_park_linux.go)")
@@ -194,8 +194,8 @@ func TestParkedIdleTimeout(t *testing.T) {
 	if n := e.srv.ParkedSessions(); n != 1 || len(e.srv.Sessions()) != 1 {
 		t.Fatalf("%d parked, %d sessions: want the live one, parked", n, len(e.srv.Sessions()))
 	}
-	// Once it stops answering, it is dropped in turn: its timer, moved by
-	// every pong so far, still fires.
+	// Once it stops answering, it is dropped in turn: its place on the idle
+	// wheel, moved by every pong so far, still comes.
 	live.ws.SetPingHandler(func(string) error { return nil })
 	sigiltest.Eventually(t, "the session that stopped answering dropped", func() bool { return len(e.srv.Sessions()) == 0 }, goroutines)
 }

@@ -341,7 +341,7 @@ func TestPingsWrittenBySweeper(t *testing.T) {
 		c.mu.Lock()
 		writing := c.writing
 		c.mu.Unlock()
-		if writing || c.slot == 0 || c.due[dutyPing] < time.Now().Add(srv.cfg.PingInterval/2).UnixNano() {
+		if writing || c.slot[dutyPing-1] == 0 || c.due[dutyPing] < time.Now().Add(srv.cfg.PingInterval/2).UnixNano() {
 			t.Fatalf("session %d: writing %v, next ping at %d: not pinged and rescheduled", i, writing, c.due[dutyPing])
 		}
 	}

@@ -144,7 +144,8 @@
 // sessions), which takes the client's empty keepalive pongs itself and
 // starts a new reader when anything else arrives, when the socket is
 // closed or its read deadline set by another goroutine (a close,
-// Shutdown), or when the idle deadline passes (a timer per session).
+// Shutdown), or when the idle deadline passes (the sweeper finds it on a
+// timing wheel, within a SweepInterval; schedule.go).
 // Only the parker reads a parked session's socket, and only one reader
 // runs once it is woken. Fields marked "reader goroutine only" pass from
 // one reader to the next through the parker's lock, and the go statement
@@ -166,8 +167,9 @@
 // and once a close frame has gone out through gorilla nothing is written
 // so (conn_write.go). The sweeper
 // touches only the sessions with a duty due (an expiry warning or an
-// expiry, from a heap; a keepalive ping, from a timing wheel with a slot
-// per SweepInterval, O(1) a ping; schedule.go); pings are spread over
+// expiry, from a heap; a keepalive ping, and a parked session's idle
+// deadline, from timing wheels with a slot per SweepInterval, O(1) each;
+// schedule.go); pings are spread over
 // PingInterval instead of sent to every session at once. The sweeper
 // writes a due ping as a fan-out frame is written (at once, without
 // blocking, when the session's writer is idle; otherwise queued), so a

@@ -8,7 +8,8 @@ import (
 
 // schedule holds each welcomed session's next duties for the sweeper: the
 // next expiry warning or expiry (on the server's clock) in a min-heap, and
-// the next keepalive ping (in real time) on a timing wheel. A sweep takes
+// the next keepalive ping (in real time) on a timing wheel, and a parked
+// session's idle deadline on another (conn_park.go). A sweep takes
 // what is due and touches only those sessions, instead of reading every
 // session every second (at 10,000 idle sessions that alone was a quarter
 // of the idle CPU, mostly cache misses). A session leaves both when its
@@ -19,24 +20,47 @@ import (
 // costs O(1) instead of two walks down a heap of every session (a cache
 // miss a level): a slot per sweep tick, each slot the sessions whose ping
 // falls due in that tick, round after round of the wheel.
+//
+// A parked session's idle deadline is on a wheel too, instead of a timer
+// of its own: each timer that fired woke the process on its own and ran
+// on a goroutine of its own, one per session per ping interval, while the
+// sweeper is awake every tick anyway. The parker moves the deadline
+// lazily, for each pong (flushConn.tdl); when the wheel's time comes, the
+// sweeper finds it moved and puts the session back at the new one, or
+// wakes it (flushConn.expired). So a silent peer is dropped within a
+// sweep tick (SweepInterval) after its deadline, as an expiry is.
 type schedule struct {
 	mu     sync.Mutex
 	expiry connHeap
-	pings  pingWheel
+	pings  wheel
+	idle   wheel
 }
 
 // The two duties.
 const (
 	dutyExpiry = iota // conn.due: Unix ms on cfg.Now
 	dutyPing          // conn.due: Unix ns, real time
+	dutyIdle          // conn.due: Unix ns, real time: a parked session's idle deadline when last set
 )
 
 // newSchedule returns a schedule whose ping wheel has slots of tick (the
-// sweep interval) and spans more than span (the ping interval).
+// sweep interval) and spans more than span (the ping interval), and
+// whose idle wheel is as large.
 func newSchedule(tick, span time.Duration) *schedule {
 	tick = max(tick, 1)
-	n := min(int64(span/tick)+2, 1<<16)
-	return &schedule{pings: pingWheel{tick: int64(tick), slots: make([][]*conn, max(n, 2))}}
+	n := max(min(int64(span/tick)+2, 1<<16), 2)
+	return &schedule{
+		pings: wheel{duty: dutyPing, tick: int64(tick), slots: make([][]*conn, n)},
+		idle:  wheel{duty: dutyIdle, tick: int64(tick), slots: make([][]*conn, n)},
+	}
+}
+
+// wheel returns the wheel of duty (dutyPing, dutyIdle).
+func (s *schedule) wheel(duty int) *wheel {
+	if duty == dutyPing {
+		return &s.pings
+	}
+	return &s.idle
 }
 
 // set (re)schedules c's duty at at.
@@ -44,9 +68,10 @@ func (s *schedule) set(c *conn, duty int, at int64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	c.due[duty] = at
-	if duty == dutyPing {
-		s.pings.remove(c)
-		s.pings.add(c)
+	if duty != dutyExpiry {
+		w := s.wheel(duty)
+		w.remove(c)
+		w.add(c)
 		return
 	}
 	if i := c.heapIdx - 1; i >= 0 {
@@ -64,16 +89,17 @@ func (s *schedule) remove(c *conn) {
 		heap.Remove(&s.expiry, i)
 	}
 	s.pings.remove(c)
+	s.idle.remove(c)
 }
 
 // popDue appends to out, and takes out of the schedule, the sessions
 // whose duty is due at now: earliest first for the expiry duty, in no
-// particular order for pings.
+// particular order for the wheels'.
 func (s *schedule) popDue(duty int, now int64, out []*conn) []*conn {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if duty == dutyPing {
-		return s.pings.popDue(now, out)
+	if duty != dutyExpiry {
+		return s.wheel(duty).popDue(now, out)
 	}
 	h := &s.expiry
 	for h.Len() > 0 && h.cs[0].due[dutyExpiry] <= now {
@@ -91,6 +117,20 @@ func (s *Server) pingDue(now time.Time, due []*conn) []*conn {
 	for i, c := range due {
 		if c.welcomed.Load() && c.ping() {
 			s.sched.set(c, dutyPing, max(c.due[dutyPing]+int64(s.cfg.PingInterval), now.UnixNano()+1))
+		}
+		due[i] = nil
+	}
+	return due
+}
+
+// idleDue checks the parked sessions whose idle deadline on the wheel
+// has come (flushConn.expired): each is put back at its new deadline, or
+// woken to meet it. due is scratch space, returned for reuse.
+func (s *Server) idleDue(now time.Time, due []*conn) []*conn {
+	due = s.sched.popDue(dutyIdle, now.UnixNano(), due[:0])
+	for i, c := range due {
+		if c.fc != nil {
+			c.fc.expired()
 		}
 		due[i] = nil
 	}
@@ -132,53 +172,57 @@ func (h *connHeap) Pop() any {
 	return c
 }
 
-// pingWheel holds the sessions by their ping's due time (conn.due, Unix
-// ns): slot t mod len(slots) holds the pings due in tick t (time ÷ tick).
-// A sweep ends on the current tick, which the next sweep sweeps again (a
-// ping may fall due later in it); a ping due in a tick already swept goes
-// to the current tick's slot; a slot's sessions due in a later round of
-// the wheel stay in it. So no ping is taken early or left behind, whatever
-// its time. conn.slot and conn.pos
+// wheel holds the sessions by their duty's time (conn.due[duty], Unix
+// ns): slot t mod len(slots) holds the duties due in tick t (time ÷
+// tick). A sweep ends on the current tick, which the next sweep sweeps
+// again (a duty may fall due later in it); a duty due in a tick already
+// swept goes to the current tick's slot; a slot's sessions due in a later
+// round of the wheel stay in it. So no duty is taken early or left
+// behind, whatever its time. conn.slot[k] and conn.pos[k] (k: duty-1)
 // place a session (slot + 1; 0: not on the wheel), so that taking it off
 // is O(1).
-type pingWheel struct {
+type wheel struct {
+	duty  int
 	tick  int64 // ns
 	slots [][]*conn
 	next  int64 // the first tick the next sweep sweeps
 }
 
-func (w *pingWheel) add(c *conn) {
-	t := max(c.due[dutyPing]/w.tick, w.next)
+func (w *wheel) add(c *conn) {
+	k := w.duty - 1
+	t := max(c.due[w.duty]/w.tick, w.next)
 	i := int(t % int64(len(w.slots)))
-	c.slot, c.pos = i+1, len(w.slots[i])
+	c.slot[k], c.pos[k] = i+1, len(w.slots[i])
 	w.slots[i] = append(w.slots[i], c)
 }
 
-func (w *pingWheel) remove(c *conn) {
-	if c.slot == 0 {
+func (w *wheel) remove(c *conn) {
+	k := w.duty - 1
+	if c.slot[k] == 0 {
 		return
 	}
-	w.take(c.slot-1, c.pos)
+	w.take(c.slot[k]-1, c.pos[k])
 }
 
 // take removes the session at position j of slot i, moving the slot's
 // last one into its place.
-func (w *pingWheel) take(i, j int) {
+func (w *wheel) take(i, j int) {
+	k := w.duty - 1
 	s := w.slots[i]
 	c, last := s[j], s[len(s)-1]
-	s[j], last.pos = last, j
+	s[j], last.pos[k] = last, j
 	s[len(s)-1] = nil
 	w.slots[i] = s[:len(s)-1]
-	c.slot, c.pos = 0, 0
+	c.slot[k], c.pos[k] = 0, 0
 }
 
 // popDue sweeps every tick up to now's, taking the sessions due.
-func (w *pingWheel) popDue(now int64, out []*conn) []*conn {
+func (w *wheel) popDue(now int64, out []*conn) []*conn {
 	end := now / w.tick
 	for t, n := w.next, 0; t <= end && n < len(w.slots); t, n = t+1, n+1 {
 		i := int(t % int64(len(w.slots)))
 		for j := len(w.slots[i]) - 1; j >= 0; j-- {
-			if c := w.slots[i][j]; c.due[dutyPing] <= now {
+			if c := w.slots[i][j]; c.due[w.duty] <= now {
 				out = append(out, c)
 				w.take(i, j)
 			}

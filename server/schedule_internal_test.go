@@ -33,7 +33,7 @@ func TestSchedule(t *testing.T) {
 			before := len(popped)
 			popped = s.popDue(duty, now, popped)
 			for _, c := range popped[before:] {
-				if c.due[duty] > now || c.due[duty] <= now-100 || removed[c] || c.heapIdx != 0 && duty == dutyExpiry || c.slot != 0 && duty == dutyPing {
+				if c.due[duty] > now || c.due[duty] <= now-100 || removed[c] || c.heapIdx != 0 && duty == dutyExpiry || c.slot[dutyPing-1] != 0 && duty == dutyPing {
 					t.Fatalf("duty %d popped at %d: due %d, removed %v", duty, now, c.due[duty], removed[c])
 				}
 			}

@@ -450,6 +450,7 @@ func (s *Server) sweep() {
 			due[i] = nil
 		}
 		due = s.pingDue(real, due)
+		due = s.idleDue(real, due)
 		s.hub.rotateOld(now)
 		maint := time.Since(lastPing) >= s.cfg.PingInterval
 		if maint {
