@@ -57,7 +57,7 @@ func (e *Entry) Marshal() ([]byte, error) {
 	}
 	// By hand, on the message path: what encoding/json with HTML escaping
 	// off gives for the struct, without reflection.
-	b := make([]byte, 0, 128+len(e.Node)+len(e.Frame)+len(e.Token)+len(e.JWK)+len(e.JWKS))
+	b := make([]byte, 0, 160+len(e.Node)+len(e.Frame)+len(e.Token)+len(e.JTI)+len(e.JKT)+len(e.JWK)+len(e.JWKS))
 	b = append(b, `{"v":`...)
 	b = strconv.AppendInt(b, int64(e.V), 10)
 	b = appendString(b, `,"kind":`, e.Kind)
@@ -97,12 +97,7 @@ func (e *Entry) Marshal() ([]byte, error) {
 // as encoding/json writes it with HTML escaping off.
 func appendString(b []byte, name, s string) []byte {
 	b = append(b, name...)
-	plain := true
-	for i := 0; i < len(s) && plain; i++ {
-		c := s[i]
-		plain = c >= 0x20 && c < 0x7f && c != '"' && c != '\\'
-	}
-	if plain {
+	if isPlain(s) {
 		return append(append(append(b, '"'), s...), '"')
 	}
 	var buf bytes.Buffer
@@ -110,6 +105,32 @@ func appendString(b []byte, name, s string) []byte {
 	enc.SetEscapeHTML(false)
 	_ = enc.Encode(s) // a string always encodes
 	return append(b, bytes.TrimSuffix(buf.Bytes(), []byte("\n"))...)
+}
+
+// plainByte[c] reports whether byte c is printable ASCII other than '"'
+// and '\\': one that a JSON string holds as itself.
+var plainByte = func() (t [256]bool) {
+	for c := 0x20; c < 0x7f; c++ {
+		t[c] = c != '"' && c != '\\'
+	}
+	return t
+}()
+
+// isPlain reports whether every byte of s is plainByte: a frame's whole
+// length is scanned for every entry, so a table, four bytes a step.
+func isPlain(s string) bool {
+	i := 0
+	for ; i+4 <= len(s); i += 4 {
+		if !(plainByte[s[i]] && plainByte[s[i+1]] && plainByte[s[i+2]] && plainByte[s[i+3]]) {
+			return false
+		}
+	}
+	for ; i < len(s); i++ {
+		if !plainByte[s[i]] {
+			return false
+		}
+	}
+	return true
 }
 
 // appendCompact appends raw compacted, as encoding/json writes a
