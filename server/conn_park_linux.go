@@ -77,7 +77,7 @@ func getParker() *parker {
 		p := &parker{epfd: epfd, raw: raw}
 		p.recvF = func(fd uintptr) {
 			for {
-				n, _, err := syscall.Recvfrom(int(fd), p.cur.peek[:], syscall.MSG_DONTWAIT)
+				n, err := recvNB(fd, p.cur.peek[:])
 				if err != syscall.EINTR {
 					p.curN, p.curE = max(n, 0), err
 					return
@@ -365,7 +365,7 @@ type recvOp struct {
 func (f *flushConn) newRecvFn() func(fd uintptr) bool {
 	return func(fd uintptr) bool {
 		for {
-			n, _, err := syscall.Recvfrom(int(fd), f.op.buf, syscall.MSG_DONTWAIT)
+			n, err := recvNB(fd, f.op.buf)
 			switch {
 			case err == syscall.EINTR:
 				continue

@@ -183,7 +183,7 @@ func (f *flushConn) drain(deadline time.Time) error {
 		f.mu.Lock()
 		defer f.mu.Unlock()
 		for len(f.rest) > 0 {
-			n, e := syscall.Write(int(fd), f.rest)
+			n, e := writeNB(fd, f.rest)
 			if n > 0 {
 				f.rest = f.rest[n:]
 			}
@@ -319,7 +319,7 @@ func (h hijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	}
 	if f.raw != nil {
 		f.once = func(fd uintptr) bool {
-			f.n, f.errno = syscall.Write(int(fd), f.p)
+			f.n, f.errno = writeNB(fd, f.p)
 			if f.n < 0 {
 				f.n = 0
 			}

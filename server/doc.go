@@ -165,7 +165,11 @@
 // lock and deadline; what the socket does not take goes to the writer,
 // ahead of anything else, so a slow subscriber never holds up a fan-out,
 // and once a close frame has gone out through gorilla nothing is written
-// so (conn_write.go). The sweeper
+// so (conn_write.go). The system calls of these writes that do not block,
+// and of the recv calls that read a parked or waiting session's socket,
+// are raw ones (sys_linux.go): the goroutine keeps its P, and a server
+// going from idle to busy does not wake the runtime's monitor thread.
+// The sweeper
 // touches only the sessions with a duty due (an expiry warning or an
 // expiry, from a heap; a keepalive ping, and a parked session's idle
 // deadline, from timing wheels with a slot per SweepInterval, O(1) each;
