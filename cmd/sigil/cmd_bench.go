@@ -59,7 +59,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.StringVar(&f.cpu, "server-cpu", "auto", "CPU the server and the baseline process are pinned to (taskset -c); auto: 0 on a machine with 2+ CPUs, none: no pinning")
 	fs.DurationVar(&f.calibrate, "calibrate", time.Second, "CPU time spent timing raw verify and raw sign, each, before and after the rows")
 	fs.BoolVar(&f.asJSON, "json", false, "print the report as one JSON object")
-	fs.StringVar(&f.rows, "rows", benchAllRows, "the rows to measure, comma-separated: in (no subscriber), out (one subscriber), hist (history on), fixed (fixed rate and p99), fan, idle")
+	fs.StringVar(&f.rows, "rows", benchAllRows, "the rows to measure, comma-separated: in (no subscriber), out (one subscriber), hist (history on), fixed (fixed rate and p99), fan, idle, audit (the no-subscriber row against fresh servers with the audit log off, sync and async)")
 	fs.BoolVar(&f.relayMode, "relay", false, "internal: run as the baseline process")
 	fs.BoolVar(&f.idleBase, "idle-baseline", false, "internal: run as the idle rows' baseline process (plain gorilla)")
 	if err := fs.Parse(args); err != nil {
@@ -102,7 +102,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 }
 
 // benchAllRows are the names of the rows --rows selects.
-const benchAllRows = "in,out,hist,fixed,fan,idle"
+const benchAllRows = "in,out,hist,fixed,fan,idle,audit"
 
 // The bench's channels: live.> has no history (the issue's rows measure the
 // live path), rooms.> keeps the default policy's history.
@@ -266,7 +266,7 @@ func (b *bench) run(ctx context.Context) (*benchReport, error) {
 	if b.dir, err = os.MkdirTemp("", "sigil-bench-"); err != nil {
 		return nil, err
 	}
-	if err := b.writeData(); err != nil {
+	if err := b.writeData(b.dir); err != nil {
 		return nil, err
 	}
 	b.say("starting sigil serve and the baseline process")
@@ -322,26 +322,12 @@ func (b *bench) run(ctx context.Context) (*benchReport, error) {
 	var in, out, hist float64
 	var sub *benchSub
 	if b.rows["in"] || b.rows["out"] || b.rows["hist"] {
-		pubs, err := b.sessions(ctx, b.f.conns, "publishers")
+		pubs, replies, err := b.publishers(ctx)
 		if err != nil {
 			return nil, err
 		}
-		var replies atomic.Int64
-		for _, p := range pubs {
-			go func() {
-				for {
-					act, err := p.readAct()
-					if err != nil {
-						return
-					}
-					if act == protocol.ActReply {
-						replies.Add(1)
-					}
-				}
-			}()
-		}
 		if b.rows["in"] {
-			if in, err = b.flatOut(ctx, pubs, &replies, benchLiveIn, nil); err != nil {
+			if in, err = b.flatOut(ctx, pubs, replies, benchLiveIn, nil); err != nil {
 				return nil, err
 			}
 			if inV, _, err = bracket(); err != nil {
@@ -349,7 +335,7 @@ func (b *bench) run(ctx context.Context) (*benchReport, error) {
 			}
 		}
 		if b.rows["hist"] {
-			if hist, err = b.flatOut(ctx, pubs, &replies, benchHist, nil); err != nil {
+			if hist, err = b.flatOut(ctx, pubs, replies, benchHist, nil); err != nil {
 				return nil, err
 			}
 			if histV, histS, err = bracket(); err != nil {
@@ -360,7 +346,7 @@ func (b *bench) run(ctx context.Context) (*benchReport, error) {
 			if sub, err = b.subscriber(ctx, benchLiveOut); err != nil {
 				return nil, err
 			}
-			if out, err = b.flatOut(ctx, pubs, &replies, benchLiveOut, sub); err != nil {
+			if out, err = b.flatOut(ctx, pubs, replies, benchLiveOut, sub); err != nil {
 				return nil, err
 			}
 			if outV, outS, err = bracket(); err != nil {
@@ -398,6 +384,15 @@ func (b *bench) run(ctx context.Context) (*benchReport, error) {
 	var fan *fanResult
 	if b.f.fanout > 0 && b.rows["fan"] {
 		if fan, err = b.fanOut(ctx); err != nil {
+			return nil, err
+		}
+	}
+
+	// The audit log's cost (issue 13): the no-subscriber row against
+	// fresh servers, the log off, sync and async.
+	var aud *auditResult
+	if b.rows["audit"] {
+		if aud, err = b.auditRows(ctx); err != nil {
 			return nil, err
 		}
 	}
@@ -444,6 +439,10 @@ func (b *bench) run(ctx context.Context) (*benchReport, error) {
 		// Not one of the issue's rows: how long the server was ready to
 		// run but its core ran something else, which the p99 includes.
 		rep.add(fmt.Sprintf("server's wait for its CPU during the %d msg/s row (its threads' run-queue wait, summed)", b.f.rate), fixed.waitMsPerS, "ms/s", 0, "", "")
+	}
+	if aud != nil {
+		rep.add("server CPU per verified publish, no subscriber, audit log sync (fsync per batch) ÷ the log off", aud.syncNs/1e3, "µs", aud.syncNs/aud.offNs, "the same row, log off", "≤ 1.15×")
+		rep.add("the same, audit log async", aud.asyncNs/1e3, "µs", aud.asyncNs/aud.offNs, "the same row, log off", "≤ 1.05×")
 	}
 	if b.rows["hist"] {
 		// Not one of the issue's rows: with history, every publish is
@@ -494,16 +493,18 @@ var benchBody = json.RawMessage(`{"text":"hello, world: a chat message of a typi
 // writeData makes the server's data directory: a signing key, and a
 // users file whose users share a password hashed with the cheapest
 // argon2id the server accepts, so that thousands of logins are quick.
-func (b *bench) writeData() error {
+func (b *bench) writeData(dir string) error {
 	var out bytes.Buffer
-	if code := run([]string{"keygen", "--data-dir", b.dir}, nil, &out, &out); code != 0 {
+	if code := run([]string{"keygen", "--data-dir", dir}, nil, &out, &out); code != 0 {
 		return fmt.Errorf("keygen: %s", out.String())
 	}
 	pw := make([]byte, 18)
 	if _, err := io.ReadFull(rand.Reader, pw); err != nil {
 		return err
 	}
-	b.password = base64.RawURLEncoding.EncodeToString(pw)
+	if b.password == "" {
+		b.password = base64.RawURLEncoding.EncodeToString(pw)
+	}
 	salt := pw[:16]
 	key := argon2.IDKey([]byte(b.password), salt, 1, 8, 1, 32)
 	hash := fmt.Sprintf("$argon2id$v=%d$m=8,t=1,p=1$%s$%s", argon2.Version,
@@ -523,7 +524,7 @@ func (b *bench) writeData() error {
 	if err != nil {
 		return err
 	}
-	if err := os.WriteFile(filepath.Join(b.dir, "users.json"), data, 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, "users.json"), data, 0o600); err != nil {
 		return err
 	}
 	// The policy: users publish and subscribe in live.> (no history) and
@@ -545,7 +546,7 @@ func (b *bench) writeData() error {
 	if data, err = json.Marshal(pol); err != nil {
 		return err
 	}
-	return os.WriteFile(filepath.Join(b.dir, "policy.json"), data, 0o600)
+	return os.WriteFile(filepath.Join(dir, "policy.json"), data, 0o600)
 }
 
 const benchUsers = 64
@@ -626,6 +627,29 @@ func (s *benchSession) readAct() (string, error) {
 	}
 	err = json.Unmarshal(p, &env)
 	return env.Act, err
+}
+
+// publishers opens --conns sessions and counts the replies they read.
+func (b *bench) publishers(ctx context.Context) ([]*benchSession, *atomic.Int64, error) {
+	pubs, err := b.sessions(ctx, b.f.conns, "publishers")
+	if err != nil {
+		return nil, nil, err
+	}
+	var replies atomic.Int64
+	for _, p := range pubs {
+		go func() {
+			for {
+				act, err := p.readAct()
+				if err != nil {
+					return
+				}
+				if act == protocol.ActReply {
+					replies.Add(1)
+				}
+			}
+		}()
+	}
+	return pubs, &replies, nil
 }
 
 // sessions opens n sessions, 8 at a time.

@@ -9,7 +9,8 @@ import (
 )
 
 // TestBench runs sigil bench end to end at a tiny size: a real sigil serve
-// process (this binary), the relay process, every row. It checks that the
+// process (this binary), the relay process, every row (the audit rows'
+// three servers too, two of them writing an audit log). It checks that the
 // report is complete and every figure was measured; the figures
 // themselves depend on the machine and are not asserted.
 func TestBench(t *testing.T) {
@@ -31,8 +32,8 @@ func TestBench(t *testing.T) {
 	if rep.VerifyNs <= 0 || rep.SignNs <= 0 || rep.FrameSize <= 0 {
 		t.Fatalf("baselines not measured: %+v", rep)
 	}
-	if len(rep.Rows) != 9 {
-		t.Fatalf("%d rows, want the issue's 7, history on and the server's CPU wait: %+v", len(rep.Rows), rep.Rows)
+	if len(rep.Rows) != 11 {
+		t.Fatalf("%d rows, want the issue's 7, the audit log's 2, history on and the server's CPU wait: %+v", len(rep.Rows), rep.Rows)
 	}
 	for _, r := range rep.Rows {
 		if r.Value <= 0 && !strings.HasPrefix(r.Name, "idle CPU") && !strings.HasPrefix(r.Name, "server's wait") {
@@ -42,7 +43,7 @@ func TestBench(t *testing.T) {
 			t.Errorf("row %q: no ratio against %s", r.Name, r.Of)
 		}
 	}
-	if !strings.Contains(errb.String(), "bench: fan-out") {
+	if !strings.Contains(errb.String(), "bench: fan-out") || !strings.Contains(errb.String(), "audit log async") {
 		t.Errorf("no progress display on stderr:\n%s", errb.String())
 	}
 	var table bytes.Buffer

@@ -1,0 +1,80 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+)
+
+// auditResult is the audit rows' server CPU per verified publish, the log
+// off, sync and async (ns).
+type auditResult struct {
+	offNs, syncNs, asyncNs float64
+}
+
+// auditRows measures what the audit log costs a real sigil serve: three
+// fresh servers on the server's core, with the same flags but the log
+// off, --audit=sync and --audit=async (the default tlog store, its
+// directory in the bench's temporary one, so on $TMPDIR's file system),
+// each with its own --conns publishers; then the no-subscriber row's
+// rounds, one round each in turn, so that the CPU's drift over the run
+// falls on the three alike.
+func (b *bench) auditRows(ctx context.Context) (*auditResult, error) {
+	modes := []string{"off", "sync", "async"}
+	type side struct {
+		base    string
+		pid     int
+		pubs    []*benchSession
+		replies *atomic.Int64
+		cpuNs   float64
+	}
+	sides := map[string]*side{}
+	base, pid, rounds := b.base, b.srvPID, b.f.rounds
+	defer func() { b.base, b.srvPID, b.f.rounds = base, pid, rounds }()
+	for _, m := range modes {
+		dir := filepath.Join(b.dir, "audit-"+m)
+		if err := os.Mkdir(dir, 0o700); err != nil {
+			return nil, err
+		}
+		if err := b.writeData(dir); err != nil {
+			return nil, err
+		}
+		args := []string{"serve", "--addr", "127.0.0.1:0", "--data-dir", dir, "--log-level", "error",
+			"--max-refresh-families", "1000000", "--policy", filepath.Join(dir, "policy.json")}
+		if m != "off" {
+			args = append(args, "--audit-dir", filepath.Join(dir, "audit"), "--audit", m)
+		}
+		b.say("audit rows: starting sigil serve, audit log %s", m)
+		s := &side{}
+		var err error
+		if s.base, s.pid, err = b.start(b.f.sigil, b.pin, "SIGIL_READY url=", args...); err != nil {
+			return nil, err
+		}
+		b.base, b.srvPID = s.base, s.pid
+		if s.pubs, s.replies, err = b.publishers(ctx); err != nil {
+			return nil, err
+		}
+		sides[m] = s
+	}
+	b.f.rounds = 1
+	for r := range rounds {
+		for _, m := range modes {
+			s := sides[m]
+			b.base, b.srvPID = s.base, s.pid
+			b.say("audit rows: round %d of %d, audit log %s", r+1, rounds, m)
+			ns, err := b.flatOut(ctx, s.pubs, s.replies, benchLiveIn, nil)
+			if err != nil {
+				return nil, fmt.Errorf("audit %s: %w", m, err)
+			}
+			s.cpuNs += ns / float64(rounds)
+		}
+	}
+	for _, s := range sides {
+		for _, p := range s.pubs {
+			p.ws.Close()
+		}
+	}
+	return &auditResult{offNs: sides["off"].cpuNs, syncNs: sides["sync"].cpuNs, asyncNs: sides["async"].cpuNs}, nil
+}
