@@ -15,38 +15,38 @@ import (
 // collector shrinks it to, for as long as the session is idle: at 10,000
 // idle sessions, 41 MB of stacks, and a goroutine's g besides.
 //
-// So once a frame is handled, and neither gorilla's buffer nor the
-// socket (a read that does not block, into the read-ahead) holds a byte
-// of the next one, the reader waits for the socket in the runtime's
-// poller itself, for up to parkAfter (a second), without gorilla (whose
-// read error on a deadline would be final), and reads on when the next
-// frame arrives: a session with a frame a second or more pays nothing
-// else, no goroutine started and no stack grown or copied. A session
-// still idle after parkAfter goes to the parker (conn_park_linux.go):
-// one epoll set for the whole process, whose descriptor waits in the
-// runtime's poller like any socket, and one goroutine that takes its
-// events; its reader goroutine ends, or lingers to be handed another
-// session (resume). A parked session costs a slot in the set and a place on
-// the sweeper's idle wheel (schedule.go), no goroutine, no stack and no
-// timer; waking it costs two epoll calls and
-// a hand-over to a reader goroutine, which a session idle for a second
-// can afford.
+// So once a frame is handled, and neither gorilla's buffer nor the socket
+// (a read that does not block, into the read-ahead) holds a byte of the
+// next one, the reader waits for the socket in the runtime's poller
+// itself, for up to parkAfter (a second), without gorilla (whose read
+// error on a deadline would be final), and reads on when the next frame
+// arrives: a session with a frame a second or more pays nothing else, no
+// goroutine started and no stack grown or copied. A session still idle
+// after parkAfter goes to the parker (conn_park_linux.go): one epoll set
+// for the whole process, whose descriptor waits in the runtime's poller
+// like any socket, and one goroutine that takes its events; its reader
+// goroutine ends, or lingers to be handed another session (resume). A
+// parked session costs a slot in the set and a place on the sweeper's idle
+// wheel (schedule.go), no goroutine, no stack and no timer; waking it
+// costs two epoll calls and a hand-over to a reader goroutine, which a
+// session idle for a second can afford.
 //
 // Keepalive pongs are what an idle session receives most. A pong that
 // answers the server's ping is exactly 6 bytes from a client: 0x8A (FIN,
 // opcode pong), 0x80 (masked, no payload) and the 4-byte mask. A reader
-// waiting for its next frame (waitFrame) and the parker read what arrives, a few bytes at a time, and when it is
-// those 6 bytes they do what the pong handler does (move the idle
-// deadline), and the session goes on waiting. Anything else (a data frame, a close, a ping, a
-// pong with a payload, a partial frame, an error, EOF) starts a new
-// reader goroutine (conn.resume) or, within parkAfter, lets the reader
-// read on, and the bytes read are handed to
-// gorilla ahead of the socket's, so gorilla answers them exactly as
-// before: nothing on the wire changes. So do the socket's read deadline
-// set by another goroutine (a close waiting for the peer's close frame,
-// Shutdown), the socket's close (a failed write, Shutdown's last resort)
-// and the idle deadline passing (the sweeper's idle wheel): the new reader meets
-// them as a reader blocked in a read would.
+// waiting for its next frame (waitFrame) and the parker read what arrives,
+// a few bytes at a time, and when it is those 6 bytes they do what the
+// pong handler does (move the idle deadline), and the session goes on
+// waiting. Anything else (a data frame, a close, a ping, a pong with a
+// payload, a partial frame, an error, EOF) starts a new reader goroutine
+// (conn.resume) or, within parkAfter, lets the reader read on, and the
+// bytes read are handed to gorilla ahead of the socket's, so gorilla
+// answers them exactly as before: nothing on the wire changes. So do the
+// socket's read deadline set by another goroutine (a close waiting for the
+// peer's close frame, Shutdown), the socket's close (a failed write,
+// Shutdown's last resort) and the idle deadline passing (the sweeper's
+// idle wheel): the new reader meets them as a reader blocked in a read
+// would.
 //
 // Parking needs the socket itself (not TLS, whose bytes only crypto/tls
 // can read) and Linux (epoll, and recv with MSG_DONTWAIT); otherwise the
