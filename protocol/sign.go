@@ -263,6 +263,7 @@ func appendJSONString(b []byte, s string) []byte {
 // writes a json.RawMessage: validated, compacted, with <, >, &, U+2028 and
 // U+2029 escaped.
 func appendCompactBody(b []byte, body []byte) ([]byte, error) {
+	// (Compact validates; Marshal, on the rare body that needs it, escapes.)
 	n := len(b)
 	buf := bytes.NewBuffer(b)
 	if stdjson.Compact(buf, body) != nil {
@@ -270,7 +271,7 @@ func appendCompactBody(b []byte, body []byte) ([]byte, error) {
 		return nil, err
 	}
 	b = buf.Bytes()
-	if bytes.ContainsAny(b[n:], "<>&\u2028\u2029") {
+	if needsHTMLEscape(b[n:]) {
 		q, err := stdjson.Marshal(stdjson.RawMessage(body))
 		if err != nil {
 			return nil, err
@@ -278,4 +279,18 @@ func appendCompactBody(b []byte, body []byte) ([]byte, error) {
 		b = append(b[:n], q...)
 	}
 	return b, nil
+}
+
+// needsHTMLEscape reports whether JSON text p holds a byte that
+// encoding/json's Marshal escapes in a RawMessage: <, > or &, or the first
+// byte of U+2028 or U+2029 (0xE2, a superset: Marshal then decides). A
+// byte loop: bytes.ContainsAny with non-ASCII runes in its set decodes p
+// rune by rune.
+func needsHTMLEscape(p []byte) bool {
+	for _, c := range p {
+		if c == '<' || c == '>' || c == '&' || c == 0xE2 {
+			return true
+		}
+	}
+	return false
 }
