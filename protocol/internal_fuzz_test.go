@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"crypto/ecdsa"
 	"encoding/json"
+	"hash/maphash"
 	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	jose "github.com/go-jose/go-jose/v4"
@@ -273,4 +275,36 @@ func FuzzAppendDeliverBody(f *testing.F) {
 			t.Fatalf("differs from encoding/json:\n%s\n%s", got, want)
 		}
 	})
+}
+
+// TestAppendCompactJWKRemembers: a JWK already in Marshal's form is
+// checked once, then found by content; one that is not (whitespace, an
+// escape, invalid) is never remembered, and every answer is Marshal's.
+func TestAppendCompactJWKRemembers(t *testing.T) {
+	slotOf := func(jwk []byte) *atomic.Pointer[string] {
+		return &jwkSeen[maphash.Bytes(jwkSeed, jwk)%uint64(len(jwkSeen))]
+	}
+	for _, tc := range []struct {
+		jwk      string
+		remember bool
+	}{
+		{`{"crv":"Ed25519","kty":"OKP","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}`, true},
+		{`{"crv":"Ed25519", "kty":"OKP","x":"c2Vjb25k"}`, false},
+		{`{"kid":"a<b","kty":"OKP"}`, false},
+		{`{"kty":"OKP"`, false},
+	} {
+		jwk := []byte(tc.jwk)
+		slotOf(jwk).Store(nil)
+		for range 2 {
+			want, werr := json.Marshal(json.RawMessage(jwk))
+			got, gerr := appendCompactJWK([]byte("x"), jwk)
+			if (werr == nil) != (gerr == nil) || werr == nil && !bytes.Equal(got[1:], want) {
+				t.Fatalf("%s: got %s %v, encoding/json %s %v", jwk, got, gerr, want, werr)
+			}
+		}
+		p := slotOf(jwk).Load()
+		if remembered := p != nil && *p == tc.jwk; remembered != tc.remember {
+			t.Fatalf("%s: remembered %v, want %v", jwk, remembered, tc.remember)
+		}
+	}
 }
