@@ -37,3 +37,11 @@ func lockFile(name string) (*os.File, error) {
 // read it back, not its times (about 10% less CPU per batch than fsync:
 // README, audit figures).
 func datasync(f *os.File) error { return unix.Fdatasync(int(f.Fd())) }
+
+// startWriteback starts writing f's dirty pages out, without waiting
+// (sync_file_range(2), SYNC_FILE_RANGE_WRITE): the blocks of every file
+// of a batch are then allocated before the first fdatasync, whose journal
+// commit covers them all. Only an optimization: errors are the fsync's.
+func startWriteback(f *os.File) {
+	_ = unix.SyncFileRange(int(f.Fd()), 0, 0, unix.SYNC_FILE_RANGE_WRITE)
+}

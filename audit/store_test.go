@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -128,6 +129,47 @@ func TestStoresWriteTheSameLog(t *testing.T) {
 		}
 	}
 	sameFiles(t, "tlog against Tessera", logs[0], logs[1])
+}
+
+// The tlog store keeps the files of collected partial tiles and bundles
+// (at close here, a minute after their tile fills in a running log) in
+// .spare/, and later batches overwrite them in place of new files: the
+// log is the same, byte for byte, as one written at once, and a spare
+// larger than what it now holds is cut to size.
+func TestTlogStoreRecyclesPartialFiles(t *testing.T) {
+	signer := testSigner(t)
+	dir, ref := t.TempDir(), t.TempDir()
+	spares := func() int {
+		des, err := os.ReadDir(filepath.Join(dir, ".spare"))
+		must(t, err)
+		return len(des)
+	}
+	l := storeLog(t, dir, signer, audit.StoreTlog)
+	// 20 batches of one entry, then bundles 0 and 1 and level-0 tiles 0
+	// and 1 fill: at least 20 partial files each for bundle and tile 0.
+	n := addGroups(t, l, 0, append(slices.Repeat([]int{1}, 20), 300, 292, 50)...)
+	if got := spares(); got != 0 {
+		t.Fatalf("%d spare files before any tile filled and was collected", got)
+	}
+	closeLog(t, l)
+	kept := spares()
+	if kept < 40 {
+		t.Fatalf("%d spare files kept at close, want 40 or more", kept)
+	}
+	// A stray directory among the spares is left alone.
+	must(t, os.Mkdir(filepath.Join(dir, ".spare", "stray"), 0o755))
+	l = storeLog(t, dir, signer, audit.StoreTlog)
+	n = addGroups(t, l, n, 3, 1, 200)
+	// Each batch (at least 3) wrote at least 3 files (entry bundle and
+	// tiles of levels 0 and 1), each a spare.
+	if got := spares(); got > kept+1-9 {
+		t.Fatalf("%d spare files (and the stray) after 3 batches, had %d and the stray", got, kept)
+	}
+	closeLog(t, l)
+	r := storeLog(t, ref, signer, audit.StoreTlog)
+	addGroups(t, r, 0, n)
+	closeLog(t, r)
+	sameFiles(t, "with recycled files", files(t, dir, int64(n)), files(t, ref, int64(n)))
 }
 
 // The tlog store's state is its checkpoint: it reopens a log at the

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -51,9 +52,33 @@ type tlogStore struct {
 	edges  []edgeTile // the rightmost tile of each level, by level
 	bundle []byte     // the partial entry bundle at n (n%256 entries)
 	dirs   map[string]bool
+	open   map[string]*os.File // directories kept open to fsync, by name
 	gc     []gcDir
-	broken error // every write fails with it
+	spares []spareFile // in spareDir, the newest last
+	spared int64       // their bytes
+	seq    uint64      // the last spare's name
+	broken error       // every write fails with it
 }
+
+// spareFile is a file of a collected partial tile or bundle, kept in
+// spareDir for a later batch to rename into place and overwrite.
+type spareFile struct {
+	name string
+	size int64
+}
+
+// spareDir (a dot name: not served) holds the files of collected partial
+// tiles and bundles. A batch renames one into place for each file it
+// writes, as long as there are some, instead of creating a file: on ext4,
+// creating a file near recently deleted ones searched the inode table
+// (recently_deleted), and that was most of a batch's system CPU when the
+// partial files were deleted instead (README, audit log figures). At most
+// maxSpares files and maxSpareBytes bytes are kept; the rest are removed.
+const (
+	spareDir      = ".spare"
+	maxSpares     = 1024
+	maxSpareBytes = 64 << 20
+)
 
 // edgeTile is the latest tile of a level: the hashes of its bottom row.
 type edgeTile struct {
@@ -87,7 +112,65 @@ func openTlog(cfg Config) (*tlogStore, error) {
 		return nil, err
 	}
 	s.lock = lock
+	s.loadSpares()
 	return s, nil
+}
+
+// loadSpares finds the spare files that an earlier writer left. The
+// directory is the store's own: a failure only means no spares.
+func (s *tlogStore) loadSpares() {
+	dir := filepath.Join(s.dir, spareDir)
+	if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
+		return
+	}
+	des, _ := os.ReadDir(dir)
+	for _, de := range des {
+		name := filepath.Join(dir, de.Name())
+		fi, err := de.Info()
+		if err != nil || !fi.Mode().IsRegular() {
+			continue
+		}
+		if !s.keepSpare(name, fi.Size()) {
+			_ = os.Remove(name)
+		}
+		if n, err := strconv.ParseUint(de.Name(), 10, 64); err == nil && n > s.seq {
+			s.seq = n
+		}
+	}
+}
+
+// keepSpare adds the spare file name of size bytes to the pool, if there
+// is room.
+func (s *tlogStore) keepSpare(name string, size int64) bool {
+	if len(s.spares) >= maxSpares || s.spared+size > maxSpareBytes {
+		return false
+	}
+	s.spares = append(s.spares, spareFile{name, size})
+	s.spared += size
+	return true
+}
+
+// reclaim moves the files of the directory dir (a collected .p/
+// directory) to the spares, removes those there is no room for, and dir.
+func (s *tlogStore) reclaim(dir string) {
+	des, _ := os.ReadDir(dir)
+	for _, de := range des {
+		name := filepath.Join(dir, de.Name())
+		if fi, err := de.Info(); err == nil && fi.Mode().IsRegular() && len(s.spares) < maxSpares && s.spared+fi.Size() <= maxSpareBytes {
+			s.seq++
+			spare := filepath.Join(s.dir, spareDir, strconv.FormatUint(s.seq, 10))
+			if os.Rename(name, spare) == nil {
+				s.keepSpare(spare, fi.Size())
+				continue
+			}
+		}
+		_ = os.RemoveAll(name)
+	}
+	if fd := s.open[dir]; fd != nil {
+		fd.Close()
+		delete(s.open, dir)
+	}
+	_ = os.RemoveAll(dir)
 }
 
 // loadTlog reads the log's state: its checkpoint, checked against the
@@ -288,9 +371,10 @@ func (s *tlogStore) close(context.Context) error {
 	defer s.mu.Unlock()
 	s.closed = true
 	for _, d := range s.gc {
-		_ = os.RemoveAll(filepath.Join(s.dir, filepath.FromSlash(d.path)))
+		s.reclaim(filepath.Join(s.dir, filepath.FromSlash(d.path)))
 	}
 	s.gc = nil
+	s.closeDirs()
 	return s.lock.Close()
 }
 
@@ -404,10 +488,20 @@ func (s *tlogStore) append(group []*pending) error {
 	return nil
 }
 
-// writeFiles writes files durably: each is written and fsynced, then
-// every directory that gained a name.
-func (s *tlogStore) writeFiles(files []file) error {
+// writeFiles writes files durably: each is written and its write-back
+// started, then each is fsynced (so that one journal commit covers them
+// all, not one each: README, audit log figures), then every directory
+// that gained a name.
+func (s *tlogStore) writeFiles(files []file) (err error) {
 	var dirs []string
+	fds := make([]*os.File, 0, len(files))
+	defer func() {
+		for _, fd := range fds {
+			if cerr := fd.Close(); err == nil && cerr != nil {
+				err = fmt.Errorf("audit: %w", cerr)
+			}
+		}
+	}()
 	for _, f := range files {
 		name := filepath.Join(s.dir, filepath.FromSlash(f.path))
 		dir := filepath.Dir(name)
@@ -419,16 +513,106 @@ func (s *tlogStore) writeFiles(files []file) error {
 		if len(dirs) == 0 || dirs[len(dirs)-1] != dir {
 			dirs = append(dirs, dir)
 		}
-		if err := writeFile(name, f.data); err != nil {
+		fd, err := s.create(name, f.data)
+		if err != nil {
 			return err
+		}
+		fds = append(fds, fd)
+	}
+	for _, fd := range fds {
+		if err := datasync(fd); err != nil {
+			return fmt.Errorf("audit: %w", err)
 		}
 	}
 	for _, d := range dirs {
-		if err := syncDir(d); err != nil {
+		if err := s.syncDir(d); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// maxOpenDirs bounds the directories a store keeps open to fsync: a batch
+// syncs one for the entry bundles and one per tree level, and the rest
+// are closed when they are not used.
+const maxOpenDirs = 16
+
+// syncDir fsyncs the directory dir, through a file kept open for the
+// next batches (each batch syncs the same few: opening one is two more
+// system calls and a path walk each time).
+func (s *tlogStore) syncDir(dir string) error {
+	fd := s.open[dir]
+	if fd == nil {
+		var err error
+		if fd, err = os.Open(dir); err != nil {
+			return fmt.Errorf("audit: %w", err)
+		}
+		if len(s.open) >= maxOpenDirs {
+			s.closeDirs()
+		}
+		if s.open == nil {
+			s.open = map[string]*os.File{}
+		}
+		s.open[dir] = fd
+	}
+	if err := fd.Sync(); err != nil {
+		fd.Close()
+		delete(s.open, dir)
+		return fmt.Errorf("audit: %w", err)
+	}
+	return nil
+}
+
+// closeDirs closes the directories kept open.
+func (s *tlogStore) closeDirs() {
+	for d, fd := range s.open {
+		fd.Close()
+		delete(s.open, d)
+	}
+}
+
+// create writes data as the file name, replacing any, and starts its
+// write-back: in a spare file renamed into place if there is one, else
+// in a new file. The caller syncs and closes it.
+func (s *tlogStore) create(name string, data []byte) (*os.File, error) {
+	fd, old := s.recycle(name)
+	if fd == nil {
+		var err error
+		if fd, err = os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644); err != nil {
+			return nil, fmt.Errorf("audit: %w", err)
+		}
+	}
+	_, err := fd.Write(data)
+	if err == nil && old > int64(len(data)) {
+		err = fd.Truncate(int64(len(data)))
+	}
+	if err != nil {
+		fd.Close()
+		return nil, fmt.Errorf("audit: %w", err)
+	}
+	startWriteback(fd)
+	return fd, nil
+}
+
+// recycle renames the newest spare file to name and opens it, returning
+// it and its size, or nil if there is none (or it fails: the caller
+// creates the file).
+func (s *tlogStore) recycle(name string) (*os.File, int64) {
+	n := len(s.spares)
+	if n == 0 {
+		return nil, 0
+	}
+	sp := s.spares[n-1]
+	s.spares, s.spared = s.spares[:n-1], s.spared-sp.size
+	if err := os.Rename(sp.name, name); err != nil {
+		_ = os.Remove(sp.name)
+		return nil, 0
+	}
+	fd, err := os.OpenFile(name, os.O_WRONLY, 0)
+	if err != nil {
+		return nil, 0
+	}
+	return fd, sp.size
 }
 
 // writeFile writes a file, replacing any, and syncs its data and the
@@ -475,25 +659,10 @@ func (s *tlogStore) mkdirs(dir string) error {
 	if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
 		return fmt.Errorf("audit: %w", err)
 	}
-	if err := syncDir(parent); err != nil {
+	if err := s.syncDir(parent); err != nil {
 		return err
 	}
 	s.dirs[dir] = true
-	return nil
-}
-
-func syncDir(dir string) error {
-	fd, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("audit: %w", err)
-	}
-	err = fd.Sync()
-	if cerr := fd.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("audit: %w", err)
-	}
 	return nil
 }
 
@@ -517,7 +686,7 @@ func (s *tlogStore) publish(n uint64, root tlog.Hash) error {
 			return fmt.Errorf("audit: %w", err)
 		}
 	}
-	if err := syncDir(s.dir); err != nil {
+	if err := s.syncDir(s.dir); err != nil {
 		return fmt.Errorf("%w: %w", errPublished, err)
 	}
 	return nil
@@ -526,13 +695,13 @@ func (s *tlogStore) publish(n uint64, root tlog.Hash) error {
 // errPublished marks a failure after the checkpoint was put in place.
 var errPublished = errors.New("audit: the checkpoint is in place but not durable")
 
-// collect removes the partial files of the tiles and bundles that filled
+// collect reclaims the partial files of the tiles and bundles that filled
 // at least gcDelay ago, and queues those that filled now.
 func (s *tlogStore) collect(full []string) {
 	now := time.Now()
 	i := 0
 	for ; i < len(s.gc) && now.Sub(s.gc[i].at) >= gcDelay; i++ {
-		_ = os.RemoveAll(filepath.Join(s.dir, filepath.FromSlash(s.gc[i].path)))
+		s.reclaim(filepath.Join(s.dir, filepath.FromSlash(s.gc[i].path)))
 	}
 	s.gc = s.gc[i:]
 	for _, p := range full {
