@@ -31,12 +31,13 @@ import (
 // A group is one batch: its bundles and tiles are written and fsynced
 // (the files, then the directories that gained a name), then a checkpoint
 // covering it is signed and put in place atomically (publish). The
-// checkpoint is the log's
-// state: a crash never leaves one that covers data not on disk, and
-// whatever lies beyond it is overwritten by the next batch. Partial
-// tiles and bundles of a tile that has since filled are removed a minute
-// later, or when the log is closed (readers fall back to the full one, as
-// Tessera's clients do; a crash leaves them).
+// checkpoint is the log's state: a crash never leaves one that covers
+// data not on disk, and whatever lies beyond it is overwritten by the
+// next batch. Partial tiles and bundles of a tile that has since filled
+// are collected a minute later, or when the log is closed (readers fall
+// back to the full one, as Tessera's clients do; a crash leaves them):
+// their files become spares (spareDir), which later batches write and
+// rename into place instead of creating files.
 type tlogStore struct {
 	client.FileFetcher // reads, as DirSource
 	dir                string
@@ -572,21 +573,19 @@ func (s *tlogStore) closeDirs() {
 }
 
 // create writes data as the file name, replacing any, and starts its
-// write-back: in a spare file renamed into place if there is one, else
-// in a new file. The caller syncs and closes it.
+// write-back: in a spare file if there is one, renamed into place once
+// written (the name never shows another file's bytes), else in a new
+// file. The caller syncs and closes it.
 func (s *tlogStore) create(name string, data []byte) (*os.File, error) {
-	fd, old := s.recycle(name)
-	if fd == nil {
-		var err error
-		if fd, err = os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644); err != nil {
-			return nil, fmt.Errorf("audit: %w", err)
-		}
+	if fd := s.recycle(name, data); fd != nil {
+		startWriteback(fd)
+		return fd, nil
 	}
-	_, err := fd.Write(data)
-	if err == nil && old > int64(len(data)) {
-		err = fd.Truncate(int64(len(data)))
-	}
+	fd, err := os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
 	if err != nil {
+		return nil, fmt.Errorf("audit: %w", err)
+	}
+	if _, err := fd.Write(data); err != nil {
 		fd.Close()
 		return nil, fmt.Errorf("audit: %w", err)
 	}
@@ -594,25 +593,33 @@ func (s *tlogStore) create(name string, data []byte) (*os.File, error) {
 	return fd, nil
 }
 
-// recycle renames the newest spare file to name and opens it, returning
-// it and its size, or nil if there is none (or it fails: the caller
-// creates the file).
-func (s *tlogStore) recycle(name string) (*os.File, int64) {
+// recycle writes data over the newest spare file, cut to its length, and
+// renames it to name. It returns the open file, or nil if there is no
+// spare or it fails (the spare is then dropped, and the caller creates
+// the file).
+func (s *tlogStore) recycle(name string, data []byte) *os.File {
 	n := len(s.spares)
 	if n == 0 {
-		return nil, 0
+		return nil
 	}
 	sp := s.spares[n-1]
 	s.spares, s.spared = s.spares[:n-1], s.spared-sp.size
-	if err := os.Rename(sp.name, name); err != nil {
-		_ = os.Remove(sp.name)
-		return nil, 0
+	fd, err := os.OpenFile(sp.name, os.O_WRONLY, 0)
+	if err == nil {
+		_, err = fd.Write(data)
+		if err == nil && sp.size > int64(len(data)) {
+			err = fd.Truncate(int64(len(data)))
+		}
+		if err == nil {
+			err = os.Rename(sp.name, name)
+		}
+		if err == nil {
+			return fd
+		}
+		fd.Close()
 	}
-	fd, err := os.OpenFile(name, os.O_WRONLY, 0)
-	if err != nil {
-		return nil, 0
-	}
-	return fd, sp.size
+	_ = os.Remove(sp.name)
+	return nil
 }
 
 // writeFile writes a file, replacing any, and syncs its data and the
