@@ -45,3 +45,9 @@ func datasync(f *os.File) error { return unix.Fdatasync(int(f.Fd())) }
 func startWriteback(f *os.File) {
 	_ = unix.SyncFileRange(int(f.Fd()), 0, 0, unix.SYNC_FILE_RANGE_WRITE)
 }
+
+// rename is rename(2): os.Rename first checks that newpath is not a
+// directory (an lstat), which the store's own names never are.
+func rename(oldpath, newpath string) error {
+	return unix.Renameat(unix.AT_FDCWD, oldpath, unix.AT_FDCWD, newpath)
+}

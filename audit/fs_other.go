@@ -21,3 +21,6 @@ func datasync(f *os.File) error { return f.Sync() }
 
 // startWriteback does nothing: each file's fsync writes it.
 func startWriteback(f *os.File) {}
+
+// rename is os.Rename.
+func rename(oldpath, newpath string) error { return os.Rename(oldpath, newpath) }

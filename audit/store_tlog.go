@@ -160,7 +160,7 @@ func (s *tlogStore) reclaim(dir string) {
 		if fi, err := de.Info(); err == nil && fi.Mode().IsRegular() && len(s.spares) < maxSpares && s.spared+fi.Size() <= maxSpareBytes {
 			s.seq++
 			spare := filepath.Join(s.dir, spareDir, strconv.FormatUint(s.seq, 10))
-			if os.Rename(name, spare) == nil {
+			if rename(name, spare) == nil {
 				s.keepSpare(spare, fi.Size())
 				continue
 			}
@@ -611,7 +611,7 @@ func (s *tlogStore) recycle(name string, data []byte) *os.File {
 			err = fd.Truncate(int64(len(data)))
 		}
 		if err == nil {
-			err = os.Rename(sp.name, name)
+			err = rename(sp.name, name)
 		}
 		if err == nil {
 			return fd
@@ -624,12 +624,21 @@ func (s *tlogStore) recycle(name string, data []byte) *os.File {
 
 // writeFile writes a file, replacing any, and syncs its data and the
 // metadata that reading it needs (its name needs its directory's fsync).
+// An existing file is overwritten and cut to size, not truncated first:
+// the checkpoint's temporary file, rewritten by every batch, keeps its
+// block instead of freeing it and allocating another.
 func writeFile(name string, data []byte) error {
-	fd, err := os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	fd, err := os.OpenFile(name, os.O_WRONLY|os.O_CREATE, 0o644)
 	if err != nil {
 		return fmt.Errorf("audit: %w", err)
 	}
 	_, err = fd.Write(data)
+	if err == nil {
+		var st os.FileInfo
+		if st, err = fd.Stat(); err == nil && st.Size() > int64(len(data)) {
+			err = fd.Truncate(int64(len(data)))
+		}
+	}
 	if err == nil {
 		err = datasync(fd)
 	}
