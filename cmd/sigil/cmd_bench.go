@@ -191,7 +191,8 @@ type bench struct {
 	f        benchFlags
 	rows     map[string]bool // the rows to measure
 	progress io.Writer
-	pin      string // the CPU of the server and the baseline processes ("": none)
+	sayMu    sync.Mutex // say is called from the audit rows' goroutines
+	pin      string     // the CPU of the server and the baseline processes ("": none)
 	dir      string
 	procs    []*exec.Cmd
 	srvPID   int
@@ -203,6 +204,8 @@ type bench struct {
 }
 
 func (b *bench) say(format string, args ...any) {
+	b.sayMu.Lock()
+	defer b.sayMu.Unlock()
 	fmt.Fprintf(b.progress, "bench: "+format+"\n", args...)
 }
 
@@ -868,7 +871,20 @@ func procRSS(pid int) (float64, error) {
 // reply says the server has handled them all; with sub, every delivery
 // must also have arrived.
 func (b *bench) flatOut(ctx context.Context, pubs []*benchSession, replies *atomic.Int64, ch string, sub *benchSub) (float64, error) {
+	return b.flatOutOn(ctx, b.srvPID, nil, pubs, replies, ch, sub)
+}
+
+// flatOutOn is flatOut on the server process pid. With together, each
+// round's publishing starts once every caller sharing it has signed its
+// frames (together.Done, then together.Wait: one round only).
+func (b *bench) flatOutOn(ctx context.Context, pid int, together *sync.WaitGroup, pubs []*benchSession, replies *atomic.Int64, ch string, sub *benchSub) (float64, error) {
 	per := b.f.frames / len(pubs)
+	arrived := false
+	defer func() {
+		if together != nil && !arrived {
+			together.Done() // failed before the start: the others go on
+		}
+	}()
 	var cpu time.Duration
 	total := 0
 	for r := range b.f.rounds {
@@ -892,7 +908,12 @@ func (b *bench) flatOut(ctx context.Context, pubs []*benchSession, replies *atom
 		if sub != nil {
 			wantDeliveries = sub.got.Load() + int64(per*len(pubs))
 		}
-		c0, err := procCPU(b.srvPID)
+		if together != nil && !arrived {
+			arrived = true
+			together.Done()
+			together.Wait()
+		}
+		c0, err := procCPU(pid)
 		if err != nil {
 			return 0, err
 		}
@@ -927,7 +948,7 @@ func (b *bench) flatOut(ctx context.Context, pubs []*benchSession, replies *atom
 				return 0, err
 			}
 		}
-		c1, err := procCPU(b.srvPID)
+		c1, err := procCPU(pid)
 		if err != nil {
 			return 0, err
 		}

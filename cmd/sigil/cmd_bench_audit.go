@@ -2,10 +2,12 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
+	"sync"
 	"sync/atomic"
 )
 
@@ -13,7 +15,7 @@ import (
 // off, sync and async (ns, means over the rounds), and each round's ratio
 // of sync and async to off.
 type auditResult struct {
-	offNs, syncNs, asyncNs float64
+	offNs, syncNs, asyncNs  float64
 	syncRatios, asyncRatios []float64
 }
 
@@ -33,11 +35,11 @@ func median(xs []float64) float64 {
 // fresh servers on the server's core, with the same flags but the log
 // off, --audit=sync and --audit=async (the default tlog store, its
 // directory in the bench's temporary one, so on $TMPDIR's file system),
-// each with its own --conns publishers; then the no-subscriber row's
-// rounds, one round each in turn, so that the CPU's drift over the run
-// falls on the three alike. It runs three times --rounds rounds: each
-// round's ratios pair measurements a few seconds apart, and the rows give
-// their median, which one slow second does not move as it moves a mean.
+// each with its own --conns publishers; then three times --rounds rounds
+// of the no-subscriber row, the three servers publishing at once in each
+// (sharing the core, so that a slow second of the machine falls on the
+// three alike: measured one after the other, a round's ratios varied by
+// ±20%). The rows give the median of the rounds' ratios.
 func (b *bench) auditRows(ctx context.Context) (*auditResult, error) {
 	modes := []string{"off", "sync", "async"}
 	type side struct {
@@ -79,20 +81,34 @@ func (b *bench) auditRows(ctx context.Context) (*auditResult, error) {
 	b.f.rounds = 1
 	res := &auditResult{}
 	for r := range auditRounds {
-		round := map[string]float64{}
-		for _, m := range modes {
+		// The three servers at once, each with its own publishers: they
+		// share the server's core, so whatever slows the machine in a
+		// round slows the three alike, and a round's ratios compare
+		// like with like.
+		b.say("audit rows: round %d of %d, the three servers at once", r+1, auditRounds)
+		var together, done sync.WaitGroup
+		together.Add(len(modes))
+		ns := make([]float64, len(modes))
+		errs := make([]error, len(modes))
+		for i, m := range modes {
 			s := sides[m]
-			b.base, b.srvPID = s.base, s.pid
-			b.say("audit rows: round %d of %d, audit log %s", r+1, auditRounds, m)
-			ns, err := b.flatOut(ctx, s.pubs, s.replies, benchLiveIn, nil)
-			if err != nil {
-				return nil, fmt.Errorf("audit %s: %w", m, err)
-			}
-			s.cpuNs += ns / float64(auditRounds)
-			round[m] = ns
+			done.Add(1)
+			go func() {
+				defer done.Done()
+				if ns[i], errs[i] = b.flatOutOn(ctx, s.pid, &together, s.pubs, s.replies, benchLiveIn, nil); errs[i] != nil {
+					errs[i] = fmt.Errorf("audit %s: %w", m, errs[i])
+				}
+			}()
 		}
-		res.syncRatios = append(res.syncRatios, round["sync"]/round["off"])
-		res.asyncRatios = append(res.asyncRatios, round["async"]/round["off"])
+		done.Wait()
+		if err := errors.Join(errs...); err != nil {
+			return nil, err
+		}
+		for i, m := range modes {
+			sides[m].cpuNs += ns[i] / float64(auditRounds)
+		}
+		res.syncRatios = append(res.syncRatios, ns[1]/ns[0])
+		res.asyncRatios = append(res.asyncRatios, ns[2]/ns[0])
 	}
 	for _, s := range sides {
 		for _, p := range s.pubs {
