@@ -119,12 +119,26 @@ var plainByte = func() (t [256]bool) {
 	return t
 }()
 
-// isPlain reports whether every byte of s is plainByte: a frame's whole
-// length is scanned for every entry, so a table, four bytes a step.
+// isPlain reports whether every byte of s is plainByte. A frame's whole
+// length is scanned for every entry, so eight bytes a step: a word is
+// plain when none of its bytes is under 0x20, over 0x7e, '"' or '\\'
+// (the exact any-byte tests of "Bit Twiddling Hacks": hasless, hasmore,
+// haszero). The tail goes through the table.
 func isPlain(s string) bool {
+	const (
+		ones  = 0x0101010101010101
+		highs = 0x8080808080808080
+	)
 	i := 0
-	for ; i+4 <= len(s); i += 4 {
-		if !(plainByte[s[i]] && plainByte[s[i+1]] && plainByte[s[i+2]] && plainByte[s[i+3]]) {
+	for ; i+8 <= len(s); i += 8 {
+		x := uint64(s[i]) | uint64(s[i+1])<<8 | uint64(s[i+2])<<16 | uint64(s[i+3])<<24 |
+			uint64(s[i+4])<<32 | uint64(s[i+5])<<40 | uint64(s[i+6])<<48 | uint64(s[i+7])<<56
+		q, b := x^(ones*'"'), x^(ones*'\\')
+		under := (x - ones*0x20) &^ x // hasless(x, 0x20)
+		over := (x + ones*(0x7f-0x7e)) | x
+		quote := (q - ones) &^ q // haszero(q)
+		backslash := (b - ones) &^ b
+		if (under|over|quote|backslash)&highs != 0 {
 			return false
 		}
 	}
