@@ -64,9 +64,15 @@ type conn struct {
 	closeDone bool // the close frame is written or the socket dropped (closeSent is closed)
 	queue     []outFrame
 	closeCode protocol.CloseCode // pending close after the queue drains (0: none)
-	closeMsg  string
-	closeBy   int64 // read deadline once closing, Unix ns (real time, as every socket deadline)
-	helloBy   int64 // read deadline until the hello is handled, Unix ns
+	// A stream of deliveries (conn_write.go, streamingLocked): when the
+	// last came, and until when deliveries are written at once whatever
+	// their pace (monoNow ns); gatherNext makes the writer let the other
+	// ready goroutines run before it takes its first batch.
+	lastDeliver, calmUntil int64
+	gatherNext             bool
+	closeMsg               string
+	closeBy                int64 // read deadline once closing, Unix ns (real time, as every socket deadline)
+	helloBy                int64 // read deadline until the hello is handled, Unix ns
 
 	closeSent chan struct{} // made by the first waitCloseSent; closed with closeDone
 	channels  map[string]struct{}

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime"
 	"sync"
 	"syscall"
 	"time"
@@ -378,8 +379,17 @@ func (h *hub) writer(c *conn) {
 func (c *conn) writeLoop() {
 	var batch []outFrame
 	fc := c.fc
+	gathering := false
 	for {
 		c.mu.Lock()
+		if c.gatherNext {
+			// A stream: let the other ready goroutines queue their
+			// frames first.
+			c.gatherNext, gathering = false, true
+			c.mu.Unlock()
+			runtime.Gosched()
+			continue
+		}
 		if len(c.queue) == 0 && (fc == nil || !fc.hasRest()) {
 			c.writing = false
 			code, msg := c.closeCode, c.closeMsg
@@ -392,6 +402,12 @@ func (c *conn) writeLoop() {
 			return
 		}
 		batch, c.queue = c.queue, batch[:0]
+		if gathering {
+			gathering = false
+			if len(batch) < 2 {
+				c.calmUntil = monoNow() + int64(streamCalm) // nothing joined
+			}
+		}
 		c.mu.Unlock()
 		if err := c.writeBatch(fc, batch); err != nil {
 			c.writeFailed()
@@ -498,7 +514,8 @@ func (c *conn) writeFrame(f outFrame) error {
 
 // deliverIn hands c a fan-out frame of channel ch, if c is (being)
 // subscribed to ch: queued (enqueueIn) or, when c's writer is idle and
-// its queue empty, written at once (writeWire, writeAtOnce). member says
+// its queue empty and c is not receiving a stream (streamingLocked),
+// written at once (writeWire, writeAtOnce). member says
 // that c was in ch's subscribers when the fan-out listed them and none
 // has left ch since: c's own list of channels need not be looked up. It
 // reports whether the frame was queued or written.
@@ -517,6 +534,7 @@ func (c *conn) deliverIn(ch string, f outFrame, member bool) bool {
 	}
 	switch {
 	case held:
+	case c.streamingLocked():
 	case f.wire != nil && c.claimWireLocked(fc):
 		c.mu.Unlock()
 		return c.writeWire(fc, f.wire)
@@ -526,6 +544,42 @@ func (c *conn) deliverIn(ch string, f outFrame, member bool) bool {
 	}
 	c.mu.Unlock()
 	return c.enqueueIn(ch, f)
+}
+
+// Streams. A delivery written at once costs a syscall of its own: right
+// for a fan-out, where each subscriber gets one frame, and for a quiet
+// session, where the frame should leave now. A session that receives a
+// stream, deliveries less than streamGap apart, has its deliveries queued
+// instead: the writer goroutine first lets the other ready goroutines run
+// (runtime.Gosched), so the frames they deliver to it meanwhile join its
+// batch, one write for all (with one subscriber to 64 publishers flat
+// out, about 1 syscall per 20 frames instead of 1 per frame). A writer
+// that found only its one frame so gathered nothing: the session's
+// deliveries are then written at once again for streamCalm, so a steady
+// but slow stream (a frame every few hundred µs, one at a time) pays a
+// hand-over to the writer once per streamCalm, not per frame.
+const (
+	streamGap  = time.Millisecond
+	streamCalm = 20 * time.Millisecond
+)
+
+// monoEpoch is the origin of monoNow: the monotonic clock, in ns.
+var monoEpoch = time.Now()
+
+func monoNow() int64 { return int64(time.Since(monoEpoch)) }
+
+// streamingLocked notes a delivery to c and reports whether it comes in a
+// stream: then the caller queues it (enqueueIn) and the writer gathers. The
+// caller holds c.mu.
+func (c *conn) streamingLocked() bool {
+	now := monoNow()
+	last := c.lastDeliver
+	c.lastDeliver = now
+	if c.closed || c.writing || len(c.queue) > 0 || now-last >= int64(streamGap) || now < c.calmUntil {
+		return false // queued anyway, or not a stream
+	}
+	c.gatherNext = true
+	return true
 }
 
 // ping hands c its keepalive ping, as deliverIn a fan-out frame: the

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -171,6 +172,9 @@ func TestDeliverWritesAtOnce(t *testing.T) {
 	}
 	wire := outFrame{pm: pm, wire: wireFrame(websocket.TextMessage, []byte("shared"))}
 	for i, f := range []outFrame{{pm: pm}, {data: []byte("own")}, wire} {
+		c.mu.Lock()
+		c.calmUntil = math.MaxInt64 // not a stream, however fast the loop
+		c.mu.Unlock()
 		if !c.deliverIn("ch", f, false) {
 			t.Fatalf("frame %d not delivered", i)
 		}
@@ -189,6 +193,74 @@ func TestDeliverWritesAtOnce(t *testing.T) {
 	}
 	if c.deliverIn("other", outFrame{data: []byte("x")}, false) {
 		t.Fatal("a frame of a channel the session is not in was delivered")
+	}
+}
+
+// A session that receives a stream has its deliveries queued, and the
+// writer gathers them: every frame arrives, in order, in fewer writes
+// than frames.
+func TestDeliverStreamGathers(t *testing.T) {
+	c, fc, cl := deliverPair(t)
+	counting := fc.Conn.(*countingConn)
+	const n = 200
+	for i := range n {
+		c.mu.Lock()
+		c.lastDeliver = monoNow() + int64(time.Hour) // a stream, however slow the loop
+		c.mu.Unlock()
+		if !c.deliverIn("ch", outFrame{data: []byte(fmt.Sprint("frame ", i))}, false) {
+			t.Fatalf("frame %d not delivered", i)
+		}
+	}
+	_ = cl.SetReadDeadline(time.Now().Add(sigiltest.WaitLimit))
+	for i := range n {
+		if _, data, err := cl.ReadMessage(); err != nil || string(data) != fmt.Sprint("frame ", i) {
+			t.Fatalf("read %q %v, want frame %d", data, err, i)
+		}
+	}
+	if w := counting.writes.Load(); w >= n {
+		t.Errorf("%d frames in %d writes: nothing gathered", n, w)
+	}
+}
+
+// A writer started for a stream that finds only its one frame gathered
+// nothing: the session's deliveries are written at once again, for
+// streamCalm, however fast they come.
+func TestDeliverStreamCalms(t *testing.T) {
+	c, _, cl := deliverPair(t)
+	c.mu.Lock()
+	c.lastDeliver = monoNow() + int64(time.Hour)
+	c.mu.Unlock()
+	if !c.deliverIn("ch", outFrame{data: []byte("one")}, false) {
+		t.Fatal("not delivered")
+	}
+	// Queued for a writer, which gathers (and so may set calmUntil): a
+	// frame written at once sets nothing.
+	sigiltest.Eventually(t, "the writer goes idle", func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return !c.writing
+	})
+	c.mu.Lock()
+	calm := c.calmUntil > monoNow()
+	c.lastDeliver = monoNow() + int64(time.Hour)
+	c.mu.Unlock()
+	if !calm {
+		t.Fatal("a frame of a stream was written at once, or a writer that gathered nothing did not calm the session")
+	}
+	if !c.deliverIn("ch", outFrame{data: []byte("two")}, false) {
+		t.Fatal("not delivered")
+	}
+	c.mu.Lock()
+	writing, queued2 := c.writing, len(c.queue)
+	c.mu.Unlock()
+	if writing || queued2 != 0 {
+		t.Fatalf("writing %v, %d queued: a calm session's delivery was not written at once", writing, queued2)
+	}
+	_ = cl.SetReadDeadline(time.Now().Add(sigiltest.WaitLimit))
+	for _, want := range []string{"one", "two"} {
+		if _, data, err := cl.ReadMessage(); err != nil || string(data) != want {
+			t.Fatalf("read %q %v, want %q", data, err, want)
+		}
 	}
 }
 

@@ -165,7 +165,12 @@
 // lock and deadline; what the socket does not take goes to the writer,
 // ahead of anything else, so a slow subscriber never holds up a fan-out,
 // and once a close frame has gone out through gorilla nothing is written
-// so (conn_write.go). The system calls of these writes that do not block,
+// so (conn_write.go). A session that receives a stream (deliveries less
+// than a millisecond apart) has its deliveries queued instead, and its
+// writer first yields (runtime.Gosched), so that the frames the other
+// ready goroutines deliver meanwhile join its batch: one write for many;
+// a writer that gathered nothing makes the session's deliveries go out at
+// once again for 20 ms. The system calls of these writes that do not block,
 // and of the recv calls that read a parked or waiting session's socket,
 // are raw ones (sys_linux.go): the goroutine keeps its P, and a server
 // going from idle to busy does not wake the runtime's monitor thread.
