@@ -62,6 +62,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.StringVar(&f.rows, "rows", benchAllRows, "the rows to measure, comma-separated: in (no subscriber), out (one subscriber), hist (history on), fixed (fixed rate and p99), fan, idle, audit (the no-subscriber row against fresh servers with the audit log off, sync and async)")
 	fs.BoolVar(&f.relayMode, "relay", false, "internal: run as the baseline process")
 	fs.BoolVar(&f.idleBase, "idle-baseline", false, "internal: run as the idle rows' baseline process (plain gorilla)")
+	fs.BoolVar(&f.probeMode, "probe", false, "internal: run as the probe process (raw verify and sign timed during the rows)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -70,6 +71,9 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	if f.idleBase {
 		return runIdleBaseline(stdout)
+	}
+	if f.probeMode {
+		return runProbe(stdout)
 	}
 	switch {
 	case fs.NArg() != 0:
@@ -119,7 +123,7 @@ type benchFlags struct {
 	fanout, fanPubs, idle       int
 	rateFor, idleFor, calibrate time.Duration
 	asJSON, relayMode, idleOnly bool
-	idleBase                    bool
+	idleBase, probeMode         bool
 }
 
 // benchReport is the output of sigil bench; every ratio is against a
@@ -180,7 +184,7 @@ func (r *benchReport) print(w io.Writer) {
 		if row.Ratio != 0 {
 			ratio = fmt.Sprintf("**%.2f×** %s", row.Ratio, row.Of)
 			if row.BaseNs > 0 {
-				ratio += fmt.Sprintf(" (%.1f µs beside the row)", row.BaseNs/1e3)
+				ratio += fmt.Sprintf(" (%.1f µs, timed with the row)", row.BaseNs/1e3)
 			}
 		}
 		fmt.Fprintf(w, "| %s | %.3g %s | %s | %s |\n", row.Name, row.Value, row.Unit, ratio, row.Target)
@@ -199,6 +203,8 @@ type bench struct {
 	relayPID int
 	base     string // the server's http://host:port
 	relayURL string
+	probeURL string // the probe process (cmd_bench_probe.go)
+	probeReq []byte // its /start request: the sample frame's calibration
 	password string
 	users    atomic.Int64
 }
@@ -309,12 +315,20 @@ func (b *bench) run(ctx context.Context) (*benchReport, error) {
 	if err != nil {
 		return nil, err
 	}
+	if b.probeReq, err = b.calibrationOf(probe, sample); err != nil {
+		return nil, err
+	}
 	probe.ws.Close()
 	rep.FrameSize = len(sample)
-	// The raw baselines are timed before and after each flat-out row, and
-	// each row's ratio is against the mean of the two beside it: on a
-	// shared or virtual machine the CPU's speed drifts by 10–15% over a
-	// run, and a run-wide mean would put that drift into the ratios.
+	if b.probeURL, _, err = b.start("", pin, "PROBE_READY url=", "bench", "--probe"); err != nil {
+		return nil, err
+	}
+	// The raw baselines: the flat-out rows' and the fan-out row's ratios
+	// are against the probe, which times raw verify and sign on the
+	// server's core while the row runs (cmd_bench_probe.go); the
+	// fixed-rate row's (whose wake-ups and p99 a probe would disturb)
+	// against the calibrations timed right before and after it. The
+	// report's raw figures are the means of the calibrations.
 	cal1, err := b.calibrate(probe, sample)
 	if err != nil {
 		return nil, err
@@ -329,11 +343,9 @@ func (b *bench) run(ctx context.Context) (*benchReport, error) {
 		cals = append(cals, c)
 		return (prev.VerifyNs + c.VerifyNs) / 2, (prev.SignNs + c.SignNs) / 2, nil
 	}
-	var inV, histV, histS, outV, outS float64
-
 	// 1 and 2: flat out on a live channel, no subscriber, then one; and
 	// a channel with history, no subscriber.
-	var in, out, hist float64
+	var in, out, hist *flatResult
 	var sub *benchSub
 	if b.rows["in"] || b.rows["out"] || b.rows["hist"] {
 		pubs, replies, err := b.publishers(ctx)
@@ -344,15 +356,9 @@ func (b *bench) run(ctx context.Context) (*benchReport, error) {
 			if in, err = b.flatOut(ctx, pubs, replies, benchLiveIn, nil); err != nil {
 				return nil, err
 			}
-			if inV, _, err = bracket(); err != nil {
-				return nil, err
-			}
 		}
 		if b.rows["hist"] {
 			if hist, err = b.flatOut(ctx, pubs, replies, benchHist, nil); err != nil {
-				return nil, err
-			}
-			if histV, histS, err = bracket(); err != nil {
 				return nil, err
 			}
 		}
@@ -361,9 +367,6 @@ func (b *bench) run(ctx context.Context) (*benchReport, error) {
 				return nil, err
 			}
 			if out, err = b.flatOut(ctx, pubs, replies, benchLiveOut, sub); err != nil {
-				return nil, err
-			}
-			if outV, outS, err = bracket(); err != nil {
 				return nil, err
 			}
 		}
@@ -375,7 +378,11 @@ func (b *bench) run(ctx context.Context) (*benchReport, error) {
 	// 3 and 7: a fixed rate, one publisher and one subscriber, then the
 	// relay with the same frames and pacing.
 	var fixed *fixedResult
+	var fixedV, fixedS float64
 	if b.rows["fixed"] {
+		if _, _, err = bracket(); err != nil { // right before the row
+			return nil, err
+		}
 		if sub == nil {
 			if sub, err = b.subscriber(ctx, benchLiveOut); err != nil {
 				return nil, err
@@ -389,6 +396,9 @@ func (b *bench) run(ctx context.Context) (*benchReport, error) {
 			return nil, err
 		}
 		pub1.ws.Close()
+		if fixedV, fixedS, err = bracket(); err != nil {
+			return nil, err
+		}
 	}
 	if sub != nil {
 		sub.ws.Close()
@@ -427,23 +437,35 @@ func (b *bench) run(ctx context.Context) (*benchReport, error) {
 		rep.SignNs += c.SignNs / float64(len(cals))
 	}
 	v := rep.VerifyNs
-	if b.rows["in"] {
-		rep.add("server CPU per verified publish, no subscriber", in/1e3, "µs", in/inV, "raw verify", "≤ 1.20×")
-		rep.based(inV)
+	const probed = " (median of the rounds' ratios, each against the probe during the round)"
+	if in != nil {
+		ratios := in.ratios(rawVerify)
+		rep.add("server CPU per verified publish, no subscriber", in.ns/1e3, "µs", median(slices.Clone(ratios)), "raw verify"+probed, "≤ 1.20×")
+		rep.rounds(ratios)
+		rep.based(in.probeMean(rawVerify))
 	}
-	if b.rows["out"] {
-		rep.add("server CPU per publish with one subscriber (verify, sign the deliver, write)", out/1e3, "µs", out/(outV+outS), "raw verify + raw sign", "≤ 1.30×")
-		rep.based(outV + outS)
+	var outRatio float64
+	if out != nil {
+		ratios := out.ratios(rawVerifySign)
+		outRatio = median(slices.Clone(ratios))
+		rep.add("server CPU per publish with one subscriber (verify, sign the deliver, write)", out.ns/1e3, "µs", outRatio, "raw verify + raw sign"+probed, "≤ 1.30×")
+		rep.rounds(ratios)
+		rep.based(out.probeMean(rawVerifySign))
 	}
 	if fixed != nil {
 		ratio := math.NaN() // no flat-out figure to compare with
-		if b.rows["out"] {
-			ratio = fixed.cpuNs / out
+		if out != nil {
+			// Both in units of raw verify + sign at the time: the
+			// flat-out row's against its probe, this one's against the
+			// calibrations beside it.
+			ratio = fixed.cpuNs / (fixedV + fixedS) / outRatio
 		}
-		rep.add(fmt.Sprintf("the same at a fixed %d msg/s", b.f.rate), fixed.cpuNs/1e3, "µs", ratio, "the flat-out figure", "≤ 1.2×")
+		rep.add(fmt.Sprintf("the same at a fixed %d msg/s", b.f.rate), fixed.cpuNs/1e3, "µs", ratio, "the flat-out figure (each ÷ raw verify + sign timed beside it)", "≤ 1.2×")
+		rep.based(fixedV + fixedS)
 	}
 	if fan != nil {
-		rep.add(fmt.Sprintf("fan-out to %d subscribers, CPU per delivery", b.f.fanout), fan.sigilNs, "ns", fan.sigilNs/fan.relayNs, "gorilla PreparedMessage relay", "≤ 1.0×")
+		rep.add(fmt.Sprintf("fan-out to %d subscribers, CPU per delivery", b.f.fanout), fan.sigilNs, "ns", median(slices.Clone(fan.ratios)), "gorilla PreparedMessage relay (median of the rounds' ratios, each side ÷ the probe's raw verify during it)", "≤ 1.0×")
+		rep.rounds(fan.ratios)
 	}
 	if idle != nil {
 		rep.addIdle(b.f.idle, idle)
@@ -460,11 +482,13 @@ func (b *bench) run(ctx context.Context) (*benchReport, error) {
 		rep.add("the same, audit log async", aud.asyncNs/1e3, "µs", median(slices.Clone(aud.asyncRatios)), "the same row, log off (median of the rounds' ratios)", "≤ 1.05×")
 		rep.rounds(aud.asyncRatios)
 	}
-	if b.rows["hist"] {
+	if hist != nil {
 		// Not one of the rows: with history, every publish is
 		// signed and stored even when no one is subscribed.
-		rep.add("with history on (the default rooms.> rule), no subscriber: verify, sign and store the deliver", hist/1e3, "µs", hist/(histV+histS), "raw verify + raw sign", "")
-		rep.based(histV + histS)
+		ratios := hist.ratios(rawVerifySign)
+		rep.add("with history on (the default rooms.> rule), no subscriber: verify, sign and store the deliver", hist.ns/1e3, "µs", median(slices.Clone(ratios)), "raw verify + raw sign"+probed, "")
+		rep.rounds(ratios)
+		rep.based(hist.probeMean(rawVerifySign))
 	}
 	return rep, nil
 }
@@ -865,19 +889,56 @@ func procRSS(pid int) (float64, error) {
 	return 0, errors.New("no VmRSS")
 }
 
+// flatResult is a flat-out row: the server's CPU per publish over all
+// its rounds, and each round's, with the probe's raw timings during that
+// round (none for the audit rows, whose baseline is another server).
+type flatResult struct {
+	ns     float64
+	rounds []flatRound
+}
+
+type flatRound struct {
+	ns    float64
+	probe probeSample
+}
+
+// ratios are the rounds' CPU per publish ÷ base(the probe's timings in
+// the same round).
+func (f *flatResult) ratios(base func(probeSample) float64) []float64 {
+	var out []float64
+	for _, r := range f.rounds {
+		out = append(out, r.ns/base(r.probe))
+	}
+	return out
+}
+
+// probeMean is the mean of base over the rounds' probes.
+func (f *flatResult) probeMean(base func(probeSample) float64) float64 {
+	sum := 0.0
+	for _, r := range f.rounds {
+		sum += base(r.probe)
+	}
+	return sum / float64(len(f.rounds))
+}
+
+func rawVerify(p probeSample) float64     { return p.VerifyNs }
+func rawVerifySign(p probeSample) float64 { return p.VerifyNs + p.SignNs }
+
 // flatOut publishes --frames pre-signed frames per round, spread over the
-// publishers, as fast as they go, --rounds times, and returns the server's
-// CPU per publish. The last frame of each publisher carries a cid, so its
-// reply says the server has handled them all; with sub, every delivery
-// must also have arrived.
-func (b *bench) flatOut(ctx context.Context, pubs []*benchSession, replies *atomic.Int64, ch string, sub *benchSub) (float64, error) {
+// publishers, as fast as they go, --rounds times, with the probe timing
+// raw verify and sign on the server's core during each round, and returns
+// the server's CPU per publish. The last frame of each publisher carries a
+// cid, so its reply says the server has handled them all; with sub, every
+// delivery must also have arrived.
+func (b *bench) flatOut(ctx context.Context, pubs []*benchSession, replies *atomic.Int64, ch string, sub *benchSub) (*flatResult, error) {
 	return b.flatOutOn(ctx, b.srvPID, nil, pubs, replies, ch, sub)
 }
 
 // flatOutOn is flatOut on the server process pid. With together, each
 // round's publishing starts once every caller sharing it has signed its
-// frames (together.Done, then together.Wait: one round only).
-func (b *bench) flatOutOn(ctx context.Context, pid int, together *sync.WaitGroup, pubs []*benchSession, replies *atomic.Int64, ch string, sub *benchSub) (float64, error) {
+// frames (together.Done, then together.Wait: one round only), and the
+// probe is not run: the callers' servers are one another's baseline.
+func (b *bench) flatOutOn(ctx context.Context, pid int, together *sync.WaitGroup, pubs []*benchSession, replies *atomic.Int64, ch string, sub *benchSub) (*flatResult, error) {
 	per := b.f.frames / len(pubs)
 	arrived := false
 	defer func() {
@@ -885,8 +946,10 @@ func (b *bench) flatOutOn(ctx context.Context, pid int, together *sync.WaitGroup
 			together.Done() // failed before the start: the others go on
 		}
 	}()
+	probing := together == nil && b.probeURL != ""
 	var cpu time.Duration
 	total := 0
+	res := &flatResult{}
 	for r := range b.f.rounds {
 		b.say("flat out on %s (%d subscriber(s)): round %d of %d, %d publishes", ch, map[bool]int{false: 0, true: 1}[sub != nil], r+1, b.f.rounds, per*len(pubs))
 		frames := make([][][]byte, len(pubs))
@@ -898,7 +961,7 @@ func (b *bench) flatOutOn(ctx context.Context, pid int, together *sync.WaitGroup
 				}
 				fr, err := p.signer.Sign(env)
 				if err != nil {
-					return 0, err
+					return nil, err
 				}
 				frames[i] = append(frames[i], fr)
 			}
@@ -913,9 +976,14 @@ func (b *bench) flatOutOn(ctx context.Context, pid int, together *sync.WaitGroup
 			together.Done()
 			together.Wait()
 		}
+		if probing {
+			if err := b.probeStart(); err != nil {
+				return nil, err
+			}
+		}
 		c0, err := procCPU(pid)
 		if err != nil {
-			return 0, err
+			return nil, err
 		}
 		// With a subscriber, at most window deliveries are in flight,
 		// well within the server's send queue (256): the row measures
@@ -941,21 +1009,29 @@ func (b *bench) flatOutOn(ctx context.Context, pid int, together *sync.WaitGroup
 		}
 		wg.Wait()
 		if err := waitCount(replies, wantReplies, "replies"); err != nil {
-			return 0, err
+			return nil, err
 		}
 		if sub != nil {
 			if err := waitCount(&sub.got, wantDeliveries, "deliveries"); err != nil {
-				return 0, err
+				return nil, err
 			}
 		}
 		c1, err := procCPU(pid)
 		if err != nil {
-			return 0, err
+			return nil, err
 		}
+		round := flatRound{ns: float64((c1 - c0).Nanoseconds()) / float64(per*len(pubs))}
+		if probing {
+			if round.probe, err = b.probeStop(); err != nil {
+				return nil, err
+			}
+		}
+		res.rounds = append(res.rounds, round)
 		cpu += c1 - c0
 		total += per * len(pubs)
 	}
-	return float64(cpu.Nanoseconds()) / float64(total), nil
+	res.ns = float64(cpu.Nanoseconds()) / float64(total)
+	return res, nil
 }
 
 type fixedResult struct {
@@ -1064,12 +1140,19 @@ func p99(sent, recv []time.Time) float64 {
 	return d[min(n-1, n*99/100)]
 }
 
-type fanResult struct{ sigilNs, relayNs float64 }
+// fanResult is the fan-out row: CPU per delivery of sigil and of the
+// relay, and each round's ratio of the two.
+type fanResult struct {
+	sigilNs, relayNs float64
+	ratios           []float64
+}
 
-// fanOut subscribes --fanout sessions to one channel and publishes
-// --fanout-publishes frames, each once every delivery of the one before
-// arrived; then the relay does the same with as many connections. Both
-// are CPU per delivery.
+// fanOut subscribes --fanout sessions to one channel, and as many
+// connections to the relay; then, in 2 × --rounds rounds, publishes a
+// share of --fanout-publishes frames to each, sigil then the relay, each
+// publish once every delivery of the one before arrived. Both are CPU per
+// delivery; a round's ratio is sigil's ÷ the relay's, each first divided
+// by the probe's raw verify during it (the machine's speed then).
 func (b *bench) fanOut(ctx context.Context) (*fanResult, error) {
 	n, k := b.f.fanout, b.f.fanPubs
 	var got atomic.Int64
@@ -1104,39 +1187,15 @@ func (b *bench) fanOut(ctx context.Context) (*fanResult, error) {
 		return nil, err
 	}
 	defer pub.ws.Close()
-	// Let the join frames of the subscriptions pass, then count.
-	for last := int64(-1); last != got.Load(); {
-		last = got.Load()
-		time.Sleep(500 * time.Millisecond)
-	}
 	frames := make([][]byte, k)
 	for i := range frames {
 		if frames[i], err = pub.signer.Sign(&protocol.Envelope{Action: protocol.ActPub, Channel: benchLiveFan, Body: benchBody}); err != nil {
 			return nil, err
 		}
 	}
-	b.say("fan-out: %d publishes to %d subscribers", k, n)
-	c0, err := procCPU(b.srvPID)
-	if err != nil {
-		return nil, err
-	}
-	base := got.Load()
-	for i, fr := range frames {
-		if err := pub.ws.WriteMessage(websocket.TextMessage, fr); err != nil {
-			return nil, err
-		}
-		if err := waitCount(&got, base+int64((i+1)*n), "fan-out deliveries"); err != nil {
-			return nil, err
-		}
-	}
-	c1, err := procCPU(b.srvPID)
-	if err != nil {
-		return nil, err
-	}
-	res := &fanResult{sigilNs: float64((c1 - c0).Nanoseconds()) / float64(k*n)}
 
-	// The relay, with a deliver frame of the same size.
-	b.say("fan-out through the plain relay")
+	// The relay's side, with a deliver frame of the same size: a
+	// deliver is the publish, its jwk and sub, in a signed envelope.
 	var rgot atomic.Int64
 	wsBase := "ws" + strings.TrimPrefix(b.relayURL, "http")
 	var rsubs []*websocket.Conn
@@ -1165,32 +1224,68 @@ func (b *bench) fanOut(ctx context.Context) (*fanResult, error) {
 		return nil, err
 	}
 	defer rpub.Close()
-	time.Sleep(300 * time.Millisecond)
-	// A deliver frame is the publish, its jwk and sub, in a signed
-	// envelope: relay frames of that size.
 	deliver := bytes.Repeat([]byte("A"), len(frames[0])*4/3+330)
-	r0, err := procCPU(b.relayPID)
-	if err != nil {
-		return nil, err
+	// Let the join frames of the subscriptions pass, and the relay
+	// register its /sub connections (on their own goroutines), then count.
+	for last := int64(-1); last != got.Load(); {
+		last = got.Load()
+		time.Sleep(500 * time.Millisecond)
 	}
-	for i := range k {
-		if err := rpub.WriteMessage(websocket.TextMessage, deliver); err != nil {
+
+	// side publishes frames to its server (pid), waiting for every
+	// delivery of each before the next, and returns the server's CPU per
+	// delivery and the probe's timings meanwhile.
+	side := func(pid int, ws *websocket.Conn, frames [][]byte, got *atomic.Int64, what string) (float64, probeSample, error) {
+		if err := b.probeStart(); err != nil {
+			return 0, probeSample{}, err
+		}
+		c0, err := procCPU(pid)
+		if err != nil {
+			return 0, probeSample{}, err
+		}
+		base := got.Load()
+		for i, fr := range frames {
+			if err := ws.WriteMessage(websocket.TextMessage, fr); err != nil {
+				return 0, probeSample{}, err
+			}
+			if err := waitCount(got, base+int64((i+1)*n), what); err != nil {
+				return 0, probeSample{}, err
+			}
+		}
+		c1, err := procCPU(pid)
+		if err != nil {
+			return 0, probeSample{}, err
+		}
+		p, err := b.probeStop()
+		return float64((c1 - c0).Nanoseconds()) / float64(len(frames)*n), p, err
+	}
+	rounds := min(2*b.f.rounds, k)
+	res := &fanResult{}
+	for r := range rounds {
+		part := frames[r*k/rounds : (r+1)*k/rounds]
+		b.say("fan-out: round %d of %d, %d publishes to %d subscribers, then through the plain relay", r+1, rounds, len(part), n)
+		sNs, sp, err := side(b.srvPID, pub.ws, part, &got, "fan-out deliveries")
+		if err != nil {
 			return nil, err
 		}
-		if err := waitCount(&rgot, int64((i+1)*n), "relay fan-out deliveries"); err != nil {
+		relayPart := make([][]byte, len(part))
+		for i := range relayPart {
+			relayPart[i] = deliver
+		}
+		rNs, rp, err := side(b.relayPID, rpub, relayPart, &rgot, "relay fan-out deliveries")
+		if err != nil {
 			return nil, err
 		}
+		res.sigilNs += sNs / float64(rounds)
+		res.relayNs += rNs / float64(rounds)
+		res.ratios = append(res.ratios, (sNs/sp.VerifyNs)/(rNs/rp.VerifyNs))
 	}
-	r1, err := procCPU(b.relayPID)
-	if err != nil {
-		return nil, err
-	}
-	res.relayNs = float64((r1 - r0).Nanoseconds()) / float64(k*n)
 	return res, nil
 }
 
-// calibrate asks the baseline process to time raw verify and sign.
-func (b *bench) calibrate(s *benchSession, frame []byte) (*calibration, error) {
+// calibrationOf is the request that times raw verify of frame, signed by
+// s, and raw sign of a deliver of it.
+func (b *bench) calibrationOf(s *benchSession, frame []byte) ([]byte, error) {
 	i := bytes.LastIndexByte(frame, '.')
 	sig, err := base64.RawURLEncoding.DecodeString(string(frame[i+1:]))
 	if err != nil {
@@ -1198,7 +1293,15 @@ func (b *bench) calibrate(s *benchSession, frame []byte) (*calibration, error) {
 	}
 	// A deliver's signing input: the frame, the sender's jwk and the
 	// envelope, base64url-encoded.
-	req, _ := json.Marshal(calibration{Input: frame[:i], Sig: sig, Pub: s.pub, SignSize: (len(frame) + 330) * 4 / 3, For: b.f.calibrate})
+	return json.Marshal(calibration{Input: frame[:i], Sig: sig, Pub: s.pub, SignSize: (len(frame) + 330) * 4 / 3, For: b.f.calibrate})
+}
+
+// calibrate asks the baseline process to time raw verify and sign.
+func (b *bench) calibrate(s *benchSession, frame []byte) (*calibration, error) {
+	req, err := b.calibrationOf(s, frame)
+	if err != nil {
+		return nil, err
+	}
 	resp, err := http.Post(b.relayURL+"/calibrate", "application/json", bytes.NewReader(req))
 	if err != nil {
 		return nil, err

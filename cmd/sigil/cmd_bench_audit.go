@@ -95,9 +95,12 @@ func (b *bench) auditRows(ctx context.Context) (*auditResult, error) {
 			done.Add(1)
 			go func() {
 				defer done.Done()
-				if ns[i], errs[i] = b.flatOutOn(ctx, s.pid, &together, s.pubs, s.replies, benchLiveIn, nil); errs[i] != nil {
-					errs[i] = fmt.Errorf("audit %s: %w", m, errs[i])
+				res, err := b.flatOutOn(ctx, s.pid, &together, s.pubs, s.replies, benchLiveIn, nil)
+				if err != nil {
+					errs[i] = fmt.Errorf("audit %s: %w", m, err)
+					return
 				}
+				ns[i] = res.ns
 			}()
 		}
 		done.Wait()

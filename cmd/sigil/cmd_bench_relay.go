@@ -10,7 +10,6 @@ import (
 	"runtime"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -113,7 +112,7 @@ type calibration struct {
 }
 
 // measure times each operation by the CPU time of this thread
-// (RUSAGE_THREAD), not by the wall clock, so that it is comparable with
+// (threadCPU), not by the wall clock, so that it is comparable with
 // the server's CPU time from /proc even when other processes share the
 // core.
 func (c *calibration) measure() {
@@ -142,11 +141,4 @@ func timeCPU(d time.Duration, op func() bool) float64 {
 		n += 16
 	}
 	return float64((threadCPU() - start).Nanoseconds()) / float64(n)
-}
-
-// threadCPU is the user+system CPU time of the calling thread.
-func threadCPU() time.Duration {
-	var ru syscall.Rusage
-	_ = syscall.Getrusage(1, &ru) // RUSAGE_THREAD
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
