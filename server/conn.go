@@ -65,14 +65,15 @@ type conn struct {
 	queue     []outFrame
 	closeCode protocol.CloseCode // pending close after the queue drains (0: none)
 	// A stream of deliveries (conn_write.go, streamingLocked): when the
-	// last came, and until when deliveries are written at once whatever
-	// their pace (monoNow ns); gatherNext makes the writer let the other
+	// last came, until when deliveries are written at once whatever
+	// their pace, and for how long the last failed gathering calmed the
+	// session (monoNow ns); gatherNext makes the writer let the other
 	// ready goroutines run before it takes its first batch.
-	lastDeliver, calmUntil int64
-	gatherNext             bool
-	closeMsg               string
-	closeBy                int64 // read deadline once closing, Unix ns (real time, as every socket deadline)
-	helloBy                int64 // read deadline until the hello is handled, Unix ns
+	lastDeliver, calmUntil, calmFor int64
+	gatherNext                      bool
+	closeMsg                        string
+	closeBy                         int64 // read deadline once closing, Unix ns (real time, as every socket deadline)
+	helloBy                         int64 // read deadline until the hello is handled, Unix ns
 
 	closeSent chan struct{} // made by the first waitCloseSent; closed with closeDone
 	channels  map[string]struct{}

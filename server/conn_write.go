@@ -404,8 +404,11 @@ func (c *conn) writeLoop() {
 		batch, c.queue = c.queue, batch[:0]
 		if gathering {
 			gathering = false
-			if len(batch) < 2 {
-				c.calmUntil = monoNow() + int64(streamCalm) // nothing joined
+			if len(batch) < 2 { // nothing joined
+				c.calmFor = min(max(2*c.calmFor, int64(streamCalm)), int64(streamCalmMax))
+				c.calmUntil = monoNow() + c.calmFor
+			} else {
+				c.calmFor = 0
 			}
 		}
 		c.mu.Unlock()
@@ -553,14 +556,18 @@ func (c *conn) deliverIn(ch string, f outFrame, member bool) bool {
 // instead: the writer goroutine first lets the other ready goroutines run
 // (runtime.Gosched), so the frames they deliver to it meanwhile join its
 // batch, one write for all (with one subscriber to 64 publishers flat
-// out, about 1 syscall per 20 frames instead of 1 per frame). A writer
-// that found only its one frame so gathered nothing: the session's
-// deliveries are then written at once again for streamCalm, so a steady
-// but slow stream (a frame every few hundred µs, one at a time) pays a
-// hand-over to the writer once per streamCalm, not per frame.
+// out, 527–654 writes a round of 9,600 deliveries, against 9,664: 15 to
+// 18 frames a write). A writer that found only its one frame so
+// gathered nothing: the session's deliveries are then written at once
+// again for streamCalm, twice that after another such writer, and so on
+// up to streamCalmMax, until a writer gathers again. A steady stream that
+// comes one frame at a time (a fan-out to a few subscribers, one publish
+// after another, each frame a few hundred µs after the last) so pays a
+// hand-over to a writer about once a second, not once per streamCalm.
 const (
-	streamGap  = time.Millisecond
-	streamCalm = 20 * time.Millisecond
+	streamGap     = time.Millisecond
+	streamCalm    = 20 * time.Millisecond
+	streamCalmMax = time.Second
 )
 
 // monoEpoch is the origin of monoNow: the monotonic clock, in ns.

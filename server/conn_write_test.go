@@ -224,7 +224,8 @@ func TestDeliverStreamGathers(t *testing.T) {
 
 // A writer started for a stream that finds only its one frame gathered
 // nothing: the session's deliveries are written at once again, for
-// streamCalm, however fast they come.
+// streamCalm, however fast they come; after each such writer in a row,
+// for twice as long, up to streamCalmMax.
 func TestDeliverStreamCalms(t *testing.T) {
 	c, _, cl := deliverPair(t)
 	c.mu.Lock()
@@ -241,11 +242,11 @@ func TestDeliverStreamCalms(t *testing.T) {
 		return !c.writing
 	})
 	c.mu.Lock()
-	calm := c.calmUntil > monoNow()
+	calm, calmFor := c.calmUntil > monoNow(), c.calmFor
 	c.lastDeliver = monoNow() + int64(time.Hour)
 	c.mu.Unlock()
-	if !calm {
-		t.Fatal("a frame of a stream was written at once, or a writer that gathered nothing did not calm the session")
+	if !calm || calmFor != int64(streamCalm) {
+		t.Fatalf("calm for %v: a frame of a stream was written at once, or a writer that gathered nothing did not calm the session for streamCalm", time.Duration(calmFor))
 	}
 	if !c.deliverIn("ch", outFrame{data: []byte("two")}, false) {
 		t.Fatal("not delivered")
@@ -256,8 +257,30 @@ func TestDeliverStreamCalms(t *testing.T) {
 	if writing || queued2 != 0 {
 		t.Fatalf("writing %v, %d queued: a calm session's delivery was not written at once", writing, queued2)
 	}
+	// The calm over, another writer that gathers nothing calms the
+	// session twice as long, and so on up to streamCalmMax.
+	for _, want := range []time.Duration{2 * streamCalm, 4 * streamCalm, 8 * streamCalm, 16 * streamCalm, 32 * streamCalm, streamCalmMax, streamCalmMax} {
+		c.mu.Lock()
+		c.calmUntil = 0
+		c.lastDeliver = monoNow() + int64(time.Hour)
+		c.mu.Unlock()
+		if !c.deliverIn("ch", outFrame{data: []byte("more")}, false) {
+			t.Fatal("not delivered")
+		}
+		sigiltest.Eventually(t, "the writer goes idle", func() bool {
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			return !c.writing
+		})
+		c.mu.Lock()
+		calmFor := time.Duration(c.calmFor)
+		c.mu.Unlock()
+		if calmFor != want {
+			t.Fatalf("calm for %v after another writer gathered nothing, want %v", calmFor, want)
+		}
+	}
 	_ = cl.SetReadDeadline(time.Now().Add(sigiltest.WaitLimit))
-	for _, want := range []string{"one", "two"} {
+	for _, want := range []string{"one", "two", "more", "more", "more", "more", "more", "more", "more"} {
 		if _, data, err := cl.ReadMessage(); err != nil || string(data) != want {
 			t.Fatalf("read %q %v, want %q", data, err, want)
 		}

@@ -170,7 +170,8 @@
 // writer first yields (runtime.Gosched), so that the frames the other
 // ready goroutines deliver meanwhile join its batch: one write for many;
 // a writer that gathered nothing makes the session's deliveries go out at
-// once again for 20 ms. The system calls of these writes that do not block,
+// once again for 20 ms, twice as long after each such writer in a row, up
+// to a second. The system calls of these writes that do not block,
 // and of the recv calls that read a parked or waiting session's socket,
 // are raw ones (sys_linux.go): the goroutine keeps its P, and a server
 // going from idle to busy does not wake the runtime's monitor thread.
