@@ -196,6 +196,16 @@ func TestDeliverWritesAtOnce(t *testing.T) {
 	}
 }
 
+// writerIdle waits until c's writer has nothing left to write.
+func writerIdle(t *testing.T, c *conn) {
+	t.Helper()
+	sigiltest.Eventually(t, "the writer goes idle", func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return !c.writing
+	})
+}
+
 // A session that receives a stream has its deliveries queued, and the
 // writer gathers them: every frame arrives, in order, in fewer writes
 // than frames.
@@ -236,11 +246,7 @@ func TestDeliverStreamCalms(t *testing.T) {
 	}
 	// Queued for a writer, which gathers (and so may set calmUntil): a
 	// frame written at once sets nothing.
-	sigiltest.Eventually(t, "the writer goes idle", func() bool {
-		c.mu.Lock()
-		defer c.mu.Unlock()
-		return !c.writing
-	})
+	writerIdle(t, c)
 	c.mu.Lock()
 	calm, calmFor := c.calmUntil > monoNow(), c.calmFor
 	c.lastDeliver = monoNow() + int64(time.Hour)
@@ -267,11 +273,7 @@ func TestDeliverStreamCalms(t *testing.T) {
 		if !c.deliverIn("ch", outFrame{data: []byte("more")}, false) {
 			t.Fatal("not delivered")
 		}
-		sigiltest.Eventually(t, "the writer goes idle", func() bool {
-			c.mu.Lock()
-			defer c.mu.Unlock()
-			return !c.writing
-		})
+		writerIdle(t, c)
 		c.mu.Lock()
 		calmFor := time.Duration(c.calmFor)
 		c.mu.Unlock()
@@ -571,11 +573,7 @@ func TestWireNotAfterClose(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.deliverIn("ch", outFrame{pm: pm, wire: wireFrame(websocket.TextMessage, []byte("late"))}, true)
-	sigiltest.Eventually(t, "the writer goes idle", func() bool {
-		c.mu.Lock()
-		defer c.mu.Unlock()
-		return !c.writing
-	})
+	writerIdle(t, c)
 	fc.mu.Lock()
 	closed := fc.closed
 	fc.mu.Unlock()
