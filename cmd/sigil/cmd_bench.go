@@ -38,9 +38,10 @@ import (
 // raw WebSockets from this process, reads
 // the server's CPU time from /proc/PID/stat and its RSS from
 // /proc/PID/status, and reports each figure as a ratio to a baseline
-// measured in the same run by a second process on the server's core: raw
-// ed25519.Verify and ed25519.Sign, and a plain gorilla relay of the same
-// frames (cmd_bench_relay.go).
+// measured in the same run on the server's core: raw ed25519.Verify and
+// ed25519.Sign, timed during each round by the probe process
+// (cmd_bench_probe.go), and a plain gorilla relay of the same frames
+// (cmd_bench_relay.go).
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var f benchFlags
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
@@ -145,12 +146,14 @@ type benchRow struct {
 	Ratio  float64 `json:"ratio,omitempty"` // value ÷ baseline (0: no baseline)
 	Of     string  `json:"ratio_of,omitempty"`
 	Target string  `json:"target,omitempty"`
-	// BaseNs is the raw baseline of this row's ratio, timed right before
-	// and right after the row (their mean), when it is raw verify and/or
-	// sign: the machine's speed drifts over a run (0: none).
+	// BaseNs is the raw baseline of this row's ratio, when it is raw
+	// verify and/or sign: the probe's mean over the row's rounds (the
+	// flat-out rows), or the mean of the calibrations right before and
+	// right after the row (the fixed-rate row); the machine's speed
+	// drifts within a run (0: none).
 	BaseNs float64 `json:"baseline_ns,omitempty"`
 	// RoundRatios are the ratios of each round, when Ratio is their
-	// median (the audit rows).
+	// median (the flat-out, fan-out, p99 and audit rows).
 	RoundRatios []float64 `json:"round_ratios,omitempty"`
 }
 
