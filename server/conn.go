@@ -62,18 +62,20 @@ type conn struct {
 	closed    bool
 	stopRead  bool // the server is shutting down: read no more frames
 	closeDone bool // the close frame is written or the socket dropped (closeSent is closed)
-	queue     []outFrame
-	closeCode protocol.CloseCode // pending close after the queue drains (0: none)
+	// gatherNext: the writer lets the other ready goroutines run before it
+	// takes its first batch (a stream, conn_write.go)
+	gatherNext bool
+	queue      []outFrame
+	closeCode  protocol.CloseCode // pending close after the queue drains (0: none)
+	closeMsg   string
+	closeBy    int64 // read deadline once closing, Unix ns (real time, as every socket deadline)
+	helloBy    int64 // read deadline until the hello is handled, Unix ns
+
 	// A stream of deliveries (conn_write.go, streamingLocked): when the
 	// last came, until when deliveries are written at once whatever
 	// their pace, and for how long the last failed gathering calmed the
-	// session (monoNow ns); gatherNext makes the writer let the other
-	// ready goroutines run before it takes its first batch.
+	// session (monoNow ns).
 	lastDeliver, calmUntil, calmFor int64
-	gatherNext                      bool
-	closeMsg                        string
-	closeBy                         int64 // read deadline once closing, Unix ns (real time, as every socket deadline)
-	helloBy                         int64 // read deadline until the hello is handled, Unix ns
 
 	closeSent chan struct{} // made by the first waitCloseSent; closed with closeDone
 	channels  map[string]struct{}
