@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"math"
 	"strings"
 	"testing"
 )
@@ -50,5 +51,33 @@ func TestBench(t *testing.T) {
 	rep.print(&table)
 	if !strings.Contains(table.String(), "| server CPU per verified publish, no subscriber |") {
 		t.Errorf("table:\n%s", table.String())
+	}
+}
+
+// A row's ratio is the median of its rounds' ratios, each round's CPU
+// over the probe's raw figure from that same round: a round in which the
+// machine ran slow (the probe slow too) keeps its ratio, and one odd
+// round does not move the median.
+func TestBenchRoundRatios(t *testing.T) {
+	f := &flatResult{rounds: []flatRound{
+		{ns: 120, probe: probeSample{VerifyNs: 100, SignNs: 50}},
+		{ns: 180, probe: probeSample{VerifyNs: 150, SignNs: 75}}, // the machine 1.5× slower
+		{ns: 300, probe: probeSample{VerifyNs: 100, SignNs: 50}}, // an odd round
+	}}
+	got := f.ratios(rawVerify)
+	want := []float64{1.2, 1.2, 3}
+	for i := range want {
+		if math.Abs(got[i]-want[i]) > 1e-9 {
+			t.Fatalf("ratios %v, want %v", got, want)
+		}
+	}
+	if m := median(got); math.Abs(m-1.2) > 1e-9 {
+		t.Errorf("median %v, want 1.2", m)
+	}
+	if m := median([]float64{4, 1, 3, 2}); m != 2.5 {
+		t.Errorf("median of an even count %v, want 2.5", m)
+	}
+	if v := f.probeMean(rawVerifySign); math.Abs(v-(150+225+150)/3.0) > 1e-9 {
+		t.Errorf("probe mean %v", v)
 	}
 }
