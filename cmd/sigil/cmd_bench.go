@@ -305,7 +305,7 @@ func (b *bench) run(ctx context.Context) (*benchReport, error) {
 		rep.addIdle(b.f.idle, idle)
 		return rep, nil
 	}
-	if b.relayURL, b.relayPID, err = b.start("", pin, "RELAY_READY url=", "bench", "--relay"); err != nil {
+	if b.relayURL, b.relayPID, err = b.start("", pin, relayReady, "bench", "--relay"); err != nil {
 		return nil, err
 	}
 
@@ -323,7 +323,7 @@ func (b *bench) run(ctx context.Context) (*benchReport, error) {
 	}
 	probe.ws.Close()
 	rep.FrameSize = len(sample)
-	if b.probeURL, _, err = b.start("", pin, "PROBE_READY url=", "bench", "--probe"); err != nil {
+	if b.probeURL, _, err = b.start("", pin, probeReady, "bench", "--probe"); err != nil {
 		return nil, err
 	}
 	// The raw baselines: the flat-out rows' and the fan-out row's ratios

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -51,7 +50,7 @@ func (b *bench) idleSessions(ctx context.Context) (*idleResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	base, pid, err := b.start("", b.pin, "IDLE_READY url=", "bench", "--idle-baseline")
+	base, pid, err := b.start("", b.pin, idleReady, "bench", "--idle-baseline")
 	if err != nil {
 		return nil, err
 	}
@@ -196,10 +195,5 @@ func runIdleBaseline(stdout io.Writer) error {
 			}
 		}
 	}()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(stdout, "IDLE_READY url=http://%s\n", ln.Addr())
-	return http.Serve(ln, mux)
+	return serveHelper(stdout, idleReady, mux)
 }

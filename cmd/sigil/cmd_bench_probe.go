@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"runtime"
 	"strings"
@@ -91,12 +90,7 @@ func runProbe(stdout io.Writer) error {
 		stop, done = nil, nil
 		_ = json.NewEncoder(w).Encode(s)
 	})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(stdout, "PROBE_READY url=http://%s\n", ln.Addr())
-	return http.Serve(ln, mux)
+	return serveHelper(stdout, probeReady, mux)
 }
 
 // probeLoop alternates verify and sign bursts, probeEvery apart, until
@@ -170,34 +164,39 @@ func threadCPU() time.Duration {
 // probeStart starts the probe on the server's core with the bench's
 // sample frame (b.probeReq); probeStop ends it and returns its timings.
 func (b *bench) probeStart() error {
-	resp, err := http.Post(b.probeURL+"/start", "application/json", bytes.NewReader(b.probeReq))
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		msg, _ := io.ReadAll(resp.Body)
-		return fmt.Errorf("probe: %s", bytes.TrimSpace(msg))
-	}
-	return nil
+	_, err := b.probePost("/start", b.probeReq)
+	return err
 }
 
 func (b *bench) probeStop() (probeSample, error) {
 	var s probeSample
-	resp, err := http.Post(b.probeURL+"/stop", "application/json", nil)
+	body, err := b.probePost("/stop", nil)
 	if err != nil {
 		return s, err
 	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		msg, _ := io.ReadAll(resp.Body)
-		return s, fmt.Errorf("probe: %s", bytes.TrimSpace(msg))
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&s); err != nil {
+	if err := json.Unmarshal(body, &s); err != nil {
 		return s, err
 	}
 	if s.VerifyNs <= 0 || s.SignNs <= 0 {
 		return s, errors.New("probe: no timings")
 	}
 	return s, nil
+}
+
+// probePost posts body to the probe's path and returns its answer; an
+// answer other than 200 is an error with the probe's message.
+func (b *bench) probePost(path string, body []byte) ([]byte, error) {
+	resp, err := http.Post(b.probeURL+path, "application/json", bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	msg, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("probe: %s", bytes.TrimSpace(msg))
+	}
+	return msg, nil
 }

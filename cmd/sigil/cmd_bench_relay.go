@@ -92,11 +92,24 @@ func runRelay(stdout io.Writer) error {
 		c.measure()
 		_ = json.NewEncoder(w).Encode(c)
 	})
+	return serveHelper(stdout, relayReady, mux)
+}
+
+// The ready lines of the bench's helper processes: b.start waits for one.
+const (
+	relayReady = "RELAY_READY url="
+	probeReady = "PROBE_READY url="
+	idleReady  = "IDLE_READY url="
+)
+
+// serveHelper serves mux on a loopback port of its own and prints ready
+// followed by its URL, the line the bench waits for (b.start).
+func serveHelper(stdout io.Writer, ready string, mux http.Handler) error {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "RELAY_READY url=http://%s\n", ln.Addr())
+	fmt.Fprintf(stdout, "%shttp://%s\n", ready, ln.Addr())
 	return http.Serve(ln, mux)
 }
 
