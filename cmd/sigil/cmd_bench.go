@@ -14,6 +14,7 @@ import (
 	"io"
 	"math"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -64,6 +65,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.BoolVar(&f.relayMode, "relay", false, "internal: run as the baseline process")
 	fs.BoolVar(&f.idleBase, "idle-baseline", false, "internal: run as the idle rows' baseline process (plain gorilla)")
 	fs.BoolVar(&f.probeMode, "probe", false, "internal: run as the probe process (raw verify and sign timed during the rows)")
+	fs.StringVar(&f.idleHold, "idle-hold", "", "internal: run as the idle rows' holder of --idle connections to this URL")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -75,6 +77,9 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	if f.probeMode {
 		return runProbe(stdout)
+	}
+	if f.idleHold != "" {
+		return runIdleHold(stdout, f.idleHold, f.idle)
 	}
 	switch {
 	case fs.NArg() != 0:
@@ -119,7 +124,7 @@ const (
 )
 
 type benchFlags struct {
-	sigil, cpu, rows            string
+	sigil, cpu, rows, idleHold  string
 	conns, frames, rounds, rate int
 	fanout, fanPubs, idle       int
 	rateFor, idleFor, calibrate time.Duration
@@ -464,6 +469,13 @@ func (b *bench) run(ctx context.Context) (*benchReport, error) {
 		}
 		rep.add(fmt.Sprintf("the same at a fixed %d msg/s", b.f.rate), fixed.cpuNs/1e3, "µs", ratio, "the flat-out figure (each ÷ raw verify + sign timed beside it)", "≤ 1.2×")
 		rep.based(fixedV + fixedS)
+		// Not one of the rows: that row's floor, a relay that
+		// verifies and signs each message at the same rate.
+		if out != nil {
+			ratio = fixed.signNs / (fixedV + fixedS) / outRatio
+		}
+		rep.add(fmt.Sprintf("the signing relay at %d msg/s (gorilla; verify each frame, sign a deliver's bytes, relay): the floor of the row above", b.f.rate), fixed.signNs/1e3, "µs", ratio, "Sigil's flat-out figure, as the row above", "")
+		rep.based(fixedV + fixedS)
 	}
 	if fan != nil {
 		rep.add(fmt.Sprintf("fan-out to %d subscribers, CPU per delivery", b.f.fanout), fan.sigilNs, "ns", median(slices.Clone(fan.ratios)), "gorilla PreparedMessage relay (median of the rounds' ratios, each side ÷ the probe's raw verify during it)", "≤ 1.0×")
@@ -475,6 +487,9 @@ func (b *bench) run(ctx context.Context) (*benchReport, error) {
 	if fixed != nil {
 		rep.add(fmt.Sprintf("publish→deliver p99 at %d msg/s (the median of the rounds')", b.f.rate), fixed.p99Ns/1e3, "µs", median(slices.Clone(fixed.p99Ratios)), fmt.Sprintf("relay p99 + raw verify (median of the rounds' ratios, each against the relay's round after it; the relay's median p99 %.0f µs)", fixed.relayP99Ns/1e3), "≤ 2×")
 		rep.rounds(fixed.p99Ratios)
+		// Not one of the rows: that row's floor.
+		rep.add(fmt.Sprintf("the signing relay's p99 at %d msg/s: the floor of the row above", b.f.rate), fixed.signP99Ns/1e3, "µs", median(slices.Clone(fixed.signRatios)), "the same baseline as the row above", "")
+		rep.rounds(fixed.signRatios)
 		// Not one of the rows: how long the server was ready to
 		// run but its core ran something else, which the p99 includes.
 		rep.add(fmt.Sprintf("server's wait for its CPU during the %d msg/s row (its threads' run-queue wait, summed)", b.f.rate), fixed.waitMsPerS, "ms/s", 0, "", "")
@@ -1039,26 +1054,33 @@ func (b *bench) flatOutOn(ctx context.Context, pid int, together *sync.WaitGroup
 
 type fixedResult struct {
 	cpuNs      float64   // the server's CPU per publish, over all rounds
+	relayNs    float64   // the plain relay's, the same frames at the same pace
+	signNs     float64   // the signing relay's (relayWork), the same
 	p99Ns      float64   // the median of the rounds' p99s
 	relayP99Ns float64   // the relay's, the same
+	signP99Ns  float64   // the signing relay's, the same
 	p99Ratios  []float64 // each round's p99 ÷ (the relay's p99 + raw verify)
+	signRatios []float64 // the same of the signing relay's p99
 	waitMsPerS float64   // the server's run-queue wait during the row
 }
 
 // fixedRate publishes at --rate for --rate-duration from pub to sub's
 // channel, one frame per tick, and measures the server's CPU per publish
 // and the p99 from the write of a frame to the arrival of its delivery;
-// and the same frames at the same pace through the relay. The time is
-// cut into 2 × --rounds rounds, Sigil's then the relay's, alternated: the
-// p99 of a few milliseconds is the machine's hiccups as much as the
-// server's work, and the relay's, measured once after Sigil's, moved
-// from 0.2 to 2.1 ms between runs. A round's ratio is Sigil's p99 over
-// the relay's in the next round plus verify (the raw figure timed just
-// before the row).
+// and the same frames at the same pace through the plain relay, and then
+// through the signing relay (relayWork: verify each frame, sign a
+// deliver's worth of bytes, relay), whose CPU per message is the floor of
+// a server that does per message what Sigil must, with one wake-up per
+// message. The time is cut into 2 × --rounds rounds, each Sigil's then
+// the relays', alternated: the p99 of a few milliseconds is the machine's
+// hiccups as much as the server's work, and the relay's, measured once
+// after Sigil's, moved from 0.2 to 2.1 ms between runs. A round's ratio
+// is Sigil's p99 over the plain relay's in the same round plus verify
+// (the raw figure timed just before the row).
 func (b *bench) fixedRate(ctx context.Context, pub *benchSession, sub *benchSub, verifyNs float64) (*fixedResult, error) {
 	n := int(float64(b.f.rate) * b.f.rateFor.Seconds())
 	rounds := max(1, min(2*b.f.rounds, n/100))
-	b.say("fixed rate: %d publishes at %d/s, in %d rounds alternated with the plain relay", n, b.f.rate, rounds)
+	b.say("fixed rate: %d publishes at %d/s, in %d rounds alternated with the plain and the signing relay", n, b.f.rate, rounds)
 	frames := make([][]byte, n)
 	for i := range frames {
 		fr, err := pub.signer.Sign(&protocol.Envelope{Action: protocol.ActPub, Channel: benchLiveOut, Body: benchBody})
@@ -1068,17 +1090,24 @@ func (b *bench) fixedRate(ctx context.Context, pub *benchSession, sub *benchSub,
 		frames[i] = fr
 	}
 
-	// The relay: a publisher and a subscriber.
-	rsub, _, err := websocket.DefaultDialer.DialContext(ctx, "ws"+strings.TrimPrefix(b.relayURL, "http")+"/sub", nil)
+	// The relays: a subscriber, and a publisher to each.
+	relayWS := "ws" + strings.TrimPrefix(b.relayURL, "http")
+	rsub, _, err := websocket.DefaultDialer.DialContext(ctx, relayWS+"/sub", nil)
 	if err != nil {
 		return nil, err
 	}
 	defer rsub.Close()
-	rpub, _, err := websocket.DefaultDialer.DialContext(ctx, "ws"+strings.TrimPrefix(b.relayURL, "http")+"/pub", nil)
+	rpub, _, err := websocket.DefaultDialer.DialContext(ctx, relayWS+"/pub", nil)
 	if err != nil {
 		return nil, err
 	}
 	defer rpub.Close()
+	q := url.Values{"verify": {base64.RawURLEncoding.EncodeToString(pub.pub)}, "sign": {strconv.Itoa(deliverSignSize(frames[0]))}}
+	spub, _, err := websocket.DefaultDialer.DialContext(ctx, relayWS+"/pub?"+q.Encode(), nil)
+	if err != nil {
+		return nil, err
+	}
+	defer spub.Close()
 	time.Sleep(100 * time.Millisecond) // the relay registers /sub on its own goroutine
 	var rgot atomic.Int64
 	var rmu sync.Mutex
@@ -1095,11 +1124,34 @@ func (b *bench) fixedRate(ctx context.Context, pub *benchSession, sub *benchSub,
 			rgot.Add(1)
 		}
 	}()
+	// relayRound paces part through the relay on ws, and returns the
+	// relay's CPU and the p99.
+	relayRound := func(ws *websocket.Conn, part [][]byte, what string) (time.Duration, float64, error) {
+		rmu.Lock()
+		rtimes = make([]time.Time, 0, len(part))
+		rmu.Unlock()
+		rwant := rgot.Load() + int64(len(part))
+		c0, err := procCPU(b.relayPID)
+		if err != nil {
+			return 0, 0, err
+		}
+		rsent := pace(ws, part, b.f.rate)
+		if err := waitCount(&rgot, rwant, what); err != nil {
+			return 0, 0, err
+		}
+		c1, err := procCPU(b.relayPID)
+		if err != nil {
+			return 0, 0, err
+		}
+		rmu.Lock()
+		defer rmu.Unlock()
+		return c1 - c0, p99(rsent, rtimes), nil
+	}
 
 	res := &fixedResult{}
-	var cpu, wait time.Duration
+	var cpu, wait, rcpu, scpu time.Duration
 	var busy time.Duration
-	var p99s, rp99s []float64
+	var p99s, rp99s, sp99s []float64
 	for r := range rounds {
 		part := frames[r*n/rounds : (r+1)*n/rounds]
 		sub.mu.Lock()
@@ -1127,23 +1179,27 @@ func (b *bench) fixedRate(ctx context.Context, pub *benchSession, sub *benchSub,
 		sub.times = nil
 		sub.mu.Unlock()
 
-		// The relay: the same frames, the same pace.
-		rmu.Lock()
-		rtimes = make([]time.Time, 0, len(part))
-		rmu.Unlock()
-		rwant := rgot.Load() + int64(len(part))
-		rsent := pace(rpub, part, b.f.rate)
-		if err := waitCount(&rgot, rwant, "relay deliveries"); err != nil {
+		// The relays: the same frames, the same pace.
+		c, p, err := relayRound(rpub, part, "relay deliveries")
+		if err != nil {
 			return nil, err
 		}
-		rmu.Lock()
-		rp99s = append(rp99s, p99(rsent, rtimes))
-		rmu.Unlock()
-		res.p99Ratios = append(res.p99Ratios, p99s[r]/(rp99s[r]+verifyNs))
+		rcpu += c
+		rp99s = append(rp99s, p)
+		res.p99Ratios = append(res.p99Ratios, p99s[r]/(p+verifyNs))
+		if c, p, err = relayRound(spub, part, "signing relay deliveries"); err != nil {
+			return nil, err
+		}
+		scpu += c
+		sp99s = append(sp99s, p)
+		res.signRatios = append(res.signRatios, p/(rp99s[r]+verifyNs))
 	}
 	res.cpuNs = float64(cpu.Nanoseconds()) / float64(n)
+	res.relayNs = float64(rcpu.Nanoseconds()) / float64(n)
+	res.signNs = float64(scpu.Nanoseconds()) / float64(n)
 	res.waitMsPerS = float64(wait.Milliseconds()) / busy.Seconds()
-	res.p99Ns, res.relayP99Ns = median(p99s), median(rp99s)
+	res.p99Ns, res.relayP99Ns, res.signP99Ns = median(p99s), median(rp99s), median(sp99s)
+	b.say("fixed rate: CPU per message: sigil %.1f µs, plain relay %.1f µs, signing relay %.1f µs", res.cpuNs/1e3, res.relayNs/1e3, res.signNs/1e3)
 	return res, nil
 }
 
@@ -1327,10 +1383,12 @@ func (b *bench) calibrationOf(s *benchSession, frame []byte) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	// A deliver's signing input: the frame, the sender's jwk and the
-	// envelope, base64url-encoded.
-	return json.Marshal(calibration{Input: frame[:i], Sig: sig, Pub: s.pub, SignSize: (len(frame) + 330) * 4 / 3, For: b.f.calibrate})
+	return json.Marshal(calibration{Input: frame[:i], Sig: sig, Pub: s.pub, SignSize: deliverSignSize(frame), For: b.f.calibrate})
 }
+
+// deliverSignSize is the size of the signing input of a deliver of
+// frame: the frame, the sender's jwk and the envelope, base64url-encoded.
+func deliverSignSize(frame []byte) int { return (len(frame) + 330) * 4 / 3 }
 
 // calibrate asks the baseline process to time raw verify and sign.
 func (b *bench) calibrate(s *benchSession, frame []byte) (*calibration, error) {

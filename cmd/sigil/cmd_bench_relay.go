@@ -1,13 +1,18 @@
 package main
 
 import (
+	"bytes"
 	"crypto/ed25519"
+	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -21,7 +26,9 @@ import (
 //
 //   - /pub and /sub are WebSockets: every text message read on a /pub
 //     connection is sent to every /sub connection as one PreparedMessage,
-//     the cheapest fan-out gorilla has.
+//     the cheapest fan-out gorilla has. /pub?verify=KEY&sign=N first
+//     verifies each frame and signs a deliver's worth of bytes
+//     (relayWork): the signing relay.
 //   - POST /calibrate {"input": ..., "sig": ..., "pub": ..., "sign": ...}
 //     times ed25519.Verify of sig over input and ed25519.Sign of a message
 //     of the given size, on this process's core, and answers their ns/op.
@@ -59,6 +66,11 @@ func runRelay(stdout io.Writer) error {
 		}()
 	})
 	mux.HandleFunc("/pub", func(w http.ResponseWriter, req *http.Request) {
+		work, err := relayWork(req.URL.Query())
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
 		ws, err := relayUpgrader.Upgrade(w, req, nil)
 		if err != nil {
 			return
@@ -67,7 +79,7 @@ func runRelay(stdout io.Writer) error {
 			defer ws.Close()
 			for {
 				_, data, err := ws.ReadMessage()
-				if err != nil {
+				if err != nil || !work(data) {
 					return
 				}
 				pm, err := websocket.NewPreparedMessage(websocket.TextMessage, data)
@@ -100,7 +112,50 @@ const (
 	relayReady = "RELAY_READY url="
 	probeReady = "PROBE_READY url="
 	idleReady  = "IDLE_READY url="
+	holdReady  = "HOLD_READY url="
 )
+
+// relayWork is what the relay does with each frame of a /pub connection
+// before relaying it: by default nothing; with ?verify=KEY&sign=N (the
+// signing relay, the floor of a server that verifies and signs each
+// message) ed25519.Verify of the compact JWS frame's signature with the
+// Ed25519 public key KEY (base64url), then ed25519.Sign of N bytes that
+// begin with the frame, as a deliver's signing input does. A frame that
+// does not verify ends the connection.
+func relayWork(q url.Values) (func([]byte) bool, error) {
+	if !q.Has("verify") {
+		return func([]byte) bool { return true }, nil
+	}
+	pub, err := base64.RawURLEncoding.DecodeString(q.Get("verify"))
+	if err != nil || len(pub) != ed25519.PublicKeySize {
+		return nil, errors.New("verify: not a base64url Ed25519 public key")
+	}
+	n, err := strconv.Atoi(q.Get("sign"))
+	if err != nil || n < 0 || n > 1<<20 {
+		return nil, errors.New("sign: not a size")
+	}
+	_, key, err := ed25519.GenerateKey(nil)
+	if err != nil {
+		return nil, err
+	}
+	input := make([]byte, n)
+	var sig [ed25519.SignatureSize]byte
+	return func(frame []byte) bool {
+		i := bytes.LastIndexByte(frame, '.')
+		if i < 0 || len(frame)-i-1 != base64.RawURLEncoding.EncodedLen(len(sig)) {
+			return false
+		}
+		if k, err := base64.RawURLEncoding.Decode(sig[:], frame[i+1:]); err != nil || k != len(sig) {
+			return false
+		}
+		if !ed25519.Verify(pub, frame[:i], sig[:]) {
+			return false
+		}
+		copy(input, frame)
+		_ = ed25519.Sign(key, input)
+		return true
+	}, nil
+}
 
 // serveHelper serves mux on a loopback port of its own and prints ready
 // followed by its URL, the line the bench waits for (b.start).

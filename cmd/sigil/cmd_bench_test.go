@@ -3,10 +3,16 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
+	"encoding/base64"
 	"encoding/json"
 	"math"
+	"net/url"
+	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/sigil-ws/sigil/protocol"
 )
 
 // TestBench runs sigil bench end to end at a tiny size: a real sigil serve
@@ -33,8 +39,8 @@ func TestBench(t *testing.T) {
 	if rep.VerifyNs <= 0 || rep.SignNs <= 0 || rep.FrameSize <= 0 {
 		t.Fatalf("baselines not measured: %+v", rep)
 	}
-	if len(rep.Rows) != 11 {
-		t.Fatalf("%d rows, want the issue's 7, the audit log's 2, history on and the server's CPU wait: %+v", len(rep.Rows), rep.Rows)
+	if len(rep.Rows) != 13 {
+		t.Fatalf("%d rows, want the issue's 7, the audit log's 2, the signing relay's 2, history on and the server's CPU wait: %+v", len(rep.Rows), rep.Rows)
 	}
 	for _, r := range rep.Rows {
 		if r.Value <= 0 && !strings.HasPrefix(r.Name, "idle CPU") && !strings.HasPrefix(r.Name, "server's wait") {
@@ -44,8 +50,10 @@ func TestBench(t *testing.T) {
 			t.Errorf("row %q: no ratio against %s", r.Name, r.Of)
 		}
 	}
-	if !strings.Contains(errb.String(), "bench: fan-out") || !strings.Contains(errb.String(), "audit log async") {
-		t.Errorf("no progress display on stderr:\n%s", errb.String())
+	for _, step := range []string{"bench: fan-out", "audit log async", "signing relay", "a holder process opens 20 plain gorilla connections"} {
+		if !strings.Contains(errb.String(), step) {
+			t.Errorf("no %q in the progress display on stderr:\n%s", step, errb.String())
+		}
 	}
 	var table bytes.Buffer
 	rep.print(&table)
@@ -79,5 +87,43 @@ func TestBenchRoundRatios(t *testing.T) {
 	}
 	if v := f.probeMean(rawVerifySign); math.Abs(v-(150+225+150)/3.0) > 1e-9 {
 		t.Errorf("probe mean %v", v)
+	}
+}
+
+// The signing relay verifies each frame before it relays it: a frame
+// signed by the key it was given passes, and one with a changed byte, a
+// signature of the wrong length or no signature at all ends the
+// connection.
+func TestRelayWorkVerifies(t *testing.T) {
+	key, err := protocol.GenerateKey(protocol.EdDSA, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer := &protocol.ClientSigner{Key: key, Session: "s1", Subject: "alice"}
+	frame, err := signer.Sign(&protocol.Envelope{Action: protocol.ActPub, Channel: benchLiveIn, Body: benchBody})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub := key.Public().Key().(ed25519.PublicKey)
+	work, err := relayWork(url.Values{"verify": {base64.RawURLEncoding.EncodeToString(pub)}, "sign": {strconv.Itoa(deliverSignSize(frame))}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !work(frame) {
+		t.Fatal("a frame signed by the key does not pass")
+	}
+	edited := bytes.Clone(frame)
+	edited[10] ^= 1
+	for name, f := range map[string][]byte{"edited": edited, "short signature": frame[:len(frame)-2], "no signature": frame[:bytes.LastIndexByte(frame, '.')]} {
+		if work(f) {
+			t.Errorf("%s: passes", name)
+		}
+	}
+	if _, err := relayWork(url.Values{"verify": {"not a key"}, "sign": {"100"}}); err == nil {
+		t.Error("a bad key is accepted")
+	}
+	plain, err := relayWork(url.Values{})
+	if err != nil || !plain(edited) {
+		t.Errorf("the plain relay does not relay every frame: %v", err)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -195,14 +196,33 @@ func (c *deployCluster) dial(t *testing.T, url, tokenURL, user string, opts *cli
 	return cl
 }
 
+// freeTCPPort returns a loopback port that was free a moment ago, for
+// deploy/run.sh's processes to listen on. It is drawn at random from
+// below the kernel's range of ephemeral ports (the range a listener on
+// port 0 and every outgoing connection take theirs from), so that the
+// other packages' tests, running alongside, cannot take it in the moment
+// between its check here and the node's listen.
 func freeTCPPort(t *testing.T) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	lo, hi := 10000, 32768
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if low, err := strconv.Atoi(f[0]); err == nil && low > lo+1000 {
+				hi = low
+			}
+		}
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	for range 200 {
+		port := lo + rand.IntN(hi-lo)
+		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+		if err != nil {
+			continue
+		}
+		l.Close()
+		return port
+	}
+	t.Fatalf("no free port in %d–%d", lo, hi)
+	return 0
 }
 
 func tail(s string, n int) string {
