@@ -19,7 +19,7 @@ import (
 // session and the CPU of idle sessions, each measured on sigil serve and,
 // with as many connections, on a plain gorilla server with the same
 // keepalive (sigil bench --idle-baseline, started by the bench on the
-// server's core). The baseline is the floor of the design sigil serve
+// server's core), in the same window (idleSessions). The baseline is the floor of the design sigil serve
 // shares with it, one reader goroutine per connection over Go's netpoller:
 // what sigil costs beyond it is its session state and its own work.
 
