@@ -225,12 +225,27 @@ func (b *bench) say(format string, args ...any) {
 
 func (b *bench) stop() {
 	for _, p := range b.procs {
-		_ = p.Process.Signal(syscall.SIGTERM)
-		_ = p.Wait()
+		stopCmd(p)
 	}
 	if b.dir != "" {
 		_ = os.RemoveAll(b.dir)
 	}
+}
+
+// stopProc stops the process pid that start started, before the others.
+func (b *bench) stopProc(pid int) {
+	b.procs = slices.DeleteFunc(b.procs, func(p *exec.Cmd) bool {
+		if p.Process.Pid != pid {
+			return false
+		}
+		stopCmd(p)
+		return true
+	})
+}
+
+func stopCmd(p *exec.Cmd) {
+	_ = p.Process.Signal(syscall.SIGTERM)
+	_ = p.Wait()
 }
 
 // start runs this binary (or bin) with args on the pinned CPU and waits

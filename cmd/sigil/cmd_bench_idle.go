@@ -19,9 +19,10 @@ import (
 // session and the CPU of idle sessions, each measured on sigil serve and,
 // with as many connections, on a plain gorilla server with the same
 // keepalive (sigil bench --idle-baseline, started by the bench on the
-// server's core), in the same window (idleSessions). The baseline is the floor of the design sigil serve
-// shares with it, one reader goroutine per connection over Go's netpoller:
-// what sigil costs beyond it is its session state and its own work.
+// server's core), in the same window (idleSessions). The baseline is the
+// floor of the design sigil serve shares with it, one reader goroutine per
+// connection over Go's netpoller: what sigil costs beyond it is its
+// session state and its own work.
 
 type idleResult struct {
 	rssPerSession, cpuMsPerS float64 // sigil serve
@@ -69,6 +70,7 @@ func (b *bench) idleSessions(ctx context.Context) (*idleResult, error) {
 	if err != nil {
 		return nil, err
 	}
+	defer b.stopProc(pid) // its pings must not run beside the rows after
 	gr := &idleSet{pid: pid, n: b.f.idle}
 	time.Sleep(time.Second) // let the process settle after starting
 	if gr.before, err = procRSS(pid); err != nil {
@@ -76,9 +78,11 @@ func (b *bench) idleSessions(ctx context.Context) (*idleResult, error) {
 	}
 	b.say("idle: a holder process opens %d plain gorilla connections", b.f.idle)
 	url := "ws" + strings.TrimPrefix(base, "http") + "/idle"
-	if _, _, err := b.start("", "", holdReady, "bench", "--idle-hold", url, "--idle", strconv.Itoa(b.f.idle)); err != nil {
+	_, holder, err := b.start("", "", holdReady, "bench", "--idle-hold", url, "--idle", strconv.Itoa(b.f.idle))
+	if err != nil {
 		return nil, err
 	}
+	defer b.stopProc(holder)
 	time.Sleep(3 * time.Second) // let the baseline's collector run
 	if err := b.idleWindow(ctx, sg, gr); err != nil {
 		return nil, err
