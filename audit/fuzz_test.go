@@ -17,18 +17,31 @@ import (
 // bundle. Each starts from the vectors (testdata/vectors/audit) and must
 // never panic; what parses must keep the parser's promise.
 
-// vectorLog is the vector log's directory and its checkpoint verifier.
-func vectorLog(f *testing.F) (string, note.Verifier) {
+// vectorLog is the vector log's directory, its verifier key and that
+// key's checkpoint verifier.
+func vectorLog(f *testing.F) (string, string, note.Verifier) {
 	dir := filepath.Join(vectorsDir, "audit", "log")
-	vkey, err := os.ReadFile(filepath.Join(dir, audit.VKeyFile))
+	raw, err := os.ReadFile(filepath.Join(dir, audit.VKeyFile))
 	if err != nil {
 		f.Fatal(err)
 	}
-	v, err := note.NewVerifier(string(bytes.TrimSpace(vkey)))
+	vkey := string(bytes.TrimSpace(raw))
+	v, err := note.NewVerifier(vkey)
 	if err != nil {
 		f.Fatal(err)
 	}
-	return dir, v
+	return dir, vkey, v
+}
+
+// readVectors decodes the audit vector file name into v.
+func readVectors(f *testing.F, name string, v any) {
+	data, err := os.ReadFile(filepath.Join(vectorsDir, "audit", name))
+	if err != nil {
+		f.Fatal(err)
+	}
+	if err := json.Unmarshal(data, v); err != nil {
+		f.Fatal(err)
+	}
 }
 
 // An entry that parses is in its one canonical form (spec.md §21.2).
@@ -36,13 +49,7 @@ func FuzzParseEntry(f *testing.F) {
 	var cases []struct {
 		Entry string `json:"entry"`
 	}
-	data, err := os.ReadFile(filepath.Join(vectorsDir, "audit", "entries.json"))
-	if err != nil {
-		f.Fatal(err)
-	}
-	if err := json.Unmarshal(data, &cases); err != nil {
-		f.Fatal(err)
-	}
+	readVectors(f, "entries.json", &cases)
 	for _, c := range cases {
 		f.Add([]byte(c.Entry))
 	}
@@ -61,15 +68,9 @@ func FuzzParseEntry(f *testing.F) {
 // A proof that checks names an entry inside its checkpoint, and the entry
 // parses.
 func FuzzProofCheck(f *testing.F) {
-	_, v := vectorLog(f)
+	_, _, v := vectorLog(f)
 	var proofs []json.RawMessage
-	data, err := os.ReadFile(filepath.Join(vectorsDir, "audit", "proofs.json"))
-	if err != nil {
-		f.Fatal(err)
-	}
-	if err := json.Unmarshal(data, &proofs); err != nil {
-		f.Fatal(err)
-	}
+	readVectors(f, "proofs.json", &proofs)
 	for _, raw := range proofs {
 		p, err := audit.ParseProof(raw)
 		if err != nil {
@@ -100,7 +101,7 @@ func FuzzProofCheck(f *testing.F) {
 
 // A checkpoint that parses was signed by the log's key for its origin.
 func FuzzParseCheckpoint(f *testing.F) {
-	dir, v := vectorLog(f)
+	dir, _, v := vectorLog(f)
 	cp, err := os.ReadFile(filepath.Join(dir, "checkpoint"))
 	if err != nil {
 		f.Fatal(err)
@@ -120,17 +121,13 @@ func FuzzParseCheckpoint(f *testing.F) {
 // VerifyBundle reports a bundle's problems; only a failure to read it is
 // an error. A bundle without problems has entries within its checkpoint.
 func FuzzVerifyBundle(f *testing.F) {
-	dir, v := vectorLog(f)
-	vkey, err := os.ReadFile(filepath.Join(dir, audit.VKeyFile))
-	if err != nil {
-		f.Fatal(err)
-	}
+	dir, vkey, v := vectorLog(f)
 	var whole, part bytes.Buffer
 	ctx := context.Background()
-	if err := audit.Export(ctx, audit.DirSource(dir), v, string(bytes.TrimSpace(vkey)), 0, 7, &whole); err != nil {
+	if err := audit.Export(ctx, audit.DirSource(dir), v, vkey, 0, 7, &whole); err != nil {
 		f.Fatal(err)
 	}
-	if err := audit.Export(ctx, audit.DirSource(dir), v, string(bytes.TrimSpace(vkey)), 3, 5, &part); err != nil {
+	if err := audit.Export(ctx, audit.DirSource(dir), v, vkey, 3, 5, &part); err != nil {
 		f.Fatal(err)
 	}
 	for _, seed := range [][]byte{whole.Bytes(), part.Bytes()} {
